@@ -1,0 +1,240 @@
+"""PySyncObj wrapper and the bridge between its tick thread and the asyncio event loop.
+
+Threading contract:
+- PySyncObj runs its own tick thread. `ReplicatedState.apply` (the single `@replicated` entry point, so
+  method ids never shift) runs there, under `ReplicatedState.lock`. Readers on the event loop take the same
+  lock for the short time they build a response from `state`.
+- `RaftNode.propose(...)` is called on the event loop; the commit callback fires in the tick thread and
+  resolves the asyncio future with `loop.call_soon_threadsafe`. Every proposal has a deadline: a leader
+  cut off from its followers commits nothing, and its caller gets `NotReady` (an unknown outcome, which the
+  client resolves by retrying with the same Idempotency-Key) instead of hanging.
+- Leadership changes are reported by PySyncObj from the tick thread; they are handed to the loop with
+  `call_soon_threadsafe` and delivered to `on_role_change(is_leader)`.
+
+Persistence: journal and full dump under `data_dir`; the default (pickle) dump of plain-data state,
+because a custom serializer is a measured trap (DESIGN §3). The journal is not fsynced by PySyncObj
+(upstream #84): committed state survives kill -9 of any or all masters, not a power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from orca.errors import NotReady, from_code
+from orca.state import machine
+
+__all__ = ["ReplicatedState", "RaftNode", "RaftSettings"]
+
+log = logging.getLogger("orca.raft")
+
+_FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
+
+
+class ReplicatedState(SyncObjConsumer):
+    """Holds the plain-data state; its only replicated method is `apply`.
+
+    `lock` and `applied_listeners` are created before `SyncObjConsumer.__init__`, which marks every
+    attribute present at that moment as "not state": only `state` goes into the snapshot.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.applied_listeners: list[Callable[[dict[str, Any]], None]] = []
+        super().__init__()
+        self.state: dict[str, Any] = machine.new_state()
+
+    @replicated
+    def apply(self, entry: bytes) -> dict[str, Any]:
+        index = self._syncObj.raftLastApplied + 1 if self._syncObj is not None else 0
+        with self.lock:
+            result = machine.apply(self.state, entry, index)
+        for listener in self.applied_listeners:
+            listener(result)
+        return result
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            super()._deserialize(data)
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    node_id: str
+    listen: str                    # "host:port" this master binds (never 0.0.0.0 by accident)
+    peers: dict[str, str]          # peer raft "host:port" -> peer node id
+    data_dir: Path
+    password: str
+    election_min_s: float = 0.2
+    election_max_s: float = 0.5
+    heartbeat_s: float = 0.05
+    leader_fallback_s: float = 1.0
+    write_timeout_s: float = 3.0
+    compaction_min_entries: int = 5000
+    compaction_min_s: float = 300.0
+
+
+class RaftNode:
+    """One master's Raft member. Constructed and used on the event loop thread.
+
+    `on_role_change(is_leader: bool)` is called on the loop whenever this node gains or loses
+    leadership; the caller starts/stops leader work there (and only there).
+    """
+
+    def __init__(self, settings: RaftSettings, loop: asyncio.AbstractEventLoop,
+                 on_role_change: Callable[[bool], None] | None = None) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.on_role_change = on_role_change
+        self.store = ReplicatedState()
+        self.leader_changes = 0
+        self._last_leader: Any = None
+        self._pending: dict[int, float] = {}   # proposal id -> monotonic start, for ComponentHealth
+        self._next_proposal = 0
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = SyncObjConf(
+            password=settings.password,
+            bindAddress=settings.listen,
+            journalFile=str(settings.data_dir / "raft.journal"),
+            fullDumpFile=str(settings.data_dir / "raft.dump"),
+            appendEntriesUseBatch=False,      # the batch costs ~100 ms per commit (DESIGN §3)
+            raftMinTimeout=settings.election_min_s,
+            raftMaxTimeout=settings.election_max_s,
+            appendEntriesPeriod=settings.heartbeat_s,
+            leaderFallbackTimeout=settings.leader_fallback_s,
+            connectionRetryTime=0.5,
+            connectionTimeout=max(1.0, settings.election_max_s * 2),
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_s,
+            commandsWaitLeader=False,         # fail fast (MISSING_LEADER) instead of queueing blind
+            dynamicMembershipChange=False,
+            onStateChanged=self._on_state_changed,
+        )
+        self.sync = SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store])
+
+    # --- tick thread -> loop ----------------------------------------------------------------------
+    def _on_state_changed(self, old: int, new: int) -> None:
+        self.loop.call_soon_threadsafe(self._deliver_role)
+
+    def _deliver_role(self) -> None:
+        leader = self.sync._getLeader()
+        if leader != self._last_leader:
+            self._last_leader = leader
+            if leader is not None:
+                self.leader_changes += 1
+        if self.on_role_change is not None:
+            self.on_role_change(self.is_leader)
+
+    # --- queries (cheap, any thread) --------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return bool(self.sync._isLeader())
+
+    @property
+    def leader_id(self) -> str | None:
+        """The node id of the last known leader (None when unknown)."""
+        leader = self.sync._getLeader()
+        if leader is None:
+            return None
+        addr = leader.id if hasattr(leader, "id") else str(leader)
+        if addr == self.settings.listen:
+            return self.settings.node_id
+        return self.settings.peers.get(addr)
+
+    @property
+    def term(self) -> int:
+        return int(self.sync.raftCurrentTerm)
+
+    @property
+    def commit_index(self) -> int:
+        return int(self.sync.raftCommitIndex)
+
+    @property
+    def applied_index(self) -> int:
+        return int(self.sync.raftLastApplied)
+
+    @property
+    def has_quorum(self) -> bool:
+        return bool(self.sync.hasQuorum)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.sync.isReady())
+
+    def peer_connected(self, peer_raft_addr: str) -> bool:
+        for node in self.sync.otherNodes:
+            if node.id == peer_raft_addr:
+                return bool(self.sync.isNodeConnected(node))
+        return False
+
+    def role(self) -> str:
+        if self.is_leader:
+            return "leader"
+        return "follower" if self.sync._getLeader() is not None else "candidate"
+
+    # --- writes -----------------------------------------------------------------------------------
+    async def propose(self, op: str, args: dict[str, Any], *, key: str | None = None,
+                      actor: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Commit one entry and return the op's result (raising the op's error).
+
+        Raises NotReady when this node is not a leader with quorum, or the entry is not applied within
+        the deadline: the outcome is then unknown and the client retries with its Idempotency-Key.
+        """
+        if not self.is_leader:
+            raise NotReady("this master is not the leader")
+        raw = machine.encode_entry(op, args, now=time.time(), key=key, actor=actor)
+        fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
+
+        def done(result: Any, err: int) -> None:  # tick thread
+            self.loop.call_soon_threadsafe(_resolve, fut, (result, err))
+
+        self._next_proposal += 1
+        pid = self._next_proposal
+        self._pending[pid] = time.monotonic()
+        self.store.apply(raw, callback=done)
+        deadline = self.settings.write_timeout_s if timeout is None else timeout
+        try:
+            result, err = await asyncio.wait_for(asyncio.shield(fut), deadline)
+        except TimeoutError:
+            raise NotReady(f"write not committed within {deadline:g} s (no quorum?); outcome unknown, "
+                           "retry with the same Idempotency-Key", {"op": op}) from None
+        finally:
+            self._pending.pop(pid, None)
+        if err != FAIL_REASON.SUCCESS:
+            raise NotReady(f"write not committed: {_FAIL_NAMES.get(err, err)}", {"op": op})
+        if "error" in result:
+            e = result["error"]
+            raise from_code(e["code"], e["message"], e.get("details"))
+        return {**result["result"], **({"replayed": True} if result.get("replayed") else {})}
+
+    async def barrier(self, timeout: float | None = None) -> int:
+        """Commit a no-op; once it is applied, local reads reflect every write acknowledged before."""
+        res = await self.propose("noop", {}, timeout=timeout)
+        return int(res.get("index", self.applied_index))
+
+    def in_flight(self) -> tuple[int, float]:
+        """(proposals waiting for their commit, age in seconds of the oldest one)."""
+        if not self._pending:
+            return 0, 0.0
+        return len(self._pending), time.monotonic() - min(self._pending.values())
+
+    def read(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
+        """Run `fn(state)` under the state lock; `fn` must not keep references into the state."""
+        with self.store.lock:
+            return fn(self.store.state)
+
+    def destroy(self) -> None:
+        self.sync.destroy()
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)

@@ -1,0 +1,1 @@
+"""Replicated state: the pure state machine (`machine`) and read helpers (`views`)."""
