@@ -44,6 +44,8 @@ class Leadership:
         self._establishing: asyncio.Task[None] | None = None
 
     def on_role_change(self, is_leader: bool) -> None:
+        if is_leader and self.established_term is not None and self.raft.term != self.established_term:
+            self._revoke()  # lost and regained leadership between two callbacks: a new term, start over
         if is_leader and self.established_term is None and self._establishing is None:
             self._establishing = asyncio.get_running_loop().create_task(self._establish())
         elif not is_leader:

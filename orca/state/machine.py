@@ -274,8 +274,10 @@ def _apply_create_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
         raise Invalid("token needs jti, name and a known role")
     if jti in state["tokens"]:
         raise Conflict(f"token {jti} already exists", {"jti": jti})
-    expires_at = args.get("expires_at")
-    record = {"jti": jti, "name": name, "role": role, "created_at": ctx.now, "created_by": ctx.actor,
+    expires_at, iat = args.get("expires_at"), args.get("iat")
+    if not isinstance(iat, int) or not (expires_at is None or isinstance(expires_at, int)):
+        raise Invalid("token iat and expires_at must be integers")
+    record = {"jti": jti, "name": name, "role": role, "iat": iat, "created_at": ctx.now, "created_by": ctx.actor,
               "expires_at": expires_at, "revoked": False, "revoked_at": None}
     state["tokens"][jti] = record
     record_event(state, ctx, "token_created", f"token {name!r} ({role}) created", details={"jti": jti})
@@ -289,7 +291,7 @@ def _apply_revoke_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
         raise Invalid("jti must be a non-empty string", {"field": "jti"})
     record = state["tokens"].get(jti)
     if record is None:
-        record = {"jti": jti, "name": None, "role": None, "created_at": None, "created_by": None,
+        record = {"jti": jti, "name": None, "role": None, "iat": None, "created_at": None, "created_by": None,
                   "expires_at": None, "revoked": False, "revoked_at": None}
         state["tokens"][jti] = record
     if not record["revoked"]:

@@ -1,0 +1,408 @@
+"""The master's HTTP API (DESIGN §6): handlers only; the rules they share live in `orca.master.http`.
+
+Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`);
+`?consistent=true` sends them to the leader, which commits a barrier first. Writes are served by the
+leader only: a follower answers 307 to the leader (or 503 when none is known), and the leader returns
+only after the entry is applied, with its result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from orca import __version__, auth, spec
+from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
+from orca.master import views
+from orca.master.http import (
+    POLICY,
+    TokenChecker,
+    json_response,
+    make_middlewares,
+    read_json,
+)
+from orca.master.leadership import Leadership
+from orca.metrics import CONTENT_TYPE, MasterMetrics
+from orca.raft import RaftNode
+
+__all__ = ["MasterApi", "MasterInfo"]
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+@dataclass(frozen=True)
+class MasterInfo:
+    """Who the masters are: id -> API URL, and id -> Raft address (for connection state)."""
+
+    node_id: str
+    api_urls: dict[str, str]
+    raft_addrs: dict[str, str]
+    signing_key: bytes
+    max_body_bytes: int
+
+
+class MasterApi:
+    """Builds the aiohttp application of one master around its `RaftNode` and `Leadership`."""
+
+    def __init__(self, raft: RaftNode, leadership: Leadership, info: MasterInfo,
+                 metrics: MasterMetrics | None = None) -> None:
+        self.raft = raft
+        self.leadership = leadership
+        self.info = info
+        self.metrics = metrics or MasterMetrics()
+        self.started = time.time()
+        self.metrics.on_scrape(self._refresh_metrics)
+        self.checker = TokenChecker(info.signing_key, self._is_revoked)
+
+    # --- wiring -----------------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.info.max_body_bytes,
+                               middlewares=make_middlewares(self.checker, self.metrics,
+                                                            self.info.max_body_bytes))
+        r = app.router
+        r.add_get("/livez", self.livez)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self.metrics_view)
+        r.add_get("/api/v1/health", self.health)
+        r.add_get("/api/v1/status/{component}", self.component_status)
+        r.add_get("/api/v1/cluster/leader", self.cluster_leader)
+        r.add_get("/api/v1/cluster/health", self.cluster_health)
+        r.add_get("/api/v1/cluster/info", self.cluster_info)
+        r.add_get("/api/v1/cluster/status", self.cluster_status)
+        r.add_get("/api/v1/status", self.status)
+        r.add_get("/api/v1/services/{name}", self.service)
+        r.add_get("/api/v1/events", self.events)
+        r.add_post("/api/v1/deploy", self.deploy)
+        r.add_post("/api/v1/services/{name}/scale", self.scale)
+        r.add_delete("/api/v1/services/{name}", self.stop_service)
+        r.add_post("/api/v1/services/{name}/start", self.start_service)
+        r.add_delete("/api/v1/projects/{name}", self.stop_project)
+        r.add_post("/api/v1/stop", self.stop_all)
+        r.add_get("/api/v1/tokens", self.list_tokens)
+        r.add_post("/api/v1/tokens", self.create_token)
+        r.add_delete("/api/v1/tokens/{jti}", self.revoke_token)
+        return app
+
+    def routes_without_policy(self, app: web.Application) -> list[tuple[str, str]]:
+        """Registered routes missing from the policy table (a test keeps this empty)."""
+        missing = []
+        for route in app.router.routes():
+            if route.method == "HEAD" or route.resource is None:
+                continue
+            key = (route.method, route.resource.canonical)
+            if key not in POLICY:
+                missing.append(key)
+        return missing
+
+    # --- shared helpers ---------------------------------------------------------------------------
+    def _is_revoked(self, jti: str) -> bool:
+        return bool(self.raft.read(lambda s: (s["tokens"].get(jti) or {}).get("revoked", False)))
+
+    def leader_url(self) -> str | None:
+        leader = self.raft.leader_id
+        return self.info.api_urls.get(leader) if leader else None
+
+    def _require_leader(self) -> None:
+        if self.raft.is_leader:
+            return
+        url = self.leader_url()
+        if url is None:
+            raise NotReady("no leader is known; the cluster is electing or has no quorum")
+        raise NotLeader(url)
+
+    async def write(self, request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result."""
+        self._require_leader()
+        claims: auth.Claims | None = request.get("claims")
+        actor = claims.sub if claims else None
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+                raise Invalid(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+            key = f"{actor or '-'}:{key}"  # scoped per principal, as Stripe does
+        try:
+            result = await self.raft.propose(op, args, key=key, actor=actor)
+        except OrcaError as err:
+            self.metrics.raft_writes.labels(op, err.code).inc()
+            raise
+        self.metrics.raft_writes.labels(op, "ok").inc()
+        return result
+
+    async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any]) -> web.Response:
+        """Serve a read from local state, or linearizably from the leader with `?consistent=true`."""
+        if request.query.get("consistent", "").lower() in ("1", "true", "yes"):
+            self._require_leader()
+            await self.raft.barrier()
+        body = self.raft.read(fn)
+        return json_response(body, headers=self._read_headers())
+
+    def _read_headers(self) -> dict[str, str]:
+        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index)}
+
+    # --- health and metrics -----------------------------------------------------------------------
+    def _health_body(self) -> dict[str, Any]:
+        leader = self.raft.leader_id
+        peers_up = sum(1 for addr in self.info.raft_addrs.values() if self.raft.peer_connected(addr))
+        ready = self.raft.ready and leader is not None
+        if not ready:
+            status = "unhealthy"
+        elif peers_up < len(self.info.raft_addrs):
+            status = "degraded"
+        else:
+            status = "healthy"
+        return {"status": status, "node_id": self.info.node_id, "state": self.raft.role(),
+                "is_leader": self.raft.is_leader, "leader_id": leader, "leader_url": self.leader_url(),
+                "cluster_size": len(self.info.api_urls), "cluster_ready": ready, "term": self.raft.term,
+                "commit_index": self.raft.commit_index, "applied_index": self.raft.applied_index,
+                "version": __version__, "timestamp": views.iso(time.time())}
+
+    async def livez(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not (self.raft.ready and self.raft.leader_id is not None):
+            raise NotReady("not ready: Raft has no leader or this master has not caught up")
+        return json_response({"status": "ready", "leader_id": self.raft.leader_id})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response(self._health_body())
+
+    def _raft_component(self) -> dict[str, Any]:
+        in_flight, oldest = self.raft.in_flight()
+        peers_up = sum(1 for addr in self.info.raft_addrs.values() if self.raft.peer_connected(addr))
+        leader = self.raft.leader_id
+        if leader is None or not self.raft.ready:
+            status = "down"
+        elif peers_up < len(self.info.raft_addrs):
+            status = "degraded"
+        else:
+            status = "up"
+        return {"status": status, "live_pullers": peers_up,
+                "backlog": max(0, self.raft.commit_index - self.raft.applied_index),
+                "in_flight": in_flight, "oldest_unacked_seconds": round(oldest, 3),
+                "detail": {"state": self.raft.role(), "term": self.raft.term, "leader_id": leader,
+                           "has_quorum": self.raft.has_quorum, "leader_changes": self.raft.leader_changes,
+                           "established_term": self.leadership.established_term}}
+
+    def _components(self) -> dict[str, dict[str, Any]]:
+        return {"raft": self._raft_component()}
+
+    async def component_status(self, request: web.Request) -> web.Response:
+        name = request.match_info["component"]
+        components = self._components()
+        if name not in components:
+            raise NotFound(f"unknown component {name!r}; known: {', '.join(sorted(components))}",
+                           {"component": name})
+        return json_response(components[name])
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        components = self._components()
+        states = {name: c["status"] for name, c in components.items()}
+        if states.get("raft") == "down":
+            overall = "unhealthy"
+        elif any(s != "up" for s in states.values()):
+            overall = "degraded"
+        else:
+            overall = "healthy"
+        body = {"status": overall, "components": states, "node_id": self.info.node_id,
+                "timestamp": views.iso(time.time())}
+        return json_response(body, status=503 if overall == "unhealthy" else 200)
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    def _refresh_metrics(self) -> None:
+        m = self.metrics
+        m.raft_term.set(self.raft.term)
+        m.raft_is_leader.set(1 if self.raft.is_leader else 0)
+        m.raft_commit_index.set(self.raft.commit_index)
+        m.raft_applied_index.set(self.raft.applied_index)
+        m.raft_leader_changes.set(self.raft.leader_changes)
+        m.raft_has_quorum.set(1 if self.raft.has_quorum else 0)
+        states = self.raft.read(lambda s: [v["state"] for v in s["services"].values()])
+        for status in ("running", "stopped"):
+            m.services.labels(status).set(states.count(status))
+
+    # --- cluster ----------------------------------------------------------------------------------
+    async def cluster_leader(self, request: web.Request) -> web.Response:
+        leader = self.raft.leader_id
+        if leader is None:
+            raise NotReady("no leader is known")
+        return json_response({"leader_id": leader, "leader_url": self.info.api_urls.get(leader),
+                              "term": self.raft.term, "is_self": leader == self.info.node_id},
+                             headers={"X-Current-Leader": self.info.api_urls.get(leader, "")})
+
+    def _masters(self) -> list[dict[str, Any]]:
+        leader = self.raft.leader_id
+        out = []
+        for node_id, url in sorted(self.info.api_urls.items()):
+            if node_id == self.info.node_id:
+                healthy, state = True, self.raft.role()
+            else:
+                healthy = self.raft.peer_connected(self.info.raft_addrs[node_id])
+                state = "leader" if node_id == leader else ("follower" if healthy else "unreachable")
+            out.append({"id": node_id, "api_url": url, "state": state, "healthy": healthy,
+                        "is_self": node_id == self.info.node_id})
+        return out
+
+    async def cluster_info(self, request: web.Request) -> web.Response:
+        masters = self._masters()
+
+        def body(state: dict[str, Any]) -> dict[str, Any]:
+            nodes = [{"id": n["id"], "address": n.get("address"), "status": n.get("status"),
+                      "eligibility": n.get("eligibility"), "capacity": n.get("capacity"),
+                      "last_heartbeat": views.iso(n.get("renewed_at"))} for n in state["nodes"].values()]
+            return {"masters": masters, "leader": self.raft.leader_id, "leader_url": self.leader_url(),
+                    "term": self.raft.term, "commit_index": self.raft.commit_index,
+                    "applied_index": self.raft.applied_index, "nodes": nodes,
+                    "services": len(state["services"])}
+        return await self.read(request, body)
+
+    async def cluster_status(self, request: web.Request) -> web.Response:
+        health = self._health_body()
+        return json_response({"node_id": self.info.node_id, "state": health["state"],
+                              "leader_id": health["leader_id"], "leader_url": health["leader_url"],
+                              "term": health["term"], "is_leader": health["is_leader"],
+                              "cluster_size": health["cluster_size"], "cluster_ready": health["cluster_ready"],
+                              "commit_index": health["commit_index"], "nodes": self._masters()},
+                             headers=self._read_headers())
+
+    async def cluster_health(self, request: web.Request) -> web.Response:
+        health = self._health_body()
+        masters = self._masters()
+        return json_response({"status": health["status"], "healthy": health["status"] != "unhealthy",
+                              "cluster_ready": health["cluster_ready"], "leader_id": health["leader_id"],
+                              "term": health["term"], "total_nodes": len(masters),
+                              "healthy_nodes": sum(1 for m in masters if m["healthy"]),
+                              "timestamp": health["timestamp"]},
+                             status=200 if health["cluster_ready"] else 503)
+
+    # --- services (reads) -------------------------------------------------------------------------
+    async def status(self, request: web.Request) -> web.Response:
+        project = request.query.get("project") or None
+        return await self.read(request, lambda s: {"services": views.status_list(s, project)})
+
+    async def service(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def body(state: dict[str, Any]) -> dict[str, Any]:
+            svc = state["services"].get(name)
+            if svc is None:
+                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            return views.service_detail(state, svc)
+        return await self.read(request, body)
+
+    async def events(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = _int_param(q, "limit", 100, 1, 1000)
+        since_seq: int | None = None
+        since_time: float | None = None
+        if q.get("since"):
+            since_seq, since_time = _parse_since(q["since"])
+        return await self.read(request, lambda s: {"events": views.events_query(
+            s, service=q.get("service") or None, type_=q.get("type") or None, since_seq=since_seq,
+            since_time=since_time, limit=limit)})
+
+    # --- services (writes) ------------------------------------------------------------------------
+    async def deploy(self, request: web.Request) -> web.Response:
+        self._require_leader()
+        body = await read_json(request)
+        valid, errors = spec.validate_deploy_body(body)
+        if not valid:
+            raise InvalidSpec("no valid service in the deploy", {"errors": errors})
+        items = [{"name": s["name"], "spec": s, "digest": spec.spec_digest(s)} for s in valid]
+        result = await self.write(request, "deploy", {"services": items})
+        return json_response({"deployed": result["deployed"], "versions": result.get("versions", {}),
+                              "errors": errors, **_replayed(result)})
+
+    async def scale(self, request: web.Request) -> web.Response:
+        self._require_leader()
+        body = await read_json(request)
+        unknown = set(body) - {"replicas"}
+        if unknown:
+            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        replicas = body.get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= spec.MAX_REPLICAS:
+            raise Invalid(f"replicas: expected an integer from 0 to {spec.MAX_REPLICAS}", {"field": "replicas"})
+        result = await self.write(request, "scale", {"name": request.match_info["name"], "replicas": replicas})
+        return json_response(result)
+
+    async def stop_service(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        purge = request.query.get("purge", "").lower() in ("1", "true", "yes")
+        result = await self.write(request, "purge_service" if purge else "stop_service", {"name": name})
+        return json_response(result)
+
+    async def start_service(self, request: web.Request) -> web.Response:
+        return json_response(await self.write(request, "start_service", {"name": request.match_info["name"]}))
+
+    async def stop_project(self, request: web.Request) -> web.Response:
+        return json_response(await self.write(request, "stop_project", {"project": request.match_info["name"]}))
+
+    async def stop_all(self, request: web.Request) -> web.Response:
+        return json_response(await self.write(request, "stop_all", {}))
+
+    # --- tokens -----------------------------------------------------------------------------------
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        return await self.read(request, lambda s: {"tokens": views.token_list(s)})
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        self._require_leader()
+        body = await read_json(request)
+        unknown = set(body) - {"role", "name", "ttl_s"}
+        if unknown:
+            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
+        # re-signed from the recorded claims, so an idempotent replay returns the very same token.
+        _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
+                                    now=time.time(), ttl_s=body.get("ttl_s"))
+        record = await self.write(request, "create_token", {
+            "jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
+            "expires_at": claims.exp})
+        token, _ = auth.mint_token(self.info.signing_key, role=record["role"], name=record["name"],
+                                   now=record["iat"],
+                                   ttl_s=None if record["expires_at"] is None
+                                   else record["expires_at"] - record["iat"], jti=record["jti"])
+        out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
+        return json_response({**out, "token": token, **_replayed(record)}, status=201)
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        record = await self.write(request, "revoke_token", {"jti": request.match_info["jti"]})
+        out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
+        return json_response(out)
+
+
+def _replayed(result: dict[str, Any]) -> dict[str, Any]:
+    return {"replayed": True} if result.get("replayed") else {}
+
+
+def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name}: expected an integer", {"field": name}) from None
+    if not lo <= value <= hi:
+        raise Invalid(f"{name}: expected {lo}..{hi}", {"field": name})
+    return value
+
+
+def _parse_since(raw: str) -> tuple[int | None, float | None]:
+    """`since` is an event sequence number (a cursor) or an ISO-8601 time."""
+    if raw.isdigit():
+        return int(raw), None
+    try:
+        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"}) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return None, parsed.timestamp()

@@ -1,0 +1,202 @@
+"""The HTTP surface's cross-cutting rules, each in one place: the error envelope, the fail-closed route
+policy, authentication, body limits, and request metrics.
+
+Middleware order (outermost first): metrics -> errors -> auth. Errors wraps auth so that a 401/403 gets
+the envelope too; metrics sees the final status code of every response, errors included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from orca import auth
+from orca.errors import (
+    Forbidden,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    NotLeader,
+    OrcaError,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+)
+from orca.metrics import MasterMetrics
+
+__all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "make_middlewares",
+           "TokenChecker"]
+
+log = logging.getLogger("orca.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PUBLIC = "public"
+HMAC = "hmac"     # the handler verifies a signature itself (GitHub webhooks)
+
+# Every route the master serves, with the role it needs. A route missing here is denied (fail closed);
+# a test checks that every registered route has an entry.
+POLICY: dict[tuple[str, str], str] = {
+    ("GET", "/livez"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/api/v1/health"): PUBLIC,
+    ("GET", "/api/v1/status/{component}"): PUBLIC,
+    ("GET", "/api/v1/cluster/leader"): PUBLIC,
+    ("GET", "/api/v1/cluster/health"): PUBLIC,
+    ("GET", "/api/v1/cluster/info"): "viewer",
+    ("GET", "/api/v1/cluster/status"): "viewer",
+    ("GET", "/api/v1/status"): "viewer",
+    ("GET", "/api/v1/services/{name}"): "viewer",
+    ("GET", "/api/v1/events"): "viewer",
+    ("POST", "/api/v1/deploy"): "deployer",
+    ("POST", "/api/v1/services/{name}/scale"): "deployer",
+    ("DELETE", "/api/v1/services/{name}"): "deployer",
+    ("POST", "/api/v1/services/{name}/start"): "deployer",
+    ("DELETE", "/api/v1/projects/{name}"): "deployer",
+    ("POST", "/api/v1/stop"): "admin",
+    ("GET", "/api/v1/tokens"): "admin",
+    ("POST", "/api/v1/tokens"): "admin",
+    ("DELETE", "/api/v1/tokens/{jti}"): "admin",
+}
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(body, separators=(",", ":"), default=str), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(err: OrcaError, request: web.Request | None = None) -> web.Response:
+    """The one mapping from an OrcaError to the envelope every client relies on."""
+    body: dict[str, Any] = {"error": err.message, "code": err.code, "details": err.details,
+                            "timestamp": _now_iso()}
+    headers: dict[str, str] = {}
+    if isinstance(err, NotLeader):
+        location = err.leader_url.rstrip("/") + (request.rel_url.path_qs if request is not None else "/")
+        body["leader"] = err.leader_url
+        headers["Location"] = location
+        headers["X-Current-Leader"] = err.leader_url
+    if isinstance(err, RateLimited):
+        headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
+    if isinstance(err, MethodNotAllowed) and err.details and "allow" in err.details:
+        headers["Allow"] = ", ".join(err.details["allow"])
+    return json_response(body, status=err.status, headers=headers)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """Parse a JSON object body; anything else is a 400 that changes nothing."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge("request body too large", {"max_bytes": exc.max_size}) from None
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Invalid("request body must be a JSON object")
+    return body
+
+
+class TokenChecker:
+    """Verifies bearer tokens: signature and expiry (pyjwt), then revocation in the replicated state."""
+
+    def __init__(self, key: bytes, is_revoked: Callable[[str], bool]) -> None:
+        self.key = key
+        self.is_revoked = is_revoked
+
+    def check(self, header: str | None) -> auth.Claims:
+        if not header or not header.startswith("Bearer "):
+            raise Unauthorized("missing bearer token")
+        claims = auth.verify_token(self.key, header[len("Bearer "):].strip())
+        if self.is_revoked(claims.jti):
+            raise Unauthorized("token has been revoked")
+        return claims
+
+
+def _route_key(request: web.Request) -> tuple[str, str] | None:
+    info = request.match_info
+    if info.http_exception is not None:
+        return None
+    resource = info.route.resource
+    if resource is None:
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    return method, resource.canonical
+
+
+def _http_exception_to_error(exc: web.HTTPException) -> OrcaError:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {exc.method} not allowed", {"allow": sorted(exc.allowed_methods)})
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such endpoint")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("request body too large")
+    err = OrcaError(exc.reason or "error")
+    err.status = exc.status
+    err.code = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN"}.get(exc.status, "INTERNAL")
+    return err
+
+
+def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int) -> list[Any]:
+    @web.middleware
+    async def metrics_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        key = _route_key(request)
+        route = key[1] if key else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            metrics.api_requests.labels(route, request.method, str(status)).inc()
+            metrics.api_latency.labels(route, request.method).observe(time.perf_counter() - start)
+
+    @web.middleware
+    async def errors_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except OrcaError as err:
+            return error_response(err, request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_http_exception_to_error(exc), request)
+        except Exception:  # noqa: BLE001 - no traceback ever reaches a client
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(OrcaError("internal error"), request)
+
+    @web.middleware
+    async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = _route_key(request)
+        if key is None:  # unknown path or method: let the router's 404/405 through (no auth needed)
+            return await handler(request)
+        need = POLICY.get(key)
+        if need is None:
+            raise Forbidden("route is not in the access policy", {"route": key[1]})
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            raise PayloadTooLarge("request body too large", {"max_bytes": max_body_bytes})
+        if need not in (PUBLIC, HMAC):
+            claims = checker.check(request.headers.get("Authorization"))
+            if not auth.role_satisfies(claims.role, need):
+                raise Forbidden(f"role {claims.role!r} may not do this; needs {need!r}",
+                                {"role": claims.role, "required": need})
+            request["claims"] = claims
+        return await handler(request)
+
+    return [metrics_mw, errors_mw, auth_mw]
