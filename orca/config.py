@@ -1,0 +1,581 @@
+"""Strict TOML configuration for masters (DESIGN §2) and agents (DESIGN §12).
+
+A loader either returns a fully validated, frozen config or raises `ConfigError`: a process never
+starts with a half-valid config. The error is one line naming the file and the dotted key at fault, so
+`orca server` can print it and exit with status 2:
+
+    cluster/node1.toml: raft.peers[1].api: expected an http(s) URL, got 'foo'
+
+Array items are numbered from 0. Every table is closed: an unknown key (usually a typo that would
+otherwise silently fall back to a default) is an error too.
+
+Relative paths (`data_dir`, `cluster_secret_file`, `token_file`) are resolved against the current
+working directory at load time, NOT against the config file's directory: the configs in `cluster/` say
+`./data/...` and are meant to be used from the repository root, like every other orca command. The
+loaded configs hold absolute paths, so a later `chdir` changes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ConfigError", "Peer", "RaftTuning", "ApiLimits", "MasterConfig", "AgentConfig",
+    "load_master_config", "load_agent_config", "parse_host_port", "parse_memory",
+]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used as it is; `str()` is the one line shown to the operator.
+
+    `path` is the file as the operator named it, `key` the dotted key at fault (None when the file as a
+    whole is unreadable or not TOML), `problem` what is wrong with it.
+    """
+
+    def __init__(self, path: str, key: str | None, problem: str) -> None:
+        # Keep the parts in args (not one formatted string) so the exception pickles and compares.
+        super().__init__(path, key, problem)
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+    def __str__(self) -> str:
+        line = f"{self.path}: {self.key}: {self.problem}" if self.key else f"{self.path}: {self.problem}"
+        # One line is the contract: callers print it as is after "error: ".
+        return line.replace("\r", " ").replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another master: its Raft address (for PySyncObj) and its API URL (for 307s and agents)."""
+
+    id: str
+    raft: str  # "host:port"
+    api: str  # "http://host:port", no trailing slash, so `api + path` is always right
+
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Optional `[raft.tuning]`. Defaults were measured on this machine (DESIGN §3): with them a kill -9
+    of the leader costs ~0.3 s to the next commit, against ~2 s with PySyncObj's own defaults."""
+
+    election_min_s: float = 0.2
+    election_max_s: float = 0.5
+    heartbeat_s: float = 0.05
+    # How long a leader cut off from its followers still believes it leads (PySyncObj's default is
+    # 30 s of accepting writes it can never commit); about 2x election_max_s.
+    leader_fallback_s: float = 1.0
+    # A write not committed within this bound answers 503 CLUSTER_NOT_READY (its outcome is unknown,
+    # hence Idempotency-Key).
+    write_timeout_s: float = 3.0
+    compaction_min_entries: int = 5000
+    compaction_min_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """Optional `[api.limits]`: what one client may ask of a master's API."""
+
+    max_body_bytes: int = 1048576
+    rate_limit_per_minute: int = 600  # per client address + token, sliding window
+    rate_limit_burst: int = 100
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """A master's validated config (DESIGN §2). Paths are absolute; URLs have no trailing slash."""
+
+    path: str  # the file it came from, as named by the operator
+    node_id: str  # [node].id, ^[a-z0-9-]{1,63}$
+    data_dir: Path  # [node].data_dir: Raft journal and snapshot
+    api_listen: str  # [api].listen "host:port"
+    api_advertise: str  # [api].advertise, default "http://" + api_listen
+    limits: ApiLimits
+    raft_listen: str  # [raft].listen "host:port"
+    peers: tuple[Peer, ...]  # [raft].peers; ids unique and != node_id
+    tuning: RaftTuning
+    cluster_secret_file: Path  # [security].cluster_secret_file
+    # The file's content, stripped, >= 16 bytes; kept out of repr so logging a config leaks nothing.
+    cluster_secret: bytes = field(repr=False)
+    agent_heartbeat_s: float = 1.0  # [timing]
+    node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
+
+    def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
+        """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
+        if which == "api":
+            return parse_host_port(self.api_listen)
+        if which == "raft":
+            return parse_host_port(self.raft_listen)
+        raise ValueError(f"which must be 'api' or 'raft', got {which!r}")
+
+
+# kw_only: the documented field order puts required fields (data_dir) after defaulted ones.
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    """An agent's validated config (DESIGN §12). Paths are absolute; URLs have no trailing slash."""
+
+    path: str
+    agent_id: str  # [agent].id
+    masters: tuple[str, ...]  # master API URLs, at least one
+    token_file: Path
+    token: str = field(repr=False)  # the token file's content, stripped; out of repr like the secret
+    listen: str = "127.0.0.1:6890"  # agent API: the leader pushes desired state here
+    advertise: str = ""  # the loader fills in "http://" + listen when absent
+    status_listen: str = "127.0.0.1:9100"  # NodeReport API, unauthenticated, hence loopback only
+    data_dir: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    publish_address: str = "127.0.0.1"  # [agent.docker]: container host ports bind here
+    host_port_range: tuple[int, int] = (20000, 20999)  # [agent.docker], inclusive
+    memory_bytes: int | None = None  # [agent.resources].memory; None = what the engine reports
+    cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
+    heartbeat_s: float = 1.0  # [agent].heartbeat_s
+
+
+# ---------------------------------------------------------------------------------------------------
+# Value parsers (shared with the CLI and the spec validation, hence public and raising ValueError)
+
+_ID_RE = re.compile(r"[a-z0-9-]{1,63}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_])?")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_MEMORY_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?")
+_MEMORY_UNITS = {
+    None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _valid_host(host: str) -> bool:
+    return _valid_ip(host) or bool(_HOSTNAME_RE.fullmatch(host))
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or (_valid_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split "host:port" (or "[v6]:port") into a host ready for bind() and a port in 1..65535.
+
+    An empty host is refused rather than read as "all interfaces": binding 0.0.0.0 must be written out.
+    """
+    bad = ValueError(f"expected 'host:port', got {value!r}")
+    if not isinstance(value, str):
+        raise bad
+    if value.startswith("["):
+        host, sep, port_s = value[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad from None
+    else:
+        host, sep, port_s = value.rpartition(":")
+        if ":" in host or not _valid_host(host):  # an IPv6 address needs its brackets
+            raise bad
+    if not sep or not _PORT_RE.fullmatch(port_s):
+        raise bad
+    port = int(port_s)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {value!r}")
+    return host, port
+
+
+def _parse_url(value: str) -> str:
+    """An http(s) base URL ("http://host[:port]") normalised without a trailing slash.
+
+    Paths, queries and credentials are refused: callers append "/api/v1/..." to it, and a 307 Location
+    is built as advertise URL + the request's own path.
+    """
+    bad = ValueError(f"expected an http(s) URL, got {value!r}")
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise bad
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _valid_host(parts.hostname):
+        raise bad
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    if port == 0 or parts.username is not None or parts.password is not None:
+        raise bad
+    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"expected an http(s) URL without path, query or fragment, got {value!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from "512Mi" / "4Gi" / "1G" / "1.5Gi" / 1024 (binary Ki..Ti, decimal K..T, plain bytes).
+
+    Suffixes are case-sensitive and there is no "m": Docker reads it as megabytes and Kubernetes as
+    milli, so it would mean whatever the reader assumed. Zero is refused (it is never what was meant).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a memory size like '512Mi', got {value!r}")
+    if isinstance(value, int):
+        amount = value
+    elif isinstance(value, str) and (m := _MEMORY_RE.fullmatch(value.strip())):
+        number, unit = m.groups()
+        if unit is None and "." in number:
+            raise ValueError(f"a plain byte count must be whole, got {value!r}")
+        try:
+            amount = int(Decimal(number) * _MEMORY_UNITS[unit])
+        except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
+            raise ValueError(f"expected a memory size like '512Mi', got {value!r}") from None
+    else:
+        raise ValueError(f"expected a memory size like '512Mi', got {value!r}")
+    if amount <= 0:
+        raise ValueError(f"memory must be positive, got {value!r}")
+    return amount
+
+
+def _parse_port_range(value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*", value)
+    if not m:
+        raise ValueError(f"expected 'LOW-HIGH' like '20000-20999', got {value!r}")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not (1 <= lo <= hi <= 65535):
+        raise ValueError(f"expected 1 <= LOW <= HIGH <= 65535, got {value!r}")
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading tables
+
+_REQUIRED: Any = object()  # sentinel default: the key must be present
+
+
+def _describe(value: Any) -> str:
+    """How a wrong value is shown in an error: its TOML type and a short repr, on one line."""
+    kinds = [(bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+             (list, "array"), (dict, "table")]
+    kind = next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
+    if isinstance(value, dict | list):
+        return f"an {kind}" if kind == "array" else f"a {kind}"
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+class _Table:
+    """One TOML table being read. It knows its dotted name (for error messages) and refuses any key
+    outside `allowed` as soon as it is opened, so a typo is reported as such and not as the "missing
+    key" it caused."""
+
+    def __init__(self, file: str, name: str, data: Mapping[str, Any], allowed: Iterable[str]) -> None:
+        self.file = file
+        self.name = name
+        self.data = data
+        allowed = sorted(allowed)
+        for key in data:  # in file order, so the first mistake in the file is the one reported
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                raise self.error(key, "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+    def dotted(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.dotted(key), problem)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _raw(self, key: str, default: Any) -> tuple[bool, Any]:
+        if key in self.data:
+            return True, self.data[key]
+        if default is _REQUIRED:
+            raise self.error(key, "missing required key")
+        return False, default
+
+    def table(self, key: str, allowed: Iterable[str], required: bool = True) -> _Table:
+        if required and key not in self.data:
+            raise self.error(key, "missing required table")
+        present, value = self._raw(key, {})
+        if present and not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_describe(value)}")
+        return _Table(self.file, self.dotted(key), value, allowed)
+
+    def array(self, key: str, default: Any = _REQUIRED) -> list[Any]:
+        present, value = self._raw(key, default)
+        if present and not isinstance(value, list):
+            raise self.error(key, f"expected an array, got {_describe(value)}")
+        return value
+
+    def string(self, key: str, default: Any = _REQUIRED) -> str:
+        present, value = self._raw(key, default)
+        if present:
+            if not isinstance(value, str):
+                raise self.error(key, f"expected a string, got {_describe(value)}")
+            if not value.strip():
+                raise self.error(key, "must not be empty")
+        return value
+
+    def ident(self, key: str) -> str:
+        value = self.string(key)
+        if not _ID_RE.fullmatch(value):
+            raise self.error(key, f"expected an id matching [a-z0-9-]{{1,63}}, got {value!r}")
+        return value
+
+    def host_port(self, key: str, default: Any = _REQUIRED) -> str:
+        value = self.string(key, default)
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        return value
+
+    def url(self, key: str, default: Any = _REQUIRED) -> str:
+        present = self.has(key)
+        value = self.string(key, default)
+        if not present:
+            return value
+        try:
+            return _parse_url(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+
+    def path(self, key: str) -> Path:
+        # Against the working directory, on purpose: see the module docstring.
+        return Path(os.path.abspath(Path(self.string(key)).expanduser()))
+
+    def positive_float(self, key: str, default: Any = _REQUIRED) -> float:
+        present, value = self._raw(key, default)
+        if not present:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number, got {_describe(value)}")
+        if not math.isfinite(value) or value <= 0:
+            raise self.error(key, f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def positive_int(self, key: str, default: Any = _REQUIRED) -> int:
+        present, value = self._raw(key, default)
+        if not present:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {_describe(value)}")
+        if value <= 0:
+            raise self.error(key, f"expected a positive integer, got {value!r}")
+        return value
+
+    def file_content(self, key: str, file: Path) -> bytes:
+        """The stripped content of a secret file named by `key`; unreadable or empty is an error."""
+        try:
+            content = file.read_bytes().strip()
+        except OSError as exc:
+            raise self.error(key, f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+        if not content:
+            raise self.error(key, f"file {str(file)!r} is empty")
+        return content
+
+
+def _read_toml(path: str | Path) -> tuple[str, dict[str, Any]]:
+    shown = str(path)
+    try:
+        with open(path, "rb") as f:
+            return shown, tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(shown, None, f"cannot read config: {exc.strerror or exc}") from None
+    except ValueError as exc:  # TOMLDecodeError, or bytes that are not UTF-8
+        raise ConfigError(shown, None, f"invalid TOML: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masters
+
+
+def _load_peers(raft: _Table, node_id: str, raft_listen: str) -> tuple[Peer, ...]:
+    peers: list[Peer] = []
+    for i, item in enumerate(raft.array("peers")):
+        name = f"{raft.dotted('peers')}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(raft.file, name, f"expected a table {{id, raft, api}}, got {_describe(item)}")
+        t = _Table(raft.file, name, item, ("id", "raft", "api"))
+        peer = Peer(id=t.ident("id"), raft=t.host_port("raft"), api=t.url("api"))
+        if peer.id == node_id:
+            raise t.error("id", f"{peer.id!r} is this node's own id (node.id); list only the others")
+        if any(p.id == peer.id for p in peers):
+            raise t.error("id", f"duplicate peer id {peer.id!r}")
+        if peer.raft == raft_listen or any(p.raft == peer.raft for p in peers):
+            raise t.error("raft", f"duplicate Raft address {peer.raft!r}")
+        peers.append(peer)
+    return tuple(peers)
+
+
+def _load_tuning(raft: _Table) -> RaftTuning:
+    t = raft.table("tuning", RaftTuning.__dataclass_fields__, required=False)
+    d = RaftTuning()
+    tuning = RaftTuning(
+        election_min_s=t.positive_float("election_min_s", d.election_min_s),
+        election_max_s=t.positive_float("election_max_s", d.election_max_s),
+        heartbeat_s=t.positive_float("heartbeat_s", d.heartbeat_s),
+        leader_fallback_s=t.positive_float("leader_fallback_s", d.leader_fallback_s),
+        write_timeout_s=t.positive_float("write_timeout_s", d.write_timeout_s),
+        compaction_min_entries=t.positive_int("compaction_min_entries", d.compaction_min_entries),
+        compaction_min_s=t.positive_float("compaction_min_s", d.compaction_min_s),
+    )
+    # Followers must hear several heartbeats per election timeout, or a healthy leader gets deposed.
+    if tuning.election_min_s <= 3 * tuning.heartbeat_s:
+        raise t.error("election_min_s", f"must be > 3 * heartbeat_s ({3 * tuning.heartbeat_s:g}), "
+                                        f"got {tuning.election_min_s:g}")
+    # PySyncObj draws the timeout uniformly from [min, max]: an empty range makes split votes likely.
+    if tuning.election_max_s <= tuning.election_min_s:
+        raise t.error("election_max_s", f"must be > election_min_s ({tuning.election_min_s:g}), "
+                                        f"got {tuning.election_max_s:g}")
+    return tuning
+
+
+def load_master_config(path: str | Path) -> MasterConfig:
+    """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
+    file, data = _read_toml(path)
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing"))
+
+    node = doc.table("node", ("id", "data_dir"))
+    node_id = node.ident("id")
+    data_dir = node.path("data_dir")
+
+    api = doc.table("api", ("listen", "advertise", "limits"))
+    api_listen = api.host_port("listen")
+    api_advertise = api.url("advertise", "http://" + api_listen)
+    lim = api.table("limits", ApiLimits.__dataclass_fields__, required=False)
+    d_lim = ApiLimits()
+    limits = ApiLimits(
+        max_body_bytes=lim.positive_int("max_body_bytes", d_lim.max_body_bytes),
+        rate_limit_per_minute=lim.positive_int("rate_limit_per_minute", d_lim.rate_limit_per_minute),
+        rate_limit_burst=lim.positive_int("rate_limit_burst", d_lim.rate_limit_burst),
+    )
+
+    raft = doc.table("raft", ("listen", "peers", "tuning"))
+    raft_listen = raft.host_port("listen")
+    if raft_listen == api_listen:
+        raise raft.error("listen", f"same address as api.listen ({api_listen!r})")
+    peers = _load_peers(raft, node_id, raft_listen)
+    tuning = _load_tuning(raft)
+
+    security = doc.table("security", ("cluster_secret_file",))
+    secret_file = security.path("cluster_secret_file")
+    secret = security.file_content("cluster_secret_file", secret_file)
+    if len(secret) < 16:  # it keys both the Raft transport and every JWT
+        raise security.error("cluster_secret_file",
+                             f"secret in {str(secret_file)!r} is {len(secret)} bytes, need at least 16")
+
+    timing = doc.table("timing", ("agent_heartbeat_s", "node_lease_ttl_s"), required=False)
+    heartbeat = timing.positive_float("agent_heartbeat_s", MasterConfig.agent_heartbeat_s)
+    ttl = timing.positive_float("node_lease_ttl_s", MasterConfig.node_lease_ttl_s)
+    if ttl <= heartbeat:  # else every node flaps down between two heartbeats
+        raise timing.error("node_lease_ttl_s", f"must be > agent_heartbeat_s ({heartbeat:g}), got {ttl:g}")
+
+    return MasterConfig(
+        path=file, node_id=node_id, data_dir=data_dir, api_listen=api_listen,
+        api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
+        tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
+        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Agents
+
+_AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
+               "labels", "heartbeat_s", "docker", "resources")
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent's config; raises ConfigError (one line: file, dotted key, problem)."""
+    file, data = _read_toml(path)
+    doc = _Table(file, "", data, ("agent",))
+    agent = doc.table("agent", _AGENT_KEYS)
+    agent_id = agent.ident("id")
+
+    masters: list[str] = []
+    raw_masters = agent.array("masters")
+    if not raw_masters:
+        raise agent.error("masters", "expected at least one master API URL")
+    for i, raw in enumerate(raw_masters):
+        key = f"masters[{i}]"
+        if not isinstance(raw, str):
+            raise agent.error(key, f"expected an http(s) URL, got {_describe(raw)}")
+        try:
+            url = _parse_url(raw)
+        except ValueError as exc:
+            raise agent.error(key, str(exc)) from None
+        if url in masters:
+            raise agent.error(key, f"duplicate master URL {url!r}")
+        masters.append(url)
+
+    token_file = agent.path("token_file")
+    try:
+        token = agent.file_content("token_file", token_file).decode("utf-8")
+    except UnicodeDecodeError:
+        raise agent.error("token_file", f"file {str(token_file)!r} is not UTF-8 text") from None
+    if any(c.isspace() for c in token):  # it goes into an Authorization header as is
+        raise agent.error("token_file", f"file {str(token_file)!r} has whitespace inside the token")
+
+    listen = agent.host_port("listen", AgentConfig.listen)
+    advertise = agent.url("advertise", "http://" + listen)
+    status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
+    status_host, _ = parse_host_port(status_listen)
+    # The status API has no authentication (DESIGN §5): it must never face the network.
+    if not _is_loopback(status_host):
+        raise agent.error("status_listen", f"must be a loopback address, got {status_listen!r}")
+    if status_listen == listen:
+        raise agent.error("status_listen", f"same address as agent.listen ({listen!r})")
+    data_dir = agent.path("data_dir")
+
+    labels: dict[str, str] = {}
+    if agent.has("labels"):
+        raw_labels = agent.data["labels"]
+        if not isinstance(raw_labels, dict):
+            raise agent.error("labels", f"expected a table of strings, got {_describe(raw_labels)}")
+        for k, v in raw_labels.items():
+            if not isinstance(v, str):
+                raise agent.error(f"labels.{k}", f"expected a string, got {_describe(v)}")
+            labels[k] = v
+    heartbeat = agent.positive_float("heartbeat_s", AgentConfig.heartbeat_s)
+
+    docker = agent.table("docker", ("publish_address", "host_port_range"), required=False)
+    publish = docker.string("publish_address", AgentConfig.publish_address)
+    if not _valid_ip(publish):  # Docker's HostIp takes an address, not a name
+        raise docker.error("publish_address", f"expected an IP address, got {publish!r}")
+    port_range = AgentConfig.host_port_range
+    if docker.has("host_port_range"):
+        try:
+            port_range = _parse_port_range(docker.string("host_port_range"))
+        except ValueError as exc:
+            raise docker.error("host_port_range", str(exc)) from None
+
+    resources = agent.table("resources", ("memory", "cpu"), required=False)
+    memory: int | None = None
+    if resources.has("memory"):
+        raw_memory = resources.data["memory"]
+        if isinstance(raw_memory, bool) or not isinstance(raw_memory, str | int):
+            raise resources.error("memory", f"expected a size like '4Gi', got {_describe(raw_memory)}")
+        try:
+            memory = parse_memory(raw_memory)
+        except ValueError as exc:
+            raise resources.error("memory", str(exc)) from None
+    cpu = resources.positive_float("cpu", None)
+
+    return AgentConfig(
+        path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
+        listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
+        labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
+        cpu=cpu, heartbeat_s=heartbeat,
+    )
+
