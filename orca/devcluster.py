@@ -1,0 +1,154 @@
+"""A local cluster of real master processes on free 127.0.0.1 ports, in a directory of its own.
+
+Used by the cluster tests, the benchmarks and the failover drill, so they all exercise the same
+`orca server` an operator runs. Every process is reaped by `stop()` (also on error paths: use it as a
+context manager).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LocalCluster", "MasterProc", "free_ports"]
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports the kernel just handed out; bound and released together so they are distinct."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class MasterProc:
+    node_id: str
+    config: Path
+    api_port: int
+    raft_port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class LocalCluster:
+    root: Path
+    size: int = 3
+    tuning: dict[str, float] = field(default_factory=dict)
+    masters: list[MasterProc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.secret_file = self.root / "cluster.secret"
+        if not self.secret_file.exists():
+            self.secret_file.write_text(secrets.token_hex(32) + "\n")
+            self.secret_file.chmod(0o600)
+        ports = free_ports(2 * self.size)
+        for i in range(self.size):
+            node_id = f"master-{i + 1}"
+            self.masters.append(MasterProc(node_id, self.root / f"{node_id}.toml", ports[2 * i], ports[2 * i + 1],
+                                           self.root / f"{node_id}.log"))
+        for m in self.masters:
+            m.config.write_text(self._config_text(m))
+
+    def _config_text(self, me: MasterProc) -> str:
+        peers = ",\n".join(
+            f'  {{ id = "{p.node_id}", raft = "127.0.0.1:{p.raft_port}", api = "{p.url}" }}'
+            for p in self.masters if p is not me)
+        tuning = "".join(f"{k} = {v}\n" for k, v in self.tuning.items())
+        return (f'[node]\nid = "{me.node_id}"\ndata_dir = "{self.root / me.node_id}"\n\n'
+                f'[api]\nlisten = "127.0.0.1:{me.api_port}"\nadvertise = "{me.url}"\n\n'
+                f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n\n'
+                + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
+                + f'[security]\ncluster_secret_file = "{self.secret_file}"\n')
+
+    # --- processes --------------------------------------------------------------------------------
+    def start(self, which: list[MasterProc] | None = None) -> None:
+        for m in which or self.masters:
+            if m.alive:
+                continue
+            log = open(m.log, "ab")  # noqa: SIM115 - handed to the child, closed when we reap it
+            m.proc = subprocess.Popen([sys.executable, "-m", "orca", "server", "--config", str(m.config)],
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            log.close()
+
+    def kill(self, m: MasterProc, sig: int = signal.SIGKILL) -> None:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(sig)
+            try:
+                m.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait(5)
+
+    def stop(self) -> None:
+        for m in self.masters:
+            self.kill(m, signal.SIGTERM)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.masters:
+            self.kill(m, signal.SIGKILL)
+
+    # --- queries ----------------------------------------------------------------------------------
+    def token(self, role: str = "admin", name: str = "test") -> str:
+        from orca.auth import mint_token, signing_key
+        key = signing_key(self.secret_file.read_bytes().strip())
+        return mint_token(key, role=role, name=name, now=time.time())[0]
+
+    def health(self, m: MasterProc, timeout: float = 1.0) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def leader(self) -> MasterProc | None:
+        """The master that says it leads and that the live others agree on (None if no agreement)."""
+        views = {m.node_id: self.health(m) for m in self.masters if m.alive}
+        leaders = {v["leader_id"] for v in views.values() if v and v.get("leader_id")}
+        claimed = [m for m in self.masters if (views.get(m.node_id) or {}).get("is_leader")]
+        if len(leaders) == 1 and len(claimed) == 1 and claimed[0].node_id in leaders:
+            return claimed[0]
+        return None
+
+    def wait_leader(self, timeout: float = 20.0, exclude: str | None = None) -> MasterProc:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader.node_id != exclude:
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader within {timeout} s; logs in {self.root}")
+
+    def by_id(self, node_id: str) -> MasterProc:
+        return next(m for m in self.masters if m.node_id == node_id)

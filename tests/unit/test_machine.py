@@ -1,0 +1,233 @@
+"""The state machine: every op, errors as values with no partial write, idempotency, determinism, and the
+snapshot round-trip (pickle is what PySyncObj's default dump uses; msgpack is what entries use)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orca import spec
+from orca.state import machine
+from orca.state.machine import apply, encode_entry, new_state
+
+
+def entry(op: str, args: dict, *, now: float = 1000.0, key: str | None = None, actor: str = "tester") -> bytes:
+    return encode_entry(op, args, now=now, key=key, actor=actor)
+
+
+def deploy_args(*names: str, image: str = "img:1", replicas: int = 2, project: str = "default") -> dict:
+    items = []
+    for n in names:
+        s = spec.validate_service({"name": n, "image": image, "replicas": replicas, "project": project})
+        items.append({"name": n, "spec": s, "digest": spec.spec_digest(s)})
+    return {"services": items}
+
+
+def ok(result: dict) -> dict:
+    assert "error" not in result, result
+    return result["result"]
+
+
+def err(result: dict) -> str:
+    assert "error" in result, result
+    return result["error"]["code"]
+
+
+@pytest.fixture
+def state() -> dict:
+    s = new_state()
+    ok(apply(s, entry("deploy", deploy_args("web", "api")), 1))
+    return s
+
+
+def test_every_op_is_tested() -> None:
+    tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
+              "stop_project", "stop_all", "create_token", "revoke_token"}
+    assert set(machine.OPS) == tested
+
+
+def test_noop_returns_its_index() -> None:
+    assert ok(apply(new_state(), entry("noop", {}), 42)) == {"index": 42}
+
+
+def test_leader_elected_records_term_and_rejects_older() -> None:
+    s = new_state()
+    ok(apply(s, entry("leader_elected", {"term": 3, "node": "master-2"}, now=5.0)))
+    assert s["leader"] == {"term": 3, "node": "master-2", "since": 5.0}
+    before = copy.deepcopy(s)
+    assert err(apply(s, entry("leader_elected", {"term": 2, "node": "master-1"}))) == "CONFLICT"
+    assert s == before
+
+
+def test_deploy_creates_services_with_version_history_and_event(state: dict) -> None:
+    web = state["services"]["web"]
+    assert web["version"] == 1 and web["replicas"] == 2 and web["state"] == "running"
+    assert [h["version"] for h in web["history"]] == [1]
+    assert state["events"][-1]["type"] == "service_deployed" and state["events"][-1]["actor"] == "tester"
+
+
+def test_deploy_same_spec_keeps_version_new_image_bumps_it(state: dict) -> None:
+    ok(apply(state, entry("deploy", deploy_args("web"))))
+    assert state["services"]["web"]["version"] == 1
+    result = ok(apply(state, entry("deploy", deploy_args("web", image="img:2"))))
+    assert result == {"deployed": ["web"], "versions": {"web": 2}}
+    assert [h["version"] for h in state["services"]["web"]["history"]] == [1, 2]
+
+
+def test_history_keeps_the_last_ten_versions(state: dict) -> None:
+    for i in range(2, 15):
+        ok(apply(state, entry("deploy", deploy_args("web", image=f"img:{i}"))))
+    history = state["services"]["web"]["history"]
+    assert len(history) == machine.HISTORY_KEPT and history[-1]["version"] == 14 and history[0]["version"] == 5
+
+
+def test_deploy_rejects_malformed_args_without_partial_write(state: dict) -> None:
+    before = copy.deepcopy(state)
+    bad = deploy_args("new1")
+    bad["services"].append({"name": "new2", "spec": {}})  # no digest
+    assert err(apply(state, entry("deploy", bad))) == "VALIDATION_ERROR"
+    assert err(apply(state, entry("deploy", {"services": "nope"}))) == "VALIDATION_ERROR"
+    assert state == before
+
+
+def test_deploy_restarts_a_stopped_service(state: dict) -> None:
+    ok(apply(state, entry("stop_service", {"name": "web"})))
+    ok(apply(state, entry("deploy", deploy_args("web"))))
+    assert state["services"]["web"]["state"] == "running"
+
+
+def test_scale(state: dict) -> None:
+    assert ok(apply(state, entry("scale", {"name": "web", "replicas": 5}))) == {
+        "name": "web", "previous_replicas": 2, "replicas": 5}
+    assert state["services"]["web"]["replicas"] == 5 and state["services"]["web"]["spec"]["replicas"] == 5
+
+
+@pytest.mark.parametrize("replicas", [-1, 1001, "3", True, None, 2.5])
+def test_scale_rejects_bad_counts(state: dict, replicas: object) -> None:
+    before = copy.deepcopy(state)
+    assert err(apply(state, entry("scale", {"name": "web", "replicas": replicas}))) == "VALIDATION_ERROR"
+    assert state == before
+
+
+def test_unknown_service_is_not_found(state: dict) -> None:
+    before = copy.deepcopy(state)
+    for op in ("scale", "stop_service", "start_service", "purge_service"):
+        args = {"name": "ghost", "replicas": 1} if op == "scale" else {"name": "ghost"}
+        assert err(apply(state, entry(op, args))) == "SERVICE_NOT_FOUND"
+    assert state == before
+
+
+def test_stop_and_start(state: dict) -> None:
+    assert ok(apply(state, entry("stop_service", {"name": "web"})))["status"] == "stopped"
+    assert state["services"]["web"]["state"] == "stopped"
+    events = len(state["events"])
+    ok(apply(state, entry("stop_service", {"name": "web"})))  # already stopped: no new event
+    assert len(state["events"]) == events
+    ok(apply(state, entry("start_service", {"name": "web"})))
+    assert state["services"]["web"]["state"] == "running"
+
+
+def test_purge_removes_service_and_stops_its_allocations(state: dict) -> None:
+    state["allocations"]["a1"] = {"id": "a1", "service": "web", "desired": "run"}
+    ok(apply(state, entry("purge_service", {"name": "web"})))
+    assert "web" not in state["services"] and state["allocations"]["a1"]["desired"] == "stop"
+
+
+def test_stop_project_only_touches_that_project() -> None:
+    s = new_state()
+    ok(apply(s, entry("deploy", deploy_args("a1", "a2", project="alpha"))))
+    ok(apply(s, entry("deploy", deploy_args("b1", project="beta"))))
+    result = ok(apply(s, entry("stop_project", {"project": "alpha"})))
+    assert result["services"] == ["a1", "a2"]
+    assert [s["services"][n]["state"] for n in ("a1", "a2", "b1")] == ["stopped", "stopped", "running"]
+    assert err(apply(s, entry("stop_project", {"project": "nope"}))) == "NOT_FOUND"
+
+
+def test_stop_all(state: dict) -> None:
+    assert ok(apply(state, entry("stop_all", {})))["stopped"] == ["api", "web"]
+    assert all(svc["state"] == "stopped" for svc in state["services"].values())
+
+
+def test_tokens_create_revoke_and_tombstone() -> None:
+    s = new_state()
+    rec = ok(apply(s, entry("create_token", {"jti": "j1", "name": "ci", "role": "deployer", "iat": 10,
+                                             "expires_at": None})))
+    assert rec["role"] == "deployer" and not rec["revoked"] and rec["created_by"] == "tester"
+    assert err(apply(s, entry("create_token", {"jti": "j1", "name": "x", "role": "viewer", "iat": 1,
+                                               "expires_at": None}))) == "CONFLICT"
+    assert err(apply(s, entry("create_token", {"jti": "j2", "name": "x", "role": "root", "iat": 1,
+                                               "expires_at": None}))) == "VALIDATION_ERROR"
+    assert ok(apply(s, entry("revoke_token", {"jti": "j1"}, now=7.0)))["revoked_at"] == 7.0
+    # A token minted offline was never recorded; revoking it records a tombstone.
+    assert ok(apply(s, entry("revoke_token", {"jti": "offline"})))["revoked"] is True
+    assert s["tokens"]["offline"]["revoked"] is True
+
+
+def test_unknown_op_and_garbage_are_error_values() -> None:
+    s = new_state()
+    assert err(apply(s, entry("format_disk", {}))) == "VALIDATION_ERROR"
+    assert err(apply(s, b"\xc1\xff not msgpack")) == "VALIDATION_ERROR"
+    assert err(apply(s, msgpack.packb([1, 2, 3]))) == "VALIDATION_ERROR"
+    assert s == new_state()
+
+
+def test_idempotency_key_returns_first_result_and_applies_once(state: dict) -> None:
+    first = apply(state, entry("scale", {"name": "web", "replicas": 4}, key="k1"))
+    events = len(state["events"])
+    ok(apply(state, entry("scale", {"name": "web", "replicas": 9})))
+    again = apply(state, entry("scale", {"name": "web", "replicas": 4}, key="k1"))
+    assert again == {**first, "replayed": True}
+    assert state["services"]["web"]["replicas"] == 9 and len(state["events"]) == events + 1
+    assert err(apply(state, entry("stop_all", {}, key="k1"))) == "CONFLICT"
+
+
+def test_idempotency_remembers_errors_too(state: dict) -> None:
+    first = apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2"))
+    assert apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2")) == {**first, "replayed": True}
+
+
+def test_idempotency_and_events_are_bounded() -> None:
+    s = new_state()
+    ok(apply(s, entry("deploy", deploy_args("web"))))
+    for i in range(machine.IDEMPOTENCY_KEPT + 10):
+        apply(s, entry("scale", {"name": "web", "replicas": i % 7}, key=f"k{i}"))
+    assert len(s["idempotency"]) == machine.IDEMPOTENCY_KEPT and "k0" not in s["idempotency"]
+    assert len(s["events"]) == machine.EVENTS_KEPT
+    assert s["events"][-1]["seq"] == s["event_seq"]
+
+
+OPS_STRATEGY = st.lists(st.one_of(
+    st.builds(lambda n, i: ("deploy", deploy_args(n, image=f"img:{i}")), st.sampled_from(["a", "b", "c"]),
+              st.integers(0, 3)),
+    st.builds(lambda n, r: ("scale", {"name": n, "replicas": r}), st.sampled_from(["a", "b", "x"]),
+              st.integers(-2, 1002)),
+    st.builds(lambda n: ("stop_service", {"name": n}), st.sampled_from(["a", "b"])),
+    st.builds(lambda n: ("start_service", {"name": n}), st.sampled_from(["a", "c"])),
+    st.builds(lambda n: ("purge_service", {"name": n}), st.sampled_from(["a", "b", "c"])),
+    st.just(("stop_all", {})),
+    st.builds(lambda j: ("revoke_token", {"jti": j}), st.sampled_from(["t1", "t2"])),
+), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(OPS_STRATEGY, st.lists(st.one_of(st.none(), st.sampled_from(["k1", "k2"])), min_size=40, max_size=40))
+def test_same_entries_same_state_and_snapshot_round_trips(ops: list, keys: list) -> None:
+    entries = [entry(op, args, now=float(i), key=keys[i]) for i, (op, args) in enumerate(ops)]
+    a, b = new_state(), new_state()
+    results_a = [apply(a, e, i) for i, e in enumerate(entries)]
+    results_b = [apply(b, e, i) for i, e in enumerate(entries)]
+    assert a == b and results_a == results_b
+    # PySyncObj's default dump pickles the state; it must come back equal, and stay msgpack-able.
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert msgpack.unpackb(msgpack.packb(a, use_bin_type=True), raw=False, strict_map_key=False) == a
+    # Restore replaces: applying more entries to a restored copy matches applying them to the original.
+    restored = pickle.loads(pickle.dumps(a))
+    tail = entry("stop_all", {}, now=99.0)
+    apply(a, tail, 99)
+    apply(restored, tail, 99)
+    assert restored == a
