@@ -1,0 +1,370 @@
+"""The public Python SDK of orca: `Client(api, token).deploy([...])`.
+
+It speaks only HTTP (stdlib `http.client`, no event loop), so sync scripts, the CLI, the tests, the
+benchmarks and the drill can all use it. What it does for the caller, and why:
+
+- **Several masters.** `api` may list every master. A connection failure or a `503 CLUSTER_NOT_READY`
+  (no leader yet, or a write that could not commit) moves on to the next URL; after a full pass it
+  sleeps a short, growing backoff. `retries` bounds the number of extra passes, so a call never hangs.
+- **Leader redirects.** A follower answers writes with `307` and `Location: <leader><path>`; the client
+  re-sends the same method and body there (up to `MAX_REDIRECTS` hops) and remembers that leader, so
+  the next write goes straight to it.
+- **Exactly-once writes.** Every POST/PUT/DELETE carries an `Idempotency-Key`, made once per logical
+  call and reused on every retry of that call: a write retried across a leader failover is applied once
+  and the retry gets the first result back.
+
+Errors: every failure is an `ApiError` carrying the server's envelope (DESIGN §6); a connection that
+never succeeded becomes `ApiError(status=0, code="UNREACHABLE")`.
+
+Thread-safety: keep-alive connections are kept per thread, so one Client may be shared, though one
+Client per thread is the simplest pattern.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json as _json
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+from orca import __version__
+
+__all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX"]
+
+API_PREFIX = "/api/v1"
+MAX_REDIRECTS = 5
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_REDIRECTS = frozenset({307, 308})  # the only ones that keep method and body; masters send 307
+_MAX_BACKOFF_S = 2.0
+# A keep-alive connection the server closed while idle fails with one of these before any response;
+# trying once more on a fresh connection is not a "retry" of the request (timeouts are not in here,
+# because then the server may still be working on it).
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                     ConnectionAbortedError)
+
+
+class ApiError(Exception):
+    """A request that failed: the server's error envelope, or status 0 when no master answered.
+
+    `code` is the machine-readable contract (`SERVICE_NOT_FOUND`, `CLUSTER_NOT_READY`, ...); `message`
+    is the human text; `details` the envelope's details; `body` the decoded (or raw) response body.
+    """
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None, body: Any = None):
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class _Retryable(Exception):
+    """Internal: this URL failed in a way another master (or a later try) may not."""
+
+    def __init__(self, error: ApiError | None, cause: BaseException | None = None):
+        super().__init__(str(error or cause))
+        self.error = error  # None for a connection failure
+        self.cause = cause
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def error_from_response(status: int, data: bytes) -> ApiError:
+    """Turn an error response into an ApiError; a body that is not the envelope becomes `HTTP_<status>`."""
+    text = data.decode("utf-8", "replace")
+    try:
+        body = _json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("code" in body or "error" in body):
+        err = body.get("error")
+        code = body.get("code")
+        if isinstance(err, dict):  # the state machine's value shape, should it ever leak through
+            code = code or err.get("code")
+            err = err.get("message")
+        message = str(err) if err is not None else http.client.responses.get(status, "error")
+        return ApiError(status, str(code or f"HTTP_{status}"), message, body.get("details"), body)
+    message = text.strip()[:500] or http.client.responses.get(status, "error")
+    return ApiError(status, f"HTTP_{status}", message, None, text)
+
+
+def _field(response: Any, key: str) -> Any:
+    """`response[key]`, or an ApiError naming the mismatch (a KeyError would be a traceback in the CLI)."""
+    if isinstance(response, dict) and key in response:
+        return response[key]
+    raise ApiError(200, "INVALID_RESPONSE", f"response has no {key!r}", None, response)
+
+
+class Client:
+    """A client for one orca cluster; see the module docstring for the retry and redirect contract.
+
+    `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket
+    operation; `retries` the extra passes over the masters; `backoff_s` the first pause between passes
+    (doubling, capped at 2 s).
+    """
+
+    def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
+                 retries: int = 5, backoff_s: float = 0.1):
+        urls = api.split(",") if isinstance(api, str) else list(api)
+        self.apis = [u.strip().rstrip("/") for u in urls if u and u.strip()]
+        if not self.apis:
+            raise ValueError("at least one master API URL is required")
+        for url in self.apis:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        self.token = token or None
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.backoff_s = backoff_s
+        # Hints, not truth: plain attribute writes are atomic, and a wrong hint only costs one hop.
+        self.leader: str | None = None
+        self._last_good: str | None = None
+        self._local = threading.local()
+        self._pools: list[dict[tuple[str, str], http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every kept-alive connection (of every thread that used this client)."""
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            for conn in list(pool.values()):
+                conn.close()
+            pool.clear()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                idempotency_key: str | None = None, consistent: bool = False,
+                raw: bool = False) -> Any:
+        """Send one logical request and return the decoded JSON (or the text, with `raw=True`).
+
+        `path` is absolute (`/api/v1/...`) or relative to `/api/v1`. `params` with value None are
+        dropped. `consistent=True` asks for a read from the leader's state.
+        """
+        method = method.upper()
+        write = method in _WRITE_METHODS
+        headers = {"Accept": "application/json", "User-Agent": f"orca-client/{__version__}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        body: bytes | None = None
+        if json is not None:
+            body = _json.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        if write:
+            # Made once here, outside the retry loop: that is what makes a retried write apply once.
+            headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        if consistent:
+            query["consistent"] = "true"
+        target = path if path.startswith("/") else f"{API_PREFIX}/{path}"
+        if query:
+            target += ("&" if "?" in target else "?") + urlencode(query)
+
+        last_error: ApiError | None = None
+        last_cause: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+            for base in self._candidates(write):
+                try:
+                    return self._send(method, base + target, body, headers, write, raw)
+                except _Retryable as exc:
+                    if exc.error is not None:
+                        last_error = exc.error
+                    else:
+                        last_cause = exc.cause
+        if last_error is not None:
+            raise last_error
+        raise ApiError(0, "UNREACHABLE", f"no master answered at {', '.join(self.apis)}: {last_cause}")
+
+    def _candidates(self, write: bool) -> list[str]:
+        """Masters in the order to try: writes go to the known leader first, reads stick to the last
+        master that answered (keep-alive), then every configured URL in order."""
+        first = [self.leader, self._last_good] if write else [self._last_good, self.leader]
+        order: list[str] = []
+        for url in [*first, *self.apis]:
+            if url and url not in order:
+                order.append(url)
+        return order
+
+    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], write: bool,
+              raw: bool) -> Any:
+        """One try against one master, following its redirects; raises _Retryable or ApiError."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                status, resp_headers, data = self._roundtrip(method, url, body, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                self._forget(_origin(url))
+                raise _Retryable(None, exc) from exc
+            location = resp_headers.get("Location")
+            if status in _REDIRECTS and location:
+                url = urljoin(url, location)
+                self.leader = _origin(url)
+                continue
+            if 200 <= status < 300:
+                self._last_good = _origin(url)
+                if write:
+                    self.leader = _origin(url)
+                text = data.decode("utf-8", "replace")
+                if raw:
+                    return text
+                try:
+                    return _json.loads(text) if text.strip() else {}
+                except ValueError as exc:
+                    raise ApiError(status, "INVALID_RESPONSE", f"response is not JSON: {text[:200]!r}",
+                                   None, text) from exc
+            error = error_from_response(status, data)
+            if status == 503 and error.code == "CLUSTER_NOT_READY":
+                self._forget(_origin(url))
+                raise _Retryable(error)
+            if status in _REDIRECTS:  # a redirect without a Location: the follower knows no leader
+                raise _Retryable(error)
+            raise error
+        # Leadership moved while we chased it; a later pass will find where it settled.
+        raise _Retryable(ApiError(307, "TOO_MANY_REDIRECTS",
+                                  f"more than {MAX_REDIRECTS} redirects, last to {url}"))
+
+    def _forget(self, origin: str) -> None:
+        if self.leader == origin:
+            self.leader = None
+        if self._last_good == origin:
+            self._last_good = None
+
+    def _pool(self) -> dict[tuple[str, str], http.client.HTTPConnection]:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+            with self._lock:
+                self._pools.append(pool)
+        return pool
+
+    def _roundtrip(self, method: str, url: str, body: bytes | None,
+                   headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        pool = self._pool()
+        for _ in range(2):
+            conn = pool.get(key)
+            reused = conn is not None
+            if conn is None:
+                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                conn = pool[key] = cls(parts.netloc, timeout=self.timeout)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except _STALE_CONNECTION:
+                pool.pop(key, None)
+                conn.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                pool.pop(key, None)
+                conn.close()
+                raise
+            if resp.will_close:
+                pool.pop(key, None)
+                conn.close()
+            return resp.status, resp.headers, data
+        raise http.client.RemoteDisconnected("connection closed twice")  # pragma: no cover
+
+    # ------------------------------------------------------------------ API
+
+    def health(self) -> dict[str, Any]:
+        """This master's view: role, leader, term, readiness (no token needed)."""
+        return self.request("GET", "/api/v1/health")
+
+    def deploy(self, services: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Create or update services -> `{"deployed": [names], "errors": [{"service", "error"}]}`."""
+        return self.request("POST", "/api/v1/deploy", json={"services": list(services)},
+                            idempotency_key=idempotency_key)
+
+    def status(self, project: str | None = None, *, consistent: bool = False) -> list[dict[str, Any]]:
+        """One summary row per service, optionally of one project."""
+        response = self.request("GET", "/api/v1/status", params={"project": project}, consistent=consistent)
+        return _field(response, "services")
+
+    def service(self, name: str, *, consistent: bool = False) -> dict[str, Any]:
+        """Spec, version, replica counts, containers and recent events of one service."""
+        return self.request("GET", f"/api/v1/services/{quote(name, safe='')}", consistent=consistent)
+
+    def scale(self, name: str, replicas: int, idempotency_key: str | None = None) -> dict[str, Any]:
+        """-> `{name, previous_replicas, replicas}`."""
+        return self.request("POST", f"/api/v1/services/{quote(name, safe='')}/scale",
+                            json={"replicas": int(replicas)}, idempotency_key=idempotency_key)
+
+    def stop(self, name: str, purge: bool = False, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Stop a service; its config is kept unless `purge`."""
+        return self.request("DELETE", f"/api/v1/services/{quote(name, safe='')}",
+                            params={"purge": True} if purge else None, idempotency_key=idempotency_key)
+
+    def start(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Resume a stopped service."""
+        return self.request("POST", f"/api/v1/services/{quote(name, safe='')}/start",
+                            idempotency_key=idempotency_key)
+
+    def stop_project(self, project: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Stop every service of one project."""
+        return self.request("DELETE", f"/api/v1/projects/{quote(project, safe='')}",
+                            idempotency_key=idempotency_key)
+
+    def stop_all(self, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Stop every service of the cluster (admin)."""
+        return self.request("POST", "/api/v1/stop", idempotency_key=idempotency_key)
+
+    def events(self, service: str | None = None, type: str | None = None, since: float | str | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """The event history, oldest first as the server orders it, filtered server-side."""
+        params = {"service": service, "type": type, "since": since, "limit": limit}
+        return _field(self.request("GET", "/api/v1/events", params=params), "events")
+
+    def cluster_info(self) -> dict[str, Any]:
+        """Masters, leader, term, commit index and nodes."""
+        return self.request("GET", "/api/v1/cluster/info")
+
+    def cluster_leader(self) -> dict[str, Any]:
+        """The current leader; `CLUSTER_NOT_READY` (after retries) when there is none."""
+        return self.request("GET", "/api/v1/cluster/leader")
+
+    def cluster_status(self) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/cluster/status")
+
+    def create_token(self, role: str, name: str, ttl_s: float | None = None,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """Ask the leader for a recorded token -> `{"token", "jti", "name", "role", ...}` (shown once)."""
+        return self.request("POST", "/api/v1/tokens", json={"role": role, "name": name, "ttl_s": ttl_s},
+                            idempotency_key=idempotency_key)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Recorded tokens (never the token strings themselves)."""
+        return _field(self.request("GET", "/api/v1/tokens"), "tokens")
+
+    def revoke_token(self, jti: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/tokens/{quote(jti, safe='')}",
+                            idempotency_key=idempotency_key)
