@@ -135,7 +135,7 @@ class LocalCluster:
     def leader(self) -> MasterProc | None:
         """The master that says it leads and that the live others agree on (None if no agreement)."""
         views = {m.node_id: self.health(m) for m in self.masters if m.alive}
-        leaders = {v["leader_id"] for v in views.values() if v and v.get("leader_id")}
+        leaders = {v.get("leader_id") for v in views.values() if v is not None}  # None: not agreed yet
         claimed = [m for m in self.masters if (views.get(m.node_id) or {}).get("is_leader")]
         if len(leaders) == 1 and len(claimed) == 1 and claimed[0].node_id in leaders:
             return claimed[0]
