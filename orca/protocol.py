@@ -1,0 +1,151 @@
+"""The leader <-> agent messages: the only module both the master and the agent import.
+
+Agent -> any master (bearer: the agent's join token, role "agent"; a follower answers 307 to the leader):
+  POST /api/v1/agent/register   RegisterRequest  -> RegisterReply
+  POST /api/v1/agent/heartbeat  Heartbeat        -> HeartbeatReply   (POST only -> 405; > 64 KiB -> 413)
+
+Leader -> agent (bearer: the node's `push_token`, which the agent chose at registration):
+  PUT  /v1/allocations          AllocationsPush  -> {"accepted": bool, "version": int}
+                                 409 STALE_LEADER when `term` is lower than the highest term the agent
+                                 has seen (persisted by the agent, so it survives agent restarts).
+                                 Within one term a lower `version` than the last applied is ignored.
+  GET  /v1/logs/{alloc_id}?tail=N&follow=0|1   text/plain, the container's stdout+stderr
+  GET  /v1/health               {"status": "ok", "node_id": str}
+
+Every push carries the node's FULL desired set (level-triggered): the agent starts what is missing,
+stops what is not listed, and the same push applied twice does nothing new.
+
+Shapes (JSON):
+  RegisterRequest = {"node_id", "address" (agent API URL), "labels": {str: str},
+                     "capacity": {"memory": bytes, "cpu": float}, "push_token": str, "agent_version": str}
+  RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float}
+  Heartbeat       = {"node_id", "seq": int, "allocations": [AllocReport], "applied": {"term", "version"}}
+  AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
+                     "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
+                     "restarts": int, "reason": str|None, "host_port": int|None}
+  HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
+  AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value}}
+  AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec)}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "HEARTBEAT_MAX_BYTES", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES", "container_name", "LABELS",
+    "validate_heartbeat", "validate_register", "validate_push", "ProtocolError",
+]
+
+HEARTBEAT_MAX_BYTES = 64 * 1024
+ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped")
+HEALTH_STATES = ("healthy", "unhealthy", "starting")
+DIRECTIVES = ("continue", "shutdown")
+
+LABELS = {"service": "orca.service", "alloc": "orca.alloc", "version": "orca.version", "node": "orca.node"}
+
+
+def container_name(service: str, alloc_id: str) -> str:
+    return f"orca-{service}-{alloc_id}"
+
+
+class ProtocolError(ValueError):
+    """A message that does not have the documented shape; the receiver answers 400 naming the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def _str(msg: dict[str, Any], key: str, prefix: str = "") -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or not value or len(value) > 512:
+        raise ProtocolError(prefix + key, "expected a non-empty string")
+    return value
+
+
+def _int(msg: dict[str, Any], key: str, prefix: str = "", optional: bool = False) -> int | None:
+    value = msg.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError(prefix + key, "expected a non-negative integer")
+    return value
+
+
+def _opt_str(msg: dict[str, Any], key: str, prefix: str = "") -> str | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise ProtocolError(prefix + key, "expected a string or null")
+    return value
+
+
+def validate_register(msg: Any) -> dict[str, Any]:
+    if not isinstance(msg, dict):
+        raise ProtocolError("body", "expected an object")
+    labels = msg.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ProtocolError("labels", "expected a string map")
+    cap = msg.get("capacity")
+    if not isinstance(cap, dict) or not isinstance(cap.get("memory"), int) or cap["memory"] <= 0 \
+            or not isinstance(cap.get("cpu"), int | float) or cap["cpu"] <= 0:
+        raise ProtocolError("capacity", "expected {memory: bytes > 0, cpu: > 0}")
+    address = _str(msg, "address")
+    if not address.startswith(("http://", "https://")):
+        raise ProtocolError("address", "expected an http(s) URL")
+    return {"node_id": _str(msg, "node_id"), "address": address.rstrip("/"), "labels": dict(labels),
+            "capacity": {"memory": int(cap["memory"]), "cpu": float(cap["cpu"])},
+            "push_token": _str(msg, "push_token"), "agent_version": _opt_str(msg, "agent_version") or "?"}
+
+
+def validate_alloc_report(rep: Any, i: int) -> dict[str, Any]:
+    p = f"allocations[{i}]."
+    if not isinstance(rep, dict):
+        raise ProtocolError(p[:-1], "expected an object")
+    status = rep.get("status")
+    if status not in ALLOC_STATUSES:
+        raise ProtocolError(p + "status", f"expected one of {', '.join(ALLOC_STATUSES)}")
+    health = rep.get("health")
+    if health is not None and health not in HEALTH_STATES:
+        raise ProtocolError(p + "health", f"expected null or one of {', '.join(HEALTH_STATES)}")
+    return {"alloc": _str(rep, "alloc", p), "service": _str(rep, "service", p),
+            "version": _int(rep, "version", p), "container_id": _opt_str(rep, "container_id", p),
+            "status": status, "health": health, "started_at": _opt_str(rep, "started_at", p),
+            "restarts": _int(rep, "restarts", p, optional=True) or 0, "reason": _opt_str(rep, "reason", p),
+            "host_port": _int(rep, "host_port", p, optional=True)}
+
+
+def validate_heartbeat(msg: Any) -> dict[str, Any]:
+    if not isinstance(msg, dict):
+        raise ProtocolError("body", "expected an object")
+    allocs = msg.get("allocations", [])
+    if not isinstance(allocs, list):
+        raise ProtocolError("allocations", "expected a list")
+    applied = msg.get("applied") or {}
+    if not isinstance(applied, dict):
+        raise ProtocolError("applied", "expected an object")
+    return {"node_id": _str(msg, "node_id"), "seq": _int(msg, "seq", optional=True) or 0,
+            "allocations": [validate_alloc_report(r, i) for i, r in enumerate(allocs)],
+            "applied": {"term": _int(applied, "term", "applied.", optional=True) or 0,
+                        "version": _int(applied, "version", "applied.", optional=True) or 0}}
+
+
+def validate_push(msg: Any) -> dict[str, Any]:
+    if not isinstance(msg, dict):
+        raise ProtocolError("body", "expected an object")
+    allocs = msg.get("allocations")
+    if not isinstance(allocs, list):
+        raise ProtocolError("allocations", "expected a list")
+    out = []
+    for i, a in enumerate(allocs):
+        p = f"allocations[{i}]."
+        if not isinstance(a, dict) or not isinstance(a.get("spec"), dict):
+            raise ProtocolError(p + "spec", "expected an object")
+        out.append({"id": _str(a, "id", p), "service": _str(a, "service", p), "version": _int(a, "version", p),
+                    "index": _int(a, "index", p, optional=True) or 0, "spec": a["spec"]})
+    secrets = msg.get("secrets") or {}
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+        raise ProtocolError("secrets", "expected a string map")
+    return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets}
