@@ -1,0 +1,479 @@
+"""The container runtime behind the agent: one small protocol, the Docker engine, and an in-memory fake.
+
+The agent's reconcile loop compares the desired allocations with `Runtime.list()` and calls
+`start` / `stop` / `restart`; it never talks to Docker itself. That keeps the loop testable with
+`FakeRuntime`, while `tests/docker/` exercises `DockerRuntime` against a real engine.
+
+Contract shared by both implementations:
+- A node only sees and touches containers labelled `orca.node == node_id`: several agents may share
+  one engine (as the tests do), and an agent must never stop another node's replicas.
+- Containers are identified by allocation id (label `orca.alloc`), not by Docker id, so an agent that
+  restarts re-adopts what is running instead of starting duplicates.
+- `start` is idempotent: a running container for the allocation is returned as is; a dead one is
+  removed and replaced. `start` never pulls: `ensure_image` does, so that a slow or failing pull is a
+  separate, reportable step the agent can back off from rather than retry inside every start.
+- Every engine error surfaces as `RuntimeFailure` with a short, human `reason` the agent reports in
+  its heartbeat ("image not found: x", "port 20001 already allocated", ...). Calls are blocking: the
+  agent runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+
+__all__ = ["ContainerState", "Runtime", "RuntimeFailure", "DockerRuntime", "FakeRuntime", "container_name"]
+
+LABEL_SERVICE = "orca.service"
+LABEL_ALLOC = "orca.alloc"
+LABEL_VERSION = "orca.version"
+LABEL_NODE = "orca.node"
+
+# Docker reports a never-started container with this zero time; we report None instead.
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+# Messages the engine uses when a host port is taken (by another container, or by any other process).
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+_MAX_REASON = 200
+
+
+class RuntimeFailure(Exception):
+    """An engine operation failed; `reason` is short enough to show in a node's status as is."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """One container of this node, as the engine reports it now.
+
+    `status` is Docker's (created, running, restarting, paused, exited, dead); `exit_code` is set only
+    once the container has stopped; `host_port` is the published port, if the spec has one.
+    """
+
+    alloc_id: str
+    service: str
+    version: int
+    node: str
+    container_id: str
+    name: str
+    status: str
+    exit_code: int | None
+    started_at: str | None
+    host_port: int | None
+    image: str
+
+
+class Runtime(Protocol):
+    """What the agent needs from a container engine; see the module docstring for the contract."""
+
+    def list(self) -> list[ContainerState]: ...
+
+    def start(self, alloc: dict[str, Any], *, env: dict[str, str], host_port: int | None) -> ContainerState: ...
+
+    def stop(self, alloc_id: str, timeout_s: float = 5) -> None: ...
+
+    def restart(self, alloc_id: str) -> None: ...
+
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]: ...
+
+    def ensure_image(self, image: str) -> None: ...
+
+    def engine_resources(self) -> dict[str, Any]: ...
+
+
+def container_name(alloc: dict[str, Any]) -> str:
+    """`orca-<service>-<alloc id>` (DESIGN §5): readable in `docker ps`, unique per allocation."""
+    return f"orca-{alloc['service']}-{alloc['id']}"
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-cut a stream of arbitrary chunks into lines (each ending in b"\\n" but maybe the last), so
+    that callers can prefix every line with its replica."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+class DockerRuntime:
+    """`Runtime` on a Docker engine through the docker SDK.
+
+    `node_id` scopes everything this object sees or touches (label `orca.node`). Published ports bind
+    to `publish_address` only (the agent's advertise address, 127.0.0.1 in tests), never 0.0.0.0.
+    `client` is for callers that already hold a `docker.DockerClient`; by default one is made from the
+    environment on first use, so an agent can start (and report the error) while the engine is down.
+    """
+
+    def __init__(self, node_id: str, publish_address: str = "127.0.0.1", client: Any = None):
+        self.node_id = node_id
+        self.publish_address = publish_address
+        self._client = client
+
+    # -- engine access ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = docker.from_env()
+            except docker.errors.DockerException as exc:
+                raise RuntimeFailure(_short(f"docker engine unreachable: {exc}")) from exc
+        return self._client
+
+    def _find(self, alloc_id: str) -> list[Any]:
+        """This node's containers for one allocation (normally zero or one)."""
+        try:
+            found: list[Any] = self.client.containers.list(
+                all=True,
+                filters={"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_ALLOC}={alloc_id}"]},
+                ignore_removed=True,
+            )
+            return found
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "list containers") from exc
+
+    # -- Runtime ---------------------------------------------------------------------------------
+
+    def list(self) -> list[ContainerState]:
+        """Every container of this node, running or not; containers without an alloc label are not
+        orca's to manage and are left out."""
+        try:
+            containers = self.client.containers.list(
+                all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"}, ignore_removed=True
+            )
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "list containers") from exc
+        return [_state(c.attrs) for c in containers if LABEL_ALLOC in (c.labels or {})]
+
+    def start(self, alloc: dict[str, Any], *, env: dict[str, str], host_port: int | None) -> ContainerState:
+        """Run the allocation's container and return its state.
+
+        `env` is the final environment (spec env with secrets already resolved by the agent);
+        `alloc["spec"]["env"]` may hold templates and is not read here. `host_port` is used only
+        when the spec has a `port`. The image must be present (see `ensure_image`).
+        """
+        spec = alloc["spec"]
+        for existing in self._find(alloc["id"]):
+            if existing.status == "running":
+                return _state(existing.attrs)
+            # A dead container keeps its name and host port: remove it before recreating.
+            self._remove(existing)
+
+        resources = spec.get("resources") or {}
+        port = spec.get("port")
+        ports = {f"{port}/tcp": (self.publish_address, host_port)} if port and host_port else None
+        kwargs: dict[str, Any] = {
+            "image": spec["image"],
+            "command": spec.get("command") or None,
+            "name": container_name(alloc),
+            "labels": {
+                LABEL_SERVICE: str(alloc["service"]),
+                LABEL_ALLOC: str(alloc["id"]),
+                LABEL_VERSION: str(alloc["version"]),
+                LABEL_NODE: self.node_id,
+            },
+            "environment": dict(env),
+            "ports": ports,
+            # The agent decides about restarts (and reports them); an engine restarting on its own
+            # would hide crashes from it and fight its health checks.
+            "restart_policy": {"Name": "no"},
+            # A tiny init reaps zombies and forwards SIGTERM, so stop is quick even for a PID 1 that
+            # ignores signals (busybox sleep does).
+            "init": True,
+            # Bounded logs: a chatty replica must not fill the worker's disk.
+            "log_config": LogConfig(type=LogConfig.types.JSON, config={"max-size": "10m", "max-file": "3"}),
+            "detach": True,
+        }
+        if resources.get("memory"):
+            kwargs["mem_limit"] = int(resources["memory"])
+        if resources.get("cpu"):
+            kwargs["nano_cpus"] = int(float(resources["cpu"]) * 1e9)
+
+        try:
+            # create + start rather than containers.run: run() pulls a missing image on its own.
+            container = self.client.containers.create(**kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "create container", image=spec["image"], host_port=host_port) from exc
+        try:
+            container.start()
+            container.reload()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # Leave nothing behind: a created-but-never-started container would hold the name.
+            self._remove(container, quiet=True)
+            raise _failure(exc, "start container", image=spec["image"], host_port=host_port) from exc
+        return _state(container.attrs)
+
+    def stop(self, alloc_id: str, timeout_s: float = 5) -> None:
+        """Stop (SIGTERM, then SIGKILL after `timeout_s`) and remove; nothing there is fine."""
+        for container in self._find(alloc_id):
+            try:
+                if container.status in ("running", "restarting", "paused"):
+                    container.stop(timeout=max(0, math.ceil(timeout_s)))
+            except docker.errors.NotFound:
+                continue
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise _failure(exc, "stop container") from exc
+            self._remove(container)
+
+    def restart(self, alloc_id: str) -> None:
+        """Restart in place (same container, same host port); starts an exited one again."""
+        containers = self._find(alloc_id)
+        if not containers:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        try:
+            containers[0].restart(timeout=5)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "restart container") from exc
+
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+        """Stdout and stderr, as lines. The container is looked up now, so a missing one raises here
+        rather than on first iteration. With `follow` the iterator blocks until the container stops:
+        consume it in a thread."""
+        containers = self._find(alloc_id)
+        if not containers:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        try:
+            chunks = containers[0].logs(stdout=True, stderr=True, stream=True, follow=follow, tail=tail)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "read logs") from exc
+        return _split_lines(chunks)
+
+    def ensure_image(self, image: str) -> None:
+        """Pull `image` unless it is present. The pull's own error (e.g. unknown repository,
+        registry unreachable) becomes the reason."""
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "inspect image", image=image) from exc
+        error = None
+        try:
+            # The low-level stream reports some failures as {"error": ...} messages instead of an HTTP
+            # status; the high-level images.pull() would swallow them.
+            for message in self.client.api.pull(image, stream=True, decode=True):
+                if isinstance(message, dict) and message.get("error"):
+                    error = message["error"]
+            self.client.images.get(image)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if error is None and isinstance(exc, docker.errors.APIError):
+                error = exc.explanation or str(exc)
+            raise RuntimeFailure(_pull_reason(image, error or str(exc))) from exc
+
+    def engine_resources(self) -> dict[str, Any]:
+        """What the engine's host has in total (the node's default capacity, DESIGN §12)."""
+        try:
+            info = self.client.info()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "docker info") from exc
+        return {"memory": int(info["MemTotal"]), "cpu": float(info["NCPU"])}
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _remove(self, container: Any, quiet: bool = False) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if not quiet:
+                raise _failure(exc, "remove container") from exc
+
+
+def _state(attrs: dict[str, Any]) -> ContainerState:
+    """Build a ContainerState from `docker inspect` output."""
+    labels = attrs["Config"].get("Labels") or {}
+    state = attrs.get("State") or {}
+    status = state.get("Status", "unknown")
+    started = state.get("StartedAt")
+    try:
+        version = int(labels.get(LABEL_VERSION, 0))
+    except ValueError:
+        version = 0
+    return ContainerState(
+        alloc_id=labels.get(LABEL_ALLOC, ""),
+        service=labels.get(LABEL_SERVICE, ""),
+        version=version,
+        node=labels.get(LABEL_NODE, ""),
+        container_id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        status=status,
+        exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+        started_at=started if started and started != _ZERO_TIME else None,
+        host_port=_host_port(attrs),
+        image=attrs["Config"].get("Image", ""),
+    )
+
+
+def _host_port(attrs: dict[str, Any]) -> int | None:
+    """The published host port: the live mapping while running, else the configured binding."""
+    for bindings in (
+        (attrs.get("NetworkSettings") or {}).get("Ports") or {},
+        (attrs.get("HostConfig") or {}).get("PortBindings") or {},
+    ):
+        for entries in bindings.values():
+            for entry in entries or ():
+                if entry.get("HostPort"):
+                    return int(entry["HostPort"])
+    return None
+
+
+def _failure(exc: Exception, doing: str, *, image: str | None = None, host_port: int | None = None) -> RuntimeFailure:
+    """Map an SDK error to a RuntimeFailure whose reason an operator understands without a traceback."""
+    if isinstance(exc, docker.errors.ImageNotFound) and image:
+        return RuntimeFailure(f"image not found: {image}")
+    if isinstance(exc, docker.errors.APIError):
+        text = exc.explanation or str(exc)
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        lowered = text.lower()
+        if any(marker in lowered for marker in _PORT_TAKEN):
+            return RuntimeFailure(f"port {host_port} already allocated" if host_port else _short(text))
+        if image and "no such image" in lowered:
+            return RuntimeFailure(f"image not found: {image}")
+        return RuntimeFailure(_short(f"{doing} failed: {text}"))
+    if isinstance(exc, requests.exceptions.RequestException):
+        return RuntimeFailure(_short(f"docker engine unreachable ({doing}): {exc}"))
+    return RuntimeFailure(_short(f"{doing} failed: {exc}"))
+
+
+def _pull_reason(image: str, error: str) -> str:
+    lowered = error.lower()
+    if any(m in lowered for m in ("not found", "manifest unknown", "pull access denied", "does not exist")):
+        return f"image not found: {image}"
+    return _short(f"image pull failed: {image}: {error}")
+
+
+# -- the fake ----------------------------------------------------------------------------------------
+
+
+class FakeRuntime:
+    """In-memory `Runtime` with the same contract as `DockerRuntime`, for unit tests of the agent's
+    reconcile logic (and only those: the engine's behaviour itself is tested against Docker).
+
+    `images` are present from the start; `ensure_image` "pulls" any other image unless `pullable` is
+    given and lacks it. Tests drive the world with `exit()` (a replica crashes), `fail_start` (image ->
+    reason for the next starts), `add_log()`, and read `calls` (every protocol call, in order).
+    """
+
+    def __init__(
+        self,
+        node_id: str = "node-1",
+        *,
+        images: Iterable[str] = (),
+        pullable: Iterable[str] | None = None,
+        memory: int = 4 << 30,
+        cpu: float = 2.0,
+        clock: Any = time.time,
+    ):
+        self.node_id = node_id
+        self.images: set[str] = set(images)
+        self.pullable: set[str] | None = None if pullable is None else set(pullable)
+        self.resources = {"memory": memory, "cpu": cpu}
+        self.fail_start: dict[str, str] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self._clock = clock
+        self._containers: dict[str, ContainerState] = {}
+        self._logs: dict[str, list[bytes]] = {}
+        self._ids = itertools.count(1)
+
+    def _now(self) -> str:
+        return datetime.fromtimestamp(self._clock(), UTC).isoformat().replace("+00:00", "Z")
+
+    def list(self) -> list[ContainerState]:
+        self.calls.append(("list", None))
+        return sorted(self._containers.values(), key=lambda c: c.alloc_id)
+
+    def start(self, alloc: dict[str, Any], *, env: dict[str, str], host_port: int | None) -> ContainerState:
+        self.calls.append(("start", alloc["id"]))
+        existing = self._containers.get(alloc["id"])
+        if existing is not None and existing.status == "running":
+            return existing
+        self._containers.pop(alloc["id"], None)
+        spec = alloc["spec"]
+        if spec["image"] not in self.images:
+            raise RuntimeFailure(f"image not found: {spec['image']}")
+        if spec["image"] in self.fail_start:
+            raise RuntimeFailure(self.fail_start[spec["image"]])
+        published = host_port if spec.get("port") else None
+        if published is not None and any(
+            c.host_port == published and c.status == "running" for c in self._containers.values()
+        ):
+            raise RuntimeFailure(f"port {published} already allocated")
+        state = ContainerState(
+            alloc_id=alloc["id"],
+            service=alloc["service"],
+            version=int(alloc["version"]),
+            node=self.node_id,
+            container_id=f"{next(self._ids):064x}",
+            name=container_name(alloc),
+            status="running",
+            exit_code=None,
+            started_at=self._now(),
+            host_port=published,
+            image=spec["image"],
+        )
+        self._containers[alloc["id"]] = state
+        self._logs.setdefault(alloc["id"], [])
+        return state
+
+    def stop(self, alloc_id: str, timeout_s: float = 5) -> None:
+        self.calls.append(("stop", alloc_id))
+        self._containers.pop(alloc_id, None)
+        self._logs.pop(alloc_id, None)
+
+    def restart(self, alloc_id: str) -> None:
+        self.calls.append(("restart", alloc_id))
+        state = self._containers.get(alloc_id)
+        if state is None:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        self._containers[alloc_id] = replace(state, status="running", exit_code=None, started_at=self._now())
+
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+        self.calls.append(("logs", alloc_id))
+        if alloc_id not in self._containers:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        lines = self._logs.get(alloc_id, [])
+        return iter(lines[-tail:] if tail > 0 else [])
+
+    def ensure_image(self, image: str) -> None:
+        self.calls.append(("ensure_image", image))
+        if image in self.images:
+            return
+        if self.pullable is not None and image not in self.pullable:
+            raise RuntimeFailure(f"image not found: {image}")
+        self.images.add(image)
+
+    def engine_resources(self) -> dict[str, Any]:
+        return dict(self.resources)
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def exit(self, alloc_id: str, exit_code: int = 1) -> None:
+        """Simulate the container's process ending (a crash when `exit_code` != 0)."""
+        self._containers[alloc_id] = replace(self._containers[alloc_id], status="exited", exit_code=exit_code)
+
+    def add_log(self, alloc_id: str, line: bytes) -> None:
+        self._logs.setdefault(alloc_id, []).append(line if line.endswith(b"\n") else line + b"\n")
