@@ -50,7 +50,11 @@ class MasterApi:
     """Builds the aiohttp application of one master around its `RaftNode` and `Leadership`."""
 
     def __init__(self, raft: RaftNode, leadership: Leadership, info: MasterInfo,
-                 metrics: MasterMetrics | None = None) -> None:
+                 metrics: MasterMetrics | None = None,
+                 extra_components: dict[str, Callable[[], dict[str, Any]]] | None = None,
+                 extra_routes: list[Callable[[web.Application], None]] | None = None) -> None:
+        self.extra_components = dict(extra_components or {})
+        self.extra_routes = list(extra_routes or [])
         self.raft = raft
         self.leadership = leadership
         self.info = info
@@ -87,6 +91,8 @@ class MasterApi:
         r.add_get("/api/v1/tokens", self.list_tokens)
         r.add_post("/api/v1/tokens", self.create_token)
         r.add_delete("/api/v1/tokens/{jti}", self.revoke_token)
+        for add in self.extra_routes:
+            add(app)
         return app
 
     def routes_without_policy(self, app: web.Application) -> list[tuple[str, str]]:
@@ -191,7 +197,7 @@ class MasterApi:
                            "established_term": self.leadership.established_term}}
 
     def _components(self) -> dict[str, dict[str, Any]]:
-        return {"raft": self._raft_component()}
+        return {"raft": self._raft_component(), **{name: fn() for name, fn in self.extra_components.items()}}
 
     async def component_status(self, request: web.Request) -> web.Response:
         name = request.match_info["component"]

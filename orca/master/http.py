@@ -65,6 +65,14 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/tokens"): "admin",
     ("POST", "/api/v1/tokens"): "admin",
     ("DELETE", "/api/v1/tokens/{jti}"): "admin",
+    ("POST", "/api/v1/agent/register"): "agent",
+    ("POST", "/api/v1/agent/heartbeat"): "agent",
+    ("GET", "/api/v1/cluster/nodes"): "viewer",
+    ("GET", "/api/v1/cluster/nodes/{id}"): "viewer",
+    ("GET", "/api/v1/secrets"): "admin",
+    ("POST", "/api/v1/secrets"): "admin",
+    ("DELETE", "/api/v1/secrets/{key}"): "admin",
+    ("GET", "/api/v1/services/{name}/logs"): "viewer",
 }
 
 

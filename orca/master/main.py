@@ -12,7 +12,11 @@ from aiohttp import web
 from orca import auth
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_workers import WorkerEndpoints
+from orca.master.control import ControlPlane
 from orca.master.leadership import Leadership
+from orca.master.secrets import SecretBox
+from orca.metrics import MasterMetrics
 from orca.raft import RaftNode, RaftSettings
 
 __all__ = ["run_server", "serve"]
@@ -35,7 +39,10 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     leadership_box: list[Leadership] = []
     raft = RaftNode(raft_settings(cfg), loop, on_role_change=lambda leads: leadership_box[0].on_role_change(leads))
-    leadership = Leadership(raft)
+    metrics = MasterMetrics()
+    secrets = SecretBox(cfg.cluster_secret)
+    control = ControlPlane(raft, secrets, metrics, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
+    leadership = Leadership(raft, control.components)
     leadership_box.append(leadership)
     info = MasterInfo(
         node_id=cfg.node_id,
@@ -43,7 +50,11 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes)
-    api = MasterApi(raft, leadership, info)
+    api = MasterApi(raft, leadership, info, metrics,
+                    extra_components={"scheduler": control.scheduler_health,
+                                      "dispatcher": control.dispatcher_health})
+    workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
+    api.extra_routes.append(workers.add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-__all__ = ["service_summary", "service_detail", "status_list", "events_query", "token_list", "iso"]
+__all__ = ["service_summary", "service_detail", "status_list", "events_query", "token_list", "iso", "node_view"]
 
 
 def iso(ts: float | None) -> str | None:
@@ -23,9 +23,17 @@ def _allocs_of(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [a for a in state["allocations"].values() if a.get("service") == name and a.get("desired") == "run"]
 
 
+def _node_ready(state: dict[str, Any], node_id: str) -> bool:
+    node = state["nodes"].get(node_id)
+    return node is not None and node["status"] == "ready"
+
+
 def _counts(state: dict[str, Any], svc: dict[str, Any]) -> tuple[int, int]:
+    """Running and healthy replicas of the current version, on nodes whose reports are current."""
     running = healthy = 0
     for alloc in _allocs_of(state, svc["name"]):
+        if not _node_ready(state, alloc["node"]):
+            continue  # what a down node last said is stale: not counted as running
         observed = alloc.get("observed") or {}
         if observed.get("status") == "running":
             running += 1
@@ -77,9 +85,15 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
     containers = []
     for alloc in sorted(_allocs_of(state, svc["name"]), key=lambda a: (a.get("index", 0), a["id"])):
         observed = alloc.get("observed") or {}
+        status, health = observed.get("status", "pending"), observed.get("health")
+        node = state["nodes"].get(alloc["node"]) or {}
+        if node.get("status") != "ready" and observed:
+            status = health = f"unknown since {iso(node.get('renewed_at'))}"
         containers.append({"id": observed.get("container_id"), "alloc": alloc["id"], "node": alloc.get("node"),
-                           "version": alloc.get("version"), "status": observed.get("status", "pending"),
-                           "health": observed.get("health"), "started_at": observed.get("started_at")})
+                           "index": alloc.get("index"), "version": alloc.get("version"), "status": status,
+                           "health": health, "started_at": observed.get("started_at"),
+                           "restarts": observed.get("restarts", 0), "reason": observed.get("reason"),
+                           "host_port": observed.get("host_port")})
     events = [dict(e, time=iso(e["time"])) for e in state["events"] if e.get("service") == svc["name"]][-20:]
     return {"name": svc["name"], "project": svc["project"], "version": svc["version"],
             "spec": svc["spec"], "status": summary["status"],
@@ -110,3 +124,23 @@ def token_list(state: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(t, created_at=iso(t.get("created_at")), revoked_at=iso(t.get("revoked_at")),
                  expires_at=iso(t.get("expires_at")))
             for t in sorted(state["tokens"].values(), key=lambda t: (t.get("created_at") or 0, t["jti"]))]
+
+
+def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False) -> dict[str, Any]:
+    """DESIGN §6 node shape; the push token never leaves the state."""
+    mine = [a for a in state["allocations"].values() if a["node"] == node["id"] and a["desired"] == "run"]
+    allocated = {"memory": sum(int((a.get("resources") or {}).get("memory", 0)) for a in mine),
+                 "cpu": round(sum(float((a.get("resources") or {}).get("cpu", 0)) for a in mine), 3)}
+    out = {"id": node["id"], "address": node.get("address"), "status": node["status"],
+           "status_reason": node.get("status_reason"), "status_since": iso(node.get("status_since")),
+           "eligibility": node.get("eligibility"), "labels": dict(node.get("labels") or {}),
+           "capacity": dict(node.get("capacity") or {}), "allocated": allocated, "allocations": len(mine),
+           "last_heartbeat": iso(node.get("renewed_at")), "drain": node.get("drain"),
+           "agent_version": node.get("agent_version")}
+    if with_allocations:
+        out["allocation_list"] = [
+            {"id": a["id"], "service": a["service"], "version": a["version"], "index": a.get("index"),
+             "status": (a.get("observed") or {}).get("status", "pending"),
+             "health": (a.get("observed") or {}).get("health")}
+            for a in sorted(mine, key=lambda a: (a["service"], a.get("index", 0)))]
+    return out

@@ -47,7 +47,8 @@ def state() -> dict:
 
 def test_every_op_is_tested() -> None:
     tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
-              "stop_project", "stop_all", "create_token", "revoke_token"}
+              "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
+              "node_status", "plan", "set_secret", "delete_secret"}
     assert set(machine.OPS) == tested
 
 
@@ -231,3 +232,91 @@ def test_same_entries_same_state_and_snapshot_round_trips(ops: list, keys: list)
     apply(a, tail, 99)
     apply(restored, tail, 99)
     assert restored == a
+
+
+def register(s: dict, node_id: str = "n1", now: float = 10.0) -> None:
+    ok(apply(s, entry("register_node", {"node_id": node_id, "address": f"http://127.0.0.1:1/{node_id}",
+                                         "labels": {"zone": "a"}, "capacity": {"memory": 2**30, "cpu": 2.0},
+                                         "push_token": "pt", "agent_version": "0.1"}, now=now)))
+
+
+def elected(s: dict, term: int = 2) -> None:
+    ok(apply(s, entry("leader_elected", {"term": term, "node": "master-1"})))
+
+
+def test_register_node_creates_ready_eligible_node_and_keeps_eligibility(state: dict) -> None:
+    register(state)
+    node = state["nodes"]["n1"]
+    assert (node["status"], node["eligibility"], node["renewed_at"]) == ("ready", "eligible", 10.0)
+    node["eligibility"] = "draining"
+    node["status"] = "down"
+    register(state, now=20.0)
+    assert (node["status"], node["eligibility"]) == ("ready", "draining")
+    assert err(apply(state, entry("register_node", {"node_id": "", "address": "x", "labels": {}, "capacity": {},
+                                                    "push_token": "p", "agent_version": "1"}))) == "VALIDATION_ERROR"
+
+
+def test_plan_places_stops_and_records_pending_fenced_by_term(state: dict) -> None:
+    register(state)
+    elected(state, 3)
+    place = [{"alloc_id": "a1", "service": "web", "version": 1, "node": "n1", "index": 0}]
+    before = copy.deepcopy(state)
+    assert err(apply(state, entry("plan", {"term": 2, "place": place, "stop": []}))) == "STALE_LEADER"
+    bad = place + [{"alloc_id": "a2", "service": "web", "version": 1, "node": "ghost", "index": 1}]
+    assert err(apply(state, entry("plan", {"term": 3, "place": bad, "stop": []}))) == "VALIDATION_ERROR"
+    assert state == before
+    result = ok(apply(state, entry("plan", {"term": 3, "place": place, "stop": [],
+                                            "pending": {"web": {"count": 1, "reason": "no room"}}})))
+    assert result == {"placed": 1, "stopped": 0}
+    alloc = state["allocations"]["a1"]
+    assert (alloc["node"], alloc["desired"], alloc["resources"]["memory"]) == ("n1", "run", 268435456)
+    assert state["services"]["web"]["pending"] == {"count": 1, "reason": "no room"}
+    assert err(apply(state, entry("plan", {"term": 3, "place": place, "stop": []}))) == "CONFLICT"
+    assert ok(apply(state, entry("plan", {"term": 3, "place": [], "stop": ["a1", "nope"]}))) == {
+        "placed": 0, "stopped": 1}
+    assert state["allocations"]["a1"]["desired"] == "stop"
+
+
+def test_node_reports_renew_observe_revive_and_forget_stopped(state: dict) -> None:
+    register(state)
+    elected(state, 3)
+    place = [{"alloc_id": "a1", "service": "web", "version": 1, "node": "n1", "index": 0},
+             {"alloc_id": "a2", "service": "web", "version": 1, "node": "n1", "index": 1}]
+    ok(apply(state, entry("plan", {"term": 3, "place": place, "stop": []})))
+    observed = {"status": "running", "health": None, "container_id": "c1", "started_at": "t", "restarts": 0,
+                "reason": None, "host_port": 20001}
+    state["nodes"]["n1"]["status"] = "down"
+    result = ok(apply(state, entry("node_reports", {"term": 3, "nodes": {
+        "n1": {"renewed_at": 50.0, "allocs": {"a1": observed}}, "ghost": {"renewed_at": 1.0, "allocs": None}}},
+        now=51.0)))
+    assert result == {"renewed": 1, "back": ["n1"]}
+    assert state["nodes"]["n1"]["renewed_at"] == 50.0 and state["nodes"]["n1"]["status"] == "ready"
+    assert state["allocations"]["a1"]["observed"]["container_id"] == "c1"
+    assert state["allocations"]["a2"]["observed"] is None  # not reported yet: still desired, kept
+    ok(apply(state, entry("plan", {"term": 3, "place": [], "stop": ["a1", "a2"]})))
+    ok(apply(state, entry("node_reports", {"term": 3, "nodes": {"n1": {"renewed_at": 52.0, "allocs": {}}}})))
+    assert state["allocations"] == {}  # stopped and gone from the node: forgotten
+    assert err(apply(state, entry("node_reports", {"term": 1, "nodes": {}}))) == "STALE_LEADER"
+
+
+def test_node_status_transitions_with_events(state: dict) -> None:
+    register(state)
+    elected(state, 4)
+    ok(apply(state, entry("node_status", {"term": 4, "node_id": "n1", "status": "down", "reason": "silent"})))
+    assert state["nodes"]["n1"]["status"] == "down" and state["events"][-1]["type"] == "node_down"
+    assert err(apply(state, entry("node_status", {"term": 4, "node_id": "n1", "status": "gone"}))) == \
+        "VALIDATION_ERROR"
+    assert err(apply(state, entry("node_status", {"term": 4, "node_id": "x", "status": "down"}))) == \
+        "NODE_NOT_FOUND"
+    assert err(apply(state, entry("node_status", {"term": 3, "node_id": "n1", "status": "ready"}))) == \
+        "STALE_LEADER"
+
+
+def test_secrets_hold_only_ciphertext_and_delete(state: dict) -> None:
+    assert ok(apply(state, entry("set_secret", {"key": "DB", "ciphertext": "gAAA..."}))) == {
+        "key": "DB", "created": True}
+    assert ok(apply(state, entry("set_secret", {"key": "DB", "ciphertext": "gBBB..."})))["created"] is False
+    assert state["secrets"]["DB"]["ciphertext"] == "gBBB..."
+    assert "gBBB" not in str(state["events"])
+    ok(apply(state, entry("delete_secret", {"key": "DB"})))
+    assert err(apply(state, entry("delete_secret", {"key": "DB"}))) == "NOT_FOUND"

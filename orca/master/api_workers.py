@@ -1,0 +1,180 @@
+"""Master endpoints about workers: agent registration and heartbeats, nodes, secrets, and service logs.
+
+Agents authenticate with their join token (role "agent"); their writes go to the leader like any other
+(a follower answers 307). Heartbeats are not entries: the leader records them in its `HeartbeatBook`
+and the lease monitor commits them in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from orca import protocol
+from orca.errors import Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
+from orca.master import views
+from orca.master.http import json_response, read_json
+from orca.master.leases import HeartbeatBook
+from orca.master.secrets import SecretBox
+
+if TYPE_CHECKING:
+    from orca.master.api import MasterApi
+
+__all__ = ["WorkerEndpoints"]
+
+SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SECRET_VALUE_MAX = 64 * 1024
+
+
+class WorkerEndpoints:
+    def __init__(self, api: MasterApi, book: HeartbeatBook, secrets: SecretBox, heartbeat_s: float,
+                 lease_ttl_s: float) -> None:
+        self.api = api
+        self.book = book
+        self.secrets = secrets
+        self.heartbeat_s = heartbeat_s
+        self.lease_ttl_s = lease_ttl_s
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/api/v1/agent/register", self.register)
+        r.add_post("/api/v1/agent/heartbeat", self.heartbeat)
+        r.add_get("/api/v1/cluster/nodes", self.nodes)
+        r.add_get("/api/v1/cluster/nodes/{id}", self.node)
+        r.add_get("/api/v1/secrets", self.list_secrets)
+        r.add_post("/api/v1/secrets", self.set_secret)
+        r.add_delete("/api/v1/secrets/{key}", self.delete_secret)
+        r.add_get("/api/v1/services/{name}/logs", self.logs)
+
+    # --- agents -----------------------------------------------------------------------------------
+    async def register(self, request: web.Request) -> web.Response:
+        self.api._require_leader()
+        try:
+            msg = protocol.validate_register(await read_json(request))
+        except protocol.ProtocolError as err:
+            raise Invalid(str(err), {"field": err.field}) from None
+        await self.api.write(request, "register_node", msg)
+        return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
+                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:
+            raise PayloadTooLarge("heartbeat larger than 64 KiB", {"max_bytes": protocol.HEARTBEAT_MAX_BYTES})
+        self.api._require_leader()
+        raw = await request.content.read(protocol.HEARTBEAT_MAX_BYTES + 1)
+        if len(raw) > protocol.HEARTBEAT_MAX_BYTES:
+            raise PayloadTooLarge("heartbeat larger than 64 KiB", {"max_bytes": protocol.HEARTBEAT_MAX_BYTES})
+        try:
+            body = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Invalid(f"heartbeat is not valid JSON: {exc}") from None
+        try:
+            hb = protocol.validate_heartbeat(body)
+        except protocol.ProtocolError as err:
+            raise Invalid(str(err), {"field": err.field}) from None
+        known = self.api.raft.read(lambda s: hb["node_id"] in s["nodes"])
+        if not known:
+            if self.api.raft.read(lambda s: hb["node_id"] in s.get("removed_nodes", {})):
+                return json_response({"directive": "shutdown", "leader": self.api.leader_url(),
+                                      "orchestrator_time": time.time()})
+            raise NodeNotFound(f"node {hb['node_id']!r} is not registered; register first",
+                               {"node": hb["node_id"]})
+        self.book.record(hb)
+        return json_response({"directive": "continue", "leader": self.api.leader_url(),
+                              "orchestrator_time": time.time()})
+
+    # --- nodes ------------------------------------------------------------------------------------
+    async def nodes(self, request: web.Request) -> web.Response:
+        return await self.api.read(request, lambda s: {"nodes": [views.node_view(s, n) for _, n in
+                                                                 sorted(s["nodes"].items())]})
+
+    async def node(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["id"]
+
+        def body(state: dict[str, Any]) -> dict[str, Any]:
+            node = state["nodes"].get(node_id)
+            if node is None:
+                raise NodeNotFound(f"node {node_id!r} not found", {"node": node_id})
+            return views.node_view(state, node, with_allocations=True)
+        return await self.api.read(request, body)
+
+    # --- secrets ----------------------------------------------------------------------------------
+    async def list_secrets(self, request: web.Request) -> web.Response:
+        return await self.api.read(request, lambda s: {"secrets": [
+            {"key": k, "created_at": views.iso(v["created_at"]), "updated_at": views.iso(v["updated_at"])}
+            for k, v in sorted(s["secrets"].items())]})
+
+    async def set_secret(self, request: web.Request) -> web.Response:
+        self.api._require_leader()
+        body = await read_json(request)
+        unknown = set(body) - {"key", "value"}
+        if unknown:
+            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        key, value = body.get("key"), body.get("value")
+        if not isinstance(key, str) or not SECRET_KEY_RE.match(key):
+            raise Invalid("key: expected letters, digits and '_' (not starting with a digit), at most 128",
+                          {"field": "key"})
+        if not isinstance(value, str) or len(value) > SECRET_VALUE_MAX:
+            raise Invalid("value: expected a string of at most 64 KiB", {"field": "value"})
+        result = await self.api.write(request, "set_secret", {"key": key, "ciphertext": self.secrets.seal(value)})
+        return json_response({"key": key, "created": result["created"]}, status=201 if result["created"] else 200)
+
+    async def delete_secret(self, request: web.Request) -> web.Response:
+        result = await self.api.write(request, "delete_secret", {"key": request.match_info["key"]})
+        return json_response({"key": result["key"], "deleted": True})
+
+    # --- logs -------------------------------------------------------------------------------------
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        """Proxy every replica's log from its agent, each line prefixed with the replica; any master."""
+        name = request.match_info["name"]
+        q = request.query
+        try:
+            tail = int(q.get("tail", "100"))
+        except ValueError:
+            raise Invalid("tail: expected an integer", {"field": "tail"}) from None
+        if not 0 <= tail <= 10000:
+            raise Invalid("tail: expected 0..10000", {"field": "tail"})
+        follow = q.get("follow", "").lower() in ("1", "true", "yes")
+
+        def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
+            if name not in state["services"]:
+                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            out = []
+            for alloc in sorted(state["allocations"].values(), key=lambda a: (a.get("index", 0), a["id"])):
+                node = state["nodes"].get(alloc["node"])
+                if alloc["service"] == name and alloc["desired"] == "run" and node is not None:
+                    out.append({"alloc": alloc["id"], "index": alloc.get("index", 0), "address": node["address"],
+                                "push_token": node["push_token"]})
+            return out
+        allocs = self.api.raft.read(targets)
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        timeout = aiohttp.ClientTimeout(total=None if follow else 15, sock_connect=2)
+        lock = asyncio.Lock()
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async def pump(t: dict[str, Any]) -> None:
+                prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
+                url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
+                try:
+                    async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
+                        if r.status != 200:
+                            async with lock:
+                                await resp.write(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
+                            return
+                        async for line in r.content:
+                            async with lock:
+                                await resp.write(prefix + (line if line.endswith(b"\n") else line + b"\n"))
+                except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                    with contextlib.suppress(ConnectionResetError, RuntimeError):
+                        async with lock:
+                            await resp.write(prefix + f"(logs unavailable: {type(err).__name__})\n".encode())
+            await asyncio.gather(*(pump(t) for t in allocs))
+        await resp.write_eof()
+        return resp

@@ -1,0 +1,42 @@
+"""The route policy is fail closed: every registered route has an entry, and nothing else does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_workers import WorkerEndpoints
+from orca.master.http import POLICY, PUBLIC
+from orca.master.leases import HeartbeatBook
+from orca.master.secrets import SecretBox
+
+
+def build() -> Any:
+    info = MasterInfo(node_id="m1", api_urls={"m1": "http://127.0.0.1:1"}, raft_addrs={}, signing_key=b"k" * 32,
+                      max_body_bytes=1024)
+    api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
+    workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
+    api.extra_routes.append(workers.add_routes)
+    return api, api.build_app()
+
+
+def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
+    api, app = build()
+    assert api.routes_without_policy(app) == []
+    registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+    assert set(POLICY) == registered
+
+
+def test_only_probes_and_public_status_are_unauthenticated() -> None:
+    public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
+    assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health"}
+    assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()
+               if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop")))
+
+
+def test_secret_box_round_trips_and_refuses_other_keys() -> None:
+    box, other = SecretBox(b"a" * 32), SecretBox(b"b" * 32)
+    sealed = box.seal("hunter2")
+    assert "hunter2" not in sealed and box.open(sealed) == "hunter2"
+    assert other.open(sealed) is None and box.open("garbage") is None
