@@ -22,11 +22,13 @@ from orca.master import views
 from orca.master.http import (
     POLICY,
     TokenChecker,
+    add_rate_limit_headers,
     json_response,
     make_middlewares,
     read_json,
 )
 from orca.master.leadership import Leadership
+from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
 
@@ -44,6 +46,8 @@ class MasterInfo:
     raft_addrs: dict[str, str]
     signing_key: bytes
     max_body_bytes: int
+    rate_limit_per_minute: int = 600
+    rate_limit_burst: int = 100
 
 
 class MasterApi:
@@ -65,9 +69,11 @@ class MasterApi:
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
+        limiter = RateLimiter(self.info.rate_limit_per_minute, self.info.rate_limit_burst)
         app = web.Application(client_max_size=self.info.max_body_bytes,
-                               middlewares=make_middlewares(self.checker, self.metrics,
-                                                            self.info.max_body_bytes))
+                              middlewares=make_middlewares(self.checker, self.metrics, self.info.max_body_bytes,
+                                                           limiter))
+        app.on_response_prepare.append(add_rate_limit_headers)
         r = app.router
         r.add_get("/livez", self.livez)
         r.add_get("/readyz", self.readyz)

@@ -28,10 +28,11 @@ from orca.errors import (
     RateLimited,
     Unauthorized,
 )
+from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
 __all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "make_middlewares",
-           "TokenChecker"]
+           "TokenChecker", "add_rate_limit_headers"]
 
 log = logging.getLogger("orca.api")
 
@@ -159,7 +160,17 @@ def _http_exception_to_error(exc: web.HTTPException) -> OrcaError:
     return err
 
 
-def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int) -> list[Any]:
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: every rate-limited response (errors included) carries the figures."""
+    decision: Decision | None = request.get("ratelimit")
+    if decision is not None:
+        response.headers["X-RateLimit-Limit"] = str(decision.limit)
+        response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+        response.headers["X-RateLimit-Reset"] = str(int(decision.reset_s + 0.999))
+
+
+def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int,
+                     limiter: RateLimiter | None = None) -> list[Any]:
     @web.middleware
     async def metrics_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -205,6 +216,12 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
                 raise Forbidden(f"role {claims.role!r} may not do this; needs {need!r}",
                                 {"role": claims.role, "required": need})
             request["claims"] = claims
+            if limiter is not None and claims.role != "agent":  # agents are exempt (DESIGN §6)
+                decision = limiter.check(request.remote or "-", claims.jti)
+                request["ratelimit"] = decision
+                if not decision.allowed:
+                    raise RateLimited(f"rate limit of {decision.limit} requests per minute exceeded",
+                                      decision.retry_after_s, {"limit": decision.limit})
         return await handler(request)
 
     return [metrics_mw, errors_mw, auth_mw]

@@ -49,7 +49,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         api_urls={cfg.node_id: cfg.api_advertise, **{p.id: p.api for p in cfg.peers}},
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
-        max_body_bytes=cfg.limits.max_body_bytes)
+        max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
+        rate_limit_burst=cfg.limits.rate_limit_burst)
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
