@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
+import getpass
 import json
 import os
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orca import __version__
-from orca.client import ApiError, Client
+from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
 
 __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_token", "UsageError"]
@@ -81,6 +83,36 @@ def _fmt_time(ts: Any) -> Any:
     if isinstance(ts, int | float) and not isinstance(ts, bool):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     return ts
+
+
+def _age(ts: Any, now: float | None = None) -> Any:
+    """An ISO-8601 time (or epoch seconds) as "4s ago" / "3m ago" / "2h ago" / "5d ago"; else unchanged."""
+    if isinstance(ts, str):
+        try:
+            parsed = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return ts
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp()
+    elif isinstance(ts, int | float) and not isinstance(ts, bool):
+        seconds = float(ts)
+    else:
+        return ts
+    delta = max(0, int((time.time() if now is None else now) - seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta // size}{unit} ago"
+    return f"{delta}s ago"
+
+
+def human_bytes(n: Any) -> str:
+    """Bytes as MiB below 1 GiB and GiB above, e.g. `512MiB`, `3.5GiB`; "-" when unknown."""
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return "-"
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f}".removesuffix(".0") + "GiB"
+    return f"{n / (1 << 20):.0f}MiB" if n else "0"
 
 
 def _read_doc(path: Path) -> Any:
@@ -231,20 +263,99 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def progress_line(detail: dict[str, Any]) -> str:
+    """`web: 1/3 running, 0/3 healthy (pending: no eligible node with 512 MiB free)` for one poll."""
+    replicas = detail.get("replicas") or {}
+    desired = replicas.get("desired", 0)
+    line = (f"{detail.get('name', '?')}: {replicas.get('running', 0)}/{desired} running, "
+            f"{replicas.get('healthy', 0)}/{desired} healthy")
+    containers = detail.get("containers") or []
+    version = detail.get("version")
+    old = sum(1 for c in containers if c.get("version") != version)
+    if old:
+        line += f", {len(containers) - old}/{desired} at v{version} ({old} older to retire)"
+    notes = []
+    if detail.get("pending_reason"):
+        notes.append(f"pending: {detail['pending_reason']}")
+    failed = [c for c in containers if c.get("status") == "failed" or c.get("reason")]
+    for c in failed[:3]:
+        notes.append(f"{detail.get('name', '?')}.{_cell(c.get('index'))} {c.get('status')}: "
+                     f"{_cell(c.get('reason'))}")
+    if len(failed) > 3:
+        notes.append(f"{len(failed) - 3} more with problems")
+    return line + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _why_not_converged(detail: dict[str, Any]) -> list[str]:
+    """The lines `deploy` prints for a service that did not converge: the pending reason and every
+    container that is not running and healthy, with its reason."""
+    name = detail.get("name", "?")
+    lines = []
+    if detail.get("pending_reason"):
+        lines.append(f"  pending: {detail['pending_reason']}")
+    for c in detail.get("containers") or []:
+        if c.get("status") == "running" and c.get("health") in (None, "healthy") and not c.get("reason"):
+            continue
+        lines.append(f"  {name}.{_cell(c.get('index'))} on {_cell(c.get('node'))} (v{_cell(c.get('version'))}): "
+                     f"{_cell(c.get('status'))}, health {_cell(c.get('health'))}"
+                     + (f": {c['reason']}" if c.get("reason") else ""))
+    return lines
+
+
+def _wait_for_rollout(client: Client, names: list[str], timeout_s: float, out: TextIO) -> int:
+    """Wait for each deployed service in turn against one deadline; 0 when all converged, else 1."""
+    deadline = time.monotonic() + timeout_s
+
+    def report(detail: dict[str, Any]) -> None:
+        print(progress_line(detail), file=out, flush=True)
+
+    for i, name in enumerate(names):
+        try:
+            client.wait_converged(name, max(0.0, deadline - time.monotonic()), report)
+        except ApiError as err:
+            if err.code not in ("TIMEOUT", "FAILED"):
+                raise
+            detail = err.details if isinstance(err.details, dict) else {}
+            print(f"error: {err.message}", file=sys.stderr)
+            for line in _why_not_converged(detail):
+                print(line, file=sys.stderr)
+            for rest in names[i + 1:]:  # one look at the others, so the report is complete
+                other = client.service(rest)
+                if not is_converged(other):
+                    print(f"error: {rest} has not converged either: {progress_line(other)}", file=sys.stderr)
+            print("the deploy itself stands and the cluster keeps trying; see `orca ps SERVICE`",
+                  file=sys.stderr)
+            return 1
+        print(f"{name}: converged", file=out, flush=True)
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
     specs = load_services(args.file)
     with _client(args) as client:
         result = client.deploy(specs)
-    errors = result.get("errors") or []
+        errors = result.get("errors") or []
 
-    def human() -> str:
-        return "\n".join(f"deployed {name}" for name in result.get("deployed") or [])
+        def human() -> str:
+            return "\n".join(f"deployed {name}" for name in result.get("deployed") or [])
 
-    _emit(args, result, human, sys.stdout)
-    if args.output != "json":
-        for err in errors:
-            print(f"error: {err.get('service', '?')}: {err.get('error')}", file=sys.stderr)
-    return 1 if errors else 0
+        _emit(args, result, human, sys.stdout)
+        if args.output != "json":
+            for err in errors:
+                print(f"error: {err.get('service', '?')}: {err.get('error')}", file=sys.stderr)
+        code = 1 if errors else 0
+        deployed = [str(n) for n in result.get("deployed") or []]
+        if args.detach or not deployed:
+            return code
+        # Progress is for people: with -o json stdout holds only the deploy result.
+        out = sys.stderr if args.output == "json" else sys.stdout
+        try:
+            return _wait_for_rollout(client, deployed, args.timeout, out) or code
+        except KeyboardInterrupt:
+            print("\ninterrupted: the deploy stands and goes on in the cluster (orca status)", file=sys.stderr)
+            return 130
 
 
 def status_rows(services: list[dict[str, Any]]) -> list[list[Any]]:
@@ -368,6 +479,191 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from orca.agent.main import run_agent  # lazy: the CLI must not load Docker and the agent to print status
+
+    return int(run_agent(args.config))
+
+
+def _labels(pairs: Sequence[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--label: expected KEY=VALUE, got {pair!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    for key in ("agent_id", "listen", "status_listen", "data_dir"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.label:
+        overrides["labels"] = _labels(args.label)
+    from orca.agent.main import run_join
+
+    return int(run_join(list(args.masters), args.token_file, **overrides))
+
+
+PS_HEADERS = ["ALLOC", "INDEX", "NODE", "VERSION", "STATUS", "HEALTH", "STARTED", "RESTARTS", "PORT", "REASON"]
+
+
+def ps_rows(detail: dict[str, Any]) -> list[list[Any]]:
+    return [[c.get("alloc"), c.get("index"), c.get("node"), c.get("version"), c.get("status"), c.get("health"),
+             _age(c.get("started_at")), c.get("restarts"), c.get("host_port"), c.get("reason")]
+            for c in detail.get("containers") or []]
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        detail = client.service(args.name)
+
+    def human() -> str:
+        replicas = detail.get("replicas") or {}
+        head = (f"{detail.get('name', args.name)} v{_cell(detail.get('version'))} {_cell(detail.get('status'))}: "
+                f"{replicas.get('running', 0)}/{replicas.get('desired', 0)} running, "
+                f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy")
+        if detail.get("pending_reason"):
+            head += f" (pending: {detail['pending_reason']})"
+        rows = ps_rows(detail)
+        return head + "\n" + (format_table(PS_HEADERS, rows) if rows else "no containers")
+
+    _emit(args, detail, human, sys.stdout)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if args.tail < 0:
+        raise UsageError("--tail must be >= 0")
+    with _client(args) as client:
+        stream = client.logs(args.name, tail=args.tail, follow=args.follow)
+        try:
+            for line in stream:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()  # -f: each line as it arrives, also through a pipe
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # `orca logs web | head`: the reader left, which is not an error
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            return 0
+        finally:
+            stream.close()
+    return 0
+
+
+NODE_HEADERS = ["ID", "STATUS", "ELIGIBILITY", "ALLOCS", "MEMORY", "CPU", "LAST-HEARTBEAT", "LABELS"]
+
+
+def _eligibility(node: dict[str, Any]) -> Any:
+    drain = node.get("drain")
+    if isinstance(drain, dict) and drain.get("remaining") is not None:
+        return f"{node.get('eligibility')} ({drain['remaining']} left)"
+    return node.get("eligibility")
+
+
+def _labels_text(labels: Any) -> Any:
+    if isinstance(labels, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
+    return labels
+
+
+def _resource(node: dict[str, Any], key: str) -> str:
+    used = (node.get("allocated") or {}).get(key)
+    cap = (node.get("capacity") or {}).get(key)
+    if key == "memory":
+        return f"{human_bytes(used or 0)}/{human_bytes(cap)}"
+    return f"{_cell(used or 0)}/{_cell(cap)}"
+
+
+def node_rows(nodes: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for n in nodes:
+        status = n.get("status")
+        if n.get("status_reason") and status != "ready":
+            status = f"{status} ({n['status_reason']})"
+        rows.append([n.get("id"), status, _eligibility(n), n.get("allocations"), _resource(n, "memory"),
+                     _resource(n, "cpu"), _age(n.get("last_heartbeat")), _labels_text(n.get("labels"))])
+    return rows
+
+
+def node_text(node: dict[str, Any]) -> str:
+    """One node as `key: value` lines, then its allocations."""
+    fields = [("id", node.get("id")), ("address", node.get("address")), ("status", node.get("status")),
+              ("status reason", node.get("status_reason")), ("eligibility", _eligibility(node)),
+              ("labels", _labels_text(node.get("labels"))), ("memory", _resource(node, "memory")),
+              ("cpu", _resource(node, "cpu")), ("allocations", node.get("allocations")),
+              ("last heartbeat", node.get("last_heartbeat")), ("agent version", node.get("agent_version"))]
+    if node.get("drain"):
+        fields.append(("drain", node["drain"]))
+    lines = [f"{k + ':':<16}{_cell(v)}" for k, v in fields]
+    allocs = node.get("allocation_list") or []
+    if allocs:
+        lines += ["", format_table(["ALLOC", "SERVICE", "INDEX", "VERSION", "STATUS", "HEALTH"],
+                                   [[a.get("id"), a.get("service"), a.get("index"), a.get("version"),
+                                     a.get("status"), a.get("health")] for a in allocs])]
+    return "\n".join(lines)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.node_id:
+            node = client.node(args.node_id)
+            _emit(args, node, lambda: node_text(node), sys.stdout)
+            return 0
+        nodes = client.nodes()
+    _emit(args, {"nodes": nodes},
+          lambda: format_table(NODE_HEADERS, node_rows(nodes)) if nodes else "no nodes", sys.stdout)
+    return 0
+
+
+def _secret_value(args: argparse.Namespace) -> str:
+    """VALUE from the command line, else a hidden prompt on a terminal, else all of stdin (one trailing
+    newline dropped, so `echo x | orca secrets set K` stores "x")."""
+    if args.value is not None:
+        return str(args.value)
+    if sys.stdin is None:
+        raise UsageError("no VALUE given and no stdin to read it from")
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value of {args.key}: ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+    if value == "":
+        raise UsageError("empty secret value (give VALUE or pipe it on stdin)")
+    return value
+
+
+def cmd_secrets_set(args: argparse.Namespace) -> int:
+    value = _secret_value(args)
+    with _client(args) as client:
+        result = client.set_secret(args.key, value)
+    _emit(args, result, lambda: f"{'created' if result.get('created') else 'updated'} secret "
+                                f"{result.get('key', args.key)}", sys.stdout)
+    return 0
+
+
+def cmd_secrets_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        secrets = client.list_secrets()
+    rows = [[s.get("key"), s.get("created_at"), s.get("updated_at")] for s in secrets]
+    _emit(args, {"secrets": secrets},
+          lambda: format_table(["KEY", "CREATED", "UPDATED"], rows) if rows else "no secrets", sys.stdout)
+    return 0
+
+
+def cmd_secrets_rm(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.delete_secret(args.key)
+    _emit(args, result, lambda: f"deleted secret {args.key}", sys.stdout)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -398,6 +694,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "server", cmd_server, "run a master")
     p.add_argument("--config", required=True, metavar="FILE", help="master TOML config")
 
+    p = verb(verbs, "agent", cmd_agent, "run a worker agent from its config file")
+    p.add_argument("--config", required=True, metavar="FILE", help="agent TOML config ([agent] table)")
+
+    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file)")
+    p.add_argument("masters", nargs="+", metavar="MASTER_URL", help="one or more master API URLs")
+    p.add_argument("--token-file", required=True, metavar="F", help="file holding a token with role agent")
+    p.add_argument("--id", dest="agent_id", metavar="ID", help="node id (default: the host name)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="the agent API (where the leader pushes)")
+    p.add_argument("--status-listen", metavar="HOST:PORT", help="the local status API")
+    p.add_argument("--data-dir", metavar="DIR", help="default ./data/<id>")
+    p.add_argument("--label", action="append", metavar="K=V", help="a node label (repeatable)")
+
     p = verbs.add_parser("token", parents=[common], help="create, list and revoke API tokens")
     tokens = p.add_subparsers(dest="token_verb", metavar="ACTION", required=True)
     p = verb(tokens, "create", cmd_token_create,
@@ -414,8 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", required=True, metavar="FILE",
                    help="JSON/TOML: {services: [...]}, [[services]], or one spec; or a directory of "
                         "services/*/service.toml")
-    p.add_argument("--detach", action="store_true",
-                   help="do not wait for the rollout (currently the CLI never waits)")
+    p.add_argument("--detach", action="store_true", help="return at once, do not wait for the rollout")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long to wait for every service to converge (default 120); exit 1 after it")
 
     p = verb(verbs, "status", cmd_status, "list services")
     p.add_argument("--project", help="only this project")
@@ -433,6 +742,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb(verbs, "start", cmd_start, "resume a stopped service")
     p.add_argument("name")
+
+    p = verb(verbs, "ps", cmd_ps, "the containers of a service")
+    p.add_argument("name", metavar="SERVICE")
+
+    p = verb(verbs, "logs", cmd_logs, "the logs of every replica of a service")
+    p.add_argument("name", metavar="SERVICE")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines (Ctrl-C ends)")
+    p.add_argument("--tail", type=int, default=100, metavar="N", help="lines per replica (default 100)")
+
+    p = verb(verbs, "nodes", cmd_nodes, "list worker nodes, or show one")
+    p.add_argument("node_id", nargs="?", metavar="NODE_ID")
+
+    p = verbs.add_parser("secrets", parents=[common], help="set, list and remove secrets (admin)")
+    secrets = p.add_subparsers(dest="secrets_verb", metavar="ACTION", required=True)
+    p = verb(secrets, "set", cmd_secrets_set, "create or replace a secret (VALUE from stdin when omitted)")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", nargs="?", metavar="VALUE",
+                   help="the value; better omitted (read from stdin, or a hidden prompt) so it stays out of "
+                        "shell history and ps")
+    verb(secrets, "list", cmd_secrets_list, "list secret keys (values are never shown)")
+    p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
+    p.add_argument("key", metavar="KEY")
 
     p = verb(verbs, "events", cmd_events, "show the event history")
     p.add_argument("--service")

@@ -27,13 +27,13 @@ import json as _json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from orca import __version__
 
-__all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX"]
+__all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX", "is_converged"]
 
 API_PREFIX = "/api/v1"
 MAX_REDIRECTS = 5
@@ -103,6 +103,33 @@ def error_from_response(status: int, data: bytes) -> ApiError:
         return ApiError(status, str(code or f"HTTP_{status}"), message, body.get("details"), body)
     message = text.strip()[:500] or http.client.responses.get(status, "error")
     return ApiError(status, f"HTTP_{status}", message, None, text)
+
+
+def is_converged(detail: dict[str, Any]) -> bool:
+    """Whether a service detail (`GET /services/{name}`) shows the service where its spec wants it.
+
+    Every desired replica running and healthy, and every container of the current version: during a
+    rolling update the old version's replicas count as running too, so counts alone would say "done"
+    before the new version has started. A service scaled to 0 (or stopped) is done once its containers
+    are gone.
+    """
+    replicas = detail.get("replicas") or {}
+    desired = int(replicas.get("desired") or 0)
+    containers = detail.get("containers") or []
+    if detail.get("status") == "stopped" or desired == 0:
+        return not containers
+    version = detail.get("version")
+    return (int(replicas.get("running") or 0) == desired and int(replicas.get("healthy") or 0) == desired
+            and len(containers) == desired and all(c.get("version") == version for c in containers))
+
+
+def _progress_key(detail: dict[str, Any]) -> Any:
+    """What a progress report shows; a new report is due when this changes."""
+    replicas = detail.get("replicas") or {}
+    return (detail.get("version"), detail.get("status"), detail.get("pending_reason"),
+            tuple(sorted(replicas.items())),
+            tuple((c.get("alloc"), c.get("version"), c.get("status"), c.get("health"), c.get("reason"))
+                  for c in detail.get("containers") or []))
 
 
 def _field(response: Any, key: str) -> Any:
@@ -368,3 +395,150 @@ class Client:
     def revoke_token(self, jti: str, idempotency_key: str | None = None) -> dict[str, Any]:
         return self.request("DELETE", f"/api/v1/tokens/{quote(jti, safe='')}",
                             idempotency_key=idempotency_key)
+
+    # ------------------------------------------------------------------ nodes
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node: status, eligibility, labels, capacity, allocated, allocation count, drain."""
+        return _field(self.request("GET", "/api/v1/cluster/nodes"), "nodes")
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        """One node, with its `allocation_list`; `NODE_NOT_FOUND` when unknown."""
+        return self.request("GET", f"/api/v1/cluster/nodes/{quote(node_id, safe='')}")
+
+    # ------------------------------------------------------------------ secrets
+
+    def set_secret(self, key: str, value: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Create or replace a secret (admin) -> `{"key", "created"}`; the value is never returned."""
+        return self.request("POST", "/api/v1/secrets", json={"key": key, "value": value},
+                            idempotency_key=idempotency_key)
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        """Secret keys with `created_at`/`updated_at` (never values)."""
+        return _field(self.request("GET", "/api/v1/secrets"), "secrets")
+
+    def delete_secret(self, key: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/secrets/{quote(key, safe='')}", idempotency_key=idempotency_key)
+
+    # ------------------------------------------------------------------ logs
+
+    def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[str]:
+        """The service's log lines (without their newline), each prefixed `[svc.index allocid] `.
+
+        A generator that yields every line as it arrives, so with `follow=True` it runs until the
+        caller stops iterating (close the generator, or break out of the loop) or the stream ends. Any
+        master serves logs, so no redirect is followed: the first master that accepts the connection
+        is used. The socket has no read timeout while following (a quiet service sends nothing for
+        minutes); without `follow` a pause of max(timeout, 30 s) ends the stream with an error.
+        """
+        target = f"/api/v1/services/{quote(name, safe='')}/logs?" + urlencode(
+            {"tail": int(tail), "follow": _query_value(bool(follow))})
+        headers = {"Accept": "text/plain", "User-Agent": f"orca-client/{__version__}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        # Connect before the first `next()` returns anything: errors surface on the first iteration.
+        conn, resp = self._open_stream(target, headers, None if follow else max(self.timeout, 30.0))
+        try:
+            while True:
+                try:
+                    raw = resp.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise ApiError(0, "STREAM_BROKEN", f"log stream ended early: {exc}") from exc
+                if not raw:
+                    return
+                yield raw.decode("utf-8", "replace").rstrip("\r\n")
+        finally:
+            conn.close()
+
+    def _open_stream(self, target: str, headers: dict[str, str], read_timeout: float | None,
+                     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """A fresh (not pooled) connection with a 2xx response to GET `target`, from the first master
+        that answers; a refused connection or `503 CLUSTER_NOT_READY` moves on, like `request`."""
+        last_error: ApiError | None = None
+        last_cause: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+            for base in self._candidates(False):
+                parts = urlsplit(base)
+                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                conn = cls(parts.netloc, timeout=self.timeout)
+                try:
+                    conn.request("GET", target, headers=headers)
+                    if conn.sock is not None:
+                        conn.sock.settimeout(read_timeout)
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    self._forget(base)
+                    last_cause = exc
+                    continue
+                if 200 <= resp.status < 300:
+                    self._last_good = base
+                    return conn, resp
+                try:
+                    error = error_from_response(resp.status, resp.read())
+                except (OSError, http.client.HTTPException):
+                    error = ApiError(resp.status, f"HTTP_{resp.status}", resp.reason or "error")
+                finally:
+                    conn.close()
+                if resp.status == 503 and error.code == "CLUSTER_NOT_READY":
+                    self._forget(base)
+                    last_error = error
+                    continue
+                raise error
+        if last_error is not None:
+            raise last_error
+        raise ApiError(0, "UNREACHABLE", f"no master answered at {', '.join(self.apis)}: {last_cause}")
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_converged(self, name: str, timeout_s: float, on_progress: Callable[[dict[str, Any]], Any] | None = None,
+                       *, interval_s: float = 0.5, fail_after_s: float | None = 15.0) -> dict[str, Any]:
+        """Poll `service(name)` until `is_converged`, and return that last detail.
+
+        `on_progress(detail)` is called with the first detail and then whenever what it shows changes
+        (counts, pending reason, a container's status, health or reason). Raises `ApiError` with status
+        0 and code `TIMEOUT` after `timeout_s` (details: the last detail), or code `FAILED` once every
+        replica of the current version has reported `failed` for `fail_after_s` without a break (a bad
+        image, a crash loop; None never gives up early). Either way the cluster keeps trying: giving up
+        here only ends the wait.
+        """
+        deadline = time.monotonic() + timeout_s
+        last_key: Any = object()
+        failed_since: float | None = None
+        consistent = False
+        while True:
+            try:
+                detail = self.service(name, consistent=consistent)
+            except ApiError as err:
+                # Just deployed through the leader, asked a follower that has not applied it yet.
+                if err.code != "SERVICE_NOT_FOUND" or consistent:
+                    raise
+                consistent = True
+                continue
+            consistent = False
+            key = _progress_key(detail)
+            if key != last_key:
+                last_key = key
+                if on_progress is not None:
+                    on_progress(detail)
+            if is_converged(detail):
+                return detail
+            now = time.monotonic()
+            current = [c for c in detail.get("containers") or [] if c.get("version") == detail.get("version")]
+            if current and all(c.get("status") == "failed" for c in current):
+                failed_since = now if failed_since is None else failed_since
+                if fail_after_s is not None and now - failed_since >= fail_after_s:
+                    reasons = sorted({str(c.get("reason") or "no reason given") for c in current})
+                    raise ApiError(0, "FAILED", f"every replica of {name} v{detail.get('version')} failed: "
+                                   f"{'; '.join(reasons)}", detail, detail)
+            else:
+                failed_since = None
+            if now >= deadline:
+                replicas = detail.get("replicas") or {}
+                raise ApiError(0, "TIMEOUT", f"{name} did not converge within {timeout_s:g} s "
+                               f"({replicas.get('running', 0)}/{replicas.get('desired', 0)} running, "
+                               f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy)",
+                               detail, detail)
+            time.sleep(max(0.0, min(interval_s, deadline - now)))

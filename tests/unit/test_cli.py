@@ -6,8 +6,12 @@ the CLI does with answers and errors; the HTTP behaviour is tested in test_clien
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +178,10 @@ class FakeClient:
         def call(*args: Any, **kw: Any) -> Any:
             FakeClient.calls.append((name, args + tuple(kw.values())))
             reply = FakeClient.replies[name]
-            if isinstance(reply, Exception):
+            if isinstance(reply, BaseException):
                 raise reply
+            if callable(reply):  # a function stands in for the method itself
+                return reply(*args, **kw)
             return reply
         return call
 
@@ -218,7 +224,8 @@ def test_deploy_reports_and_fails_on_errors(fake: type[FakeClient], tmp_path: Pa
     assert out.strip() == "deployed a" and "error: B!: name: not a DNS label" in err
     assert fake.calls == [("deploy", ([{"name": "a", "image": "x"}, {"name": "B!", "image": "y"}],))]
     fake.replies["deploy"] = {"deployed": ["a"], "errors": []}
-    assert main(["deploy", "-f", str(f)]) == 0
+    assert main(["deploy", "-f", str(f), "--detach"]) == 0
+    assert [c[0] for c in fake.calls] == ["deploy", "deploy"]  # --detach: no waiting
 
 
 def test_deploy_nothing_valid_shows_each_error(fake: type[FakeClient], tmp_path: Path,
@@ -310,3 +317,332 @@ def test_read_verbs_render(fake: type[FakeClient], capsys: pytest.CaptureFixture
     assert fake.calls[-1] == ("events", ("web", None, None, 5))
     assert main(["cluster", "leader"]) == 0
     assert capsys.readouterr().out.strip() == "leader: m2  api: http://127.0.0.1:6882  term: 7"
+
+
+# ---------------------------------------------------------------------- agent and join
+
+
+@pytest.fixture
+def agent_main(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """A stand-in orca.agent.main: the CLI imports it lazily, so a fake module in sys.modules is used."""
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    module = types.ModuleType("orca.agent.main")
+    module.run_agent = lambda *a, **kw: calls.append(("run_agent", a, kw)) or 0  # type: ignore[attr-defined]
+    module.run_join = lambda *a, **kw: calls.append(("run_join", a, kw)) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "orca.agent.main", module)
+    return calls
+
+
+def test_agent_verb(agent_main: list[Any]) -> None:
+    assert main(["agent", "--config", "worker.toml"]) == 0
+    assert agent_main == [("run_agent", ("worker.toml",), {})]
+    assert main(["agent"]) == 2  # --config is required
+
+
+def test_join_passes_only_given_options(agent_main: list[Any]) -> None:
+    assert main(["join", "http://m1:6880", "http://m2:6882", "--token-file", "w.token"]) == 3
+    assert agent_main[-1] == ("run_join", (["http://m1:6880", "http://m2:6882"], "w.token"), {})
+    assert main(["join", "http://m1:6880", "--token-file", "w.token", "--id", "w1", "--listen", "0.0.0.0:6890",
+                 "--status-listen", "127.0.0.1:9101", "--data-dir", "/var/orca", "--label", "zone=a",
+                 "--label", "disk = ssd"]) == 3
+    assert agent_main[-1] == ("run_join", (["http://m1:6880"], "w.token"), {
+        "agent_id": "w1", "listen": "0.0.0.0:6890", "status_listen": "127.0.0.1:9101", "data_dir": "/var/orca",
+        "labels": {"zone": "a", "disk": "ssd"}})
+
+
+@pytest.mark.parametrize("argv", [
+    ["join", "--token-file", "w.token"], ["join", "http://m1:6880"],
+    ["join", "http://m1:6880", "--token-file", "w.token", "--label", "zone"],
+    ["join", "http://m1:6880", "--token-file", "w.token", "--label", "=a"],
+])
+def test_join_usage_errors(argv: list[str], agent_main: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert agent_main == [] and "Traceback" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- deploy waits
+
+
+def _detail(name: str, running: int, healthy: int, desired: int = 3, pending: str | None = None,
+            containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"name": name, "version": 1, "status": "running", "pending_reason": pending,
+            "replicas": {"desired": desired, "running": running, "healthy": healthy},
+            "containers": containers if containers is not None else []}
+
+
+def test_deploy_waits_and_prints_progress(fake: type[FakeClient], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text(json.dumps({"services": [{"name": "web", "image": "x"}, {"name": "api", "image": "y"}]}))
+    fake.replies["deploy"] = {"deployed": ["web", "api"], "errors": []}
+    timeouts: list[float] = []
+
+    def wait_converged(name: str, timeout_s: float, on_progress: Any) -> dict[str, Any]:
+        timeouts.append(timeout_s)
+        if name == "web":
+            on_progress(_detail("web", 0, 0, pending="no eligible node with 512 MiB free"))
+            on_progress(_detail("web", 1, 0))
+        on_progress(_detail(name, 3, 3))
+        return _detail(name, 3, 3)
+
+    fake.replies["wait_converged"] = wait_converged
+    assert main(["deploy", "-f", str(f), "--timeout", "30"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "deployed web", "deployed api",
+        "web: 0/3 running, 0/3 healthy (pending: no eligible node with 512 MiB free)",
+        "web: 1/3 running, 0/3 healthy", "web: 3/3 running, 3/3 healthy", "web: converged",
+        "api: 3/3 running, 3/3 healthy", "api: converged"]
+    assert [c[0] for c in fake.calls] == ["deploy", "wait_converged", "wait_converged"]
+    assert 29 < timeouts[0] <= 30 and timeouts[1] <= timeouts[0]  # one deadline for all of them
+
+    # -o json: stdout holds only the deploy result, progress goes to stderr.
+    assert main(["deploy", "-f", str(f), "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"deployed": ["web", "api"], "errors": []}
+    assert "web: converged" in err
+
+
+def test_deploy_timeout_exits_1_naming_the_service(fake: type[FakeClient], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text(json.dumps({"services": [{"name": "web", "image": "x"}, {"name": "api", "image": "y"}]}))
+    fake.replies["deploy"] = {"deployed": ["web", "api"], "errors": []}
+    stuck = _detail("web", 1, 1, pending="no eligible node with 512 MiB free", containers=[
+        {"alloc": "a1", "index": 0, "node": "w1", "version": 1, "status": "running", "health": "healthy"},
+        {"alloc": "a2", "index": 1, "node": "w2", "version": 1, "status": "failed", "health": None,
+         "reason": "pull failed: manifest unknown"}])
+    fake.replies["wait_converged"] = ApiError(0, "TIMEOUT", "web did not converge within 5 s", stuck, stuck)
+    fake.replies["service"] = _detail("api", 0, 0, desired=1, pending="starting")
+    assert main(["deploy", "-f", str(f), "--timeout", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "error: web did not converge within 5 s" in err
+    assert "pending: no eligible node with 512 MiB free" in err
+    assert "web.1 on w2 (v1): failed, health -: pull failed: manifest unknown" in err
+    assert "web.0" not in err  # running and healthy: nothing to say
+    assert "error: api has not converged either: api: 0/1 running, 0/1 healthy (pending: starting)" in err
+    assert "Traceback" not in err
+
+    fake.replies["wait_converged"] = ApiError(0, "FAILED", "every replica of web v1 failed: bad image", stuck)
+    assert main(["deploy", "-f", str(f)]) == 1
+    assert "error: every replica of web v1 failed: bad image" in capsys.readouterr().err
+
+    # Other errors of the wait are the usual one-liner.
+    fake.replies["wait_converged"] = ApiError(403, "FORBIDDEN", "role viewer may not read")
+    assert main(["deploy", "-f", str(f)]) == 1
+    assert capsys.readouterr().err.strip() == "error: role viewer may not read (FORBIDDEN)"
+    assert main(["deploy", "-f", str(f), "--timeout", "0"]) == 2
+
+
+def test_deploy_ctrl_c_while_waiting(fake: type[FakeClient], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text('{"name": "web", "image": "x"}')
+    fake.replies["deploy"] = {"deployed": ["web"], "errors": []}
+    fake.replies["wait_converged"] = KeyboardInterrupt()
+    assert main(["deploy", "-f", str(f)]) == 130
+    assert "goes on in the cluster" in capsys.readouterr().err
+
+
+def test_progress_line_mid_rollout() -> None:
+    detail = _detail("web", 3, 2, containers=[
+        {"alloc": "a", "index": 0, "version": 1, "status": "running"},
+        {"alloc": "b", "index": 0, "version": 2, "status": "running"},
+        {"alloc": "c", "index": 1, "version": 2, "status": "running"}])
+    detail["version"] = 2
+    assert cli.progress_line(detail) == "web: 3/3 running, 2/3 healthy, 2/3 at v2 (1 older to retire)"
+
+
+# ---------------------------------------------------------------------- ps, logs, nodes, secrets
+
+
+SERVICE_DETAIL = {
+    "name": "web", "version": 2, "status": "degraded", "pending_reason": "no eligible node with 512 MiB free",
+    "replicas": {"desired": 3, "running": 2, "healthy": 1},
+    "containers": [
+        {"id": "c0ffee", "alloc": "a1b2", "node": "w1", "index": 0, "version": 2, "status": "running",
+         "health": "healthy", "started_at": "2024-01-01T00:00:00Z", "restarts": 0, "reason": None,
+         "host_port": 20001},
+        {"id": "dead", "alloc": "c3d4", "node": "w2", "index": 1, "version": 2, "status": "running",
+         "health": "unhealthy", "started_at": None, "restarts": 2, "reason": "health check failed 3 times",
+         "host_port": 20002},
+        {"id": None, "alloc": "e5f6", "node": "w1", "index": 2, "version": 2, "status": "pending", "health": None,
+         "started_at": None, "restarts": 0, "reason": None, "host_port": None}],
+}
+
+
+def test_ps_table_and_json(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["service"] = SERVICE_DETAIL
+    assert main(["ps", "web"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("web v2 degraded: 2/3 running, 1/3 healthy "
+                        "(pending: no eligible node with 512 MiB free)")
+    assert lines[1].split() == cli.PS_HEADERS
+    assert lines[2].split()[:6] == ["a1b2", "0", "w1", "2", "running", "healthy"]
+    assert lines[2].split()[-3:] == ["0", "20001", "-"] and lines[2].split()[7] == "ago"
+    assert lines[3].split()[:7] == ["c3d4", "1", "w2", "2", "running", "unhealthy", "-"]
+    assert lines[3].split(None, 9)[7:] == ["2", "20002", "health check failed 3 times"]
+    assert lines[4].split() == ["e5f6", "2", "w1", "2", "pending", "-", "-", "0", "-", "-"]
+    assert fake.calls == [("service", ("web",))]
+    assert main(["ps", "web", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == SERVICE_DETAIL
+    fake.replies["service"] = {**SERVICE_DETAIL, "containers": [], "pending_reason": None}
+    assert main(["ps", "web"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "no containers"
+    fake.replies["service"] = ApiError(404, "SERVICE_NOT_FOUND", "service 'web' not found")
+    assert main(["ps", "web"]) == 1
+    assert main(["ps"]) == 2
+
+
+def test_logs_prints_each_line_and_passes_options(fake: type[FakeClient],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    printed_before: list[str] = []
+
+    def logs(name: str, tail: int, follow: bool) -> Iterator[str]:
+        yield "[web.0 a1] one"
+        printed_before.append(capsys.readouterr().out)  # what was on stdout before the second line
+        yield "[web.1 b2] two"
+
+    fake.replies["logs"] = logs
+    assert main(["logs", "web", "-f", "--tail", "5"]) == 0
+    assert printed_before == ["[web.0 a1] one\n"]  # written (and flushed) before the next line came
+    assert capsys.readouterr().out == "[web.1 b2] two\n"
+    assert fake.calls == [("logs", ("web", 5, True))]
+    assert main(["logs", "web"]) == 0
+    assert fake.calls[-1] == ("logs", ("web", 100, False))
+    assert main(["logs", "web", "--tail", "-1"]) == 2
+    assert main(["logs", "web", "--tail", "x"]) == 2
+
+
+def test_logs_ctrl_c_exits_130_quietly(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    closed: list[bool] = []
+
+    def logs(name: str, tail: int, follow: bool) -> Iterator[str]:
+        try:
+            yield "[web.0 a1] one"
+            raise KeyboardInterrupt
+        finally:
+            closed.append(True)
+
+    fake.replies["logs"] = logs
+    assert main(["logs", "web", "-f"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "[web.0 a1] one\n" and err == "" and closed == [True]
+
+
+def test_logs_error_before_any_line(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    def logs(name: str, tail: int, follow: bool) -> Iterator[str]:
+        raise ApiError(404, "SERVICE_NOT_FOUND", "service 'nope' not found")
+        yield ""  # pragma: no cover
+
+    fake.replies["logs"] = logs
+    assert main(["logs", "nope"]) == 1
+    assert capsys.readouterr().err.strip() == "error: service 'nope' not found (SERVICE_NOT_FOUND)"
+
+
+NODES = [
+    {"id": "w1", "address": "http://127.0.0.1:6890", "status": "ready", "status_reason": None,
+     "eligibility": "eligible", "labels": {"zone": "a", "disk": "ssd"},
+     "capacity": {"memory": 4 << 30, "cpu": 2.0}, "allocated": {"memory": 512 << 20, "cpu": 0.5},
+     "allocations": 2, "last_heartbeat": "2024-01-01T00:00:00Z", "drain": None},
+    {"id": "w2", "address": "http://127.0.0.1:6892", "status": "down", "status_reason": "lease expired",
+     "eligibility": "draining", "labels": {}, "capacity": {"memory": 3758096384, "cpu": 1},
+     "allocated": {"memory": 0, "cpu": 0}, "allocations": 0, "last_heartbeat": None,
+     "drain": {"deadline": "x", "remaining": 3, "migrated": 1, "failed": 0}},
+]
+
+
+def test_nodes_table(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["nodes"] = NODES
+    assert main(["nodes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == cli.NODE_HEADERS
+    row1 = lines[1].split()
+    assert row1[:6] == ["w1", "ready", "eligible", "2", "512MiB/4GiB", "0.5/2"]
+    assert row1[-1] == "disk=ssd,zone=a" and row1[-2] == "ago"
+    assert lines[2].split() == ["w2", "down", "(lease", "expired)", "draining", "(3", "left)", "0", "0/3.5GiB",
+                                "0/1", "-", "-"]
+    assert main(["nodes", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"nodes": NODES}
+    fake.replies["nodes"] = []
+    assert main(["nodes"]) == 0
+    assert capsys.readouterr().out.strip() == "no nodes"
+
+
+def test_one_node(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["node"] = {**NODES[0], "allocation_list": [
+        {"id": "a1b2", "service": "web", "version": 2, "index": 0, "status": "running", "health": "healthy"},
+        {"id": "c3d4", "service": "api", "version": 1, "index": 0, "status": "pending", "health": None}]}
+    assert main(["nodes", "w1"]) == 0
+    out = capsys.readouterr().out
+    assert fake.calls == [("node", ("w1",))]
+    assert "address:        http://127.0.0.1:6890" in out and "memory:         512MiB/4GiB" in out
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split() == ["ALLOC", "SERVICE", "INDEX", "VERSION", "STATUS", "HEALTH"]
+    assert table[2].split() == ["c3d4", "api", "0", "1", "pending", "-"]
+    fake.replies["node"] = ApiError(404, "NODE_NOT_FOUND", "node 'zz' not found")
+    assert main(["nodes", "zz"]) == 1
+    assert "(NODE_NOT_FOUND)" in capsys.readouterr().err
+
+
+def test_human_bytes_and_age() -> None:
+    assert [cli.human_bytes(n) for n in (0, 1 << 20, 512 << 20, 1 << 30, 1610612736, None)] == [
+        "0", "1MiB", "512MiB", "1GiB", "1.5GiB", "-"]
+    now = 1_700_000_000.0
+    assert cli._age(now - 4, now) == "4s ago" and cli._age(now - 3 * 3600 - 5, now) == "3h ago"
+    assert cli._age("2023-11-14T22:12:20Z", now) == "1m ago"
+    assert cli._age("not a time") == "not a time" and cli._age(None) is None
+
+
+def test_secrets_set_reads_stdin_and_never_echoes(fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["set_secret"] = {"key": "DB_PASS", "created": True}
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cr3t value\n"))
+    assert main(["secrets", "set", "DB_PASS"]) == 0
+    out, err = capsys.readouterr()
+    assert fake.calls == [("set_secret", ("DB_PASS", "s3cr3t value"))]  # one trailing newline dropped
+    assert out == "created secret DB_PASS\n" and "s3cr3t" not in out + err
+
+    fake.replies["set_secret"] = {"key": "DB_PASS", "created": False}
+    monkeypatch.setattr(sys, "stdin", io.StringIO("multi\nline\n\n"))
+    assert main(["secrets", "set", "DB_PASS"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("DB_PASS", "multi\nline\n"))
+    assert capsys.readouterr().out == "updated secret DB_PASS\n"
+
+    assert main(["secrets", "set", "DB_PASS", "inline"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("DB_PASS", "inline"))
+    assert "inline" not in capsys.readouterr().out
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["secrets", "set", "DB_PASS"]) == 2
+    assert "empty secret value" in capsys.readouterr().err
+    assert len(fake.calls) == 3
+
+
+def test_secrets_set_prompts_without_echo_on_a_terminal(fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    prompts: list[str] = []
+    monkeypatch.setattr(sys, "stdin", Tty(""))
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: prompts.append(prompt) or "typed")
+    fake.replies["set_secret"] = {"key": "K", "created": True}
+    assert main(["secrets", "set", "K"]) == 0
+    assert prompts == ["value of K: "] and fake.calls == [("set_secret", ("K", "typed"))]
+
+
+def test_secrets_list_and_rm(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["list_secrets"] = [{"key": "DB_PASS", "created_at": "2024-01-01T00:00:00.000Z",
+                                     "updated_at": "2024-01-02T00:00:00.000Z"}]
+    fake.replies["delete_secret"] = {"key": "DB_PASS", "deleted": True}
+    assert main(["secrets", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["KEY", "CREATED", "UPDATED"]
+    assert lines[1].split() == ["DB_PASS", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
+    assert main(["secrets", "rm", "DB_PASS"]) == 0
+    assert capsys.readouterr().out == "deleted secret DB_PASS\n"
+    assert fake.calls == [("list_secrets", ()), ("delete_secret", ("DB_PASS",))]
+    fake.replies["list_secrets"] = ApiError(403, "FORBIDDEN", "admin role required")
+    assert main(["secrets", "list"]) == 1
+    assert main(["secrets"]) == 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orca.client import MAX_REDIRECTS, ApiError, Client, error_from_response
+from orca.client import MAX_REDIRECTS, ApiError, Client, error_from_response, is_converged
 
 
 @dataclass
@@ -28,7 +28,8 @@ class Seen:
     body: bytes
 
 
-Reply = tuple[int, dict[str, str], bytes | str | dict[str, Any]]
+# A body that is an iterator of chunks is streamed (chunked encoding, flushed chunk by chunk).
+Reply = tuple[int, dict[str, str], bytes | str | dict[str, Any] | Iterator[bytes | str]]
 
 
 @dataclass
@@ -56,6 +57,9 @@ def _serve(master_ref: list[FakeMaster]) -> ThreadingHTTPServer:
             master = master_ref[0]
             master.seen.append(seen)
             status, headers, body = master.handler(seen)
+            if not isinstance(body, dict | list | bytes | str):
+                self._stream(status, headers, body)
+                return
             if isinstance(body, dict | list):
                 data = json.dumps(body).encode()
                 headers = {"Content-Type": "application/json", **headers}
@@ -69,6 +73,24 @@ def _serve(master_ref: list[FakeMaster]) -> ThreadingHTTPServer:
             self.wfile.write(data)
             if master.drop_connections:
                 self.close_connection = True
+
+        def _stream(self, status: int, headers: dict[str, str], chunks: Iterator[bytes | str]) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                for chunk in chunks:
+                    data = chunk.encode() if isinstance(chunk, str) else chunk
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+                pass
+            self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_DELETE = _handle
 
@@ -288,3 +310,210 @@ def test_one_client_shared_by_threads(masters: Callable[[], FakeMaster]) -> None
         for t in threads:
             t.join(10)
     assert not errors and len(m.seen) == 80
+
+
+# ---------------------------------------------------------------------- nodes and secrets
+
+
+def test_nodes_and_secrets_calls(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+
+    def handler(seen: Seen) -> Reply:
+        if seen.path == "/api/v1/cluster/nodes":
+            return 200, {}, {"nodes": [{"id": "w1"}]}
+        if seen.path.startswith("/api/v1/cluster/nodes/"):
+            return 200, {}, {"id": "w 1", "allocation_list": []}
+        if seen.method == "POST":
+            return 201, {}, {"key": "DB_PASS", "created": True}
+        if seen.method == "DELETE":
+            return 200, {}, {"key": "DB_PASS", "deleted": True}
+        return 200, {}, {"secrets": [{"key": "DB_PASS", "created_at": "x", "updated_at": "y"}]}
+
+    m.handler = handler
+    with _client(m.url) as client:
+        assert client.nodes() == [{"id": "w1"}]
+        assert client.node("w 1")["allocation_list"] == []
+        assert client.set_secret("DB_PASS", "hunter2") == {"key": "DB_PASS", "created": True}
+        assert [s["key"] for s in client.list_secrets()] == ["DB_PASS"]
+        assert client.delete_secret("DB_PASS")["deleted"] is True
+    assert [(s.method, s.path) for s in m.seen] == [
+        ("GET", "/api/v1/cluster/nodes"), ("GET", "/api/v1/cluster/nodes/w%201"), ("POST", "/api/v1/secrets"),
+        ("GET", "/api/v1/secrets"), ("DELETE", "/api/v1/secrets/DB_PASS")]
+    assert json.loads(m.seen[2].body) == {"key": "DB_PASS", "value": "hunter2"}
+    assert m.seen[2].headers["Idempotency-Key"] and m.seen[4].headers["Idempotency-Key"]
+
+
+# ---------------------------------------------------------------------- logs
+
+
+def test_logs_streams_lines_as_they_arrive(masters: Callable[[], FakeMaster]) -> None:
+    """The fake sends the second line only once the client has the first: a client that buffered the
+    response would never get line 1 before the fake's wait times out."""
+    m = masters()
+    got_first = threading.Event()
+    waited: list[bool] = []
+    sent_at: list[float] = []
+
+    def chunks() -> Iterator[bytes]:
+        sent_at.append(time.monotonic())
+        yield b"[web.0 a1] one\n[web.1 b2] two "  # a line split across chunks is joined
+        waited.append(got_first.wait(5))
+        for i in range(3):
+            time.sleep(0.15)
+            sent_at.append(time.monotonic())
+            yield f"halves\n[web.0 a1] tick {i}\n".encode() if i == 0 else f"[web.0 a1] tick {i}\n".encode()
+        yield "[web.1 b2] caf\u00e9\r\n".encode()
+
+    m.handler = lambda seen: (200, {"Content-Type": "text/plain; charset=utf-8"}, chunks())
+    lines, arrived = [], []
+    with _client(m.url, timeout=0.1) as client:  # a read timeout this short would end a follow stream
+        for line in client.logs("web", tail=5, follow=True):
+            lines.append(line)
+            arrived.append(time.monotonic())
+            got_first.set()
+    assert m.seen[0].path == "/api/v1/services/web/logs?tail=5&follow=true"
+    assert m.seen[0].headers["Authorization"] == "Bearer tok"
+    assert waited == [True]
+    assert lines == ["[web.0 a1] one", "[web.1 b2] two halves", "[web.0 a1] tick 0", "[web.0 a1] tick 1",
+                     "[web.0 a1] tick 2", "[web.1 b2] caf\u00e9"]
+    # Incremental: each tick is read right after it was sent, not all at the end.
+    assert arrived[0] < sent_at[1]
+    assert arrived[2] < sent_at[2] and arrived[3] < sent_at[3]
+
+
+def test_logs_can_be_abandoned_mid_stream(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    stop = threading.Event()
+
+    def endless() -> Iterator[bytes]:
+        while not stop.is_set():
+            yield b"[web.0 a1] again\n"
+            time.sleep(0.01)
+
+    m.handler = lambda seen: (200, {}, endless())
+    with _client(m.url) as client:
+        stream = client.logs("web", follow=True)
+        assert [next(stream) for _ in range(3)] == ["[web.0 a1] again"] * 3
+        stream.close()  # closes the connection; the fake's writes then fail and it stops
+    stop.set()
+
+
+def test_logs_errors_and_failover(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    m.handler = lambda seen: (404, {}, _envelope("SERVICE_NOT_FOUND", "service 'nope' not found"))
+    with _client([_refused_url(), m.url], retries=0) as client:
+        with pytest.raises(ApiError) as info:
+            list(client.logs("nope", tail=0))
+        assert (info.value.status, info.value.code) == (404, "SERVICE_NOT_FOUND")
+        m.handler = lambda seen: (200, {"Content-Type": "text/plain"}, "[web.0 a] x\n[web.0 a] y")
+        assert list(client.logs("web")) == ["[web.0 a] x", "[web.0 a] y"]
+    assert m.seen[-1].path == "/api/v1/services/web/logs?tail=100&follow=false"
+    with _client(_refused_url(), retries=0) as client, pytest.raises(ApiError) as info:
+        next(client.logs("web"))
+    assert info.value.code == "UNREACHABLE"
+
+
+# ---------------------------------------------------------------------- wait_converged
+
+
+def _detail(running: int, healthy: int, desired: int = 2, version: int = 1, pending: str | None = None,
+            containers: list[dict[str, Any]] | None = None, status: str = "running") -> dict[str, Any]:
+    if containers is None:
+        containers = [{"alloc": f"a{i}", "index": i, "version": version,
+                       "status": "running" if i < running else "starting",
+                       "health": "healthy" if i < healthy else None} for i in range(desired)]
+    return {"name": "web", "version": version, "status": status, "pending_reason": pending,
+            "replicas": {"desired": desired, "running": running, "healthy": healthy}, "containers": containers}
+
+
+def test_is_converged() -> None:
+    assert is_converged(_detail(2, 2))
+    assert not is_converged(_detail(2, 1))
+    assert not is_converged(_detail(1, 1))
+    assert is_converged(_detail(0, 0, desired=0, containers=[]))
+    assert not is_converged(_detail(0, 0, desired=0, containers=[{"alloc": "a", "version": 1}]))
+    assert is_converged(_detail(0, 0, status="stopped", containers=[]))
+    # Mid rollout: two replicas running, but one is still the old version.
+    rolling = _detail(2, 2, version=2, containers=[
+        {"alloc": "a", "version": 1, "status": "running"}, {"alloc": "b", "version": 2, "status": "running"}])
+    assert not is_converged(rolling)
+
+
+def _scripted(m: FakeMaster, details: list[dict[str, Any]]) -> None:
+    """Answer GET /services/web with each detail in turn, then keep answering the last."""
+    queue = list(details)
+
+    def handler(seen: Seen) -> Reply:
+        return 200, {}, queue.pop(0) if len(queue) > 1 else queue[0]
+
+    m.handler = handler
+
+
+def test_wait_converged_reports_each_change(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    steps = [_detail(0, 0, pending="no eligible node with 512 MiB free"), _detail(0, 0, pending="no eligible "
+             "node with 512 MiB free"), _detail(1, 0), _detail(1, 0), _detail(2, 1), _detail(2, 2)]
+    _scripted(m, steps)
+    seen: list[tuple[int, int]] = []
+    with _client(m.url) as client:
+        final = client.wait_converged("web", 5, lambda d: seen.append((d["replicas"]["running"],
+                                                                        d["replicas"]["healthy"])),
+                                      interval_s=0.01)
+    assert final["replicas"] == {"desired": 2, "running": 2, "healthy": 2}
+    assert seen == [(0, 0), (1, 0), (2, 1), (2, 2)]  # once per change, not per poll
+    assert len(m.seen) == 6 and all(s.path == "/api/v1/services/web" for s in m.seen)
+
+
+def test_wait_converged_polls_every_half_second_and_times_out(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    _scripted(m, [_detail(0, 0, pending="no nodes")])
+    calls: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 1.2, calls.append)
+    elapsed = time.monotonic() - started
+    err = info.value
+    assert (err.status, err.code) == (0, "TIMEOUT")
+    assert "web did not converge within 1.2 s (0/2 running, 0/2 healthy)" in err.message
+    assert err.details["pending_reason"] == "no nodes"
+    assert len(calls) == 1
+    assert 1.1 <= elapsed < 3 and 3 <= len(m.seen) <= 5  # t = 0, 0.5, 1.0, 1.2
+
+
+def test_wait_converged_gives_up_when_every_replica_failed(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    failed = [{"alloc": f"a{i}", "version": 2, "status": "failed", "reason": "pull failed: no such image"}
+              for i in range(2)]
+    old = {"alloc": "old", "version": 1, "status": "running", "health": "healthy"}
+    _scripted(m, [_detail(1, 1, version=2, containers=[old, *failed])])
+    with _client(m.url) as client:
+        with pytest.raises(ApiError) as info:
+            client.wait_converged("web", 5, interval_s=0.01, fail_after_s=0.1)
+        assert info.value.code == "FAILED"
+        assert info.value.message == "every replica of web v2 failed: pull failed: no such image"
+        with pytest.raises(ApiError) as info:  # disabled: waits for the deadline instead
+            client.wait_converged("web", 0.2, interval_s=0.01, fail_after_s=None)
+        assert info.value.code == "TIMEOUT"
+
+
+def test_wait_converged_failure_must_last(masters: Callable[[], FakeMaster]) -> None:
+    """A replica that failed once and is retried does not end the wait."""
+    m = masters()
+    failed = _detail(0, 0, desired=1, containers=[{"alloc": "a", "version": 1, "status": "failed",
+                                                     "reason": "pull failed"}])
+    _scripted(m, [failed, _detail(0, 0, desired=1), failed, _detail(1, 1, desired=1)])
+    with _client(m.url) as client:
+        assert client.wait_converged("web", 5, interval_s=0.01, fail_after_s=0.0001)["replicas"]["running"] == 1
+
+
+def test_wait_converged_rereads_from_the_leader_once(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    answers = iter([(404, {}, _envelope("SERVICE_NOT_FOUND", "not yet")), (200, {}, _detail(2, 2))])
+    m.handler = lambda seen: next(answers)
+    with _client(m.url) as client:
+        assert client.wait_converged("web", 5, interval_s=0.01)["replicas"]["healthy"] == 2
+    assert [s.path for s in m.seen] == ["/api/v1/services/web", "/api/v1/services/web?consistent=true"]
+    m.handler = lambda seen: (404, {}, _envelope("SERVICE_NOT_FOUND", "no such service"))
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 5, interval_s=0.01)
+    assert info.value.code == "SERVICE_NOT_FOUND"
