@@ -1,0 +1,73 @@
+"""Ops on credentials: API tokens (revocation) and secrets (ciphertext only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orca.errors import Conflict, Invalid, NotFound
+from orca.state.core import Ctx, State, record_event
+
+_ROLES = ("viewer", "deployer", "admin", "agent")
+
+
+def _apply_create_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    jti, name, role = args["jti"], args["name"], args["role"]
+    if not (isinstance(jti, str) and jti and isinstance(name, str) and name and role in _ROLES):
+        raise Invalid("token needs jti, name and a known role")
+    if jti in state["tokens"]:
+        raise Conflict(f"token {jti} already exists", {"jti": jti})
+    expires_at, iat = args.get("expires_at"), args.get("iat")
+    if not isinstance(iat, int) or not (expires_at is None or isinstance(expires_at, int)):
+        raise Invalid("token iat and expires_at must be integers")
+    record = {"jti": jti, "name": name, "role": role, "iat": iat, "created_at": ctx.now, "created_by": ctx.actor,
+              "expires_at": expires_at, "revoked": False, "revoked_at": None}
+    state["tokens"][jti] = record
+    record_event(state, ctx, "token_created", f"token {name!r} ({role}) created", details={"jti": jti})
+    return dict(record)
+
+
+def _apply_revoke_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Revoke a recorded token, or record a tombstone for one minted offline (so it can be revoked too)."""
+    jti = args["jti"]
+    if not isinstance(jti, str) or not jti:
+        raise Invalid("jti must be a non-empty string", {"field": "jti"})
+    record = state["tokens"].get(jti)
+    if record is None:
+        record = {"jti": jti, "name": None, "role": None, "iat": None, "created_at": None, "created_by": None,
+                  "expires_at": None, "revoked": False, "revoked_at": None}
+        state["tokens"][jti] = record
+    if not record["revoked"]:
+        record["revoked"] = True
+        record["revoked_at"] = ctx.now
+        record_event(state, ctx, "token_revoked", f"token {jti} revoked", details={"jti": jti})
+    return dict(record)
+
+
+def _apply_set_secret(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Store a secret, already encrypted by the proposer (the journal never holds the plain value)."""
+    key, ciphertext = args["key"], args["ciphertext"]
+    if not isinstance(key, str) or not key or not isinstance(ciphertext, str):
+        raise Invalid("secret needs a key and a ciphertext")
+    existed = key in state["secrets"]
+    state["secrets"][key] = {"key": key, "ciphertext": ciphertext, "updated_at": ctx.now,
+                             "created_at": state["secrets"][key]["created_at"] if existed else ctx.now}
+    record_event(state, ctx, "secret_set", f"secret {key} {'updated' if existed else 'created'}")
+    return {"key": key, "created": not existed}
+
+
+def _apply_delete_secret(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    key = args["key"]
+    if key not in state["secrets"]:
+        raise NotFound(f"secret {key!r} not found", {"key": key})
+    del state["secrets"][key]
+    record_event(state, ctx, "secret_deleted", f"secret {key} deleted")
+    return {"key": key, "deleted": True}
+
+
+
+OPS = {
+    "create_token": _apply_create_token,
+    "revoke_token": _apply_revoke_token,
+    "set_secret": _apply_set_secret,
+    "delete_secret": _apply_delete_secret,
+}
