@@ -1,0 +1,379 @@
+"""One worker agent: its durable state, the pushes it accepts, and its link to the masters.
+
+- `PushStore` keeps what must survive an agent restart in `data_dir`: the push token the leader must
+  present (`push_token`), the fence (`fence.json`: the highest term seen and the version applied in
+  it) and the last accepted desired set (`desired.json`, secrets included, hence mode 600), so a
+  restarted agent keeps running its replicas even when no master answers.
+- `Agent` ties the store, the reconciler and the health monitor together, answers pushes and builds
+  the status API's NodeReport.
+- `MasterLink` registers with the masters and heartbeats the actual allocations to the leader,
+  following 307s itself (so the bearer token is never dropped by a client library on a cross-origin
+  redirect) and rotating through the masters when one is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import random
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from orca import __version__
+from orca.agent.health import HealthMonitor
+from orca.agent.reconcile import Reconciler, iso
+from orca.agent.runtime import Runtime, RuntimeFailure
+from orca.config import AgentConfig
+from orca.errors import StaleLeader
+from orca.protocol import HEARTBEAT_MAX_BYTES
+
+__all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
+
+log = logging.getLogger("orca.agent")
+
+REGISTER_BACKOFF_S = (0.2, 2.0)  # first delay, cap
+MAX_REDIRECTS = 5
+REQUEST_TIMEOUT_S = 5.0
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via a temporary file and rename, so a crash leaves the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class PushStore:
+    """The fence, the desired set and the push token, in memory and in `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # desired.json holds secrets
+        self.push_token = self._load_token()
+        fence = self._read_json("fence.json") or {}
+        self.term = int(fence.get("term", 0))
+        self.version = int(fence.get("version", 0))
+        self.desired: dict[str, Any] | None = self._read_json("desired.json")
+
+    def _load_token(self) -> str:
+        path = self.dir / "push_token"
+        try:
+            token = path.read_text().strip()
+            if token:
+                return token
+        except FileNotFoundError:
+            pass
+        token = secrets.token_urlsafe(32)
+        write_atomic(path, token.encode())
+        return token
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.dir / name).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("ignoring unreadable %s", self.dir / name)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def check_token(self, header: str | None) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[len("Bearer "):].strip().encode(), self.push_token.encode())
+
+    def accept(self, push: dict[str, Any]) -> bool:
+        """Apply the fencing rules to a validated push; True when it is the new desired set.
+
+        A lower term than the highest seen raises StaleLeader (a deposed leader); within one term an
+        older version is ignored (a late retry). The fence is on disk before the answer goes out.
+        """
+        term, version = push["term"], push["version"]
+        if term < self.term:
+            raise StaleLeader(f"push from term {term}, but term {self.term} has been seen",
+                              {"term": term, "seen_term": self.term})
+        if term == self.term and version < self.version:
+            return False
+        self.term, self.version = term, version
+        write_atomic(self.dir / "fence.json", json.dumps({"term": term, "version": version}).encode())
+        write_atomic(self.dir / "desired.json", json.dumps(push).encode())
+        self.desired = push
+        return True
+
+    def forget_desired(self) -> None:
+        self.desired = None
+        (self.dir / "desired.json").unlink(missing_ok=True)
+
+
+class Agent:
+    """The agent's state and its parts. Contract: `accept_push(push)` is called by the agent API with a
+    validated AllocationsPush; `node_report()` by the status API; `run()` runs the loops until `stop()`
+    (returns 0) or a `shutdown` directive (stops this node's containers, then returns 0)."""
+
+    def __init__(self, config: AgentConfig, runtime: Runtime, *, reconciler: Reconciler | None = None,
+                 health: HealthMonitor | None = None) -> None:
+        self.config = config
+        self.node_id = config.agent_id
+        self.runtime = runtime
+        self.store = PushStore(config.data_dir)
+        self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
+        self.health = health or HealthMonitor(self.reconciler, config.publish_address)
+        self.link = MasterLink(self)
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        if self.store.desired is not None:
+            log.info("resuming the saved desired set (term %d, version %d, %d allocations)",
+                     self.store.term, self.store.version, len(self.store.desired.get("allocations", [])))
+            self.reconciler.set_desired(self.store.desired)
+
+    def accept_push(self, push: dict[str, Any]) -> dict[str, Any]:
+        if not self.store.accept(push):
+            return {"accepted": False, "version": self.store.version}
+        self.reconciler.set_desired(push)
+        log.info("accepted push term %d version %d: %d allocations", push["term"], push["version"],
+                 len(push["allocations"]))
+        return {"accepted": True, "version": push["version"]}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        tasks = [asyncio.create_task(self.reconciler.run(), name="reconciler"),
+                 asyncio.create_task(self.health.run(), name="health")]
+        link = asyncio.create_task(self.link.run(), name="master-link")
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([link, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if link in done and link.result() == "shutdown":
+                log.warning("the cluster has forgotten this node: stopping its containers and exiting")
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self.reconciler.stop_all()
+                self.store.forget_desired()
+            else:
+                log.info("agent stopping; its containers keep running and are re-adopted on restart")
+            return 0
+        finally:
+            for t in [*tasks, link, stopped]:
+                t.cancel()
+            await asyncio.gather(*tasks, link, stopped, return_exceptions=True)
+            await self.link.close()
+
+    def node_report(self) -> dict[str, Any]:
+        """The status API's NodeReport (DESIGN §5)."""
+        deployments: dict[str, Any] = {}
+        services: dict[str, Any] = {}
+        for alloc_id in sorted(self.reconciler.states):
+            st = self.reconciler.states[alloc_id]
+            image = (st.spec or {}).get("image") or st.image
+            deployments[st.name] = {"name": st.name, "image": image, "container_id": st.container_id,
+                                    "state": st.status, "changed_at": iso(st.changed_at)}
+            if st.service not in services:
+                services[st.service] = {"name": st.service, "deployment": st.name,
+                                        "domain": (st.spec or {}).get("domain"), "route_active": False}
+        link = self.link
+        return {"node": {"name": self.node_id, "started_at": iso(self.started_at),
+                         "last_sync_time": iso(link.last_sync) if link.last_sync else None,
+                         "leader": link.leader, "sync_error": link.sync_error or self.reconciler.engine_error},
+                "deployments": deployments, "services": services}
+
+
+class _LinkError(Exception):
+    """A master could not be asked (connection refused, timeout, bad reply)."""
+
+
+class MasterLink:
+    """Registration and heartbeats. `run()` returns "shutdown" on that directive, else runs forever.
+
+    `leader` is the last leader a master named (None until one did), `last_sync` the wall time of the
+    last answered heartbeat, `sync_error` the last failure (None once a heartbeat got through).
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.masters = list(self.config.masters)
+        # The loader always fills `advertise`; a config built in code may leave it empty.
+        self.address = self.config.advertise or f"http://{self.config.listen}"
+        self.heartbeat_s = self.config.heartbeat_s
+        self.leader: str | None = None
+        self.last_sync: float | None = None
+        self.sync_error: str | None = None
+        self._cursor = 0
+        self._seq = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._last_logged: str | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        """Remember a failure; log it once until it changes (an unreachable cluster must not flood)."""
+        self.sync_error = message
+        if message != self._last_logged:
+            log.warning("%s", message)
+            self._last_logged = message
+
+    def _targets(self) -> list[str]:
+        """The leader first when known, then every master, starting from the rotation cursor."""
+        n = len(self.masters)
+        order = [self.masters[(self._cursor + i) % n] for i in range(n)]
+        if self.leader:
+            order = [self.leader, *(m for m in order if m != self.leader)]
+        return order
+
+    async def _post(self, base: str, path: str, body: dict[str, Any]) -> tuple[int, Any, str]:
+        """POST following 307/308 ourselves; returns (status, parsed body or None, final base URL)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        url = base + path
+        headers = {"Authorization": f"Bearer {self.config.token}"}
+        data = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                async with self._session.post(url, data=data, headers={**headers, "Content-Type": "application/json"},
+                                              allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    raw = await resp.read()
+                    try:
+                        parsed = json.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = None
+                    parts = urlsplit(url)
+                    return resp.status, parsed, f"{parts.scheme}://{parts.netloc}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _LinkError(f"{base}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+        raise _LinkError(f"{base}: too many redirects")
+
+    # -- registration ------------------------------------------------------------------------------
+
+    async def _capacity(self) -> dict[str, Any]:
+        memory, cpu = self.config.memory_bytes, self.config.cpu
+        if memory is None or cpu is None:
+            engine = await asyncio.to_thread(self.agent.runtime.engine_resources)
+            memory = memory if memory is not None else int(engine["memory"])
+            cpu = cpu if cpu is not None else float(engine["cpu"])
+        return {"memory": memory, "cpu": cpu}
+
+    async def register(self) -> None:
+        """Register with the first master that answers (any master: followers redirect), retrying
+        with a jittered backoff from 0.2 s to 2 s until one accepts."""
+        delay, cap = REGISTER_BACKOFF_S
+        while True:
+            try:
+                body = {"node_id": self.agent.node_id, "address": self.address,
+                        "labels": dict(self.config.labels), "capacity": await self._capacity(),
+                        "push_token": self.agent.store.push_token, "agent_version": __version__}
+            except RuntimeFailure as exc:
+                self._error(f"cannot read the engine's capacity: {exc.reason}")
+            else:
+                for base in self._targets():
+                    try:
+                        status, reply, final = await self._post(base, "/api/v1/agent/register", body)
+                    except _LinkError as exc:
+                        self._error(f"register: {exc}")
+                        continue
+                    if 200 <= status < 300 and isinstance(reply, dict):
+                        self.leader = reply.get("leader") or final
+                        hb = reply.get("heartbeat_s")
+                        if isinstance(hb, int | float) and not isinstance(hb, bool) and hb > 0:
+                            self.heartbeat_s = float(hb)
+                        self.sync_error = None
+                        self._last_logged = None
+                        log.info("registered as %s with %s (leader %s)", self.agent.node_id, final, self.leader)
+                        return
+                    self._error(f"register: {final} answered {status}: {_describe(reply)}")
+                    if status in (401, 403):
+                        break  # every master checks the same token: asking the others is pointless
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, cap)
+
+    # -- heartbeats --------------------------------------------------------------------------------
+
+    def _heartbeat_body(self) -> dict[str, Any]:
+        self._seq += 1
+        reports = self.agent.reconciler.reports()
+        body = {"node_id": self.agent.node_id, "seq": self._seq, "allocations": reports,
+                "applied": {"term": self.agent.store.term, "version": self.agent.store.version}}
+        if len(json.dumps(body, separators=(",", ":"))) > HEARTBEAT_MAX_BYTES:
+            # Reasons are the only unbounded part worth dropping: the master must still see every replica.
+            for r in reports:
+                r["reason"] = None
+        return body
+
+    async def heartbeat_once(self) -> str | None:
+        """One heartbeat to the leader, else to each master in turn. Returns the directive, or None
+        when no master answered usefully."""
+        body = self._heartbeat_body()
+        for base in self._targets():
+            try:
+                status, reply, final = await self._post(base, "/api/v1/agent/heartbeat", body)
+            except _LinkError as exc:
+                self._error(f"heartbeat: {exc}")
+                if base == self.leader:
+                    self.leader = None
+                self._cursor = (self._cursor + 1) % len(self.masters)
+                continue
+            if 200 <= status < 300 and isinstance(reply, dict):
+                self.leader = reply.get("leader") or final
+                self.last_sync = time.time()
+                if self.sync_error:
+                    log.info("heartbeats reach the leader %s again", self.leader)
+                self.sync_error = None
+                self._last_logged = None
+                return str(reply.get("directive") or "continue")
+            code = reply.get("code") if isinstance(reply, dict) else None
+            self._error(f"heartbeat: {final} answered {status}: {_describe(reply)}")
+            if status == 404 and code == "NODE_NOT_FOUND":
+                return "register"
+            if status in (401, 403):
+                return None
+            # 503 (no leader yet) or anything else: another master may know better.
+        return None
+
+    async def run(self) -> str:
+        await self.register()
+        failures = 0
+        while True:
+            started = asyncio.get_running_loop().time()
+            directive = await self.heartbeat_once()
+            if directive == "shutdown":
+                return "shutdown"
+            if directive == "register":
+                await self.register()
+                continue
+            if directive is None:
+                failures += 1
+                # Bounded backoff while no master answers: never a hot loop, never silent for long.
+                pause = min(self.heartbeat_s * 2 ** min(failures - 1, 4), max(self.heartbeat_s, 5.0))
+                pause *= random.uniform(0.8, 1.0)
+            else:
+                failures = 0
+                pause = self.heartbeat_s - (asyncio.get_running_loop().time() - started)
+            await asyncio.sleep(max(pause, 0.05))
+
+
+def _describe(reply: Any) -> str:
+    if isinstance(reply, dict) and reply.get("error"):
+        return f"{reply.get('code', '')} {reply['error']}".strip()[:200]
+    return "unexpected reply"

@@ -1,0 +1,217 @@
+"""The agent's two HTTP surfaces (aiohttp).
+
+Agent API on `listen`, for the leader (bearer: the node's push token, except `/v1/health`):
+  PUT /v1/allocations          the node's full desired set, fenced by term (orca.protocol)
+  GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1, text/plain stream of the container's output
+  GET /v1/health               {"status": "ok", "node_id"}
+
+Status API on `status_listen` (loopback only, no auth, DESIGN §5): POST /healthz, POST /status.
+
+Errors use the same JSON envelope as the masters: {"error", "code", "details", "timestamp"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from orca.agent.agent import Agent
+from orca.agent.runtime import RuntimeFailure
+from orca.errors import Invalid, MethodNotAllowed, NotFound, OrcaError, PayloadTooLarge, Unauthorized
+from orca.protocol import ProtocolError, validate_push
+
+__all__ = ["make_agent_api", "make_status_api", "error_response", "MAX_PUSH_BYTES"]
+
+log = logging.getLogger("orca.agent.api")
+
+# A push carries the node's full set; thousands of allocations must still fit.
+MAX_PUSH_BYTES = 16 * 2**20
+# How often a silent `follow` stream checks that its client is still there.
+_DISCONNECT_POLL_S = 1.0
+_LOG_QUEUE = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AGENT_KEY = web.AppKey("agent", Agent)
+
+
+def error_response(err: OrcaError) -> web.Response:
+    body = {"error": err.message, "code": err.code, "details": err.details,
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    headers = {}
+    if isinstance(err, MethodNotAllowed) and err.details and "allow" in err.details:
+        headers["Allow"] = ", ".join(err.details["allow"])
+    return web.json_response(body, status=err.status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OrcaError as err:
+        return error_response(err)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(MethodNotAllowed(f"method {request.method} not allowed",
+                                               {"allow": sorted(exc.allowed_methods)}))
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no such endpoint: {request.path}"))
+
+
+def _agent(request: web.Request) -> Agent:
+    return request.app[AGENT_KEY]
+
+
+def _authorize(request: web.Request) -> None:
+    if not _agent(request).store.check_token(request.headers.get("Authorization")):
+        raise Unauthorized("missing or wrong bearer token")
+
+
+# -- agent API ---------------------------------------------------------------------------------------
+
+
+async def put_allocations(request: web.Request) -> web.Response:
+    _authorize(request)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("push too large", {"max_bytes": MAX_PUSH_BYTES}) from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+    try:
+        push = validate_push(body)
+    except ProtocolError as exc:
+        raise Invalid(str(exc), {"field": exc.field}) from None
+    return web.json_response(_agent(request).accept_push(push))
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise Invalid(f"{name}: expected a non-negative integer, got {value!r}", {"field": name}) from None
+    if number < 0:
+        raise Invalid(f"{name}: expected a non-negative integer, got {value!r}", {"field": name})
+    return number
+
+
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    _authorize(request)
+    alloc_id = request.match_info["alloc_id"]
+    tail = _query_int(request, "tail", 100)
+    follow = request.query.get("follow", "0").lower() in ("1", "true", "yes")
+    runtime = _agent(request).runtime
+    try:
+        # The lookup happens here, so a missing container is a 404 and not an empty stream.
+        lines = await asyncio.to_thread(runtime.logs, alloc_id, tail, follow)
+    except RuntimeFailure as exc:
+        raise NotFound(exc.reason, {"alloc": alloc_id}) from None
+
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(_LOG_QUEUE)
+    stop = threading.Event()
+    # Its own thread, not the default executor: a `follow` stream blocks until the container writes,
+    # and must not take a worker the reconciler needs.
+    threading.Thread(target=_pump, args=(lines, queue, loop, stop), name=f"logs-{alloc_id}", daemon=True).start()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(queue.get(), _DISCONNECT_POLL_S)
+            except TimeoutError:
+                if request.transport is None or request.transport.is_closing():
+                    break
+                continue
+            if chunk is None:
+                break
+            await resp.write(chunk)
+        await resp.write_eof()
+    except ConnectionResetError:
+        log.debug("log reader of %s went away", alloc_id)
+    finally:
+        stop.set()
+    return resp
+
+
+def _pump(lines: Iterator[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop,
+          stop: threading.Event) -> None:
+    """Feed the blocking log iterator into the handler's queue until it ends or the reader is gone."""
+    try:
+        for chunk in lines:
+            fut = asyncio.run_coroutine_threadsafe(queue.put(chunk), loop)
+            while True:
+                try:
+                    fut.result(timeout=_DISCONNECT_POLL_S)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if stop.is_set():
+                        fut.cancel()
+                        return
+            if stop.is_set():
+                return
+    except Exception as exc:  # the engine went away mid-stream: end the stream, the reader sees EOF
+        log.debug("log stream ended: %s", exc)
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already
+            loop.call_soon_threadsafe(_put_eof, queue)
+        close = getattr(lines, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+
+def _put_eof(queue: asyncio.Queue[bytes | None]) -> None:
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(None)
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "node_id": _agent(request).node_id})
+
+
+def make_agent_api(agent: Agent) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_PUSH_BYTES)
+    app[AGENT_KEY] = agent
+    app.router.add_put("/v1/allocations", put_allocations)
+    app.router.add_get("/v1/logs/{alloc_id}", get_logs)
+    app.router.add_get("/v1/health", get_health)
+    return app
+
+
+# -- status API --------------------------------------------------------------------------------------
+
+
+def _post_only(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            raise MethodNotAllowed(f"method {request.method} not allowed", {"allow": ["POST"]})
+        return await handler(request)
+    return wrapped
+
+
+async def post_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def post_status(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).node_report())
+
+
+def make_status_api(agent: Agent) -> web.Application:
+    app = web.Application(middlewares=[_errors])
+    app[AGENT_KEY] = agent
+    app.router.add_route("*", "/healthz", _post_only(post_healthz))
+    app.router.add_route("*", "/status", _post_only(post_status))
+    return app

@@ -1,0 +1,306 @@
+"""The agent API (push fencing, auth, logs), the status API and the link to the masters, in process."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from orca.agent.agent import Agent
+from orca.agent.api import make_agent_api, make_status_api
+from orca.agent.main import join_config, run_agent, run_join
+from orca.agent.runtime import FakeRuntime
+from orca.config import AgentConfig
+from orca.protocol import validate_heartbeat, validate_register
+
+IMAGE = "orca-test/busybox:latest"
+
+
+def make_config(tmp_path: Path, masters: tuple[str, ...] = ("http://127.0.0.1:1",), **kw: Any) -> AgentConfig:
+    token_file = tmp_path / "join.token"
+    token_file.write_text("join-token\n")
+    return AgentConfig(path="test", agent_id="worker-1", masters=masters, token_file=token_file,
+                       token="join-token", data_dir=tmp_path / "data", memory_bytes=1 << 30, cpu=2.0, **kw)
+
+
+def alloc(alloc_id: str, service: str = "web", domain: str | None = None) -> dict[str, Any]:
+    return {"id": alloc_id, "service": service, "version": 1, "index": 0,
+            "spec": {"name": service, "image": IMAGE, "command": None, "port": None, "health": None,
+                     "env": {}, "domain": domain, "resources": {"memory": 1 << 26, "cpu": 0.1}}}
+
+
+def push(term: int, version: int, *allocs: dict[str, Any]) -> dict[str, Any]:
+    return {"term": term, "version": version, "allocations": list(allocs), "secrets": {}}
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent(make_config(tmp_path), FakeRuntime("worker-1", images=[IMAGE]))
+
+
+def bearer(agent: Agent) -> dict[str, str]:
+    return {"Authorization": f"Bearer {agent.store.push_token}"}
+
+
+def assert_envelope(body: dict[str, Any], code: str) -> None:
+    assert set(body) == {"error", "code", "details", "timestamp"}
+    assert body["code"] == code and isinstance(body["error"], str) and body["timestamp"].endswith("Z")
+
+
+# -- push token, auth --------------------------------------------------------------------------------
+
+
+async def test_push_token_is_private_and_survives_restarts(tmp_path: Path, agent: Agent) -> None:
+    path = tmp_path / "data" / "push_token"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = Agent(make_config(tmp_path), FakeRuntime("worker-1"))
+    assert again.store.push_token == agent.store.push_token and len(agent.store.push_token) >= 32
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
+async def test_push_needs_the_push_token(aiohttp_client: Any, agent: Agent, header: str | None) -> None:
+    client = await aiohttp_client(make_agent_api(agent))
+    headers = {"Authorization": header} if header else {}
+    resp = await client.put("/v1/allocations", json=push(1, 1), headers=headers)
+    assert resp.status == 401
+    assert_envelope(await resp.json(), "UNAUTHORIZED")
+    resp = await client.get("/v1/logs/a1", headers=headers)
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[]", json.dumps({"term": 1}).encode(),
+                                  json.dumps({"term": -1, "version": 1, "allocations": []}).encode(),
+                                  json.dumps({"term": 1, "version": 1, "allocations": [{"id": "x"}]}).encode()])
+async def test_bad_push_is_400_with_the_envelope(aiohttp_client: Any, agent: Agent, body: bytes) -> None:
+    client = await aiohttp_client(make_agent_api(agent))
+    resp = await client.put("/v1/allocations", data=body, headers=bearer(agent))
+    assert resp.status == 400
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert agent.store.term == 0 and not (agent.store.dir / "desired.json").exists()
+
+
+# -- fencing -----------------------------------------------------------------------------------------
+
+
+async def test_accepted_push_is_stored_and_reconciled(aiohttp_client: Any, agent: Agent) -> None:
+    client = await aiohttp_client(make_agent_api(agent))
+    resp = await client.put("/v1/allocations", json=push(3, 7, alloc("a1")), headers=bearer(agent))
+    assert resp.status == 200 and await resp.json() == {"accepted": True, "version": 7}
+    data = agent.store.dir
+    assert json.loads((data / "fence.json").read_text()) == {"term": 3, "version": 7}
+    assert json.loads((data / "desired.json").read_text())["allocations"][0]["id"] == "a1"
+    assert stat.S_IMODE(os.stat(data / "desired.json").st_mode) == 0o600
+    await agent.reconciler.reconcile_once()
+    await agent.reconciler.wait_idle()
+    assert [c.alloc_id for c in agent.runtime.list()] == ["a1"]
+
+
+async def test_older_version_in_the_same_term_is_ignored(aiohttp_client: Any, agent: Agent) -> None:
+    client = await aiohttp_client(make_agent_api(agent))
+    assert (await (await client.put("/v1/allocations", json=push(2, 5, alloc("a1")),
+                                    headers=bearer(agent))).json())["accepted"] is True
+    resp = await client.put("/v1/allocations", json=push(2, 4), headers=bearer(agent))
+    assert resp.status == 200 and (await resp.json())["accepted"] is False
+    assert [a["id"] for a in agent.store.desired["allocations"]] == ["a1"]
+    # Same version again is a harmless re-apply; a newer term may restart its version numbering.
+    assert (await (await client.put("/v1/allocations", json=push(2, 5, alloc("a1")),
+                                    headers=bearer(agent))).json())["accepted"] is True
+    assert (await (await client.put("/v1/allocations", json=push(3, 1),
+                                    headers=bearer(agent))).json())["accepted"] is True
+
+
+async def test_stale_term_is_409_even_after_an_agent_restart(aiohttp_client: Any, tmp_path: Path,
+                                                              agent: Agent) -> None:
+    client = await aiohttp_client(make_agent_api(agent))
+    assert (await client.put("/v1/allocations", json=push(5, 1, alloc("a1")), headers=bearer(agent))).status == 200
+    resp = await client.put("/v1/allocations", json=push(4, 99), headers=bearer(agent))
+    assert resp.status == 409
+    body = await resp.json()
+    assert_envelope(body, "STALE_LEADER")
+    assert body["details"]["seen_term"] == 5
+
+    restarted = Agent(make_config(tmp_path), FakeRuntime("worker-1", images=[IMAGE]))
+    assert restarted.reconciler.has_desired  # the saved set is resumed without any master
+    client2 = await aiohttp_client(make_agent_api(restarted))
+    resp = await client2.put("/v1/allocations", json=push(4, 100), headers=bearer(agent))
+    assert resp.status == 409
+    assert_envelope(await resp.json(), "STALE_LEADER")
+    assert (await client2.put("/v1/allocations", json=push(5, 2), headers=bearer(agent))).status == 200
+
+
+# -- logs, health ------------------------------------------------------------------------------------
+
+
+async def test_logs_and_health(aiohttp_client: Any, agent: Agent) -> None:
+    runtime: FakeRuntime = agent.runtime  # type: ignore[assignment]
+    runtime.start(alloc("a1"), env={}, host_port=None)
+    for i in range(5):
+        runtime.add_log("a1", f"line {i}".encode())
+    client = await aiohttp_client(make_agent_api(agent))
+    resp = await client.get("/v1/logs/a1?tail=2&follow=0", headers=bearer(agent))
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    assert await resp.text() == "line 3\nline 4\n"
+    resp = await client.get("/v1/logs/nope", headers=bearer(agent))
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "NOT_FOUND")
+    resp = await client.get("/v1/logs/a1?tail=x", headers=bearer(agent))
+    assert resp.status == 400
+    resp = await client.get("/v1/health")
+    assert await resp.json() == {"status": "ok", "node_id": "worker-1"}
+
+
+# -- status API --------------------------------------------------------------------------------------
+
+
+async def test_status_api_shapes(aiohttp_client: Any, agent: Agent) -> None:
+    agent.accept_push(push(1, 1, alloc("a1", "web", domain="web.example.com"), alloc("a2", "web")))
+    await agent.reconciler.reconcile_once()
+    await agent.reconciler.wait_idle()
+    client = await aiohttp_client(make_status_api(agent))
+
+    resp = await client.post("/healthz")
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+
+    report = await (await client.post("/status")).json()
+    assert set(report) == {"node", "deployments", "services"}
+    node = report["node"]
+    assert set(node) == {"name", "started_at", "last_sync_time", "leader", "sync_error"}
+    assert node["name"] == "worker-1" and node["started_at"].endswith("Z")
+    assert node["last_sync_time"] is None and node["leader"] is None
+    assert set(report["deployments"]) == {"orca-web-a1", "orca-web-a2"}
+    dep = report["deployments"]["orca-web-a1"]
+    assert set(dep) == {"name", "image", "container_id", "state", "changed_at"}
+    assert dep["name"] == "orca-web-a1" and dep["image"] == IMAGE and dep["state"] == "running"
+    assert dep["container_id"] and dep["changed_at"].endswith("Z")
+    assert report["services"] == {"web": {"name": "web", "deployment": "orca-web-a1",
+                                          "domain": "web.example.com", "route_active": False}}
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_status_api_is_post_only(aiohttp_client: Any, agent: Agent, method: str) -> None:
+    client = await aiohttp_client(make_status_api(agent))
+    for path in ("/healthz", "/status"):
+        resp = await client.request(method, path)
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+        assert_envelope(await resp.json(), "METHOD_NOT_ALLOWED")
+
+
+# -- the link to the masters -------------------------------------------------------------------------
+
+
+class FakeMasters:
+    """A leader that records what agents send, and a follower that redirects to it with 307."""
+
+    def __init__(self) -> None:
+        self.registered: list[dict[str, Any]] = []
+        self.heartbeats: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.directive = "continue"
+        self.leader_url = ""
+
+    def leader_app(self) -> web.Application:
+        async def register(request: web.Request) -> web.Response:
+            self.auth.append(request.headers.get("Authorization"))
+            self.registered.append(validate_register(await request.json()))
+            return web.json_response({"node_id": "worker-1", "leader": self.leader_url,
+                                      "heartbeat_s": 0.05, "lease_ttl_s": 1.0})
+
+        async def heartbeat(request: web.Request) -> web.Response:
+            self.auth.append(request.headers.get("Authorization"))
+            self.heartbeats.append(validate_heartbeat(await request.json()))
+            return web.json_response({"directive": self.directive, "leader": self.leader_url,
+                                      "orchestrator_time": 0.0})
+
+        app = web.Application()
+        app.router.add_post("/api/v1/agent/register", register)
+        app.router.add_post("/api/v1/agent/heartbeat", heartbeat)
+        return app
+
+    def follower_app(self) -> web.Application:
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(self.leader_url + request.path)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", redirect)
+        return app
+
+
+async def test_register_and_heartbeat_follow_307_and_keep_the_token(aiohttp_server: Any, tmp_path: Path) -> None:
+    masters = FakeMasters()
+    leader = await aiohttp_server(masters.leader_app())
+    follower = await aiohttp_server(masters.follower_app())
+    masters.leader_url = str(leader.make_url("")).rstrip("/")
+    dead = "http://127.0.0.1:9"  # nothing listens: the agent must move on to the next master
+    agent = Agent(make_config(tmp_path, masters=(dead, str(follower.make_url("")).rstrip("/"))),
+                  FakeRuntime("worker-1", images=[IMAGE]))
+    try:
+        await agent.link.register()
+        [reg] = masters.registered
+        assert reg["push_token"] == agent.store.push_token and reg["capacity"] == {"memory": 1 << 30, "cpu": 2.0}
+        assert agent.link.leader == masters.leader_url and agent.link.heartbeat_s == 0.05
+
+        agent.accept_push(push(2, 3, alloc("a1")))
+        await agent.reconciler.reconcile_once()
+        await agent.reconciler.wait_idle()
+        assert await agent.link.heartbeat_once() == "continue"
+        [hb] = masters.heartbeats
+        assert hb["applied"] == {"term": 2, "version": 3}
+        assert [a["alloc"] for a in hb["allocations"]] == ["a1"] and hb["allocations"][0]["status"] == "running"
+        assert set(masters.auth) == {"Bearer join-token"}
+        assert agent.link.last_sync is not None and agent.link.sync_error is None
+    finally:
+        await agent.link.close()
+
+
+async def test_shutdown_directive_stops_containers_and_exits(aiohttp_server: Any, tmp_path: Path) -> None:
+    masters = FakeMasters()
+    masters.directive = "shutdown"
+    leader = await aiohttp_server(masters.leader_app())
+    masters.leader_url = str(leader.make_url("")).rstrip("/")
+    runtime = FakeRuntime("worker-1", images=[IMAGE])
+    runtime.start(alloc("a1"), env={}, host_port=None)
+    agent = Agent(make_config(tmp_path, masters=(masters.leader_url,)), runtime)
+    agent.accept_push(push(1, 1, alloc("a1")))
+    assert await agent.run() == 0
+    assert runtime.list() == []
+    assert not (agent.store.dir / "desired.json").exists()
+
+
+async def test_unreachable_masters_are_retried_without_a_hot_loop(tmp_path: Path) -> None:
+    agent = Agent(make_config(tmp_path, masters=("http://127.0.0.1:9", "http://127.0.0.1:11")),
+                  FakeRuntime("worker-1"))
+    try:
+        assert await agent.link.heartbeat_once() is None
+        assert "127.0.0.1:11" in agent.link.sync_error
+    finally:
+        await agent.link.close()
+
+
+# -- entry points ------------------------------------------------------------------------------------
+
+
+def test_bad_config_prints_one_line_and_returns_2(tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[agent]\nid = 'w'\n")
+    assert run_agent(str(bad)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orca: ") and err.count("\n") == 1 and "agent.masters" in err
+    assert run_join(["http://127.0.0.1:6880"], str(tmp_path / "missing.token"), id="w-1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orca: orca join: --token-file") and err.count("\n") == 1
+
+
+def test_join_config_uses_file_rules(tmp_path: Path) -> None:
+    token = tmp_path / "t"
+    token.write_text("tok")
+    cfg = join_config(["http://127.0.0.1:6880/"], str(token), id="w-2", listen="127.0.0.1:6891",
+                      status_listen="127.0.0.1:9101", data_dir=str(tmp_path / "d"), labels=["zone=a"],
+                      host_port_range="21000-21099", memory="1Gi", cpu=None)
+    assert cfg.agent_id == "w-2" and cfg.masters == ("http://127.0.0.1:6880",) and cfg.token == "tok"
+    assert cfg.advertise == "http://127.0.0.1:6891" and cfg.labels == {"zone": "a"}
+    assert cfg.host_port_range == (21000, 21099) and cfg.memory_bytes == 1 << 30 and cfg.cpu is None
