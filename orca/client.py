@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.client
 import json as _json
+import random
 import threading
 import time
 import uuid
@@ -40,6 +41,10 @@ MAX_REDIRECTS = 5
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REDIRECTS = frozenset({307, 308})  # the only ones that keep method and body; masters send 307
 _MAX_BACKOFF_S = 2.0
+# A leader failover takes ~0.3-0.7 s: poll briskly through it (with jitter, so clients do not march in step)
+# before backing off; a coarse doubling backoff would round every failover up to its next step.
+_FAST_RETRY_S = 0.03
+_FAST_RETRY_WINDOW = 40
 # A keep-alive connection the server closed while idle fails with one of these before any response;
 # trying once more on a fresh connection is not a "retry" of the request (timeouts are not in here,
 # because then the server may still be working on it).
@@ -143,12 +148,12 @@ class Client:
     """A client for one orca cluster; see the module docstring for the retry and redirect contract.
 
     `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket
-    operation; `retries` the extra passes over the masters; `backoff_s` the first pause between passes
-    (doubling, capped at 2 s).
+    operation; `retries` the extra passes over the masters: the first 40 after ~30-60 ms each (about 2 s,
+    enough to ride through a leader failover), the rest after `backoff_s` doubling, capped at 2 s.
     """
 
     def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
-                 retries: int = 5, backoff_s: float = 0.1):
+                 retries: int = 45, backoff_s: float = 0.1):
         urls = api.split(",") if isinstance(api, str) else list(api)
         self.apis = [u.strip().rstrip("/") for u in urls if u and u.strip()]
         if not self.apis:
@@ -215,7 +220,7 @@ class Client:
         last_cause: BaseException | None = None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+                time.sleep(self._pause(attempt))
             for base in self._candidates(write):
                 try:
                     return self._send(method, base + target, body, headers, write, raw)
@@ -227,6 +232,11 @@ class Client:
         if last_error is not None:
             raise last_error
         raise ApiError(0, "UNREACHABLE", f"no master answered at {', '.join(self.apis)}: {last_cause}")
+
+    def _pause(self, attempt: int) -> float:
+        if attempt <= _FAST_RETRY_WINDOW:
+            return _FAST_RETRY_S * (1.0 + random.random())
+        return min(self.backoff_s * 2 ** (attempt - _FAST_RETRY_WINDOW - 1), _MAX_BACKOFF_S)
 
     def _candidates(self, write: bool) -> list[str]:
         """Masters in the order to try: writes go to the known leader first, reads stick to the last
@@ -458,7 +468,7 @@ class Client:
         last_cause: BaseException | None = None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
+                time.sleep(self._pause(attempt))
             for base in self._candidates(False):
                 parts = urlsplit(base)
                 cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalCluster", "MasterProc", "free_ports"]
+__all__ = ["LocalCluster", "MasterProc", "AgentProc", "free_ports", "http_exchange"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -57,6 +57,24 @@ class MasterProc:
 
 
 @dataclass
+class AgentProc:
+    node_id: str
+    config: Path
+    api_port: int
+    status_port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
 class LocalCluster:
     root: Path
     size: int = 3
@@ -66,6 +84,8 @@ class LocalCluster:
     limits: dict[str, int] = field(default_factory=lambda: {"rate_limit_per_minute": 6_000_000,
                                                              "rate_limit_burst": 100_000})
     masters: list[MasterProc] = field(default_factory=list)
+    agents: list[AgentProc] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -92,7 +112,39 @@ class LocalCluster:
                 + (f"[api.limits]\n{limits}\n" if limits else "")
                 + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n\n'
                 + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
-                + f'[security]\ncluster_secret_file = "{self.secret_file}"\n')
+                + f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
+                + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))
+
+    # --- agents -----------------------------------------------------------------------------------
+    def add_agent(self, node_id: str, labels: dict[str, str] | None = None, port_base: int | None = None,
+                  extra: str = "") -> AgentProc:
+        """Write an agent config (its own free ports, host-port range and data dir) and a join token."""
+        api_port, status_port = free_ports(2)
+        base = port_base or 21000 + 200 * len(self.agents)
+        token_file = self.root / f"{node_id}.token"
+        token_file.write_text(self.token("agent", node_id) + "\n")
+        token_file.chmod(0o600)
+        masters = ", ".join(f'"{m.url}"' for m in self.masters)
+        label_text = ", ".join(f'{k} = "{v}"' for k, v in (labels or {}).items())
+        agent = AgentProc(node_id, self.root / f"{node_id}.toml", api_port, status_port, self.root / f"{node_id}.log")
+        heartbeat = self.timing.get("agent_heartbeat_s", 1.0)
+        agent.config.write_text(
+            f'[agent]\nid = "{node_id}"\nmasters = [{masters}]\ntoken_file = "{token_file}"\n'
+            f'listen = "127.0.0.1:{api_port}"\nadvertise = "http://127.0.0.1:{api_port}"\n'
+            f'status_listen = "127.0.0.1:{status_port}"\ndata_dir = "{self.root / node_id}"\n'
+            f"heartbeat_s = {heartbeat}\nlabels = {{ {label_text} }}\n\n"
+            f'[agent.docker]\npublish_address = "127.0.0.1"\nhost_port_range = "{base}-{base + 199}"\n{extra}')
+        self.agents.append(agent)
+        return agent
+
+    def start_agent(self, agent: AgentProc) -> None:
+        if agent.alive:
+            return
+        log = open(agent.log, "ab")  # noqa: SIM115 - handed to the child
+        agent.proc = subprocess.Popen([sys.executable, "-m", "orca", "agent", "--config", str(agent.config)],
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
 
     # --- processes --------------------------------------------------------------------------------
     def start(self, which: list[MasterProc] | None = None) -> None:
@@ -105,7 +157,7 @@ class LocalCluster:
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
             log.close()
 
-    def kill(self, m: MasterProc, sig: int = signal.SIGKILL) -> None:
+    def kill(self, m: MasterProc | AgentProc, sig: int = signal.SIGKILL) -> None:
         if m.proc is not None and m.proc.poll() is None:
             m.proc.send_signal(sig)
             try:
@@ -115,15 +167,15 @@ class LocalCluster:
                 m.proc.wait(5)
 
     def stop(self) -> None:
-        for m in self.masters:
-            self.kill(m, signal.SIGTERM)
+        for proc in [*self.agents, *self.masters]:
+            self.kill(proc, signal.SIGTERM)
 
     def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for m in self.masters:
-            self.kill(m, signal.SIGKILL)
+        for proc in [*self.agents, *self.masters]:
+            self.kill(proc, signal.SIGKILL)
 
     # --- queries ----------------------------------------------------------------------------------
     def token(self, role: str = "admin", name: str = "test") -> str:
@@ -158,3 +210,31 @@ class LocalCluster:
 
     def by_id(self, node_id: str) -> MasterProc:
         return next(m for m in self.masters if m.node_id == node_id)
+
+
+def http_exchange(method: str, url: str, *, token: str | None = None, body: Any = None,
+        headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
+    """One HTTP exchange without following redirects, so tests see 307s and envelopes as they are."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            status, hdrs, payload = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, payload = e.code, dict(e.headers), e.read()
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = payload.decode(errors="replace")
+    return status, hdrs, parsed

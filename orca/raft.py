@@ -99,6 +99,8 @@ class RaftNode:
         self._last_leader: Any = None
         self._pending: dict[int, float] = {}   # proposal id -> monotonic start, for ComponentHealth
         self._next_proposal = 0
+        self._queue: list[tuple[bytes, asyncio.Future[tuple[Any, int]]]] = []
+        self._flush_scheduled = False
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         conf = SyncObjConf(
             password=settings.password,
@@ -110,8 +112,14 @@ class RaftNode:
             raftMaxTimeout=settings.election_max_s,
             appendEntriesPeriod=settings.heartbeat_s,
             leaderFallbackTimeout=settings.leader_fallback_s,
-            connectionRetryTime=0.5,
-            connectionTimeout=max(1.0, settings.election_max_s * 2),
+            # PySyncObj drops a link on which nothing was *read* for connectionTimeout, discarding the
+            # message being sent: followers never talk between elections, so the first vote request
+            # after a leader dies was always lost (two election rounds per failover, measured). Dead
+            # peers are found by TCP resets and keepalive instead; liveness of the leader is Raft's
+            # own business (election and leaderFallback timeouts), not the link's.
+            connectionTimeout=1e6,
+            tcp_keepalive=(5, 1, 3),
+            connectionRetryTime=0.1,
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_s,
             commandsWaitLeader=False,         # fail fast (MISSING_LEADER) instead of queueing blind
@@ -192,14 +200,13 @@ class RaftNode:
             raise NotReady("this master is not the leader")
         raw = machine.encode_entry(op, args, now=time.time(), key=key, actor=actor)
         fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
-
-        def done(result: Any, err: int) -> None:  # tick thread
-            self.loop.call_soon_threadsafe(_resolve, fut, (result, err))
-
         self._next_proposal += 1
         pid = self._next_proposal
         self._pending[pid] = time.monotonic()
-        self.store.apply(raw, callback=done)
+        self._queue.append((raw, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
         deadline = self.settings.write_timeout_s if timeout is None else timeout
         try:
             result, err = await asyncio.wait_for(asyncio.shield(fut), deadline)
@@ -214,6 +221,26 @@ class RaftNode:
             e = result["error"]
             raise from_code(e["code"], e["message"], e.get("details"))
         return {**result["result"], **({"replayed": True} if result.get("replayed") else {})}
+
+    def _flush(self) -> None:
+        """Group commit: every proposal made during one event-loop pass goes into one Raft entry.
+
+        Per-entry costs (append-entries messages, encryption, journal writes, the wake-up of the tick
+        thread) are then paid once per batch; each sub-entry keeps its own `now`, key and result.
+        """
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        if len(batch) == 1:
+            raw, fut = batch[0]
+            self.store.apply(raw, callback=lambda result, err: self.loop.call_soon_threadsafe(
+                _resolve, fut, (result, err)))
+            return
+        entry = machine.encode_entry(machine.BATCH_OP, {"entries": [raw for raw, _ in batch]}, now=time.time())
+        futures = [fut for _, fut in batch]
+        self.store.apply(entry, callback=lambda result, err: self.loop.call_soon_threadsafe(
+            _resolve_batch, futures, result, err))
 
     async def barrier(self, timeout: float | None = None) -> int:
         """Commit a no-op; once it is applied, local reads reflect every write acknowledged before."""
@@ -238,3 +265,10 @@ class RaftNode:
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _resolve_batch(futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+    results = result["result"]["results"] if err == FAIL_REASON.SUCCESS and "result" in result else None
+    for i, fut in enumerate(futures):
+        _resolve(fut, (results[i], err) if results is not None else (None, err if err != FAIL_REASON.SUCCESS
+                                                                      else FAIL_REASON.REQUEST_DENIED))

@@ -97,6 +97,9 @@ class MasterApi:
         r.add_get("/api/v1/tokens", self.list_tokens)
         r.add_post("/api/v1/tokens", self.create_token)
         r.add_delete("/api/v1/tokens/{jti}", self.revoke_token)
+        r.add_post("/api/v1/services/{name}/promote", self.promote)
+        r.add_post("/api/v1/services/{name}/rollback", self.rollback)
+        r.add_get("/api/v1/services/{name}/history", self.history)
         for add in self.extra_routes:
             add(app)
         return app
@@ -359,6 +362,22 @@ class MasterApi:
 
     async def stop_all(self, request: web.Request) -> web.Response:
         return json_response(await self.write(request, "stop_all", {}))
+
+    async def promote(self, request: web.Request) -> web.Response:
+        return json_response(await self.write(request, "promote", {"name": request.match_info["name"]}))
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        return json_response(await self.write(request, "rollback", {"name": request.match_info["name"]}))
+
+    async def history(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def body(state: dict[str, Any]) -> dict[str, Any]:
+            svc = state["services"].get(name)
+            if svc is None:
+                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            return {"name": name, "version": svc["version"], "versions": views.history_view(svc)}
+        return await self.read(request, body)
 
     # --- tokens -----------------------------------------------------------------------------------
     async def list_tokens(self, request: web.Request) -> web.Response:

@@ -48,6 +48,9 @@ class WorkerEndpoints:
         r.add_post("/api/v1/agent/heartbeat", self.heartbeat)
         r.add_get("/api/v1/cluster/nodes", self.nodes)
         r.add_get("/api/v1/cluster/nodes/{id}", self.node)
+        r.add_post("/api/v1/cluster/nodes/{id}/drain", self.drain)
+        r.add_post("/api/v1/cluster/nodes/{id}/undrain", self.undrain)
+        r.add_delete("/api/v1/cluster/nodes/{id}", self.remove_node)
         r.add_get("/api/v1/secrets", self.list_secrets)
         r.add_post("/api/v1/secrets", self.set_secret)
         r.add_delete("/api/v1/secrets/{key}", self.delete_secret)
@@ -104,6 +107,26 @@ class WorkerEndpoints:
                 raise NodeNotFound(f"node {node_id!r} not found", {"node": node_id})
             return views.node_view(state, node, with_allocations=True)
         return await self.api.read(request, body)
+
+    async def drain(self, request: web.Request) -> web.Response:
+        self.api._require_leader()
+        body = await read_json(request)
+        unknown = set(body) - {"deadline_s", "force"}
+        if unknown:
+            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        deadline = body.get("deadline_s", 300)
+        if not isinstance(deadline, int | float) or isinstance(deadline, bool) or not 0 <= deadline <= 86400:
+            raise Invalid("deadline_s: expected seconds from 0 to 86400", {"field": "deadline_s"})
+        if not isinstance(body.get("force", False), bool):
+            raise Invalid("force: expected true or false", {"field": "force"})
+        return json_response(await self.api.write(request, "drain_node", {
+            "node_id": request.match_info["id"], "deadline_s": deadline, "force": body.get("force", False)}))
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        return json_response(await self.api.write(request, "undrain_node", {"node_id": request.match_info["id"]}))
+
+    async def remove_node(self, request: web.Request) -> web.Response:
+        return json_response(await self.api.write(request, "remove_node", {"node_id": request.match_info["id"]}))
 
     # --- secrets ----------------------------------------------------------------------------------
     async def list_secrets(self, request: web.Request) -> web.Response:

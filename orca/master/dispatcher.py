@@ -38,7 +38,7 @@ def desired_sets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for alloc in sorted(state["allocations"].values(), key=lambda a: a["id"]):
         target = out.get(alloc["node"])
         svc = state["services"].get(alloc["service"])
-        if target is None or svc is None or alloc["desired"] != "run":
+        if target is None or svc is None or alloc["desired"] not in ("run", "migrate"):
             continue
         spec = next((h["spec"] for h in svc["history"] if h["version"] == alloc["version"]), svc["spec"])
         target["allocations"].append({"id": alloc["id"], "service": alloc["service"], "version": alloc["version"],

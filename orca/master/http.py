@@ -74,6 +74,12 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/secrets"): "admin",
     ("DELETE", "/api/v1/secrets/{key}"): "admin",
     ("GET", "/api/v1/services/{name}/logs"): "viewer",
+    ("POST", "/api/v1/services/{name}/promote"): "deployer",
+    ("POST", "/api/v1/services/{name}/rollback"): "deployer",
+    ("GET", "/api/v1/services/{name}/history"): "viewer",
+    ("POST", "/api/v1/cluster/nodes/{id}/drain"): "admin",
+    ("POST", "/api/v1/cluster/nodes/{id}/undrain"): "admin",
+    ("DELETE", "/api/v1/cluster/nodes/{id}"): "admin",
 }
 
 

@@ -1,53 +1,82 @@
-"""The leader's scheduler loop: run the pure scheduler on the applied state, commit the plan as one entry.
+"""The leader's scheduler loop: run the pure deciders on the applied state, commit one entry per cycle.
 
-Besides `orca.scheduler.compute_plan` (placement of the current version), the loop retires replicas of
-older versions once the current version has enough replicas running and healthy: replacements start
-before the old ones stop, so a redeploy never drops below the desired count on its own account.
+One cycle = `orca.scheduler.compute_plan` (placement of the current version, and of canaries in a second
+pass), cut to the rollout's surge budget (`orca.rollout`), plus the rollout's retirements and the drain's
+migrations and stops (`orca.drain`). All of them read only the replicated state and a clock, so a new
+leader continues a rollout or a drain exactly where the old one left it.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+from orca import drain, rollout
 from orca.master.loops import LeaderLoop
-from orca.scheduler import PlacementView, Plan, compute_plan
+from orca.scheduler import PlacementView, compute_plan
 
-__all__ = ["SchedulerLoop", "retire_old_versions", "new_alloc_id"]
+__all__ = ["SchedulerLoop", "Cycle", "decide_cycle", "new_alloc_id"]
 
 
 def new_alloc_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _ready(alloc: dict[str, Any]) -> bool:
-    observed = alloc.get("observed") or {}
-    return observed.get("status") == "running" and observed.get("health") in (None, "healthy")
+@dataclass
+class Cycle:
+    place: list[dict[str, Any]] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    migrate: list[str] = field(default_factory=list)
+    migrated: list[str] = field(default_factory=list)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending_changed: bool = False
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)
+
+    def plan_is_empty(self) -> bool:
+        return not (self.place or self.stop or self.migrate or self.pending_changed)
 
 
-def retire_old_versions(state: dict[str, Any]) -> list[str]:
-    """Allocation ids of older versions that can stop now: the current version is fully up, or the old
-    replica is on a node that is not ready (it is not serving anyway)."""
-    stop = []
-    live_nodes = {n["id"] for n in state["nodes"].values() if n["status"] == "ready"}
-    by_service: dict[str, list[dict[str, Any]]] = {}
-    for alloc in state["allocations"].values():
-        if alloc["desired"] == "run":
-            by_service.setdefault(alloc["service"], []).append(alloc)
-    for name, allocs in by_service.items():
-        svc = state["services"].get(name)
-        if svc is None or svc["state"] != "running":
-            continue
-        old = [a for a in allocs if a["version"] != svc["version"]]
-        if not old:
-            continue
-        current_ready = sum(1 for a in allocs if a["version"] == svc["version"] and a["node"] in live_nodes
-                            and _ready(a))
-        for a in sorted(old, key=lambda a: a["id"]):
-            if current_ready >= svc["replicas"] or a["node"] not in live_nodes:
-                stop.append(a["id"])
-    return stop
+def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) -> Cycle:
+    """Everything the leader would do this cycle, computed from the state alone (pure but for `new_id`)."""
+    view = PlacementView(services=state["services"], nodes=state["nodes"], allocations=state["allocations"])
+    plan = compute_plan(view, new_id)
+    roll = rollout.decide(state, now)
+    drn = drain.decide(state, now)
+    cycle = Cycle(pending=dict(plan.pending), verdicts=roll.verdicts, drained=drn.complete,
+                  migrate=drn.migrate, migrated=drn.migrated)
+    have: dict[str, int] = {}
+    for a in state["allocations"].values():
+        svc = state["services"].get(a["service"])
+        if svc is not None and a["desired"] == "run" and a["version"] == svc["version"]:
+            have[a["service"]] = have.get(a["service"], 0) + 1
+    for p in plan.place:
+        budget = roll.budget.get(p.service)
+        if budget is not None and have.get(p.service, 0) >= budget:
+            continue  # surge limit of a rolling update: placed in a later cycle
+        have[p.service] = have.get(p.service, 0) + 1
+        cycle.place.append({"alloc_id": p.alloc_id, "service": p.service, "version": p.version, "node": p.node,
+                            "index": p.index})
+    canaries = {name: svc for name, svc in state["services"].items() if svc.get("canary") and svc["state"] == "running"}
+    if canaries:
+        services = {name: ({**svc, "version": svc["canary"]["version"], "replicas": svc["canary"]["replicas"],
+                            "spec": next((h["spec"] for h in svc["history"]
+                                          if h["version"] == svc["canary"]["version"]), svc["spec"])}
+                           if name in canaries else svc) for name, svc in state["services"].items()}
+        second = compute_plan(PlacementView(services=services, nodes=state["nodes"],
+                                            allocations=state["allocations"]), new_id)
+        cycle.place += [{"alloc_id": p.alloc_id, "service": p.service, "version": p.version, "node": p.node,
+                         "index": p.index} for p in second.place if p.service in canaries]
+        cycle.stop += [a for a in second.stop if state["allocations"][a]["service"] in canaries
+                       and state["allocations"][a]["version"] == canaries[state["allocations"][a]["service"]]
+                       ["canary"]["version"]]
+    cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop})
+    cycle.pending_changed = any((svc.get("pending") or None) != plan.pending.get(name)
+                                for name, svc in state["services"].items())
+    return cycle
 
 
 class SchedulerLoop(LeaderLoop):
@@ -60,24 +89,19 @@ class SchedulerLoop(LeaderLoop):
         self.placements_total = 0
         self.pending: dict[str, dict[str, Any]] = {}
 
-    def plan(self, state: dict[str, Any]) -> tuple[Plan, list[str], bool]:
-        view = PlacementView(services=state["services"], nodes=state["nodes"], allocations=state["allocations"])
-        plan = compute_plan(view, new_alloc_id)
-        retire = [a for a in retire_old_versions(state) if a not in set(plan.stop)]
-        pending_changed = any((svc.get("pending") or None) != plan.pending.get(name)
-                              for name, svc in state["services"].items())
-        return plan, retire, pending_changed
-
     async def cycle(self) -> None:
-        for _ in range(5):  # a plan's commit can make the next one non-empty (e.g. retire after placing)
+        for _ in range(5):  # one commit can make the next cycle non-empty (e.g. retire after placing)
             started = time.perf_counter()
-            plan, retire, pending_changed = self.raft.read(self.plan)
+            now = time.time()
+            cycle = self.raft.read(functools.partial(decide_cycle, now=now))
             self.last_plan_s = time.perf_counter() - started
-            self.pending = dict(plan.pending)
-            if plan.is_empty() and not retire and not pending_changed:
+            self.pending = cycle.pending
+            for verdict in cycle.verdicts:
+                await self.propose("rollout_status", verdict)
+            for node_id in cycle.drained:
+                await self.propose("drain_complete", {"node_id": node_id})
+            if cycle.plan_is_empty():
                 return
-            place = [{"alloc_id": p.alloc_id, "service": p.service, "version": p.version, "node": p.node,
-                      "index": p.index} for p in plan.place]
-            await self.propose("plan", {"place": place, "stop": list(plan.stop) + retire,
-                                        "pending": plan.pending})
-            self.placements_total += len(place)
+            await self.propose("plan", {"place": cycle.place, "stop": cycle.stop, "pending": cycle.pending,
+                                        "migrate": cycle.migrate, "migrated": cycle.migrated})
+            self.placements_total += len(cycle.place)

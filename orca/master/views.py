@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-__all__ = ["service_summary", "service_detail", "status_list", "events_query", "token_list", "iso", "node_view"]
+__all__ = ["history_view", "service_summary", "service_detail", "status_list", "events_query", "token_list", "iso",
+           "node_view"]
 
 
 def iso(ts: float | None) -> str | None:
@@ -20,7 +21,9 @@ def iso(ts: float | None) -> str | None:
 
 
 def _allocs_of(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [a for a in state["allocations"].values() if a.get("service") == name and a.get("desired") == "run"]
+    # "migrate": still running on a draining node until its replacement is ready, so it still serves
+    return [a for a in state["allocations"].values()
+            if a.get("service") == name and a.get("desired") in ("run", "migrate")]
 
 
 def _node_ready(state: dict[str, Any], node_id: str) -> bool:
@@ -100,8 +103,22 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
             "replicas": {"desired": svc["replicas"], "running": summary["running_replicas"],
                          "healthy": summary["healthy_replicas"]},
             "pending_reason": summary["pending_reason"], "containers": containers,
-            "canary": svc.get("canary"), "events": events,
+            "canary": svc.get("canary"), "rollout": _rollout_view(svc), "events": events,
             "created_at": iso(svc.get("created_at")), "updated_at": iso(svc.get("updated_at"))}
+
+
+def _rollout_view(svc: dict[str, Any]) -> dict[str, Any] | None:
+    rollout = svc.get("rollout")
+    if not rollout:
+        return None
+    return {**rollout, "started_at": iso(rollout.get("started_at")), "finished_at": iso(rollout.get("finished_at"))}
+
+
+def history_view(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    canary = (svc.get("canary") or {}).get("version")
+    return [{"version": h["version"], "digest": h["digest"], "image": h["spec"].get("image"), "at": iso(h["at"]),
+             "current": h["version"] == svc["version"], "canary": h["version"] == canary}
+            for h in reversed(svc["history"])]
 
 
 def events_query(state: dict[str, Any], *, service: str | None, type_: str | None,
@@ -126,16 +143,27 @@ def token_list(state: dict[str, Any]) -> list[dict[str, Any]]:
             for t in sorted(state["tokens"].values(), key=lambda t: (t.get("created_at") or 0, t["jti"]))]
 
 
+def _drain_view(state: dict[str, Any], node: dict[str, Any]) -> dict[str, Any] | None:
+    drain = node.get("drain")
+    if drain is None:
+        return None
+    remaining = sum(1 for a in state["allocations"].values() if a["node"] == node["id"])
+    return {"deadline": iso(drain["deadline"]), "started_at": iso(drain["started_at"]), "force": drain["force"],
+            "remaining": remaining, "migrated": drain["migrated"], "failed": drain["stopped"],
+            "complete": drain["completed_at"] is not None, "completed_at": iso(drain["completed_at"])}
+
+
 def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False) -> dict[str, Any]:
     """DESIGN §6 node shape; the push token never leaves the state."""
-    mine = [a for a in state["allocations"].values() if a["node"] == node["id"] and a["desired"] == "run"]
+    mine = [a for a in state["allocations"].values()
+            if a["node"] == node["id"] and a["desired"] in ("run", "migrate")]
     allocated = {"memory": sum(int((a.get("resources") or {}).get("memory", 0)) for a in mine),
                  "cpu": round(sum(float((a.get("resources") or {}).get("cpu", 0)) for a in mine), 3)}
     out = {"id": node["id"], "address": node.get("address"), "status": node["status"],
            "status_reason": node.get("status_reason"), "status_since": iso(node.get("status_since")),
            "eligibility": node.get("eligibility"), "labels": dict(node.get("labels") or {}),
            "capacity": dict(node.get("capacity") or {}), "allocated": allocated, "allocations": len(mine),
-           "last_heartbeat": iso(node.get("renewed_at")), "drain": node.get("drain"),
+           "last_heartbeat": iso(node.get("renewed_at")), "drain": _drain_view(state, node),
            "agent_version": node.get("agent_version")}
     if with_allocations:
         out["allocation_list"] = [

@@ -28,9 +28,10 @@ from orca.state import ops_credentials, ops_nodes, ops_services
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
-           "HISTORY_KEPT", "Entry", "record_event", "Ctx"]
+           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP"]
 
 IDEMPOTENCY_KEPT = 4096
+BATCH_OP = "batch"  # group commit: {"entries": [entry bytes...]} -> {"results": [...]}, applied in order
 
 Entry = dict[str, Any]
 
@@ -48,6 +49,7 @@ def new_state() -> State:
         "event_seq": 0,
         "idempotency": {},
         "leader": {"term": 0, "node": None, "since": None},
+        "removed_nodes": {},
     }
 
 
@@ -67,7 +69,7 @@ def decode_entry(raw: bytes) -> Entry:
     return entry
 
 
-def apply(state: State, raw: bytes, index: int = 0) -> dict[str, Any]:
+def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> dict[str, Any]:
     """Apply one committed entry; return `{"ok": True, "result": ...}` or `{"error": {...}}`."""
     try:
         entry = decode_entry(raw)
@@ -75,6 +77,13 @@ def apply(state: State, raw: bytes, index: int = 0) -> dict[str, Any]:
         return Invalid("malformed entry").as_value()
     key = entry.get("key")
     op = entry["op"]
+    if op == BATCH_OP:
+        subs = (entry.get("args") or {}).get("entries")
+        if not isinstance(subs, list) or not all(isinstance(e, bytes) for e in subs):
+            return Invalid("malformed batch").as_value()
+        if nested:
+            return Invalid("nested batch").as_value()
+        return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
     if key is not None:
         seen = state["idempotency"].get(key)
         if seen is not None:

@@ -19,6 +19,7 @@ def _apply_register_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
         raise Invalid("node_id must be a non-empty string", {"field": "node_id"})
     fields = {k: args[k] for k in ("address", "labels", "capacity", "push_token", "agent_version")}
     node = state["nodes"].get(node_id)
+    state.setdefault("removed_nodes", {}).pop(node_id, None)  # a removed node may join again
     if node is None:
         node = {"id": node_id, "eligibility": "eligible", "registered_at": ctx.now, "status_reason": None,
                 "drain": None}
@@ -64,7 +65,12 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 if alloc["desired"] == "stop":
                     del state["allocations"][alloc_id]
                 continue
-            alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {"at": ctx.now}
+            previous = alloc.get("observed") or {}
+            running_since = previous.get("running_since") if previous.get("status") == "running" else None
+            if observed.get("status") == "running" and running_since is None:
+                running_since = ctx.now  # the proposer's clock: min_healthy_s is measured on one timeline
+            alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {
+                "at": ctx.now, "running_since": running_since}
     return {"renewed": renewed, "back": back}
 
 
@@ -86,9 +92,14 @@ def _apply_node_status(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str
 
 
 def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
-    """The scheduler's decisions for one cycle: allocations to create and to stop, and pending reasons."""
+    """The leader's decisions for one cycle: allocations to create, to stop and to migrate off draining
+    nodes (they keep running until their replacement is ready), pending reasons, and drain accounting."""
     fence(state, args)
     place, stop, pending = args["place"], args["stop"], args.get("pending") or {}
+    migrate = args.get("migrate") or []
+    migrated = set(args.get("migrated") or [])  # stops that complete a migration (replacement ready)
+    if not all(isinstance(a, str) for a in [*migrate, *migrated]):
+        raise Invalid("migrate ids must be strings")
     for p in place:
         if p["service"] not in state["services"] or p["node"] not in state["nodes"]:
             raise Invalid("placement refers to an unknown service or node", {"placement": p})
@@ -99,14 +110,25 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
             raise Invalid("stop ids must be strings")
     for p in place:
         svc = state["services"][p["service"]]
+        entry = next((h for h in svc["history"] if h["version"] == int(p["version"])), None)
+        spec = entry["spec"] if entry else svc["spec"]
         state["allocations"][p["alloc_id"]] = {
             "id": p["alloc_id"], "service": p["service"], "version": int(p["version"]), "node": p["node"],
             "index": int(p["index"]), "desired": "run", "created_at": ctx.now, "observed": None,
-            "resources": dict(svc["spec"].get("resources") or {})}
+            "digest": entry["digest"] if entry else svc["digest"],
+            "resources": dict(spec.get("resources") or {})}
+    for alloc_id in migrate:
+        alloc = state["allocations"].get(alloc_id)
+        if alloc is not None and alloc["desired"] == "run":
+            alloc["desired"] = "migrate"
+            alloc["migrate_at"] = ctx.now
     stopped = []
     for alloc_id in stop:
         alloc = state["allocations"].get(alloc_id)
         if alloc is not None and alloc["desired"] != "stop":
+            drain = (state["nodes"].get(alloc["node"]) or {}).get("drain")
+            if drain is not None and alloc["desired"] in ("run", "migrate"):
+                drain["migrated" if alloc_id in migrated else "stopped"] += 1
             alloc["desired"] = "stop"
             alloc["stopped_at"] = ctx.now
             stopped.append(alloc_id)
@@ -121,10 +143,83 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     return {"placed": len(place), "stopped": len(stopped)}
 
 
+def _node(state: State, node_id: Any) -> dict[str, Any]:
+    node = state["nodes"].get(node_id) if isinstance(node_id, str) else None
+    if node is None:
+        raise NotFound(f"node {node_id!r} not found", {"node": node_id}, code="NODE_NOT_FOUND")
+    return node
+
+
+def _apply_drain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Mark a node draining: nothing new lands there; the leader migrates its replicas start-before-stop
+    and stops what is left at the deadline (at once with `force`)."""
+    node = _node(state, args["node_id"])
+    deadline_s, force = args.get("deadline_s", 300), bool(args.get("force", False))
+    if not isinstance(deadline_s, int | float) or isinstance(deadline_s, bool) or not 0 <= deadline_s <= 86400:
+        raise Invalid("deadline_s must be a number of seconds from 0 to 86400", {"field": "deadline_s"})
+    node["eligibility"] = "draining"
+    node["drain"] = {"started_at": ctx.now, "deadline": ctx.now + float(deadline_s), "force": force,
+                     "migrated": 0, "stopped": 0, "completed_at": None, "by": ctx.actor}
+    record_event(state, ctx, "node_draining", f"node {node['id']} draining (deadline {deadline_s:g} s"
+                 + (", force)" if force else ")"), node=node["id"])
+    return {"node_id": node["id"], "eligibility": "draining", "drain": dict(node["drain"])}
+
+
+def _apply_undrain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Eligible again; replicas already moved stay where they are."""
+    node = _node(state, args["node_id"])
+    node["eligibility"] = "eligible"
+    node["drain"] = None
+    for alloc in state["allocations"].values():
+        if alloc["node"] == node["id"] and alloc["desired"] == "migrate":
+            alloc["desired"] = "run"  # migration not finished: the replica simply stays
+    record_event(state, ctx, "node_eligible", f"node {node['id']} is eligible again", node=node["id"])
+    return {"node_id": node["id"], "eligibility": "eligible"}
+
+
+def _apply_drain_complete(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    fence(state, args)
+    node = _node(state, args["node_id"])
+    if node["eligibility"] != "draining" or node.get("drain") is None:
+        raise Conflict(f"node {node['id']} is not draining", {"node": node["id"]})
+    if any(a["node"] == node["id"] for a in state["allocations"].values()):
+        raise Conflict(f"node {node['id']} still runs allocations", {"node": node["id"]})
+    node["eligibility"] = "ineligible"
+    node["drain"]["completed_at"] = ctx.now
+    record_event(state, ctx, "node_drained", f"node {node['id']} drained: {node['drain']['migrated']} migrated, "
+                 f"{node['drain']['stopped']} stopped", node=node["id"])
+    return {"node_id": node["id"], "eligibility": "ineligible"}
+
+
+REMOVED_KEPT = 1000
+
+
+def _apply_remove_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Forget a down or drained node; its allocations are gone (the scheduler places replacements) and its
+    next heartbeat is answered with `shutdown`."""
+    node = _node(state, args["node_id"])
+    if node["status"] == "ready" and node["eligibility"] != "ineligible":
+        raise Conflict(f"node {node['id']} is ready and not drained: drain it first, or stop its agent",
+                       {"node": node["id"], "status": node["status"], "eligibility": node["eligibility"]})
+    del state["nodes"][node["id"]]
+    for alloc_id in [a["id"] for a in state["allocations"].values() if a["node"] == node["id"]]:
+        del state["allocations"][alloc_id]
+    removed = state.setdefault("removed_nodes", {})
+    removed[node["id"]] = ctx.now
+    while len(removed) > REMOVED_KEPT:
+        del removed[next(iter(removed))]
+    record_event(state, ctx, "node_removed", f"node {node['id']} removed", node=node["id"])
+    return {"node_id": node["id"], "removed": True}
+
+
 
 OPS = {
     "register_node": _apply_register_node,
     "node_reports": _apply_node_reports,
     "node_status": _apply_node_status,
     "plan": _apply_plan,
+    "drain_node": _apply_drain_node,
+    "undrain_node": _apply_undrain_node,
+    "drain_complete": _apply_drain_complete,
+    "remove_node": _apply_remove_node,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
-from orca.state.core import HISTORY_KEPT, Ctx, State, record_event, service_of
+from orca.state.core import HISTORY_KEPT, Ctx, State, fence, record_event, service_of
 
 
 def _apply_noop(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -23,8 +23,40 @@ def _apply_leader_elected(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
     return {"term": term}
 
 
+def _new_version(svc: dict[str, Any], spec: dict[str, Any], digest: str, ctx: Ctx) -> int:
+    """Record a new version in the history; versions only grow (a rollback is a new version too)."""
+    version = svc.get("latest_version", svc["version"]) + 1
+    svc["latest_version"] = version
+    svc["history"].append({"version": version, "digest": digest, "spec": spec, "at": ctx.now})
+    del svc["history"][:-HISTORY_KEPT]
+    return version
+
+
+def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, reason: str) -> None:
+    """Roll the service to `version` (in its history): the rollout runs in the leader's loop, from Raft state.
+
+    Allocations already running the same spec (same digest, e.g. after a rollback) are re-tagged to the
+    new version instead of being replaced: identical containers are not restarted.
+    """
+    entry = next(h for h in svc["history"] if h["version"] == version)
+    previous = svc["version"]
+    svc["version"], svc["digest"] = version, entry["digest"]
+    svc["spec"] = {**entry["spec"], "replicas": svc["replicas"]}
+    for alloc in state["allocations"].values():
+        if alloc["service"] == svc["name"] and alloc.get("digest") == entry["digest"]:
+            alloc["version"] = version
+    if previous != version:
+        svc["rollout"] = {"version": version, "from": previous, "state": "rolling", "reason": reason,
+                          "started_at": ctx.now, "finished_at": None}
+
+
 def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
-    """Create or update services. Specs arrive validated and normalized by `orca.spec` on the leader."""
+    """Create or update services. Specs arrive validated and normalized by `orca.spec` on the leader.
+
+    A changed spec (digest) makes a new version. With `canary: N` and replicas already running, the new
+    version runs as N canary replicas beside the stable set until promote or rollback; otherwise the
+    new version becomes current and the leader rolls it out `update.max_parallel` at a time.
+    """
     specs = args["services"]
     if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str)
                                                for s in specs):
@@ -38,32 +70,112 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
         svc = state["services"].get(name)
         if svc is None:
             svc = {"name": name, "project": spec.get("project", "default"), "spec": spec, "version": 1,
-                   "digest": digest, "replicas": int(spec.get("replicas", 1)), "state": "running",
-                   "created_at": ctx.now, "updated_at": ctx.now, "canary": None,
+                   "latest_version": 1, "digest": digest, "replicas": int(spec.get("replicas", 1)),
+                   "state": "running", "created_at": ctx.now, "updated_at": ctx.now, "canary": None,
+                   "rollout": None, "pending": None,
                    "history": [{"version": 1, "digest": digest, "spec": spec, "at": ctx.now}]}
             state["services"][name] = svc
             record_event(state, ctx, "service_deployed", f"{name} deployed (version 1)", service=name,
                          details={"version": 1, "replicas": svc["replicas"]})
-        else:
-            changed = svc["digest"] != digest
-            svc["spec"] = spec
-            svc["project"] = spec.get("project", svc["project"])
-            svc["replicas"] = int(spec.get("replicas", svc["replicas"]))
-            svc["state"] = "running"
-            svc["updated_at"] = ctx.now
-            if changed:
-                svc["version"] += 1
-                svc["digest"] = digest
-                svc["history"].append({"version": svc["version"], "digest": digest, "spec": spec,
-                                       "at": ctx.now})
-                del svc["history"][:-HISTORY_KEPT]
-            record_event(state, ctx, "service_updated",
-                         f"{name} updated (version {svc['version']}{'' if changed else ', spec unchanged'})",
-                         service=name, details={"version": svc["version"], "changed": changed,
-                                                "replicas": svc["replicas"]})
+            deployed.append(name)
+            versions[name] = 1
+            continue
+        canary_digest = (svc.get("canary") or {}).get("digest")
+        changed = digest not in (svc["digest"], canary_digest)
+        svc["project"] = spec.get("project", svc["project"])
+        svc["replicas"] = int(spec.get("replicas", svc["replicas"]))
+        svc["state"] = "running"
+        svc["updated_at"] = ctx.now
+        has_running = any(a["service"] == name and a["desired"] == "run" for a in state["allocations"].values())
+        message = f"{name} updated, spec unchanged (version {svc['version']})"
+        if changed:
+            version = _new_version(svc, spec, digest, ctx)
+            if int(spec.get("canary") or 0) > 0 and has_running:
+                svc["canary"] = {"version": version, "digest": digest, "replicas": int(spec["canary"]),
+                                 "started_at": ctx.now}
+                message = f"{name} version {version} deployed as {spec['canary']} canary replica(s)"
+            else:
+                svc["canary"] = None
+                make_current(state, svc, version, ctx, reason="deploy")
+                message = f"{name} updated to version {version}"
+        elif digest == svc["digest"]:
+            svc["spec"] = {**spec, "replicas": svc["replicas"]}
+        record_event(state, ctx, "service_updated", message, service=name,
+                     details={"version": svc["version"], "changed": changed, "replicas": svc["replicas"],
+                              "canary": svc.get("canary")})
         deployed.append(name)
-        versions[name] = svc["version"]
+        versions[name] = svc["canary"]["version"] if svc.get("canary") else svc["version"]
     return {"deployed": deployed, "versions": versions}
+
+
+def _apply_promote(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    svc = service_of(state, args["name"])
+    canary = svc.get("canary")
+    if not canary:
+        raise Conflict(f"{svc['name']} has no canary to promote", {"service": svc["name"]})
+    svc["canary"] = None
+    make_current(state, svc, canary["version"], ctx, reason="promote")
+    record_event(state, ctx, "canary_promoted", f"{svc['name']} canary version {canary['version']} promoted",
+                 service=svc["name"], details={"version": canary["version"]})
+    return {"name": svc["name"], "version": svc["version"]}
+
+
+def _apply_rollback(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Drop a running canary; without one, roll to the previous version's spec as a new version."""
+    svc = service_of(state, args["name"])
+    if svc.get("canary"):
+        dropped = svc["canary"]["version"]
+        svc["canary"] = None
+        record_event(state, ctx, "canary_dropped", f"{svc['name']} canary version {dropped} rolled back",
+                     service=svc["name"], details={"version": dropped})
+        return {"name": svc["name"], "version": svc["version"], "dropped_canary": dropped}
+    target = _previous_entry(svc)
+    version = _new_version(svc, target["spec"], target["digest"], ctx)
+    make_current(state, svc, version, ctx, reason=f"rollback to version {target['version']}")
+    record_event(state, ctx, "service_rollback",
+                 f"{svc['name']} rolled back to the spec of version {target['version']} (now version {version})",
+                 service=svc["name"], details={"version": version, "spec_of": target["version"]})
+    return {"name": svc["name"], "version": version, "spec_of": target["version"]}
+
+
+def _previous_entry(svc: dict[str, Any]) -> dict[str, Any]:
+    """The newest history entry whose spec differs from the current one."""
+    for entry in reversed(svc["history"]):
+        if entry["digest"] != svc["digest"] and entry["version"] < svc["version"]:
+            return entry
+    raise Conflict(f"{svc['name']} has no previous version to roll back to", {"service": svc["name"]})
+
+
+def _apply_rollout_status(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """The leader's verdict on a rollout: done, or halted (then auto-reverted when the spec asks for it)."""
+    fence(state, args)
+    svc = service_of(state, args["name"])
+    rollout = svc.get("rollout")
+    verdict = args["state"]
+    if verdict not in ("done", "halted"):
+        raise Invalid("state must be done or halted", {"field": "state"})
+    if not rollout or rollout["version"] != args["version"] or rollout["state"] != "rolling":
+        raise Conflict("no such rollout in progress", {"service": svc["name"], "version": args["version"]})
+    rollout.update({"state": verdict, "reason": args.get("reason") or rollout["reason"], "finished_at": ctx.now})
+    if verdict == "done":
+        record_event(state, ctx, "rollout_done", f"{svc['name']} version {rollout['version']} rolled out",
+                     service=svc["name"], details={"version": rollout["version"]})
+        return {"name": svc["name"], "state": "done"}
+    record_event(state, ctx, "rollout_halted",
+                 f"{svc['name']} version {rollout['version']} halted: {args.get('reason')}", service=svc["name"],
+                 details={"version": rollout["version"], "reason": args.get("reason")})
+    reverted_to = None
+    if (svc["spec"].get("update") or {}).get("auto_revert", True):
+        target = next((h for h in svc["history"] if h["version"] == rollout["from"]), None)
+        if target is not None and target["digest"] != svc["digest"]:
+            version = _new_version(svc, target["spec"], target["digest"], ctx)
+            make_current(state, svc, version, ctx, reason=f"auto-revert to version {target['version']}")
+            svc["rollout"]["reverted_from"] = rollout["version"]
+            reverted_to = version
+            record_event(state, ctx, "rollout_reverted",
+                         f"{svc['name']} reverted to the spec of version {target['version']} (now version {version})",
+                         service=svc["name"], details={"version": version, "spec_of": target["version"]})
+    return {"name": svc["name"], "state": "halted", "reverted_to": reverted_to}
 
 
 def _apply_scale(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -146,4 +258,7 @@ OPS = {
     "purge_service": _apply_purge_service,
     "stop_project": _apply_stop_project,
     "stop_all": _apply_stop_all,
+    "promote": _apply_promote,
+    "rollback": _apply_rollback,
+    "rollout_status": _apply_rollout_status,
 }

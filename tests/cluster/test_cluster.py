@@ -9,10 +9,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from conftest import raw
 
 from orca.client import ApiError, Client
 from orca.devcluster import LocalCluster
+from orca.devcluster import http_exchange as raw
 
 pytestmark = pytest.mark.cluster
 

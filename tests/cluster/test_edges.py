@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import raw
 
 from orca.devcluster import LocalCluster
+from orca.devcluster import http_exchange as raw
 
 pytestmark = pytest.mark.cluster
 

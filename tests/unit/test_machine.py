@@ -48,8 +48,12 @@ def state() -> dict:
 def test_every_op_is_tested() -> None:
     tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
-              "node_status", "plan", "set_secret", "delete_secret"}
+              "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
+              "drain_node", "undrain_node", "drain_complete", "remove_node"}
     assert set(machine.OPS) == tested
+
+
+# promote, rollback, rollout_status and the drain ops are exercised in tests/unit/test_operations.py.
 
 
 def test_noop_returns_its_index() -> None:
@@ -320,3 +324,17 @@ def test_secrets_hold_only_ciphertext_and_delete(state: dict) -> None:
     assert "gBBB" not in str(state["events"])
     ok(apply(state, entry("delete_secret", {"key": "DB"})))
     assert err(apply(state, entry("delete_secret", {"key": "DB"}))) == "NOT_FOUND"
+
+
+def test_batch_applies_each_entry_in_order_with_its_own_key_and_result(state: dict) -> None:
+    subs = [entry("scale", {"name": "web", "replicas": 3}, key="b1"), entry("scale", {"name": "ghost", "replicas": 1}),
+            entry("stop_service", {"name": "api"}, key="b1")]
+    result = apply(state, encode_entry(machine.BATCH_OP, {"entries": subs}, now=5.0))
+    results = ok(result)["results"]
+    assert results[0]["result"]["replicas"] == 3 and results[1]["error"]["code"] == "SERVICE_NOT_FOUND"
+    assert results[2]["error"]["code"] == "CONFLICT"  # same key, different op: refused, nothing applied
+    assert state["services"]["api"]["state"] == "running"
+    nested = apply(state, encode_entry(machine.BATCH_OP, {"entries": [
+        encode_entry(machine.BATCH_OP, {"entries": []}, now=1.0)]}, now=1.0))
+    assert ok(nested)["results"][0]["error"]["code"] == "VALIDATION_ERROR"
+    assert err(apply(state, encode_entry(machine.BATCH_OP, {"entries": "x"}, now=1.0))) == "VALIDATION_ERROR"
