@@ -345,7 +345,9 @@ class Reconciler:
         spec = alloc["spec"]
         env = resolve_env(spec.get("env") or {}, self._secrets)
         # Pulls are outside the bound on parallel operations: a slow pull must not hold up stops.
-        await self._ensure_image(st, spec["image"])
+        # A webhook redeploy asks for a fresh pull once per revision (the tag may have moved).
+        await self._ensure_image(st, spec["image"], revision=spec.get("revision") if spec.get("pull_policy") == "always"
+                                 else None)
         self._set_status(st, "starting")
         try:
             async with self._sem:
@@ -362,15 +364,16 @@ class Reconciler:
         st.running_since = None
         self._observe(st, state, self.clock())
 
-    async def _ensure_image(self, st: AllocState, image: str) -> None:
-        """Pull once per image however many replicas want it; the others wait for that pull."""
-        lock = self._image_locks.setdefault(image, asyncio.Lock())
+    async def _ensure_image(self, st: AllocState, image: str, revision: str | None = None) -> None:
+        """Pull once per image (and revision) however many replicas want it; the others wait for it."""
+        key = image if revision is None else f"{image}@{revision}"
+        lock = self._image_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            if self._images_ok.get(image, -1.0) > self.clock():
+            if self._images_ok.get(key, -1.0) > self.clock():
                 return
             self._set_status(st, "pulling")
-            await asyncio.to_thread(self.runtime.ensure_image, image)
-            self._images_ok[image] = self.clock() + IMAGE_OK_S
+            await asyncio.to_thread(self.runtime.ensure_image, image, revision is not None)
+            self._images_ok[key] = self.clock() + (IMAGE_OK_S if revision is None else 10 * 365 * 86400.0)
 
     async def _start_on_free_port(self, alloc: dict[str, Any], env: dict[str, str]) -> ContainerState:
         for attempt in range(1, PORT_ATTEMPTS + 1):

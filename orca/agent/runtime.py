@@ -20,6 +20,7 @@ Contract shared by both implementations:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,8 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
+
+log = logging.getLogger("orca.agent.runtime")
 
 __all__ = ["ContainerState", "Runtime", "RuntimeFailure", "DockerRuntime", "FakeRuntime", "container_name"]
 
@@ -88,7 +91,7 @@ class Runtime(Protocol):
 
     def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]: ...
 
-    def ensure_image(self, image: str) -> None: ...
+    def ensure_image(self, image: str, always: bool = False) -> None: ...
 
     def engine_resources(self) -> dict[str, Any]: ...
 
@@ -259,16 +262,30 @@ class DockerRuntime:
             raise _failure(exc, "read logs") from exc
         return _split_lines(chunks)
 
-    def ensure_image(self, image: str) -> None:
-        """Pull `image` unless it is present. The pull's own error (e.g. unknown repository,
-        registry unreachable) becomes the reason."""
+    def ensure_image(self, image: str, always: bool = False) -> None:
+        """Pull `image` unless it is present (or always, for a webhook redeploy of a moving tag). The
+        pull's own error (e.g. unknown repository, registry unreachable) becomes the reason; a forced
+        re-pull that fails while a local copy exists keeps the local copy (an offline registry must not
+        take a running service down)."""
+        present = False
         try:
             self.client.images.get(image)
-            return
+            present = True
+            if not always:
+                return
         except docker.errors.ImageNotFound:
             pass
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "inspect image", image=image) from exc
+        if present:
+            try:
+                self._pull(image)
+            except RuntimeFailure as exc:
+                log.warning("re-pull of %s failed (%s); using the local copy", image, exc.reason)
+            return
+        self._pull(image)
+
+    def _pull(self, image: str) -> None:
         error = None
         try:
             # The low-level stream reports some failures as {"error": ...} messages instead of an HTTP
@@ -458,7 +475,7 @@ class FakeRuntime:
         lines = self._logs.get(alloc_id, [])
         return iter(lines[-tail:] if tail > 0 else [])
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, always: bool = False) -> None:
         self.calls.append(("ensure_image", image))
         if image in self.images:
             return

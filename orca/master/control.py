@@ -32,8 +32,9 @@ class ControlPlane:
         self.scheduler = SchedulerLoop(raft)
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
         self.components = [self.leases, self.scheduler, self.dispatcher]
-        loop = asyncio.get_running_loop()
-        raft.store.applied_listeners.append(lambda _result: loop.call_soon_threadsafe(self._wake))
+        self._loop = asyncio.get_running_loop()
+        self._wake_pending = False
+        raft.store.applied_listeners.append(self._on_applied)
         r = metrics.registry
         self.g_nodes = Gauge("orca_nodes", "Worker nodes by status.", ["status"], registry=r)
         self.g_allocs = Gauge("orca_allocations", "Allocations by desired state.", ["desired"], registry=r)
@@ -47,7 +48,14 @@ class ControlPlane:
         self.g_inflight = Gauge("orca_dispatch_in_flight", "Pushes not yet acknowledged.", registry=r)
         metrics.on_scrape(self.refresh_metrics)
 
+    def _on_applied(self, _result: object) -> None:
+        """Raft thread: one cross-thread wake-up per burst of applied entries, not one per entry."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake)
+
     def _wake(self) -> None:
+        self._wake_pending = False
         self.scheduler.wake()
         self.dispatcher.wake()
 

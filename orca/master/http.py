@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,6 +81,10 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/cluster/nodes/{id}/drain"): "admin",
     ("POST", "/api/v1/cluster/nodes/{id}/undrain"): "admin",
     ("DELETE", "/api/v1/cluster/nodes/{id}"): "admin",
+    ("GET", "/api/v1/webhooks"): "viewer",
+    ("POST", "/api/v1/webhooks"): "deployer",
+    ("DELETE", "/api/v1/webhooks/{id}"): "deployer",
+    ("POST", "/api/v1/webhooks/github"): HMAC,
 }
 
 
@@ -127,16 +132,33 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 class TokenChecker:
-    """Verifies bearer tokens: signature and expiry (pyjwt), then revocation in the replicated state."""
+    """Verifies bearer tokens: signature (pyjwt, cached), then expiry and revocation on every request.
+
+    The signature check was an eighth of the leader's CPU under write load (measured); a verified token
+    is cached by its exact string, so a cached entry can only ever be the same, already verified token.
+    Expiry and revocation are not cached: they are checked every time.
+    """
+
+    CACHE_SIZE = 4096
 
     def __init__(self, key: bytes, is_revoked: Callable[[str], bool]) -> None:
         self.key = key
         self.is_revoked = is_revoked
+        self._verified: OrderedDict[str, auth.Claims] = OrderedDict()
 
     def check(self, header: str | None) -> auth.Claims:
         if not header or not header.startswith("Bearer "):
             raise Unauthorized("missing bearer token")
-        claims = auth.verify_token(self.key, header[len("Bearer "):].strip())
+        token = header[len("Bearer "):].strip()
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = auth.verify_token(self.key, token)
+            self._verified[token] = claims
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        elif claims.exp is not None and claims.exp <= time.time():
+            del self._verified[token]
+            raise Unauthorized("token has expired")
         if self.is_revoked(claims.jti):
             raise Unauthorized("token has been revoked")
         return claims

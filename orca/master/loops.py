@@ -22,6 +22,7 @@ __all__ = ["LeaderLoop"]
 class LeaderLoop:
     name = "loop"
     period_s = 1.0
+    min_interval_s = 0.02  # wake-ups closer than this coalesce into one cycle (a write burst = one pass)
 
     def __init__(self, raft: RaftNode) -> None:
         self.raft = raft
@@ -72,6 +73,7 @@ class LeaderLoop:
         while self.term == term:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.period_s)
+            await asyncio.sleep(self.min_interval_s)
             self._wake.clear()
             try:
                 await self.cycle()

@@ -12,6 +12,7 @@ from aiohttp import web
 from orca import auth
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.control import ControlPlane
 from orca.master.leadership import Leadership
@@ -56,6 +57,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
                                       "dispatcher": control.dispatcher_health})
     workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

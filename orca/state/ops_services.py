@@ -23,7 +23,7 @@ def _apply_leader_elected(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
     return {"term": term}
 
 
-def _new_version(svc: dict[str, Any], spec: dict[str, Any], digest: str, ctx: Ctx) -> int:
+def new_version(svc: dict[str, Any], spec: dict[str, Any], digest: str, ctx: Ctx) -> int:
     """Record a new version in the history; versions only grow (a rollback is a new version too)."""
     version = svc.get("latest_version", svc["version"]) + 1
     svc["latest_version"] = version
@@ -89,7 +89,7 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
         has_running = any(a["service"] == name and a["desired"] == "run" for a in state["allocations"].values())
         message = f"{name} updated, spec unchanged (version {svc['version']})"
         if changed:
-            version = _new_version(svc, spec, digest, ctx)
+            version = new_version(svc, spec, digest, ctx)
             if int(spec.get("canary") or 0) > 0 and has_running:
                 svc["canary"] = {"version": version, "digest": digest, "replicas": int(spec["canary"]),
                                  "started_at": ctx.now}
@@ -130,7 +130,7 @@ def _apply_rollback(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, A
                      service=svc["name"], details={"version": dropped})
         return {"name": svc["name"], "version": svc["version"], "dropped_canary": dropped}
     target = _previous_entry(svc)
-    version = _new_version(svc, target["spec"], target["digest"], ctx)
+    version = new_version(svc, target["spec"], target["digest"], ctx)
     make_current(state, svc, version, ctx, reason=f"rollback to version {target['version']}")
     record_event(state, ctx, "service_rollback",
                  f"{svc['name']} rolled back to the spec of version {target['version']} (now version {version})",
@@ -168,7 +168,7 @@ def _apply_rollout_status(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
     if (svc["spec"].get("update") or {}).get("auto_revert", True):
         target = next((h for h in svc["history"] if h["version"] == rollout["from"]), None)
         if target is not None and target["digest"] != svc["digest"]:
-            version = _new_version(svc, target["spec"], target["digest"], ctx)
+            version = new_version(svc, target["spec"], target["digest"], ctx)
             make_current(state, svc, version, ctx, reason=f"auto-revert to version {target['version']}")
             svc["rollout"]["reverted_from"] = rollout["version"]
             reverted_to = version

@@ -28,11 +28,13 @@ HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -
 
 
 @pytest.fixture
-def stack(tmp_path: Path, docker_client: Any) -> Iterator[tuple[LocalCluster, Client, list[str]]]:
+def stack(tmp_path: Path, docker_client: Any, request: pytest.FixtureRequest,
+          ) -> Iterator[tuple[LocalCluster, Client, list[str]]]:
     run = uuid.uuid4().hex[:6]
     nodes = [f"w{run}-a", f"w{run}-b"]
     engine = docker.from_env()
-    cluster = LocalCluster(tmp_path / "c", timing={"agent_heartbeat_s": 0.5, "node_lease_ttl_s": 3.0})
+    timing = {"agent_heartbeat_s": 0.5, "node_lease_ttl_s": 3.0, **getattr(request, "param", {})}
+    cluster = LocalCluster(tmp_path / "c", timing=timing)
     try:
         cluster.start()
         cluster.wait_leader(timeout=30)
@@ -124,6 +126,9 @@ def test_failing_health_check_restarts_the_container(stack: tuple[LocalCluster, 
     assert client.service("sick")["replicas"]["healthy"] == 0
 
 
+# A lease long enough that the restart (process start + registration on a loaded box) never looks like a
+# node loss: this test is about re-adoption, node loss has its own test.
+@pytest.mark.parametrize("stack", [{"node_lease_ttl_s": 15.0}], indirect=True)
 def test_agent_restart_readopts_without_duplicates(stack: tuple[LocalCluster, Client, list[str]]) -> None:
     cluster, client, nodes = stack
     client.deploy([{"name": "keep", "image": IMAGE, "command": ["sleep", "1000"], "replicas": 4,
@@ -135,6 +140,7 @@ def test_agent_restart_readopts_without_duplicates(stack: tuple[LocalCluster, Cl
     cluster.start_agent(agent)
     time.sleep(4)  # several heartbeats and reconcile passes
     wait_for(converged(client, "keep", 4), 30, "still 4 running", cluster)
+    assert all(n["status"] == "ready" for n in client.nodes())
     assert sorted(c.id for c in containers_of(nodes, "keep")) == before
 
 

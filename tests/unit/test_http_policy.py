@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
-from orca.master.http import POLICY, PUBLIC
+from orca.master.http import HMAC, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
 
@@ -17,6 +18,7 @@ def build() -> Any:
     api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
     workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     return api, api.build_app()
 
 
@@ -29,6 +31,7 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
 
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
     public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
+    assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health"}
     assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()

@@ -49,7 +49,8 @@ def test_every_op_is_tested() -> None:
     tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
-              "drain_node", "undrain_node", "drain_complete", "remove_node"}
+              "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
+              "webhook_delivery"}
     assert set(machine.OPS) == tested
 
 
@@ -338,3 +339,23 @@ def test_batch_applies_each_entry_in_order_with_its_own_key_and_result(state: di
         encode_entry(machine.BATCH_OP, {"entries": []}, now=1.0)]}, now=1.0))
     assert ok(nested)["results"][0]["error"]["code"] == "VALIDATION_ERROR"
     assert err(apply(state, encode_entry(machine.BATCH_OP, {"entries": "x"}, now=1.0))) == "VALIDATION_ERROR"
+
+
+def test_webhook_register_deliver_replay_branch_and_remove(state: dict) -> None:
+    hook = {"id": "h1", "repo": "acme/web", "service": "web", "branch": "main", "secret_ciphertext": "gAAA"}
+    ok(apply(state, entry("register_webhook", hook)))
+    assert err(apply(state, entry("register_webhook", hook))) == "CONFLICT"
+    deliver = {"id": "h1", "delivery": "d1", "event": "push", "ref": "refs/heads/main"}
+    result = ok(apply(state, entry("webhook_delivery", deliver, now=50.0)))
+    assert result["action"] == "redeployed" and result["version"] == 2
+    svc = state["services"]["web"]
+    assert svc["version"] == 2 and svc["spec"]["pull_policy"] == "always" and svc["rollout"]["state"] == "rolling"
+    assert ok(apply(state, entry("webhook_delivery", deliver)))["action"] == "ignored"  # replayed delivery
+    assert state["services"]["web"]["version"] == 2
+    other = ok(apply(state, entry("webhook_delivery", {**deliver, "delivery": "d2", "ref": "refs/heads/dev"})))
+    assert other["action"] == "ignored" and "refs/heads/main" in other["reason"]
+    assert ok(apply(state, entry("webhook_delivery", {**deliver, "delivery": "d3", "event": "ping"})))["action"] == \
+        "pong"
+    assert [i["delivery"] for i in state["webhooks"]["h1"]["invocations"]] == ["d1", "d1", "d2", "d3"]
+    ok(apply(state, entry("remove_webhook", {"id": "h1"})))
+    assert err(apply(state, entry("webhook_delivery", {**deliver, "delivery": "d4"}))) == "NOT_FOUND"
