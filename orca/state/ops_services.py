@@ -39,6 +39,7 @@ def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, r
     new version instead of being replaced: identical containers are not restarted.
     """
     entry = next(h for h in svc["history"] if h["version"] == version)
+    entry["was_current"] = True  # rollback targets only versions that actually ran as the service
     previous = svc["version"]
     svc["version"], svc["digest"] = version, entry["digest"]
     svc["spec"] = {**entry["spec"], "replicas": svc["replicas"]}
@@ -73,7 +74,8 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
                    "latest_version": 1, "digest": digest, "replicas": int(spec.get("replicas", 1)),
                    "state": "running", "created_at": ctx.now, "updated_at": ctx.now, "canary": None,
                    "rollout": None, "pending": None,
-                   "history": [{"version": 1, "digest": digest, "spec": spec, "at": ctx.now}]}
+                   "history": [{"version": 1, "digest": digest, "spec": spec, "at": ctx.now,
+                                "was_current": True}]}
             state["services"][name] = svc
             record_event(state, ctx, "service_deployed", f"{name} deployed (version 1)", service=name,
                          details={"version": 1, "replicas": svc["replicas"]})
@@ -139,9 +141,9 @@ def _apply_rollback(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, A
 
 
 def _previous_entry(svc: dict[str, Any]) -> dict[str, Any]:
-    """The newest history entry whose spec differs from the current one."""
+    """The newest history entry that ran as the service (not a dropped canary) with a different spec."""
     for entry in reversed(svc["history"]):
-        if entry["digest"] != svc["digest"] and entry["version"] < svc["version"]:
+        if entry["digest"] != svc["digest"] and entry["version"] < svc["version"] and entry.get("was_current"):
             return entry
     raise Conflict(f"{svc['name']} has no previous version to roll back to", {"service": svc["name"]})
 

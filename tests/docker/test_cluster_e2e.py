@@ -9,84 +9,17 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-import docker
 import pytest
+from e2e_helpers import HTTPD, IMAGE, containers_of, converged, stack_fixture, wait_for
 
 from orca.client import Client
 from orca.devcluster import LocalCluster
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "orca-test/busybox"
-HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
-
-
-@pytest.fixture
-def stack(tmp_path: Path, docker_client: Any, request: pytest.FixtureRequest,
-          ) -> Iterator[tuple[LocalCluster, Client, list[str]]]:
-    run = uuid.uuid4().hex[:6]
-    nodes = [f"w{run}-a", f"w{run}-b"]
-    engine = docker.from_env()
-    timing = {"agent_heartbeat_s": 0.5, "node_lease_ttl_s": 3.0, **getattr(request, "param", {})}
-    cluster = LocalCluster(tmp_path / "c", timing=timing)
-    try:
-        cluster.start()
-        cluster.wait_leader(timeout=30)
-        for i, node in enumerate(nodes):
-            cluster.start_agent(cluster.add_agent(node, labels={"zone": "ab"[i]}))
-        client = Client([m.url for m in cluster.masters], cluster.token(), timeout=15)
-        wait_for(lambda: len([n for n in client.nodes() if n["status"] == "ready"]) == 2, 30, "agents registered",
-                 cluster)
-        yield cluster, client, nodes
-    finally:
-        cluster.__exit__(None, None, None)
-        for node in nodes:
-            for c in engine.containers.list(all=True, filters={"label": f"orca.node={node}"}):
-                c.remove(force=True)
-        engine.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: LocalCluster | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as err:  # noqa: BLE001 - keep polling through transient errors
-            last = err
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.25)
-    logs = ""
-    if cluster is not None:
-        logs = "\n".join(f"--- {p.log.name}\n" + p.log.read_text()[-3000:] for p in [*cluster.agents])
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})\n{logs}")
-
-
-def converged(client: Client, name: str, replicas: int) -> Callable[[], bool]:
-    def check() -> bool:
-        d = client.service(name)
-        return d["replicas"]["running"] == replicas and d["replicas"]["healthy"] == replicas \
-            and len(d["containers"]) == replicas
-    return check
-
-
-def containers_of(node_ids: list[str], service: str) -> list[Any]:
-    engine = docker.from_env()
-    try:
-        out = []
-        for node in node_ids:
-            out += engine.containers.list(filters={"label": [f"orca.node={node}", f"orca.service={service}"]})
-        return out
-    finally:
-        engine.close()
-
+stack = pytest.fixture(stack_fixture)
 
 def test_spread_serve_scale_and_stop(stack: tuple[LocalCluster, Client, list[str]]) -> None:
     cluster, client, nodes = stack

@@ -206,3 +206,15 @@ def test_drain_rejects_bad_deadlines(deadline: object) -> None:
     result = apply(sim.state, encode_entry("drain_node", {"node_id": "n0", "deadline_s": deadline}, now=1.0))
     assert result["error"]["code"] == "VALIDATION_ERROR"
     assert sim.state["nodes"]["n0"]["eligibility"] == "eligible"
+
+
+def test_rollback_skips_a_dropped_canary() -> None:
+    sim = Sim()
+    sim.deploy(name="web", image="img:1", replicas=2, update={"min_healthy_s": 0})
+    sim.run(3)
+    sim.deploy(name="web", image="img:2", replicas=2, canary=1)
+    sim.run(3)
+    sim.op("rollback", {"name": "web"})  # drops the canary (version 2)
+    sim.deploy(name="web", image="img:3", replicas=2, update={"min_healthy_s": 0})
+    sim.run(8)
+    assert sim.op("rollback", {"name": "web"})["spec_of"] == 1  # not the canary that never ran as the service
