@@ -15,6 +15,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import sys
 import time
 import tomllib
@@ -26,7 +27,7 @@ from orca import __version__
 from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
 
-__all__ = ["main", "build_parser", "load_services", "format_table", "resolve_token", "UsageError"]
+__all__ = ["main", "build_parser", "load_services", "format_table", "resolve_token", "parse_duration", "UsageError"]
 
 DEFAULT_API = "http://127.0.0.1:6880"
 ROLES = ("admin", "deployer", "viewer", "agent")
@@ -113,6 +114,48 @@ def human_bytes(n: Any) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f}".removesuffix(".0") + "GiB"
     return f"{n / (1 << 20):.0f}MiB" if n else "0"
+
+
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `1h`, `1h30m`, `2.5m` -> seconds; ValueError for anything else."""
+    t = str(text).strip().lower()
+    found = _DURATION.fullmatch(t) if t else None
+    if found is None or not any(found.groups()):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 90, 90s, 5m, 1h30m)")
+    h, m, sec = (float(g) if g else 0.0 for g in found.group("h", "m", "s"))
+    return h * 3600 + m * 60 + sec
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def fmt_duration(seconds: float) -> str:
+    """Seconds as `4m10s`, `45s`, `1h2m5s`, `5m` (whole seconds, rounded up so "in 0s" means now)."""
+    total = max(0, int(-(-seconds // 1)))
+    h, rest = divmod(total, 3600)
+    m, sec = divmod(rest, 60)
+    text = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec else "")
+    return text or "0s"
+
+
+def _epoch(ts: Any) -> float | None:
+    """An ISO-8601 time or epoch seconds as epoch seconds; None when it is neither."""
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return float(ts)
+    if isinstance(ts, str):
+        try:
+            parsed = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+    return None
 
 
 def _read_doc(path: Path) -> Any:
@@ -263,24 +306,46 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ready(c: dict[str, Any]) -> bool:
+    return c.get("status") == "running" and c.get("health") in (None, "healthy")
+
+
 def progress_line(detail: dict[str, Any]) -> str:
-    """`web: 1/3 running, 0/3 healthy (pending: no eligible node with 512 MiB free)` for one poll."""
+    """One poll of a deploy as a line, e.g.
+    `web: 1/3 running, 0/3 healthy (pending: no eligible node with 512 MiB free)`,
+    `web: rolling to v3: 2/4 on v3 (2 healthy), 2 on older versions`,
+    `web: canary v3: 1/1 on v3 (1 healthy) beside 4/4 on v2 (4 healthy)`."""
+    name = detail.get("name", "?")
     replicas = detail.get("replicas") or {}
     desired = replicas.get("desired", 0)
-    line = (f"{detail.get('name', '?')}: {replicas.get('running', 0)}/{desired} running, "
-            f"{replicas.get('healthy', 0)}/{desired} healthy")
     containers = detail.get("containers") or []
     version = detail.get("version")
-    old = sum(1 for c in containers if c.get("version") != version)
-    if old:
-        line += f", {len(containers) - old}/{desired} at v{version} ({old} older to retire)"
+    rollout = detail.get("rollout") or {}
+    canary = detail.get("canary") or {}
+    on_current = [c for c in containers if c.get("version") == version]
+    if canary.get("version") is not None:
+        cv = canary["version"]
+        canaries = [c for c in containers if c.get("version") == cv]
+        line = (f"{name}: canary v{cv}: {len(canaries)}/{canary.get('replicas', 0)} on v{cv} "
+                f"({sum(map(_ready, canaries))} healthy) beside {len(on_current)}/{desired} on v{version} "
+                f"({sum(map(_ready, on_current))} healthy)")
+    elif rollout.get("state") == "rolling" and rollout.get("version") == version:
+        what = (f"reverting to v{version} (v{rollout['reverted_from']} halted)"
+                if rollout.get("reverted_from") is not None else f"rolling to v{version}")
+        line = (f"{name}: {what}: {len(on_current)}/{desired} on v{version} ({sum(map(_ready, on_current))} "
+                f"healthy), {len(containers) - len(on_current)} on older versions")
+    else:
+        line = (f"{name}: {replicas.get('running', 0)}/{desired} running, "
+                f"{replicas.get('healthy', 0)}/{desired} healthy")
+        old = len(containers) - len(on_current)
+        if old:
+            line += f", {len(on_current)}/{desired} at v{version} ({old} older to retire)"
     notes = []
     if detail.get("pending_reason"):
         notes.append(f"pending: {detail['pending_reason']}")
     failed = [c for c in containers if c.get("status") == "failed" or c.get("reason")]
     for c in failed[:3]:
-        notes.append(f"{detail.get('name', '?')}.{_cell(c.get('index'))} {c.get('status')}: "
-                     f"{_cell(c.get('reason'))}")
+        notes.append(f"{name}.{_cell(c.get('index'))} {c.get('status')}: {_cell(c.get('reason'))}")
     if len(failed) > 3:
         notes.append(f"{len(failed) - 3} more with problems")
     return line + (f" ({'; '.join(notes)})" if notes else "")
@@ -302,31 +367,55 @@ def _why_not_converged(detail: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _wait_for_rollout(client: Client, names: list[str], timeout_s: float, out: TextIO) -> int:
-    """Wait for each deployed service in turn against one deadline; 0 when all converged, else 1."""
+_GAVE_UP = ("TIMEOUT", "FAILED", "ROLLOUT_HALTED", "ROLLOUT_REVERTED")
+
+
+def _converged_line(name: str, detail: dict[str, Any]) -> str:
+    canary = detail.get("canary") or {}
+    if canary.get("version") is not None:
+        return (f"{name}: canary v{canary['version']} running beside v{detail.get('version')}: "
+                f"`orca promote {name}` rolls it out, `orca rollback {name}` drops it")
+    return f"{name}: converged"
+
+
+def _wait_for_rollout(client: Client, names: list[str], timeout_s: float, out: TextIO,
+                      versions: dict[str, Any] | None = None) -> int:
+    """Wait for each deployed service in turn against one deadline; 0 when all converged, else 1 (also
+    when a rollout halted or was auto-reverted: the version asked for is not what runs)."""
     deadline = time.monotonic() + timeout_s
+    versions = versions if isinstance(versions, dict) else {}
 
     def report(detail: dict[str, Any]) -> None:
         print(progress_line(detail), file=out, flush=True)
 
     for i, name in enumerate(names):
+        expect = versions.get(name)
         try:
-            client.wait_converged(name, max(0.0, deadline - time.monotonic()), report)
+            final = client.wait_converged(name, max(0.0, deadline - time.monotonic()), report,
+                                          expect_version=expect if isinstance(expect, int) else None)
         except ApiError as err:
-            if err.code not in ("TIMEOUT", "FAILED"):
+            if err.code not in _GAVE_UP:
                 raise
             detail = err.details if isinstance(err.details, dict) else {}
             print(f"error: {err.message}", file=sys.stderr)
-            for line in _why_not_converged(detail):
-                print(line, file=sys.stderr)
+            if err.code != "ROLLOUT_REVERTED":  # reverted: the containers are the revert's, not the culprits
+                for line in _why_not_converged(detail):
+                    print(line, file=sys.stderr)
             for rest in names[i + 1:]:  # one look at the others, so the report is complete
                 other = client.service(rest)
                 if not is_converged(other):
                     print(f"error: {rest} has not converged either: {progress_line(other)}", file=sys.stderr)
-            print("the deploy itself stands and the cluster keeps trying; see `orca ps SERVICE`",
-                  file=sys.stderr)
+            if err.code == "ROLLOUT_REVERTED":
+                print(f"the cluster is rolling the previous spec back in; see `orca ps {name}` and "
+                      f"`orca history {name}`", file=sys.stderr)
+            elif err.code == "ROLLOUT_HALTED":
+                print(f"the rollout stays halted with the old replicas serving: fix the spec and deploy again, "
+                      f"or `orca rollback {name}`", file=sys.stderr)
+            else:
+                print("the deploy itself stands and the cluster keeps trying; see `orca ps SERVICE`",
+                      file=sys.stderr)
             return 1
-        print(f"{name}: converged", file=out, flush=True)
+        print(_converged_line(name, final if isinstance(final, dict) else {}), file=out, flush=True)
     return 0
 
 
@@ -352,7 +441,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         # Progress is for people: with -o json stdout holds only the deploy result.
         out = sys.stderr if args.output == "json" else sys.stdout
         try:
-            return _wait_for_rollout(client, deployed, args.timeout, out) or code
+            return _wait_for_rollout(client, deployed, args.timeout, out, result.get("versions")) or code
         except KeyboardInterrupt:
             print("\ninterrupted: the deploy stands and goes on in the cluster (orca status)", file=sys.stderr)
             return 130
@@ -562,6 +651,8 @@ NODE_HEADERS = ["ID", "STATUS", "ELIGIBILITY", "ALLOCS", "MEMORY", "CPU", "LAST-
 
 def _eligibility(node: dict[str, Any]) -> Any:
     drain = node.get("drain")
+    if isinstance(drain, dict) and drain.get("complete"):
+        return f"{node.get('eligibility')} (drained)"
     if isinstance(drain, dict) and drain.get("remaining") is not None:
         return f"{node.get('eligibility')} ({drain['remaining']} left)"
     return node.get("eligibility")
@@ -599,7 +690,9 @@ def node_text(node: dict[str, Any]) -> str:
               ("labels", _labels_text(node.get("labels"))), ("memory", _resource(node, "memory")),
               ("cpu", _resource(node, "cpu")), ("allocations", node.get("allocations")),
               ("last heartbeat", node.get("last_heartbeat")), ("agent version", node.get("agent_version"))]
-    if node.get("drain"):
+    if isinstance(node.get("drain"), dict):
+        fields.append(("drain", drain_line(node).split(", ", 1)[1]))  # without "id: state", shown above
+    elif node.get("drain"):
         fields.append(("drain", node["drain"]))
     lines = [f"{k + ':':<16}{_cell(v)}" for k, v in fields]
     allocs = node.get("allocation_list") or []
@@ -619,6 +712,132 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         nodes = client.nodes()
     _emit(args, {"nodes": nodes},
           lambda: format_table(NODE_HEADERS, node_rows(nodes)) if nodes else "no nodes", sys.stdout)
+    return 0
+
+
+def drain_line(node: dict[str, Any], now: float | None = None) -> str:
+    """`worker-1: draining, 3 remaining, 2 migrated, 0 failed, deadline in 4m10s` for one poll."""
+    drain = node.get("drain") or {}
+    complete = bool(drain.get("complete"))
+    state = "drained" if complete else (node.get("eligibility") or "draining")
+    parts = [f"{node.get('id', '?')}: {state}", f"{_cell(drain.get('remaining'))} remaining",
+             f"{drain.get('migrated', 0)} migrated", f"{drain.get('failed', 0)} failed"]
+    deadline = _epoch(drain.get("deadline"))
+    if not complete and deadline is not None:
+        left = deadline - (time.time() if now is None else now)
+        parts.append(f"deadline in {fmt_duration(left)}" if left > 0 else "deadline passed, stopping the rest")
+    if node.get("status") not in (None, "ready"):
+        parts.append(f"node {node['status']}")
+    return ", ".join(parts)
+
+
+MAX_DRAIN_DEADLINE_S = 86400
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    if not 0 <= args.deadline <= MAX_DRAIN_DEADLINE_S:
+        raise UsageError(f"--deadline must be from 0 to {fmt_duration(MAX_DRAIN_DEADLINE_S)}")
+    timeout = args.deadline + 60 if args.timeout is None else args.timeout
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    deadline_s: float | int = int(args.deadline) if float(args.deadline).is_integer() else args.deadline
+    with _client(args) as client:
+        result = client.drain(args.node, deadline_s, args.force)
+        _emit(args, result, lambda: (f"draining {args.node} (deadline {fmt_duration(args.deadline)}"
+                                     + (", force" if args.force else "") + ")"), sys.stdout)
+        if args.detach:
+            return 0
+        out = sys.stderr if args.output == "json" else sys.stdout
+        try:
+            node = client.wait_drained(args.node, timeout, lambda n: print(drain_line(n), file=out, flush=True))
+        except ApiError as err:
+            if err.code != "TIMEOUT":
+                raise
+            print(f"error: {err.message}", file=sys.stderr)
+            print(f"the drain goes on in the cluster; see `orca nodes {args.node}`", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the drain goes on in the cluster (orca nodes {args.node})", file=sys.stderr)
+            return 130
+    drain = node.get("drain") or {}
+    print(f"{args.node}: drain complete: {drain.get('migrated', 0)} migrated, {drain.get('failed', 0)} stopped "
+          f"at the deadline; now {node.get('eligibility', 'ineligible')}", file=out, flush=True)
+    return 0
+
+
+def cmd_undrain(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.undrain(args.node)
+    _emit(args, result, lambda: f"{args.node}: {result.get('eligibility', 'eligible')} again "
+                                f"(replicas already moved stay where they are)", sys.stdout)
+    return 0
+
+
+def cmd_node_rm(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.remove_node(args.node)
+    _emit(args, result, lambda: f"removed node {args.node} (its agent is told to shut down)", sys.stdout)
+    return 0
+
+
+def _after_switch(args: argparse.Namespace, client: Client, result: dict[str, Any]) -> int:
+    """promote/rollback: with --wait, follow the rollout they started like deploy does."""
+    if not args.wait:
+        return 0
+    out = sys.stderr if args.output == "json" else sys.stdout
+    try:
+        return _wait_for_rollout(client, [args.name], args.timeout, out, {args.name: result.get("version")})
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rollout goes on in the cluster (orca ps {args.name})", file=sys.stderr)
+        return 130
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    with _client(args) as client:
+        result = client.promote(args.name)
+        _emit(args, result, lambda: f"promoted {result.get('name', args.name)}: v{_cell(result.get('version'))} "
+                                    f"rolls out to every replica", sys.stdout)
+        return _after_switch(args, client, result)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    with _client(args) as client:
+        result = client.rollback(args.name)
+
+        def human() -> str:
+            name = result.get("name", args.name)
+            if result.get("dropped_canary") is not None:
+                return (f"{name}: dropped canary v{result['dropped_canary']}; "
+                        f"v{_cell(result.get('version'))} stays current")
+            spec_of = f" (spec of v{result['spec_of']})" if result.get("spec_of") is not None else ""
+            return f"rolled back {name}: v{_cell(result.get('version'))}{spec_of} rolls out"
+
+        _emit(args, result, human, sys.stdout)
+        return _after_switch(args, client, result)
+
+
+HISTORY_HEADERS = ["VERSION", "IMAGE", "DIGEST", "AT", "STATE"]
+
+
+def history_rows(history: dict[str, Any]) -> list[list[Any]]:
+    return [[v.get("version"), v.get("image"), v.get("digest"), v.get("at"),
+             "current" if v.get("current") else ("canary" if v.get("canary") else None)]
+            for v in history.get("versions") or []]
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        history = client.history(args.name)
+
+    def human() -> str:
+        rows = history_rows(history)
+        return format_table(HISTORY_HEADERS, rows) if rows else "no history"
+
+    _emit(args, history, human, sys.stdout)
     return 0
 
 
@@ -753,6 +972,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb(verbs, "nodes", cmd_nodes, "list worker nodes, or show one")
     p.add_argument("node_id", nargs="?", metavar="NODE_ID")
+
+    p = verb(verbs, "drain", cmd_drain, "move every replica off a node (start-before-stop), then make it "
+             "ineligible; shows progress until done (admin)")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--deadline", type=_duration_arg, default=300.0, metavar="DURATION",
+                   help="stop whatever is still there after this long: 90, 90s, 5m, 1h (default 5m)")
+    p.add_argument("--force", action="store_true", help="stop the replicas at once instead of migrating first")
+    p.add_argument("--detach", action="store_true", help="return at once, do not watch the drain")
+    p.add_argument("--timeout", type=_duration_arg, metavar="DURATION",
+                   help="how long to watch before exit 1 (default: the deadline + 60s)")
+
+    p = verb(verbs, "undrain", cmd_undrain, "make a drained or draining node eligible again (admin)")
+    p.add_argument("node", metavar="NODE")
+
+    p = verbs.add_parser("node", parents=[common], help="manage one worker node")
+    node_verbs = p.add_subparsers(dest="node_verb", metavar="ACTION", required=True)
+    p = verb(node_verbs, "rm", cmd_node_rm, "forget a down or drained node; its agent is told to shut down (admin)")
+    p.add_argument("node", metavar="NODE")
+
+    for name, handler, help_text in (
+            ("promote", cmd_promote, "roll the canary out to every replica"),
+            ("rollback", cmd_rollback, "drop the canary; without one, roll back to the previous version")):
+        p = verb(verbs, name, handler, help_text)
+        p.add_argument("name", metavar="SERVICE")
+        p.add_argument("--wait", action="store_true", help="follow the rollout it starts, like deploy")
+        p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="with --wait: how long before exit 1 (default 120)")
+
+    p = verb(verbs, "history", cmd_history, "the versions of a service, newest first")
+    p.add_argument("name", metavar="SERVICE")
 
     p = verbs.add_parser("secrets", parents=[common], help="set, list and remove secrets (admin)")
     secrets = p.add_subparsers(dest="secrets_verb", metavar="ACTION", required=True)

@@ -374,11 +374,13 @@ def test_deploy_waits_and_prints_progress(fake: type[FakeClient], tmp_path: Path
                                           capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "app.json"
     f.write_text(json.dumps({"services": [{"name": "web", "image": "x"}, {"name": "api", "image": "y"}]}))
-    fake.replies["deploy"] = {"deployed": ["web", "api"], "errors": []}
+    fake.replies["deploy"] = {"deployed": ["web", "api"], "errors": [], "versions": {"web": 3, "api": 1}}
     timeouts: list[float] = []
+    expected: list[Any] = []
 
-    def wait_converged(name: str, timeout_s: float, on_progress: Any) -> dict[str, Any]:
+    def wait_converged(name: str, timeout_s: float, on_progress: Any, expect_version: Any = None) -> dict[str, Any]:
         timeouts.append(timeout_s)
+        expected.append(expect_version)
         if name == "web":
             on_progress(_detail("web", 0, 0, pending="no eligible node with 512 MiB free"))
             on_progress(_detail("web", 1, 0))
@@ -394,11 +396,12 @@ def test_deploy_waits_and_prints_progress(fake: type[FakeClient], tmp_path: Path
         "api: 3/3 running, 3/3 healthy", "api: converged"]
     assert [c[0] for c in fake.calls] == ["deploy", "wait_converged", "wait_converged"]
     assert 29 < timeouts[0] <= 30 and timeouts[1] <= timeouts[0]  # one deadline for all of them
+    assert expected == [3, 1]  # each waits for the version its deploy made
 
     # -o json: stdout holds only the deploy result, progress goes to stderr.
     assert main(["deploy", "-f", str(f), "-o", "json"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"deployed": ["web", "api"], "errors": []}
+    assert json.loads(out) == {"deployed": ["web", "api"], "errors": [], "versions": {"web": 3, "api": 1}}
     assert "web: converged" in err
 
 
@@ -646,3 +649,317 @@ def test_secrets_list_and_rm(fake: type[FakeClient], capsys: pytest.CaptureFixtu
     fake.replies["list_secrets"] = ApiError(403, "FORBIDDEN", "admin role required")
     assert main(["secrets", "list"]) == 1
     assert main(["secrets"]) == 2
+
+
+# ---------------------------------------------------------------------- durations, drain, undrain, node rm
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("90", 90), ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1m30s", 90), ("2.5m", 150),
+    (" 0 ", 0), ("0s", 0), ("5M", 300)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "s", "-5", "5x", "5mm", "1d", "5 m", "1s5m", "h1", "1.5.2s"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        cli.parse_duration(text)
+
+
+def test_fmt_duration() -> None:
+    assert [cli.fmt_duration(s) for s in (0, 0.2, 45, 250, 300, 3725, -3)] == [
+        "0s", "1s", "45s", "4m10s", "5m", "1h2m5s", "0s"]
+
+
+def _drain_node(remaining: int, migrated: int, failed: int = 0, complete: bool = False,
+                eligibility: str = "draining", deadline: Any = "2030-01-01T00:04:10Z") -> dict[str, Any]:
+    return {"id": "worker-1", "status": "ready", "eligibility": eligibility, "drain": {
+        "deadline": deadline, "started_at": "2030-01-01T00:00:00Z", "force": False, "remaining": remaining,
+        "migrated": migrated, "failed": failed, "complete": complete, "completed_at": None}}
+
+
+NOW_2030 = 1893456000.0  # 2030-01-01T00:00:00Z
+
+
+def test_drain_line() -> None:
+    assert cli.drain_line(_drain_node(3, 2), now=NOW_2030) == (
+        "worker-1: draining, 3 remaining, 2 migrated, 0 failed, deadline in 4m10s")
+    assert cli.drain_line(_drain_node(1, 2), now=NOW_2030 + 300) == (
+        "worker-1: draining, 1 remaining, 2 migrated, 0 failed, deadline passed, stopping the rest")
+    assert cli.drain_line(_drain_node(0, 4, 1, complete=True, eligibility="ineligible"), now=NOW_2030) == (
+        "worker-1: drained, 0 remaining, 4 migrated, 1 failed")
+    down = {**_drain_node(2, 0, deadline=None), "status": "down"}
+    assert cli.drain_line(down) == "worker-1: draining, 2 remaining, 0 migrated, 0 failed, node down"
+
+
+def test_drain_parses(fake: type[FakeClient]) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["drain", "worker-1"])
+    assert (args.node, args.deadline, args.force, args.detach, args.timeout, args.handler) == (
+        "worker-1", 300.0, False, False, None, cli.cmd_drain)
+    args = parser.parse_args(["drain", "worker-1", "--deadline", "90s", "--force", "--detach", "--timeout", "1h"])
+    assert (args.deadline, args.force, args.detach, args.timeout) == (90.0, True, True, 3600.0)
+
+
+@pytest.mark.parametrize("argv", [
+    ["drain"], ["drain", "w1", "--deadline", "5x"], ["drain", "w1", "--deadline", "-1"],
+    ["drain", "w1", "--deadline", ""], ["drain", "w1", "--deadline", "25h"], ["drain", "w1", "--timeout", "0"],
+    ["drain", "w1", "--timeout", "soon"], ["undrain"], ["node"], ["node", "rm"], ["node", "del", "w1"],
+    ["promote"], ["rollback"], ["history"], ["promote", "web", "--wait", "--timeout", "0"],
+])
+def test_new_verbs_usage_errors_exit_2(argv: list[str], fake: type[FakeClient],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies.update(drain={}, wait_drained={}, promote={}, undrain={})
+    assert main(argv) == 2
+    assert fake.calls == [] and "Traceback" not in capsys.readouterr().err
+
+
+def test_drain_prints_progress_until_complete(fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli.time, "time", lambda: NOW_2030)
+    fake.replies["drain"] = {"node_id": "worker-1", "eligibility": "draining", "drain": {}}
+    waited: list[float] = []
+
+    def wait_drained(node: str, timeout_s: float, on_progress: Any) -> dict[str, Any]:
+        waited.append(timeout_s)
+        for step in (_drain_node(3, 2), _drain_node(1, 4), _drain_node(0, 5, complete=True,
+                                                                          eligibility="ineligible")):
+            on_progress(step)
+        return _drain_node(0, 5, complete=True, eligibility="ineligible")
+
+    fake.replies["wait_drained"] = wait_drained
+    assert main(["drain", "worker-1", "--deadline", "5m"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "draining worker-1 (deadline 5m)",
+        "worker-1: draining, 3 remaining, 2 migrated, 0 failed, deadline in 4m10s",
+        "worker-1: draining, 1 remaining, 4 migrated, 0 failed, deadline in 4m10s",
+        "worker-1: drained, 0 remaining, 5 migrated, 0 failed",
+        "worker-1: drain complete: 5 migrated, 0 stopped at the deadline; now ineligible"]
+    assert fake.calls[0] == ("drain", ("worker-1", 300, False))
+    assert isinstance(fake.calls[0][1][1], int)  # whole seconds go out as an integer
+    assert waited == [360]  # deadline + 60 s
+
+    assert main(["drain", "worker-1", "--deadline", "90", "--force", "--timeout", "10m", "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == fake.replies["drain"]  # stdout: only the response; progress on stderr
+    assert "worker-1: drained" in err and "drain complete" in err
+    assert fake.calls[-2] == ("drain", ("worker-1", 90, True)) and waited[-1] == 600
+
+
+def test_drain_detach_and_timeout(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["drain"] = {"node_id": "w1", "eligibility": "draining", "drain": {}}
+    assert main(["drain", "w1", "--detach", "--deadline", "1h30m", "--force"]) == 0
+    assert capsys.readouterr().out == "draining w1 (deadline 1h30m, force)\n"
+    assert [c[0] for c in fake.calls] == ["drain"] and fake.calls[0][1][1] == 5400
+
+    stuck = _drain_node(2, 1)
+    fake.replies["wait_drained"] = ApiError(0, "TIMEOUT", "node w1 did not finish draining within 360 s "
+                                            "(2 remaining, 1 migrated, 0 failed)", stuck, stuck)
+    assert main(["drain", "w1"]) == 1
+    err = capsys.readouterr().err
+    assert "error: node w1 did not finish draining within 360 s (2 remaining, 1 migrated, 0 failed)" in err
+    assert "the drain goes on in the cluster" in err and "Traceback" not in err
+
+    fake.replies["wait_drained"] = ApiError(0, "NOT_DRAINING", "node w1 is not draining (eligibility eligible)")
+    assert main(["drain", "w1"]) == 1
+    assert "(NOT_DRAINING)" in capsys.readouterr().err
+    fake.replies["wait_drained"] = KeyboardInterrupt()
+    assert main(["drain", "w1"]) == 130
+    fake.replies["drain"] = ApiError(403, "FORBIDDEN", "admin role required")
+    assert main(["drain", "w1"]) == 1
+    assert capsys.readouterr().err.strip().endswith("error: admin role required (FORBIDDEN)")
+
+
+def test_undrain_and_node_rm(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["undrain"] = {"node_id": "w1", "eligibility": "eligible"}
+    fake.replies["remove_node"] = {"node_id": "w1", "removed": True}
+    assert main(["undrain", "w1"]) == 0
+    assert capsys.readouterr().out == "w1: eligible again (replicas already moved stay where they are)\n"
+    assert main(["node", "rm", "w1"]) == 0
+    assert capsys.readouterr().out == "removed node w1 (its agent is told to shut down)\n"
+    assert main(["node", "rm", "w1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"node_id": "w1", "removed": True}
+    assert fake.calls == [("undrain", ("w1",)), ("remove_node", ("w1",)), ("remove_node", ("w1",))]
+    fake.replies["remove_node"] = ApiError(409, "CONFLICT", "node w1 is ready and not drained: drain it first, "
+                                                           "or stop its agent")
+    assert main(["node", "rm", "w1"]) == 1
+    assert capsys.readouterr().err.strip() == ("error: node w1 is ready and not drained: drain it first, or stop "
+                                               "its agent (CONFLICT)")
+
+
+def test_nodes_table_shows_a_finished_drain(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["nodes"] = [{**NODES[0], "eligibility": "ineligible", **{
+        "drain": _drain_node(0, 2, complete=True)["drain"]}}]
+    assert main(["nodes"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:4] == ["ineligible", "(drained)"]
+    fake.replies["node"] = {**NODES[0], "eligibility": "draining", "drain": _drain_node(3, 2)["drain"]}
+    assert main(["nodes", "w1"]) == 0
+    assert "drain:          3 remaining, 2 migrated, 0 failed, deadline" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- promote, rollback, history
+
+
+def test_promote_and_rollback(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["promote"] = {"name": "web", "version": 3}
+    assert main(["promote", "web"]) == 0
+    assert capsys.readouterr().out == "promoted web: v3 rolls out to every replica\n"
+    fake.replies["rollback"] = {"name": "web", "version": 2, "dropped_canary": 3}
+    assert main(["rollback", "web"]) == 0
+    assert capsys.readouterr().out == "web: dropped canary v3; v2 stays current\n"
+    fake.replies["rollback"] = {"name": "web", "version": 5, "spec_of": 3}
+    assert main(["rollback", "web"]) == 0
+    assert capsys.readouterr().out == "rolled back web: v5 (spec of v3) rolls out\n"
+    assert main(["rollback", "web", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "web", "version": 5, "spec_of": 3}
+    assert fake.calls == [("promote", ("web",)), ("rollback", ("web",)), ("rollback", ("web",)),
+                          ("rollback", ("web",))]
+    fake.replies["promote"] = ApiError(409, "CONFLICT", "web has no canary to promote")
+    assert main(["promote", "web"]) == 1
+    assert capsys.readouterr().err.strip() == "error: web has no canary to promote (CONFLICT)"
+    fake.replies["rollback"] = ApiError(409, "CONFLICT", "web has no previous version to roll back to")
+    assert main(["rollback", "web"]) == 1
+    assert "(CONFLICT)" in capsys.readouterr().err
+
+
+def test_promote_and_rollback_wait(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["promote"] = {"name": "web", "version": 3}
+    expected: list[Any] = []
+
+    def wait_converged(name: str, timeout_s: float, on_progress: Any, expect_version: Any = None) -> Any:
+        expected.append((name, timeout_s <= 30, expect_version))
+        on_progress(_rollout_detail(3, [2, 3], "rolling"))
+        return _rollout_detail(3, [3, 3], "done")
+
+    fake.replies["wait_converged"] = wait_converged
+    assert main(["promote", "web", "--wait", "--timeout", "30"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "promoted web: v3 rolls out to every replica", "web: rolling to v3: 1/2 on v3 (1 healthy), 1 on older versions",
+        "web: converged"]
+    assert expected == [("web", True, 3)]
+    fake.replies["rollback"] = {"name": "web", "version": 5, "spec_of": 3}
+    fake.replies["wait_converged"] = ApiError(0, "ROLLOUT_HALTED", "web: rollout of v5 halted: x", {}, {})
+    assert main(["rollback", "web", "--wait"]) == 1
+    assert "error: web: rollout of v5 halted: x" in capsys.readouterr().err
+
+
+HISTORY = {"name": "web", "version": 4, "versions": [
+    {"version": 5, "digest": "e5e5e5e5e5e5e5e5", "image": "web:3", "at": "2024-01-03T00:00:00.000Z",
+     "current": False, "canary": True},
+    {"version": 4, "digest": "a1a1a1a1a1a1a1a1", "image": "web:2", "at": "2024-01-02T00:00:00.000Z",
+     "current": True, "canary": False},
+    {"version": 3, "digest": "b2b2b2b2b2b2b2b2", "image": "web:1", "at": "2024-01-01T00:00:00.000Z",
+     "current": False, "canary": False}]}
+
+
+def test_history_table(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["history"] = HISTORY
+    assert main(["history", "web"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines] == [
+        ["VERSION", "IMAGE", "DIGEST", "AT", "STATE"],
+        ["5", "web:3", "e5e5e5e5e5e5e5e5", "2024-01-03T00:00:00.000Z", "canary"],
+        ["4", "web:2", "a1a1a1a1a1a1a1a1", "2024-01-02T00:00:00.000Z", "current"],
+        ["3", "web:1", "b2b2b2b2b2b2b2b2", "2024-01-01T00:00:00.000Z", "-"]]
+    assert fake.calls == [("history", ("web",))]
+    assert main(["history", "web", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == HISTORY
+    fake.replies["history"] = {"name": "web", "version": 1, "versions": []}
+    assert main(["history", "web"]) == 0
+    assert capsys.readouterr().out == "no history\n"
+    fake.replies["history"] = ApiError(404, "SERVICE_NOT_FOUND", "service 'web' not found")
+    assert main(["history", "web"]) == 1
+
+
+# ---------------------------------------------------------------------- deploy: rollout progress and failures
+
+
+def _rollout_detail(version: int, versions: list[int], state: str | None, healthy: int | None = None,
+                    reverted_from: int | None = None, canary: dict[str, Any] | None = None) -> dict[str, Any]:
+    containers = [{"alloc": f"a{i}", "index": i, "node": "w1", "version": v, "status": "running",
+                   "health": "healthy" if healthy is None or i < healthy else "starting"}
+                  for i, v in enumerate(versions)]
+    rollout = None if state is None else {"version": version, "from": version - 1, "state": state,
+                                          "reason": "deploy", "reverted_from": reverted_from}
+    desired = len(versions) - (canary or {}).get("replicas", 0)
+    return {"name": "web", "version": version, "status": "running", "pending_reason": None,
+            "replicas": {"desired": desired, "running": len(versions), "healthy": len(versions)},
+            "containers": containers, "rollout": rollout, "canary": canary, "events": []}
+
+
+def test_progress_line_rolling_reverting_and_canary() -> None:
+    assert cli.progress_line(_rollout_detail(3, [2, 2, 3, 3], "rolling")) == (
+        "web: rolling to v3: 2/4 on v3 (2 healthy), 2 on older versions")
+    assert cli.progress_line(_rollout_detail(3, [3, 3, 2, 3], "rolling", healthy=2)) == (
+        "web: rolling to v3: 3/4 on v3 (2 healthy), 1 on older versions")
+    assert cli.progress_line(_rollout_detail(4, [3, 4], "rolling", reverted_from=3)) == (
+        "web: reverting to v4 (v3 halted): 1/2 on v4 (1 healthy), 1 on older versions")
+    canary = {"version": 5, "digest": "d", "replicas": 1, "started_at": None}
+    assert cli.progress_line(_rollout_detail(4, [4, 4, 5], "done", canary=canary, healthy=2)) == (
+        "web: canary v5: 1/1 on v5 (0 healthy) beside 2/2 on v4 (2 healthy)")
+    # Done (or no rollout at all): the plain counts.
+    assert cli.progress_line(_rollout_detail(3, [3, 3], "done")) == "web: 2/2 running, 2/2 healthy"
+
+
+def test_deploy_shows_rollout_progress(fake: type[FakeClient], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text('{"name": "web", "image": "web:3", "replicas": 2}')
+    fake.replies["deploy"] = {"deployed": ["web"], "errors": [], "versions": {"web": 3}}
+
+    def wait_converged(name: str, timeout_s: float, on_progress: Any, expect_version: Any = None) -> Any:
+        assert expect_version == 3
+        for versions in ([2, 2], [2, 3], [3, 3]):
+            on_progress(_rollout_detail(3, versions, "rolling"))
+        return _rollout_detail(3, [3, 3], "done")
+
+    fake.replies["wait_converged"] = wait_converged
+    assert main(["deploy", "-f", str(f)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "deployed web", "web: rolling to v3: 0/2 on v3 (0 healthy), 2 on older versions",
+        "web: rolling to v3: 1/2 on v3 (1 healthy), 1 on older versions",
+        "web: rolling to v3: 2/2 on v3 (2 healthy), 0 on older versions", "web: converged"]
+
+
+def test_deploy_of_a_canary_says_how_to_go_on(fake: type[FakeClient], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text('{"name": "web", "image": "web:3", "replicas": 2, "canary": 1}')
+    fake.replies["deploy"] = {"deployed": ["web"], "errors": [], "versions": {"web": 5}}
+    canary = {"version": 5, "digest": "d", "replicas": 1, "started_at": None}
+    fake.replies["wait_converged"] = lambda *a, **kw: _rollout_detail(4, [4, 4, 5], "done", canary=canary)
+    assert main(["deploy", "-f", str(f)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "web: canary v5 running beside v4: `orca promote web` rolls it out, `orca rollback web` drops it")
+
+
+def test_deploy_exits_1_when_the_rollout_halts_or_reverts(fake: type[FakeClient], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "app.json"
+    f.write_text(json.dumps({"services": [{"name": "web", "image": "x"}, {"name": "api", "image": "y"}]}))
+    fake.replies["deploy"] = {"deployed": ["web", "api"], "errors": [], "versions": {"web": 3, "api": 1}}
+    fake.replies["service"] = _detail("api", 3, 3, containers=[
+        {"version": 1, "status": "running", "health": "healthy"} for _ in range(3)])
+    halted = _rollout_detail(3, [2, 3], "halted", healthy=1)
+    halted["containers"][1].update(status="running", health="unhealthy", reason="health check failed 3 times")
+    fake.replies["wait_converged"] = ApiError(
+        0, "ROLLOUT_HALTED", "web: rollout of v3 halted: replica a1 on w1: not healthy within 60 s", halted, halted)
+    assert main(["deploy", "-f", str(f)]) == 1
+    out, err = capsys.readouterr()
+    assert "web: converged" not in out
+    assert "error: web: rollout of v3 halted: replica a1 on w1: not healthy within 60 s" in err
+    assert "web.1 on w1 (v3): running, health unhealthy: health check failed 3 times" in err
+    assert "the old replicas serving" in err and "orca rollback web" in err
+    assert "api has not converged" not in err  # converged: nothing to say about it
+
+    reverted = _rollout_detail(4, [2, 4], "done", reverted_from=3)
+    fake.replies["wait_converged"] = ApiError(
+        0, "ROLLOUT_REVERTED", "web: rollout of v3 halted: replica x on worker-1: crash loop (exit 1); "
+        "auto-reverted to v4 (spec of v2)", reverted, reverted)
+    assert main(["deploy", "-f", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == ("error: web: rollout of v3 halted: replica x on worker-1: crash loop (exit 1); "
+                                   "auto-reverted to v4 (spec of v2)")
+    assert "rolling the previous spec back in" in err and "orca history web" in err
+    assert "Traceback" not in err

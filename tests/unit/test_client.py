@@ -517,3 +517,230 @@ def test_wait_converged_rereads_from_the_leader_once(masters: Callable[[], FakeM
     with _client(m.url) as client, pytest.raises(ApiError) as info:
         client.wait_converged("web", 5, interval_s=0.01)
     assert info.value.code == "SERVICE_NOT_FOUND"
+
+
+# ---------------------------------------------------------------------- rollouts: halted, reverted, canary
+
+
+def _rolled(detail: dict[str, Any], version: int, state: str, reason: str | None = None,
+            reverted_from: int | None = None, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    rollout = {"version": version, "from": version - 1, "state": state, "reason": reason,
+               "started_at": "2024-01-01T00:00:00.000Z", "finished_at": None}
+    if reverted_from is not None:
+        rollout["reverted_from"] = reverted_from
+    return {**detail, "rollout": rollout, "canary": None, "events": events or []}
+
+
+HALT_EVENTS = [
+    {"type": "rollout_halted", "message": "web version 3 halted", "details": {
+        "version": 3, "reason": "replica a9 on worker-1: crash loop (exit 1)"}},
+    {"type": "rollout_reverted", "message": "web reverted", "details": {"version": 4, "spec_of": 2}}]
+
+
+def test_wait_converged_stops_when_the_rollout_halts(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    old = {"alloc": "o", "version": 2, "status": "running", "health": "healthy"}
+    new = {"alloc": "n", "version": 3, "status": "running", "health": "unhealthy"}
+    rolling = _rolled(_detail(2, 1, version=3, containers=[old, new]), 3, "rolling", "deploy")
+    halted = _rolled(_detail(2, 1, version=3, containers=[old, new]), 3, "halted",
+                     "replica n on worker-1: not healthy within 60 s")
+    _scripted(m, [rolling, rolling, halted])
+    states: list[Any] = []
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 5, lambda d: states.append(d["rollout"]["state"]), expect_version=3,
+                              interval_s=0.01)
+    err = info.value
+    assert (err.status, err.code) == (0, "ROLLOUT_HALTED")
+    assert err.message == "web: rollout of v3 halted: replica n on worker-1: not healthy within 60 s"
+    assert err.details["rollout"]["state"] == "halted"
+    assert states == ["rolling", "halted"]  # the rollout state changing is progress too
+
+
+def test_wait_converged_reverted_fails_even_once_the_revert_is_done(masters: Callable[[], FakeMaster]) -> None:
+    """Deployed v3; it halted and the cluster rolled v4 (v2's spec), which converged: still a failure."""
+    m = masters()
+    done = _rolled(_detail(2, 2, version=4), 4, "done", "auto-revert to version 2", reverted_from=3,
+                   events=HALT_EVENTS)
+    _scripted(m, [done])
+    with _client(m.url) as client:
+        with pytest.raises(ApiError) as info:
+            client.wait_converged("web", 5, expect_version=3, interval_s=0.01)
+        assert info.value.code == "ROLLOUT_REVERTED"
+        assert info.value.message == ("web: rollout of v3 halted: replica a9 on worker-1: crash loop (exit 1); "
+                                      "auto-reverted to v4 (spec of v2)")
+        # Without the deploy's version the first detail is the baseline: that revert was before the wait.
+        assert client.wait_converged("web", 5, interval_s=0.01)["version"] == 4
+        # A later deploy (v5) that converged: the old revert is history.
+        later = _rolled(_detail(2, 2, version=5), 5, "done", "deploy")
+        _scripted(m, [later])
+        assert client.wait_converged("web", 5, expect_version=5, interval_s=0.01)["version"] == 5
+
+
+def test_wait_converged_reverted_while_rolling(masters: Callable[[], FakeMaster]) -> None:
+    """No expect_version: the version seen first is the one waited for; its revert ends the wait at once,
+    and the halt reason comes from the rollout's own reason when the events scrolled away."""
+    m = masters()
+    rolling = _rolled(_detail(1, 1, version=3), 3, "rolling", "deploy")
+    reverting = _rolled(_detail(2, 1, version=4), 4, "rolling", "auto-revert to version 2", reverted_from=3)
+    _scripted(m, [rolling, reverting])
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 5, interval_s=0.01)
+    assert info.value.code == "ROLLOUT_REVERTED"
+    assert info.value.message == ("web: rollout of v3 halted: not healthy in time; auto-reverted to v4 "
+                                  "(spec of v2)")
+
+
+def test_wait_converged_newer_version_reverted_and_revert_halted(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    # The service moved past the deployed version (v3) with a revert: the deploy did not stick.
+    both = _rolled(_detail(1, 0, version=5), 5, "halted", "replica b on worker-2: pull failed", reverted_from=4)
+    _scripted(m, [both])
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 5, expect_version=3, interval_s=0.01)
+    assert info.value.code == "ROLLOUT_REVERTED"
+    assert info.value.message == ("web: rollout of v4 halted: not healthy in time; auto-reverted to v5, which "
+                                  "halted too: replica b on worker-2: pull failed")
+
+
+def test_wait_converged_ignores_what_a_lagging_follower_shows(masters: Callable[[], FakeMaster]) -> None:
+    """A follower still on v2 (converged, or with an old halted rollout) is re-read from the leader and
+    never ends the wait; only v3 does."""
+    m = masters()
+    stale_ok = _detail(2, 2, version=2)
+    stale_halted = _rolled(_detail(2, 2, version=2), 2, "halted", "old trouble")
+    fresh = _rolled(_detail(2, 2, version=3), 3, "done", "deploy")
+    answers = iter([stale_ok, stale_ok, stale_halted, fresh])
+    m.handler = lambda seen: (200, {}, next(answers))
+    with _client(m.url) as client:
+        assert client.wait_converged("web", 5, expect_version=3, interval_s=0.01)["version"] == 3
+    assert [s.path for s in m.seen] == ["/api/v1/services/web", "/api/v1/services/web?consistent=true",
+                                        "/api/v1/services/web", "/api/v1/services/web?consistent=true"]
+
+
+def test_is_converged_with_a_canary() -> None:
+    stable = [{"alloc": f"s{i}", "version": 2, "status": "running", "health": "healthy"} for i in range(2)]
+    canary = {"alloc": "c", "version": 3, "status": "running", "health": None}
+    detail = {**_detail(3, 3, version=2, containers=[*stable, canary]),
+              "canary": {"version": 3, "digest": "d", "replicas": 1, "started_at": None}}
+    assert is_converged(detail)
+    assert not is_converged({**detail, "containers": [*stable, {**canary, "status": "starting"}]})
+    assert not is_converged({**detail, "containers": stable})
+    assert not is_converged({**detail, "containers": [*stable, canary, {**canary, "alloc": "x", "version": 1}]})
+
+
+def test_wait_converged_on_a_canary(masters: Callable[[], FakeMaster]) -> None:
+    """deploy answers the canary's version: that is known (not stale) though the service stays at v2."""
+    m = masters()
+    stable = [{"alloc": f"s{i}", "version": 2, "status": "running", "health": "healthy"} for i in range(2)]
+    starting = {"alloc": "c", "version": 3, "status": "starting", "health": None}
+    meta = {"canary": {"version": 3, "digest": "d", "replicas": 1, "started_at": None}}
+    _scripted(m, [{**_detail(2, 2, version=2, containers=[*stable, starting]), **meta},
+                  {**_detail(3, 3, version=2, containers=[*stable, {**starting, "status": "running"}]), **meta}])
+    with _client(m.url) as client:
+        final = client.wait_converged("web", 5, expect_version=3, interval_s=0.01)
+    assert final["canary"]["version"] == 3 and "consistent=true" not in "".join(s.path for s in m.seen)
+
+
+def test_wait_converged_failed_canary(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    stable = [{"alloc": f"s{i}", "version": 2, "status": "running", "health": "healthy"} for i in range(2)]
+    bad = {"alloc": "c", "version": 3, "status": "failed", "reason": "pull failed: manifest unknown"}
+    _scripted(m, [{**_detail(2, 2, version=2, containers=[*stable, bad]),
+                   "canary": {"version": 3, "digest": "d", "replicas": 1, "started_at": None}}])
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_converged("web", 5, expect_version=3, interval_s=0.01, fail_after_s=0.05)
+    assert info.value.code == "FAILED"
+    assert info.value.message == "every replica of web v3 failed: pull failed: manifest unknown"
+
+
+# ---------------------------------------------------------------------- drain, promote, rollback, history
+
+
+def test_node_and_version_write_calls(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+
+    def handler(seen: Seen) -> Reply:
+        if seen.path.endswith("/drain"):
+            return 200, {}, {"node_id": "w 1", "eligibility": "draining", "drain": {"force": True}}
+        if seen.path.endswith("/undrain"):
+            return 200, {}, {"node_id": "w 1", "eligibility": "eligible"}
+        if seen.method == "DELETE":
+            return 409, {}, _envelope("CONFLICT", "node w1 is ready and not drained: drain it first")
+        if seen.path.endswith("/promote"):
+            return 200, {}, {"name": "web", "version": 3}
+        if seen.path.endswith("/rollback"):
+            return 409, {}, _envelope("CONFLICT", "web has no previous version to roll back to")
+        return 200, {}, {"name": "web", "version": 3, "versions": [{"version": 3, "current": True}]}
+
+    m.handler = handler
+    with _client(m.url) as client:
+        assert client.drain("w 1", 90, force=True)["eligibility"] == "draining"
+        assert client.drain("w 1")["drain"] == {"force": True}
+        assert client.undrain("w 1") == {"node_id": "w 1", "eligibility": "eligible"}
+        with pytest.raises(ApiError) as info:
+            client.remove_node("w 1")
+        assert (info.value.status, info.value.code) == (409, "CONFLICT")
+        assert client.promote("web") == {"name": "web", "version": 3}
+        with pytest.raises(ApiError) as info:
+            client.rollback("web")
+        assert info.value.code == "CONFLICT" and "no previous version" in info.value.message
+        assert client.history("web")["versions"][0]["current"] is True
+    assert [(s.method, s.path) for s in m.seen] == [
+        ("POST", "/api/v1/cluster/nodes/w%201/drain"), ("POST", "/api/v1/cluster/nodes/w%201/drain"),
+        ("POST", "/api/v1/cluster/nodes/w%201/undrain"), ("DELETE", "/api/v1/cluster/nodes/w%201"),
+        ("POST", "/api/v1/services/web/promote"), ("POST", "/api/v1/services/web/rollback"),
+        ("GET", "/api/v1/services/web/history")]
+    assert json.loads(m.seen[0].body) == {"deadline_s": 90, "force": True}
+    assert json.loads(m.seen[1].body) == {"deadline_s": 300, "force": False}
+    assert all(s.headers.get("Idempotency-Key") for s in m.seen[:6]) and "Idempotency-Key" not in m.seen[6].headers
+
+
+def _node(remaining: int, migrated: int, complete: bool = False, eligibility: str = "draining",
+          drain: bool = True) -> dict[str, Any]:
+    return {"id": "w1", "status": "ready", "eligibility": eligibility, "drain": {
+        "deadline": "2030-01-01T00:00:00.000Z", "started_at": "2024-01-01T00:00:00.000Z", "force": False,
+        "remaining": remaining, "migrated": migrated, "failed": 0, "complete": complete,
+        "completed_at": None} if drain else None}
+
+
+def test_wait_drained_reports_each_change(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    steps = [_node(3, 0), _node(3, 0), _node(2, 1), _node(2, 1), _node(0, 3),
+             _node(0, 3, complete=True, eligibility="ineligible")]
+    m.handler = lambda seen: (200, {}, steps.pop(0) if len(steps) > 1 else steps[0])
+    seen: list[tuple[Any, ...]] = []
+    with _client(m.url) as client:
+        final = client.wait_drained("w1", 5, lambda n: seen.append((n["drain"]["remaining"],
+                                                                     n["drain"]["migrated"])), interval_s=0.01)
+    assert final["eligibility"] == "ineligible" and final["drain"]["complete"] is True
+    assert seen == [(3, 0), (2, 1), (0, 3), (0, 3)]  # the last: complete (and ineligible) changed
+    assert len(m.seen) == 6 and all(s.path == "/api/v1/cluster/nodes/w1" for s in m.seen)
+
+
+def test_wait_drained_polls_every_half_second_and_times_out(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    m.handler = lambda seen: (200, {}, _node(2, 1))
+    started = time.monotonic()
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_drained("w1", 1.2)
+    assert (info.value.status, info.value.code) == (0, "TIMEOUT")
+    assert info.value.message == "node w1 did not finish draining within 1.2 s (2 remaining, 1 migrated, 0 failed)"
+    assert info.value.details["drain"]["remaining"] == 2
+    assert 1.1 <= time.monotonic() - started < 3 and 3 <= len(m.seen) <= 5
+
+
+def test_wait_drained_not_draining(masters: Callable[[], FakeMaster]) -> None:
+    """No drain on a follower: ask the leader once; it has none either (undrained): NOT_DRAINING."""
+    m = masters()
+    answers = iter([_node(0, 0, drain=False), _node(1, 0), _node(0, 0, eligibility="eligible", drain=False),
+                    _node(0, 0, eligibility="eligible", drain=False)])
+    m.handler = lambda seen: (200, {}, next(answers))
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_drained("w1", 5, interval_s=0.01)
+    assert info.value.code == "NOT_DRAINING"
+    assert info.value.message == "node w1 is not draining (eligibility eligible)"
+    assert [s.path.endswith("consistent=true") for s in m.seen] == [False, True, False, True]
+    m.handler = lambda seen: (404, {}, _envelope("NODE_NOT_FOUND", "node 'w1' not found"))
+    with _client(m.url) as client, pytest.raises(ApiError) as info:
+        client.wait_drained("w1", 5, interval_s=0.01)
+    assert info.value.code == "NODE_NOT_FOUND"
