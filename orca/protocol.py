@@ -17,14 +17,26 @@ stops what is not listed, and the same push applied twice does nothing new.
 
 Shapes (JSON):
   RegisterRequest = {"node_id", "address" (agent API URL), "labels": {str: str},
-                     "capacity": {"memory": bytes, "cpu": float}, "push_token": str, "agent_version": str}
+                     "capacity": {"memory": bytes, "cpu": float}, "push_token": str, "agent_version": str,
+                     "publish_address": str (optional; where container host ports answer, default 127.0.0.1),
+                     "proxy": str|None (optional; the agent's ingress listen "host:port", None when off)}
   RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float}
-  Heartbeat       = {"node_id", "seq": int, "allocations": [AllocReport], "applied": {"term", "version"}}
+  Heartbeat       = {"node_id", "seq": int, "allocations": [AllocReport], "applied": {"term", "version"},
+                     "stats": {alloc_id: {"cpu_pct": float, "mem_pct": float}}          (optional)
+                     "proxy": {service: ProxyStats} (optional; cumulative since the agent started)}
+  ProxyStats      = {"requests": int, "errors": int (5xx + upstream failures), "active": int (open now),
+                     "latency_buckets": [int...] (cumulative counts per LATENCY_BUCKETS_MS bound, +Inf last),
+                     "latency_sum_ms": float, "replicas": {alloc_id: {"requests", "errors", "active"}}}
   AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
                      "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
                      "restarts": int, "reason": str|None, "host_port": int|None}
   HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
-  AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value}}
+  AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
+                     "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
+  RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn",
+                              "canary_weight": float|None (share of requests for canary endpoints),
+                              "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
+                    only healthy endpoints of services with a domain that are not `internal`.
   AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec)}
 """
 
@@ -33,11 +45,13 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "HEARTBEAT_MAX_BYTES", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES", "container_name", "LABELS",
+    "HEARTBEAT_MAX_BYTES", "LATENCY_BUCKETS_MS", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES",
+    "container_name", "LABELS",
     "validate_heartbeat", "validate_register", "validate_push", "ProtocolError",
 ]
 
 HEARTBEAT_MAX_BYTES = 64 * 1024
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)  # +Inf is implied last
 ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped")
 HEALTH_STATES = ("healthy", "unhealthy", "starting")
 DIRECTIVES = ("continue", "shutdown")
@@ -97,7 +111,8 @@ def validate_register(msg: Any) -> dict[str, Any]:
         raise ProtocolError("address", "expected an http(s) URL")
     return {"node_id": _str(msg, "node_id"), "address": address.rstrip("/"), "labels": dict(labels),
             "capacity": {"memory": int(cap["memory"]), "cpu": float(cap["cpu"])},
-            "push_token": _str(msg, "push_token"), "agent_version": _opt_str(msg, "agent_version") or "?"}
+            "push_token": _str(msg, "push_token"), "agent_version": _opt_str(msg, "agent_version") or "?",
+            "publish_address": _opt_str(msg, "publish_address") or "127.0.0.1", "proxy": _opt_str(msg, "proxy")}
 
 
 def validate_alloc_report(rep: Any, i: int) -> dict[str, Any]:
@@ -126,7 +141,14 @@ def validate_heartbeat(msg: Any) -> dict[str, Any]:
     applied = msg.get("applied") or {}
     if not isinstance(applied, dict):
         raise ProtocolError("applied", "expected an object")
+    stats = msg.get("stats") or {}
+    if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
+        raise ProtocolError("stats", "expected a map of alloc id to {cpu_pct, mem_pct}")
+    proxy = msg.get("proxy") or {}
+    if not isinstance(proxy, dict) or not all(isinstance(v, dict) for v in proxy.values()):
+        raise ProtocolError("proxy", "expected a map of service to ProxyStats")
     return {"node_id": _str(msg, "node_id"), "seq": _int(msg, "seq", optional=True) or 0,
+            "stats": stats, "proxy": proxy,
             "allocations": [validate_alloc_report(r, i) for i, r in enumerate(allocs)],
             "applied": {"term": _int(applied, "term", "applied.", optional=True) or 0,
                         "version": _int(applied, "version", "applied.", optional=True) or 0}}
@@ -148,4 +170,8 @@ def validate_push(msg: Any) -> dict[str, Any]:
     secrets = msg.get("secrets") or {}
     if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
         raise ProtocolError("secrets", "expected a string map")
-    return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets}
+    routes = msg.get("routes") or {}
+    if not isinstance(routes, dict):
+        raise ProtocolError("routes", "expected a map of domain to route")
+    return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
+            "routes": routes}

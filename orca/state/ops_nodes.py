@@ -18,6 +18,7 @@ def _apply_register_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     if not isinstance(node_id, str) or not node_id:
         raise Invalid("node_id must be a non-empty string", {"field": "node_id"})
     fields = {k: args[k] for k in ("address", "labels", "capacity", "push_token", "agent_version")}
+    fields.update({"publish_address": args.get("publish_address") or "127.0.0.1", "proxy": args.get("proxy")})
     node = state["nodes"].get(node_id)
     state.setdefault("removed_nodes", {}).pop(node_id, None)  # a removed node may join again
     if node is None:
