@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
-# Start the local three-master cluster (cluster/node1..3.toml) in the background and print how to use it.
+# Start the local cluster: three masters (cluster/node1..3.toml) and one agent on the local Docker engine
+# (cluster/agent1.toml, node worker-1), in the background, and print how to use it.
 #
-#   scripts/bootstrap-cluster.sh                         start the three masters, wait for a leader
-#   scripts/bootstrap-cluster.sh --node cluster/node2.toml   the same for only this master (repeatable)
-#   scripts/bootstrap-cluster.sh --status                one health line per master
-#   scripts/bootstrap-cluster.sh --stop                  SIGTERM, up to 10 s, then SIGKILL
+#   scripts/bootstrap-cluster.sh                         start the masters, wait for a leader, start worker-1
+#   scripts/bootstrap-cluster.sh --node cluster/node2.toml   only this master (repeatable; no agent)
+#   scripts/bootstrap-cluster.sh --status                one health line per master and per agent
+#   scripts/bootstrap-cluster.sh --stop                  stop the agents (their containers keep running),
+#                                                        then the masters: SIGTERM, up to 10 s, then SIGKILL
+#   scripts/bootstrap-cluster.sh --stop --purge          the same, then remove the agents' containers
+#
+# Agents are worker-1 and any other with a pid file data/<id>.pid (like the README's worker-2, started
+# with `orca join`); --purge removes the containers labelled orca.node=<id> of worker-1 and of every
+# agent with a pid or token file data/<id>.{pid,token}.
 #
 # Runs from anywhere; works in the repository root, where the configs' relative paths (./data/...) point.
-# Idempotent: creates .venv and installs only when needed, generates data/cluster.secret and
-# data/admin.token only when absent, and skips a master whose pid file names a live `orca server`.
-# Files: data/<node id>.pid and data/<node id>.log (node ids master-1..3), data/cluster.secret and
-# data/admin.token (both 0600); ~/.orca/token gets a copy of the admin token unless it already exists.
+# Idempotent: creates .venv and installs only when needed, generates data/cluster.secret,
+# data/admin.token and data/worker-1.token only when absent, and skips a master or agent whose pid file
+# names a live `orca server` / `orca agent`.
+# Files: data/<id>.pid and data/<id>.log (ids master-1..3 and worker-1), data/cluster.secret,
+# data/admin.token and data/worker-1.token (all 0600); ~/.orca/token gets a copy of the admin token
+# unless it already exists.
+#
+# The agent needs a Docker engine. When none answers, the masters still start and the script says what
+# to do (run `sudo scripts/ensure-docker.sh`, then this script again) and exits 0 without an agent.
+# When the engine answers but lacks the test image orca-test/busybox, the script runs
+# scripts/ensure-docker.sh itself if it is root (that only builds the image, from busybox-static),
+# and otherwise says to run it; the agent starts either way.
 set -euo pipefail
 
 LEADER_WAIT_S=30
+AGENT_WAIT_S=20
 STOP_WAIT_S=10
 TOKEN_FILE=data/admin.token
 DEFAULT_CONFIGS=(cluster/node1.toml cluster/node2.toml cluster/node3.toml)
+AGENT_CONFIG=cluster/agent1.toml
+TEST_IMAGE="orca-test/busybox"
 
 usage() {
-    sed -n '2,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '5,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 ORIG_PWD=$(pwd)
@@ -30,11 +48,13 @@ orca_cd_root
 ROOT=$(pwd)
 
 action=start
+purge=0
 configs=()
 while [ $# -gt 0 ]; do
     case $1 in
         --stop) action=stop ;;
         --status) action=status ;;
+        --purge) purge=1 ;;
         --node)
             [ $# -ge 2 ] || { echo "bootstrap: --node needs a config file" >&2; exit 2; }
             configs+=("$2")
@@ -47,6 +67,10 @@ while [ $# -gt 0 ]; do
 done
 explicit_nodes=$(( ${#configs[@]} > 0 ))
 [ "$explicit_nodes" = 1 ] || configs=("${DEFAULT_CONFIGS[@]}")
+if [ "$purge" = 1 ]; then
+    [ "$action" = stop ] || { echo "bootstrap: --purge goes with --stop" >&2; exit 2; }
+    [ "$explicit_nodes" = 0 ] || { echo "bootstrap: --purge concerns the agent: not with --node" >&2; exit 2; }
+fi
 
 # A relative --node path means what it means in the caller's directory; the masters run in the
 # repository root, so such a path becomes absolute (or root-relative when it lies inside the repo).
@@ -113,15 +137,127 @@ alive() {
     [ "${stat%% *}" != Z ]
 }
 
-# Prints the pid in pid file $1 if it names a live `orca server` (not a recycled pid), else fails.
+# Prints the pid in pid file $1 if it names a live `orca <$2>` ($2 an ERE alternative: `server` unless
+# given, `agent|join` for agents; not a recycled pid), else fails.
 running_pid() {
     local pid
     [ -f "$1" ] || return 1
     pid=$(cat "$1" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'orca server' || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "orca (${2:-server}) " || return 1
     echo "$pid"
+}
+
+# Prints "<id> TAB <token_file> TAB <listen> TAB <status_listen>" of the agent config $1.
+read_agent_config() {
+    "$PY" - "$1" <<'EOF2'
+import sys, tomllib
+path = sys.argv[1]
+try:
+    with open(path, "rb") as f:
+        agent = tomllib.load(f)["agent"]
+    fields = (agent["id"], agent["token_file"], agent.get("listen", "127.0.0.1:6890"),
+              agent.get("status_listen", "127.0.0.1:9100"))
+except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+    sys.exit(f"bootstrap: {path}: cannot read agent.id and agent.token_file: {exc!r}")
+print(*fields, sep="\t")
+EOF2
+}
+
+# True if something accepts TCP connections on HOST:PORT $1.
+listening() {
+    "$PY" - "$1" <<'EOF2'
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+try:
+    socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+except (OSError, ValueError):
+    sys.exit(1)
+EOF2
+}
+
+# Asks the Docker engine the agent would use (the docker SDK, DOCKER_HOST or the default socket) for
+# the test image. Prints "ok", "no-image", or "down <reason>"; needs the venv's Python.
+docker_check() {
+    timeout 20 "$ORCA_VENV/bin/python" - "$TEST_IMAGE" <<'EOF2' || echo "down the check failed or timed out"
+import sys
+def why(exc):
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+try:
+    import docker
+    client = docker.from_env(timeout=5)
+    client.ping()
+except Exception as exc:  # any failure at all means "no engine answers"; the reason is printed
+    print("down", why(exc))
+    sys.exit(0)
+try:
+    client.images.get(sys.argv[1])
+    print("ok")
+except docker.errors.ImageNotFound:
+    print("no-image")
+except Exception as exc:
+    print("down", why(exc))
+EOF2
+}
+
+# Prints the cluster's view of node $2 ("status eligibility allocations heartbeat_epoch", or
+# "unknown") asked of the master at URL $1 with the admin token; fails when the cluster cannot be
+# asked. The status alone proves nothing fresh: after a restart of the masters the replicated state
+# says "ready" for a while (one lease of grace) whether or not the agent runs; the heartbeat time does.
+node_state() {
+    "$PY" - "$1" "$2" "$TOKEN_FILE" <<'EOF2'
+import json, sys, urllib.request
+from datetime import datetime
+url, node_id, token_file = sys.argv[1:4]
+try:
+    with open(token_file) as f:
+        token = f.read().strip()
+    req = urllib.request.Request(url + "/api/v1/cluster/nodes", headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=2.0) as resp:
+        nodes = json.load(resp)["nodes"]
+except (OSError, ValueError, KeyError) as exc:
+    print(getattr(exc, "reason", None) or exc)
+    sys.exit(1)
+node = next((n for n in nodes if n.get("id") == node_id), None)
+if node is None:
+    print("unknown")
+else:
+    try:
+        beat = datetime.fromisoformat(node["last_heartbeat"].replace("Z", "+00:00")).timestamp()
+    except (KeyError, AttributeError, TypeError, ValueError):
+        beat = 0
+    print(node.get("status"), node.get("eligibility"), node.get("allocations"), int(beat))
+EOF2
+}
+
+# Sends SIGTERM to the live processes named by pid files "$@" (they must be `orca $kind`, kind set by
+# the caller), waits up to STOP_WAIT_S in all, then SIGKILLs what is left; removes the pid files.
+# Prints one line per process; fails if there was none.
+stop_pid_files() {
+    local f pid pids=() names=() i deadline
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        if pid=$(running_pid "$f" "$kind"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid") names+=("$(basename "$f" .pid)")
+        else
+            echo "$(basename "$f" .pid): not running (stale pid file removed)"
+            rm -f "$f"
+        fi
+    done
+    deadline=$((SECONDS + STOP_WAIT_S))
+    for i in "${!pids[@]}"; do
+        while alive "${pids[$i]}" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+        if alive "${pids[$i]}"; then
+            kill -KILL "${pids[$i]}" 2>/dev/null || true
+            echo "${names[$i]}: killed (pid ${pids[$i]}, still running ${STOP_WAIT_S} s after SIGTERM)"
+        else
+            echo "${names[$i]}: stopped (pid ${pids[$i]})"
+        fi
+        rm -f "data/${names[$i]}.pid"
+    done
+    [ ${#pids[@]} -gt 0 ]
 }
 
 load_nodes() {
@@ -147,7 +283,7 @@ show_log_tails() {
 do_status() {
     pick_python
     load_nodes
-    local i pid out rc=0 state leader leader_url ready term status
+    local i pid out rc=0 state leader leader_url ready term status url="" beat _
     for i in "${!ids[@]}"; do
         if pid=$(running_pid "data/${ids[$i]}.pid"); then pid="pid $pid"; else pid="not running"; fi
         if out=$(health "${urls[$i]}"); then
@@ -155,47 +291,111 @@ do_status() {
             printf '%-10s %-17s %-24s %-9s leader=%-10s term=%-4s ready=%-3s %s\n' \
                 "${ids[$i]}" "$pid" "${urls[$i]}" "$state" "$leader" "$term" "$ready" "$status"
             [ "$ready" = yes ] || rc=1
+            [ -n "$url" ] || url=${urls[$i]}
         else
             printf '%-10s %-17s %-24s not answering (%s)\n' "${ids[$i]}" "$pid" "${urls[$i]}" "$out"
             rc=1
         fi
     done
+    [ "$explicit_nodes" = 0 ] || return "$rc"
+
+    # The agents: worker-1 and any other with a pid file under data/ (the README's worker-2): the
+    # process, and what the cluster says of the node (asked of an answering master).
+    local line agent_id listen node f agents=() addr=()
+    line=$(read_agent_config "$AGENT_CONFIG") || exit 1
+    IFS=$'\t' read -r agent_id _ listen _ <<<"$line"
+    agents=("$agent_id") addr=("http://$listen")
+    shopt -s nullglob
+    for f in data/*.pid; do
+        f=$(basename "$f" .pid)
+        case $f in master-* | "$agent_id") ;; *) agents+=("$f") addr+=("-") ;; esac
+    done
+    shopt -u nullglob
+    for i in "${!agents[@]}"; do
+        if pid=$(running_pid "data/${agents[$i]}.pid" 'agent|join'); then pid="pid $pid"; else pid="not running"; fi
+        if [ -z "$url" ]; then
+            node="cluster not answering"
+        elif [ ! -s "$TOKEN_FILE" ]; then
+            node="(no $TOKEN_FILE to ask the cluster with)"
+        elif out=$(node_state "$url" "${agents[$i]}"); then
+            if [ "$out" = unknown ]; then
+                node="not registered"
+            else
+                read -r state ready term beat <<<"$out"
+                node="node=$state eligibility=$ready allocations=$term last-heartbeat=$(($(date +%s) - beat))s-ago"
+            fi
+        else
+            node="cluster not answering ($out)"
+        fi
+        printf '%-10s %-17s %-24s %s\n' "${agents[$i]}" "$pid" "${addr[$i]}" "$node"
+        [ "$i" -gt 0 ] || [ "$pid" != "not running" ] || rc=1
+    done
     return "$rc"
 }
 
+# Removes every container (running or not) labelled orca.node=<agent id $1> from the local engine.
+purge_containers() {
+    "$ORCA_VENV/bin/python" - "$1" <<'EOF2'
+import sys
+import docker
+node = sys.argv[1]
+try:
+    client = docker.from_env(timeout=30)
+    found = client.containers.list(all=True, filters={"label": f"orca.node={node}"})
+except Exception as exc:
+    sys.exit(f"bootstrap: cannot list the containers of {node}: {exc}")
+for c in found:
+    try:
+        c.remove(force=True)
+        print(f"{node}: removed container {c.name}")
+    except Exception as exc:
+        print(f"{node}: cannot remove container {c.name}: {exc}", file=sys.stderr)
+if not found:
+    print(f"{node}: no container to remove")
+EOF2
+}
+
 do_stop() {
-    local files=() f pid pids=() names=() i deadline
+    local files=() agent_files=() purge_ids=() i kind agent_id line f _
+    pick_python
     if [ "$explicit_nodes" = 1 ]; then
-        pick_python
         load_nodes
         for i in "${!ids[@]}"; do files+=("data/${ids[$i]}.pid"); done
     else
+        # Agents first: SIGTERM makes an agent exit and leaves its containers running (by design: an
+        # agent started again re-adopts them). Agents are worker-1 and any other pid file under data/
+        # that is not a master's, such as the README's worker-2.
+        line=$(read_agent_config "$AGENT_CONFIG") || exit 1
+        IFS=$'\t' read -r agent_id _ <<<"$line"
+        purge_ids=("$agent_id")
         shopt -s nullglob
-        files=(data/master-*.pid)
+        for f in data/*.pid; do
+            case $(basename "$f") in
+                master-*) files+=("$f") ;;
+                *) agent_files+=("$f") ;;
+            esac
+        done
+        # --purge: the containers of worker-1 and of every agent with a pid file or a token file
+        # under data/ (the README's worker-2 has both; its pid file may be gone, its token stays).
+        for f in data/*.pid data/*.token; do
+            f=$(basename "${f%.*}")
+            case $f in master-* | admin) continue ;; esac
+            case " ${purge_ids[*]} " in *" $f "*) continue ;; esac
+            purge_ids+=("$f")
+        done
         shopt -u nullglob
+        kind='agent|join'
+        stop_pid_files "${agent_files[@]}" || echo "no agent running from pid files under data/"
     fi
-    for f in "${files[@]}"; do
-        [ -f "$f" ] || continue
-        if pid=$(running_pid "$f"); then
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$pid") names+=("$(basename "$f" .pid)")
+    kind=server
+    stop_pid_files "${files[@]}" || echo "no master running from pid files under data/: nothing to stop"
+    if [ "$purge" = 1 ]; then
+        if [ -x "$ORCA_VENV/bin/python" ]; then
+            for agent_id in "${purge_ids[@]}"; do purge_containers "$agent_id"; done
         else
-            echo "$(basename "$f" .pid): not running (stale pid file removed)"
-            rm -f "$f"
+            echo "no $ORCA_VENV, so no agent ever ran from here: no container to remove"
         fi
-    done
-    deadline=$((SECONDS + STOP_WAIT_S))
-    for i in "${!pids[@]}"; do
-        while alive "${pids[$i]}" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-        if alive "${pids[$i]}"; then
-            kill -KILL "${pids[$i]}" 2>/dev/null || true
-            echo "${names[$i]}: killed (pid ${pids[$i]}, still running ${STOP_WAIT_S} s after SIGTERM)"
-        else
-            echo "${names[$i]}: stopped (pid ${pids[$i]})"
-        fi
-        rm -f "data/${names[$i]}.pid"
-    done
-    [ ${#pids[@]} -gt 0 ] || echo "no master running from pid files under data/: nothing to stop"
+    fi
 }
 
 ensure_secret() {
@@ -220,6 +420,105 @@ mint_admin_token() {
     orca_log "minted an admin token into $TOKEN_FILE"
 }
 
+# The agent of AGENT_CONFIG is started before the masters: it registers as soon as there is a leader
+# (it retries every 2 s at most). Started after the leader is known, it could (after a restart of the
+# whole cluster, on a busy machine) miss the one lease of grace a new leader gives the nodes it knows,
+# and its replicas would be replaced for nothing.
+#
+# launch_agent starts it unless it runs. It sets agent_id, agent_aid, agent_listen and agent_since
+# (heartbeats older than that do not count), or agent_skip (why it was not started) when no Docker
+# engine answers: not an error, the masters are up and useful, and the summary says what to do.
+launch_agent() {
+    local line token listen pid docker out
+    line=$(read_agent_config "$AGENT_CONFIG") || exit 1
+    IFS=$'\t' read -r agent_aid token listen agent_status_listen <<<"$line"
+    agent_listen=$listen
+    agent_id=("$agent_aid")
+    agent_since=$(($(date +%s) - 5))
+
+    if pid=$(running_pid "data/$agent_aid.pid" 'agent|join'); then
+        orca_log "$agent_aid already running (pid $pid)"
+        return 0
+    fi
+    docker=$(docker_check)
+    case $docker in
+        ok) ;;
+        no-image)
+            if [ "$(id -u)" -eq 0 ]; then
+                orca_log "the Docker engine has no image $TEST_IMAGE (examples/web.json runs it): building it with scripts/ensure-docker.sh"
+                scripts/ensure-docker.sh >&2 \
+                    || orca_log "WARNING: scripts/ensure-docker.sh failed (above): services on $TEST_IMAGE will not start"
+            else
+                orca_log "WARNING: the Docker engine has no image $TEST_IMAGE (examples/web.json runs it):" \
+                    "build it with 'sudo scripts/ensure-docker.sh'; starting $agent_aid anyway"
+            fi ;;
+        *)
+            agent_id=()
+            agent_skip=${docker#down }
+            orca_log "no Docker engine answers ($agent_skip): not starting $agent_aid"
+            return 0 ;;
+    esac
+
+    # A token signed with an earlier cluster secret (data/cluster.secret deleted on its own) would
+    # only be refused at registration: check it offline and replace it.
+    if [ -s "$token" ] && ! "$PY" - "$secret" "$token" <<'EOF2'; then
+import sys
+from pathlib import Path
+from orca.auth import signing_key, verify_token
+try:
+    claims = verify_token(signing_key(Path(sys.argv[1]).read_bytes().strip()), Path(sys.argv[2]).read_text().strip())
+except Exception:
+    sys.exit(1)
+sys.exit(claims.role != "agent")
+EOF2
+        orca_log "$token is not an agent token of this cluster secret: minting a new one"
+        rm -f "$token"
+    fi
+    if [ ! -s "$token" ]; then
+        mkdir -p "$(dirname "$token")"
+        (umask 077 && "$ORCA_VENV/bin/orca" token create --secret-file "$secret" --role agent \
+            --name "$agent_aid" >"$token.tmp") || { rm -f "$token.tmp"; orca_die "minting the agent token failed"; }
+        chmod 600 "$token.tmp"
+        mv "$token.tmp" "$token"
+        orca_log "minted an agent token into $token"
+    fi
+    for out in "$listen" "$agent_status_listen"; do
+        if listening "$out"; then
+            orca_die "$agent_aid: something already listens on $out but data/$agent_aid.pid names no running agent (an agent started another way? stop it first; the masters are running)"
+        fi
+    done
+    agent_since=$(($(date +%s) - 1))
+    echo "=== $(date -Is) bootstrap: orca agent --config $AGENT_CONFIG" >>"data/$agent_aid.log"
+    nohup "$ORCA_VENV/bin/orca" agent --config "$AGENT_CONFIG" >>"data/$agent_aid.log" 2>&1 </dev/null &
+    echo $! >"data/$agent_aid.pid"
+    orca_log "started $agent_aid (pid $!, $AGENT_CONFIG, log data/$agent_aid.log)"
+}
+
+# Waits (AGENT_WAIT_S) until the cluster, asked at URL $1, has the launched agent ready with a fresh
+# heartbeat; sets agent_ok=1 and agent_line, or dies showing the agent's log.
+wait_agent() {
+    local url=$1 pid out="" deadline=$((SECONDS + AGENT_WAIT_S)) state beat _
+    while :; do
+        if ! pid=$(running_pid "data/$agent_aid.pid" 'agent|join'); then
+            rm -f "data/$agent_aid.pid"
+            show_log_tails "$agent_aid"
+            orca_die "$agent_aid exited (its log is above; the masters are running)"
+        fi
+        # The status alone is not enough: see node_state.
+        if out=$(node_state "$url" "$agent_aid"); then
+            read -r state _ _ beat <<<"$out"
+            [ "$state" = ready ] && [ "${beat:-0}" -ge "$agent_since" ] && break
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            show_log_tails "$agent_aid"
+            orca_die "$agent_aid not ready within ${AGENT_WAIT_S} s (the cluster says: ${out:-nothing}; log above; left running: inspect with --status, stop with --stop)"
+        fi
+        sleep 0.3
+    done
+    agent_ok=1
+    agent_line="$agent_aid ready (pid $pid, $AGENT_CONFIG, API http://$agent_listen, containers on the local Docker engine)"
+}
+
 do_start() {
     orca_ensure_venv
     PY=$ORCA_VENV/bin/python
@@ -230,6 +529,11 @@ do_start() {
     done
     mkdir -p data
     ensure_secret "$secret"
+
+    # The agent first (not with --node: that starts single masters, e.g. on several hosts).
+    local agent_id=() agent_aid="" agent_listen="" agent_status_listen="" agent_since=0 agent_skip=""
+    local agent_ok=0 agent_line=""
+    [ "$explicit_nodes" = 1 ] || launch_agent
 
     for i in "${!ids[@]}"; do
         if pid=$(running_pid "data/${ids[$i]}.pid"); then
@@ -310,26 +614,66 @@ do_start() {
         home_note="$home_token exists and was left alone: export ORCA_TOKEN as below"
     fi
 
-    local cd_line="" spec_file=web.json spec_hint
+    if [ ${#agent_id[@]} -gt 0 ]; then
+        wait_agent "$leader_url"
+    elif [ -n "$agent_skip" ]; then
+        agent_line="$agent_aid NOT started: no Docker engine answers"
+    fi
+
+    local cd_line="" orca=.venv/bin/orca masters
     [ "$ORIG_PWD" = "$ROOT" ] || cd_line="  cd $ROOT"$'\n'
-    spec_hint="  echo '{\"services\":[{\"name\":\"web\",\"image\":\"orca-test/busybox\",\"command\":[\"httpd\",\"-f\",\"-p\",\"8080\"],\"port\":8080,\"replicas\":2}]}' > web.json"$'\n'
-    if [ -f examples/web.json ]; then spec_file=examples/web.json spec_hint=""; fi
+    masters=$(printf '%s ' "${urls[@]}" | sed 's/ $//')
     cat <<EOF
 
 orca: ${ids[*]} running; leader ${leader} (${leader_url}), term ${term}
-  logs:        $(printf 'data/%s.log ' "${ids[@]}" | sed 's/ $//')
+  agent:       ${agent_line:-not started (--node starts masters only)}
+  logs:        $(printf 'data/%s.log ' "${ids[@]}" "${agent_id[@]}" | sed 's/ $//')
   pid files:   data/<id>.pid
   admin token: ${TOKEN_FILE} (${home_note})
+EOF
+    if [ "$agent_ok" != 1 ]; then
+        [ -z "$agent_skip" ] || cat <<EOF
+
+No Docker engine answers ($agent_skip), so the agent $agent_aid was not started; the masters run.
+To run containers:
+  sudo scripts/ensure-docker.sh     # installs docker.io and busybox-static from Debian, starts dockerd,
+                                    # builds the test image $TEST_IMAGE
+  scripts/bootstrap-cluster.sh      # again: starts only what is missing (here: $agent_aid)
+EOF
+        cat <<EOF
 
 Next:
 ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
-  .venv/bin/orca cluster info
-${spec_hint}  .venv/bin/orca deploy -f ${spec_file}
-  .venv/bin/orca status
-Until agents exist, replicas stay pending with reason "no nodes".
+  $orca cluster info
+Until an agent runs, the replicas of a deployed service stay pending.
 
 Health:  scripts/bootstrap-cluster.sh --status
 Stop:    scripts/bootstrap-cluster.sh --stop
+EOF
+        return 0
+    fi
+    cat <<EOF
+
+Next (README.md, "Walkthrough", explains each step):
+${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
+  $orca deploy -f examples/web.json   # waits until both replicas run and pass their health check
+  $orca status
+  $orca ps web                        # PORT column: the host port of each replica
+  curl http://127.0.0.1:PORT/                 # hello from <container id>
+  $orca scale web 3
+  $orca logs web --tail 20
+  $orca nodes
+With worker-1 alone a drain has nowhere to move replicas to: join a second agent first.
+  (umask 077 && $orca token create --secret-file data/cluster.secret --role agent --name worker-2 >data/worker-2.token)
+  nohup $orca join $masters --token-file data/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >data/worker-2.log 2>&1 & echo \$! >data/worker-2.pid
+  $orca drain worker-1                # replicas move to worker-2, start-before-stop
+  $orca undrain worker-1
+  kill -9 \$(cat data/worker-2.pid)    # node loss: worker-2's replicas start on worker-1 within ~10 s
+  $orca ps web
+
+Health:  scripts/bootstrap-cluster.sh --status
+Stop:    scripts/bootstrap-cluster.sh --stop           (agents first; their containers keep running)
+         scripts/bootstrap-cluster.sh --stop --purge   (and remove the agents' containers)
 EOF
 }
 
