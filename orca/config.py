@@ -31,7 +31,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 __all__ = [
-    "ConfigError", "Peer", "RaftTuning", "ApiLimits", "MasterConfig", "AgentConfig",
+    "ConfigError", "Peer", "RaftTuning", "ApiLimits", "MasterConfig", "AgentConfig", "ProxyConfig",
+    "PROXY_STRATEGIES",
     "load_master_config", "load_agent_config", "parse_host_port", "parse_memory",
 ]
 
@@ -120,6 +121,21 @@ class MasterConfig:
         raise ValueError(f"which must be 'api' or 'raft', got {which!r}")
 
 
+PROXY_STRATEGIES = ("round_robin", "least_conn")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Optional `[agent.proxy]`: the agent's ingress proxy (off when the table is absent)."""
+
+    listen: str = "127.0.0.1:8080"
+    strategy: str = "round_robin"  # the default; a route's own `strategy` overrides it
+    idle_timeout_s: float = 60.0  # a client's idle keep-alive connection is closed after this
+    request_timeout_s: float = 30.0  # an upstream silent for this long (no header, no body byte) -> 504
+    upstream_connect_timeout_s: float = 2.0  # connecting to a replica; a refused or slow one is retried elsewhere
+    drain_timeout_s: float = 10.0  # a removed replica's in-flight requests get this long before it is stopped
+
+
 # kw_only: the documented field order puts required fields (data_dir) after defaulted ones.
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
@@ -140,6 +156,7 @@ class AgentConfig:
     memory_bytes: int | None = None  # [agent.resources].memory; None = what the engine reports
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
+    proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -493,7 +510,28 @@ def load_master_config(path: str | Path) -> MasterConfig:
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources")
+               "labels", "heartbeat_s", "docker", "resources", "proxy")
+
+
+def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
+    """`[agent.proxy]`, or None when absent. `taken` maps the agent's other listen addresses to their keys."""
+    if not agent.has("proxy"):
+        return None
+    t = agent.table("proxy", ProxyConfig.__dataclass_fields__)
+    d = ProxyConfig()
+    listen = t.host_port("listen", d.listen)
+    if listen in taken:
+        raise t.error("listen", f"same address as {taken[listen]} ({listen!r})")
+    strategy = t.string("strategy", d.strategy)
+    if strategy not in PROXY_STRATEGIES:
+        raise t.error("strategy", f"expected one of {', '.join(PROXY_STRATEGIES)}, got {strategy!r}")
+    return ProxyConfig(
+        listen=listen, strategy=strategy,
+        idle_timeout_s=t.positive_float("idle_timeout_s", d.idle_timeout_s),
+        request_timeout_s=t.positive_float("request_timeout_s", d.request_timeout_s),
+        upstream_connect_timeout_s=t.positive_float("upstream_connect_timeout_s", d.upstream_connect_timeout_s),
+        drain_timeout_s=t.positive_float("drain_timeout_s", d.drain_timeout_s),
+    )
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -571,11 +609,12 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         except ValueError as exc:
             raise resources.error("memory", str(exc)) from None
     cpu = resources.positive_float("cpu", None)
+    proxy = _load_proxy(agent, {listen: "agent.listen", status_listen: "agent.status_listen"})
 
     return AgentConfig(
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy,
     )
 

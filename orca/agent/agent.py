@@ -4,8 +4,8 @@
   present (`push_token`), the fence (`fence.json`: the highest term seen and the version applied in
   it) and the last accepted desired set (`desired.json`, secrets included, hence mode 600), so a
   restarted agent keeps running its replicas even when no master answers.
-- `Agent` ties the store, the reconciler and the health monitor together, answers pushes and builds
-  the status API's NodeReport.
+- `Agent` ties the store, the reconciler, the health monitor, the ingress proxy (when configured) and
+  the container stats sampler together, answers pushes and builds the status API's NodeReport.
 - `MasterLink` registers with the masters and heartbeats the actual allocations to the leader,
   following 307s itself (so the bearer token is never dropped by a client library on a cross-origin
   redirect) and rotating through the masters when one is unreachable.
@@ -29,8 +29,10 @@ import aiohttp
 
 from orca import __version__
 from orca.agent.health import HealthMonitor
+from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
 from orca.agent.reconcile import Reconciler, iso
 from orca.agent.runtime import Runtime, RuntimeFailure
+from orca.agent.stats import StatsSampler
 from orca.config import AgentConfig
 from orca.errors import StaleLeader
 from orca.protocol import HEARTBEAT_MAX_BYTES
@@ -121,27 +123,49 @@ class PushStore:
 class Agent:
     """The agent's state and its parts. Contract: `accept_push(push)` is called by the agent API with a
     validated AllocationsPush; `node_report()` by the status API; `run()` runs the loops until `stop()`
-    (returns 0) or a `shutdown` directive (stops this node's containers, then returns 0)."""
+    (returns 0) or a `shutdown` directive (stops this node's containers, then returns 0).
+
+    `proxy` is the ingress proxy when `config.proxy` is set (else None): it takes each accepted push's
+    routes, and the reconciler awaits its drain of a replica before stopping it. Whoever serves the
+    agent (orca.agent.main) starts and stops the proxy's listener; `run()` does not. `stats` samples
+    container CPU and memory in a thread while `run()` runs.
+    """
 
     def __init__(self, config: AgentConfig, runtime: Runtime, *, reconciler: Reconciler | None = None,
-                 health: HealthMonitor | None = None) -> None:
+                 health: HealthMonitor | None = None, proxy: Proxy | None = None) -> None:
         self.config = config
         self.node_id = config.agent_id
         self.runtime = runtime
         self.store = PushStore(config.data_dir)
+        self.proxy = proxy or (Proxy(config.proxy) if config.proxy is not None else None)
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
+        if self.proxy is not None and self.reconciler.before_stop is None:
+            self.reconciler.before_stop = self.proxy.drain
         self.health = health or HealthMonitor(self.reconciler, config.publish_address)
+        self.stats = StatsSampler(runtime, self._running_allocs)
         self.link = MasterLink(self)
         self.started_at = time.time()
         self._stop = asyncio.Event()
         if self.store.desired is not None:
             log.info("resuming the saved desired set (term %d, version %d, %d allocations)",
                      self.store.term, self.store.version, len(self.store.desired.get("allocations", [])))
+            self._set_routes(self.store.desired)
             self.reconciler.set_desired(self.store.desired)
+
+    def _running_allocs(self) -> list[str]:
+        # Called from the stats thread: list() copies the dict's values in one step under the GIL.
+        return [st.alloc_id for st in list(self.reconciler.states.values())
+                if st.status == "running" and st.container_id]
+
+    def _set_routes(self, push: dict[str, Any]) -> None:
+        if self.proxy is not None:
+            self.proxy.set_routes(push.get("routes") or {})
 
     def accept_push(self, push: dict[str, Any]) -> dict[str, Any]:
         if not self.store.accept(push):
             return {"accepted": False, "version": self.store.version}
+        # Routes first: a replica leaving both is already out of the table when its stop (and drain) begins.
+        self._set_routes(push)
         self.reconciler.set_desired(push)
         log.info("accepted push term %d version %d: %d allocations", push["term"], push["version"],
                  len(push["allocations"]))
@@ -155,6 +179,7 @@ class Agent:
                  asyncio.create_task(self.health.run(), name="health")]
         link = asyncio.create_task(self.link.run(), name="master-link")
         stopped = asyncio.create_task(self._stop.wait())
+        self.stats.start()
         try:
             done, _ = await asyncio.wait([link, stopped], return_when=asyncio.FIRST_COMPLETED)
             if link in done and link.result() == "shutdown":
@@ -171,6 +196,7 @@ class Agent:
             for t in [*tasks, link, stopped]:
                 t.cancel()
             await asyncio.gather(*tasks, link, stopped, return_exceptions=True)
+            await asyncio.to_thread(self.stats.stop)
             await self.link.close()
 
     def node_report(self) -> dict[str, Any]:
@@ -184,7 +210,8 @@ class Agent:
                                     "state": st.status, "changed_at": iso(st.changed_at)}
             if st.service not in services:
                 services[st.service] = {"name": st.service, "deployment": st.name,
-                                        "domain": (st.spec or {}).get("domain"), "route_active": False}
+                                        "domain": (st.spec or {}).get("domain"),
+                                        "route_active": self.proxy is not None and self.proxy.route_active(st.service)}
         link = self.link
         return {"node": {"name": self.node_id, "started_at": iso(self.started_at),
                          "last_sync_time": iso(link.last_sync) if link.last_sync else None,
@@ -281,9 +308,12 @@ class MasterLink:
         delay, cap = REGISTER_BACKOFF_S
         while True:
             try:
+                proxy = self.config.proxy
                 body = {"node_id": self.agent.node_id, "address": self.address,
                         "labels": dict(self.config.labels), "capacity": await self._capacity(),
-                        "push_token": self.agent.store.push_token, "agent_version": __version__}
+                        "push_token": self.agent.store.push_token, "agent_version": __version__,
+                        "publish_address": self.config.publish_address,
+                        "proxy": proxy.listen if proxy is not None else None}
             except RuntimeFailure as exc:
                 self._error(f"cannot read the engine's capacity: {exc.reason}")
             else:
@@ -313,12 +343,27 @@ class MasterLink:
     def _heartbeat_body(self) -> dict[str, Any]:
         self._seq += 1
         reports = self.agent.reconciler.reports()
-        body = {"node_id": self.agent.node_id, "seq": self._seq, "allocations": reports,
-                "applied": {"term": self.agent.store.term, "version": self.agent.store.version}}
-        if len(json.dumps(body, separators=(",", ":"))) > HEARTBEAT_MAX_BYTES:
-            # Reasons are the only unbounded part worth dropping: the master must still see every replica.
+        body: dict[str, Any] = {"node_id": self.agent.node_id, "seq": self._seq, "allocations": reports,
+                                "applied": {"term": self.agent.store.term, "version": self.agent.store.version},
+                                "stats": self.agent.stats.latest()}
+        proxy = self.agent.proxy
+        if proxy is not None:
+            body["proxy"] = proxy.stats(max_replicas=MAX_REPLICAS_REPORTED)
+
+        def size() -> int:
+            return len(json.dumps(body, separators=(",", ":")))
+
+        # Over 64 KiB the leader refuses the heartbeat (413). Shed what matters least first; the
+        # allocations themselves always go, the master must see every replica.
+        if size() > HEARTBEAT_MAX_BYTES:
             for r in reports:
                 r["reason"] = None
+        if proxy is not None and size() > HEARTBEAT_MAX_BYTES:
+            body["proxy"] = proxy.stats(max_replicas=0)
+        if size() > HEARTBEAT_MAX_BYTES:
+            body["stats"] = {}
+        if size() > HEARTBEAT_MAX_BYTES:
+            body.pop("proxy", None)
         return body
 
     async def heartbeat_once(self) -> str | None:

@@ -53,11 +53,16 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
             await runner.setup()
             runners.append(runner)
             host, port = parse_host_port(listen)
-            await web.TCPSite(runner, host, port, reuse_address=True, shutdown_timeout=2.0).start()
-        log.info("agent %s: API on %s (advertised %s), status on %s, masters %s", config.agent_id, config.listen,
-                 config.advertise, config.status_listen, ", ".join(config.masters))
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        if agent.proxy is not None:
+            await agent.proxy.start()
+        log.info("agent %s: API on %s (advertised %s), status on %s, ingress proxy %s, masters %s", config.agent_id,
+                 config.listen, config.advertise, config.status_listen,
+                 config.proxy.listen if config.proxy is not None else "off", ", ".join(config.masters))
         return await agent.run()
     finally:
+        if agent.proxy is not None:
+            await agent.proxy.stop()  # in-flight requests get drain_timeout_s
         for runner in reversed(runners):
             await runner.cleanup()
 

@@ -124,12 +124,18 @@ class Reconciler:
     `states` the status API's. For the health monitor: `health_targets()`, `set_health()` and
     `restart_unhealthy()`. `clock` (monotonic) paces backoffs, `wall` stamps times shown to people; both
     are injectable for tests, which call `reconcile_once()` and then `wait_idle()`.
+
+    `before_stop(alloc_id)`, when given, is awaited before a replica that left the desired set is
+    stopped (the ingress proxy drains its in-flight requests to it there); it bounds its own wait, and
+    an exception from it is logged and does not prevent the stop.
     """
 
     def __init__(self, runtime: Runtime, *, host_port_range: tuple[int, int] = (20000, 20999),
                  parallel: int = 4, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 before_stop: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.runtime = runtime
+        self.before_stop = before_stop
         self.port_range = host_port_range
         self.interval_s = interval_s
         self.clock = clock
@@ -417,6 +423,12 @@ class Reconciler:
 
     async def _stop(self, st: AllocState) -> None:
         self._set_status(st, "stopped")
+        if self.before_stop is not None:
+            # Outside the semaphore: a replica draining for seconds must not hold up other operations.
+            try:
+                await self.before_stop(st.alloc_id)
+            except Exception:
+                log.exception("%s: before-stop hook failed; stopping anyway", st.name)
         async with self._sem:
             await asyncio.to_thread(self.runtime.stop, st.alloc_id)
         log.info("stopped %s", st.name)

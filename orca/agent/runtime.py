@@ -95,6 +95,8 @@ class Runtime(Protocol):
 
     def engine_resources(self) -> dict[str, Any]: ...
 
+    def stats(self, alloc_id: str) -> dict[str, Any] | None: ...
+
 
 def container_name(alloc: dict[str, Any]) -> str:
     """`orca-<service>-<alloc id>` (DESIGN §5): readable in `docker ps`, unique per allocation."""
@@ -299,6 +301,22 @@ class DockerRuntime:
                 error = exc.explanation or str(exc)
             raise RuntimeFailure(_pull_reason(image, error or str(exc))) from exc
 
+    def stats(self, alloc_id: str) -> dict[str, Any] | None:
+        """One resource sample of the allocation's running container (None when it is not running):
+        {"cpu_total", "system_cpu" (ns), "online_cpus", "pre_cpu_total", "pre_system_cpu" (ns or None),
+        "mem_usage", "mem_limit" (bytes)}. One-shot: the engine answers at once without its own second
+        sample (the `pre_` pair is then empty; orca.agent.stats keeps the previous sample instead)."""
+        running = [c for c in self._find(alloc_id) if c.status == "running"]
+        if not running:
+            return None
+        try:
+            raw = self.client.api.stats(running[0].id, stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "container stats") from exc
+        return _sample(raw)
+
     def engine_resources(self) -> dict[str, Any]:
         """What the engine's host has in total (the node's default capacity, DESIGN §12)."""
         try:
@@ -342,6 +360,24 @@ def _state(attrs: dict[str, Any]) -> ContainerState:
         host_port=_host_port(attrs),
         image=attrs["Config"].get("Image", ""),
     )
+
+
+def _sample(raw: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Docker stats document that cpu % and mem % need (cgroup v1 and v2 alike)."""
+    cpu = raw.get("cpu_stats") or {}
+    pre = raw.get("precpu_stats") or {}
+    usage = cpu.get("cpu_usage") or {}
+    online = cpu.get("online_cpus") or len(usage.get("percpu_usage") or ()) or 1
+    mem = raw.get("memory_stats") or {}
+    detail = mem.get("stats") or {}
+    # Like `docker stats`: page cache the kernel can drop is not the container's use.
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", detail.get("cache", 0))) or 0
+    used = max(0, int(mem.get("usage") or 0) - int(cache))
+    return {"cpu_total": int(usage.get("total_usage") or 0), "system_cpu": int(cpu.get("system_cpu_usage") or 0),
+            "online_cpus": int(online),
+            "pre_cpu_total": (pre.get("cpu_usage") or {}).get("total_usage") or None,
+            "pre_system_cpu": pre.get("system_cpu_usage") or None,
+            "mem_usage": used, "mem_limit": int(mem.get("limit") or 0)}
 
 
 def _host_port(attrs: dict[str, Any]) -> int | None:
@@ -415,6 +451,8 @@ class FakeRuntime:
         self._containers: dict[str, ContainerState] = {}
         self._logs: dict[str, list[bytes]] = {}
         self._ids = itertools.count(1)
+        self.usage: dict[str, tuple[float, float]] = {}  # alloc id -> (cpu %, mem %) that stats() reports
+        self._stat_ticks: dict[str, int] = {}
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat().replace("+00:00", "Z")
@@ -485,6 +523,21 @@ class FakeRuntime:
 
     def engine_resources(self) -> dict[str, Any]:
         return dict(self.resources)
+
+    def stats(self, alloc_id: str) -> dict[str, Any] | None:
+        """A sample in DockerRuntime.stats' shape: `usage[alloc_id] = (cpu_pct, mem_pct)` (default 0, 0)
+        is what the sampler will compute from two consecutive calls, one simulated second apart."""
+        state = self._containers.get(alloc_id)
+        if state is None or state.status != "running":
+            return None
+        cpu_pct, mem_pct = self.usage.get(alloc_id, (0.0, 0.0))
+        ticks = self._stat_ticks[alloc_id] = self._stat_ticks.get(alloc_id, 0) + 1
+        cpus = int(self.resources["cpu"]) or 1
+        system = ticks * 10**9 * cpus  # one second of every CPU per call
+        limit = 256 << 20
+        return {"cpu_total": int(round(ticks * 10**9 * cpu_pct / 100.0)), "system_cpu": system, "online_cpus": cpus,
+                "pre_cpu_total": None, "pre_system_cpu": None,
+                "mem_usage": int(limit * mem_pct / 100.0), "mem_limit": limit}
 
     # -- test controls ---------------------------------------------------------------------------
 

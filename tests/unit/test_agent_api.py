@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from orca.agent.agent import Agent
 from orca.agent.api import make_agent_api, make_status_api
-from orca.agent.main import join_config, run_agent, run_join
+from orca.agent.main import join_config, run_agent, run_join, serve
+from orca.agent.proxy import MAX_REPLICAS_REPORTED
 from orca.agent.runtime import FakeRuntime
-from orca.config import AgentConfig
-from orca.protocol import validate_heartbeat, validate_register
+from orca.config import AgentConfig, ProxyConfig
+from orca.devcluster import free_ports
+from orca.protocol import HEARTBEAT_MAX_BYTES, validate_heartbeat, validate_register
 
 IMAGE = "orca-test/busybox:latest"
 
@@ -304,3 +310,133 @@ def test_join_config_uses_file_rules(tmp_path: Path) -> None:
     assert cfg.agent_id == "w-2" and cfg.masters == ("http://127.0.0.1:6880",) and cfg.token == "tok"
     assert cfg.advertise == "http://127.0.0.1:6891" and cfg.labels == {"zone": "a"}
     assert cfg.host_port_range == (21000, 21099) and cfg.memory_bytes == 1 << 30 and cfg.cpu is None
+
+
+# -- the ingress proxy and container stats in the agent ------------------------------------------------
+
+
+def proxied(tmp_path: Path, masters: tuple[str, ...] = ("http://127.0.0.1:1",)) -> AgentConfig:
+    [port] = free_ports(1)
+    return make_config(tmp_path, masters, proxy=ProxyConfig(listen=f"127.0.0.1:{port}", drain_timeout_s=2.0))
+
+
+def routes(*endpoints: tuple[str, str], domain: str = "web.example.com", service: str = "web") -> dict[str, Any]:
+    return {domain: {"service": service, "strategy": None, "canary_weight": None,
+                     "endpoints": [{"alloc": a, "address": addr, "canary": False} for a, addr in endpoints]}}
+
+
+async def test_register_and_heartbeat_carry_proxy_and_stats(aiohttp_server: Any, tmp_path: Path) -> None:
+    masters = FakeMasters()
+    leader = await aiohttp_server(masters.leader_app())
+    masters.leader_url = str(leader.make_url("")).rstrip("/")
+    config = proxied(tmp_path, (masters.leader_url,))
+    runtime = FakeRuntime("worker-1", images=[IMAGE])
+    agent = Agent(config, runtime)
+    try:
+        await agent.link.register()
+        [reg] = masters.registered
+        assert reg["publish_address"] == "127.0.0.1" and reg["proxy"] == config.proxy.listen
+
+        agent.accept_push({**push(1, 1, alloc("a1", domain="web.example.com")),
+                           "routes": routes(("a1", "127.0.0.1:9"))})
+        await agent.reconciler.reconcile_once()
+        await agent.reconciler.wait_idle()
+        runtime.usage["a1"] = (12.5, 40.0)
+        agent.stats.sample_once()
+        agent.stats.sample_once()
+        assert await agent.link.heartbeat_once() == "continue"
+        [hb] = masters.heartbeats
+        assert hb["stats"] == {"a1": {"cpu_pct": 12.5, "mem_pct": 40.0}}
+        assert hb["proxy"]["web"]["requests"] == 0 and hb["proxy"]["web"]["replicas"] == {}
+        assert len(hb["proxy"]["web"]["latency_buckets"]) == 13
+    finally:
+        await agent.link.close()
+
+
+async def test_heartbeat_stays_under_64_kib_with_many_replicas(tmp_path: Path) -> None:
+    agent = Agent(proxied(tmp_path), FakeRuntime("worker-1", images=[IMAGE]))
+    proxy = agent.proxy
+    assert proxy is not None
+    table: dict[str, Any] = {}
+    for s in range(40):
+        table.update(routes(*((f"alloc-{s:02d}-{i:03d}-{'x' * 20}", f"127.0.0.1:{20000 + i}") for i in range(100)),
+                            domain=f"s{s}.example.com", service=f"service-{s:02d}"))
+    proxy.set_routes(table)
+    for ep in proxy.endpoints.values():
+        ep.requests, ep.errors = 123456, 7
+    body = agent.link._heartbeat_body()
+    size = len(json.dumps(body, separators=(",", ":")))
+    assert size <= HEARTBEAT_MAX_BYTES
+    assert validate_heartbeat(json.loads(json.dumps(body)))["proxy"].keys() == {f"service-{s:02d}" for s in range(40)}
+    assert 0 < sum(len(v["replicas"]) for v in body["proxy"].values()) <= MAX_REPLICAS_REPORTED
+
+
+async def test_pushed_routes_reach_the_proxy_and_stops_wait_for_its_drain(tmp_path: Path,
+                                                                         aiohttp_server: Any) -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await gate.wait()
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    upstream = await aiohttp_server(app, host="127.0.0.1")
+    runtime = FakeRuntime("worker-1", images=[IMAGE])
+    agent = Agent(proxied(tmp_path), runtime)
+    proxy = agent.proxy
+    assert proxy is not None and agent.reconciler.before_stop == proxy.drain
+    await proxy.start()
+    try:
+        agent.accept_push({**push(1, 1, alloc("a1", domain="web.example.com")),
+                           "routes": routes(("a1", f"127.0.0.1:{upstream.port}"))})
+        await agent.reconciler.reconcile_once()
+        await agent.reconciler.wait_idle()
+        assert agent.node_report()["services"]["web"]["route_active"] is True
+        async with aiohttp.ClientSession() as session:
+            request = asyncio.create_task(session.get(f"http://127.0.0.1:{proxy.port}/",
+                                                      headers={"Host": "web.example.com"}))
+            for _ in range(100):
+                if proxy.endpoints["a1"].active:
+                    break
+                await asyncio.sleep(0.02)
+            agent.accept_push(push(1, 2))  # a1 leaves the desired set and the routes
+            await agent.reconciler.reconcile_once()
+            await asyncio.sleep(0.3)
+            assert [c.alloc_id for c in runtime.list()] == ["a1"]  # not stopped while a request is in flight
+            gate.set()
+            resp = await request
+            assert resp.status == 200 and await resp.text() == "done"
+            resp.release()
+        await agent.reconciler.wait_idle()
+        assert runtime.list() == []
+        assert agent.node_report()["services"] == {}
+    finally:
+        await proxy.stop()
+
+
+async def test_serve_starts_and_stops_the_proxy_with_the_agent(tmp_path: Path) -> None:
+    api_port, status_port = free_ports(2)
+    config = dataclasses.replace(proxied(tmp_path), listen=f"127.0.0.1:{api_port}",
+                                 status_listen=f"127.0.0.1:{status_port}")
+    task = asyncio.create_task(serve(config, FakeRuntime("worker-1", images=[IMAGE])))
+    url = f"http://{config.proxy.listen}/"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(url, headers={"Host": "nothing.example.com"}) as resp:
+                        assert resp.status == 404
+                        assert await resp.text() == "no service for host nothing.example.com\n"
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the proxy never listened")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from orca.agent.health import HealthMonitor
 from orca.agent.reconcile import Reconciler, resolve_env
 from orca.agent.runtime import ContainerState, FakeRuntime, RuntimeFailure
+from orca.agent.stats import StatsSampler, cpu_percent, mem_percent
 from orca.protocol import validate_alloc_report
 
 IMAGE = "orca-test/busybox:latest"
@@ -394,3 +396,90 @@ async def test_real_probe_against_a_closed_port_fails(rec: Reconciler) -> None:
         assert await monitor.probe("http://127.0.0.1:9/health") is False
     finally:
         await monitor.close()
+
+
+# -- the before-stop hook (the ingress proxy drains there) ----------------------------------------------
+
+
+async def test_before_stop_is_awaited_before_the_stop(runtime: RecordingRuntime, clock: Clock) -> None:
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def before_stop(alloc_id: str) -> None:
+        events.append(f"drain {alloc_id}")
+        await release.wait()
+        events.append(f"drained {alloc_id}")
+
+    rec = Reconciler(runtime, clock=clock, wall=clock, before_stop=before_stop)
+    rec.set_desired(push(alloc("a1"), alloc("a2")))
+    await settle(rec)
+    rec.set_desired(push(alloc("a2"), version=2))
+    await rec.reconcile_once()
+    for _ in range(50):
+        if events:
+            break
+        await asyncio.sleep(0.01)
+    assert events == ["drain a1"] and running(runtime) == {"a1", "a2"}  # still serving while it drains
+    assert rec.states["a1"].busy
+    await rec.reconcile_once()  # a pass meanwhile leaves the draining replica alone
+    assert len(ops(runtime, "stop")) == 0
+    release.set()
+    await rec.wait_idle()
+    assert events == ["drain a1", "drained a1"] and running(runtime) == {"a2"}
+    assert [a for _, a in ops(runtime, "stop")] == ["a1"]
+
+
+async def test_a_failing_before_stop_does_not_prevent_the_stop(runtime: RecordingRuntime, clock: Clock) -> None:
+    async def before_stop(alloc_id: str) -> None:
+        raise RuntimeError("proxy gone")
+
+    rec = Reconciler(runtime, clock=clock, wall=clock, before_stop=before_stop)
+    rec.set_desired(push(alloc("a1")))
+    await settle(rec)
+    rec.set_desired(push(version=2))
+    await settle(rec)
+    assert running(runtime) == set()
+
+
+# -- container stats ---------------------------------------------------------------------------------------
+
+
+def test_cpu_and_mem_percent() -> None:
+    cur = {"cpu_total": 3_000, "system_cpu": 20_000, "online_cpus": 2, "pre_cpu_total": 1_000,
+           "pre_system_cpu": 10_000, "mem_usage": 64, "mem_limit": 256}
+    assert cpu_percent(cur, None) == 40.0  # the engine's own pre-sample: 2000/10000 * 2 CPUs
+    one_shot = {**cur, "pre_cpu_total": None, "pre_system_cpu": None}
+    assert cpu_percent(one_shot, None) is None  # no interval yet
+    assert cpu_percent(one_shot, {"cpu_total": 2_000, "system_cpu": 15_000}) == 40.0
+    assert cpu_percent(one_shot, {"cpu_total": 2_000, "system_cpu": 20_000}) is None  # no time went by
+    assert mem_percent(cur) == 25.0 and mem_percent({**cur, "mem_limit": 0}) is None
+
+
+async def test_stats_sampler_on_the_fake_runtime(rec: Reconciler, runtime: RecordingRuntime) -> None:
+    rec.set_desired(push(*(alloc(f"a{i}") for i in range(5))))
+    await settle(rec)
+    runtime.usage = {"a0": (50.0, 10.0), "a1": (150.0, 75.0)}
+
+    def alive() -> list[str]:
+        return [s.alloc_id for s in list(rec.states.values()) if s.status == "running"]
+
+    sampler = StatsSampler(runtime, alive, max_per_pass=3)
+    first = sampler.sample_once()  # a0..a2: memory at once, cpu once there is an interval
+    assert set(first) == {"a0", "a1", "a2"}
+    assert first["a0"] == {"cpu_pct": 0.0, "mem_pct": 10.0} and first["a1"]["mem_pct"] == 75.0
+    second = sampler.sample_once()  # bounded work: the next three in turn (a3, a4, a0)
+    assert set(second) == {"a0", "a1", "a2", "a3", "a4"}
+    assert second["a0"] == {"cpu_pct": 50.0, "mem_pct": 10.0}
+    third = sampler.sample_once()
+    assert third["a1"] == {"cpu_pct": 150.0, "mem_pct": 75.0}
+    assert sampler.latest() == third
+    rec.set_desired(push(alloc("a1"), version=2))
+    await settle(rec)
+    assert set(sampler.sample_once()) == {"a1"}  # stopped containers drop out
+    sampler.interval_s = 0.01
+    sampler.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert sampler.latest()["a1"]["cpu_pct"] == 150.0
+    finally:
+        sampler.stop()

@@ -18,6 +18,7 @@ from orca.config import (
     ConfigError,
     MasterConfig,
     Peer,
+    ProxyConfig,
     RaftTuning,
     load_agent_config,
     load_master_config,
@@ -162,7 +163,8 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.status_listen", "agent.data_dir", "agent.labels", "agent.heartbeat_s",
         "agent.docker.publish_address", "agent.docker.host_port_range",
         "agent.resources.memory", "agent.resources.cpu",
-    }
+    } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
+    assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
 
 
 # --- defaults and path resolution ---------------------------------------------------------------------
@@ -191,6 +193,19 @@ def test_agent_defaults(workdir: Path) -> None:
     assert cfg.labels == {} and cfg.heartbeat_s == 1.0
     assert cfg.publish_address == "127.0.0.1" and cfg.host_port_range == (20000, 20999)
     assert cfg.memory_bytes is None and cfg.cpu is None
+    assert cfg.proxy is None  # off unless [agent.proxy] is there
+
+
+def test_agent_proxy(workdir: Path) -> None:
+    cfg = load_agent_config(write(workdir, AGENT + "[agent.proxy]\n"))
+    assert cfg.proxy == ProxyConfig(listen="127.0.0.1:8080", strategy="round_robin", idle_timeout_s=60.0,
+                                    request_timeout_s=30.0, upstream_connect_timeout_s=2.0, drain_timeout_s=10.0)
+    text = AGENT + ('[agent.proxy]\nlisten = "0.0.0.0:80"\nstrategy = "least_conn"\nidle_timeout_s = 5\n'
+                    "request_timeout_s = 1.5\nupstream_connect_timeout_s = 0.5\ndrain_timeout_s = 3\n")
+    cfg = load_agent_config(write(workdir, text))
+    assert cfg.proxy == ProxyConfig(listen="0.0.0.0:80", strategy="least_conn", idle_timeout_s=5.0,
+                                    request_timeout_s=1.5, upstream_connect_timeout_s=0.5, drain_timeout_s=3.0)
+    assert isinstance(cfg.proxy.idle_timeout_s, float)
 
 
 def test_overrides_are_normalised(workdir: Path) -> None:
@@ -349,6 +364,25 @@ AGENT_ERRORS = [
     ("[agent]", "[agent.resources]\nmemory = true\n[agent]", "agent.resources.memory", "got boolean True"),
     ("[agent]", "[agent.resources]\ncpu = 0\n[agent]", "agent.resources.cpu", "expected a positive number"),
     ("[agent]", "[agent.resources]\ncpus = 2\n[agent]", "agent.resources.cpus", "did you mean 'cpu'?"),
+    ("[agent]", "[agent.proxy]\nlisten = 8080\n[agent]", "agent.proxy.listen", "expected a string"),
+    ("[agent]", '[agent.proxy]\nlisten = "8080"\n[agent]', "agent.proxy.listen", "expected 'host:port'"),
+    ("[agent]", '[agent.proxy]\nlisten = "127.0.0.1:6890"\n[agent]', "agent.proxy.listen",
+     "same address as agent.listen"),
+    ("[agent]", '[agent.proxy]\nlisten = "127.0.0.1:9100"\n[agent]', "agent.proxy.listen",
+     "same address as agent.status_listen"),
+    ("[agent]", '[agent.proxy]\nstrategy = "random"\n[agent]', "agent.proxy.strategy",
+     "expected one of round_robin, least_conn, got 'random'"),
+    ("[agent]", "[agent.proxy]\nidle_timeout_s = 0\n[agent]", "agent.proxy.idle_timeout_s",
+     "expected a positive number"),
+    ("[agent]", '[agent.proxy]\nrequest_timeout_s = "30"\n[agent]', "agent.proxy.request_timeout_s",
+     "expected a number"),
+    ("[agent]", "[agent.proxy]\nupstream_connect_timeout_s = -1\n[agent]",
+     "agent.proxy.upstream_connect_timeout_s", "expected a positive number"),
+    ("[agent]", "[agent.proxy]\ndrain_timeout_s = true\n[agent]", "agent.proxy.drain_timeout_s",
+     "expected a number, got boolean"),
+    ("[agent]", "[agent.proxy]\ndrain_timeout = 5\n[agent]", "agent.proxy.drain_timeout",
+     "unknown key (did you mean 'drain_timeout_s'?)"),
+    ("[agent]", "[agent]\nproxy = true", "agent.proxy", "expected a table, got boolean"),
 ]
 
 

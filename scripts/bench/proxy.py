@@ -1,0 +1,225 @@
+"""Benchmark the agent's ingress proxy: requests/s and latency through it vs straight to one replica.
+
+Prints one JSON line:
+  {"bench": "proxy", "connections": 32, "direct": {"rps", "p50_ms", "p99_ms", ...}, "proxy": {...},
+   "ratio_rps", "p99_added_ms", "upstream", "box"}
+
+The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1) started through the
+docker SDK; `--upstream aiohttp` uses an aiohttp server in a child process instead (no Docker needed).
+The proxy is `orca.agent.proxy.Proxy` exactly as the agent runs it, in its own process (this script
+re-run with `--serve-proxy`), so the load generator and the proxy do not share an event loop. The load
+generator is the same for both runs: one aiohttp client, N connections (one worker each, keep-alive
+where the server allows it), a warm-up, then `--seconds` of measured load.
+
+    .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|aiohttp]
+
+Every process and container started here is reaped on exit (SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
+
+import aiohttp  # noqa: E402
+
+from orca.devcluster import free_ports  # noqa: E402
+
+IMAGE = "orca-test/busybox:latest"
+HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+DOMAIN = "bench.example.com"
+WARMUP_S = 1.5
+
+AIOHTTP_UPSTREAM = """
+import sys
+from aiohttp import web
+
+async def index(request):
+    return web.Response(text="ok\\n")
+
+app = web.Application()
+app.router.add_get("/", index)
+app.router.add_get("/index.html", index)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
+    return sorted_values[rank - 1]
+
+
+def _exit_on(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# -- the proxy process ----------------------------------------------------------------------------------
+
+
+async def serve_proxy(port: int, upstream: str) -> None:
+    from orca.agent.proxy import Proxy
+    from orca.config import ProxyConfig
+
+    proxy = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}"))
+    proxy.set_routes({DOMAIN: {"service": "bench", "strategy": None, "canary_weight": None,
+                               "endpoints": [{"alloc": "a1", "address": upstream, "canary": False}]}})
+    await proxy.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await proxy.stop()
+
+
+# -- load ---------------------------------------------------------------------------------------------------
+
+
+async def load(url: str, connections: int, seconds: float) -> dict[str, Any]:
+    """`connections` workers, each one request at a time; a warm-up, then `seconds` of measured load."""
+    latencies: list[float] = []
+    errors = 0
+    measuring = False
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, headers={"Host": DOMAIN},
+                                     timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async def worker(until: float) -> None:
+            nonlocal errors
+            clock = time.perf_counter
+            while True:
+                t0 = clock()
+                if t0 >= until:
+                    return
+                try:
+                    async with session.get(url) as resp:
+                        await resp.read()
+                        ok = resp.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if measuring:
+                    if ok:
+                        latencies.append(clock() - t0)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker(time.perf_counter() + WARMUP_S) for _ in range(connections)))
+        measuring = True
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + seconds) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    ms = [round(v * 1000, 2) if v is not None else None
+          for v in (percentile(latencies, 50), percentile(latencies, 99))]
+    return {"rps": round(len(latencies) / elapsed, 1), "p50_ms": ms[0], "p99_ms": ms[1],
+            "requests": len(latencies), "errors": errors}
+
+
+async def wait_http(url: str, host: str | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url, headers={"Host": host} if host else None) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# -- orchestration ------------------------------------------------------------------------------------------
+
+
+def start_busybox(port: int) -> Any:
+    import docker
+
+    client = docker.from_env()
+    return client.containers.run(IMAGE, HTTPD, detach=True, remove=False, ports={"8080/tcp": ("127.0.0.1", port)},
+                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="busybox")
+    parser.add_argument("--serve-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on)
+    if args.serve_proxy:
+        asyncio.run(serve_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
+        return 0
+
+    import json
+
+    up_port, proxy_port = free_ports(2)
+    upstream = f"127.0.0.1:{up_port}"
+    container = None
+    procs: list[subprocess.Popen[bytes]] = []
+    load_start = os.getloadavg()[0]
+    try:
+        if args.upstream == "busybox":
+            container = start_busybox(up_port)
+        else:
+            procs.append(subprocess.Popen([sys.executable, "-c", AIOHTTP_UPSTREAM, str(up_port)]))
+        proxy_proc = subprocess.Popen([sys.executable, __file__, "--serve-proxy", str(proxy_port), upstream])
+        procs.append(proxy_proc)
+        direct_url = f"http://{upstream}/index.html"
+        proxy_url = f"http://127.0.0.1:{proxy_port}/index.html"
+        asyncio.run(wait_http(direct_url))
+        asyncio.run(wait_http(proxy_url, DOMAIN))
+        direct = asyncio.run(load(direct_url, args.connections, args.seconds))
+        cpu0 = cpu_seconds(proxy_proc.pid)
+        proxied = asyncio.run(load(proxy_url, args.connections, args.seconds))
+        cpu1 = cpu_seconds(proxy_proc.pid)
+        if cpu0 is not None and cpu1 is not None:
+            proxied["proxy_cpu_pct"] = round(100 * (cpu1 - cpu0) / (args.seconds + WARMUP_S), 1)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        if container is not None:
+            container.remove(force=True)
+    ratio = round(proxied["rps"] / direct["rps"], 3) if direct["rps"] else None
+    added = round(proxied["p99_ms"] - direct["p99_ms"], 2) \
+        if proxied["p99_ms"] is not None and direct["p99_ms"] is not None else None
+    print(json.dumps({"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
+                      "upstream": args.upstream, "direct": direct, "proxy": proxied, "ratio_rps": ratio,
+                      "p99_added_ms": added,
+                      "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2),
+                                                                     round(os.getloadavg()[0], 2)]}},
+                     separators=(", ", ": ")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""The ingress proxy (orca.agent.proxy) with real aiohttp upstreams on 127.0.0.1 ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from orca.agent.proxy import Proxy, hostname
+from orca.config import ProxyConfig
+from orca.devcluster import free_ports
+from orca.protocol import LATENCY_BUCKETS_MS
+
+DOMAIN = "web.example.com"
+
+
+class Upstream:
+    """A replica: answers its name, echoes headers and bodies, streams, sleeps on demand, echoes WebSockets."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.hits = 0
+        self.gate = asyncio.Event()  # /hold waits for it
+        self.holding = 0
+
+    def app(self) -> web.Application:
+        async def index(request: web.Request) -> web.Response:
+            self.hits += 1
+            return web.Response(text=self.name)
+
+        async def hold(request: web.Request) -> web.Response:
+            self.hits += 1
+            self.holding += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.holding -= 1
+            return web.Response(text=self.name)
+
+        async def sleep(request: web.Request) -> web.Response:
+            await asyncio.sleep(float(request.query["s"]))
+            return web.Response(text=self.name)
+
+        async def headers(request: web.Request) -> web.Response:
+            return web.json_response({"name": self.name, "headers": [[k, v] for k, v in request.headers.items()],
+                                      "path": request.path_qs})
+
+        async def upload(request: web.Request) -> web.Response:
+            digest, size = hashlib.sha256(), 0
+            async for chunk in request.content.iter_any():
+                digest.update(chunk)
+                size += len(chunk)
+            return web.json_response({"size": size, "sha256": digest.hexdigest()})
+
+        async def big(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            await resp.prepare(request)
+            for i in range(int(request.query.get("n", "64"))):
+                await resp.write(bytes([i % 256]) * 65536)
+            await resp.write_eof()
+            return resp
+
+        async def drip(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            await resp.write(b"first\n")
+            await self.gate.wait()
+            await resp.write(b"second\n")
+            await resp.write_eof()
+            return resp
+
+        async def fail(request: web.Request) -> web.Response:
+            return web.Response(status=500, text="boom")
+
+        async def nothing(request: web.Request) -> web.Response:
+            return web.Response(status=204)
+
+        async def ws(request: web.Request) -> web.WebSocketResponse:
+            sock = web.WebSocketResponse(protocols=("echo.v1",))
+            await sock.prepare(request)
+            async for msg in sock:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    if msg.data == "close":
+                        await sock.close(code=4001, message=b"bye")
+                    else:
+                        await sock.send_str(f"{self.name}:{msg.data}")
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    await sock.send_bytes(msg.data[::-1])
+            return sock
+
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_get("/", index)
+        app.router.add_get("/hold", hold)
+        app.router.add_get("/sleep", sleep)
+        app.router.add_route("*", "/headers", headers)
+        app.router.add_post("/upload", upload)
+        app.router.add_get("/big", big)
+        app.router.add_get("/drip", drip)
+        app.router.add_get("/fail", fail)
+        app.router.add_get("/nothing", nothing)
+        app.router.add_get("/ws", ws)
+        return app
+
+
+Start = Callable[[str], Awaitable[tuple[Upstream, str]]]
+
+
+@pytest.fixture
+async def upstreams(aiohttp_server: Any) -> Start:
+    async def start(name: str) -> tuple[Upstream, str]:
+        up = Upstream(name)
+        server = await aiohttp_server(up.app(), host="127.0.0.1")
+        return up, f"127.0.0.1:{server.port}"
+    return start
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    [port] = free_ports(1)
+    p = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}", request_timeout_s=2.0, upstream_connect_timeout_s=1.0,
+                          drain_timeout_s=5.0))
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        yield session
+
+
+def table(endpoints: list[tuple[str, str] | tuple[str, str, bool]], *, strategy: str | None = None,
+          canary_weight: float | None = None, service: str = "web", domain: str = DOMAIN) -> dict[str, Any]:
+    eps = [{"alloc": e[0], "address": e[1], "canary": bool(e[2]) if len(e) > 2 else False} for e in endpoints]
+    return {domain: {"service": service, "strategy": strategy, "canary_weight": canary_weight, "endpoints": eps}}
+
+
+def url(proxy: Proxy, path: str = "/") -> str:
+    return f"http://127.0.0.1:{proxy.port}{path}"
+
+
+async def get(client: aiohttp.ClientSession, proxy: Proxy, path: str = "/", host: str = DOMAIN,
+              **kw: Any) -> tuple[int, str]:
+    async with client.get(url(proxy, path), headers={"Host": host, **kw.pop("headers", {})}, **kw) as resp:
+        return resp.status, await resp.text()
+
+
+# -- routing and balancing ---------------------------------------------------------------------------
+
+
+def test_hostname() -> None:
+    assert hostname("Web.Example.COM:8080") == "web.example.com"
+    assert hostname("web.example.com.") == "web.example.com"
+    assert hostname("[::1]:8080") == "::1"
+    assert hostname(None) == "" and hostname("") == ""
+
+
+async def test_unknown_host_is_404_and_no_replica_is_503(proxy: Proxy, client: aiohttp.ClientSession) -> None:
+    proxy.set_routes(table([]))
+    async with client.get(url(proxy), headers={"Host": "nope.example.com"}) as resp:
+        assert resp.status == 404 and resp.content_type == "text/plain"
+        assert await resp.text() == "no service for host nope.example.com\n"
+    async with client.get(url(proxy), headers={"Host": "WEB.example.com:80"}) as resp:
+        assert resp.status == 503 and resp.content_type == "text/plain"
+        assert await resp.text() == "no healthy replica for web\n"
+    assert not proxy.route_active("web")
+
+
+async def test_round_robin_is_even(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    ups = [await upstreams(f"r{i}") for i in range(3)]
+    proxy.set_routes(table([(f"a{i}", addr) for i, (_, addr) in enumerate(ups)]))
+    assert proxy.route_active("web")
+    seen = collections.Counter([(await get(client, proxy))[1] for _ in range(300)])
+    assert seen == {"r0": 100, "r1": 100, "r2": 100}
+    # Concurrent requests too: the counts stay within one of each other.
+    results = await asyncio.gather(*(get(client, proxy) for _ in range(151)))
+    seen = collections.Counter(body for status, body in results if status == 200)
+    assert sum(seen.values()) == 151 and max(seen.values()) - min(seen.values()) <= 1
+
+
+async def test_least_conn_prefers_the_idle_replica(proxy: Proxy, client: aiohttp.ClientSession,
+                                                   upstreams: Start) -> None:
+    (busy, busy_addr), (idle, idle_addr) = await upstreams("busy"), await upstreams("idle")
+    proxy.set_routes(table([("a-busy", busy_addr), ("a-idle", idle_addr)], strategy="least_conn"))
+    held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
+    for _ in range(100):  # the two held requests went one to each replica; free the idle one's
+        if busy.holding + idle.holding == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert busy.holding == 1 and idle.holding == 1
+    idle.gate.set()
+    for _ in range(100):
+        if idle.holding == 0:
+            break
+        await asyncio.sleep(0.02)
+    busy.hits = idle.hits = 0
+    results = [await get(client, proxy) for _ in range(20)]
+    assert all(body == "idle" for _, body in results) and busy.hits == 0
+    busy.gate.set()
+    assert [s for s, _ in await asyncio.gather(*held)] == [200, 200]
+    # With nothing in flight, least_conn rotates like round robin.
+    seen = collections.Counter([(await get(client, proxy))[1] for _ in range(20)])
+    assert seen == {"busy": 10, "idle": 10}
+
+
+async def test_route_strategy_defaults_to_the_config(upstreams: Start) -> None:
+    [port] = free_ports(1)
+    p = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}", strategy="least_conn"))
+    _, addr = await upstreams("x")
+    p.set_routes(table([("a1", addr)]))
+    assert p.routes[DOMAIN].strategy == "least_conn"
+    p.set_routes(table([("a1", addr)], strategy="round_robin"))
+    assert p.routes[DOMAIN].strategy == "round_robin"
+
+
+async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    ups = [await upstreams(f"s{i}") for i in range(4)] + [await upstreams("canary")]
+    eps = [(f"a{i}", addr, name == "canary") for i, (name, addr) in enumerate((u.name, a) for u, a in ups)]
+    proxy.set_routes(table(eps, canary_weight=0.2))
+    results = await asyncio.gather(*(get(client, proxy) for _ in range(1000)))
+    seen = collections.Counter(body for _, body in results)
+    assert sum(seen.values()) == 1000
+    assert 170 <= seen["canary"] <= 230, seen
+    for i in range(4):  # the stable ones share the rest evenly
+        assert abs(seen[f"s{i}"] - 200) <= 5, seen
+    # Without a weight, the canaries get their share of the endpoints: 1 of 5.
+    proxy.set_routes(table(eps))
+    seen = collections.Counter([(await get(client, proxy))[1] for _ in range(500)])
+    assert seen["canary"] == 100, seen
+    # Weight 0: never; and a canary alone still serves (better than a 503).
+    proxy.set_routes(table(eps, canary_weight=0.0))
+    assert "canary" not in {(await get(client, proxy))[1] for _ in range(50)}
+    proxy.set_routes(table([eps[-1]], canary_weight=0.0))
+    assert await get(client, proxy) == (200, "canary")
+
+
+# -- what is forwarded ---------------------------------------------------------------------------------
+
+
+async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.ClientSession,
+                                                upstreams: Start) -> None:
+    _, addr = await upstreams("h")
+    proxy.set_routes(table([("a1", addr)]))
+    headers = {"Host": "Web.Example.com:8080", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https",
+               "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "X-Kept": "yes",
+               "Proxy-Authorization": "Basic abc"}
+    async with client.get(url(proxy, "/headers?q=a%20b&x=1"), headers=headers) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    got = {k.lower(): v for k, v in body["headers"]}
+    assert got["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
+    assert got["x-forwarded-proto"] == "http"
+    assert got["x-forwarded-host"] == "Web.Example.com:8080"
+    assert got["host"] == "Web.Example.com:8080"  # passed through: the upstream may route on it too
+    assert got["x-kept"] == "yes"
+    assert "x-secret-hop" not in got and "proxy-authorization" not in got
+    assert "user-agent" in got and "accept-encoding" in got  # the client's own, not the proxy's
+    assert body["path"] == "/headers?q=a%20b&x=1"
+    async with client.get(url(proxy, "/headers"), headers={"Host": DOMAIN}) as resp:
+        got = {k.lower(): v for k, v in (await resp.json())["headers"]}
+    assert got["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    up, addr = await upstreams("b")
+    proxy.set_routes(table([("a1", addr)]))
+    payload = os.urandom(3 * 2**20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(payload), 100_000):
+            yield payload[i:i + 100_000]
+
+    async with client.post(url(proxy, "/upload"), data=chunks(), headers={"Host": DOMAIN}) as resp:
+        assert await resp.json() == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    async with client.post(url(proxy, "/upload"), data=io.BytesIO(payload), headers={"Host": DOMAIN}) as resp:
+        assert (await resp.json())["size"] == len(payload)
+    async with client.get(url(proxy, "/big?n=80"), headers={"Host": DOMAIN}) as resp:
+        data = await resp.read()
+    assert len(data) == 80 * 65536 and data[-1] == 79
+    # The first chunk of a response reaches the client while the upstream is still writing it.
+    async with client.get(url(proxy, "/drip"), headers={"Host": DOMAIN}) as resp:
+        assert await asyncio.wait_for(resp.content.readline(), 2) == b"first\n"
+        up.gate.set()
+        assert await resp.content.read() == b"second\n"
+
+
+async def test_head_204_and_upstream_5xx(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    _, addr = await upstreams("x")
+    proxy.set_routes(table([("a1", addr)]))
+    async with client.head(url(proxy, "/"), headers={"Host": DOMAIN}) as resp:
+        assert resp.status == 200 and resp.headers["Content-Length"] == "1"
+    async with client.get(url(proxy, "/nothing"), headers={"Host": DOMAIN}) as resp:
+        assert resp.status == 204 and await resp.read() == b""
+    assert await get(client, proxy, "/fail") == (500, "boom")
+    assert await get(client, proxy, "/missing") == (404, "404: Not Found")
+
+
+async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    _, addr = await upstreams("w")
+    proxy.set_routes(table([("a1", addr)]))
+    async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}, protocols=("echo.v1",)) as ws:
+        assert ws.protocol == "echo.v1"
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=2)).data == "w:hello"
+        await ws.send_bytes(b"abc")
+        assert (await ws.receive(timeout=2)).data == b"cba"
+        assert proxy.stats()["web"]["active"] == 1
+        await ws.send_str("close")  # the upstream closes: the client sees its code
+        msg = await ws.receive(timeout=2)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4001
+    for _ in range(50):
+        if proxy.stats()["web"]["active"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert proxy.stats()["web"]["active"] == 0 and proxy.endpoints["a1"].active == 0
+    # A client that closes first.
+    async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}) as ws:
+        await ws.send_str("x")
+        assert (await ws.receive(timeout=2)).data == "w:x"
+    for _ in range(50):
+        if proxy.endpoints["a1"].active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert proxy.endpoints["a1"].active == 0
+
+
+# -- failures, timeouts, draining ----------------------------------------------------------------------
+
+
+async def test_refused_connections_are_retried_for_any_method(proxy: Proxy, client: aiohttp.ClientSession,
+                                                              upstreams: Start) -> None:
+    _, addr = await upstreams("live")
+    [dead] = free_ports(1)  # nothing listens there
+    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}"), ("live", addr)]))
+    for _ in range(10):
+        async with client.post(url(proxy, "/upload"), data=b"x" * 10, headers={"Host": DOMAIN}) as resp:
+            assert resp.status == 200 and (await resp.json())["size"] == 10
+        assert await get(client, proxy) == (200, "live")
+    dead_ep = proxy.endpoints["dead"]
+    assert dead_ep.errors == dead_ep.requests == 1  # tried once, then passed over while ejected
+    assert proxy.stats()["web"]["errors"] == 0  # every request was answered by the live one
+    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}")]))
+    status, body = await get(client, proxy)
+    assert status == 502 and "did not answer" in body
+
+
+async def test_upstream_timeout_is_504(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    _, addr = await upstreams("slow")
+    proxy.set_routes(table([("a1", addr)]))
+    started = time.monotonic()
+    status, body = await get(client, proxy, "/sleep?s=3")
+    assert status == 504 and "in time" in body
+    assert 1.5 < time.monotonic() - started < 2.9  # request_timeout_s = 2
+
+
+async def test_removed_endpoint_drains_in_flight_requests(proxy: Proxy, client: aiohttp.ClientSession,
+                                                          upstreams: Start) -> None:
+    (old, old_addr), (_, new_addr) = await upstreams("old"), await upstreams("new")
+    proxy.set_routes(table([("old", old_addr)]))
+    slow = asyncio.create_task(get(client, proxy, "/hold"))
+    for _ in range(100):
+        if old.holding:
+            break
+        await asyncio.sleep(0.02)
+    assert old.holding == 1
+    proxy.set_routes(table([("new", new_addr)]))
+    drained = asyncio.create_task(proxy.drain("old"))
+    results = [await get(client, proxy) for _ in range(10)]
+    assert results == [(200, "new")] * 10 and old.hits == 1
+    await asyncio.sleep(0.2)
+    assert not drained.done()  # still one in flight to the old replica
+    old.gate.set()
+    assert await slow == (200, "old")
+    assert await asyncio.wait_for(drained, 2) is True
+    assert await proxy.drain("never-seen") is True
+
+
+async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client: aiohttp.ClientSession,
+                                                           upstreams: Start) -> None:
+    (a, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
+    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))
+    held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
+    for _ in range(100):
+        if a.holding:
+            break
+        await asyncio.sleep(0.02)
+    # The route still lists "a", but a replica being stopped gets no new request.
+    assert await proxy.drain("a", timeout=0.2) is False
+    assert [(await get(client, proxy))[1] for _ in range(6)] == ["b"] * 6
+    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))  # a lagging table does not un-fence it
+    assert (await get(client, proxy))[1] == "b"
+    a.gate.set()
+    for task in held:
+        task.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+
+
+UPSTREAM_SCRIPT = """
+import asyncio, sys
+from aiohttp import web
+
+async def index(request):
+    await asyncio.sleep(0.01)
+    return web.Response(text=sys.argv[2])
+
+async def post(request):
+    body = await request.read()
+    await asyncio.sleep(0.01)
+    return web.Response(text=sys.argv[2] + ":" + str(len(body)))
+
+app = web.Application()
+app.router.add_get("/", index)
+app.router.add_post("/", post)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def _wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Proxy,
+                                                                      client: aiohttp.ClientSession) -> None:
+    ports = free_ports(2)
+    procs = [subprocess.Popen([sys.executable, "-c", UPSTREAM_SCRIPT, str(port), f"u{i}"])
+             for i, port in enumerate(ports)]
+    try:
+        for port in ports:
+            await _wait_port(port)
+        proxy.set_routes(table([(f"u{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)]))
+        outcomes: list[tuple[str, int, str]] = []
+        stop_at = time.monotonic() + 3.0
+
+        async def worker(n: int) -> None:
+            i = 0
+            while time.monotonic() < stop_at:
+                i += 1
+                method = "POST" if (n + i) % 3 == 0 else "GET"
+                try:
+                    async with client.request(method, url(proxy), data=b"p" * 100 if method == "POST" else None,
+                                              headers={"Host": DOMAIN}) as resp:
+                        outcomes.append((method, resp.status, await resp.text()))
+                except aiohttp.ClientError as exc:
+                    outcomes.append((method, 0, repr(exc)))
+
+        workers = [asyncio.create_task(worker(n)) for n in range(16)]
+        await asyncio.sleep(1.0)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(5)
+        killed_at = len(outcomes)
+        await asyncio.gather(*workers)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+    failures = [o for o in outcomes if o[1] != 200]
+    assert len(outcomes) > 200 and killed_at > 50
+    assert all(status == 200 for method, status, _ in outcomes if method == "GET"), failures[:5]
+    # Only POSTs that were in flight to the killed replica may fail: at most one per worker.
+    assert len(failures) <= 16, failures
+    after = [body for _, status, body in outcomes[killed_at + 16:] if status == 200]
+    assert after and all(body.startswith("u1") for body in after)
+
+
+# -- statistics -------------------------------------------------------------------------------------------
+
+
+async def test_stats_counters_and_histogram(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    (_, a), (_, b) = await upstreams("a"), await upstreams("b")
+    proxy.set_routes({**table([("a", a), ("b", b)]), **table([], service="api", domain="api.example.com")})
+    for _ in range(10):
+        assert (await get(client, proxy))[0] == 200
+    assert (await get(client, proxy, "/fail"))[0] == 500
+    assert (await get(client, proxy, "/sleep?s=0.03"))[0] == 200
+    assert (await get(client, proxy, host="api.example.com"))[0] == 503
+    assert (await get(client, proxy, host="other.example.com"))[0] == 404
+    stats = proxy.stats()
+    web_stats = stats["web"]
+    assert web_stats["requests"] == 12 and web_stats["errors"] == 1 and web_stats["active"] == 0
+    buckets = web_stats["latency_buckets"]
+    assert len(buckets) == len(LATENCY_BUCKETS_MS) + 1 and buckets[-1] == 12
+    assert buckets == sorted(buckets)  # cumulative
+    assert buckets[LATENCY_BUCKETS_MS.index(25)] <= 11  # the 30 ms one is above 25 ms
+    assert web_stats["latency_sum_ms"] >= 30
+    # Round robin: the 11th request (the failing one) went to "a".
+    assert web_stats["replicas"] == {"a": {"requests": 6, "errors": 1, "active": 0},
+                                     "b": {"requests": 6, "errors": 0, "active": 0}}
+    assert stats["api"]["requests"] == 1 and stats["api"]["errors"] == 1 and stats["api"]["replicas"] == {}
+    assert proxy.route_active("web") and not proxy.route_active("api") and not proxy.route_active("nope")
+    # The busiest replicas only, when capped; counters survive the replica leaving the table.
+    assert len(proxy.stats(max_replicas=1)["web"]["replicas"]) == 1
+    proxy.set_routes(table([("b", b)]))
+    assert set(proxy.stats()["web"]["replicas"]) == {"a", "b"}
+    await proxy.stop()
+    assert not proxy.route_active("web")
+
+
+async def test_malformed_routes_are_skipped(upstreams: Start) -> None:
+    [port] = free_ports(1)
+    p = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}"))
+    _, addr = await upstreams("x")
+    p.set_routes({**table([("a1", addr)]), "bad.example.com": {"service": "bad", "endpoints": [{"alloc": "z"}]},
+                  "worse.example.com": {"service": "w", "strategy": "random", "endpoints": []}})
+    assert set(p.routes) == {DOMAIN}
