@@ -16,6 +16,11 @@ Rules that shape the code:
 `parse_memory` is `orca.config.parse_memory`, re-exported: a size in a spec and a size in an agent's
 `[agent.resources]` must mean the same number of bytes, or the scheduler compares unlike things.
 (orca.config reads files only inside its loaders; importing it does no I/O.)
+
+`scaling` (the autoscaling policy, read by `orca.autoscale`) and `canary_weight` (the canary's share of
+proxied requests) are traffic policy, not part of a version: changing them never restarts a container,
+so they are outside `ROLLOUT_FIELDS`. `validate_scaling` checks a policy on its own, for
+`PUT /api/v1/services/{name}/scaling`, with the same rules and the same `scaling.` field paths.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "MAX_REPLICAS", "DEFAULT_MEMORY", "DEFAULT_CPU", "MAX_CPU", "MIN_MEMORY", "MAX_MEMORY",
     "ROLLOUT_FIELDS", "validate_service", "validate_deploy_body", "spec_digest",
     "rollout_fields_changed", "parse_memory", "secret_refs", "is_dns_label",
+    "SCALING_MODES", "SCALING_DEFAULTS", "MIN_WINDOW_SECONDS", "validate_scaling",
 ]
 
 MAX_REPLICAS = 1000
@@ -47,8 +53,28 @@ MIN_MEMORY = 6 * 2**20
 MAX_MEMORY = 2**50
 
 # The fields whose change makes a new version and hence a rolling update (DESIGN §7). Scaling,
-# placement, domain, update policy and canary count do not restart anything.
+# placement, domain, update policy, canary count and canary weight do not restart anything.
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
+
+SCALING_MODES = ("auto", "manual")
+# Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
+# they qualify: scale out when the load reaches 80% of the limits, in when it stays under 30%.
+SCALING_DEFAULTS: dict[str, Any] = {
+    "mode": "manual",
+    "min_replicas": 1,
+    "max_replicas": 10,
+    "target_rps_per_replica": 50.0,
+    "max_p95_latency_ms": 250.0,
+    "max_cpu_percent": 80.0,
+    "max_memory_percent": 85.0,
+    "scale_out_threshold_pct": 80.0,
+    "scale_in_threshold_pct": 30.0,
+    "window_seconds": 60.0,
+    "cooldown_seconds": 120.0,
+}
+# Shorter windows would average too few samples (the leader samples every few seconds) to be more
+# than noise.
+MIN_WINDOW_SECONDS = 5.0
 
 _MAX_IMAGE_LEN = 1024
 _MAX_PATH_LEN = 2048
@@ -65,11 +91,12 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
-    "resources", "internal", "placement", "update", "canary",
+    "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
 _UPDATE_FIELDS = frozenset({"max_parallel", "min_healthy_s", "healthy_deadline_s", "auto_revert"})
+_SCALING_FIELDS = frozenset(SCALING_DEFAULTS)
 _DEPLOY_BODY_FIELDS = frozenset({"services"})
 
 
@@ -94,6 +121,19 @@ def validate_service(raw: object, *, index: int | None = None) -> dict[str, Any]
     starts with the field path and whose details are `{"field": path, "service": name-or-"#i"}`.
     """
     return _Validator(index).spec(raw)
+
+
+def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, Any]:
+    """Check a scaling policy on its own (the body of `PUT .../scaling`) and return it normalized.
+
+    Same rules as `scaling` inside a spec: every field optional, defaults filled, errors name the field
+    as `scaling.<field>`; `service` only goes into the error details.
+    """
+    validator = _Validator(None)
+    validator.label = service
+    if raw is None:
+        validator.fail("scaling", "expected an object, got null")
+    return validator.scaling(raw)
 
 
 def validate_deploy_body(body: object) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -274,6 +314,8 @@ class _Validator:
             "placement": self.placement(raw),
             "update": self.update(raw),
             "canary": canary,
+            "scaling": None if raw.get("scaling") is None else self.scaling(raw["scaling"]),
+            "canary_weight": self.canary_weight(raw.get("canary_weight")),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -459,6 +501,62 @@ class _Validator:
             self.fail("update.auto_revert", f"expected true or false, got {_type_name(auto_revert)}")
         return {"max_parallel": max_parallel, "min_healthy_s": min_healthy,
                 "healthy_deadline_s": deadline, "auto_revert": auto_revert}
+
+    def scaling(self, value: object) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail("scaling", f"expected an object, got {_type_name(value)}")
+        self.unknown(value, _SCALING_FIELDS, "scaling.")
+        table = {**SCALING_DEFAULTS, **value}
+
+        mode = table["mode"]
+        if mode not in SCALING_MODES:
+            self.fail("scaling.mode", f"expected 'auto' or 'manual', got {_show(mode)}")
+        low = self.int_range("scaling.min_replicas", table["min_replicas"], 0, MAX_REPLICAS)
+        high = self.int_range("scaling.max_replicas", table["max_replicas"], 0, MAX_REPLICAS)
+        if high < low:
+            self.fail("scaling.max_replicas", f"must be at least scaling.min_replicas ({low}), got {high}")
+
+        def positive(field: str) -> float:
+            return self.number(f"scaling.{field}", table[field], low=0.0, low_inclusive=False)
+
+        def percent(field: str) -> float:
+            return self.number(f"scaling.{field}", table[field], low=0.0, high=100.0, low_inclusive=False)
+
+        target_rps = positive("target_rps_per_replica")
+        max_p95 = positive("max_p95_latency_ms")
+        max_cpu = percent("max_cpu_percent")
+        max_memory = percent("max_memory_percent")
+        out_pct = positive("scale_out_threshold_pct")
+        in_pct = positive("scale_in_threshold_pct")
+        if in_pct >= out_pct:
+            # Equal or crossed thresholds leave no band where the count holds: it would flap.
+            self.fail("scaling.scale_in_threshold_pct",
+                      f"must be less than scaling.scale_out_threshold_pct ({out_pct:g}), got {in_pct:g}")
+        window = self.number("scaling.window_seconds", table["window_seconds"], low=MIN_WINDOW_SECONDS)
+        cooldown = self.number("scaling.cooldown_seconds", table["cooldown_seconds"], low=0.0)
+        return {
+            "mode": mode,
+            "min_replicas": low,
+            "max_replicas": high,
+            "target_rps_per_replica": target_rps,
+            "max_p95_latency_ms": max_p95,
+            "max_cpu_percent": max_cpu,
+            "max_memory_percent": max_memory,
+            "scale_out_threshold_pct": out_pct,
+            "scale_in_threshold_pct": in_pct,
+            "window_seconds": window,
+            "cooldown_seconds": cooldown,
+        }
+
+    def canary_weight(self, value: object) -> float | None:
+        if value is None:
+            return None
+        # Both ends excluded: 0 would be a canary that sees no traffic, 1 one that takes all of it;
+        # either is a different operation (no canary, promote).
+        weight = self.number("canary_weight", value, low=0.0, low_inclusive=False)
+        if weight >= 1.0:
+            self.fail("canary_weight", f"must be less than 1, got {_show(value)}")
+        return weight
 
 
 def _closest(key: object, allowed: frozenset[str]) -> str | None:

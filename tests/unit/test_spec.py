@@ -15,11 +15,14 @@ from orca import spec as spec_mod
 from orca.errors import InvalidSpec
 from orca.spec import (
     MAX_REPLICAS,
+    ROLLOUT_FIELDS,
+    SCALING_DEFAULTS,
     parse_memory,
     rollout_fields_changed,
     secret_refs,
     spec_digest,
     validate_deploy_body,
+    validate_scaling,
     validate_service,
 )
 
@@ -38,6 +41,22 @@ DEFAULTS: dict[str, Any] = {
     "placement": {"node": None, "labels": {}},
     "update": {"max_parallel": 1, "min_healthy_s": 2.0, "healthy_deadline_s": 60.0, "auto_revert": True},
     "canary": 0,
+    "scaling": None,
+    "canary_weight": None,
+}
+
+SCALING: dict[str, Any] = {
+    "mode": "manual",
+    "min_replicas": 1,
+    "max_replicas": 10,
+    "target_rps_per_replica": 50.0,
+    "max_p95_latency_ms": 250.0,
+    "max_cpu_percent": 80.0,
+    "max_memory_percent": 85.0,
+    "scale_out_threshold_pct": 80.0,
+    "scale_in_threshold_pct": 30.0,
+    "window_seconds": 60.0,
+    "cooldown_seconds": 120.0,
 }
 
 
@@ -61,6 +80,17 @@ def test_public_surface() -> None:
 
 def test_minimal_spec_gets_every_default() -> None:
     assert validate_service({"name": "web", "image": "nginx:1.25"}) == expect()
+
+
+def test_normalized_field_order() -> None:
+    # The new fields go last; the order of the older ones is what existing records were written with.
+    assert list(validate_service(base(scaling={}, canary_weight=0.1))) == list(DEFAULTS)
+    assert list(validate_scaling({})) == list(SCALING)
+
+
+def test_scaling_defaults_are_the_documented_ones() -> None:
+    assert SCALING_DEFAULTS == SCALING
+    assert list(SCALING_DEFAULTS) == list(SCALING)
 
 
 # -- good inputs: raw overrides -> expected overrides of the normalized form ----------------------
@@ -106,6 +136,44 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"update": {"max_parallel": 2, "min_healthy_s": 0.0, "healthy_deadline_s": 0.5, "auto_revert": False}}),
     ("canary equal to replicas", {"replicas": 3, "canary": 3}, {"replicas": 3, "canary": 3}),
     ("empty tables", {"resources": {}, "placement": {}, "update": {}, "env": {}}, {}),
+    ("scaling null", {"scaling": None}, {}),
+    ("scaling empty gets every default", {"scaling": {}}, {"scaling": SCALING}),
+    ("scaling auto", {"scaling": {"mode": "auto"}}, {"scaling": {**SCALING, "mode": "auto"}}),
+    ("scaling ints become floats", {"scaling": {"target_rps_per_replica": 20, "max_p95_latency_ms": 100,
+                                                "window_seconds": 5, "cooldown_seconds": 0}},
+     {"scaling": {**SCALING, "target_rps_per_replica": 20.0, "max_p95_latency_ms": 100.0, "window_seconds": 5.0,
+                  "cooldown_seconds": 0.0}}),
+    ("scaling min zero", {"scaling": {"min_replicas": 0}}, {"scaling": {**SCALING, "min_replicas": 0}}),
+    ("scaling min equals max", {"scaling": {"min_replicas": 4, "max_replicas": 4}},
+     {"scaling": {**SCALING, "min_replicas": 4, "max_replicas": 4}}),
+    ("scaling max zero with min zero", {"scaling": {"min_replicas": 0, "max_replicas": 0}},
+     {"scaling": {**SCALING, "min_replicas": 0, "max_replicas": 0}}),
+    ("scaling max at MAX_REPLICAS", {"scaling": {"max_replicas": 1000}},
+     {"scaling": {**SCALING, "max_replicas": 1000}}),
+    ("scaling percents at 100", {"scaling": {"max_cpu_percent": 100, "max_memory_percent": 100.0}},
+     {"scaling": {**SCALING, "max_cpu_percent": 100.0, "max_memory_percent": 100.0}}),
+    ("scaling small percents", {"scaling": {"max_cpu_percent": 0.5, "max_memory_percent": 1e-3}},
+     {"scaling": {**SCALING, "max_cpu_percent": 0.5, "max_memory_percent": 1e-3}}),
+    ("scaling thresholds above 100", {"scaling": {"scale_out_threshold_pct": 150, "scale_in_threshold_pct": 100}},
+     {"scaling": {**SCALING, "scale_out_threshold_pct": 150.0, "scale_in_threshold_pct": 100.0}}),
+    ("scaling thresholds close", {"scaling": {"scale_out_threshold_pct": 50, "scale_in_threshold_pct": 49.9}},
+     {"scaling": {**SCALING, "scale_out_threshold_pct": 50.0, "scale_in_threshold_pct": 49.9}}),
+    ("scaling full", {"scaling": {"mode": "auto", "min_replicas": 2, "max_replicas": 20,
+                                  "target_rps_per_replica": 100.5, "max_p95_latency_ms": 300,
+                                  "max_cpu_percent": 70, "max_memory_percent": 90, "scale_out_threshold_pct": 75,
+                                  "scale_in_threshold_pct": 25, "window_seconds": 30, "cooldown_seconds": 90}},
+     {"scaling": {"mode": "auto", "min_replicas": 2, "max_replicas": 20, "target_rps_per_replica": 100.5,
+                  "max_p95_latency_ms": 300.0, "max_cpu_percent": 70.0, "max_memory_percent": 90.0,
+                  "scale_out_threshold_pct": 75.0, "scale_in_threshold_pct": 25.0, "window_seconds": 30.0,
+                  "cooldown_seconds": 90.0}}),
+    ("scaling independent of replicas", {"replicas": 0, "scaling": {"min_replicas": 3}},
+     {"replicas": 0, "scaling": {**SCALING, "min_replicas": 3}}),
+    ("canary_weight null", {"canary_weight": None}, {}),
+    ("canary_weight", {"canary_weight": 0.1}, {"canary_weight": 0.1}),
+    ("canary_weight tiny", {"canary_weight": 1e-9}, {"canary_weight": 1e-9}),
+    ("canary_weight near one", {"canary_weight": 0.999}, {"canary_weight": 0.999}),
+    ("canary_weight with canary", {"replicas": 4, "canary": 1, "canary_weight": 0.5},
+     {"replicas": 4, "canary": 1, "canary_weight": 0.5}),
 ]
 
 
@@ -211,6 +279,80 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("canary negative", {"canary": -1}, "canary", "canary:"),
     ("canary above replicas", {"replicas": 2, "canary": 3}, "canary", "canary: must be at most replicas (2)"),
     ("canary bool", {"canary": True}, "canary", "canary: expected an integer"),
+    ("scaling not dict", {"scaling": "auto"}, "scaling", "scaling: expected an object, got a string"),
+    ("scaling list", {"scaling": [{"mode": "auto"}]}, "scaling", "scaling: expected an object"),
+    ("scaling unknown field", {"scaling": {"min_replica": 1}}, "scaling.min_replica",
+     "unknown field 'scaling.min_replica'"),
+    ("scaling mode bad", {"scaling": {"mode": "automatic"}}, "scaling.mode",
+     "scaling.mode: expected 'auto' or 'manual'"),
+    ("scaling mode case", {"scaling": {"mode": "Auto"}}, "scaling.mode", "scaling.mode:"),
+    ("scaling mode null", {"scaling": {"mode": None}}, "scaling.mode", "scaling.mode:"),
+    ("scaling mode list", {"scaling": {"mode": ["auto"]}}, "scaling.mode", "scaling.mode:"),
+    ("scaling min negative", {"scaling": {"min_replicas": -1}}, "scaling.min_replicas",
+     "scaling.min_replicas: must be between 0 and 1000"),
+    ("scaling min float", {"scaling": {"min_replicas": 1.0}}, "scaling.min_replicas",
+     "scaling.min_replicas: expected an integer"),
+    ("scaling min bool", {"scaling": {"min_replicas": True}}, "scaling.min_replicas", "scaling.min_replicas:"),
+    ("scaling min above MAX_REPLICAS", {"scaling": {"min_replicas": 1001, "max_replicas": 1001}},
+     "scaling.min_replicas", "scaling.min_replicas:"),
+    ("scaling max above MAX_REPLICAS", {"scaling": {"max_replicas": 1001}}, "scaling.max_replicas",
+     "scaling.max_replicas: must be between 0 and 1000"),
+    ("scaling max string", {"scaling": {"max_replicas": "10"}}, "scaling.max_replicas", "scaling.max_replicas:"),
+    ("scaling max below min", {"scaling": {"min_replicas": 5, "max_replicas": 4}}, "scaling.max_replicas",
+     "scaling.max_replicas: must be at least scaling.min_replicas (5), got 4"),
+    ("scaling min above default max", {"scaling": {"min_replicas": 11}}, "scaling.max_replicas",
+     "must be at least scaling.min_replicas (11), got 10"),
+    ("scaling target rps zero", {"scaling": {"target_rps_per_replica": 0}}, "scaling.target_rps_per_replica",
+     "scaling.target_rps_per_replica: must be greater than 0"),
+    ("scaling target rps negative", {"scaling": {"target_rps_per_replica": -5.0}},
+     "scaling.target_rps_per_replica", "scaling.target_rps_per_replica:"),
+    ("scaling target rps string", {"scaling": {"target_rps_per_replica": "50"}}, "scaling.target_rps_per_replica",
+     "scaling.target_rps_per_replica: expected a number"),
+    ("scaling target rps inf", {"scaling": {"target_rps_per_replica": float("inf")}},
+     "scaling.target_rps_per_replica", "expected a finite number"),
+    ("scaling p95 zero", {"scaling": {"max_p95_latency_ms": 0}}, "scaling.max_p95_latency_ms",
+     "scaling.max_p95_latency_ms: must be greater than 0"),
+    ("scaling p95 nan", {"scaling": {"max_p95_latency_ms": float("nan")}}, "scaling.max_p95_latency_ms",
+     "scaling.max_p95_latency_ms:"),
+    ("scaling p95 bool", {"scaling": {"max_p95_latency_ms": True}}, "scaling.max_p95_latency_ms",
+     "scaling.max_p95_latency_ms:"),
+    ("scaling cpu zero", {"scaling": {"max_cpu_percent": 0}}, "scaling.max_cpu_percent",
+     "scaling.max_cpu_percent: must be greater than 0"),
+    ("scaling cpu above 100", {"scaling": {"max_cpu_percent": 100.5}}, "scaling.max_cpu_percent",
+     "scaling.max_cpu_percent: must be at most 100"),
+    ("scaling memory zero", {"scaling": {"max_memory_percent": 0.0}}, "scaling.max_memory_percent",
+     "scaling.max_memory_percent: must be greater than 0"),
+    ("scaling memory above 100", {"scaling": {"max_memory_percent": 101}}, "scaling.max_memory_percent",
+     "scaling.max_memory_percent: must be at most 100"),
+    ("scaling out threshold zero", {"scaling": {"scale_out_threshold_pct": 0, "scale_in_threshold_pct": 0}},
+     "scaling.scale_out_threshold_pct", "scaling.scale_out_threshold_pct: must be greater than 0"),
+    ("scaling in threshold zero", {"scaling": {"scale_in_threshold_pct": 0}}, "scaling.scale_in_threshold_pct",
+     "scaling.scale_in_threshold_pct: must be greater than 0"),
+    ("scaling in threshold negative", {"scaling": {"scale_in_threshold_pct": -10}},
+     "scaling.scale_in_threshold_pct", "scaling.scale_in_threshold_pct:"),
+    ("scaling in equals out", {"scaling": {"scale_in_threshold_pct": 80}}, "scaling.scale_in_threshold_pct",
+     "scaling.scale_in_threshold_pct: must be less than scaling.scale_out_threshold_pct (80), got 80"),
+    ("scaling in above out", {"scaling": {"scale_out_threshold_pct": 20}}, "scaling.scale_in_threshold_pct",
+     "must be less than scaling.scale_out_threshold_pct (20), got 30"),
+    ("scaling window too short", {"scaling": {"window_seconds": 4.9}}, "scaling.window_seconds",
+     "scaling.window_seconds: must be at least 5"),
+    ("scaling window zero", {"scaling": {"window_seconds": 0}}, "scaling.window_seconds", "scaling.window_seconds:"),
+    ("scaling window string", {"scaling": {"window_seconds": "60s"}}, "scaling.window_seconds",
+     "scaling.window_seconds: expected a number"),
+    ("scaling window huge int", {"scaling": {"window_seconds": 10**400}}, "scaling.window_seconds",
+     "scaling.window_seconds: number out of range"),
+    ("scaling cooldown negative", {"scaling": {"cooldown_seconds": -1}}, "scaling.cooldown_seconds",
+     "scaling.cooldown_seconds: must be at least 0"),
+    ("scaling cooldown null", {"scaling": {"cooldown_seconds": None}}, "scaling.cooldown_seconds",
+     "scaling.cooldown_seconds: expected a number, got null"),
+    ("canary_weight zero", {"canary_weight": 0}, "canary_weight", "canary_weight: must be greater than 0"),
+    ("canary_weight one", {"canary_weight": 1}, "canary_weight", "canary_weight: must be less than 1"),
+    ("canary_weight above one", {"canary_weight": 1.5}, "canary_weight", "canary_weight: must be less than 1"),
+    ("canary_weight negative", {"canary_weight": -0.1}, "canary_weight", "canary_weight:"),
+    ("canary_weight string", {"canary_weight": "0.1"}, "canary_weight", "canary_weight: expected a number"),
+    ("canary_weight bool", {"canary_weight": True}, "canary_weight", "canary_weight: expected a number"),
+    ("canary_weight nan", {"canary_weight": float("nan")}, "canary_weight", "canary_weight:"),
+    ("canary_weight percent", {"canary_weight": 10}, "canary_weight", "canary_weight: must be less than 1"),
 ]
 
 
@@ -227,6 +369,52 @@ def test_bad_specs(raw_over: dict[str, Any], field: str, text: str) -> None:
     assert err.details is not None and err.details["field"] == field
     assert err.code == "INVALID_SPEC" and err.status == 400
     assert err.message.startswith((field, "unknown field"))
+
+
+def test_scaling_unknown_field_suggests() -> None:
+    with pytest.raises(InvalidSpec) as info:
+        validate_service(base(scaling={"cooldown": 10}))
+    assert info.value.details == {"field": "scaling.cooldown", "service": "web",
+                                  "suggestion": "scaling.cooldown_seconds"}
+
+
+# -- validate_scaling (PUT /api/v1/services/{name}/scaling) ----------------------------------------
+
+
+def test_validate_scaling_matches_the_spec_field() -> None:
+    assert validate_scaling({}) == SCALING
+    for _, raw_over, want_over in GOOD:
+        if raw_over.get("scaling") is not None:
+            assert validate_scaling(raw_over["scaling"]) == want_over["scaling"]
+
+
+@pytest.mark.parametrize(("raw_over", "field", "text"),
+                         [(r, f, t) for _, r, f, t in BAD if "scaling" in r],
+                         ids=[c for c, r, _, _ in BAD if "scaling" in r])
+def test_validate_scaling_rejects_what_the_spec_rejects(raw_over: dict[str, Any], field: str, text: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        validate_scaling(raw_over["scaling"], service="web")
+    assert text in info.value.message
+    assert info.value.details is not None
+    assert info.value.details["field"] == field and info.value.details["service"] == "web"
+    assert info.value.code == "INVALID_SPEC"
+
+
+@pytest.mark.parametrize("raw", [None, [], "auto", 1, True])
+def test_validate_scaling_needs_an_object(raw: object) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        validate_scaling(raw)
+    assert info.value.message.startswith("scaling: expected an object")
+    assert info.value.details == {"field": "scaling", "service": None}
+
+
+def test_validate_scaling_does_not_touch_its_input() -> None:
+    raw = {"mode": "auto", "max_replicas": 3}
+    out = validate_scaling(raw)
+    assert raw == {"mode": "auto", "max_replicas": 3}
+    out["min_replicas"] = 7
+    assert validate_scaling(raw)["min_replicas"] == 1
+    assert SCALING_DEFAULTS == SCALING
 
 
 def test_error_details_name_the_service() -> None:
@@ -357,6 +545,21 @@ def test_digest_tracks_rollout_fields_only() -> None:
         assert not rollout_fields_changed(old, new), change
 
 
+def test_traffic_policy_is_not_a_rollout_field() -> None:
+    # Changing the scaling policy or the canary's traffic share must never restart a container.
+    assert ROLLOUT_FIELDS == ("image", "command", "env", "resources", "port", "health")
+    assert "scaling" not in ROLLOUT_FIELDS and "canary_weight" not in ROLLOUT_FIELDS
+    old = validate_service(base(port=80))
+    for change in [{"scaling": {}}, {"scaling": {"mode": "auto", "min_replicas": 3, "max_replicas": 9}},
+                   {"scaling": {"window_seconds": 5, "cooldown_seconds": 0}}, {"canary_weight": 0.25},
+                   {"replicas": 4, "canary": 1, "canary_weight": 0.9, "scaling": {"mode": "auto"}}]:
+        new = validate_service(base(**{"port": 80, **change}))
+        assert spec_digest(new) == spec_digest(old), change
+        assert not rollout_fields_changed(old, new), change
+    # ... and the pinned digest of the default spec is unchanged by the two new (null) fields.
+    assert spec_digest(validate_service(base(scaling={"mode": "auto"}, canary_weight=0.5))) == "f11b5fa9e8197eca"
+
+
 def test_digest_is_pinned() -> None:
     # The digest is stored in version history and compared across masters and releases: pin it.
     assert spec_digest(validate_service(base())) == spec_digest(copy.deepcopy(expect()))
@@ -373,6 +576,38 @@ _size = st.one_of(
     st.integers(min_value=6 * 2**20, max_value=2**40),
     st.builds(lambda n, u: f"{n}{u}", st.integers(min_value=6, max_value=4096), st.sampled_from(["Mi", "Gi"])),
 )
+
+
+@st.composite
+def _scaling_tables(draw: st.DrawFn) -> dict[str, Any]:
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "mode": st.sampled_from(["auto", "manual"]),
+        "target_rps_per_replica": st.floats(min_value=0.001, max_value=1e6) | st.integers(1, 10**6),
+        "max_p95_latency_ms": st.floats(min_value=0.001, max_value=1e6) | st.integers(1, 10**6),
+        "max_cpu_percent": st.floats(min_value=0.01, max_value=100) | st.integers(1, 100),
+        "max_memory_percent": st.floats(min_value=0.01, max_value=100) | st.integers(1, 100),
+        "window_seconds": st.floats(min_value=5, max_value=1e5) | st.integers(5, 10**5),
+        "cooldown_seconds": st.floats(min_value=0, max_value=1e5) | st.integers(0, 10**5),
+    }
+    raw: dict[str, Any] = {key: draw(strategy) for key, strategy in optional.items() if draw(st.booleans())}
+    # Bounds and thresholds are drawn together: each pair has an ordering rule, and either side may be
+    # left to its default (min 1, max 10, in 30, out 80).
+    if draw(st.booleans()):
+        low = raw["min_replicas"] = draw(st.integers(0, 20) | st.integers(0, MAX_REPLICAS))
+        if low > 10 or draw(st.booleans()):
+            raw["max_replicas"] = draw(st.integers(low, MAX_REPLICAS))
+    elif draw(st.booleans()):
+        raw["max_replicas"] = draw(st.integers(1, MAX_REPLICAS))
+    if draw(st.booleans()):
+        out_pct = raw["scale_out_threshold_pct"] = draw(st.floats(min_value=0.02, max_value=500))
+        if out_pct <= 30 or draw(st.booleans()):
+            raw["scale_in_threshold_pct"] = draw(st.floats(min_value=0.01, max_value=out_pct, exclude_max=True))
+    elif draw(st.booleans()):
+        raw["scale_in_threshold_pct"] = draw(st.floats(min_value=0.01, max_value=80, exclude_max=True))
+    return raw
+
+
+_scaling_raw = _scaling_tables()
 
 
 @st.composite
@@ -402,6 +637,8 @@ def valid_raw_specs(draw: st.DrawFn) -> dict[str, Any]:
             "healthy_deadline_s": st.floats(2.5, 1e6) | st.integers(3, 10**6),
             "auto_revert": st.booleans()}),
         "canary": st.integers(0, replicas),
+        "scaling": st.none() | _scaling_raw,
+        "canary_weight": st.none() | st.floats(min_value=1e-6, max_value=0.999),
     }
     for key, strategy in optional.items():
         if draw(st.booleans()):
@@ -429,7 +666,7 @@ _json = st.recursive(
 )
 _field_names = st.sampled_from(sorted(spec_mod._TOP_FIELDS) + ["imgae", "x"])
 _nested_keys = st.sampled_from(["memory", "cpu", "node", "labels", "max_parallel", "min_healthy_s",
-                                "healthy_deadline_s", "auto_revert", "gpu"])
+                                "healthy_deadline_s", "auto_revert", "gpu", *sorted(SCALING_DEFAULTS)])
 _values = st.one_of(
     _json,
     st.dictionaries(_nested_keys, _json, max_size=4),
@@ -481,3 +718,27 @@ def test_digest_stable_under_key_order(raw: dict[str, Any], rng: random.Random) 
     assert spec_digest(shuffled) == spec_digest(spec)
     assert validate_service(_shuffled(raw, rng)) == spec
     assert not rollout_fields_changed(spec, shuffled)
+
+
+@given(_scaling_raw)
+@settings(max_examples=300)
+def test_valid_scaling_normalizes_idempotently(raw: dict[str, Any]) -> None:
+    once = validate_scaling(raw)
+    assert list(once) == list(SCALING)
+    assert validate_scaling(once) == once
+    assert validate_service(base(scaling=raw))["scaling"] == once
+    assert once["min_replicas"] <= once["max_replicas"] <= MAX_REPLICAS
+    assert 0 < once["scale_in_threshold_pct"] < once["scale_out_threshold_pct"]
+    assert all(isinstance(once[k], float) for k in SCALING if k not in ("mode", "min_replicas", "max_replicas"))
+
+
+@given(st.dictionaries(st.sampled_from(sorted(SCALING_DEFAULTS) + ["x"]), _json, max_size=6))
+@settings(max_examples=300)
+def test_random_scaling_only_ever_raises_invalid_spec(raw: dict[str, Any]) -> None:
+    try:
+        out = validate_scaling(raw)
+    except InvalidSpec as exc:
+        assert exc.details is not None and str(exc.details["field"]).startswith("scaling")
+        assert exc.message.startswith(("scaling", "unknown field 'scaling."))
+        return
+    assert validate_scaling(out) == out
