@@ -511,13 +511,78 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_HEADERS = ["TIME", "TYPE", "SERVICE/NODE", "ACTOR", "MESSAGE"]
+# Followed events are printed one line at a time, so their columns cannot be sized to the rows: fixed
+# widths that fit the usual values (an ISO time, the event types, DNS-label names); longer ones push on.
+_EVENT_WIDTHS = (24, 20, 16, 14)
+
+
+def event_row(event: dict[str, Any]) -> list[Any]:
+    """TIME TYPE SERVICE/NODE ACTOR MESSAGE of one event (the node when it is about no service)."""
+    return [_fmt_time(event.get("time", event.get("timestamp"))), event.get("type"),
+            event.get("service") or event.get("node"), event.get("actor"), event.get("message", event.get("detail"))]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One event as a fixed-width line under `event_header()`, for `orca events -f`."""
+    *cells, message = [_cell(v) for v in event_row(event)]
+    return "  ".join([*(c.ljust(w) for c, w in zip(cells, _EVENT_WIDTHS, strict=True)), message]).rstrip()
+
+
+def event_header() -> str:
+    return "  ".join([*(h.ljust(w) for h, w in zip(EVENT_HEADERS, _EVENT_WIDTHS, strict=False)),
+                      EVENT_HEADERS[-1]])
+
+
+def _silence_stdout() -> None:
+    """The reader of our stdout left (`orca ... | head`): send what is still buffered nowhere, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def cmd_events(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError("--limit must be positive")
     with _client(args) as client:
         events = client.events(service=args.service, type=args.type, since=args.since, limit=args.limit)
-    rows = [[_fmt_time(e.get("time", e.get("timestamp"))), e.get("type"), e.get("service"),
-             e.get("actor"), e.get("message", e.get("detail"))] for e in events]
-    _emit(args, {"events": events},
-          lambda: format_table(["TIME", "TYPE", "SERVICE", "ACTOR", "MESSAGE"], rows), sys.stdout)
+        if args.follow:
+            return _follow_events(args, client, events)
+    rows = [event_row(e) for e in events]
+    _emit(args, {"events": events}, lambda: format_table(EVENT_HEADERS, rows), sys.stdout)
+    return 0
+
+
+def _follow_events(args: argparse.Namespace, client: Client, history: list[dict[str, Any]]) -> int:
+    """`events -f`: the history just read, then every new event as it is committed (one JSON object a
+    line with -o json), until Ctrl-C (130) or the server ends the stream (0)."""
+    as_json = args.output == "json"
+
+    def show(event: dict[str, Any]) -> None:
+        sys.stdout.write((json.dumps(event, sort_keys=True, default=str) if as_json else event_line(event)) + "\n")
+        sys.stdout.flush()
+
+    seqs = [e["seq"] for e in history if isinstance(e.get("seq"), int) and not isinstance(e.get("seq"), bool)]
+    # Resume right after what was shown, so nothing committed in between is lost or shown twice. With
+    # nothing shown and no --since, nothing in the kept log matches the filters: replay from the start.
+    since = max(seqs) if seqs else (0 if args.since is None else None)
+    stream = client.stream_events(args.service, args.type, since)
+    try:
+        if not as_json:
+            print(event_header(), flush=True)
+        for event in history:
+            show(event)
+        for event in stream:
+            show(event)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    finally:
+        stream.close()
     return 0
 
 
@@ -635,11 +700,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 130
         except BrokenPipeError:  # `orca logs web | head`: the reader left, which is not an error
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError, AttributeError):
-                pass
+            _silence_stdout()
             return 0
         finally:
             stream.close()
@@ -883,6 +944,233 @@ def cmd_secrets_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- top
+
+
+TOP_HEADERS = ["NAME", "REPLICAS", "RPS", "P95", "ERR%", "CPU%", "MEM%", "SCALING"]
+
+
+def _number(value: Any, digits: int = 1, suffix: str = "") -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def scaling_mode(policy: Any) -> str:
+    """`auto 2..10` for an autoscaled service, else `manual` (no policy, or one in manual mode)."""
+    if isinstance(policy, dict) and policy.get("mode") == "auto":
+        return f"auto {_cell(policy.get('min_replicas'))}..{_cell(policy.get('max_replicas'))}"
+    return "manual"
+
+
+def top_rows(snapshot: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per service of `_top_snapshot`: replicas running/desired, then the current sample (a
+    dash for what is unknown: no traffic through a proxy yet, no stats from the agents yet)."""
+    rows = []
+    for s in snapshot:
+        cur = s.get("metrics") if isinstance(s.get("metrics"), dict) else {}
+        err = cur.get("error_rate")
+        p95 = cur.get("p95_ms")
+        rows.append([s.get("name"), f"{_cell(s.get('running'))}/{_cell(s.get('replicas'))}",
+                     _number(cur.get("rps")), _number(p95, 0 if isinstance(p95, int | float) and p95 >= 10 else 1,
+                                                      "ms"),
+                     _number(err * 100 if isinstance(err, int | float) else None),
+                     _number(cur.get("cpu_pct")), _number(cur.get("mem_pct")),
+                     "-" if s.get("scaling_unknown") else scaling_mode(s.get("scaling"))])
+    return rows
+
+
+def _top_snapshot(client: Client, project: str | None) -> list[dict[str, Any]]:
+    """Every service with its current metrics sample and scaling policy; a service whose metrics or
+    policy could not be read (the leader unreachable, the service just removed) shows dashes there."""
+    out = []
+    for s in client.status(project):
+        name = str(s.get("name"))
+        item: dict[str, Any] = {"name": name, "status": s.get("status"), "replicas": s.get("replicas"),
+                                "running": s.get("running_replicas"), "metrics": None, "scaling": None}
+        try:
+            item["metrics"] = (client.metrics(name) or {}).get("current")
+        except ApiError:
+            pass
+        if "scaling" in s:
+            item["scaling"] = s["scaling"]
+        else:
+            try:
+                item["scaling"] = (client.get_scaling(name) or {}).get("scaling")
+            except ApiError:
+                item["scaling_unknown"] = True
+        out.append(item)
+    return out
+
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    if not args.interval > 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    tty = sys.stdout.isatty()
+    with _client(args) as client:
+        try:
+            first = True
+            while True:
+                snapshot = _top_snapshot(client, args.project)
+                doc = {"at": time.time(), "services": snapshot}
+                if args.output == "json":
+                    if args.once:
+                        _emit(args, doc, lambda: None, sys.stdout)
+                        return 0
+                    print(json.dumps(doc, sort_keys=True, default=str), flush=True)
+                else:
+                    table = format_table(TOP_HEADERS, top_rows(snapshot)) if snapshot else "no services"
+                    if args.once:
+                        print(table, flush=True)
+                        return 0
+                    if tty:  # redraw in place; a pipe or a file gets every table, a blank line apart
+                        table = (f"{_CLEAR}orca top  {time.strftime('%H:%M:%S')}  {len(snapshot)} services  "
+                                 f"every {args.interval:g}s  (Ctrl-C quits)\n\n{table}")
+                    elif not first:
+                        table = "\n" + table
+                    print(table, flush=True)
+                first = False
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+        except BrokenPipeError:
+            _silence_stdout()
+            return 0
+
+
+# ---------------------------------------------------------------------- scaling
+
+# (policy field, CLI flag, what it is) in the order the policy lists them.
+SCALING_FIELDS = [
+    ("mode", "--mode", "auto: the leader scales within min..max; manual: only `orca scale`"),
+    ("min_replicas", "--min", "never fewer replicas"),
+    ("max_replicas", "--max", "never more replicas"),
+    ("target_rps_per_replica", "--target-rps", "requests/s one replica should take"),
+    ("max_p95_latency_ms", "--max-p95-ms", "p95 latency limit (ms)"),
+    ("max_cpu_percent", "--max-cpu", "cpu limit (% of the replica's share)"),
+    ("max_memory_percent", "--max-mem", "memory limit (% of the replica's limit)"),
+    ("scale_out_threshold_pct", "--out-pct", "scale out when load reaches this % of a limit"),
+    ("scale_in_threshold_pct", "--in-pct", "scale in when load stays under this % of every limit"),
+    ("window_seconds", "--window", "averaging window (s)"),
+    ("cooldown_seconds", "--cooldown", "wait after a change before the next one (s)"),
+]
+
+
+def scaling_text(name: str, policy: Any, replicas: Any = None) -> str:
+    """A headline, then SETTING VALUE FLAG rows of the policy (none when there is no policy)."""
+    now = f", {replicas} replicas now" if isinstance(replicas, int) else ""
+    if not isinstance(policy, dict):
+        return (f"{name}: no scaling policy: manual{now} "
+                f"(`orca scaling set {name} --mode auto --min N --max N` turns autoscaling on)")
+    if policy.get("mode") == "auto":
+        head = f"{name}: {scaling_mode(policy)}{now}"
+    else:
+        head = f"{name}: manual{now}: the policy is kept but the autoscaler leaves {name} alone " \
+               f"(`orca scaling set {name} --mode auto` turns it on)"
+    rows = [[field, policy.get(field), flag] for field, flag, _ in SCALING_FIELDS if field in policy]
+    return head + "\n" + format_table(["SETTING", "VALUE", "FLAG"], rows)
+
+
+def cmd_scaling_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.get_scaling(args.name)
+    _emit(args, result, lambda: scaling_text(result.get("name", args.name), result.get("scaling"),
+                                             result.get("replicas")), sys.stdout)
+    return 0
+
+
+def _plain_number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def cmd_scaling_set(args: argparse.Namespace) -> int:
+    changes = {field: _plain_number(getattr(args, field)) for field, _, _ in SCALING_FIELDS
+               if getattr(args, field, None) is not None}
+    if not changes:
+        raise UsageError("nothing to set: give --mode and/or the settings to change (orca scaling set --help)")
+    with _client(args) as client:
+        # Merge into what is there: `--max 20` changes the maximum and keeps everything else.
+        current = client.get_scaling(args.name).get("scaling")
+        policy = {**(current if isinstance(current, dict) else {}), **changes}
+        result = client.set_scaling(args.name, policy)
+    _emit(args, result, lambda: scaling_text(result.get("name", args.name), result.get("scaling")), sys.stdout)
+    return 0
+
+
+def cmd_scaling_off(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.set_scaling(args.name, None)
+    _emit(args, result, lambda: f"{result.get('name', args.name)}: scaling policy removed; the replica count "
+                                f"stays where it is (orca scale {args.name} N)", sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+WEBHOOK_HEADERS = ["ID", "REPO", "BRANCH", "SERVICE", "LAST-DELIVERY", "RESULT"]
+_SECRET_KEYS = ("secret", "secret_ciphertext")
+
+
+def _invocation_result(inv: dict[str, Any]) -> str:
+    action = inv.get("action")
+    if action == "redeployed":
+        return f"redeployed v{_cell(inv.get('version'))}" if inv.get("version") is not None else "redeployed"
+    if action == "ignored" and inv.get("reason"):
+        return f"ignored: {inv['reason']}"
+    return _cell(action)
+
+
+def webhook_rows(hooks: list[dict[str, Any]], now: float | None = None) -> list[list[Any]]:
+    rows = []
+    for h in hooks:
+        invocations = [i for i in h.get("invocations") or [] if isinstance(i, dict)]
+        last = max(invocations, key=lambda i: str(i.get("at") or "")) if invocations else None
+        rows.append([h.get("id"), h.get("repo"), h.get("branch"), h.get("service"),
+                     _age(last.get("at"), now) if last else None, _invocation_result(last) if last else None])
+    return rows
+
+
+def cmd_webhooks_add(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.add_webhook(args.repo, args.service, args.branch, args.secret)
+    api = (args.api.split(",")[0].strip().rstrip("/") or DEFAULT_API)
+
+    def human() -> str:
+        return "\n".join([
+            f"registered webhook {result.get('id')}: a push to {result.get('repo', args.repo)}@"
+            f"{result.get('branch', args.branch)} redeploys {result.get('service', args.service)}",
+            f"secret: {result.get('secret')}",
+            "",
+            "The secret is shown only this once. In GitHub: the repository > Settings > Webhooks > Add webhook:",
+            f"  Payload URL:   {api}/api/v1/webhooks/github   (any master; it must be reachable from GitHub)",
+            "  Content type:  application/json",
+            "  Secret:        the secret above",
+            "  Events:        just the push event",
+        ])
+
+    _emit(args, result, human, sys.stdout)
+    return 0
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        hooks = [{k: v for k, v in h.items() if k not in _SECRET_KEYS} for h in client.webhooks()]
+    _emit(args, {"webhooks": hooks},
+          lambda: format_table(WEBHOOK_HEADERS, webhook_rows(hooks)) if hooks else "no webhooks", sys.stdout)
+    return 0
+
+
+def cmd_webhooks_remove(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.remove_webhook(args.id)
+    _emit(args, result, lambda: f"removed webhook {args.id}", sys.stdout)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -1014,11 +1302,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
     p.add_argument("key", metavar="KEY")
 
-    p = verb(verbs, "events", cmd_events, "show the event history")
+    p = verb(verbs, "events", cmd_events, "show the event history; -f follows new events as they happen")
     p.add_argument("--service")
     p.add_argument("--type")
     p.add_argument("--since", help="timestamp (epoch seconds or ISO-8601)")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, metavar="N", help="at most the N newest (server default 100)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then keep printing new events as they are committed (Ctrl-C ends)")
+
+    p = verb(verbs, "top", cmd_top, "live table of services: replicas, requests/s, p95, errors, cpu, memory, "
+             "scaling (Ctrl-C quits)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period (default 2)")
+    p.add_argument("--once", action="store_true", help="print one table and exit")
+    p.add_argument("--project", help="only this project")
+
+    p = verbs.add_parser("scaling", parents=[common], help="show, set and remove a service's autoscaling policy")
+    scaling = p.add_subparsers(dest="scaling_verb", metavar="ACTION", required=True)
+    p = verb(scaling, "get", cmd_scaling_get, "the autoscaling policy of a service")
+    p.add_argument("name", metavar="SERVICE")
+    p = verb(scaling, "set", cmd_scaling_set, "change the autoscaling policy: the settings given are merged into "
+             "the current policy (defaults for a service without one)")
+    p.add_argument("name", metavar="SERVICE")
+    for field, flag, help_text in SCALING_FIELDS:
+        if field == "mode":
+            p.add_argument(flag, dest=field, choices=("auto", "manual"), help=help_text)
+        elif field in ("min_replicas", "max_replicas"):
+            p.add_argument(flag, dest=field, type=int, metavar="N", help=help_text)
+        elif field in ("window_seconds", "cooldown_seconds"):
+            p.add_argument(flag, dest=field, type=_duration_arg, metavar="DURATION",
+                           help=help_text + ": 30, 30s, 2m")
+        else:
+            p.add_argument(flag, dest=field, type=float, metavar="X", help=help_text)
+    p = verb(scaling, "off", cmd_scaling_off, "remove the policy: the service keeps its replica count, scaled by hand")
+    p.add_argument("name", metavar="SERVICE")
+
+    p = verbs.add_parser("webhooks", parents=[common], help="GitHub webhooks: a push redeploys a service")
+    hooks = p.add_subparsers(dest="webhooks_verb", metavar="ACTION", required=True)
+    p = verb(hooks, "add", cmd_webhooks_add, "register a webhook; prints its secret once, to paste into GitHub")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the GitHub repository")
+    p.add_argument("--service", required=True, help="the service a push redeploys (image re-pulled)")
+    p.add_argument("--branch", default="main", help="only pushes to this branch (default main)")
+    p.add_argument("--secret", help="16-256 characters (default: generated)")
+    verb(hooks, "list", cmd_webhooks_list, "registered webhooks and their last delivery (never the secret)")
+    p = verb(hooks, "remove", cmd_webhooks_remove, "remove a webhook")
+    p.add_argument("id", metavar="ID")
 
     p = verbs.add_parser("cluster", parents=[common], help="masters, leader and nodes")
     cluster = p.add_subparsers(dest="cluster_verb", metavar="ACTION", required=True)

@@ -963,3 +963,301 @@ def test_deploy_exits_1_when_the_rollout_halts_or_reverts(fake: type[FakeClient]
                                    "auto-reverted to v4 (spec of v2)")
     assert "rolling the previous spec back in" in err and "orca history web" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- events -f
+
+
+EVENTS = [
+    {"seq": 3, "time": "2024-01-01T00:00:00.000Z", "type": "service_scaled", "service": "web", "node": None,
+     "actor": "ops", "message": "web scaled 1 -> 3"},
+    {"seq": 5, "time": "2024-01-01T00:00:01.000Z", "type": "node_down", "service": None, "node": "w1",
+     "actor": "leader", "message": "w1 missed its lease"},
+]
+
+
+def test_events_table_shows_the_node_when_no_service(fake: type[FakeClient],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["events"] = EVENTS
+    assert main(["events"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "TYPE", "SERVICE/NODE", "ACTOR", "MESSAGE"]
+    assert lines[2].split(None, 4) == ["2024-01-01T00:00:01.000Z", "node_down", "w1", "leader", "w1 missed its lease"]
+    assert main(["events", "--limit", "0"]) == 2
+
+
+def test_events_follow_prints_history_then_the_stream(fake: type[FakeClient],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["events"] = EVENTS
+    streamed = [{"seq": 6, "time": "2024-01-01T00:00:02.000Z", "type": "autoscale", "service": "web",
+                 "actor": "autoscaler", "message": "web 3 -> 4: rps 180/150"}]
+    printed_before: list[str] = []
+
+    def stream_events(service: Any, type_: Any, since: Any) -> Iterator[dict[str, Any]]:
+        printed_before.append(capsys.readouterr().out)  # the history is out before the stream is read
+        yield from streamed
+
+    fake.replies["stream_events"] = stream_events
+    assert main(["events", "-f", "--service", "web", "--limit", "10"]) == 0
+    lines = printed_before[0].splitlines() + capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "TYPE", "SERVICE/NODE", "ACTOR", "MESSAGE"]
+    assert [line.split(None, 4) for line in lines[1:]] == [
+        ["2024-01-01T00:00:00.000Z", "service_scaled", "web", "ops", "web scaled 1 -> 3"],
+        ["2024-01-01T00:00:01.000Z", "node_down", "w1", "leader", "w1 missed its lease"],
+        ["2024-01-01T00:00:02.000Z", "autoscale", "web", "autoscaler", "web 3 -> 4: rps 180/150"]]
+    assert lines[1].index("service_scaled") == lines[0].index("TYPE")  # fixed columns under the header
+    # Resumes right after the newest event shown.
+    assert fake.calls == [("events", ("web", None, None, 10)), ("stream_events", ("web", None, 5))]
+
+    fake.replies["stream_events"] = lambda *a: (e for e in streamed)
+    assert main(["events", "-f", "-o", "json"]) == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [3, 5, 6]
+    # Nothing matched: nothing in the kept log matches, so replay from the start; with --since, from now.
+    fake.replies["events"] = []
+    assert main(["events", "-f", "--type", "autoscale"]) == 0
+    assert fake.calls[-1] == ("stream_events", (None, "autoscale", 0))
+    assert main(["events", "-f", "--since", "2024-01-01T00:00:00Z"]) == 0
+    assert fake.calls[-1] == ("stream_events", (None, None, None))
+
+
+def test_events_follow_ctrl_c_and_errors(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["events"] = []
+    closed: list[bool] = []
+
+    def stream_events(*args: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield EVENTS[0]
+            raise KeyboardInterrupt
+        finally:
+            closed.append(True)
+
+    fake.replies["stream_events"] = stream_events
+    assert main(["events", "-f"]) == 130
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and err == "" and closed == [True]
+
+    def broken(*args: Any) -> Iterator[dict[str, Any]]:
+        yield EVENTS[0]
+        raise ApiError(0, "STREAM_BROKEN", "stream ended early: connection reset")
+
+    fake.replies["stream_events"] = broken
+    assert main(["events", "-f"]) == 1
+    assert capsys.readouterr().err.strip() == "error: stream ended early: connection reset (STREAM_BROKEN)"
+
+
+# ---------------------------------------------------------------------- top
+
+
+STATUS = [{"name": "web", "status": "running", "replicas": 3, "running_replicas": 2},
+          {"name": "api", "status": "running", "replicas": 1, "running_replicas": 1}]
+SAMPLE = {"at": 1.0, "replicas": 2, "rps": 123.456, "error_rate": 0.0125, "p95_ms": 42.0, "active": 4,
+          "cpu_pct": 35.25, "mem_pct": 61.0, "replicas_rps": {}}
+AUTO = {"mode": "auto", "min_replicas": 2, "max_replicas": 10, "target_rps_per_replica": 50.0,
+        "max_p95_latency_ms": 250.0, "max_cpu_percent": 80.0, "max_memory_percent": 85.0,
+        "scale_out_threshold_pct": 80.0, "scale_in_threshold_pct": 30.0, "window_seconds": 60.0,
+        "cooldown_seconds": 120.0}
+
+
+def _top_fake(fake: type[FakeClient]) -> None:
+    def metrics(name: str) -> dict[str, Any]:
+        if name == "api":
+            raise ApiError(503, "CLUSTER_NOT_READY", "no leader")
+        return {"service": name, "current": SAMPLE, "history": [], "autoscaler": None, "source": "m1"}
+
+    fake.replies.update(status=STATUS, metrics=metrics,
+                        get_scaling=lambda name: {"name": name, "replicas": 3,
+                                                  "scaling": AUTO if name == "web" else None})
+
+
+def test_top_once(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    _top_fake(fake)
+    assert main(["top", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert [line.split() for line in out.splitlines()] == [
+        ["NAME", "REPLICAS", "RPS", "P95", "ERR%", "CPU%", "MEM%", "SCALING"],
+        ["web", "2/3", "123.5", "42ms", "1.2", "35.2", "61.0", "auto", "2..10"],
+        ["api", "1/1", "-", "-", "-", "-", "-", "manual"]]  # metrics unavailable: dashes, not a failure
+    assert fake.calls == [("status", (None,)), ("metrics", ("web",)), ("get_scaling", ("web",)),
+                          ("metrics", ("api",)), ("get_scaling", ("api",))]
+    assert main(["top", "--once", "-o", "json", "--project", "shop"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["services"][0] == {"name": "web", "status": "running", "replicas": 3, "running": 2,
+                                  "metrics": SAMPLE, "scaling": AUTO}
+    assert fake.calls[-5] == ("status", ("shop",))
+    fake.replies["status"] = []
+    assert main(["top", "--once"]) == 0
+    assert capsys.readouterr().out == "no services\n"
+
+
+def test_top_rows_use_a_policy_in_the_status_and_small_latencies() -> None:
+    rows = cli.top_rows([{"name": "w", "replicas": 1, "running": 0, "scaling": {**AUTO, "mode": "manual"},
+                          "metrics": {**SAMPLE, "p95_ms": 2.5, "cpu_pct": None}},
+                         {"name": "x", "replicas": 0, "running": 0, "scaling_unknown": True, "metrics": None}])
+    assert rows == [["w", "0/1", "123.5", "2.5ms", "1.2", "-", "61.0", "manual"],
+                    ["x", "0/0", "-", "-", "-", "-", "-", "-"]]
+
+
+def test_top_refreshes_until_ctrl_c(fake: type[FakeClient], capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _top_fake(fake)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    assert main(["top", "--interval", "0.5"]) == 0  # Ctrl-C is how top ends: exit 0, nothing on stderr
+    out, err = capsys.readouterr()
+    assert err == "" and sleeps == [0.5, 0.5]
+    assert "\x1b" not in out  # not a terminal: every table, a blank line apart
+    tables = out.split("\n\n")
+    assert len(tables) == 2 and all(t.startswith("NAME") for t in tables)
+
+    sleeps.clear()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["top"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\x1b[H\x1b[2J") == 2 and out.startswith("\x1b[H\x1b[2Jorca top ")
+    assert "2 services  every 2s  (Ctrl-C quits)" in out and sleeps == [2.0, 2.0]
+    assert main(["top", "--interval", "0"]) == 2
+
+
+# ---------------------------------------------------------------------- scaling
+
+
+def test_scaling_get(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["get_scaling"] = {"name": "web", "replicas": 3, "scaling": AUTO}
+    assert main(["scaling", "get", "web"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "web: auto 2..10, 3 replicas now"
+    assert lines[1].split() == ["SETTING", "VALUE", "FLAG"]
+    assert lines[2].split() == ["mode", "auto", "--mode"]
+    assert lines[4].split() == ["max_replicas", "10", "--max"]
+    assert lines[-1].split() == ["cooldown_seconds", "120", "--cooldown"] and len(lines) == 13
+    assert main(["scaling", "get", "web", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == fake.replies["get_scaling"]
+    fake.replies["get_scaling"] = {"name": "web", "replicas": 1, "scaling": None}
+    assert main(["scaling", "get", "web"]) == 0
+    assert capsys.readouterr().out.startswith("web: no scaling policy: manual, 1 replicas now")
+    assert fake.calls == [("get_scaling", ("web",))] * 3
+
+
+def test_scaling_set_merges_into_the_current_policy(fake: type[FakeClient],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["get_scaling"] = {"name": "web", "replicas": 3, "scaling": AUTO}
+    fake.replies["set_scaling"] = lambda name, policy: {"name": name, "scaling": policy}
+    assert main(["scaling", "set", "web", "--max", "20", "--target-rps", "75.5", "--window", "2m",
+                 "--max-p95-ms", "300", "--max-cpu", "70", "--max-mem", "90", "--out-pct", "85",
+                 "--in-pct", "25", "--cooldown", "30s", "--min", "3"]) == 0
+    merged = {**AUTO, "max_replicas": 20, "min_replicas": 3, "target_rps_per_replica": 75.5, "window_seconds": 120,
+              "max_p95_latency_ms": 300, "max_cpu_percent": 70, "max_memory_percent": 90,
+              "scale_out_threshold_pct": 85, "scale_in_threshold_pct": 25, "cooldown_seconds": 30}
+    assert fake.calls == [("get_scaling", ("web",)), ("set_scaling", ("web", merged))]
+    assert capsys.readouterr().out.splitlines()[0] == "web: auto 3..20"
+
+    fake.calls.clear()
+    fake.replies["get_scaling"] = {"name": "web", "replicas": 1, "scaling": None}  # no policy yet: defaults
+    assert main(["scaling", "set", "web", "--mode", "auto", "--max", "5"]) == 0
+    assert fake.calls[-1] == ("set_scaling", ("web", {"mode": "auto", "max_replicas": 5}))
+    assert capsys.readouterr().out.startswith("web: auto ")
+    assert main(["scaling", "set", "web", "--mode", "manual", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "web", "scaling": {"mode": "manual"}}
+
+    fake.replies["set_scaling"] = ApiError(400, "VALIDATION_ERROR",
+                                           "scaling.max_replicas: must be at least scaling.min_replicas (3), got 2")
+    assert main(["scaling", "set", "web", "--max", "2"]) == 1
+    assert "must be at least scaling.min_replicas" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["scaling", "set", "web"], ["scaling", "set", "web", "--mode", "sometimes"],
+    ["scaling", "set", "web", "--min", "x"],
+    ["scaling", "set", "web", "--window", "soon"], ["scaling"], ["scaling", "get"], ["scaling", "off"],
+    ["webhooks", "add", "--service", "web"], ["webhooks", "add", "--repo", "a/b"], ["webhooks", "remove"],
+    ["top", "--interval", "fast"],
+])
+def test_traffic_verbs_usage_errors_exit_2(argv: list[str], fake: type[FakeClient],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_scaling_off(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["set_scaling"] = {"name": "web", "scaling": None}
+    assert main(["scaling", "off", "web"]) == 0
+    assert capsys.readouterr().out.startswith("web: scaling policy removed")
+    assert fake.calls == [("set_scaling", ("web", None))]
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+HOOKS = [
+    {"id": "abc123", "repo": "acme/shop", "service": "web", "branch": "main", "created_at": "2024-01-01T00:00:00Z",
+     "created_by": "ops", "secret": "must-never-show", "invocations": [
+         {"delivery": "abc123:d2", "event": "push", "ref": "refs/heads/main", "at": "2024-01-01T00:10:00.000Z",
+          "action": "redeployed", "reason": None, "version": 4},
+         {"delivery": "abc123:d1", "event": "push", "ref": "refs/heads/dev", "at": "2024-01-01T00:05:00.000Z",
+          "action": "ignored", "reason": "ref 'refs/heads/dev' is not refs/heads/main", "version": None}]},
+    {"id": "def456", "repo": "acme/api", "service": "api", "branch": "prod", "created_at": "2024-01-01T00:00:00Z",
+     "created_by": "ops", "invocations": []},
+]
+
+
+def test_webhooks_add_shows_the_secret_once_with_what_to_paste(fake: type[FakeClient],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["add_webhook"] = {"id": "abc123", "repo": "acme/shop", "service": "web", "branch": "main",
+                                   "secret": "0123456789abcdef0123"}
+    assert main(["webhooks", "add", "--repo", "acme/shop", "--service", "web",
+                 "--api", "https://orca.example.com/,http://m2:6880"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == ["registered webhook abc123: a push to acme/shop@main redeploys web",
+                                    "secret: 0123456789abcdef0123"]
+    assert "Payload URL:   https://orca.example.com/api/v1/webhooks/github" in out
+    assert "shown only this once" in out and "application/json" in out
+    assert main(["webhooks", "add", "--repo", "acme/shop", "--service", "web", "--branch", "prod",
+                 "--secret", "s" * 20, "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["secret"] == "0123456789abcdef0123"
+    assert fake.calls == [("add_webhook", ("acme/shop", "web", "main", None)),
+                          ("add_webhook", ("acme/shop", "web", "prod", "s" * 20))]
+
+
+def test_webhooks_list_and_remove(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["webhooks"] = HOOKS
+    assert main(["webhooks", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "REPO", "BRANCH", "SERVICE", "LAST-DELIVERY", "RESULT"]
+    assert lines[1].split()[:4] == ["abc123", "acme/shop", "main", "web"]
+    assert lines[1].split()[-3:] == ["ago", "redeployed", "v4"]
+    assert lines[2].split() == ["def456", "acme/api", "prod", "api", "-", "-"]
+    assert "must-never-show" not in out
+    assert main(["webhooks", "list", "-o", "json"]) == 0
+    out = capsys.readouterr().out
+    assert "must-never-show" not in out and json.loads(out)["webhooks"][0]["invocations"][1]["version"] is None
+    fake.replies["webhooks"] = []
+    assert main(["webhooks", "list"]) == 0
+    assert capsys.readouterr().out == "no webhooks\n"
+
+    fake.replies["remove_webhook"] = {"id": "abc123", "removed": True}
+    assert main(["webhooks", "remove", "abc123"]) == 0
+    assert capsys.readouterr().out == "removed webhook abc123\n"
+    fake.replies["remove_webhook"] = ApiError(404, "NOT_FOUND", "webhook 'nope' not found")
+    assert main(["webhooks", "remove", "nope"]) == 1
+    assert capsys.readouterr().err.strip() == "error: webhook 'nope' not found (NOT_FOUND)"
+    assert fake.calls[-2:] == [("remove_webhook", ("abc123",)), ("remove_webhook", ("nope",))]
+
+
+def test_webhook_rows_last_delivery_and_result() -> None:
+    now = cli._epoch("2024-01-01T00:15:00Z")
+    rows = cli.webhook_rows(HOOKS, now=now)
+    assert rows[0][4:] == ["5m ago", "redeployed v4"]
+    only_ignored = [{**HOOKS[0], "invocations": HOOKS[0]["invocations"][1:]}]
+    assert cli.webhook_rows(only_ignored, now=now)[0][4:] == [
+        "10m ago", "ignored: ref 'refs/heads/dev' is not refs/heads/main"]
+    ping = [{**HOOKS[0], "invocations": [{"at": "2024-01-01T00:14:00Z", "action": "pong", "event": "ping"}]}]
+    assert cli.webhook_rows(ping, now=now)[0][4:] == ["1m ago", "pong"]

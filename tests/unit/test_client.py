@@ -1,4 +1,5 @@
-"""orca.client against tiny fake masters (stdlib http.server in a thread, ephemeral ports).
+"""orca.client against tiny fake masters (stdlib http.server in a thread, ephemeral ports; aiohttp for the
+WebSocket streams).
 
 The fakes are scripted per test: each is a function from the recorded request to (status, headers,
 body), so a test states exactly what a follower, a leader or a cluster without quorum would answer.
@@ -6,16 +7,20 @@ body), so a test states exactly what a follower, a leader or a cluster without q
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from orca.client import MAX_REDIRECTS, ApiError, Client, error_from_response, is_converged
 
@@ -744,3 +749,303 @@ def test_wait_drained_not_draining(masters: Callable[[], FakeMaster]) -> None:
     with _client(m.url) as client, pytest.raises(ApiError) as info:
         client.wait_drained("w1", 5, interval_s=0.01)
     assert info.value.code == "NODE_NOT_FOUND"
+
+
+# ---------------------------------------------------------------------- traffic, scaling, webhooks
+
+
+POLICY = {"mode": "auto", "min_replicas": 2, "max_replicas": 8, "target_rps_per_replica": 50.0,
+          "max_p95_latency_ms": 250.0, "max_cpu_percent": 80.0, "max_memory_percent": 85.0,
+          "scale_out_threshold_pct": 80.0, "scale_in_threshold_pct": 30.0, "window_seconds": 60.0,
+          "cooldown_seconds": 120.0}
+
+
+def test_metrics_and_scaling_calls(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    sample = {"at": 1.0, "replicas": 2, "rps": 12.5, "error_rate": 0.01, "p95_ms": 40.0, "active": 3,
+              "cpu_pct": 20.0, "mem_pct": 30.0, "replicas_rps": {"a1": 6.0, "a2": 6.5}}
+
+    def handler(seen: Seen) -> Reply:
+        if "/metrics" in seen.path:
+            return 200, {}, {"service": "my web", "current": sample, "history": [sample], "autoscaler": None,
+                             "source": "m1"}
+        if seen.method == "GET":
+            return 200, {}, {"name": "web", "replicas": 3, "scaling": POLICY}
+        return 200, {}, {"name": "web", "scaling": json.loads(seen.body)["scaling"]}
+
+    m.handler = handler
+    with _client(m.url) as client:
+        assert client.metrics("my web", history=30)["current"] == sample
+        assert client.metrics("web")["history"] == [sample]
+        assert client.get_scaling("web") == {"name": "web", "replicas": 3, "scaling": POLICY}
+        assert client.set_scaling("web", {"mode": "auto", "max_replicas": 8})["scaling"] == {
+            "mode": "auto", "max_replicas": 8}
+        assert client.set_scaling("web", None) == {"name": "web", "scaling": None}
+    assert [(s.method, s.path) for s in m.seen] == [
+        ("GET", "/api/v1/services/my%20web/metrics?history=30"), ("GET", "/api/v1/services/web/metrics"),
+        ("GET", "/api/v1/services/web/scaling"), ("PUT", "/api/v1/services/web/scaling"),
+        ("PUT", "/api/v1/services/web/scaling")]
+    # Always wrapped: the server takes {"scaling": policy} and {"scaling": null} alike.
+    assert json.loads(m.seen[3].body) == {"scaling": {"mode": "auto", "max_replicas": 8}}
+    assert json.loads(m.seen[4].body) == {"scaling": None}
+    assert m.seen[3].headers["Idempotency-Key"] != m.seen[4].headers["Idempotency-Key"]
+
+
+def test_webhook_calls(masters: Callable[[], FakeMaster]) -> None:
+    m = masters()
+    hook = {"id": "abc123", "repo": "acme/shop", "service": "web", "branch": "main", "created_at": "x",
+            "created_by": "ops", "invocations": []}
+
+    def handler(seen: Seen) -> Reply:
+        if seen.method == "POST":
+            body = json.loads(seen.body)
+            return 201, {}, {"id": "abc123", **body, "secret": body.get("secret", "generated" * 3)}
+        if seen.method == "DELETE":
+            return 404, {}, _envelope("NOT_FOUND", "webhook 'x y' not found")
+        return 200, {}, {"webhooks": [hook]}
+
+    m.handler = handler
+    with _client(m.url) as client:
+        assert client.add_webhook("acme/shop", "web")["secret"] == "generated" * 3
+        assert client.add_webhook("acme/shop", "web", "prod", "s" * 20)["secret"] == "s" * 20
+        assert client.webhooks() == [hook]
+        with pytest.raises(ApiError) as info:
+            client.remove_webhook("x y")
+        assert (info.value.status, info.value.code) == (404, "NOT_FOUND")
+    assert [(s.method, s.path) for s in m.seen] == [
+        ("POST", "/api/v1/webhooks"), ("POST", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks"),
+        ("DELETE", "/api/v1/webhooks/x%20y")]
+    # No secret given: none sent, so the server makes one.
+    assert json.loads(m.seen[0].body) == {"repo": "acme/shop", "service": "web", "branch": "main"}
+    assert json.loads(m.seen[1].body) == {"repo": "acme/shop", "service": "web", "branch": "prod", "secret": "s" * 20}
+    assert m.seen[0].headers["Idempotency-Key"] and m.seen[3].headers["Idempotency-Key"]
+
+
+# ---------------------------------------------------------------------- WebSocket streams
+
+WsHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+def ws_masters() -> Iterator[Callable[[dict[str, WsHandler]], str]]:
+    """Factory of aiohttp masters (one event loop in a thread) serving the given GET routes -> base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runners: list[web.AppRunner] = []
+
+    def make(routes: dict[str, WsHandler]) -> str:
+        async def start() -> int:
+            app = web.Application()
+            for path, handler in routes.items():
+                app.router.add_get(path, handler)
+            runner = web.AppRunner(app, shutdown_timeout=0.5)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            return int(runner.addresses[0][1])
+
+        return f"http://127.0.0.1:{asyncio.run_coroutine_threadsafe(start(), loop).result(5)}"
+
+    yield make
+    for runner in runners:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+async def _ws(request: web.Request, heartbeat: float | None = None) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=heartbeat)
+    await ws.prepare(request)
+    return ws
+
+
+def _drop(request: web.Request) -> None:
+    """Lose the connection without a close frame, as a killed master does."""
+    assert request.transport is not None
+    request.transport.abort()
+
+
+def test_stream_events_filters_auth_sizes_and_end_on_close(ws_masters: Callable[..., str]) -> None:
+    seen: list[tuple[dict[str, str], str | None]] = []
+    big = {"seq": 3, "type": "note", "message": "x" * 70_000}  # a 64-bit length
+    medium = {"seq": 2, "type": "note", "message": "caf\u00e9 " * 60}  # a 16-bit length
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        seen.append((dict(request.query), request.headers.get("Authorization")))
+        ws = await _ws(request)
+        for event in ({"seq": 1, "type": "deploy"}, medium, big):
+            await ws.send_str(json.dumps(event))
+        await ws.close()
+        return ws
+
+    url = ws_masters({"/api/v1/events/stream": events})
+    with _client(url) as client:
+        got = list(client.stream_events(service="web", type="note", since=0))
+        assert got == [{"seq": 1, "type": "deploy"}, medium, big]
+        assert list(client.stream_events()) == got
+    assert seen == [({"service": "web", "type": "note", "since": "0"}, "Bearer tok"), ({}, "Bearer tok")]
+
+
+def test_stream_events_reconnects_on_another_master_resuming_after_the_last_seq(
+        ws_masters: Callable[..., str]) -> None:
+    """The master streaming to us dies mid-stream (the connection drops, then it answers 503 as a node
+    without a leader would): the stream goes on from the next master, from the event after the last."""
+    calls: list[tuple[str, dict[str, str]]] = []
+
+    async def dying(request: web.Request) -> web.StreamResponse:
+        calls.append(("a", dict(request.query)))
+        if len(calls) > 1:
+            return web.json_response(_envelope("CLUSTER_NOT_READY", "no leader"), status=503)
+        ws = await _ws(request)
+        await ws.send_str(json.dumps({"seq": 7, "type": "deploy"}))
+        await asyncio.sleep(0.05)
+        _drop(request)
+        return ws
+
+    async def healthy(request: web.Request) -> web.WebSocketResponse:
+        calls.append(("b", dict(request.query)))
+        ws = await _ws(request)
+        await ws.send_str(json.dumps({"seq": 8, "type": "scale"}))
+        await ws.close()
+        return ws
+
+    a = ws_masters({"/api/v1/events/stream": dying})
+    b = ws_masters({"/api/v1/events/stream": healthy})
+    with _client([a, b], retries=0) as client:
+        assert [e["seq"] for e in client.stream_events(service="web")] == [7, 8]
+    assert calls == [("a", {"service": "web"}), ("a", {"service": "web", "since": "7"}),
+                     ("b", {"service": "web", "since": "7"})]
+
+
+def test_stream_events_gives_up_after_a_reconnect_that_brings_nothing(ws_masters: Callable[..., str]) -> None:
+    sinces: list[str | None] = []
+
+    async def flaky(request: web.Request) -> web.WebSocketResponse:
+        sinces.append(request.query.get("since"))
+        ws = await _ws(request)
+        if len(sinces) <= 2:  # each of the first two connections brings one event, then drops
+            await ws.send_str(json.dumps({"seq": 10 + len(sinces)}))
+            await asyncio.sleep(0.05)
+        _drop(request)
+        return ws
+
+    url = ws_masters({"/api/v1/events/stream": flaky})
+    got: list[int] = []
+    with _client(url, retries=0) as client, pytest.raises(ApiError) as info:
+        for event in client.stream_events():
+            got.append(event["seq"])
+    assert (info.value.status, info.value.code) == (0, "STREAM_BROKEN")
+    assert got == [11, 12] and sinces == [None, "11", "12"]
+
+
+def test_stream_logs_and_metrics(ws_masters: Callable[..., str]) -> None:
+    paths: list[str] = []
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        paths.append(request.path_qs)
+        if request.match_info["name"] == "nope":
+            return web.json_response(_envelope("SERVICE_NOT_FOUND", "service 'nope' not found"), status=404)
+        ws = await _ws(request)
+        for line in ("[web.0 a1] one", "[web.1 b2] caf\u00e9"):
+            await ws.send_str(line)
+        await ws.send_bytes(b"[web.0 a1] raw")
+        await ws.close()
+        return ws
+
+    async def metrics(request: web.Request) -> web.WebSocketResponse:
+        ws = await _ws(request)
+        for i in range(3):
+            await ws.send_str(json.dumps({"service": "web", "current": {"at": i, "rps": 1.5 * i}, "sent_at": i}))
+        await ws.close()
+        return ws
+
+    url = ws_masters({"/api/v1/services/{name}/logs/stream": logs,
+                      "/api/v1/services/{name}/metrics/stream": metrics})
+    with _client([_refused_url(), url], retries=0) as client:  # the first master is down: the next serves
+        assert list(client.stream_logs("web", tail=5)) == ["[web.0 a1] one", "[web.1 b2] caf\u00e9",
+                                                           "[web.0 a1] raw"]
+        assert [m["current"]["rps"] for m in client.stream_metrics("web")] == [0.0, 1.5, 3.0]
+        with pytest.raises(ApiError) as info:
+            next(client.stream_logs("nope"))
+        assert (info.value.status, info.value.code) == (404, "SERVICE_NOT_FOUND")
+    assert paths == ["/api/v1/services/web/logs/stream?tail=5", "/api/v1/services/nope/logs/stream?tail=100"]
+    with _client(_refused_url(), retries=0) as client, pytest.raises(ApiError) as info:
+        next(client.stream_metrics("web"))
+    assert info.value.code == "UNREACHABLE"
+
+
+def test_stream_logs_dropped_is_an_error(ws_masters: Callable[..., str]) -> None:
+    async def logs(request: web.Request) -> web.WebSocketResponse:
+        ws = await _ws(request)
+        await ws.send_str("[web.0 a1] one")
+        await asyncio.sleep(0.05)
+        _drop(request)
+        return ws
+
+    url = ws_masters({"/api/v1/services/{name}/logs/stream": logs})
+    got: list[str] = []
+    with _client(url, retries=0) as client, pytest.raises(ApiError) as info:
+        for line in client.stream_logs("web"):
+            got.append(line)
+    assert info.value.code == "STREAM_BROKEN" and got == ["[web.0 a1] one"]
+
+
+def test_stream_answers_pings_and_times_out_when_silent(ws_masters: Callable[..., str]) -> None:
+    """A master that pings every 0.1 s closes a connection that does not pong: a message sent after
+    0.5 s of pings arrives only if the client answered them. A stream silent past `stream_idle_s`
+    (not even a ping) is a dead one."""
+    async def pinging(request: web.Request) -> web.WebSocketResponse:
+        ws = await _ws(request, heartbeat=0.1)
+        await asyncio.sleep(0.5)
+        await ws.send_str(json.dumps({"service": "web", "current": None}))
+        await ws.close()
+        return ws
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = await _ws(request)
+        await asyncio.sleep(3)
+        return ws
+
+    url = ws_masters({"/api/v1/services/web/metrics/stream": pinging, "/api/v1/services/quiet/metrics/stream": silent})
+    with _client(url, retries=0) as client:
+        assert list(client.stream_metrics("web")) == [{"service": "web", "current": None}]
+        client.stream_idle_s = 0.3
+        started = time.monotonic()
+        with pytest.raises(ApiError) as info:
+            next(client.stream_metrics("quiet"))
+        assert info.value.code == "STREAM_BROKEN" and time.monotonic() - started < 2
+
+
+def test_closing_a_stream_closes_the_connection(ws_masters: Callable[..., str]) -> None:
+    gone = threading.Event()
+    close_codes: list[Any] = []
+
+    async def endless(request: web.Request) -> web.WebSocketResponse:
+        ws = await _ws(request)
+        reader = asyncio.ensure_future(ws.receive())
+        try:
+            seq = 0
+            while not reader.done():
+                seq += 1
+                await ws.send_str(json.dumps({"seq": seq}))
+                await asyncio.sleep(0.01)
+            close_codes.append(reader.result().data)
+        finally:
+            gone.set()
+        return ws
+
+    url = ws_masters({"/api/v1/events/stream": endless})
+    with _client(url) as client:
+        stream = client.stream_events()
+        assert [next(stream)["seq"] for _ in range(3)] == [1, 2, 3]
+        stream.close()
+    assert gone.wait(2)
+    assert close_codes == [1000]  # a proper close frame, not just a dropped socket
+
+
+def test_client_module_needs_no_event_loop() -> None:
+    code = "import sys, orca.client; sys.exit(1 if {'aiohttp', 'asyncio'} & set(sys.modules) else 0)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
