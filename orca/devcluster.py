@@ -183,7 +183,7 @@ class LocalCluster:
         key = signing_key(self.secret_file.read_bytes().strip())
         return mint_token(key, role=role, name=name, now=time.time())[0]
 
-    def health(self, m: MasterProc, timeout: float = 1.0) -> dict[str, Any] | None:
+    def health(self, m: MasterProc, timeout: float = 3.0) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout) as resp:
                 return json.loads(resp.read())

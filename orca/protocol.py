@@ -33,7 +33,7 @@ Shapes (JSON):
   HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
                      "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
-  RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn",
+  RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),
                               "canary_weight": float|None (share of requests for canary endpoints),
                               "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
                     only healthy endpoints of services with a domain that are not `internal`.

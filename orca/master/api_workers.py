@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from orca.master import views
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
+from orca.master.traffic import TrafficBook
 
 if TYPE_CHECKING:
     from orca.master.api import MasterApi
@@ -35,9 +37,10 @@ SECRET_VALUE_MAX = 64 * 1024
 
 class WorkerEndpoints:
     def __init__(self, api: MasterApi, book: HeartbeatBook, secrets: SecretBox, heartbeat_s: float,
-                 lease_ttl_s: float) -> None:
+                 lease_ttl_s: float, traffic: TrafficBook | None = None) -> None:
         self.api = api
         self.book = book
+        self.traffic = traffic
         self.secrets = secrets
         self.heartbeat_s = heartbeat_s
         self.lease_ttl_s = lease_ttl_s
@@ -90,6 +93,8 @@ class WorkerEndpoints:
             raise NodeNotFound(f"node {hb['node_id']!r} is not registered; register first",
                                {"node": hb["node_id"]})
         self.book.record(hb)
+        if self.traffic is not None:
+            self.traffic.record(hb["node_id"], hb)
         return json_response({"directive": "continue", "leader": self.api.leader_url(),
                               "orchestrator_time": time.time()})
 
@@ -157,47 +162,74 @@ class WorkerEndpoints:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         """Proxy every replica's log from its agent, each line prefixed with the replica; any master."""
         name = request.match_info["name"]
-        q = request.query
-        try:
-            tail = int(q.get("tail", "100"))
-        except ValueError:
-            raise Invalid("tail: expected an integer", {"field": "tail"}) from None
-        if not 0 <= tail <= 10000:
-            raise Invalid("tail: expected 0..10000", {"field": "tail"})
-        follow = q.get("follow", "").lower() in ("1", "true", "yes")
-
-        def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
-            if name not in state["services"]:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
-            out = []
-            for alloc in sorted(state["allocations"].values(), key=lambda a: (a.get("index", 0), a["id"])):
-                node = state["nodes"].get(alloc["node"])
-                if alloc["service"] == name and alloc["desired"] == "run" and node is not None:
-                    out.append({"alloc": alloc["id"], "index": alloc.get("index", 0), "address": node["address"],
-                                "push_token": node["push_token"]})
-            return out
-        allocs = self.api.raft.read(targets)
+        tail, follow = log_params(request)
+        lines = log_lines(self.api.raft, name, tail, follow)
+        first = await anext(lines, None)  # raises SERVICE_NOT_FOUND before the 200 is sent
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
-        timeout = aiohttp.ClientTimeout(total=None if follow else 15, sock_connect=2)
-        lock = asyncio.Lock()
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async def pump(t: dict[str, Any]) -> None:
-                prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
-                url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
-                try:
-                    async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
-                        if r.status != 200:
-                            async with lock:
-                                await resp.write(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
-                            return
-                        async for line in r.content:
-                            async with lock:
-                                await resp.write(prefix + (line if line.endswith(b"\n") else line + b"\n"))
-                except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                    with contextlib.suppress(ConnectionResetError, RuntimeError):
-                        async with lock:
-                            await resp.write(prefix + f"(logs unavailable: {type(err).__name__})\n".encode())
-            await asyncio.gather(*(pump(t) for t in allocs))
+        if first is not None:
+            await resp.write(first)
+            async for line in lines:
+                await resp.write(line)
         await resp.write_eof()
         return resp
+
+
+def log_params(request: web.Request) -> tuple[int, bool]:
+    q = request.query
+    try:
+        tail = int(q.get("tail", "100"))
+    except ValueError:
+        raise Invalid("tail: expected an integer", {"field": "tail"}) from None
+    if not 0 <= tail <= 10000:
+        raise Invalid("tail: expected 0..10000", {"field": "tail"})
+    return tail, q.get("follow", "").lower() in ("1", "true", "yes")
+
+
+async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
+    """Lines of every current replica's log, fetched from the agents concurrently and merged as they come.
+
+    Raises ServiceNotFound on the first iteration when the service does not exist.
+    """
+    def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
+        if name not in state["services"]:
+            raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+        out = []
+        for alloc in sorted(state["allocations"].values(), key=lambda a: (a.get("index", 0), a["id"])):
+            node = state["nodes"].get(alloc["node"])
+            if alloc["service"] == name and alloc["desired"] in ("run", "migrate") and node is not None:
+                out.append({"alloc": alloc["id"], "index": alloc.get("index", 0), "address": node["address"],
+                            "push_token": node["push_token"]})
+        return out
+    allocs = raft.read(targets)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
+    timeout = aiohttp.ClientTimeout(total=None if follow else 15, sock_connect=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def pump(t: dict[str, Any]) -> None:
+            prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
+            url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
+            try:
+                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
+                    if r.status != 200:
+                        await queue.put(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
+                        return
+                    async for line in r.content:
+                        await queue.put(prefix + (line if line.endswith(b"\n") else line + b"\n"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                await queue.put(prefix + f"(logs unavailable: {type(err).__name__})\n".encode())
+            finally:
+                await queue.put(None)
+        tasks = [asyncio.create_task(pump(t)) for t in allocs]
+        try:
+            open_streams = len(tasks)
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)

@@ -13,10 +13,12 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from orca.master.autoscaler import Autoscaler
 from orca.master.dispatcher import Dispatcher
 from orca.master.leases import HeartbeatBook, LeaseMonitor
 from orca.master.scheduling import SchedulerLoop
 from orca.master.secrets import SecretBox
+from orca.master.traffic import TrafficBook, TrafficCollector
 from orca.metrics import MasterMetrics
 from orca.raft import RaftNode
 
@@ -31,7 +33,10 @@ class ControlPlane:
         self.leases = LeaseMonitor(raft, self.book, heartbeat_s, lease_ttl_s)
         self.scheduler = SchedulerLoop(raft)
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
-        self.components = [self.leases, self.scheduler, self.dispatcher]
+        self.traffic = TrafficBook(sample_s=2.0)
+        self.autoscaler = Autoscaler(raft, self.traffic)
+        self.components = [self.leases, self.scheduler, self.dispatcher, self.autoscaler]
+        metrics.registry.register(TrafficCollector(self.traffic))
         self._loop = asyncio.get_running_loop()
         self._wake_pending = False
         raft.store.applied_listeners.append(self._on_applied)

@@ -24,6 +24,7 @@ from orca import spec as specs
 from orca.errors import OrcaError
 from orca.master.loops import LeaderLoop
 from orca.master.secrets import SecretBox
+from orca.master.traffic import route_table
 from orca.raft import RaftNode
 
 __all__ = ["Dispatcher", "desired_sets"]
@@ -92,15 +93,17 @@ class Dispatcher(LeaderLoop):
         return len(ages), max(ages, default=0.0)
 
     async def cycle(self) -> None:
-        sets = self.raft.read(desired_sets)
+        sets, routes = self.raft.read(lambda s: (desired_sets(s), route_table(s)))
         version = self.raft.applied_index
         now = time.monotonic()
+        routes_digest = hashlib.sha256(json.dumps(routes, sort_keys=True).encode()).hexdigest()
         for node_id, target in sets.items():
             if target["status"] == "down":
                 continue
             link = self.links.setdefault(node_id, NodeLink())
             body = target["allocations"]
-            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() + routes_digest
+            target["routes"] = routes
             due = link.acked_digest != digest or now - link.acked_at > self.resync_s
             if not due or (link.task is not None and not link.task.done()) or now < link.next_try:
                 continue
@@ -127,7 +130,7 @@ class Dispatcher(LeaderLoop):
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
         payload = {"term": term, "version": version, "allocations": allocations,
-                   "secrets": self._secrets_for(allocations)}
+                   "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
         self.pushes_total += 1
         try:
             async with self.session.put(target["address"] + "/v1/allocations", json=payload,

@@ -85,6 +85,12 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/webhooks"): "deployer",
     ("DELETE", "/api/v1/webhooks/{id}"): "deployer",
     ("POST", "/api/v1/webhooks/github"): HMAC,
+    ("GET", "/api/v1/services/{name}/metrics"): "viewer",
+    ("GET", "/api/v1/services/{name}/scaling"): "viewer",
+    ("PUT", "/api/v1/services/{name}/scaling"): "deployer",
+    ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
+    ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
+    ("GET", "/api/v1/events/stream"): "viewer",
 }
 
 
@@ -239,7 +245,10 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
         if length is not None and length > max_body_bytes:
             raise PayloadTooLarge("request body too large", {"max_bytes": max_body_bytes})
         if need not in (PUBLIC, HMAC):
-            claims = checker.check(request.headers.get("Authorization"))
+            header = request.headers.get("Authorization")
+            if header is None and key[1].endswith("/stream") and "access_token" in request.query:
+                header = f"Bearer {request.query['access_token']}"  # browsers cannot set WebSocket headers
+            claims = checker.check(header)
             if not auth.role_satisfies(claims.role, need):
                 raise Forbidden(f"role {claims.role!r} may not do this; needs {need!r}",
                                 {"role": claims.role, "required": need})

@@ -11,7 +11,9 @@ from aiohttp import web
 
 from orca import auth
 from orca.config import ConfigError, MasterConfig, load_master_config
+from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.control import ControlPlane
@@ -40,6 +42,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     leadership_box: list[Leadership] = []
     raft = RaftNode(raft_settings(cfg), loop, on_role_change=lambda leads: leadership_box[0].on_role_change(leads))
+    # Renewals are committed once per heartbeat interval: twice the TTL leaves room for a slow commit.
+    views.configure(stale_after_s=2 * cfg.node_lease_ttl_s)
     metrics = MasterMetrics()
     secrets = SecretBox(cfg.cluster_secret)
     control = ControlPlane(raft, secrets, metrics, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
@@ -55,9 +59,11 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
-    workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
+    workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
+                              traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
+    api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

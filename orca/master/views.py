@@ -8,6 +8,7 @@ green "running".
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 __all__ = ["history_view", "service_summary", "service_detail", "status_list", "events_query", "token_list", "iso",
@@ -26,9 +27,28 @@ def _allocs_of(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
             if a.get("service") == name and a.get("desired") in ("run", "migrate")]
 
 
+# A node's reports count as current while its last committed renewal is younger than this (set from the
+# lease TTL at start-up). Older, and what it said is shown as "unknown since T" even before the leader
+# has declared it down (e.g. during a new leader's grace period after a full restart).
+STALE_AFTER_S: float | None = None
+
+
+def configure(stale_after_s: float | None) -> None:
+    global STALE_AFTER_S
+    STALE_AFTER_S = stale_after_s
+
+
+def _fresh(node: dict[str, Any]) -> bool:
+    if node.get("status") != "ready":
+        return False
+    if STALE_AFTER_S is None or node.get("renewed_at") is None:
+        return True
+    return time.time() - float(node["renewed_at"]) <= STALE_AFTER_S
+
+
 def _node_ready(state: dict[str, Any], node_id: str) -> bool:
     node = state["nodes"].get(node_id)
-    return node is not None and node["status"] == "ready"
+    return node is not None and _fresh(node)
 
 
 def _counts(state: dict[str, Any], svc: dict[str, Any]) -> tuple[int, int]:
@@ -90,7 +110,7 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
         observed = alloc.get("observed") or {}
         status, health = observed.get("status", "pending"), observed.get("health")
         node = state["nodes"].get(alloc["node"]) or {}
-        if node.get("status") != "ready" and observed:
+        if not _fresh(node) and observed:
             status = health = f"unknown since {iso(node.get('renewed_at'))}"
         containers.append({"id": observed.get("container_id"), "alloc": alloc["id"], "node": alloc.get("node"),
                            "index": alloc.get("index"), "version": alloc.get("version"), "status": status,

@@ -189,9 +189,52 @@ def _apply_scale(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]
     svc["replicas"] = replicas
     svc["spec"] = {**svc["spec"], "replicas": replicas}
     svc["updated_at"] = ctx.now
-    record_event(state, ctx, "service_scaled", f"{svc['name']} scaled {previous} -> {replicas}",
+    scaling = svc["spec"].get("scaling")
+    manual_now = bool(scaling and scaling.get("mode") == "auto")
+    if manual_now:  # an operator's scale wins: autoscaling is off until the policy is set again
+        svc["spec"]["scaling"] = {**scaling, "mode": "manual"}
+    record_event(state, ctx, "service_scaled", f"{svc['name']} scaled {previous} -> {replicas}"
+                 + (" (autoscaling switched to manual)" if manual_now else ""),
                  service=svc["name"], details={"previous": previous, "replicas": replicas})
+    result = {"name": svc["name"], "previous_replicas": previous, "replicas": replicas}
+    if svc["spec"].get("scaling"):
+        result["scaling_mode"] = svc["spec"]["scaling"].get("mode")
+    return result
+
+
+def _apply_autoscale(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """The leader's autoscaler decided: the new count, with its reason and the figures behind it."""
+    fence(state, args)
+    svc = service_of(state, args["name"])
+    replicas = args["replicas"]
+    scaling = svc["spec"].get("scaling") or {}
+    if scaling.get("mode") != "auto":
+        raise Conflict(f"{svc['name']} is not autoscaled", {"service": svc["name"]})
+    if not isinstance(replicas, int) or not scaling.get("min_replicas", 0) <= replicas <= scaling.get(
+            "max_replicas", 1000):
+        raise Invalid("replicas outside the scaling policy's bounds", {"field": "replicas"})
+    previous = svc["replicas"]
+    svc["replicas"] = replicas
+    svc["spec"] = {**svc["spec"], "replicas": replicas}
+    svc["updated_at"] = ctx.now
+    record_event(state, ctx, "autoscaled", f"{svc['name']} autoscaled {previous} -> {replicas}: {args.get('reason')}",
+                 service=svc["name"], details={"previous": previous, "replicas": replicas,
+                                               "reason": args.get("reason"), "figures": args.get("figures") or {}})
     return {"name": svc["name"], "previous_replicas": previous, "replicas": replicas}
+
+
+def _apply_set_scaling(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Set (or clear, with None) the autoscaling policy; validated by `orca.spec` on the proposer."""
+    svc = service_of(state, args["name"])
+    scaling = args["scaling"]
+    if scaling is not None and not isinstance(scaling, dict):
+        raise Invalid("scaling must be an object or null", {"field": "scaling"})
+    svc["spec"] = {**svc["spec"], "scaling": scaling}
+    svc["updated_at"] = ctx.now
+    record_event(state, ctx, "scaling_set", f"{svc['name']} scaling policy: "
+                 + (f"{scaling.get('mode')} {scaling.get('min_replicas')}..{scaling.get('max_replicas')}"
+                    if scaling else "none"), service=svc["name"], details={"scaling": scaling})
+    return {"name": svc["name"], "scaling": scaling}
 
 
 def _set_running(state: State, ctx: Ctx, names: list[str], running: bool) -> list[str]:
@@ -263,4 +306,6 @@ OPS = {
     "promote": _apply_promote,
     "rollback": _apply_rollback,
     "rollout_status": _apply_rollout_status,
+    "autoscale": _apply_autoscale,
+    "set_scaling": _apply_set_scaling,
 }

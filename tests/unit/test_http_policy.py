@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.http import HMAC, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
+from orca.master.traffic import TrafficBook
 
 
 def build() -> Any:
@@ -19,6 +21,7 @@ def build() -> Any:
     workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
+    api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
     return api, api.build_app()
 
 

@@ -50,7 +50,7 @@ def test_every_op_is_tested() -> None:
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
               "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
-              "webhook_delivery"}
+              "webhook_delivery", "autoscale", "set_scaling"}
     assert set(machine.OPS) == tested
 
 
@@ -359,3 +359,21 @@ def test_webhook_register_deliver_replay_branch_and_remove(state: dict) -> None:
     assert [i["delivery"] for i in state["webhooks"]["h1"]["invocations"]] == ["d1", "d1", "d2", "d3"]
     ok(apply(state, entry("remove_webhook", {"id": "h1"})))
     assert err(apply(state, entry("webhook_delivery", {**deliver, "delivery": "d4"}))) == "NOT_FOUND"
+
+
+def test_scaling_policy_autoscale_and_manual_override(state: dict) -> None:
+    policy = {"mode": "auto", "min_replicas": 1, "max_replicas": 5}
+    ok(apply(state, entry("set_scaling", {"name": "web", "scaling": policy})))
+    elected(state, 2)
+    assert err(apply(state, entry("autoscale", {"term": 2, "name": "web", "replicas": 9, "reason": "x"}))) == \
+        "VALIDATION_ERROR"  # outside the policy's bounds
+    result = ok(apply(state, entry("autoscale", {"term": 2, "name": "web", "replicas": 4, "reason": "rps high",
+                                                 "figures": {"rps": 90.0}})))
+    assert result["replicas"] == 4 and state["events"][-1]["type"] == "autoscaled"
+    assert "rps high" in state["events"][-1]["message"]
+    assert err(apply(state, entry("autoscale", {"term": 1, "name": "web", "replicas": 3}))) == "STALE_LEADER"
+    assert ok(apply(state, entry("scale", {"name": "web", "replicas": 2})))["scaling_mode"] == "manual"
+    assert state["services"]["web"]["spec"]["scaling"]["mode"] == "manual"
+    assert err(apply(state, entry("autoscale", {"term": 2, "name": "web", "replicas": 3}))) == "CONFLICT"
+    ok(apply(state, entry("set_scaling", {"name": "web", "scaling": None})))
+    assert state["services"]["web"]["spec"]["scaling"] is None

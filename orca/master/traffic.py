@@ -1,0 +1,218 @@
+"""Traffic on the leader: the ingress route table it pushes, and the per-service metrics it aggregates.
+
+Route table: every agent gets the whole table (its proxy forwards to replicas on any node). Only healthy
+replicas of services that have a `domain`, are running and are not `internal` are endpoints; canary
+replicas are flagged so the proxies give them their `canary_weight`.
+
+Metrics: heartbeats carry cumulative proxy counters per service (and per replica) and container cpu/mem.
+The leader keeps, in memory only (metrics are observations, not decisions: they are not worth a Raft
+entry, and a new leader rebuilds them within a window), the last report per node, and every
+`sample_s` turns the deltas into one sample per service: requests/s, error rate, p95 latency from the
+histogram deltas, active connections, cpu % and memory %. Samples are kept for `keep_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from orca.protocol import LATENCY_BUCKETS_MS
+
+__all__ = ["route_table", "TrafficBook", "TrafficCollector", "ServiceSample", "percentile_from_buckets"]
+
+
+def route_table(state: dict[str, Any]) -> dict[str, Any]:
+    nodes = state["nodes"]
+    table: dict[str, Any] = {}
+    for name, svc in sorted(state["services"].items()):
+        spec = svc["spec"]
+        domain = spec.get("domain")
+        if not domain or spec.get("internal") or svc["state"] != "running" or not spec.get("port"):
+            continue
+        canary_version = (svc.get("canary") or {}).get("version")
+        endpoints = []
+        for alloc in sorted(state["allocations"].values(), key=lambda a: a["id"]):
+            observed = alloc.get("observed") or {}
+            node = nodes.get(alloc["node"]) or {}
+            if (alloc["service"] != name or alloc["desired"] not in ("run", "migrate") or node.get("status") != "ready"
+                    or observed.get("status") != "running" or observed.get("health") not in (None, "healthy")
+                    or not observed.get("host_port")):
+                continue
+            endpoints.append({"alloc": alloc["id"], "address": f"{node.get('publish_address', '127.0.0.1')}:"
+                              f"{observed['host_port']}", "canary": alloc["version"] == canary_version})
+        table[domain] = {"service": name, "strategy": None, "canary_weight": spec.get("canary_weight"),
+                         "endpoints": endpoints}
+    return table
+
+
+def percentile_from_buckets(counts: list[int], q: float) -> float | None:
+    """The q-quantile (0..1) in ms from per-bucket (non-cumulative) counts; the bucket's upper bound."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return float(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else float(LATENCY_BUCKETS_MS[-1]) * 2
+    return float(LATENCY_BUCKETS_MS[-1]) * 2
+
+
+@dataclass(frozen=True)
+class ServiceSample:
+    at: float
+    replicas: int
+    rps: float
+    error_rate: float
+    p95_ms: float | None
+    active: int
+    cpu_pct: float | None
+    mem_pct: float | None
+    replica_rps: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "replicas": self.replicas, "rps": round(self.rps, 3),
+                "error_rate": round(self.error_rate, 4), "p95_ms": self.p95_ms, "active": self.active,
+                "cpu_pct": None if self.cpu_pct is None else round(self.cpu_pct, 2),
+                "mem_pct": None if self.mem_pct is None else round(self.mem_pct, 2),
+                "replicas_rps": {k: round(v, 3) for k, v in self.replica_rps.items()}}
+
+
+class TrafficBook:
+    """Latest per-node cumulative proxy counters and container stats, turned into samples per service."""
+
+    def __init__(self, sample_s: float = 2.0, keep_s: float = 3600.0) -> None:
+        self.sample_s = sample_s
+        self.keep = int(keep_s / sample_s)
+        self.proxy: dict[str, dict[str, Any]] = {}      # node -> service -> ProxyStats (cumulative)
+        self.stats: dict[str, dict[str, Any]] = {}      # node -> alloc -> {"cpu_pct", "mem_pct"}
+        self._previous: dict[str, dict[str, Any]] = {}  # node -> service -> ProxyStats at the last sample
+        self.samples: dict[str, deque[ServiceSample]] = {}
+        self.requests_total: dict[str, int] = {}        # service -> requests seen by this leader (for Prometheus)
+        self.buckets_total: dict[str, list[int]] = {}
+        self.latency_sum_ms: dict[str, float] = {}
+        self.last_sample_at = 0.0
+
+    def clear(self) -> None:
+        self.proxy.clear()
+        self.stats.clear()
+        self._previous.clear()
+
+    def record(self, node_id: str, heartbeat: dict[str, Any]) -> None:
+        if heartbeat.get("proxy"):
+            self.proxy[node_id] = heartbeat["proxy"]
+        if heartbeat.get("stats"):
+            self.stats[node_id] = heartbeat["stats"]
+
+    def sample(self, state: dict[str, Any], now: float | None = None) -> None:
+        """Turn counter deltas since the last call into one sample per running service."""
+        now = time.time() if now is None else now
+        elapsed = now - self.last_sample_at if self.last_sample_at else 0.0
+        self.last_sample_at = now
+        nb = len(LATENCY_BUCKETS_MS) + 1
+        per_service: dict[str, dict[str, Any]] = {}
+        for node_id, services in self.proxy.items():
+            before = self._previous.get(node_id, {})
+            for name, stats in services.items():
+                agg = per_service.setdefault(name, {"req": 0, "err": 0, "active": 0, "buckets": [0] * nb,
+                                                    "sum": 0.0, "replicas": {}})
+                prev = before.get(name) or {}
+                d_req = max(0, int(stats.get("requests", 0)) - int(prev.get("requests", 0)))
+                if d_req == 0 and int(stats.get("requests", 0)) < int(prev.get("requests", 0)):
+                    d_req = int(stats.get("requests", 0))  # the agent restarted: counters began again
+                agg["req"] += d_req
+                agg["err"] += max(0, int(stats.get("errors", 0)) - int(prev.get("errors", 0)))
+                agg["active"] += int(stats.get("active", 0))
+                agg["sum"] += max(0.0, float(stats.get("latency_sum_ms", 0.0)) - float(prev.get("latency_sum_ms", 0.0)))
+                now_b, prev_b = list(stats.get("latency_buckets") or []), list(prev.get("latency_buckets") or [])
+                for i in range(min(nb, len(now_b))):
+                    agg["buckets"][i] += max(0, int(now_b[i]) - (int(prev_b[i]) if i < len(prev_b) else 0))
+                for alloc_id, rep in (stats.get("replicas") or {}).items():
+                    prev_rep = (prev.get("replicas") or {}).get(alloc_id) or {}
+                    agg["replicas"][alloc_id] = agg["replicas"].get(alloc_id, 0) + max(
+                        0, int(rep.get("requests", 0)) - int(prev_rep.get("requests", 0)))
+        self._previous = {node: {svc: dict(s) for svc, s in services.items()} for node, services in self.proxy.items()}
+        alloc_service = {a["id"]: a["service"] for a in state["allocations"].values()}
+        usage: dict[str, list[tuple[float, float]]] = {}
+        for node_stats in self.stats.values():
+            for alloc_id, st in node_stats.items():
+                name = alloc_service.get(alloc_id)
+                if name is not None and st.get("cpu_pct") is not None:
+                    usage.setdefault(name, []).append((float(st["cpu_pct"]), float(st.get("mem_pct") or 0.0)))
+        for name, svc in state["services"].items():
+            if svc["state"] != "running":
+                continue
+            agg = per_service.get(name)
+            running = sum(1 for a in state["allocations"].values()
+                          if a["service"] == name and a["desired"] in ("run", "migrate")
+                          and (a.get("observed") or {}).get("status") == "running")
+            use = usage.get(name) or []
+            def rate(n: float) -> float:
+                return n / elapsed if elapsed > 0 else 0.0
+            sample = ServiceSample(
+                at=now, replicas=running, rps=rate(agg["req"]) if agg else 0.0,
+                error_rate=(agg["err"] / agg["req"]) if agg and agg["req"] else 0.0,
+                p95_ms=percentile_from_buckets(agg["buckets"], 0.95) if agg else None,
+                active=agg["active"] if agg else 0,
+                cpu_pct=sum(u[0] for u in use) / len(use) if use else None,
+                mem_pct=sum(u[1] for u in use) / len(use) if use else None,
+                replica_rps={k: rate(v) for k, v in (agg or {}).get("replicas", {}).items()})
+            if elapsed > 0:
+                self.samples.setdefault(name, deque(maxlen=self.keep)).append(sample)
+            if agg:
+                self.requests_total[name] = self.requests_total.get(name, 0) + agg["req"]
+                totals = self.buckets_total.setdefault(name, [0] * nb)
+                for i, n in enumerate(agg["buckets"]):
+                    totals[i] += n
+                self.latency_sum_ms[name] = self.latency_sum_ms.get(name, 0.0) + agg["sum"]
+        for name in list(self.samples):
+            if name not in state["services"]:
+                del self.samples[name]
+
+    def history(self, name: str, n: int) -> list[ServiceSample]:
+        return list(self.samples.get(name, ()))[-n:] if n > 0 else []
+
+    def current(self, name: str) -> ServiceSample | None:
+        samples = self.samples.get(name)
+        return samples[-1] if samples else None
+
+
+class TrafficCollector:
+    """Prometheus view of the leader's per-service traffic (empty on followers: they aggregate nothing)."""
+
+    def __init__(self, book: TrafficBook) -> None:
+        self.book = book
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        requests = CounterMetricFamily("orca_service_requests", "Requests proxied to a service (seen by this "
+                                       "leader).", labels=["service"])
+        latency = HistogramMetricFamily("orca_service_request_duration_seconds", "Proxied request latency.",
+                                        labels=["service"])
+        cpu = GaugeMetricFamily("orca_service_cpu_percent", "Mean container CPU % of a service.", labels=["service"])
+        mem = GaugeMetricFamily("orca_service_memory_percent", "Mean container memory % of its limit.",
+                                labels=["service"])
+        rps = GaugeMetricFamily("orca_service_requests_per_second", "Requests per second in the last sample.",
+                                labels=["service"])
+        for name, total in sorted(self.book.requests_total.items()):
+            requests.add_metric([name], total)
+            counts = self.book.buckets_total.get(name) or []
+            cumulative, buckets = 0, []
+            for bound, n in zip([*LATENCY_BUCKETS_MS, float("inf")], counts, strict=False):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else str(bound / 1000.0), cumulative))
+            latency.add_metric([name], buckets, self.book.latency_sum_ms.get(name, 0.0) / 1000.0)
+        for name in sorted(self.book.samples):
+            current = self.book.current(name)
+            if current is None:
+                continue
+            rps.add_metric([name], current.rps)
+            if current.cpu_pct is not None:
+                cpu.add_metric([name], current.cpu_pct)
+            if current.mem_pct is not None:
+                mem.add_metric([name], current.mem_pct)
+        yield from (requests, latency, cpu, mem, rps)
