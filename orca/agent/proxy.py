@@ -284,6 +284,9 @@ class Proxy:
         endpoints: list[Endpoint] = []
         for item in raw.get("endpoints") or []:
             alloc, address = str(item["alloc"]), str(item["address"])
+            host, _, port = address.rpartition(":")
+            if ":" in host and not host.startswith("["):  # "::1:20000" from an IPv6 publish address
+                address = f"[{host}]:{port}"
             parse_host_port(address)
             ep = self.endpoints.get(alloc)
             if ep is None:
@@ -332,7 +335,8 @@ class Proxy:
 
     async def start(self) -> None:
         host, port = parse_host_port(self.config.listen)
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S,
+                                         happy_eyeballs_delay=None)  # one address per endpoint: no racing
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies must never ride on another's request
@@ -378,6 +382,9 @@ class Proxy:
                 resp = await self._forward(request, route)
             status = resp.status
             return resp
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code): not the service's error
+            raise
         finally:
             stats.active -= 1
             stats.record(status, asyncio.get_running_loop().time() - started)
@@ -434,6 +441,9 @@ class Proxy:
                     tried = ep
                     continue
                 return _text(502, f"bad gateway: {route.service} failed\n")
+            except BaseException:  # cancelled: the client went away
+                ep.release(False)
+                raise
             try:
                 return await self._relay(request, upstream, ep)
             finally:
@@ -454,23 +464,31 @@ class Proxy:
                 body = await upstream.read()
                 return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-            await resp.prepare(request)
             try:
-                async for chunk in upstream.content.iter_any():
+                await resp.prepare(request)
+                while True:
+                    try:
+                        chunk = await upstream.content.readany()
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        # Headers are out: the only honest signal left is to cut the client's connection.
+                        failed = True
+                        log.debug("%s: upstream failed mid-body: %s", ep.alloc, exc)
+                        if request.transport is not None:
+                            request.transport.abort()
+                        return resp
+                    if not chunk:
+                        break
                     await resp.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # Headers are out: the only honest signal left is to cut the client's connection.
-                failed = True
-                log.debug("%s: upstream failed mid-body: %s", ep.alloc, exc)
-                if request.transport is not None:
-                    request.transport.abort()
-                return resp
-            await resp.write_eof()
+                await resp.write_eof()
+            except ConnectionError:  # the client went away: not the upstream's failure
+                log.debug("client of %s went away mid-response", ep.alloc)
             return resp
         except (aiohttp.ClientError, TimeoutError) as exc:
             failed = True
             log.debug("%s: upstream failed reading the body: %s", ep.alloc, exc)
             return _text(502, "bad gateway: upstream failed\n")
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             failed = True
             raise
@@ -508,6 +526,9 @@ class Proxy:
                     ep.down_until = self.clock() + EJECT_S
                 log.debug("%s: websocket connect failed: %s", ep.alloc, exc)
                 tried, ep = ep, None
+            except BaseException:
+                ep.release(False)
+                raise
         if upstream is None or ep is None:
             return _text(502, f"bad gateway: {route.service} did not answer\n")
         failed = False
@@ -532,6 +553,8 @@ class Proxy:
                     task.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
             return client
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             failed = True
             raise

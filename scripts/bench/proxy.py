@@ -9,7 +9,8 @@ docker SDK; `--upstream aiohttp` uses an aiohttp server in a child process inste
 The proxy is `orca.agent.proxy.Proxy` exactly as the agent runs it, in its own process (this script
 re-run with `--serve-proxy`), so the load generator and the proxy do not share an event loop. The load
 generator is the same for both runs: one aiohttp client, N connections (one worker each, keep-alive
-where the server allows it), a warm-up, then `--seconds` of measured load.
+where the server allows it), a warm-up, then `--seconds` of measured load per target, split into
+`--rounds` that alternate direct and proxied (so drifting load elsewhere on the machine hits both).
 
     .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|aiohttp]
 
@@ -89,43 +90,54 @@ async def serve_proxy(port: int, upstream: str) -> None:
 # -- load ---------------------------------------------------------------------------------------------------
 
 
-async def load(url: str, connections: int, seconds: float) -> dict[str, Any]:
-    """`connections` workers, each one request at a time; a warm-up, then `seconds` of measured load."""
-    latencies: list[float] = []
-    errors = 0
-    measuring = False
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector, headers={"Host": DOMAIN},
-                                     timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async def worker(until: float) -> None:
-            nonlocal errors
-            clock = time.perf_counter
-            while True:
-                t0 = clock()
-                if t0 >= until:
-                    return
-                try:
-                    async with session.get(url) as resp:
-                        await resp.read()
-                        ok = resp.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if measuring:
-                    if ok:
-                        latencies.append(clock() - t0)
-                    else:
-                        errors += 1
+class Load:
+    """The load generator: `connections` workers, each one request at a time over one aiohttp client.
 
-        await asyncio.gather(*(worker(time.perf_counter() + WARMUP_S) for _ in range(connections)))
-        measuring = True
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(started + seconds) for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    ms = [round(v * 1000, 2) if v is not None else None
-          for v in (percentile(latencies, 50), percentile(latencies, 99))]
-    return {"rps": round(len(latencies) / elapsed, 1), "p50_ms": ms[0], "p99_ms": ms[1],
-            "requests": len(latencies), "errors": errors}
+    `run(seconds)` is one measured round (after a warm-up); rounds of the same target accumulate, so
+    the direct and proxied runs can alternate and a change in the machine's other load hits both alike.
+    """
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.url = url
+        self.connections = connections
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.elapsed = 0.0
+
+    async def run(self, seconds: float) -> None:
+        measuring = False
+        connector = aiohttp.TCPConnector(limit=self.connections)
+        async with aiohttp.ClientSession(connector=connector, headers={"Host": DOMAIN},
+                                         timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async def worker(until: float) -> None:
+                clock = time.perf_counter
+                while True:
+                    t0 = clock()
+                    if t0 >= until:
+                        return
+                    try:
+                        async with session.get(self.url) as resp:
+                            await resp.read()
+                            ok = resp.status == 200
+                    except (aiohttp.ClientError, TimeoutError):
+                        ok = False
+                    if measuring:
+                        if ok:
+                            self.latencies.append(clock() - t0)
+                        else:
+                            self.errors += 1
+
+            await asyncio.gather(*(worker(time.perf_counter() + WARMUP_S) for _ in range(self.connections)))
+            measuring = True
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(started + seconds) for _ in range(self.connections)))
+            self.elapsed += time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        ms = [round(v * 1000, 2) if v is not None else None for v in (percentile(lat, 50), percentile(lat, 99))]
+        return {"rps": round(len(lat) / self.elapsed, 1) if self.elapsed else 0.0, "p50_ms": ms[0], "p99_ms": ms[1],
+                "requests": len(lat), "errors": self.errors}
 
 
 async def wait_http(url: str, host: str | None = None, timeout: float = 30.0) -> None:
@@ -166,6 +178,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="busybox")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/proxy rounds sharing --seconds")
     parser.add_argument("--serve-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -192,12 +205,15 @@ def main() -> int:
         proxy_url = f"http://127.0.0.1:{proxy_port}/index.html"
         asyncio.run(wait_http(direct_url))
         asyncio.run(wait_http(proxy_url, DOMAIN))
-        direct = asyncio.run(load(direct_url, args.connections, args.seconds))
-        cpu0 = cpu_seconds(proxy_proc.pid)
-        proxied = asyncio.run(load(proxy_url, args.connections, args.seconds))
-        cpu1 = cpu_seconds(proxy_proc.pid)
-        if cpu0 is not None and cpu1 is not None:
-            proxied["proxy_cpu_pct"] = round(100 * (cpu1 - cpu0) / (args.seconds + WARMUP_S), 1)
+        direct, proxied = Load(direct_url, args.connections), Load(proxy_url, args.connections)
+        proxy_cpu = 0.0
+        for _ in range(args.rounds):  # alternate, so drifting load elsewhere on the box hits both alike
+            asyncio.run(direct.run(args.seconds / args.rounds))
+            cpu0 = cpu_seconds(proxy_proc.pid)
+            asyncio.run(proxied.run(args.seconds / args.rounds))
+            cpu1 = cpu_seconds(proxy_proc.pid)
+            if cpu0 is not None and cpu1 is not None:
+                proxy_cpu += cpu1 - cpu0
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -209,12 +225,16 @@ def main() -> int:
                     proc.wait(5)
         if container is not None:
             container.remove(force=True)
-    ratio = round(proxied["rps"] / direct["rps"], 3) if direct["rps"] else None
-    added = round(proxied["p99_ms"] - direct["p99_ms"], 2) \
-        if proxied["p99_ms"] is not None and direct["p99_ms"] is not None else None
+    d, p = direct.summary(), proxied.summary()
+    if p["requests"]:
+        # CPU of the proxy process per proxied request (the warm-ups included in the time, not the count).
+        p["proxy_cpu_us_per_req"] = round(1e6 * proxy_cpu / (p["requests"] * (1 + WARMUP_S * args.rounds
+                                                                                / args.seconds)), 1)
+    ratio = round(p["rps"] / d["rps"], 3) if d["rps"] else None
+    added = round(p["p99_ms"] - d["p99_ms"], 2) if p["p99_ms"] is not None and d["p99_ms"] is not None else None
     print(json.dumps({"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
-                      "upstream": args.upstream, "direct": direct, "proxy": proxied, "ratio_rps": ratio,
-                      "p99_added_ms": added,
+                      "rounds": args.rounds, "upstream": args.upstream, "direct": d, "proxy": p,
+                      "ratio_rps": ratio, "p99_added_ms": added,
                       "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2),
                                                                      round(os.getloadavg()[0], 2)]}},
                      separators=(", ", ": ")), flush=True)

@@ -410,6 +410,35 @@ async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client:
     await asyncio.gather(*held, return_exceptions=True)
 
 
+async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_that_goes_away_frees_its_slot(proxy: Proxy, upstreams: Start) -> None:
+    up, addr = await upstreams("h")
+    proxy.set_routes(table([("a1", addr)]))
+    ep = proxy.endpoints["a1"]
+
+    def idle() -> bool:
+        return ep.active == 0 and proxy.stats()["web"]["active"] == 0
+
+    async with aiohttp.ClientSession() as session:  # gone while waiting for the answer
+        task = asyncio.create_task(session.get(url(proxy, "/hold"), headers={"Host": DOMAIN}))
+        await until(lambda: ep.active == 1)
+        task.cancel()
+    await until(idle)
+    async with aiohttp.ClientSession() as session:  # gone in the middle of a streamed body
+        resp = await session.get(url(proxy, "/drip"), headers={"Host": DOMAIN})
+        assert await resp.content.readline() == b"first\n"
+        resp.close()
+    await until(idle)
+    assert ep.errors == 0 and proxy.stats()["web"]["errors"] == 0
+    up.gate.set()
+
+
 UPSTREAM_SCRIPT = """
 import asyncio, sys
 from aiohttp import web
@@ -525,3 +554,5 @@ async def test_malformed_routes_are_skipped(upstreams: Start) -> None:
     p.set_routes({**table([("a1", addr)]), "bad.example.com": {"service": "bad", "endpoints": [{"alloc": "z"}]},
                   "worse.example.com": {"service": "w", "strategy": "random", "endpoints": []}})
     assert set(p.routes) == {DOMAIN}
+    p.set_routes(table([("v6", "::1:20000")]))
+    assert p.endpoints["v6"].url == "http://[::1]:20000"
