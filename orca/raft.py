@@ -39,6 +39,34 @@ log = logging.getLogger("orca.raft")
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
+class _SyncObj(SyncObj):
+    """PySyncObj 0.3.17 with one fix: a follower's `next_node_idx` reset never moves the leader's
+    next index for it forward.
+
+    Upstream, several in-flight append-entries batches to a follower that still holds stale entries of an
+    old term are all rejected; every rejection resets the leader's next index to the follower's log end,
+    the last one wins, and the leader never backs up past the stale entries: the follower (typically a
+    healed, deposed leader) stays stuck for ever (measured in the partition chaos test, 7 of 7 runs).
+    Taking the minimum lets the normal Raft back-off proceed. The method name is the name-mangled one
+    the transport callback was bound to in `SyncObj.__init__`.
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - upstream's name
+        before = None
+        if isinstance(message, dict) and message.get("type") == "next_node_idx" and message.get("reset") \
+                and self._isLeader():
+            before = self._SyncObj__raftNextIndex.get(node)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if before is not None:
+            after = self._SyncObj__raftNextIndex.get(node)
+            if after is not None and after > before:
+                self._SyncObj__raftNextIndex[node] = before
+
+    @property
+    def leader_commit_index(self) -> int | None:
+        return self._SyncObj__leaderCommitIndex
+
+
 class ReplicatedState(SyncObjConsumer):
     """Holds the plain-data state; its only replicated method is `apply`.
 
@@ -100,6 +128,7 @@ class RaftNode:
         self._pending: dict[int, float] = {}   # proposal id -> monotonic start, for ComponentHealth
         self._next_proposal = 0
         self._queue: list[tuple[bytes, asyncio.Future[tuple[Any, int]]]] = []
+        self._waiting: set[asyncio.Future[tuple[Any, int]]] = set()
         self._flush_scheduled = False
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         conf = SyncObjConf(
@@ -126,7 +155,7 @@ class RaftNode:
             dynamicMembershipChange=False,
             onStateChanged=self._on_state_changed,
         )
-        self.sync = SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store])
+        self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store])
 
     # --- tick thread -> loop ----------------------------------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:
@@ -138,6 +167,12 @@ class RaftNode:
             self._last_leader = leader
             if leader is not None:
                 self.leader_changes += 1
+        if not self.is_leader:
+            # Proposals waiting on a leadership we no longer hold cannot be acknowledged here: answer them
+            # now (503, outcome unknown; the client retries with its Idempotency-Key) instead of letting
+            # them run into the write timeout.
+            for fut in list(self._waiting):
+                _resolve(fut, (None, FAIL_REASON.LEADER_CHANGED))
         if self.on_role_change is not None:
             self.on_role_change(self.is_leader)
 
@@ -168,6 +203,14 @@ class RaftNode:
     @property
     def applied_index(self) -> int:
         return int(self.sync.raftLastApplied)
+
+    @property
+    def lag(self) -> int:
+        """Entries the leader has committed that this master has not applied yet (0 on the leader)."""
+        leader_commit = self.sync.leader_commit_index
+        if self.is_leader or leader_commit is None:
+            return 0
+        return max(0, int(leader_commit) - self.applied_index)
 
     @property
     def has_quorum(self) -> bool:
@@ -203,6 +246,7 @@ class RaftNode:
         self._next_proposal += 1
         pid = self._next_proposal
         self._pending[pid] = time.monotonic()
+        self._waiting.add(fut)
         self._queue.append((raw, fut))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -215,6 +259,7 @@ class RaftNode:
                            "retry with the same Idempotency-Key", {"op": op}) from None
         finally:
             self._pending.pop(pid, None)
+            self._waiting.discard(fut)
         if err != FAIL_REASON.SUCCESS:
             raise NotReady(f"write not committed: {_FAIL_NAMES.get(err, err)}", {"op": op})
         if "error" in result:

@@ -35,6 +35,7 @@ from orca.raft import RaftNode
 __all__ = ["MasterApi", "MasterInfo"]
 
 IDEMPOTENCY_KEY_MAX = 200
+LAG_DEGRADED = 1000  # a follower this many entries behind the leader is not "healthy", even if connected
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,10 @@ class MasterApi:
         leader = self.raft.leader_id
         peers_up = sum(1 for addr in self.info.raft_addrs.values() if self.raft.peer_connected(addr))
         ready = self.raft.ready and leader is not None
+        lag = self.raft.lag
         if not ready:
             status = "unhealthy"
-        elif peers_up < len(self.info.raft_addrs):
+        elif peers_up < len(self.info.raft_addrs) or lag > LAG_DEGRADED:
             status = "degraded"
         else:
             status = "healthy"
@@ -175,7 +177,7 @@ class MasterApi:
                 "is_leader": self.raft.is_leader, "leader_id": leader, "leader_url": self.leader_url(),
                 "cluster_size": len(self.info.api_urls), "cluster_ready": ready, "term": self.raft.term,
                 "commit_index": self.raft.commit_index, "applied_index": self.raft.applied_index,
-                "version": __version__, "timestamp": views.iso(time.time())}
+                "lag": lag, "version": __version__, "timestamp": views.iso(time.time())}
 
     async def livez(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})

@@ -249,11 +249,7 @@ def test_partitioned_leader_acknowledges_nothing_and_the_majority_moves_on(netns
     print(f"  verdict: {verdict}; applied index: {rb.applied}")
     assert verdict.ok, str(verdict)
     assert verdict.acked > 0
-    if stuck:
-        # PySyncObj 0.3.17 livelock (see the report of issue 5): the leader pipelines several append
-        # batches to a follower it has not matched yet; the follower rejects the first (term mismatch
-        # at the end of its divergent tail -> reset to that index) and every later one (entry missing
-        # -> reset to its log length + 1), and the last reset wins, so the leader never walks back
-        # past the divergent tail. It needs a backlog above appendEntriesBatchSizeBytes (64 KiB) and at
-        # least one uncommitted entry on the old leader, which this test always has.
-        pytest.xfail(f"healed old leader never catches up (PySyncObj next-index livelock): {stuck}")
+    # PySyncObj 0.3.17 livelocked here (the healed old leader never caught up: several in-flight append
+    # batches, each rejection resetting the leader's next index forward again); orca.raft._SyncObj fixes
+    # it, and this asserts the fix holds.
+    assert not stuck, f"healed old leader never caught up: {stuck}"
