@@ -11,6 +11,8 @@ re-run with `--serve-proxy`), so the load generator and the proxy do not share a
 generator is the same for both runs: one aiohttp client, N connections (one worker each, keep-alive
 where the server allows it), a warm-up, then `--seconds` of measured load per target, split into
 `--rounds` that alternate direct and proxied (so drifting load elsewhere on the machine hits both).
+At 32 busy connections latency is mostly queueing (32 / rps), so `paced` repeats both at a fixed rate
+(`--paced-share` of the direct rps) to show the latency the proxy itself adds to a request.
 
     .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|aiohttp]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +63,10 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
         return None
     rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
     return sorted_values[rank - 1]
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return round(a - b, 2) if a is not None and b is not None else None
 
 
 def _exit_on(signum: int, _frame: object) -> None:
@@ -104,14 +111,22 @@ class Load:
         self.errors = 0
         self.elapsed = 0.0
 
-    async def run(self, seconds: float) -> None:
+    async def run(self, seconds: float, rate: float | None = None) -> None:
+        """Closed loop (each worker sends its next request when the last one is answered), or paced at
+        `rate` requests/s in all (each worker on its own staggered schedule) to see the latency a request
+        pays when nothing is saturated."""
         measuring = False
         connector = aiohttp.TCPConnector(limit=self.connections)
         async with aiohttp.ClientSession(connector=connector, headers={"Host": DOMAIN},
                                          timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async def worker(until: float) -> None:
+            async def worker(n: int, until: float) -> None:
                 clock = time.perf_counter
+                period = self.connections / rate if rate else 0.0
+                due = clock() + period * n / self.connections
                 while True:
+                    if period:
+                        await asyncio.sleep(max(0.0, due - clock()))
+                        due += period
                     t0 = clock()
                     if t0 >= until:
                         return
@@ -127,10 +142,11 @@ class Load:
                         else:
                             self.errors += 1
 
-            await asyncio.gather(*(worker(time.perf_counter() + WARMUP_S) for _ in range(self.connections)))
+            warm = time.perf_counter() + WARMUP_S
+            await asyncio.gather(*(worker(n, warm) for n in range(self.connections)))
             measuring = True
             started = time.perf_counter()
-            await asyncio.gather(*(worker(started + seconds) for _ in range(self.connections)))
+            await asyncio.gather(*(worker(n, started + seconds) for n in range(self.connections)))
             self.elapsed += time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:
@@ -179,6 +195,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="busybox")
     parser.add_argument("--rounds", type=int, default=2, help="alternating direct/proxy rounds sharing --seconds")
+    parser.add_argument("--paced-seconds", type=float, default=6.0, help="per target, for the paced (unsaturated) run")
+    parser.add_argument("--paced-share", type=float, default=0.3, help="paced rate as a share of the direct rps")
     parser.add_argument("--serve-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -186,8 +204,6 @@ def main() -> int:
     if args.serve_proxy:
         asyncio.run(serve_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
         return 0
-
-    import json
 
     up_port, proxy_port = free_ports(2)
     upstream = f"127.0.0.1:{up_port}"
@@ -214,6 +230,14 @@ def main() -> int:
             cpu1 = cpu_seconds(proxy_proc.pid)
             if cpu0 is not None and cpu1 is not None:
                 proxy_cpu += cpu1 - cpu0
+        # Paced at a fraction of what the upstream sustained: the latency the proxy adds to one request
+        # when nothing queues (at 32 busy connections latency is mostly queueing: 32 / rps).
+        rate = round(args.paced_share * direct.summary()["rps"], 1)
+        paced_direct, paced_proxy = Load(direct_url, args.connections), Load(proxy_url, args.connections)
+        if rate > 0 and args.paced_seconds > 0:
+            for _ in range(args.rounds):
+                asyncio.run(paced_direct.run(args.paced_seconds / args.rounds, rate))
+                asyncio.run(paced_proxy.run(args.paced_seconds / args.rounds, rate))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -226,15 +250,18 @@ def main() -> int:
         if container is not None:
             container.remove(force=True)
     d, p = direct.summary(), proxied.summary()
+    pd, pp = paced_direct.summary(), paced_proxy.summary()
+    paced = {"rate": rate, "direct": pd, "proxy": pp,
+             "p50_added_ms": _diff(pp["p50_ms"], pd["p50_ms"]), "p99_added_ms": _diff(pp["p99_ms"], pd["p99_ms"])}
     if p["requests"]:
         # CPU of the proxy process per proxied request (the warm-ups included in the time, not the count).
         p["proxy_cpu_us_per_req"] = round(1e6 * proxy_cpu / (p["requests"] * (1 + WARMUP_S * args.rounds
                                                                                 / args.seconds)), 1)
     ratio = round(p["rps"] / d["rps"], 3) if d["rps"] else None
-    added = round(p["p99_ms"] - d["p99_ms"], 2) if p["p99_ms"] is not None and d["p99_ms"] is not None else None
+    added = _diff(p["p99_ms"], d["p99_ms"])
     print(json.dumps({"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
                       "rounds": args.rounds, "upstream": args.upstream, "direct": d, "proxy": p,
-                      "ratio_rps": ratio, "p99_added_ms": added,
+                      "ratio_rps": ratio, "p99_added_ms": added, "paced": paced,
                       "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2),
                                                                      round(os.getloadavg()[0], 2)]}},
                      separators=(", ", ": ")), flush=True)
