@@ -36,6 +36,10 @@ __all__ = [
     "percentile",
     "summarize",
     "free_ports",
+    "median_stats",
+    "remove_labelled",
+    "rss_mb",
+    "wait_until",
 ]
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "raw_pysyncobj_node.py"
@@ -89,6 +93,71 @@ def box_load(load_at_start: float) -> dict[str, Any]:
     except (OSError, IndexError, ValueError):
         pass
     return out
+
+
+def median_stats(samples: list[float], ndigits: int = 3) -> dict[str, Any]:
+    """{"median", "max", "samples"} of a list of seconds (None figures when it is empty)."""
+    import statistics
+
+    return {
+        "median": round(statistics.median(samples), ndigits) if samples else None,
+        "max": round(max(samples), ndigits) if samples else None,
+        "samples": [round(s, ndigits) for s in samples],
+    }
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a process in MiB (VmRSS from /proc), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def wait_until(predicate: Any, timeout: float, what: str, period: float = 0.05) -> Any:
+    """Poll `predicate()` every `period` s until it returns something truthy (returned); exceptions count
+    as "not yet". TimeoutError naming `what` (and the last value or error) after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(period)
+
+
+def remove_labelled(labels: list[str], timeout: float = 60.0) -> int:
+    """Force-remove every container (running or not) carrying any of `labels` ("key=value"); returns how
+    many were removed. Uses the docker SDK; a missing engine or SDK removes nothing."""
+    try:
+        import docker  # type: ignore[import-untyped]
+        import docker.errors  # type: ignore[import-untyped]
+    except ImportError:
+        return 0
+    removed = 0
+    try:
+        engine = docker.from_env(timeout=int(timeout))
+    except Exception:  # noqa: BLE001 - no engine: nothing of ours can be running there
+        return 0
+    try:
+        for label in labels:
+            for c in engine.containers.list(all=True, filters={"label": label}):
+                try:
+                    c.remove(force=True)
+                    removed += 1
+                except docker.errors.NotFound:
+                    pass
+    finally:
+        engine.close()
+    return removed
 
 
 def emit(obj: dict[str, Any]) -> None:
