@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Start the local cluster: three masters (cluster/node1..3.toml) and one agent on the local Docker engine
-# (cluster/agent1.toml, node worker-1), in the background, and print how to use it.
+# (cluster/agent1.toml, node worker-1), in the background, and print how to use it. With --node it is
+# the entry point of one host of a cluster spread over several (README, "Three hosts (Vagrant)").
 #
 #   scripts/bootstrap-cluster.sh                         start the masters, wait for a leader, start worker-1
-#   scripts/bootstrap-cluster.sh --node cluster/node2.toml   only this master (repeatable; no agent)
 #   scripts/bootstrap-cluster.sh --status                one health line per master and per agent
 #   scripts/bootstrap-cluster.sh --stop                  stop the agents (their containers keep running),
 #                                                        then the masters: SIGTERM, up to 10 s, then SIGKILL
 #   scripts/bootstrap-cluster.sh --stop --purge          the same, then remove the agents' containers
 #
-# Agents are worker-1 and any other with a pid file data/<id>.pid (like the README's worker-2, started
-# with `orca join`); --purge removes the containers labelled orca.node=<id> of worker-1 and of every
-# agent with a pid or token file data/<id>.{pid,token}.
+# One host of several (on each host with its own files; --status and --stop take the same options):
+#   scripts/bootstrap-cluster.sh --node FILE [--agent FILE] [--secret-file PATH] [--wait] [--data-dir DIR]
+#     --node FILE          only the master of FILE (repeatable); no agent unless --agent is given
+#     --agent FILE         also exactly the agent of FILE (its token_file is minted from the secret if absent)
+#     --secret-file PATH   the cluster secret, the SAME file on every host (copy data/cluster.secret of the
+#                          first host to the others): copied (0600) to the config's cluster_secret_file
+#                          when that is absent; a different secret already there is an error
+#     --wait               wait (up to 30 s) for a leader, and with --agent for the agent to be ready.
+#                          Default with --node: return once the local master answers, printing "waiting
+#                          for peers" while there is no leader (the other hosts may not be up yet)
+#   --no-wait              (without --node) start everything but wait for no leader and no agent
+#   --data-dir DIR         pid files, logs and the admin token go there (default: data/)
 #
-# Runs from anywhere; works in the repository root, where the configs' relative paths (./data/...) point.
+# Agents are worker-1 (or the --agent config) and, without --node, any other with a pid file
+# data/<id>.pid (like the README's worker-2, started with `orca join`); --purge removes the containers
+# labelled orca.node=<id> of worker-1 and of every agent with a pid or token file data/<id>.{pid,token}.
+#
+# Runs from anywhere; works in the repository root, where the configs' relative paths (./data/...) point
+# (relative --node/--agent/--secret-file/--data-dir paths mean what they mean where it is called, and
+# a file that is not there is looked for in the repository root).
 # Idempotent: creates .venv and installs only when needed, generates data/cluster.secret,
 # data/admin.token and data/worker-1.token only when absent, and skips a master or agent whose pid file
 # names a live `orca server` / `orca agent`.
@@ -31,13 +46,13 @@ set -euo pipefail
 LEADER_WAIT_S=30
 AGENT_WAIT_S=20
 STOP_WAIT_S=10
-TOKEN_FILE=data/admin.token
+START_WAIT_S=20      # --node without --wait: how long a master just started has to answer its API
 DEFAULT_CONFIGS=(cluster/node1.toml cluster/node2.toml cluster/node3.toml)
 AGENT_CONFIG=cluster/agent1.toml
 TEST_IMAGE="orca-test/busybox"
 
 usage() {
-    sed -n '5,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '5,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 ORIG_PWD=$(pwd)
@@ -50,16 +65,29 @@ ROOT=$(pwd)
 action=start
 purge=0
 configs=()
+agent_arg=""
+secret_arg=""
+data_arg=""
+wait_arg=""
+# Options that take a value accept both `--opt VALUE` and `--opt=VALUE`.
+need_value() {
+    [ "$2" -ge 2 ] || { echo "bootstrap: $1 needs a value" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case $1 in
         --stop) action=stop ;;
         --status) action=status ;;
         --purge) purge=1 ;;
-        --node)
-            [ $# -ge 2 ] || { echo "bootstrap: --node needs a config file" >&2; exit 2; }
-            configs+=("$2")
-            shift ;;
+        --wait) wait_arg=1 ;;
+        --no-wait) wait_arg=0 ;;
+        --node) need_value "$1" $#; configs+=("$2"); shift ;;
         --node=*) configs+=("${1#--node=}") ;;
+        --agent) need_value "$1" $#; agent_arg=$2; shift ;;
+        --agent=*) agent_arg=${1#--agent=} ;;
+        --secret-file) need_value "$1" $#; secret_arg=$2; shift ;;
+        --secret-file=*) secret_arg=${1#--secret-file=} ;;
+        --data-dir) need_value "$1" $#; data_arg=$2; shift ;;
+        --data-dir=*) data_arg=${1#--data-dir=} ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bootstrap: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -71,18 +99,45 @@ if [ "$purge" = 1 ]; then
     [ "$action" = stop ] || { echo "bootstrap: --purge goes with --stop" >&2; exit 2; }
     [ "$explicit_nodes" = 0 ] || { echo "bootstrap: --purge concerns the agent: not with --node" >&2; exit 2; }
 fi
+# Waiting for a leader is the default of the local cluster; with --node the other hosts may not be up.
+wait_leader=${wait_arg:-$(( 1 - explicit_nodes ))}
 
-# A relative --node path means what it means in the caller's directory; the masters run in the
-# repository root, so such a path becomes absolute (or root-relative when it lies inside the repo).
-for i in "${!configs[@]}"; do
-    c=${configs[$i]}
-    if [[ $c != /* ]] && [ -f "$ORIG_PWD/$c" ]; then
-        c="$(cd "$(dirname "$ORIG_PWD/$c")" && pwd)/$(basename "$c")"
-        c=${c#"$ROOT"/}
+# A relative path given on the command line means what it means in the caller's directory (a file not
+# found there: in the repository root, e.g. cluster/node2.toml); the processes run in the repository
+# root, so such a path becomes absolute (or root-relative when it lies inside the repo). Prints the
+# result; $2 = -d for a directory that may not exist yet.
+resolve_arg() {
+    local p=$1
+    if [[ $p != /* ]]; then
+        if [ "${2:-}" = -d ] || [ -f "$ORIG_PWD/$p" ] || [ ! -f "$ROOT/$p" ]; then
+            p="$ORIG_PWD/$p"
+        else
+            p="$ROOT/$p"
+        fi
     fi
-    [ -f "$c" ] || orca_die "no such config file: ${configs[$i]}"
-    configs[i]=$c
+    if [ "${2:-}" = -d ]; then
+        mkdir -p "$p" || orca_die "cannot create the directory $1"
+        p=$(cd "$p" && pwd)
+    else
+        [ -f "$p" ] || orca_die "no such file: $1"
+        p="$(cd "$(dirname "$p")" && pwd)/$(basename "$p")"
+    fi
+    [ "$p" = "$ROOT" ] || p=${p#"$ROOT"/}
+    echo "$p"
+}
+for i in "${!configs[@]}"; do
+    configs[i]=$(resolve_arg "${configs[$i]}") || exit 1
 done
+AGENT_GIVEN=0
+if [ -n "$agent_arg" ]; then
+    AGENT_CONFIG=$(resolve_arg "$agent_arg") || exit 1
+    AGENT_GIVEN=1
+fi
+SECRET_SOURCE=""
+[ -z "$secret_arg" ] || SECRET_SOURCE=$(resolve_arg "$secret_arg") || exit 1
+DATA_DIR=data
+[ -z "$data_arg" ] || DATA_DIR=$(resolve_arg "$data_arg" -d) || exit 1
+TOKEN_FILE=$DATA_DIR/admin.token
 
 # ---------------------------------------------------------------------- helpers
 
@@ -255,7 +310,7 @@ stop_pid_files() {
         else
             echo "${names[$i]}: stopped (pid ${pids[$i]})"
         fi
-        rm -f "data/${names[$i]}.pid"
+        rm -f "$DATA_DIR/${names[$i]}.pid"
     done
     [ ${#pids[@]} -gt 0 ]
 }
@@ -273,8 +328,8 @@ load_nodes() {
 show_log_tails() {
     local id
     for id in "$@"; do
-        echo "----- last lines of data/$id.log -----" >&2
-        tail -n 15 "data/$id.log" >&2 2>/dev/null || echo "(no log)" >&2
+        echo "----- last lines of $DATA_DIR/$id.log -----" >&2
+        tail -n 15 "$DATA_DIR/$id.log" >&2 2>/dev/null || echo "(no log)" >&2
     done
 }
 
@@ -285,7 +340,7 @@ do_status() {
     load_nodes
     local i pid out rc=0 state leader leader_url ready term status url="" beat _
     for i in "${!ids[@]}"; do
-        if pid=$(running_pid "data/${ids[$i]}.pid"); then pid="pid $pid"; else pid="not running"; fi
+        if pid=$(running_pid "$DATA_DIR/${ids[$i]}.pid"); then pid="pid $pid"; else pid="not running"; fi
         if out=$(health "${urls[$i]}"); then
             IFS=$'\t' read -r state leader leader_url ready term status <<<"$out"
             printf '%-10s %-17s %-24s %-9s leader=%-10s term=%-4s ready=%-3s %s\n' \
@@ -297,22 +352,23 @@ do_status() {
             rc=1
         fi
     done
-    [ "$explicit_nodes" = 0 ] || return "$rc"
+    [ "$explicit_nodes" = 0 ] || [ "$AGENT_GIVEN" = 1 ] || return "$rc"
 
-    # The agents: worker-1 and any other with a pid file under data/ (the README's worker-2): the
-    # process, and what the cluster says of the node (asked of an answering master).
+    # The agents: worker-1 (or the --agent one) and, without --node, any other with a pid file under
+    # data/ (the README's worker-2): the process, and what the cluster says of the node (asked of an
+    # answering master).
     local line agent_id listen node f agents=() addr=()
     line=$(read_agent_config "$AGENT_CONFIG") || exit 1
     IFS=$'\t' read -r agent_id _ listen _ <<<"$line"
     agents=("$agent_id") addr=("http://$listen")
     shopt -s nullglob
-    for f in data/*.pid; do
+    [ "$explicit_nodes" = 1 ] || for f in "$DATA_DIR"/*.pid; do
         f=$(basename "$f" .pid)
         case $f in master-* | "$agent_id") ;; *) agents+=("$f") addr+=("-") ;; esac
     done
     shopt -u nullglob
     for i in "${!agents[@]}"; do
-        if pid=$(running_pid "data/${agents[$i]}.pid" 'agent|join'); then pid="pid $pid"; else pid="not running"; fi
+        if pid=$(running_pid "$DATA_DIR/${agents[$i]}.pid" 'agent|join'); then pid="pid $pid"; else pid="not running"; fi
         if [ -z "$url" ]; then
             node="cluster not answering"
         elif [ ! -s "$TOKEN_FILE" ]; then
@@ -360,7 +416,13 @@ do_stop() {
     pick_python
     if [ "$explicit_nodes" = 1 ]; then
         load_nodes
-        for i in "${!ids[@]}"; do files+=("data/${ids[$i]}.pid"); done
+        for i in "${!ids[@]}"; do files+=("$DATA_DIR/${ids[$i]}.pid"); done
+        if [ "$AGENT_GIVEN" = 1 ]; then
+            line=$(read_agent_config "$AGENT_CONFIG") || exit 1
+            IFS=$'\t' read -r agent_id _ <<<"$line"
+            kind='agent|join'
+            stop_pid_files "$DATA_DIR/$agent_id.pid" || echo "$agent_id: not running"
+        fi
     else
         # Agents first: SIGTERM makes an agent exit and leaves its containers running (by design: an
         # agent started again re-adopts them). Agents are worker-1 and any other pid file under data/
@@ -369,7 +431,7 @@ do_stop() {
         IFS=$'\t' read -r agent_id _ <<<"$line"
         purge_ids=("$agent_id")
         shopt -s nullglob
-        for f in data/*.pid; do
+        for f in "$DATA_DIR"/*.pid; do
             case $(basename "$f") in
                 master-*) files+=("$f") ;;
                 *) agent_files+=("$f") ;;
@@ -377,7 +439,7 @@ do_stop() {
         done
         # --purge: the containers of worker-1 and of every agent with a pid file or a token file
         # under data/ (the README's worker-2 has both; its pid file may be gone, its token stays).
-        for f in data/*.pid data/*.token; do
+        for f in "$DATA_DIR"/*.pid "$DATA_DIR"/*.token; do
             f=$(basename "${f%.*}")
             case $f in master-* | admin) continue ;; esac
             case " ${purge_ids[*]} " in *" $f "*) continue ;; esac
@@ -385,10 +447,10 @@ do_stop() {
         done
         shopt -u nullglob
         kind='agent|join'
-        stop_pid_files "${agent_files[@]}" || echo "no agent running from pid files under data/"
+        stop_pid_files "${agent_files[@]}" || echo "no agent running from pid files under $DATA_DIR/"
     fi
     kind=server
-    stop_pid_files "${files[@]}" || echo "no master running from pid files under data/: nothing to stop"
+    stop_pid_files "${files[@]}" || echo "no master running from pid files under $DATA_DIR/: nothing to stop"
     if [ "$purge" = 1 ]; then
         if [ -x "$ORCA_VENV/bin/python" ]; then
             for agent_id in "${purge_ids[@]}"; do purge_containers "$agent_id"; done
@@ -398,8 +460,35 @@ do_stop() {
     fi
 }
 
+# --secret-file: the cluster's secret file, made on one host and copied to the others, becomes the
+# config's cluster_secret_file ($1). Never replaced: the Raft password and every token derive from it.
+install_secret() {
+    local secret=$1
+    [ -s "$SECRET_SOURCE" ] || orca_die "--secret-file $SECRET_SOURCE is empty"
+    if [ -s "$secret" ]; then
+        if "$PY" - "$SECRET_SOURCE" "$secret" <<'EOF2'; then
+import sys
+from pathlib import Path
+a, b = (Path(p).read_bytes().strip() for p in sys.argv[1:3])
+sys.exit(a != b)
+EOF2
+            return 0
+        fi
+        orca_die "$secret holds another cluster secret than $SECRET_SOURCE: not replacing it (the Raft password and every token derive from it). If this host belongs to the cluster of $SECRET_SOURCE: stop it, remove $secret and its masters' data_dir, then run this again"
+    fi
+    mkdir -p "$(dirname "$secret")"
+    (umask 077 && cp "$SECRET_SOURCE" "$secret.tmp")
+    chmod 600 "$secret.tmp"
+    mv "$secret.tmp" "$secret"
+    orca_log "installed the cluster secret $SECRET_SOURCE as $secret"
+}
+
 ensure_secret() {
     local secret=$1
+    if [ -n "$SECRET_SOURCE" ]; then
+        install_secret "$secret"
+        return 0
+    fi
     [ -s "$secret" ] && return 0
     mkdir -p "$(dirname "$secret")"
     (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$secret.tmp")
@@ -407,7 +496,7 @@ ensure_secret() {
     mv "$secret.tmp" "$secret"
     orca_log "generated the cluster secret $secret"
     if [ "$explicit_nodes" = 1 ]; then
-        orca_log "every master of a cluster needs the SAME secret: copy $secret to the other masters' hosts"
+        orca_log "every master of a cluster needs the SAME secret: copy $secret to the other masters' hosts and give it to this script there with --secret-file"
     fi
 }
 
@@ -436,7 +525,7 @@ launch_agent() {
     agent_id=("$agent_aid")
     agent_since=$(($(date +%s) - 5))
 
-    if pid=$(running_pid "data/$agent_aid.pid" 'agent|join'); then
+    if pid=$(running_pid "$DATA_DIR/$agent_aid.pid" 'agent|join'); then
         orca_log "$agent_aid already running (pid $pid)"
         return 0
     fi
@@ -484,14 +573,14 @@ EOF2
     fi
     for out in "$listen" "$agent_status_listen"; do
         if listening "$out"; then
-            orca_die "$agent_aid: something already listens on $out but data/$agent_aid.pid names no running agent (an agent started another way? stop it first; the masters are running)"
+            orca_die "$agent_aid: something already listens on $out but $DATA_DIR/$agent_aid.pid names no running agent (an agent started another way? stop it first; the masters are running)"
         fi
     done
     agent_since=$(($(date +%s) - 1))
-    echo "=== $(date -Is) bootstrap: orca agent --config $AGENT_CONFIG" >>"data/$agent_aid.log"
-    nohup "$ORCA_VENV/bin/orca" agent --config "$AGENT_CONFIG" >>"data/$agent_aid.log" 2>&1 </dev/null &
-    echo $! >"data/$agent_aid.pid"
-    orca_log "started $agent_aid (pid $!, $AGENT_CONFIG, log data/$agent_aid.log)"
+    echo "=== $(date -Is) bootstrap: orca agent --config $AGENT_CONFIG" >>"$DATA_DIR/$agent_aid.log"
+    nohup "$ORCA_VENV/bin/orca" agent --config "$AGENT_CONFIG" >>"$DATA_DIR/$agent_aid.log" 2>&1 </dev/null &
+    echo $! >"$DATA_DIR/$agent_aid.pid"
+    orca_log "started $agent_aid (pid $!, $AGENT_CONFIG, log $DATA_DIR/$agent_aid.log)"
 }
 
 # Waits (AGENT_WAIT_S) until the cluster, asked at URL $1, has the launched agent ready with a fresh
@@ -499,8 +588,8 @@ EOF2
 wait_agent() {
     local url=$1 pid out="" deadline=$((SECONDS + AGENT_WAIT_S)) state beat _
     while :; do
-        if ! pid=$(running_pid "data/$agent_aid.pid" 'agent|join'); then
-            rm -f "data/$agent_aid.pid"
+        if ! pid=$(running_pid "$DATA_DIR/$agent_aid.pid" 'agent|join'); then
+            rm -f "$DATA_DIR/$agent_aid.pid"
             show_log_tails "$agent_aid"
             orca_die "$agent_aid exited (its log is above; the masters are running)"
         fi
@@ -527,37 +616,42 @@ do_start() {
     for i in "${!secrets[@]}"; do
         [ "${secrets[$i]}" = "$secret" ] || orca_die "${configs[$i]} names another cluster secret file (${secrets[$i]}, not $secret)"
     done
-    mkdir -p data
+    mkdir -p "$DATA_DIR"
     ensure_secret "$secret"
 
-    # The agent first (not with --node: that starts single masters, e.g. on several hosts).
+    # The agent first. With --node only the --agent one: --node starts single masters, e.g. one per host.
     local agent_id=() agent_aid="" agent_listen="" agent_status_listen="" agent_since=0 agent_skip=""
     local agent_ok=0 agent_line=""
-    [ "$explicit_nodes" = 1 ] || launch_agent
+    if [ "$explicit_nodes" = 0 ] || [ "$AGENT_GIVEN" = 1 ]; then
+        launch_agent
+    fi
 
     for i in "${!ids[@]}"; do
-        if pid=$(running_pid "data/${ids[$i]}.pid"); then
+        if pid=$(running_pid "$DATA_DIR/${ids[$i]}.pid"); then
             orca_log "${ids[$i]} already running (pid $pid)"
             continue
         fi
         if health "${urls[$i]}" >/dev/null; then
-            orca_die "${ids[$i]}: something already answers on ${urls[$i]} but data/${ids[$i]}.pid names no running master (a cluster started another way? stop it first)"
+            orca_die "${ids[$i]}: something already answers on ${urls[$i]} but $DATA_DIR/${ids[$i]}.pid names no running master (a cluster started another way? stop it first)"
         fi
         # Appended, not truncated: the log of a master that died before this start stays readable.
-        echo "=== $(date -Is) bootstrap: orca server --config ${configs[$i]}" >>"data/${ids[$i]}.log"
-        nohup "$ORCA_VENV/bin/orca" server --config "${configs[$i]}" >>"data/${ids[$i]}.log" 2>&1 </dev/null &
-        echo $! >"data/${ids[$i]}.pid"
+        echo "=== $(date -Is) bootstrap: orca server --config ${configs[$i]}" >>"$DATA_DIR/${ids[$i]}.log"
+        nohup "$ORCA_VENV/bin/orca" server --config "${configs[$i]}" >>"$DATA_DIR/${ids[$i]}.log" 2>&1 </dev/null &
+        echo $! >"$DATA_DIR/${ids[$i]}.pid"
         started+=("$i")
-        orca_log "started ${ids[$i]} (pid $!, ${configs[$i]}, log data/${ids[$i]}.log)"
+        orca_log "started ${ids[$i]} (pid $!, ${configs[$i]}, log $DATA_DIR/${ids[$i]}.log)"
     done
 
     # Done when the leader is known and every master of this run answers: a master that lost its
     # port to another process would otherwise die unnoticed after a leader was already found.
+    # Without waiting (--node's default), done when every master of this run answers: the leader is
+    # reported if there is one already, else "waiting for peers".
     local deadline=$((SECONDS + LEADER_WAIT_S)) answering silent
+    [ "$wait_leader" = 1 ] || deadline=$((SECONDS + START_WAIT_S))
     while :; do
         for i in "${started[@]}"; do
-            if ! running_pid "data/${ids[$i]}.pid" >/dev/null; then
-                rm -f "data/${ids[$i]}.pid"
+            if ! running_pid "$DATA_DIR/${ids[$i]}.pid" >/dev/null; then
+                rm -f "$DATA_DIR/${ids[$i]}.pid"
                 show_log_tails "${ids[$i]}"
                 orca_die "${ids[$i]} exited right after starting (its log is above; a port in use?)"
             fi
@@ -575,8 +669,12 @@ do_start() {
             fi
         done
         [ -n "$leader_line" ] && [ "$answering" -eq "${#ids[@]}" ] && break
+        [ "$wait_leader" = 0 ] && [ "$answering" -eq "${#ids[@]}" ] && break
         if [ "$SECONDS" -ge "$deadline" ]; then
             show_log_tails "${ids[@]}"
+            if [ "$wait_leader" = 0 ]; then
+                orca_die "${silent# } did not answer within ${START_WAIT_S} s (logs above; inspect with --status, stop with --stop)"
+            fi
             if [ -n "$leader_line" ]; then
                 orca_die "leader ${leader_line%% *} elected, but${silent} did not answer within ${LEADER_WAIT_S} s (logs above)"
             fi
@@ -587,11 +685,12 @@ do_start() {
         fi
         sleep 0.3
     done
-    read -r leader leader_url term <<<"$leader_line"
+    leader="" leader_url="" term=""
+    [ -z "$leader_line" ] || read -r leader leader_url term <<<"$leader_line"
 
     if [ ! -s "$TOKEN_FILE" ]; then
         mint_admin_token "$secret"
-    else
+    elif [ -n "$leader_url" ]; then
         # A token left over from an earlier secret (data/cluster.secret deleted on its own) would
         # only produce 401s later: check it once against the leader and replace it if refused.
         local code
@@ -614,23 +713,58 @@ do_start() {
         home_note="$home_token exists and was left alone: export ORCA_TOKEN as below"
     fi
 
-    if [ ${#agent_id[@]} -gt 0 ]; then
+    if [ ${#agent_id[@]} -gt 0 ] && [ "$wait_leader" = 1 ]; then
         wait_agent "$leader_url"
+    elif [ ${#agent_id[@]} -gt 0 ]; then
+        pid=$(running_pid "$DATA_DIR/$agent_aid.pid" 'agent|join') || {
+            rm -f "$DATA_DIR/$agent_aid.pid"
+            show_log_tails "$agent_aid"
+            orca_die "$agent_aid exited (its log is above; the masters are running)"
+        }
+        agent_line="$agent_aid started (pid $pid, $AGENT_CONFIG, API http://$agent_listen); it registers once there is a leader"
     elif [ -n "$agent_skip" ]; then
         agent_line="$agent_aid NOT started: no Docker engine answers"
     fi
 
-    local cd_line="" orca=.venv/bin/orca masters
+    local cd_line="" orca=.venv/bin/orca masters leader_desc
     [ "$ORIG_PWD" = "$ROOT" ] || cd_line="  cd $ROOT"$'\n'
     masters=$(printf '%s ' "${urls[@]}" | sed 's/ $//')
+    if [ -n "$leader" ]; then
+        leader_desc="leader ${leader} (${leader_url}), term ${term}"
+    else
+        leader_desc="no leader yet: waiting for peers (a leader needs a majority of the masters up)"
+        orca_log "${ids[*]} answering; no leader yet: waiting for peers"
+    fi
     cat <<EOF
 
-orca: ${ids[*]} running; leader ${leader} (${leader_url}), term ${term}
-  agent:       ${agent_line:-not started (--node starts masters only)}
-  logs:        $(printf 'data/%s.log ' "${ids[@]}" "${agent_id[@]}" | sed 's/ $//')
-  pid files:   data/<id>.pid
+orca: ${ids[*]} running; ${leader_desc}
+  agent:       ${agent_line:-not started (--node starts masters only, and an agent with --agent)}
+  logs:        $(for i in "${ids[@]}" "${agent_id[@]}"; do printf '%s/%s.log ' "$DATA_DIR" "$i"; done | sed 's/ $//')
+  pid files:   $DATA_DIR/<id>.pid
   admin token: ${TOKEN_FILE} (${home_note})
 EOF
+    if [ "$explicit_nodes" = 1 ]; then
+        # The same options again, for --status and --stop (paths as this script resolved them).
+        local again="" c
+        for c in "${configs[@]}"; do again+=" --node $c"; done
+        [ "$AGENT_GIVEN" = 0 ] || again+=" --agent $AGENT_CONFIG"
+        [ "$DATA_DIR" = data ] || again+=" --data-dir $DATA_DIR"
+        [ -z "$agent_skip" ] || cat <<EOF
+
+No Docker engine answers ($agent_skip), so the agent $agent_aid was not started: run
+'sudo scripts/ensure-docker.sh', then this command again (it starts only what is missing).
+EOF
+        cat <<EOF
+
+Next:
+${cd_line}  export ORCA_API=${urls[0]} ORCA_TOKEN=\$(cat ${TOKEN_FILE})
+  $orca cluster info
+
+Health:  scripts/bootstrap-cluster.sh${again} --status
+Stop:    scripts/bootstrap-cluster.sh${again} --stop
+EOF
+        return 0
+    fi
     if [ "$agent_ok" != 1 ]; then
         [ -z "$agent_skip" ] || cat <<EOF
 
@@ -664,11 +798,11 @@ ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca logs web --tail 20
   $orca nodes
 With worker-1 alone a drain has nowhere to move replicas to: join a second agent first.
-  (umask 077 && $orca token create --secret-file data/cluster.secret --role agent --name worker-2 >data/worker-2.token)
-  nohup $orca join $masters --token-file data/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >data/worker-2.log 2>&1 & echo \$! >data/worker-2.pid
+  (umask 077 && $orca token create --secret-file ${secret#./} --role agent --name worker-2 >$DATA_DIR/worker-2.token)
+  nohup $orca join $masters --token-file $DATA_DIR/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >$DATA_DIR/worker-2.log 2>&1 & echo \$! >$DATA_DIR/worker-2.pid
   $orca drain worker-1                # replicas move to worker-2, start-before-stop
   $orca undrain worker-1
-  kill -9 \$(cat data/worker-2.pid)    # node loss: worker-2's replicas start on worker-1 within ~10 s
+  kill -9 \$(cat $DATA_DIR/worker-2.pid)    # node loss: worker-2's replicas start on worker-1 within ~10 s
   $orca ps web
 
 Health:  scripts/bootstrap-cluster.sh --status

@@ -1,0 +1,488 @@
+"""Three hosts: the cluster bootstrapped across three network namespaces with the operator's command.
+
+Each "host" is an `ip netns` with a veth into a bridge this test makes (10.77.<random>.1-3/24; the
+bridge holds .254 in the root namespace, so the test reaches every API). On each host runs exactly
+what an operator runs there: `scripts/bootstrap-cluster.sh --node <its config> --secret-file <the
+shared secret> --data-dir <its dir>`; every host has its own config (API :6880 and Raft :6881 on its
+own address, peers by address), its own data, pid and log files, its own HOME, and its own copy of the
+cluster secret (installed by --secret-file). The test checks that a leader is elected and agreed on by
+all three, that a write through one host is read on the others (with admin tokens minted on those
+other hosts: proof that they share the secret), that killing the leader host's master (by its pid
+file) elects a new leader, that the script run again on that host brings its master back (--wait), and
+that the script's --stop form stops each host.
+
+No agents: an agent needs a Docker engine, and inside a namespace the engine's socket would be
+reachable but the containers' published ports would be on the root namespace; the agent side of
+`--agent` is the local cluster's code path and is covered by the docker tier.
+
+Also here, without root: the Vagrant cluster's configs (vagrant/cluster/*.toml) load with the strict
+loaders and describe one consistent cluster, and the Vagrantfile is valid Ruby that declares the three
+VMs (checked with `ruby` when installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from workload import health, http_json
+
+from orca.config import load_agent_config, load_master_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bootstrap-cluster.sh"
+VAGRANT = ROOT / "vagrant"
+API_PORT = 6880
+RAFT_PORT = 6881
+TEST_LIMIT_S = 90.0          # the whole three-host test, set-up and clean-up included
+SCRIPT_TIMEOUT_S = 60.0      # one run of the script (it bounds its own waits: 20 s to answer, 30 s for a leader)
+LEADER_TIMEOUT_S = 20.0
+FAILOVER_TIMEOUT_S = 15.0
+VM_IPS = {1: "192.168.56.11", 2: "192.168.56.12", 3: "192.168.56.13"}
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=20, check=check)
+
+
+def _netns_unavailable(reason: str) -> None:
+    message = f"network namespaces unavailable: {reason}"
+    if os.environ.get("CI") == "true" or os.environ.get("ORCA_REQUIRE_NETNS") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (pid 1 here may not reap the orphaned masters)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class Host:
+    n: int
+    netns: str
+    address: str
+    dir: Path
+
+    @property
+    def node_id(self) -> str:
+        return f"master-{self.n}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{API_PORT}"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "node.toml"
+
+    @property
+    def run_dir(self) -> Path:      # the script's --data-dir: pid file, log, admin token
+        return self.dir / "run"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.node_id}.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / f"{self.node_id}.log"
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def token(self) -> str:
+        return (self.run_dir / "admin.token").read_text().strip()
+
+
+class ThreeHosts:
+    """The namespaces, the bridge, the FORWARD rule, and the script runs; `teardown` undoes all of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tag = uuid.uuid4().hex[:6]
+        self.bridge = f"orhb{self.tag}"
+        self.secret = root / "shared" / "cluster.secret"   # the operator's copy, handed to every host
+        self.hosts: list[Host] = []
+        self._forward_rule: list[str] | None = None
+        self._made_ns: list[str] = []
+        self._made_links: list[str] = []
+
+    def setup(self) -> None:
+        used = _run("ip", "-4", "route", "show", "table", "all").stdout + _run("ip", "-4", "addr").stdout
+        free = [n for n in range(100, 250) if f"10.77.{n}." not in used]
+        if not free:
+            raise RuntimeError("no free 10.77.x.0/24 left")
+        subnet = f"10.77.{random.choice(free)}"
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        self._made_links.append(self.bridge)
+        _run("ip", "addr", "add", f"{subnet}.254/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        # dockerd sets FORWARD to DROP with bridge-nf-call-iptables=1 (DESIGN §9).
+        rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        _run("iptables", "-I", *rule)
+        self._forward_rule = rule
+        for n in (1, 2, 3):
+            ns, veth = f"orca-{self.tag}-h{n}", f"orh{self.tag}{n}"
+            _run("ip", "netns", "add", ns)
+            self._made_ns.append(ns)
+            _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self._made_links.append(veth)
+            _run("ip", "link", "set", veth, "master", self.bridge, "up")
+            _run("ip", "-n", ns, "addr", "add", f"{subnet}.{n}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            self.hosts.append(Host(n, ns, f"{subnet}.{n}", self.root / f"h{n}"))
+
+        self.secret.parent.mkdir(parents=True)
+        self.secret.write_text(uuid.uuid4().hex + uuid.uuid4().hex + "\n")
+        self.secret.chmod(0o600)
+        for h in self.hosts:
+            (h.dir / "home").mkdir(parents=True)
+            peers = ",\n".join(f'  {{ id = "{p.node_id}", raft = "{p.address}:{RAFT_PORT}", api = "{p.url}" }}'
+                               for p in self.hosts if p is not h)
+            # Each host's secret lives in its own place and does not exist yet: --secret-file installs it.
+            h.config.write_text(
+                f'[node]\nid = "{h.node_id}"\ndata_dir = "{h.dir / "state"}"\n\n'
+                f'[api]\nlisten = "{h.address}:{API_PORT}"\nadvertise = "{h.url}"\n\n'
+                f'[raft]\nlisten = "{h.address}:{RAFT_PORT}"\npeers = [\n{peers}\n]\n\n'
+                f'[security]\ncluster_secret_file = "{h.dir / "secret" / "cluster.secret"}"\n')
+
+    # --- the operator's command, on one host ----------------------------------------------------------
+    def script_cmd(self, h: Host, *extra: str) -> list[str]:
+        return ["ip", "netns", "exec", h.netns, str(SCRIPT), "--node", str(h.config),
+                "--data-dir", str(h.run_dir), *extra]
+
+    def script(self, h: Host, *extra: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "HOME": str(h.dir / "home")}
+        return subprocess.Popen(self.script_cmd(h, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, cwd=h.dir)
+
+    def finish(self, h: Host, proc: subprocess.Popen[str]) -> str:
+        try:
+            out, _ = proc.communicate(timeout=SCRIPT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=10)
+            raise AssertionError(f"h{h.n}: the script ran over {SCRIPT_TIMEOUT_S} s:\n{out}\n{self.tails()}") from None
+        assert proc.returncode == 0, f"h{h.n}: the script exited {proc.returncode}:\n{out}\n{self.tails()}"
+        return out
+
+    def run_script(self, h: Host, *extra: str) -> str:
+        return self.finish(h, self.script(h, *extra))
+
+    # --- observations -------------------------------------------------------------------------------
+    def agreed_leader(self, among: list[Host]) -> Host | None:
+        views = {h.n: health(h.url, timeout=0.5) for h in among}
+        if any(v is None for v in views.values()):
+            return None
+        claimed = [h for h in among if views[h.n].get("is_leader")]
+        if len(claimed) == 1 and all(v.get("leader_id") == claimed[0].node_id for v in views.values()):
+            return claimed[0]
+        return None
+
+    def wait_leader(self, among: list[Host], timeout: float) -> Host:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.agreed_leader(among)
+            if leader is not None:
+                return leader
+            time.sleep(0.05)
+        views = {h.node_id: health(h.url) for h in among}
+        raise AssertionError(f"no leader agreed by {[h.node_id for h in among]} within {timeout} s: {views}\n"
+                             f"{self.tails()}")
+
+    def tails(self) -> str:
+        out = []
+        for h in self.hosts:
+            try:
+                lines = h.log.read_text(errors="replace").splitlines()[-15:]
+            except OSError:
+                lines = ["(no log)"]
+            out.append(f"----- {h.log} -----\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    # --- clean-up -----------------------------------------------------------------------------------
+    def teardown(self) -> list[str]:
+        problems: list[str] = []
+        for h in self.hosts:  # a master the script did not stop: only ours (its cmdline names our config)
+            pid = h.pid()
+            if pid is not None and _alive(pid) and str(h.config) in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if _alive(pid):
+                    problems.append(f"{h.node_id} (pid {pid}) survived SIGKILL")
+        if self._forward_rule is not None:
+            res = _run("iptables", "-D", *self._forward_rule, check=False)
+            if res.returncode != 0:
+                problems.append(f"iptables -D {' '.join(self._forward_rule)}: {res.stderr.strip()}")
+            self._forward_rule = None
+        for ns in self._made_ns:
+            res = _run("ip", "netns", "del", ns, check=False)
+            if res.returncode != 0:
+                problems.append(f"ip netns del {ns}: {res.stderr.strip()}")
+        for link in reversed(self._made_links):
+            res = _run("ip", "link", "del", link, check=False)
+            if res.returncode != 0 and "Cannot find device" not in res.stderr:
+                problems.append(f"ip link del {link}: {res.stderr.strip()}")
+        self._made_ns.clear()
+        self._made_links.clear()
+        return problems
+
+
+@pytest.fixture
+def three_hosts(tmp_path: Path) -> Iterator[ThreeHosts]:
+    if os.geteuid() != 0:
+        _netns_unavailable("not root (ip netns and iptables need CAP_NET_ADMIN)")
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            _netns_unavailable(f"`{tool}` is not installed (apt-get install iproute2 iptables)")
+    # The script refreshes .venv when it is stale (pip needs the network, which the namespaces lack):
+    # the same test as orca_ensure_venv in scripts/lib.sh. scripts/test.sh has just done it.
+    stamp = ROOT / ".venv" / ".orca-installed"
+    if not (ROOT / ".venv" / "bin" / "orca").exists() or not stamp.exists() \
+            or (ROOT / "pyproject.toml").stat().st_mtime > stamp.stat().st_mtime:
+        message = ".venv is missing or stale: run scripts/test.sh (or scripts/bootstrap-cluster.sh) once"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    hosts = ThreeHosts(tmp_path)
+    problems: list[str] = []
+    try:
+        try:
+            hosts.setup()
+        except subprocess.CalledProcessError as exc:
+            problems = hosts.teardown()
+            _netns_unavailable(f"`{' '.join(exc.cmd)}` failed: {(exc.stderr or '').strip()}")
+        yield hosts
+    finally:
+        problems += hosts.teardown()
+    assert not problems, f"clean-up left things behind: {problems}"
+
+
+def _deploy(url: str, token: str, name: str) -> None:
+    spec = {"name": name, "project": "three-hosts", "image": "orca-test/busybox", "replicas": 0}
+    status, _, body = http_json("POST", url + "/api/v1/deploy", token=token, body={"services": [spec]},
+                                headers={"Idempotency-Key": f"three-hosts-{name}"})
+    assert status == 200 and name in body.get("deployed", []), f"deploy {name} via {url}: {status} {body}"
+
+
+def _wait_readable(h: Host, name: str, timeout: float = 10.0) -> None:
+    """GET the service on host `h` with the admin token minted ON `h` (a follower answers locally)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, _, body = http_json("GET", f"{h.url}/api/v1/services/{name}", token=h.token(), timeout=2)
+        except OSError as exc:
+            status, body = 0, str(exc)
+        if status == 200:
+            return
+        last = (status, body)
+        time.sleep(0.1)
+    raise AssertionError(f"{name} not readable on {h.node_id} within {timeout} s: {last}")
+
+
+@pytest.mark.chaos
+def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHosts) -> None:
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    h1, h2, h3 = hosts = three_hosts.hosts
+
+    # Host 1 alone: the script starts its master and returns at once, saying it waits for its peers.
+    out = three_hosts.run_script(h1, "--secret-file", str(three_hosts.secret))
+    timings["host1_script_s"] = time.monotonic() - t0
+    assert "waiting for peers" in out, out
+    assert (h1.dir / "secret" / "cluster.secret").read_bytes() == three_hosts.secret.read_bytes()
+    assert oct((h1.dir / "secret" / "cluster.secret").stat().st_mode & 0o777) == "0o600"
+
+    # Hosts 2 and 3 come up together; with them a majority, so a leader that all three agree on.
+    t1 = time.monotonic()
+    procs = [(h, three_hosts.script(h, "--secret-file", str(three_hosts.secret))) for h in (h2, h3)]
+    outs = {h.n: three_hosts.finish(h, p) for h, p in procs}
+    timings["hosts23_script_s"] = time.monotonic() - t1
+    for n, o in outs.items():
+        assert f"master-{n} running;" in o, o
+    leader = three_hosts.wait_leader(hosts, LEADER_TIMEOUT_S)
+    timings["first_leader_s"] = time.monotonic() - t1
+
+    # A write through one host (the leader's API, with host 1's token) is read on the two others, each
+    # with a token minted on that host from its copy of the secret.
+    t2 = time.monotonic()
+    _deploy(leader.url, h1.token(), "before-kill")
+    for h in hosts:
+        if h is not leader:
+            _wait_readable(h, "before-kill")
+    timings["write_replicated_s"] = time.monotonic() - t2
+
+    # The leader host's master dies (kill -9 by its pid file); the two others elect a new leader.
+    pid = leader.pid()
+    assert pid is not None and _alive(pid) and str(leader.config) in _cmdline(pid), (pid, _cmdline(pid or 0))
+    t3 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    survivors = [h for h in hosts if h is not leader]
+    new_leader = three_hosts.wait_leader(survivors, FAILOVER_TIMEOUT_S)
+    timings["failover_s"] = time.monotonic() - t3
+    assert new_leader is not leader
+    _deploy(new_leader.url, new_leader.token(), "after-kill")
+    other = next(h for h in survivors if h is not new_leader)
+    _wait_readable(other, "after-kill")
+    _wait_readable(other, "before-kill")
+
+    # The same command on the dead host brings its master back (--wait: until it knows the leader);
+    # it catches up with what was written without it.
+    t4 = time.monotonic()
+    out = three_hosts.run_script(leader, "--secret-file", str(three_hosts.secret), "--wait")
+    assert f"leader {new_leader.node_id}" in out, out
+    _wait_readable(leader, "after-kill", timeout=15)
+    _wait_readable(leader, "before-kill")
+    assert three_hosts.wait_leader(hosts, LEADER_TIMEOUT_S) is new_leader
+    timings["restart_rejoin_s"] = time.monotonic() - t4
+
+    out = three_hosts.run_script(h1, "--status")
+    assert "leader=master-" in out and "ready=yes" in out, out
+
+    # The script's --stop form, host by host.
+    t5 = time.monotonic()
+    pids = {h.n: h.pid() for h in hosts}
+    for h in hosts:
+        out = three_hosts.run_script(h, "--stop")
+        assert f"{h.node_id}: stopped" in out or f"{h.node_id}: killed" in out, out
+        assert not h.pid_file.exists()
+    for n, p in pids.items():
+        assert p is not None and not _alive(p), f"master-{n} (pid {p}) still runs after --stop"
+    timings["stop_s"] = time.monotonic() - t5
+    timings["total_s"] = time.monotonic() - t0
+    print("three-hosts timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))
+    assert timings["total_s"] < TEST_LIMIT_S, timings
+
+
+# ------------------------------------------------------------------------------------------------------
+# The Vagrant cluster's files (no root needed)
+
+
+def test_vagrant_cluster_configs_load_and_describe_one_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The configs' relative paths (./data/...) resolve from the working directory, /orca in a VM.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cluster.secret").write_text(uuid.uuid4().hex * 2 + "\n")
+    masters = {n: load_master_config(VAGRANT / "cluster" / f"node{n}.toml") for n in VM_IPS}
+    apis = {f"master-{n}": f"http://{ip}:{API_PORT}" for n, ip in VM_IPS.items()}
+    rafts = {f"master-{n}": f"{ip}:{RAFT_PORT}" for n, ip in VM_IPS.items()}
+    for n, m in masters.items():
+        assert m.node_id == f"master-{n}"
+        assert m.api_listen == f"{VM_IPS[n]}:{API_PORT}" and m.api_advertise == apis[m.node_id]
+        assert m.raft_listen == rafts[m.node_id]  # the private address, never 0.0.0.0
+        assert m.data_dir == tmp_path / "data" / f"master-{n}"
+        assert m.cluster_secret_file == tmp_path / "data" / "cluster.secret"
+        assert {p.id: p.api for p in m.peers} == {k: v for k, v in apis.items() if k != m.node_id}
+        assert {p.id: p.raft for p in m.peers} == {k: v for k, v in rafts.items() if k != m.node_id}
+        text = (VAGRANT / "cluster" / f"node{n}.toml").read_text()
+        assert "#174" in text  # the note on keeping the Raft port private
+
+    for n, ip in VM_IPS.items():
+        (tmp_path / "data" / f"worker-{n}.token").write_text("x.y.z\n")
+        a = load_agent_config(VAGRANT / "cluster" / f"agent{n}.toml")
+        assert a.agent_id == f"worker-{n}"
+        assert list(a.masters) == list(apis.values())
+        assert a.advertise == f"http://{ip}:6890"
+        assert a.publish_address == ip
+        assert a.token_file == tmp_path / "data" / f"worker-{n}.token"
+
+
+_VAGRANT_STUB = r"""
+require "json"
+class Recorder
+  def initialize(calls, path) = (@calls, @path = calls, path)
+  def method_missing(name, *args, **kw, &blk)
+    @calls << { "path" => @path, "call" => name.to_s, "args" => args, "kw" => kw.transform_keys(&:to_s) }
+    child = Recorder.new(@calls, @path + [name.to_s] + args.map(&:to_s))
+    blk&.call(child)
+    child
+  end
+  def respond_to_missing?(*) = true
+end
+module Vagrant
+  def self.configure(version, &blk)
+    $calls = []
+    blk.call(Recorder.new($calls, []))
+  end
+end
+load ARGV[0]
+puts JSON.generate($calls)
+"""
+
+
+def test_vagrantfile_is_valid_ruby_declaring_three_vms(tmp_path: Path) -> None:
+    ruby = shutil.which("ruby")
+    if ruby is None:
+        pytest.skip("ruby is not installed (apt-get install ruby): Vagrantfile not checked")
+    vagrantfile = VAGRANT / "Vagrantfile"
+    res = subprocess.run([ruby, "-c", str(vagrantfile)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "Syntax OK" in res.stdout, res.stderr
+
+    # Evaluate it against a recording stand-in for Vagrant, from a copy: reading it makes the
+    # cluster secret next to it, which must not land in the repository.
+    copy = tmp_path / "Vagrantfile"
+    shutil.copy(vagrantfile, copy)
+    (tmp_path / "stub.rb").write_text(_VAGRANT_STUB)
+    res = subprocess.run([ruby, str(tmp_path / "stub.rb"), str(copy)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    calls = json.loads(res.stdout.strip().splitlines()[-1])
+    secret = tmp_path / "cluster.secret"
+    assert len(secret.read_text().strip()) == 64 and secret.stat().st_mode & 0o777 == 0o600
+
+    def find(call: str) -> list[dict]:
+        return [c for c in calls if c["call"] == call]
+
+    def vm(c: dict) -> str | None:  # the VM a call was made for: the name given to `define`
+        return c["path"][c["path"].index("define") + 1] if "define" in c["path"] else None
+
+    assert [c["args"] for c in find("box=")] == [["debian/bookworm64"]]
+    assert [c["args"][0] for c in find("define")] == ["node1", "node2", "node3"]
+    nets = {vm(c): c for c in find("network")}
+    assert {k: (v["args"], v["kw"]) for k, v in nets.items()} == {
+        f"node{n}": (["private_network"], {"ip": ip}) for n, ip in VM_IPS.items()}
+    assert {c["args"][0] for c in find("memory=")} == {2048}
+    sync = [c for c in find("synced_folder") if c["args"][1] == "/orca"]
+    assert len(sync) == 1 and sync[0]["args"][0] == ".." and sync[0]["kw"]["type"] == "rsync"
+    for n in VM_IPS:
+        provs = [c for c in find("provision") if vm(c) == f"node{n}"]
+        script = "\n".join(p["kw"]["inline"] for p in provs)
+        for needed in ("apt-get install -y -q docker.io busybox-static python3-venv curl",
+                       "/orca/scripts/ensure-docker.sh", "/orca/scripts/bootstrap-cluster.sh",
+                       "--secret-file /orca/vagrant/cluster.secret"):
+            assert needed in script, (n, needed)
+        orca = [p for p in provs if "bootstrap-cluster.sh" in p["kw"]["inline"]]
+        assert len(orca) == 1 and orca[0]["kw"]["args"] == [str(n)] and orca[0]["kw"]["run"] == "always"
+        # The args fill in the per-VM files, which exist.
+        inline = orca[0]["kw"]["inline"]
+        assert '--node "/orca/vagrant/cluster/node$n.toml"' in inline
+        assert '--agent "/orca/vagrant/cluster/agent$n.toml"' in inline
+        assert (VAGRANT / "cluster" / f"node{n}.toml").exists() and (VAGRANT / "cluster" / f"agent{n}.toml").exists()
