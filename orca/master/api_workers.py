@@ -67,6 +67,7 @@ class WorkerEndpoints:
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
         await self.api.write(request, "register_node", msg)
+        self.book.touch(msg["node_id"])  # registering is a sign of life: the lease counts from now
         return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
                               "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s})
 
@@ -100,8 +101,11 @@ class WorkerEndpoints:
 
     # --- nodes ------------------------------------------------------------------------------------
     async def nodes(self, request: web.Request) -> web.Response:
-        return await self.api.read(request, lambda s: {"nodes": [views.node_view(s, n) for _, n in
-                                                                 sorted(s["nodes"].items())]})
+        def body(s: dict[str, Any]) -> dict[str, Any]:
+            by_node = views.allocations_by_node(s)
+            return {"nodes": [views.node_view(s, n, mine=by_node.get(n["id"], []))
+                              for _, n in sorted(s["nodes"].items())]}
+        return await self.api.read(request, body)
 
     async def node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]

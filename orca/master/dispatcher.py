@@ -102,7 +102,10 @@ class Dispatcher(LeaderLoop):
                 continue
             link = self.links.setdefault(node_id, NodeLink())
             body = target["allocations"]
-            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() + routes_digest
+            # Allocation ids are never reused, so (id, version, index) identifies the desired set; a full
+            # JSON dump of every node's set on every cycle cost 0.3 s at 10,000 allocations.
+            digest = hashlib.sha256(repr([(a["id"], a["version"], a["index"]) for a in body]).encode()
+                                    ).hexdigest() + routes_digest
             target["routes"] = routes
             due = link.acked_digest != digest or now - link.acked_at > self.resync_s
             if not due or (link.task is not None and not link.task.done()) or now < link.next_try:

@@ -36,6 +36,10 @@ class HeartbeatBook:
         self.reports[node] = heartbeat["allocations"]
         self.dirty.add(node)
 
+    def touch(self, node_id: str) -> None:
+        """Alive, but no report (registration): only the lease clock moves."""
+        self.last_seen[node_id] = time.monotonic()
+
     def clear(self) -> None:
         self.last_seen.clear()
         self.received_at.clear()
@@ -43,14 +47,16 @@ class HeartbeatBook:
         self.dirty.clear()
 
 
-def allocs_changed(state: dict[str, Any], node_id: str, reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+def allocs_changed(state: dict[str, Any], node_id: str, reports: list[dict[str, Any]],
+                   node_allocs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The node's allocation map for the entry, or None when the state already says the same."""
     by_alloc = {r["alloc"]: {k: r.get(k) for k in OBSERVED_FIELDS} for r in reports}
     changed = False
     mine = {}
-    for alloc_id, alloc in state["allocations"].items():
-        if alloc["node"] != node_id:
-            continue
+    if node_allocs is None:
+        node_allocs = [a for a in state["allocations"].values() if a["node"] == node_id]
+    for alloc in node_allocs:
+        alloc_id = alloc["id"]
         new = by_alloc.get(alloc_id)
         if new is None:
             changed |= alloc["desired"] == "stop"  # it is gone from the node: forget it
@@ -89,11 +95,17 @@ class LeaseMonitor(LeaderLoop):
 
         def build(state: dict[str, Any]) -> dict[str, Any]:
             out = {}
+            by_node: dict[str, list[dict[str, Any]]] = {n: [] for n in dirty}
+            for alloc in state["allocations"].values():
+                mine = by_node.get(alloc["node"])
+                if mine is not None:
+                    mine.append(alloc)
             for node_id in sorted(dirty):
                 if node_id not in state["nodes"]:
                     continue
                 out[node_id] = {"renewed_at": self.book.received_at[node_id],
-                                "allocs": allocs_changed(state, node_id, self.book.reports.get(node_id, []))}
+                                "allocs": allocs_changed(state, node_id, self.book.reports.get(node_id, []),
+                                                         by_node[node_id])}
             return out
         nodes = self.raft.read(build)
         if nodes:

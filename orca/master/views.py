@@ -166,17 +166,28 @@ def token_list(state: dict[str, Any]) -> list[dict[str, Any]]:
 def _drain_view(state: dict[str, Any], node: dict[str, Any]) -> dict[str, Any] | None:
     drain = node.get("drain")
     if drain is None:
-        return None
+        return None  # (the scan below runs only for draining nodes)
     remaining = sum(1 for a in state["allocations"].values() if a["node"] == node["id"])
     return {"deadline": iso(drain["deadline"]), "started_at": iso(drain["started_at"]), "force": drain["force"],
             "remaining": remaining, "migrated": drain["migrated"], "failed": drain["stopped"],
             "complete": drain["completed_at"] is not None, "completed_at": iso(drain["completed_at"])}
 
 
-def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False) -> dict[str, Any]:
-    """DESIGN §6 node shape; the push token never leaves the state."""
-    mine = [a for a in state["allocations"].values()
-            if a["node"] == node["id"] and a["desired"] in ("run", "migrate")]
+def allocations_by_node(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a in state["allocations"].values():
+        if a["desired"] in ("run", "migrate"):
+            out.setdefault(a["node"], []).append(a)
+    return out
+
+
+def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False,
+              mine: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """DESIGN §6 node shape; the push token never leaves the state. Pass `mine` (from
+    `allocations_by_node`) when listing many nodes: one scan of the allocations instead of one per node."""
+    if mine is None:
+        mine = [a for a in state["allocations"].values()
+                if a["node"] == node["id"] and a["desired"] in ("run", "migrate")]
     allocated = {"memory": sum(int((a.get("resources") or {}).get("memory", 0)) for a in mine),
                  "cpu": round(sum(float((a.get("resources") or {}).get("cpu", 0)) for a in mine), 3)}
     out = {"id": node["id"], "address": node.get("address"), "status": node["status"],
