@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Run every scripts/bench/*.py benchmark, one at a time, collect their JSON lines and write
+# docs/benchmarks.md with scripts/bench/report.py.
+#
+#   scripts/bench/run-all.sh [--quick] [--keep-jsonl FILE] [--only NAME[,NAME...]] [--out FILE]
+#   scripts/bench/run-all.sh --report-only FILE.jsonl [--out FILE]
+#
+# --quick       shortened durations/rounds: a smoke run, not figures to publish.
+# --keep-jsonl  also copy the collected JSON lines to FILE (they go to a temp file otherwise).
+# --only        run only these benchmarks (names as below), e.g. --only scheduler,proxy.
+# --report-only regenerate the report from an earlier run's JSON lines.
+#
+# Each benchmark has a wall-clock bound (timeout -> SIGTERM, which every bench turns into its
+# cleanup path; SIGKILL 30 s later). A benchmark that fails or times out is recorded as
+# {"bench": NAME, "error": ...} and the run goes on. Needs Docker (image orca-test/busybox) for
+# deploy, node_loss and proxy; etcd (Debian: etcd-server etcd-client) for the etcd baseline.
+set -u -o pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+
+QUICK=0
+KEEP=""
+ONLY=""
+OUT="$ROOT/docs/benchmarks.md"
+REPORT_ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --keep-jsonl) KEEP="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --report-only) REPORT_ONLY="$2"; shift ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run-all.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ -n "$REPORT_ONLY" ]; then
+    exec "$PY" "$HERE/report.py" --jsonl "$REPORT_ONLY" --out "$OUT"
+fi
+
+# name | arguments (full run) | arguments (--quick) | timeout seconds
+BENCHES=(
+    "raft_writes|--sweep|--seconds 3 --sweep-seconds 1.5|600"
+    "failover|--rounds 10|--rounds 2 --follower-restarts 1|900"
+    "scheduler||--repeat 1|600"
+    "scheduler_e2e||--nodes 200 --services 20 --steady 2|900"
+    "deploy||--rounds 1|600"
+    "node_loss||--rounds 1|600"
+    "proxy||--seconds 4 --paced-seconds 2 --rounds 1|300"
+    "etcd_baseline||--seconds 3 --rounds 2|300"
+)
+
+TMP="$(mktemp -d /tmp/orca-bench-run.XXXXXX)"
+JSONL="$TMP/benchmarks.jsonl"
+META="$TMP/meta.json"
+CHILD=""
+cleanup() {
+    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+        kill -TERM "$CHILD" 2>/dev/null
+        sleep 5
+        kill -KILL "$CHILD" 2>/dev/null
+    fi
+    if [ -n "$KEEP" ] && [ -f "$JSONL" ]; then cp "$JSONL" "$KEEP"; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+: >"$JSONL"
+load_start="$(cut -d' ' -f1 /proc/loadavg)"
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "run-all: $(nproc) CPUs, load $load_start, JSON lines in $JSONL" >&2
+
+for entry in "${BENCHES[@]}"; do
+    IFS='|' read -r name full quick limit <<<"$entry"
+    if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
+    script="$HERE/$name.py"
+    if [ ! -f "$script" ]; then
+        echo "{\"bench\": \"$name\", \"error\": \"$name.py not present\"}" >>"$JSONL"
+        continue
+    fi
+    if [ "$QUICK" = 1 ]; then args="$quick"; else args="$full"; fi
+    cmd="$PY scripts/bench/$name.py${args:+ $args}"
+    echo "run-all: [$(date -u +%H:%M:%S)] $cmd (bound ${limit}s)" >&2
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && exec timeout -k 30 "$limit" "$PY" "scripts/bench/$name.py" $args) \
+        >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    CHILD=$!
+    wait "$CHILD"; rc=$?
+    CHILD=""
+    t1=$(date +%s.%N)
+    line="$(grep '^{' "$TMP/$name.out" | tail -n 1)"
+    "$PY" - "$name" "$rc" "$t0" "$t1" "$cmd" "$TMP/$name.err" "$line" >>"$JSONL" <<'EOF'
+import json, sys
+name, rc, t0, t1, cmd, err, line = sys.argv[1:8]
+try:
+    obj = json.loads(line) if line else None
+except ValueError:
+    obj = None
+if not isinstance(obj, dict):
+    tail = open(err, errors="replace").read().strip().splitlines()[-5:]
+    obj = {"bench": name, "error": f"exit {rc}" + (" (timed out)" if rc in ("124", "137") else ""),
+           "stderr_tail": tail}
+obj.setdefault("bench", name)
+obj["_run"] = {"command": cmd, "exit": int(rc), "wall_s": round(float(t1) - float(t0), 1)}
+print(json.dumps(obj))
+EOF
+    echo "run-all: [$(date -u +%H:%M:%S)] $name exit $rc in $(awk "BEGIN{printf \"%.0f\", $t1 - $t0}") s" >&2
+    [ -n "$KEEP" ] && cp "$JSONL" "$KEEP"
+done
+
+load_end="$(cut -d' ' -f1 /proc/loadavg)"
+"$PY" "$HERE/report.py" --collect-meta "$META" --load-start "$load_start" --load-end "$load_end" \
+    --started-at "$started_at" --invocation "scripts/bench/run-all.sh$([ "$QUICK" = 1 ] && echo ' --quick')" \
+    --quick "$QUICK"
+"$PY" "$HERE/report.py" --jsonl "$JSONL" --meta "$META" --out "$OUT"
+rc=$?
+[ -n "$KEEP" ] && cp "$META" "${KEEP%.jsonl}.meta.json"
+exit $rc
