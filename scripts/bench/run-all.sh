@@ -40,6 +40,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -n "$REPORT_ONLY" ]; then
+    meta="${REPORT_ONLY%.jsonl}.meta.json"  # written next to --keep-jsonl FILE by a full run
+    if [ -f "$meta" ]; then
+        exec "$PY" "$HERE/report.py" --jsonl "$REPORT_ONLY" --meta "$meta" --out "$OUT"
+    fi
     exec "$PY" "$HERE/report.py" --jsonl "$REPORT_ONLY" --out "$OUT"
 fi
 
