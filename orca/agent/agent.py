@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -38,6 +39,8 @@ from orca.errors import StaleLeader
 from orca.protocol import HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
+
+EARLY_HEARTBEAT_MIN_S = 0.1
 
 log = logging.getLogger("orca.agent")
 
@@ -415,7 +418,15 @@ class MasterLink:
             else:
                 failures = 0
                 pause = self.heartbeat_s - (asyncio.get_running_loop().time() - started)
-            await asyncio.sleep(max(pause, 0.05))
+            if failures:
+                await asyncio.sleep(max(pause, 0.05))
+                continue
+            # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~10/s).
+            await asyncio.sleep(EARLY_HEARTBEAT_MIN_S)
+            changed = self.agent.reconciler.changed
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(pause - EARLY_HEARTBEAT_MIN_S, 0.0))
 
 
 def _describe(reply: Any) -> str:

@@ -147,6 +147,9 @@ class Reconciler:
         self._secrets: dict[str, str] = {}
         self._sem = asyncio.Semaphore(parallel)
         self._wake = asyncio.Event()
+        # Set whenever a replica's status or health changes: the agent then heartbeats early, so the
+        # leader learns "running"/"healthy" in ~0.1 s instead of up to a heartbeat period later.
+        self.changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._op_seq = 0
         self._generation = 0  # bumped by every set_desired
@@ -307,6 +310,7 @@ class Reconciler:
         if st.status != status:
             st.status = status
             st.changed_at = self.wall()
+            self.changed.set()
 
     def _backoff(self, st: AllocState, now: float) -> None:
         st.next_attempt = now + st.delay
@@ -457,6 +461,7 @@ class Reconciler:
         if st is not None and st.container_id == container_id and st.has_health and st.health != health:
             st.health = health
             st.changed_at = self.wall()
+            self.changed.set()
 
     async def restart_unhealthy(self, alloc_id: str, container_id: str, reason: str) -> bool:
         """Restart a container that failed its health checks, unless it is busy or backing off;

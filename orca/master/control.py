@@ -31,6 +31,7 @@ class ControlPlane:
         self.raft = raft
         self.book = HeartbeatBook()
         self.leases = LeaseMonitor(raft, self.book, heartbeat_s, lease_ttl_s)
+        self.book.on_change = self.leases.wake
         self.scheduler = SchedulerLoop(raft)
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
         self.traffic = TrafficBook(sample_s=2.0)

@@ -11,6 +11,7 @@ full TTL of grace first: it has not been listening to heartbeats until now.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from orca.master.loops import LeaderLoop
@@ -28,13 +29,17 @@ class HeartbeatBook:
         self.received_at: dict[str, float] = {}      # node -> wall time (committed as renewed_at)
         self.reports: dict[str, list[dict[str, Any]]] = {}
         self.dirty: set[str] = set()
+        self.on_change: Callable[[], None] | None = None  # called on the loop when a report changed
 
     def record(self, heartbeat: dict[str, Any]) -> None:
         node = heartbeat["node_id"]
         self.last_seen[node] = time.monotonic()
         self.received_at[node] = time.time()
+        changed = self.reports.get(node) != heartbeat["allocations"]
         self.reports[node] = heartbeat["allocations"]
         self.dirty.add(node)
+        if changed and self.on_change is not None:
+            self.on_change()  # a replica changed state: commit soon, not at the next lease tick
 
     def touch(self, node_id: str) -> None:
         """Alive, but no report (registration): only the lease clock moves."""
