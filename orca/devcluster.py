@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalCluster", "MasterProc", "AgentProc", "free_ports", "http_exchange"]
+__all__ = ["LocalCluster", "ManagedProcess", "MasterProc", "AgentProc", "free_ports", "http_exchange"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -39,17 +39,10 @@ def free_ports(n: int) -> list[int]:
 
 
 @dataclass
-class MasterProc:
-    node_id: str
-    config: Path
-    api_port: int
-    raft_port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+class ManagedProcess:
+    """A child process this harness started (None until started); `alive` while it runs."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+    proc: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
 
     @property
     def alive(self) -> bool:
@@ -57,21 +50,29 @@ class MasterProc:
 
 
 @dataclass
-class AgentProc:
+class MasterProc(ManagedProcess):
     node_id: str
     config: Path
     api_port: int
-    status_port: int
+    raft_port: int
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+
+@dataclass
+class AgentProc(ManagedProcess):
+    node_id: str
+    config: Path
+    api_port: int
+    status_port: int
+    log: Path
+
     @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
 
 @dataclass

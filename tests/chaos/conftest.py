@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from workload import health
 
-from orca.devcluster import LocalCluster
+from orca.devcluster import LocalCluster, ManagedProcess
 
 RAFT_PORT = 6881
 API_PORT = 6880
@@ -48,21 +48,16 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @dataclass
-class NsMaster:
+class NsMaster(ManagedProcess):
     node_id: str
     netns: str
     address: str
     config: Path
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.address}:{API_PORT}"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @dataclass
