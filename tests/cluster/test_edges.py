@@ -103,3 +103,17 @@ def test_cli_against_a_real_cluster_follows_redirects(cluster: LocalCluster, tmp
     viewer = subprocess.run([sys.executable, "-m", "orca", "scale", "web", "1"], capture_output=True, text=True,
                             env={**env, "ORCA_TOKEN": minted.stdout.strip()}, timeout=30)
     assert viewer.returncode == 1 and "FORBIDDEN" in viewer.stderr
+
+
+def test_metrics_exposition_passes_promtool(cluster: LocalCluster) -> None:
+    """DESIGN §6: `promtool check metrics` (Debian package prometheus) accepts /metrics."""
+    import shutil
+    if shutil.which("promtool") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool missing: .ci/run installs the Debian package prometheus")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    leader = cluster.wait_leader()
+    raw("GET", leader.url + "/api/v1/status", token=cluster.token())
+    text = raw("GET", leader.url + "/metrics")[2]
+    check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert check.returncode == 0, (check.stdout.decode(), check.stderr.decode())
