@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import pytest
 
 from orca.client import Client
-from orca.devcluster import LocalCluster
+from orca.devcluster import LocalCluster, free_ports
 
 IMAGE = "orca-test/busybox"
 HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
@@ -76,3 +78,51 @@ def containers_of(node_ids: list[str], service: str) -> list[Any]:
         return out
     finally:
         engine.close()
+
+
+# --- a stack whose agents run the ingress proxy -------------------------------------------------------
+
+class ProxyStack(NamedTuple):
+    cluster: LocalCluster
+    client: Client
+    nodes: list[str]
+    proxies: list[str]  # "http://127.0.0.1:PORT" of each agent's ingress proxy, in the order of `nodes`
+
+
+def proxy_stack_fixture(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
+                        ) -> Iterator[ProxyStack]:
+    """`stack_fixture` with an `[agent.proxy]` on a free 127.0.0.1 port on each agent; made to be shared
+    by a module (`pytest.fixture(scope="module")`): its tests use services of their own names. Host
+    ports come from a random 200-port range per agent, away from the default ones of `stack_fixture`."""
+    run = uuid.uuid4().hex[:6]
+    nodes = [f"p{run}-a", f"p{run}-b"]
+    engine = docker.from_env()
+    cluster = LocalCluster(tmp_path_factory.mktemp("proxy-stack") / "c",
+                           timing={"agent_heartbeat_s": 0.5, "node_lease_ttl_s": 3.0})
+    ports = free_ports(len(nodes))
+    bases = random.sample(range(22000, 29800, 200), len(nodes))
+    try:
+        cluster.start()
+        cluster.wait_leader(timeout=30)
+        for i, node in enumerate(nodes):
+            cluster.start_agent(cluster.add_agent(node, labels={"zone": "ab"[i]}, port_base=bases[i],
+                                                  extra=f'\n[agent.proxy]\nlisten = "127.0.0.1:{ports[i]}"\n'))
+        client = Client([m.url for m in cluster.masters], cluster.token(), timeout=15)
+        wait_for(lambda: len([n for n in client.nodes() if n["status"] == "ready"]) == 2, 30, "agents registered",
+                 cluster)
+        wait_for(lambda: all(_listening(port) for port in ports), 10, "proxies listening", cluster)
+        yield ProxyStack(cluster, client, nodes, [f"http://127.0.0.1:{port}" for port in ports])
+    finally:
+        cluster.__exit__(None, None, None)
+        for node in nodes:
+            for c in engine.containers.list(all=True, filters={"label": f"orca.node={node}"}):
+                c.remove(force=True)
+        engine.close()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
