@@ -171,10 +171,11 @@ def sec_failover(r: dict[str, Any], etcd: dict[str, Any] | None) -> list[str]:
     for key, label in (("raw_pysyncobj", "baseline: raw PySyncObj, orca's SyncObjConf"),
                        ("raw_pysyncobj_conn_timeout_1e6_retry_0.1",
                         "diagnosis: raw PySyncObj, connectionTimeout 1e6, connectionRetryTime 0.1")):
-        b = g(r, f"baseline.{key}")
+        b = (r.get("baseline") or {}).get(key)  # not g(): the key has a dot in it
         if b:
+            missed = b.get("missed", sum(1 for s in b.get("samples", []) if s is None))
             rows.append([label, f(g(b, "failover_s.median"), " s"), f(g(b, "failover_s.max"), " s"),
-                         f(b.get("missed")), " ".join(f(s) for s in b.get("samples", []))])
+                         f(missed), " ".join(f(s) for s in b.get("samples", []))])
     ef = g(etcd, "failover") if etcd else None
     if ef:
         rows.append([f"baseline: etcd {g(etcd, 'etcd_version', '')} (defaults: heartbeat 100 ms, election 1 s)",
@@ -188,9 +189,12 @@ def sec_failover(r: dict[str, Any], etcd: dict[str, Any] | None) -> list[str]:
                f"{r.get('failover_term_increase')}; rejoin: {r.get('rejoin_term_increase')}; follower restarts: "
                f"{r.get('follower_restart_term_increase')}. Writes {f(r.get('writes'))}, write errors "
                f"{f(r.get('write_errors'))}, replicas converged: {f(g(r, 'replicas_converged.converged'))}.")
-    raw = g(r, "baseline.raw_pysyncobj")
-    if raw:
-        out.append(f"Raw PySyncObj spurious elections: {f(raw.get('spurious_elections'))}.")
+    for key, raw in (r.get("baseline") or {}).items():
+        if isinstance(raw, dict):
+            out.append(f"`{key}`: spurious elections {f(raw.get('spurious_elections'))}, term increase per "
+                       f"failover {raw.get('failover_term_increase')}.")
+    if g(r, "baseline.note"):
+        out.append(f"Note from the benchmark: {g(r, 'baseline.note')}.")
     out.append("")
     return out
 
@@ -349,8 +353,11 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     pr, pa = px.get("ratio_rps"), px.get("p99_added_ms")
     add("6", "Proxy ≥ 0.7× direct requests/s at 32 connections", f(pr, "×", 2), None if pr is None else pr >= 0.7,
         f"{f(g(px, 'proxy.rps'))} vs {f(g(px, 'direct.rps'))} req/s")
-    add("6", "Proxy p99 added ≤ 2 ms at 32 connections", f"{f(pa, ' ms')} saturated; paced {f(g(px, 'paced.p99_added_ms'), ' ms')}",
-        None if pa is None else pa <= 2, "saturated p99 is mostly queueing; paced shows the proxy's own share")
+    pp = g(px, "paced.p99_added_ms")
+    add("6", "Proxy p99 added ≤ 2 ms at 32 connections", f"{f(pa, ' ms')} saturated; paced {f(pp, ' ms')}",
+        None if pa is None else (pa <= 2 and (pp is None or pp <= 2)),
+        "met only if both are ≤ 2 ms: saturated p99 is mostly queueing (a negative figure means the direct run "
+        "had the worse tail), the paced run shows the latency the proxy itself adds")
     add("6", "Autoscaler reacts within one window", "—", None, "tests, not a benchmark")
     return rows
 
