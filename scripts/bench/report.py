@@ -318,7 +318,7 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     ok = None if sp is None else (sp == 0 and stable_ok is not False)
     add("2", "No spurious leader change during a write load", f"{f(sp)} spurious elections; leader stable through "
         f"the write benches: {f(stable_ok)}", ok,
-        "failover.py rejoin/follower restarts + raft_writes windows (~30 s of load in total, not one 60 s load)")
+        "failover.py rejoins/follower restarts and the raft_writes windows (several short loads, not one 60 s load)")
     ow, ew = g(rw, "orca.writes_per_s"), g(et, "writes.writes_per_s")
     rr = ratio(ow, ew)
     add("2", "API writes/s ≥ 0.8× 3-member etcd, same client, same run",
@@ -347,8 +347,9 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
         None if med is None or mx is None else (med <= 0.5 and mx <= 2), f"{f(fo.get('rounds'))} kills (not 20; the drill does 20)")
     add("5", "Partition: minority acknowledges nothing, majority writable ≤ 2 s", "—", None, "chaos suite (tests/chaos/)")
     rss = se.get("leader_rss_mb")
+    full_size = (se.get("nodes") or 0) >= 1000 and (se.get("replicas") or 0) >= 10000
     add("5", "Master RSS ≤ 150 MB at 1,000 nodes / 10,000 allocations", f(rss, " MB"),
-        None if rss is None else rss <= 150, f"{f(se.get('nodes'))} nodes / {f(se.get('replicas'))} allocations")
+        None if rss is None or not full_size else rss <= 150, f"{f(se.get('nodes'))} nodes / {f(se.get('replicas'))} allocations")
     px = by.get("proxy", {})
     pr, pa = px.get("ratio_rps"), px.get("p99_added_ms")
     add("6", "Proxy ≥ 0.7× direct requests/s at 32 connections", f(pr, "×", 2), None if pr is None else pr >= 0.7,
@@ -368,7 +369,7 @@ SECTIONS = [
     ("raft_writes", "Raft writes through the API", "raft_writes.py"),
     ("failover", "Failover (kill -9 of the leader)", "failover.py"),
     ("scheduler", "Scheduler, pure", "scheduler.py"),
-    ("scheduler_e2e", "Scheduler end to end (1,000 nodes, 10,000 replicas) and master RSS", "scheduler_e2e.py"),
+    ("scheduler_e2e", "Scheduler end to end (simulated agents) and master RSS", "scheduler_e2e.py"),
     ("deploy", "Deploy to running", "deploy.py"),
     ("node_loss", "Node loss", "node_loss.py"),
     ("proxy", "Ingress proxy", "proxy.py"),
