@@ -377,6 +377,23 @@ SECTIONS = [
 ]
 
 
+def code_summary(records: list[dict[str, Any]]) -> str:
+    """Which commit (and how many uncommitted files under orca/) each benchmark ran on."""
+    groups: dict[str, list[str]] = {}
+    for r in records:
+        run = r.get("_run") or {}
+        if "commit" not in run:
+            continue
+        dirty = run.get("uncommitted_orca_files") or []
+        key = f"`{run['commit']}`" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
+        groups.setdefault(key, []).append(str(r.get("bench")))
+    if not groups:
+        return "n/a"
+    if len(groups) == 1:
+        return next(iter(groups)) + " (all benchmarks)"
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + " — **the code changed during the run**"
+
+
 def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     by = {r.get("bench"): r for r in records if not r.get("error")}
     failed = [r for r in records if r.get("error")]
@@ -398,7 +415,8 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     L.append("")
     L += table(["", ""], [
         ["date (UTC)", f"{meta.get('started_at')} → {meta.get('finished_at')}"],
-        ["commit", f"`{meta.get('git')}`"],
+        ["commit (HEAD when the report was written)", f"`{meta.get('git')}`"],
+        ["code under test, per benchmark", code_summary(records)],
         ["CPUs (nproc)", f"{meta.get('nproc')} ({meta.get('cpu_model')})"],
         ["RAM", f"{meta.get('ram_gib')} GiB"],
         ["kernel / OS", f"{meta.get('kernel')} / {meta.get('os')}"],

@@ -91,6 +91,9 @@ for entry in "${BENCHES[@]}"; do
     if [ "$QUICK" = 1 ]; then args="$quick"; else args="$full"; fi
     cmd="$PY scripts/bench/$name.py${args:+ $args}"
     echo "run-all: [$(date -u +%H:%M:%S)] $cmd (bound ${limit}s)" >&2
+    # The code under test: other people may commit (or edit orca/) while this runs; say what each bench ran.
+    head="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    dirty="$(git -C "$ROOT" --no-optional-locks status --porcelain -- orca 2>/dev/null | awk '{print $2}' | paste -sd, -)"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
     (cd "$ROOT" && exec timeout -k 30 "$limit" "$PY" "scripts/bench/$name.py" $args) \
@@ -100,9 +103,9 @@ for entry in "${BENCHES[@]}"; do
     CHILD=""
     t1=$(date +%s.%N)
     line="$(grep '^{' "$TMP/$name.out" | tail -n 1)"
-    "$PY" - "$name" "$rc" "$t0" "$t1" "$cmd" "$TMP/$name.err" "$line" >>"$JSONL" <<'EOF'
+    "$PY" - "$name" "$rc" "$t0" "$t1" "$cmd" "$TMP/$name.err" "$line" "$head" "$dirty" >>"$JSONL" <<'EOF'
 import json, sys
-name, rc, t0, t1, cmd, err, line = sys.argv[1:8]
+name, rc, t0, t1, cmd, err, line, head, dirty = sys.argv[1:10]
 try:
     obj = json.loads(line) if line else None
 except ValueError:
@@ -112,7 +115,8 @@ if not isinstance(obj, dict):
     obj = {"bench": name, "error": f"exit {rc}" + (" (timed out)" if rc in ("124", "137") else ""),
            "stderr_tail": tail}
 obj.setdefault("bench", name)
-obj["_run"] = {"command": cmd, "exit": int(rc), "wall_s": round(float(t1) - float(t0), 1)}
+obj["_run"] = {"command": cmd, "exit": int(rc), "wall_s": round(float(t1) - float(t0), 1), "commit": head,
+               "uncommitted_orca_files": [f for f in dirty.split(",") if f]}
 print(json.dumps(obj))
 EOF
     echo "run-all: [$(date -u +%H:%M:%S)] $name exit $rc in $(awk "BEGIN{printf \"%.0f\", $t1 - $t0}") s" >&2
