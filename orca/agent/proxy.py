@@ -262,6 +262,10 @@ class Proxy:
             except (TypeError, ValueError, KeyError) as exc:
                 log.warning("ignoring route %r: %s", domain, exc)
                 continue
+            old = self.routes.get(route.domain)
+            if old is not None and (old.service, old.strategy, old.canary_weight) == (
+                    route.service, route.strategy, route.canary_weight) and old.endpoints == route.endpoints:
+                route = old  # unchanged: keep its round-robin and canary credit (pushes repeat every 5 s)
             routes[route.domain] = route
         for alloc, ep in list(self.endpoints.items()):
             if alloc not in seen:

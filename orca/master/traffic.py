@@ -42,8 +42,11 @@ def route_table(state: dict[str, Any]) -> dict[str, Any]:
                 continue
             endpoints.append({"alloc": alloc["id"], "address": f"{node.get('publish_address', '127.0.0.1')}:"
                               f"{observed['host_port']}", "canary": alloc["version"] == canary_version})
-        table[domain] = {"service": name, "strategy": None, "canary_weight": spec.get("canary_weight"),
-                         "endpoints": endpoints}
+        # The canary's weight is in the canary version's spec (the service's `spec` is the stable one).
+        canary_spec = next((h["spec"] for h in svc.get("history", ()) if h["version"] == canary_version), None) \
+            if canary_version is not None else None
+        weight = (canary_spec or {}).get("canary_weight", spec.get("canary_weight"))
+        table[domain] = {"service": name, "strategy": None, "canary_weight": weight, "endpoints": endpoints}
     return table
 
 
@@ -127,9 +130,14 @@ class TrafficBook:
                 agg["err"] += max(0, int(stats.get("errors", 0)) - int(prev.get("errors", 0)))
                 agg["active"] += int(stats.get("active", 0))
                 agg["sum"] += max(0.0, float(stats.get("latency_sum_ms", 0.0)) - float(prev.get("latency_sum_ms", 0.0)))
+                # Buckets arrive cumulative (Prometheus style, protocol.ProxyStats): the per-bucket delta
+                # is the difference of consecutive cumulative deltas.
                 now_b, prev_b = list(stats.get("latency_buckets") or []), list(prev.get("latency_buckets") or [])
+                below = 0
                 for i in range(min(nb, len(now_b))):
-                    agg["buckets"][i] += max(0, int(now_b[i]) - (int(prev_b[i]) if i < len(prev_b) else 0))
+                    upto = max(0, int(now_b[i]) - (int(prev_b[i]) if i < len(prev_b) else 0))
+                    agg["buckets"][i] += max(0, upto - below)
+                    below = upto
                 for alloc_id, rep in (stats.get("replicas") or {}).items():
                     prev_rep = (prev.get("replicas") or {}).get(alloc_id) or {}
                     agg["replicas"][alloc_id] = agg["replicas"].get(alloc_id, 0) + max(

@@ -278,9 +278,6 @@ def test_canary_without_weight_gets_its_share_of_replicas(proxy_stack: ProxyStac
 
 # The brief's tolerance (0.25 +- 0.08) would pass with the bug: the replica share 0.20 is inside it. The
 # balancing is exact (every 4th request at 0.25), so the tolerance here tells 0.25 from 0.20.
-@pytest.mark.xfail(strict=True, reason="orca bug: route_table() reads canary_weight from the stable spec "
-                   "(svc['spec']), not from the canary version's spec, so a canary deployed with canary_weight "
-                   "gets the default replica share (0.20 here) instead")
 def test_canary_gets_its_weight(proxy_stack: ProxyStack, purge: list[str]) -> None:
     purge.append("cana")
     share, bodies = canary_share(proxy_stack, "cana", 0.25)
@@ -349,10 +346,6 @@ def test_autoscaler_scales_out_under_load_and_back_in(proxy_stack: ProxyStack, p
     assert "scale in" in event["details"]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="orca bug: the proxy reports cumulative latency_buckets (as "
-                   "orca.protocol says) but TrafficBook.sample() treats their deltas as per-bucket counts, so "
-                   "p95_ms is 2 x the largest bound (10000 ms) whenever there is traffic, the autoscaler scales "
-                   "out on any load, and the Prometheus histogram is cumulated twice")
 def test_light_load_has_true_latency_figures_and_does_not_scale_out(proxy_stack: ProxyStack,
                                                                      purge: list[str]) -> None:
     cluster, client, nodes, proxies = proxy_stack

@@ -37,8 +37,8 @@ def test_route_table_has_only_healthy_running_replicas_on_ready_nodes() -> None:
 def test_internal_stopped_or_portless_services_are_not_routed_and_canaries_are_flagged() -> None:
     assert route_table(state_with([alloc("a")], spec={"internal": True})) == {}
     assert route_table(state_with([alloc("a")], spec={"port": None})) == {}
-    state = state_with([alloc("a"), alloc("b", version=2, port=20009)], canary={"version": 2},
-                       spec={"canary_weight": 0.25})
+    state = state_with([alloc("a"), alloc("b", version=2, port=20009)], canary={"version": 2})
+    state["services"]["web"]["history"] = [{"version": 1, "spec": {}}, {"version": 2, "spec": {"canary_weight": 0.25}}]
     route = route_table(state)["web.example"]
     assert [e["canary"] for e in route["endpoints"]] == [False, True] and route["canary_weight"] == 0.25
 
@@ -63,8 +63,7 @@ def test_samples_are_rates_from_counter_deltas_across_nodes_and_agent_restarts()
     state = state_with([alloc("a")])
     book.record("n1", {"proxy": {"web": stats(100)}, "stats": {"a": {"cpu_pct": 40.0, "mem_pct": 10.0}}})
     book.sample(state, now=100.0)  # first sample: a baseline, no rate yet
-    b = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-    b[2] = 40
+    b = [0] * 2 + [40] * (len(LATENCY_BUCKETS_MS) - 1)  # cumulative: 40 requests took <= 5 ms
     book.record("n1", {"proxy": {"web": stats(140, errors=4, buckets=b)}})
     book.record("n2", {"proxy": {"web": stats(60)}})  # a new node: its whole counter is new traffic
     book.sample(state, now=102.0)
