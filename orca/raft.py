@@ -37,6 +37,7 @@ __all__ = ["ReplicatedState", "RaftNode", "RaftSettings"]
 log = logging.getLogger("orca.raft")
 
 RESTART_ELECTION_S = (2.0, 3.0)
+MAX_INFLIGHT = 2  # group commit: entries on their way before further proposals queue into one batch
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
@@ -131,6 +132,8 @@ class RaftNode:
         self._queue: list[tuple[bytes, asyncio.Future[tuple[Any, int]]]] = []
         self._waiting: set[asyncio.Future[tuple[Any, int]]] = set()
         self._flush_scheduled = False
+        self._inflight: dict[int, float] = {}   # batch id -> monotonic start (at most MAX_INFLIGHT)
+        self._batch_seq = 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         conf = SyncObjConf(
             password=settings.password,
@@ -191,6 +194,8 @@ class RaftNode:
             # them run into the write timeout.
             for fut in list(self._waiting):
                 _resolve(fut, (None, FAIL_REASON.LEADER_CHANGED))
+            self._queue.clear()
+            self._inflight.clear()
         if self.on_role_change is not None:
             self.on_role_change(self.is_leader)
 
@@ -286,24 +291,41 @@ class RaftNode:
         return {**result["result"], **({"replayed": True} if result.get("replayed") else {})}
 
     def _flush(self) -> None:
-        """Group commit: every proposal made during one event-loop pass goes into one Raft entry.
+        """Group commit: proposals queue while `MAX_INFLIGHT` entries are on their way; each flush sends
+        everything queued as one Raft entry.
 
         Per-entry costs (append-entries messages, encryption, journal writes, the wake-up of the tick
-        thread) are then paid once per batch; each sub-entry keeps its own `now`, key and result.
+        thread) are then paid once per batch, and under load batches grow by themselves; a lone write
+        still goes at once. Each sub-entry keeps its own `now`, key and result. A batch whose callback
+        never comes (a leader cut off for good) stops counting after the write timeout.
         """
         self._flush_scheduled = False
-        batch, self._queue = self._queue, []
-        if not batch:
+        now = time.monotonic()
+        for bid, started in list(self._inflight.items()):
+            if now - started > self.settings.write_timeout_s:
+                del self._inflight[bid]
+        if not self._queue or len(self._inflight) >= MAX_INFLIGHT:
             return
+        batch, self._queue = self._queue, []
+        self._batch_seq += 1
+        bid = self._batch_seq
+        self._inflight[bid] = now
         if len(batch) == 1:
             raw, fut = batch[0]
             self.store.apply(raw, callback=lambda result, err: self.loop.call_soon_threadsafe(
-                _resolve, fut, (result, err)))
+                self._batch_done, bid, [fut], {"ok": True, "result": {"results": [result]}}, err))
             return
         entry = machine.encode_entry(machine.BATCH_OP, {"entries": [raw for raw, _ in batch]}, now=time.time())
         futures = [fut for _, fut in batch]
         self.store.apply(entry, callback=lambda result, err: self.loop.call_soon_threadsafe(
-            _resolve_batch, futures, result, err))
+            self._batch_done, bid, futures, result, err))
+
+    def _batch_done(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+        self._inflight.pop(bid, None)
+        _resolve_batch(futures, result, err)
+        if self._queue and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     async def barrier(self, timeout: float | None = None) -> int:
         """Commit a no-op; once it is applied, local reads reflect every write acknowledged before."""
