@@ -21,6 +21,10 @@ from orca.scheduler import PlacementView, compute_plan
 __all__ = ["SchedulerLoop", "Cycle", "decide_cycle", "new_alloc_id"]
 
 
+IDLE_PERIOD_S = 1.0
+BUSY_PERIOD_S = 0.2
+
+
 def new_alloc_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -35,6 +39,7 @@ class Cycle:
     pending_changed: bool = False
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
+    busy: bool = False  # a rollout or drain is under way: readiness deadlines pass without any new entry
 
     def plan_is_empty(self) -> bool:
         return not (self.place or self.stop or self.migrate or self.pending_changed)
@@ -42,12 +47,17 @@ class Cycle:
 
 def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) -> Cycle:
     """Everything the leader would do this cycle, computed from the state alone (pure but for `new_id`)."""
-    view = PlacementView(services=state["services"], nodes=state["nodes"], allocations=state["allocations"])
-    plan = compute_plan(view, new_id)
     roll = rollout.decide(state, now)
     drn = drain.decide(state, now)
+    allocations = state["allocations"]
+    if drn.migrate:  # place the replacements in this same cycle: the replicas marked now no longer count
+        marked = set(drn.migrate)
+        allocations = {k: ({**a, "desired": "migrate"} if k in marked else a) for k, a in allocations.items()}
+    view = PlacementView(services=state["services"], nodes=state["nodes"], allocations=allocations)
+    plan = compute_plan(view, new_id)
     cycle = Cycle(pending=dict(plan.pending), verdicts=roll.verdicts, drained=drn.complete,
-                  migrate=drn.migrate, migrated=drn.migrated)
+                  migrate=drn.migrate, migrated=drn.migrated,
+                  busy=bool(roll.budget) or any(n.get("eligibility") == "draining" for n in state["nodes"].values()))
     have: dict[str, int] = {}
     for a in state["allocations"].values():
         svc = state["services"].get(a["service"])
@@ -96,6 +106,9 @@ class SchedulerLoop(LeaderLoop):
             cycle = self.raft.read(functools.partial(decide_cycle, now=now))
             self.last_plan_s = time.perf_counter() - started
             self.pending = cycle.pending
+            # While a rollout or drain runs, "healthy for min_healthy_s" becomes true with no entry to wake
+            # us: look more often then, and idle at 1 s otherwise.
+            self.period_s = BUSY_PERIOD_S if cycle.busy else IDLE_PERIOD_S
             for verdict in cycle.verdicts:
                 await self.propose("rollout_status", verdict)
             for node_id in cycle.drained:

@@ -169,7 +169,8 @@ async def write_load(url: str, clients: int, seconds: float, warmup: float, pid:
     return out
 
 
-async def first_ack(session: aiohttp.ClientSession, survivors: list[Member], t_kill: float, limit: float) -> float | None:
+async def first_ack(session: aiohttp.ClientSession, survivors: list[Member], t_kill: float,
+                    limit: float) -> float | None:
     done = asyncio.Event()
     result: list[float] = []
 

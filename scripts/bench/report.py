@@ -61,7 +61,7 @@ def collect_meta(args: argparse.Namespace) -> dict[str, Any]:
     etcd = _run(["etcd", "--version"])
     return {
         "started_at": args.started_at,
-        "finished_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,
         "ram_gib": None if mem_kb is None else round(mem_kb / 1024 / 1024, 1),
@@ -461,7 +461,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "proxy": sec_proxy,
         "etcd_baseline": sec_etcd,
     }
-    for name, title, script in SECTIONS:
+    for name, title, _script in SECTIONS:
         r = by.get(name)
         if r is None:
             continue
