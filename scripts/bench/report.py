@@ -282,6 +282,27 @@ def sec_proxy(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_drain(r: dict[str, Any]) -> list[str]:
+    out = [f"Drain of a node running {r.get('replicas')} replicas (max_parallel {r.get('max_parallel')}) until all run "
+           "on the other node, vs the engine starting the same number of containers.", ""]
+    out += table(["what", "median", "samples (s)"], [
+        ["orca: drain -> all replicas running elsewhere", f(g(r, "drain_s.median"), " s"),
+         " ".join(f(s) for s in g(r, "drain_s.samples", []))],
+        [f"baseline: {r.get('replicas')} × `docker run -d`, 4 in parallel", f(g(r, "docker_run_s.median"), " s"),
+         " ".join(f(s) for s in g(r, "docker_run_s.samples", []))],
+    ])
+    out.append(f"drain / docker run: **{f(r.get('ratio'), '×', 2)}**; fewest running during each drain: "
+               f"{r.get('min_running_during_drain')} (of {r.get('replicas')}); moved: {r.get('moved_to_other_node')}.")
+    out.append("")
+    return out
+
+
+def sec_generic(r: dict[str, Any]) -> list[str]:
+    """A benchmark this report has no section for: its top-level figures as they are."""
+    rows = [[k, f"`{json.dumps(v)}`"] for k, v in r.items() if k not in ("bench", "_run", "box")]
+    return table(["field", "value"], rows)
+
+
 def sec_etcd(r: dict[str, Any]) -> list[str]:
     if r.get("skipped"):
         return [f"Skipped: {r['skipped']}", ""]
@@ -329,6 +350,15 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     add("3", "Deploy 20 replicas to running ≤ 1.3× the raw engine", f"{f(g(dp, 'orca_s.median'), ' s')} vs "
         f"{f(g(dp, 'docker_run_s.median'), ' s')} = {f(dp.get('ratio'), '×', 2)}",
         None if dp.get("ratio") is None else dp["ratio"] <= 1.3)
+    dr = by.get("drain", {})
+    mins, reps, par = dr.get("min_running_during_drain"), dr.get("replicas"), dr.get("max_parallel")
+    floor_ok = None if not mins or reps is None or par is None or None in mins else min(mins) >= reps - par
+    add("4", "Zero moments below N - max_parallel during drain", f"fewest running {mins} of {f(reps)} "
+        f"(floor {f(None if reps is None or par is None else reps - par)})", floor_ok,
+        "drain.py samples every 100 ms; rolling updates are not benchmarked here")
+    add("4", "Drain of 10 replicas ≤ 2× starting 10 containers on the engine",
+        f"{f(g(dr, 'drain_s.median'), ' s')} vs {f(g(dr, 'docker_run_s.median'), ' s')} = {f(dr.get('ratio'), '×', 2)}",
+        None if dr.get("ratio") is None else dr["ratio"] <= 2)
     nl = by.get("node_loss", {})
     nm, nx = g(nl, "rescheduled_s.median"), g(nl, "rescheduled_s.max")
     add("3", "Node loss -> replicas running elsewhere ≤ 8 s", f"median {f(nm, ' s')}, max {f(nx, ' s')}",
@@ -373,6 +403,7 @@ SECTIONS = [
     ("deploy", "Deploy to running", "deploy.py"),
     ("node_loss", "Node loss", "node_loss.py"),
     ("proxy", "Ingress proxy", "proxy.py"),
+    ("drain", "Node drain", "drain.py"),
     ("etcd_baseline", "etcd baseline", "etcd_baseline.py"),
 ]
 
@@ -460,15 +491,19 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "node_loss": sec_node_loss,
         "proxy": sec_proxy,
         "etcd_baseline": sec_etcd,
+        "drain": sec_drain,
     }
-    for name, title, _script in SECTIONS:
+    known = {name for name, _, _ in SECTIONS}
+    extra = [(str(r.get("bench")), f"{r.get('bench')}", f"{r.get('bench')}.py") for r in records
+             if r.get("bench") not in known and not r.get("error")]
+    for name, title, _script in SECTIONS + extra:
         r = by.get(name)
         if r is None:
             continue
         L.append(f"## {title}")
         L.append("")
         try:
-            L += renderers[name](r)
+            L += renderers.get(name, sec_generic)(r)
         except Exception as exc:  # noqa: BLE001 - a shape change must not lose the rest of the report
             L.append(f"(could not render: {exc!r}; see the JSON line below)")
             L.append("")

@@ -56,8 +56,18 @@ BENCHES=(
     "deploy||--rounds 1|600"
     "node_loss||--rounds 1|600"
     "proxy||--seconds 4 --paced-seconds 2 --rounds 1|300"
+    "drain||--rounds 1|600"
     "etcd_baseline||--seconds 3 --rounds 2|300"
 )
+
+# Any other benchmark in scripts/bench/ runs too, with its own defaults (helpers are not benchmarks).
+for script in "$HERE"/*.py; do
+    n="$(basename "$script" .py)"
+    case "$n" in _*|raw_pysyncobj_node|report) continue ;; esac
+    listed=0
+    for e in "${BENCHES[@]}"; do [ "${e%%|*}" = "$n" ] && listed=1; done
+    [ "$listed" = 0 ] && BENCHES+=("$n|||600")
+done
 
 TMP="$(mktemp -d /tmp/orca-bench-run.XXXXXX)"
 JSONL="$TMP/benchmarks.jsonl"
