@@ -390,7 +390,7 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
         "met only if both are ≤ 2 ms: saturated p99 is mostly queueing (a negative figure means the direct run "
         "had the worse tail), the paced run shows the latency the proxy itself adds")
     add("6", "Autoscaler reacts within one window", "—", None, "tests, not a benchmark")
-    return rows
+    return sorted(rows, key=lambda row: int(row[0]))  # stable: by issue, in the order above
 
 
 # --- document --------------------------------------------------------------------------------------
@@ -438,6 +438,9 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "Every figure sits next to a baseline measured **in the same run on the same machine**: "
              "compare them with each other, not with figures from another box.")
     L.append("")
+    if meta.get("note"):
+        L.append(f"> {meta['note']}")
+        L.append("")
     if meta.get("quick"):
         L.append("> **This is a `--quick` smoke run**: shortened durations and rounds; the figures are indicative only.")
         L.append("")
