@@ -200,11 +200,15 @@ class LocalCluster:
             return claimed[0]
         return None
 
-    def wait_leader(self, timeout: float = 20.0, exclude: str | None = None) -> MasterProc:
+    def wait_leader(self, timeout: float = 20.0, exclude: str | None = None, all_up: bool = False) -> MasterProc:
+        """The agreed leader; with `all_up`, also wait until every running master answers and agrees
+        (a master still starting on a loaded box does not answer yet, and does not count otherwise)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leader = self.leader()
-            if leader is not None and leader.node_id != exclude:
+            if leader is not None and leader.node_id != exclude and (
+                    not all_up or all((self.health(m) or {}).get("leader_id") == leader.node_id
+                                      for m in self.masters if m.alive)):
                 return leader
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout} s; logs in {self.root}")

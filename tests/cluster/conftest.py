@@ -15,7 +15,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path / "cluster")
     try:
         c.start()
-        c.wait_leader(timeout=30)
+        c.wait_leader(timeout=60, all_up=True)
         yield c
     finally:
         c.__exit__(None, None, None)
