@@ -134,6 +134,9 @@ class DockerRuntime:
         self.node_id = node_id
         self.publish_address = publish_address
         self._client = client
+        # (container id, state) -> ContainerState from the last `list`: a container is inspected again
+        # only when its state changed (or after a restart), not on every reconcile pass.
+        self._inspected: dict[tuple[str, str], ContainerState] = {}
 
     # -- engine access ---------------------------------------------------------------------------
 
@@ -163,13 +166,28 @@ class DockerRuntime:
     def list(self) -> list[ContainerState]:
         """Every container of this node, running or not; containers without an alloc label are not
         orca's to manage and are left out."""
+        # A sparse list is one engine call; the full one inspects every container (one call each, 0.12 s
+        # for 20 containers against 0.011 s, measured) and competed with starts on every 1 s pass.
         try:
-            containers = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"}, ignore_removed=True
-            )
+            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"})
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "list containers") from exc
-        return [_state(c.attrs) for c in containers if LABEL_ALLOC in (c.labels or {})]
+        seen: dict[tuple[str, str], ContainerState] = {}
+        for row in rows:
+            if LABEL_ALLOC not in (row.get("Labels") or {}):
+                continue
+            key = (row["Id"], str(row.get("State")))
+            state = self._inspected.get(key)
+            if state is None:
+                try:
+                    state = _state(self.client.api.inspect_container(row["Id"]))
+                except docker.errors.NotFound:
+                    continue  # removed between the list and the inspect
+                except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                    raise _failure(exc, "inspect container") from exc
+            seen[key] = state
+        self._inspected = seen
+        return list(seen.values())
 
     def start(self, alloc: dict[str, Any], *, env: dict[str, str], host_port: int | None) -> ContainerState:
         """Run the allocation's container and return its state.
@@ -250,6 +268,8 @@ class DockerRuntime:
             containers[0].restart(timeout=5)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "restart container") from exc
+        finally:  # same id and maybe the same state, but a new StartedAt: inspect it again
+            self._inspected = {k: v for k, v in self._inspected.items() if k[0] != containers[0].id}
 
     def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
         """Stdout and stderr, as lines. The container is looked up now, so a missing one raises here
