@@ -794,6 +794,8 @@ ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca status
   $orca ps web                        # PORT column: the host port of each replica
   curl http://127.0.0.1:PORT/                 # hello from <container id>
+  curl -H 'Host: web.local' http://127.0.0.1:8080/   # the same service through worker-1's ingress proxy
+  .venv/bin/orca top --once                    # replicas, requests/s, p95, CPU, memory
   $orca scale web 3
   $orca logs web --tail 20
   $orca nodes
