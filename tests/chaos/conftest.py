@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from netns import remove_network
 from workload import health
 
 from orca.devcluster import LocalCluster, ManagedProcess
@@ -202,20 +203,8 @@ class NetnsCluster:
                 self.kill(m)
             except Exception as exc:  # keep going: the network must be removed whatever happened
                 problems.append(f"kill {m.node_id}: {exc}")
-        if self._forward_rule is not None:
-            res = _run("iptables", "-D", *self._forward_rule, check=False)
-            if res.returncode != 0:
-                problems.append(f"iptables -D {' '.join(self._forward_rule)}: {res.stderr.strip()}")
-            self._forward_rule = None
-        for ns in self._made_ns:  # deleting a namespace deletes its veth end, and so the pair
-            res = _run("ip", "netns", "del", ns, check=False)
-            if res.returncode != 0:
-                problems.append(f"ip netns del {ns}: {res.stderr.strip()}")
-        for link in reversed(self._made_links):
-            res = _run("ip", "link", "del", link, check=False)
-            # A veth goes away with its namespace, sometimes a moment after `ip netns del` returns.
-            if res.returncode != 0 and "Cannot find device" not in res.stderr:
-                problems.append(f"ip link del {link}: {res.stderr.strip()}")
+        problems += remove_network(self._forward_rule, self._made_ns, self._made_links)
+        self._forward_rule = None
         self._made_ns.clear()
         self._made_links.clear()
         return problems

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from netns import remove_network
 from workload import health, http_json
 
 from orca.config import load_agent_config, load_master_config
@@ -238,19 +239,8 @@ class ThreeHosts:
                     time.sleep(0.05)
                 if _alive(pid):
                     problems.append(f"{h.node_id} (pid {pid}) survived SIGKILL")
-        if self._forward_rule is not None:
-            res = _run("iptables", "-D", *self._forward_rule, check=False)
-            if res.returncode != 0:
-                problems.append(f"iptables -D {' '.join(self._forward_rule)}: {res.stderr.strip()}")
-            self._forward_rule = None
-        for ns in self._made_ns:
-            res = _run("ip", "netns", "del", ns, check=False)
-            if res.returncode != 0:
-                problems.append(f"ip netns del {ns}: {res.stderr.strip()}")
-        for link in reversed(self._made_links):
-            res = _run("ip", "link", "del", link, check=False)
-            if res.returncode != 0 and "Cannot find device" not in res.stderr:
-                problems.append(f"ip link del {link}: {res.stderr.strip()}")
+        problems += remove_network(self._forward_rule, self._made_ns, self._made_links)
+        self._forward_rule = None
         self._made_ns.clear()
         self._made_links.clear()
         return problems
