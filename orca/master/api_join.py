@@ -19,6 +19,7 @@ from orca import auth, jointoken
 from orca.errors import Invalid
 from orca.master import views
 from orca.master.http import json_response, read_json
+from orca.state import ops_join
 
 if TYPE_CHECKING:
     from orca.master.api import MasterApi
@@ -100,9 +101,13 @@ class JoinEndpoints:
         if not isinstance(nonce, str) or not _NONCE_RE.fullmatch(nonce):
             raise Invalid("nonce: expected 32 to 128 URL-safe characters, kept by the agent for a retry",
                           {"field": "nonce"})
+        digest = hashlib.sha256(nonce.encode()).hexdigest()
+        now = time.time()
+        # Refuse from the applied state first (no log entry for a refusal); the op decides again, in order.
+        self.api.raft.read(lambda s: ops_join.check_join(s, token.id, node, digest, now))
         result = await self.api.raft.propose("join_node", {
-            "id": token.id, "node_id": node, "jti": uuid.uuid4().hex, "iat": int(time.time()),
-            "nonce_digest": hashlib.sha256(nonce.encode()).hexdigest()}, actor=f"join:{token.id}")
+            "id": token.id, "node_id": node, "jti": uuid.uuid4().hex, "iat": int(now),
+            "nonce_digest": digest}, actor=f"join:{token.id}")
         credential, _ = auth.mint_token(self.api.info.signing_key, role="agent", name=node, node=node,
                                         now=result["iat"], jti=result["jti"])
         return json_response({"node_id": node, "token": credential, "jti": result["jti"]},

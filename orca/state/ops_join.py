@@ -19,7 +19,7 @@ from typing import Any
 from orca.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from orca.state.core import Ctx, State, record_event
 
-__all__ = ["OPS", "JOIN_ROLES"]
+__all__ = ["OPS", "JOIN_ROLES", "check_join"]
 
 JOIN_ROLES = ("worker",)
 _ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -101,6 +101,33 @@ def _live_credentials(state: State, node: str, now: float) -> list[str]:
                   and (t.get("expires_at") is None or t["expires_at"] > now))
 
 
+def check_join(state: State, token_id: str, node: str, nonce_digest: str, now: float) -> bool:
+    """Raise the refusal of an exchange, if any; True when it is the first exchange's retry (same
+    token, node and nonce), False when it may proceed. Pure: `_apply_join_node` decides with it, and
+    the leader's handler asks it first so that a refusal costs no log entry."""
+    record = state.get("join_tokens", {}).get(token_id)
+    if record is None:
+        raise Unauthorized("join token is not known to this cluster")
+    if record["used_by"] is not None:
+        if record["used_by"] == node and record["nonce_digest"] == nonce_digest and not record["revoked"]:
+            return True
+        raise Unauthorized("join token has already been used")
+    if record["revoked"]:
+        raise Unauthorized("join token has been revoked")
+    if record["expires_at"] is not None and now >= record["expires_at"]:
+        raise Unauthorized("join token has expired")
+    if record["node"] is not None and record["node"] != node:
+        raise Forbidden(f"this join token is for node {record['node']!r}", {"node": node})
+    if node in state["nodes"]:
+        raise Conflict(f"node {node!r} is already registered: an admin mints its credential "
+                       f"(orca token create --role agent --node {node}) or removes the node first", {"node": node})
+    live = _live_credentials(state, node, now)
+    if live:
+        raise Conflict(f"node {node!r} already has a credential: revoke it first (orca token revoke {live[0]})",
+                       {"node": node, "jti": live[0]})
+    return False
+
+
 def _apply_join_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     """Exchange a join token (already checked against its secret by the leader) for an agent token
     bound to `node_id`. Refused: unknown, revoked, expired or used tokens (401); a token made for
@@ -114,27 +141,10 @@ def _apply_join_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, 
     if not isinstance(nonce_digest, str) or not _DIGEST_RE.fullmatch(nonce_digest):
         raise Invalid("nonce_digest: expected 64 hex characters", {"field": "nonce_digest"})
     record = _table(state).get(token_id)
-    if record is None:
-        raise Unauthorized("join token is not known to this cluster")
-    if record["used_by"] is not None:
-        if record["used_by"] == node and record["nonce_digest"] == nonce_digest and not record["revoked"]:
-            # The same agent retrying after a lost answer: the same credential again, nothing new.
-            first = state["tokens"].get(record["jti"]) or {}
-            return {"node_id": node, "jti": record["jti"], "iat": first.get("iat"), "id": token_id, "replayed": True}
-        raise Unauthorized("join token has already been used")
-    if record["revoked"]:
-        raise Unauthorized("join token has been revoked")
-    if record["expires_at"] is not None and ctx.now >= record["expires_at"]:
-        raise Unauthorized("join token has expired")
-    if record["node"] is not None and record["node"] != node:
-        raise Forbidden(f"this join token is for node {record['node']!r}", {"node": node})
-    if node in state["nodes"]:
-        raise Conflict(f"node {node!r} is already registered: an admin mints its credential "
-                       f"(orca token create --role agent --node {node}) or removes the node first", {"node": node})
-    live = _live_credentials(state, node, ctx.now)
-    if live:
-        raise Conflict(f"node {node!r} already has a credential: revoke it first (orca token revoke {live[0]})",
-                       {"node": node, "jti": live[0]})
+    if check_join(state, token_id, node, nonce_digest, ctx.now):
+        # The same agent retrying after a lost answer: the same credential again, nothing new.
+        first = state["tokens"].get(record["jti"]) or {}
+        return {"node_id": node, "jti": record["jti"], "iat": first.get("iat"), "id": token_id, "replayed": True}
     if jti in state["tokens"]:
         raise Conflict(f"token {jti} already exists", {"jti": jti})
     state["tokens"][jti] = {"jti": jti, "name": node, "role": "agent", "iat": iat, "created_at": ctx.now,
