@@ -255,3 +255,24 @@ def test_credential_from_a_join_token_is_stored_0600_and_reused(tmp_path: Path) 
     assert again.token == cred.token
     # A stored credential of another node (a copied data dir) is not used.
     assert Credential("worker-3", join_token, tmp_path).token is None
+
+
+# --- the masters' check on agent routes ----------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(bound=st.one_of(st.none(), st.from_regex(r"[a-z0-9-]{1,63}", fullmatch=True)),
+       asked=st.from_regex(r"[a-z0-9-]{1,63}", fullmatch=True))
+def test_an_agent_token_acts_for_its_own_node_only(bound: str | None, asked: str) -> None:
+    from orca.errors import Forbidden
+    from orca.master.api_workers import require_own_node
+
+    claims = auth.Claims(sub="s", role="agent", jti="j", iat=1, exp=None, name="s", node=bound)
+    request: dict[str, Any] = {"claims": claims}
+    if bound == asked:
+        require_own_node(request, asked)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(Forbidden) as info:
+            require_own_node(request, asked)  # type: ignore[arg-type]
+        assert info.value.status == 403 and info.value.details == {"node": asked, "token_node": bound}
+    with pytest.raises(Forbidden):
+        require_own_node({}, asked)  # type: ignore[arg-type]  # no claims: fail closed
