@@ -264,6 +264,13 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     if args.ttl is not None and args.ttl <= 0:
         raise UsageError("--ttl must be a positive number of seconds")
+    if args.role == "agent" and not args.node:
+        raise UsageError("--role agent needs --node ID: an agent token is bound to one node")
+    if args.role != "agent" and args.node:
+        raise UsageError("--node is only for --role agent")
+    name = args.name or args.node  # an agent token is named after its node unless told otherwise
+    if not name:
+        raise UsageError("--name is required (who the token is for)")
     if args.secret_file:
         # Offline: how the first admin token of a fresh cluster is made (no bootstrap endpoint).
         from orca.auth import mint_token, signing_key
@@ -275,14 +282,14 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         if not secret:
             raise UsageError(f"{args.secret_file}: the cluster secret is empty")
         try:
-            token, claims = mint_token(signing_key(secret), role=args.role, name=args.name,
-                                       now=time.time(), ttl_s=args.ttl)
+            token, claims = mint_token(signing_key(secret), role=args.role, name=name,
+                                       now=time.time(), ttl_s=args.ttl, node=args.node)
         except OrcaError as exc:  # e.g. a name the token format does not allow
             raise UsageError(exc.message) from exc
         result: dict[str, Any] = {"token": token, **_claims_dict(claims)}
     else:
         with _client(args) as client:
-            result = client.create_token(args.role, args.name, args.ttl)
+            result = client.create_token(args.role, name, args.ttl, node=args.node)
     # Only the token on stdout, so `TOKEN=$(orca token create ...)` works.
     _emit(args, result, lambda: str(result["token"]), sys.stdout)
     return 0
@@ -291,11 +298,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tokens = client.list_tokens()
-    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"),
+    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"), t.get("node") or "-",
              _fmt_time(t.get("created_at", t.get("iat"))), _fmt_time(t.get("expires_at", t.get("exp"))),
              bool(t.get("revoked"))] for t in tokens]
     _emit(args, {"tokens": tokens},
-          lambda: format_table(["JTI", "NAME", "ROLE", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
+          lambda: format_table(["JTI", "NAME", "ROLE", "NODE", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
     return 0
 
 
@@ -623,6 +630,37 @@ def cmd_cluster_leader(args: argparse.Namespace) -> int:
         return f"leader: {_cell(ident)}  api: {_cell(url)}  term: {_cell(leader.get('term'))}"
 
     _emit(args, leader, human, sys.stdout)
+    return 0
+
+
+def cmd_cluster_join_token(args: argparse.Namespace) -> int:
+    if args.ttl is not None and args.ttl < 0:
+        raise UsageError("--ttl must be a number of seconds (0: no expiry)")
+    ttl = None if args.ttl == 0 else (86400.0 if args.ttl is None else args.ttl)
+    with _client(args) as client:
+        result = client.create_join_token(args.role, ttl_s=ttl, node=args.node, rotate=args.rotate)
+    if result.get("rotated"):
+        print(f"revoked {len(result['rotated'])} unused join token(s): {', '.join(result['rotated'])}",
+              file=sys.stderr)
+    # Only the token on stdout, so `orca cluster join-token worker >worker.token` works.
+    _emit(args, result, lambda: str(result["token"]), sys.stdout)
+    return 0
+
+
+def cmd_cluster_join_tokens(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        tokens = client.list_join_tokens()
+    rows = [[t.get("id"), t.get("role"), t.get("node") or "any", _fmt_time(t.get("created_at")),
+             _fmt_time(t.get("expires_at")), t.get("used_by") or "-", bool(t.get("revoked"))] for t in tokens]
+    _emit(args, {"join_tokens": tokens},
+          lambda: format_table(["ID", "ROLE", "NODE", "CREATED", "EXPIRES", "USED BY", "REVOKED"], rows), sys.stdout)
+    return 0
+
+
+def cmd_cluster_revoke_join_token(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.revoke_join_token(args.id)
+    _emit(args, result, lambda: f"revoked join token {args.id}", sys.stdout)
     return 0
 
 
@@ -1206,7 +1244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file)")
     p.add_argument("masters", nargs="+", metavar="MASTER_URL", help="one or more master API URLs")
-    p.add_argument("--token-file", required=True, metavar="F", help="file holding a token with role agent")
+    p.add_argument("--token-file", required=True, metavar="F",
+                   help="file holding this node's agent token (--role agent --node ID) or a join token")
     p.add_argument("--id", dest="agent_id", metavar="ID", help="node id (default: the host name)")
     p.add_argument("--listen", metavar="HOST:PORT", help="the agent API (where the leader pushes)")
     p.add_argument("--status-listen", metavar="HOST:PORT", help="the local status API")
@@ -1218,7 +1257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(tokens, "create", cmd_token_create,
              "mint a token: offline with --secret-file, else by the leader (recorded, revocable)")
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--name", required=True, help="who the token is for (its `sub`)")
+    p.add_argument("--name", help="who the token is for (its `sub`); an agent token defaults to its node")
+    p.add_argument("--node", metavar="ID", help="role agent only, required: the one node id the token may act for")
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default: none)")
     p.add_argument("--secret-file", metavar="F", help="cluster secret file: mint offline, no API call")
     verb(tokens, "list", cmd_token_list, "list recorded tokens")
@@ -1352,6 +1392,15 @@ def build_parser() -> argparse.ArgumentParser:
     verb(cluster, "info", cmd_cluster_info, "masters, leader, term, commit index and nodes")
     verb(cluster, "leader", cmd_cluster_leader, "the current leader")
     verb(cluster, "status", cmd_cluster_status, "cluster status (Orchestry-compatible JSON)")
+    p = verb(cluster, "join-token", cmd_cluster_join_token,
+             "mint a one-time join token an agent exchanges for its node credential (prints only the token)")
+    p.add_argument("role", choices=["worker"], help="what joins: worker (an agent)")
+    p.add_argument("--rotate", action="store_true", help="first revoke every unused join token")
+    p.add_argument("--node", metavar="ID", help="only this node id may use it (default: any new node)")
+    p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default 86400; 0: none)")
+    verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry")
+    p = verb(cluster, "revoke-join-token", cmd_cluster_revoke_join_token, "revoke an unused join token")
+    p.add_argument("id", metavar="ID")
     return parser
 
 

@@ -668,10 +668,33 @@ class Client:
         newest first."""
         return self.request("GET", f"/api/v1/services/{quote(name, safe='')}/history")
 
-    def create_token(self, role: str, name: str, ttl_s: float | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
-        """Ask the leader for a recorded token -> `{"token", "jti", "name", "role", ...}` (shown once)."""
-        return self.request("POST", "/api/v1/tokens", json={"role": role, "name": name, "ttl_s": ttl_s},
+    def create_token(self, role: str, name: str | None = None, ttl_s: float | None = None,
+                     idempotency_key: str | None = None, *, node: str | None = None) -> dict[str, Any]:
+        """Ask the leader for a recorded token -> `{"token", "jti", "name", "role", "node", ...}` (shown
+        once). An agent token is bound to `node` (required for role "agent"; its name defaults to it)."""
+        body: dict[str, Any] = {"role": role, "ttl_s": ttl_s}
+        if name is not None:
+            body["name"] = name
+        if node is not None:
+            body["node"] = node
+        return self.request("POST", "/api/v1/tokens", json=body, idempotency_key=idempotency_key)
+
+    def create_join_token(self, role: str = "worker", *, ttl_s: float | None = 86400.0, node: str | None = None,
+                          rotate: bool = False, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A one-time join token an agent exchanges for its node credential -> `{"token", "id", "expires_at",
+        "node", "rotated": [ids revoked by rotate], ...}` (the token is shown once). `node` restricts it to
+        one node id; `rotate` first revokes every unused join token; `ttl_s=None`: no expiry."""
+        body: dict[str, Any] = {"role": role, "ttl_s": ttl_s, "rotate": rotate}
+        if node is not None:
+            body["node"] = node
+        return self.request("POST", "/api/v1/cluster/join-tokens", json=body, idempotency_key=idempotency_key)
+
+    def list_join_tokens(self) -> list[dict[str, Any]]:
+        """Join tokens with their state (used_by, revoked, expires_at); never the tokens themselves."""
+        return _field(self.request("GET", "/api/v1/cluster/join-tokens"), "join_tokens")
+
+    def revoke_join_token(self, token_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/cluster/join-tokens/{quote(token_id, safe='')}",
                             idempotency_key=idempotency_key)
 
     def list_tokens(self) -> list[dict[str, Any]]:

@@ -534,6 +534,24 @@ def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
     )
 
 
+def _check_token_node(agent: _Table, token: str, agent_id: str) -> None:
+    """Refuse at start-up an agent token that no master would accept for this node: one without a
+    node claim (minted before node identity) or bound to another node. Join tokens and anything
+    that is not a JWT pass: the masters decide."""
+    from orca.auth import peek_claims  # not at the top: loading a master config needs no JWT library
+
+    claims = peek_claims(token)
+    if claims is None or claims.get("role") != "agent":
+        return
+    node = claims.get("node")
+    if node is None:
+        raise agent.error("token_file", "the agent token is not bound to a node (minted before node identity): "
+                                        f"mint one with `orca token create --role agent --node {agent_id}` "
+                                        "or use a join token (`orca cluster join-token worker`)")
+    if node != agent_id:
+        raise agent.error("token_file", f"the agent token is bound to node {node!r}, not to this agent ({agent_id!r})")
+
+
 def load_agent_config(path: str | Path) -> AgentConfig:
     """Read and validate an agent's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
@@ -564,6 +582,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise agent.error("token_file", f"file {str(token_file)!r} is not UTF-8 text") from None
     if any(c.isspace() for c in token):  # it goes into an Authorization header as is
         raise agent.error("token_file", f"file {str(token_file)!r} has whitespace inside the token")
+    _check_token_node(agent, token, agent_id)
 
     listen = agent.host_port("listen", AgentConfig.listen)
     advertise = agent.url("advertise", "http://" + listen)

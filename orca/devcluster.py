@@ -118,12 +118,13 @@ class LocalCluster:
 
     # --- agents -----------------------------------------------------------------------------------
     def add_agent(self, node_id: str, labels: dict[str, str] | None = None, port_base: int | None = None,
-                  extra: str = "") -> AgentProc:
-        """Write an agent config (its own free ports, host-port range and data dir) and a join token."""
+                  extra: str = "", token: str | None = None) -> AgentProc:
+        """Write an agent config (its own free ports, host-port range and data dir) and its token file:
+        `token` when given (e.g. a join token), else a token bound to `node_id`."""
         api_port, status_port = free_ports(2)
         base = port_base or 21000 + 200 * len(self.agents)
         token_file = self.root / f"{node_id}.token"
-        token_file.write_text(self.token("agent", node_id) + "\n")
+        token_file.write_text((token or self.token("agent", node_id)) + "\n")
         token_file.chmod(0o600)
         masters = ", ".join(f'"{m.url}"' for m in self.masters)
         label_text = ", ".join(f'{k} = "{v}"' for k, v in (labels or {}).items())
@@ -179,10 +180,14 @@ class LocalCluster:
             self.kill(proc, signal.SIGKILL)
 
     # --- queries ----------------------------------------------------------------------------------
-    def token(self, role: str = "admin", name: str = "test") -> str:
+    def token(self, role: str = "admin", name: str = "test", node: str | None = None) -> str:
+        """A token minted offline from the cluster secret; an agent token is bound to `node`
+        (default: its name)."""
         from orca.auth import mint_token, signing_key
         key = signing_key(self.secret_file.read_bytes().strip())
-        return mint_token(key, role=role, name=name, now=time.time())[0]
+        if role == "agent" and node is None:
+            node = name
+        return mint_token(key, role=role, name=name, now=time.time(), node=node)[0]
 
     def health(self, m: MasterProc, timeout: float = 3.0) -> dict[str, Any] | None:
         try:

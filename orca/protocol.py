@@ -1,8 +1,11 @@
 """The leader <-> agent messages: the only module both the master and the agent import.
 
-Agent -> any master (bearer: the agent's join token, role "agent"; a follower answers 307 to the leader):
+Agent -> any master (bearer: the node's agent token, role "agent", bound to one node by its `node` claim:
+`node_id` must equal it, else 403; a follower answers 307 to the leader):
   POST /api/v1/agent/register   RegisterRequest  -> RegisterReply
   POST /api/v1/agent/heartbeat  Heartbeat        -> HeartbeatReply   (POST only -> 405; > 64 KiB -> 413)
+  POST /api/v1/agent/join       {"node_id", "nonce"} -> 201 {"node_id", "token", "jti"}  (bearer: a one-time
+                                join token; orca.master.api_join)
 
 Leader -> agent (bearer: the node's `push_token`, which the agent chose at registration):
   PUT  /v1/allocations          AllocationsPush  -> {"accepted": bool, "version": int}

@@ -550,7 +550,8 @@ launch_agent() {
 
     # A token signed with an earlier cluster secret (data/cluster.secret deleted on its own) would
     # only be refused at registration: check it offline and replace it.
-    if [ -s "$token" ] && ! "$PY" - "$secret" "$token" <<'EOF2'; then
+    # A token minted before node identity (no node claim) or for another node is replaced the same way.
+    if [ -s "$token" ] && ! "$PY" - "$secret" "$token" "$agent_aid" <<'EOF2'; then
 import sys
 from pathlib import Path
 from orca.auth import signing_key, verify_token
@@ -558,15 +559,15 @@ try:
     claims = verify_token(signing_key(Path(sys.argv[1]).read_bytes().strip()), Path(sys.argv[2]).read_text().strip())
 except Exception:
     sys.exit(1)
-sys.exit(claims.role != "agent")
+sys.exit(claims.role != "agent" or claims.node != sys.argv[3])
 EOF2
-        orca_log "$token is not an agent token of this cluster secret: minting a new one"
+        orca_log "$token is not an agent token of this cluster secret for node $agent_aid: minting a new one"
         rm -f "$token"
     fi
     if [ ! -s "$token" ]; then
         mkdir -p "$(dirname "$token")"
         (umask 077 && "$ORCA_VENV/bin/orca" token create --secret-file "$secret" --role agent \
-            --name "$agent_aid" >"$token.tmp") || { rm -f "$token.tmp"; orca_die "minting the agent token failed"; }
+            --node "$agent_aid" >"$token.tmp") || { rm -f "$token.tmp"; orca_die "minting the agent token failed"; }
         chmod 600 "$token.tmp"
         mv "$token.tmp" "$token"
         orca_log "minted an agent token into $token"
@@ -800,7 +801,7 @@ ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca logs web --tail 20
   $orca nodes
 With worker-1 alone a drain has nowhere to move replicas to: join a second agent first.
-  (umask 077 && $orca token create --secret-file ${secret#./} --role agent --name worker-2 >$DATA_DIR/worker-2.token)
+  (umask 077 && $orca cluster join-token worker --node worker-2 >$DATA_DIR/worker-2.token)
   nohup $orca join $masters --token-file $DATA_DIR/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >$DATA_DIR/worker-2.log 2>&1 & echo \$! >$DATA_DIR/worker-2.pid
   $orca drain worker-1                # replicas move to worker-2, start-before-stop
   $orca undrain worker-1

@@ -6,7 +6,8 @@
   restarted agent keeps running its replicas even when no master answers.
 - `Agent` ties the store, the reconciler, the health monitor, the ingress proxy (when configured) and
   the container stats sampler together, answers pushes and builds the status API's NodeReport.
-- `MasterLink` registers with the masters and heartbeats the actual allocations to the leader,
+- `MasterLink` obtains the node's credential (exchanging a join token once, orca.agent.credential),
+  registers with the masters and heartbeats the actual allocations to the leader,
   following 307s itself (so the bearer token is never dropped by a client library on a cross-origin
   redirect) and rotating through the masters when one is unreachable.
 """
@@ -29,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from orca import __version__
+from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
 from orca.agent.reconcile import Reconciler, iso
@@ -247,6 +249,7 @@ class MasterLink:
         self._seq = 0
         self._session: aiohttp.ClientSession | None = None
         self._last_logged: str | None = None
+        self.credential = Credential(agent.node_id, self.config.token, self.config.data_dir)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -270,12 +273,14 @@ class MasterLink:
             order = [self.leader, *(m for m in order if m != self.leader)]
         return order
 
-    async def _post(self, base: str, path: str, body: dict[str, Any]) -> tuple[int, Any, str]:
-        """POST following 307/308 ourselves; returns (status, parsed body or None, final base URL)."""
+    async def _post(self, base: str, path: str, body: dict[str, Any],
+                    bearer: str | None = None) -> tuple[int, Any, str]:
+        """POST following 307/308 ourselves; returns (status, parsed body or None, final base URL).
+        The bearer is the node's credential unless given (the join exchange sends the join token)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         url = base + path
-        headers = {"Authorization": f"Bearer {self.config.token}"}
+        headers = {"Authorization": f"Bearer {bearer or self.credential.token or ''}"}
         data = json.dumps(body, separators=(",", ":")).encode()
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -305,11 +310,43 @@ class MasterLink:
             cpu = cpu if cpu is not None else float(engine["cpu"])
         return {"memory": memory, "cpu": cpu}
 
+    async def join(self) -> bool:
+        """Exchange the configured join token for this node's credential; True once it is stored.
+        A refusal (used, revoked, expired, node taken: 401/403/409) is logged and not retried on the
+        other masters, who share the same state; the caller backs off and tries again later."""
+        join_token = self.credential.join_token
+        if join_token is None:
+            return False
+        body = {"node_id": self.agent.node_id, "nonce": self.credential.nonce()}
+        for base in self._targets():
+            try:
+                status, reply, final = await self._post(base, "/api/v1/agent/join", body, bearer=join_token)
+            except _LinkError as exc:
+                self._error(f"join: {exc}")
+                continue
+            if 200 <= status < 300:
+                problem = self.credential.accept(reply)
+                if problem is None:
+                    log.info("joined: obtained the credential of node %s from %s (kept in %s)",
+                             self.agent.node_id, final, self.config.data_dir)
+                    return True
+                self._error(f"join: {final}: {problem}")
+                return False
+            self._error(f"join: {final} answered {status}: {_describe(reply)}")
+            if status in (401, 403, 409):
+                return False
+        return False
+
     async def register(self) -> None:
         """Register with the first master that answers (any master: followers redirect), retrying
-        with a jittered backoff from 0.2 s to 2 s until one accepts."""
+        with a jittered backoff from 0.2 s to 2 s until one accepts. Without a credential yet, the
+        configured join token is exchanged for one first."""
         delay, cap = REGISTER_BACKOFF_S
         while True:
+            if self.credential.token is None and not await self.join():
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, cap)
+                continue
             try:
                 proxy = self.config.proxy
                 body = {"node_id": self.agent.node_id, "address": self.address,

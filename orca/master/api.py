@@ -388,22 +388,26 @@ class MasterApi:
     async def create_token(self, request: web.Request) -> web.Response:
         self._require_leader()
         body = await read_json(request)
-        unknown = set(body) - {"role", "name", "ttl_s"}
+        unknown = set(body) - {"role", "name", "ttl_s", "node"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         if body.get("ttl_s") is not None:
             bounds.bounded_number(body["ttl_s"], "ttl_s", 1.0, MAX_TOKEN_TTL_S)
-        # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
-        # re-signed from the recorded claims, so an idempotent replay returns the very same token.
-        _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
-                                    now=time.time(), ttl_s=body.get("ttl_s"))
+        # Mint first (validates role, name, ttl, node), then record; the token itself is never stored: it
+        # is re-signed from the recorded claims, so an idempotent replay returns the very same token.
+        # An agent token is bound to its node; its name defaults to the node id.
+        node = body.get("node")
+        name = body.get("name", node if body.get("role") == "agent" and isinstance(node, str) else "")
+        _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=name,
+                                    now=time.time(), ttl_s=body.get("ttl_s"), node=node)
         record = await self.write(request, "create_token", {
             "jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
-            "expires_at": claims.exp})
+            "expires_at": claims.exp, "node": claims.node})
         token, _ = auth.mint_token(self.info.signing_key, role=record["role"], name=record["name"],
                                    now=record["iat"],
                                    ttl_s=None if record["expires_at"] is None
-                                   else record["expires_at"] - record["iat"], jti=record["jti"])
+                                   else record["expires_at"] - record["iat"], jti=record["jti"],
+                                   node=record.get("node"))
         out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
         return json_response({**out, "token": token, **_replayed(record)}, status=201)
 

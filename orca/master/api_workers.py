@@ -1,8 +1,10 @@
 """Master endpoints about workers: agent registration and heartbeats, nodes, secrets, and service logs.
 
-Agents authenticate with their join token (role "agent"); their writes go to the leader like any other
-(a follower answers 307). Heartbeats are not entries: the leader records them in its `HeartbeatBook`
-and the lease monitor commits them in batches.
+Agents authenticate with their node-bound token (role "agent", claim `node`): a token speaks for its
+own node only, so registering or heartbeating any other node id is 403 and changes nothing (checked
+before anything is written or recorded). Their writes go to the leader like any other (a follower
+answers 307). Heartbeats are not entries: the leader records them in its `HeartbeatBook` and the lease
+monitor commits them in batches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from orca import bounds, protocol
-from orca.errors import Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
+from orca.errors import Forbidden, Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
@@ -28,7 +30,7 @@ from orca.master.traffic import TrafficBook
 if TYPE_CHECKING:
     from orca.master.api import MasterApi
 
-__all__ = ["WorkerEndpoints"]
+__all__ = ["WorkerEndpoints", "require_own_node"]
 
 SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SECRET_VALUE_MAX = 64 * 1024
@@ -65,6 +67,7 @@ class WorkerEndpoints:
             msg = protocol.validate_register(await read_json(request))
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
+        require_own_node(request, msg["node_id"])
         await self.api.write(request, "register_node", msg)
         self.book.touch(msg["node_id"])  # registering is a sign of life: the lease counts from now
         return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
@@ -78,6 +81,7 @@ class WorkerEndpoints:
             hb = protocol.validate_heartbeat(await read_json(request, protocol.HEARTBEAT_MAX_BYTES))
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
+        require_own_node(request, hb["node_id"])
         known = self.api.raft.read(lambda s: hb["node_id"] in s["nodes"])
         if not known:
             if self.api.raft.read(lambda s: hb["node_id"] in s.get("removed_nodes", {})):
@@ -169,6 +173,19 @@ class WorkerEndpoints:
                 await resp.write(line)
         await resp.write_eof()
         return resp
+
+
+def require_own_node(request: web.Request, node_id: str) -> None:
+    """403 unless the caller's agent token is bound to `node_id` (its `node` claim).
+
+    The auth middleware has already verified the token and its role; a token without a node claim
+    never gets this far (orca.auth refuses it). Fails closed when claims are missing.
+    """
+    claims = request.get("claims")
+    bound = getattr(claims, "node", None)
+    if bound is None or bound != node_id:
+        raise Forbidden(f"this agent token is bound to node {bound!r}; it may not act for node {node_id!r}",
+                        {"node": node_id, "token_node": bound})
 
 
 def log_params(request: web.Request) -> tuple[int, bool]:

@@ -1,13 +1,27 @@
-"""Ops on credentials: API tokens (revocation) and secrets (ciphertext only)."""
+"""Ops on credentials: API tokens (revocation) and secrets (ciphertext only).
+
+A token record of role "agent" also names the `node` the token is bound to (None for records
+written before node identity: those tokens are refused by every master anyway).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
 from orca.state.core import Ctx, State, record_event
 
 _ROLES = ("viewer", "deployer", "admin", "agent")
+_NODE_RE = re.compile(r"[a-z0-9-]{1,63}")  # orca.auth.NODE_ID_RE (the state machine imports no auth code)
+
+
+def node_claim(args: dict[str, Any], role: Any) -> str | None:
+    """The validated optional `node` of a token: a node id, only with role "agent"."""
+    node = args.get("node")
+    if node is not None and (role != "agent" or not isinstance(node, str) or not _NODE_RE.fullmatch(node)):
+        raise Invalid("node must be a node id, and only agent tokens carry one", {"field": "node"})
+    return node
 
 
 def _apply_create_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -19,10 +33,11 @@ def _apply_create_token(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
     expires_at, iat = args.get("expires_at"), args.get("iat")
     if not isinstance(iat, int) or not (expires_at is None or isinstance(expires_at, int)):
         raise Invalid("token iat and expires_at must be integers")
+    node = node_claim(args, role)
     record = {"jti": jti, "name": name, "role": role, "iat": iat, "created_at": ctx.now, "created_by": ctx.actor,
-              "expires_at": expires_at, "revoked": False, "revoked_at": None}
+              "expires_at": expires_at, "revoked": False, "revoked_at": None, "node": node}
     state["tokens"][jti] = record
-    record_event(state, ctx, "token_created", f"token {name!r} ({role}) created", details={"jti": jti})
+    record_event(state, ctx, "token_created", f"token {name!r} ({role}) created", node=node, details={"jti": jti})
     return dict(record)
 
 

@@ -167,7 +167,7 @@ class NetnsCluster:
     def token(self, role: str = "admin", name: str = "test") -> str:
         from orca.auth import mint_token, signing_key
         return mint_token(signing_key(self.secret_file.read_bytes().strip()), role=role, name=name,
-                          now=time.time())[0]
+                          now=time.time(), node=name if role == "agent" else None)[0]
 
     def leader(self) -> NsMaster | None:
         """The master that says it leads, agreed on by every master that answers."""

@@ -28,7 +28,8 @@ from orca.config import (
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"0123456789abcdef0123456789abcdef"
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQifQ.c2ln"
+# payload {"role": "agent", "node": "worker-1"}
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQiLCJub2RlIjoid29ya2VyLTEifQ.c2ln"
 
 PEERS = """peers = [
   { id = "master-2", raft = "127.0.0.1:6883", api = "http://127.0.0.1:6882" },
@@ -338,6 +339,8 @@ AGENT_ERRORS = [
     ('"./data/worker-1.token"', '"./data/empty.token"', "agent.token_file", "is empty"),
     ('"./data/worker-1.token"', '"./data/two.token"', "agent.token_file", "whitespace"),
     ('"./data/worker-1.token"', '"./data/binary.token"', "agent.token_file", "not UTF-8"),
+    ('"./data/worker-1.token"', '"./data/unbound.token"', "agent.token_file", "not bound to a node"),
+    ('"./data/worker-1.token"', '"./data/other-node.token"', "agent.token_file", "bound to node 'worker-2'"),
     ("[agent]", "[agent]\nlisten = \"127.0.0.1\"", "agent.listen", "expected 'host:port'"),
     ("[agent]", '[agent]\nadvertise = "localhost"', "agent.advertise", "expected an http(s) URL"),
     ("[agent]", '[agent]\nstatus_listen = "0.0.0.0:9100"', "agent.status_listen", "loopback"),
@@ -391,6 +394,9 @@ def test_agent_errors_name_file_and_key(workdir: Path, old: str, new: str, key: 
     (workdir / "data" / "empty.token").write_text("\n")
     (workdir / "data" / "two.token").write_text("abc\ndef\n")
     (workdir / "data" / "binary.token").write_bytes(b"\xff\xfe")
+    (workdir / "data" / "unbound.token").write_text("eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQifQ.c2ln")
+    (workdir / "data" / "other-node.token").write_text(
+        "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQiLCJub2RlIjoid29ya2VyLTIifQ.c2ln")
     assert old in AGENT
     path = write(workdir, AGENT.replace(old, new, 1))
     message = config_error(load_agent_config, path)

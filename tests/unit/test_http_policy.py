@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_join import JoinEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
-from orca.master.http import HMAC, POLICY, PUBLIC
+from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
 from orca.master.traffic import TrafficBook
@@ -22,6 +23,7 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    api.extra_routes.append(JoinEndpoints(api).add_routes)
     return api, api.build_app()
 
 
@@ -35,10 +37,12 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
     public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
+    assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health"}
-    assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()
-               if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop")))
+    assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
+               if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
+                                "/api/v1/cluster/join-tokens")))
 
 
 def test_secret_box_round_trips_and_refuses_other_keys() -> None:
