@@ -162,6 +162,8 @@ class Agent:
             runtime.cluster_id = self.store.cluster_id
         self.proxy = proxy or (Proxy(config.proxy) if config.proxy is not None else None)
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
+        if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
+            runtime.adopt_legacy = self.reconciler.wants
         if self.proxy is not None and self.reconciler.before_stop is None:
             self.reconciler.before_stop = self.proxy.drain
         self.health = health or HealthMonitor(self.reconciler, config.publish_address)

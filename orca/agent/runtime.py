@@ -10,6 +10,10 @@ Contract shared by both implementations:
   use the same node id, and an agent must never stop another node's or another cluster's replicas.
   The cluster id comes from the masters at registration (orca.protocol.cluster_id_of) and is kept in
   the agent's data dir; until it is known, `DockerRuntime` refuses to list or touch anything.
+  Upgrade path: a container made before cluster labels existed (`orca.node` only) is adopted when
+  `adopt_legacy(alloc_id)` says this node is told to run that allocation (allocation ids are random, so
+  another cluster's never match), and from then on until it is stopped; it is replaced by a labelled
+  one at the next rolling update.
 - Every container runs with the defaults below (`CONTAINER_DEFAULTS`): a cpu limit of at least
   `orca.spec.MIN_CPU`, a pids limit, `no-new-privileges`, swap equal to the memory limit, and nothing
   privileged (no capabilities added, no devices, no host namespaces: a spec cannot ask for them).
@@ -29,7 +33,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -184,6 +188,8 @@ class DockerRuntime:
         self.node_id = node_id
         self.publish_address = publish_address
         self.cluster_id = cluster_id  # set by the agent once the masters told it (see the module docstring)
+        self.adopt_legacy: Callable[[str], bool] | None = None  # alloc id -> adopt an unlabelled container?
+        self._legacy: set[str] = set()  # alloc ids of unlabelled containers adopted so far
         self._client = client
         # (container id, state) -> ContainerState from the last `list`: a container is inspected again
         # only when its state changed (or after a restart), not on every reconcile pass.
@@ -206,6 +212,16 @@ class DockerRuntime:
             raise RuntimeFailure("cluster id not known yet (it comes with the first registration)")
         return [f"{LABEL_CLUSTER}={self.cluster_id}", f"{LABEL_NODE}={self.node_id}"]
 
+    def _legacy_ok(self, labels: dict[str, str]) -> bool:
+        """An unlabelled container (from before cluster labels) of this node that may be adopted."""
+        alloc_id = labels.get(LABEL_ALLOC)
+        if alloc_id is None or LABEL_CLUSTER in labels or labels.get(LABEL_NODE) != self.node_id:
+            return False
+        if alloc_id in self._legacy or (self.adopt_legacy is not None and self.adopt_legacy(alloc_id)):
+            self._legacy.add(alloc_id)
+            return True
+        return False
+
     def _find(self, alloc_id: str) -> list[Any]:
         """This node's containers for one allocation (normally zero or one)."""
         owner = self._owner_labels()
@@ -213,6 +229,11 @@ class DockerRuntime:
             found: list[Any] = self.client.containers.list(
                 all=True, filters={"label": [*owner, f"{LABEL_ALLOC}={alloc_id}"]}, ignore_removed=True,
             )
+            if not found and (alloc_id in self._legacy or self.adopt_legacy is not None):
+                legacy = self.client.containers.list(
+                    all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_ALLOC}={alloc_id}"]},
+                    ignore_removed=True)
+                found = [c for c in legacy if self._legacy_ok(c.labels or {})]
             return found
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "list containers") from exc
@@ -227,6 +248,9 @@ class DockerRuntime:
         owner = self._owner_labels()
         try:
             rows = self.client.api.containers(all=True, filters={"label": owner})
+            if self.adopt_legacy is not None or self._legacy:
+                mine = self.client.api.containers(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"})
+                rows += [r for r in mine if self._legacy_ok(r.get("Labels") or {})]
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "list containers") from exc
         seen: dict[tuple[str, str], ContainerState] = {}

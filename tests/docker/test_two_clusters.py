@@ -84,3 +84,24 @@ async def test_two_clusters_with_the_same_node_id_leave_each_other_alone(docker_
     b.accept_push(push(2))
     await settle(b)
     wait_for(lambda: running(docker_client, node_id, CLUSTERS[1]) == set(), 30, "cluster B stopped")
+
+
+def test_a_container_from_before_cluster_labels_is_adopted_only_when_desired(
+        docker_client: Any, runtime: DockerRuntime, node_id: str) -> None:
+    """The upgrade path: containers labelled `orca.node` only (an older agent) keep running; the agent
+    adopts those its desired set names (allocation ids are random, another cluster's never match)."""
+    wanted, other = make_alloc("web"), make_alloc("web")
+    for alloc in (wanted, other):
+        docker_client.containers.run(TEST_IMAGE, ["sleep", "100"], detach=True, name=f"orca-web-{alloc['id']}",
+                                     labels={"orca.service": "web", "orca.alloc": alloc["id"], "orca.version": "1",
+                                             "orca.node": node_id})
+    assert runtime.list() == []  # no adoption without being asked
+    runtime.adopt_legacy = lambda alloc_id: alloc_id == wanted["id"]
+    assert [s.alloc_id for s in runtime.list()] == [wanted["id"]]
+    assert runtime.start(wanted, env={}, host_port=None).alloc_id == wanted["id"]  # adopted, not duplicated
+    runtime.adopt_legacy = lambda alloc_id: False  # no longer desired: still ours to stop
+    runtime.stop(wanted["id"], timeout_s=1)
+    runtime.stop(other["id"], timeout_s=1)  # never adopted: left alone
+    left = {c.labels["orca.alloc"] for c in docker_client.containers.list(
+        all=True, filters={"label": f"orca.node={node_id}"})}
+    assert left == {other["id"]}
