@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MAX_REPLICAS = 1000
+MAX_DEPLOY_SERVICES = 1000  # services in one deploy body
 DEFAULT_MEMORY = 256 * 2**20  # 256Mi
 DEFAULT_CPU = 0.25
 # A hundredth of a core: Docker's own minimum (NanoCpus 10,000,000). Anything below would round to
@@ -172,6 +173,8 @@ def validate_deploy_body(body: object) -> tuple[list[dict[str, Any]], list[dict[
     services = body.get("services")
     if not isinstance(services, list) or not services:
         _raise_body("services: expected a non-empty list of service specs", "services")
+    if len(services) > MAX_DEPLOY_SERVICES:
+        _raise_body(f"services: at most {MAX_DEPLOY_SERVICES} services in one deploy", "services")
 
     valid: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []

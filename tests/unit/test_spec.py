@@ -760,3 +760,8 @@ def test_random_scaling_only_ever_raises_invalid_spec(raw: dict[str, Any]) -> No
         assert exc.message.startswith(("scaling", "unknown field 'scaling."))
         return
     assert validate_scaling(out) == out
+
+
+def test_deploy_body_is_bounded_in_services() -> None:
+    with pytest.raises(InvalidSpec, match="at most 1000 services"):
+        validate_deploy_body({"services": [{"name": f"s{i}", "image": "x"} for i in range(1001)]})
