@@ -23,7 +23,9 @@ Shapes (JSON):
                      "capacity": {"memory": bytes, "cpu": float}, "push_token": str, "agent_version": str,
                      "publish_address": str (optional; where container host ports answer, default 127.0.0.1),
                      "proxy": str|None (optional; the agent's ingress listen "host:port", None when off)}
-  RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float}
+  RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float,
+                     "cluster_id": str (cluster_id_of: the agent labels its containers with it, keeps it
+                     in its data dir, and refuses masters of another cluster)}
   Heartbeat       = {"node_id", "seq": int, "allocations": [AllocReport], "applied": {"term", "version"},
                      "stats": {alloc_id: {"cpu_pct": float, "mem_pct": float}}          (optional)
                      "proxy": {service: ProxyStats} (optional; cumulative since the agent started)}
@@ -45,13 +47,15 @@ Shapes (JSON):
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from orca.bounds import MAX_INT, BoundsError
 
 __all__ = [
     "HEARTBEAT_MAX_BYTES", "LATENCY_BUCKETS_MS", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES",
-    "container_name", "LABELS",
+    "container_name", "LABELS", "cluster_id_of", "CLUSTER_ID_RE",
     "validate_heartbeat", "validate_register", "validate_push", "ProtocolError",
     "validate_container_stats", "validate_proxy_stats",
 ]
@@ -62,7 +66,19 @@ ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed
 HEALTH_STATES = ("healthy", "unhealthy", "starting")
 DIRECTIVES = ("continue", "shutdown")
 
-LABELS = {"service": "orca.service", "alloc": "orca.alloc", "version": "orca.version", "node": "orca.node"}
+LABELS = {"service": "orca.service", "alloc": "orca.alloc", "version": "orca.version", "node": "orca.node",
+          "cluster": "orca.cluster"}
+CLUSTER_ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def cluster_id_of(cluster_secret: bytes) -> str:
+    """The cluster's public id: a one-way fingerprint of the cluster secret (16 hex digits).
+
+    Every master derives the same id without a Raft entry, nothing about the secret can be learnt from
+    it, and a second cluster on the same Docker engine (another secret) gets another id, so the agents
+    of the two never touch each other's containers even when their node ids are the same.
+    """
+    return hashlib.sha256(b"orca cluster id\0" + cluster_secret).hexdigest()[:16]
 
 
 def container_name(service: str, alloc_id: str) -> str:

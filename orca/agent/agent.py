@@ -38,7 +38,7 @@ from orca.agent.runtime import Runtime, RuntimeFailure
 from orca.agent.stats import StatsSampler
 from orca.config import AgentConfig
 from orca.errors import StaleLeader
-from orca.protocol import HEARTBEAT_MAX_BYTES
+from orca.protocol import CLUSTER_ID_RE, HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
 
@@ -74,6 +74,22 @@ class PushStore:
         self.term = int(fence.get("term", 0))
         self.version = int(fence.get("version", 0))
         self.desired: dict[str, Any] | None = self._read_json("desired.json")
+        self.cluster_id = self._load_cluster_id()
+
+    def _load_cluster_id(self) -> str | None:
+        """The cluster this node belongs to (learnt at the first registration), or None before that."""
+        try:
+            value = (self.dir / "cluster_id").read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not CLUSTER_ID_RE.fullmatch(value):
+            log.warning("ignoring unreadable %s", self.dir / "cluster_id")
+            return None
+        return value
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        write_atomic(self.dir / "cluster_id", cluster_id.encode())
+        self.cluster_id = cluster_id
 
     def _load_token(self) -> str:
         path = self.dir / "push_token"
@@ -142,8 +158,14 @@ class Agent:
         self.node_id = config.agent_id
         self.runtime = runtime
         self.store = PushStore(config.data_dir)
+        # Containers are labelled with the cluster id and only those of this cluster are touched; an agent
+        # that never registered does not know it yet, and its runtime touches nothing until it does.
+        if self.store.cluster_id is not None:
+            runtime.cluster_id = self.store.cluster_id
         self.proxy = proxy or (Proxy(config.proxy) if config.proxy is not None else None)
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
+        if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
+            runtime.adopt_legacy = self.reconciler.wants
         if self.proxy is not None and self.reconciler.before_stop is None:
             self.reconciler.before_stop = self.proxy.drain
         self.health = health or HealthMonitor(self.reconciler, config.publish_address)
@@ -364,6 +386,8 @@ class MasterLink:
                         self._error(f"register: {exc}")
                         continue
                     if 200 <= status < 300 and isinstance(reply, dict):
+                        if not self._adopt_cluster(reply.get("cluster_id"), final):
+                            break
                         self.leader = reply.get("leader") or final
                         hb = reply.get("heartbeat_s")
                         if isinstance(hb, int | float) and not isinstance(hb, bool) and hb > 0:
@@ -377,6 +401,23 @@ class MasterLink:
                         break  # every master checks the same token: asking the others is pointless
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, cap)
+
+    def _adopt_cluster(self, cluster_id: Any, master: str) -> bool:
+        """Learn the cluster id at the first registration; refuse masters of another cluster after that
+        (a data dir, and the containers it describes, belong to one cluster for good)."""
+        if not isinstance(cluster_id, str) or not CLUSTER_ID_RE.fullmatch(cluster_id):
+            self._error(f"register: {master} sent no valid cluster id (a master older than this agent?)")
+            return False
+        store = self.agent.store
+        if store.cluster_id is None:
+            store.set_cluster_id(cluster_id)
+            log.info("this node belongs to cluster %s", cluster_id)
+        elif store.cluster_id != cluster_id:
+            self._error(f"register: {master} is cluster {cluster_id}, but this agent's data dir belongs to "
+                        f"cluster {store.cluster_id}; use another data_dir to join another cluster")
+            return False
+        self.agent.runtime.cluster_id = cluster_id
+        return True
 
     # -- heartbeats --------------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class MasterInfo:
     max_body_bytes: int
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100
+    cluster_id: str = ""  # orca.protocol.cluster_id_of(cluster secret): agents label containers with it
 
 
 class MasterApi:
@@ -278,7 +279,7 @@ class MasterApi:
             return {"masters": masters, "leader": self.raft.leader_id, "leader_url": self.leader_url(),
                     "term": self.raft.term, "commit_index": self.raft.commit_index,
                     "applied_index": self.raft.applied_index, "nodes": nodes,
-                    "services": len(state["services"])}
+                    "services": len(state["services"]), "cluster_id": self.info.cluster_id or None}
         return await self.read(request, body)
 
     async def cluster_status(self, request: web.Request) -> web.Response:

@@ -71,7 +71,8 @@ class WorkerEndpoints:
         await self.api.write(request, "register_node", msg)
         self.book.touch(msg["node_id"])  # registering is a sign of life: the lease counts from now
         return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
-                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s})
+                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s,
+                              "cluster_id": self.api.info.cluster_id or None})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:

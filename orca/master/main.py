@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from orca import auth
+from orca import auth, protocol
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
@@ -56,7 +56,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
-        rate_limit_burst=cfg.limits.rate_limit_burst)
+        rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret))
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})

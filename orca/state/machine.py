@@ -102,7 +102,7 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
     key = entry.get("key")
     op = entry["op"]
     actor, now = entry.get("actor"), entry.get("now") or 0.0
-    if key is not None and not (isinstance(key, str) and len(key) <= 256) or actor is not None \
+    if key is not None and not (isinstance(key, str) and len(key) <= 1024) or actor is not None \
             and not isinstance(actor, str) or not isinstance(now, int | float) or isinstance(now, bool):
         return Invalid("malformed entry envelope", {"op": op[:64]}).as_value()
     if op == BATCH_OP:
