@@ -180,3 +180,19 @@ def test_random_op_sequences_never_raise_and_rejections_change_nothing(ops: list
         assert ("error" in result) != ("ok" in result)
         if "error" in result:
             assert digest(state) == before, (op, args, result)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(hostile_entry(), min_size=1, max_size=15))
+def test_a_batch_of_random_entries_equals_applying_them_one_by_one(ops: list[tuple[str, dict[str, Any]]]) -> None:
+    raws = []
+    for i, (op, args) in enumerate(ops):
+        try:
+            raws.append(encode_entry(op, args, now=2000.0 + i))
+        except (OverflowError, ValueError, TypeError):
+            continue
+    one_by_one, batched = copy.deepcopy(SEEDED.state), copy.deepcopy(SEEDED.state)
+    results = [apply(one_by_one, raw, 7) for raw in raws]
+    batch = apply(batched, encode_entry(BATCH_OP, {"entries": raws}, now=1.0), 7)  # must not raise
+    assert batch["result"]["results"] == results
+    assert digest(batched) == digest(one_by_one)  # every sub-entry applied exactly once
