@@ -43,12 +43,17 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _JTI_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Far above any token we mint (~250 bytes); bounds the work done on hostile input.
 _MAX_TOKEN_LEN = 8192
+_PROJECT_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+MAX_TOKEN_PROJECTS = 32
 _REQUIRED_CLAIMS = ("sub", "role", "jti", "iat")
 
 
 @dataclass(frozen=True)
 class Claims:
-    """What a verified token says. `name` is the token's human label; today it equals `sub`."""
+    """What a verified token says. `name` is the token's human label; today it equals `sub`.
+
+    `projects` scopes a deployer token to those projects (`orca.secret_scopes`); None is unscoped.
+    """
 
     sub: str
     role: str
@@ -56,6 +61,7 @@ class Claims:
     iat: int
     exp: int | None
     name: str
+    projects: tuple[str, ...] | None = None
 
 
 def signing_key(cluster_secret: bytes) -> bytes:
@@ -74,13 +80,14 @@ def generate_cluster_secret() -> str:
 
 
 def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | None = None,
-               jti: str | None = None) -> tuple[str, Claims]:
+               jti: str | None = None, projects: list[str] | tuple[str, ...] | None = None) -> tuple[str, Claims]:
     """Sign a token for `name` with `role`; returns the JWT and its claims.
 
     `now` is passed in (not read) so that the state machine's proposer, the offline CLI and the
     tests all control the clock. `ttl_s=None` means no `exp`: agent join tokens and the bootstrap
-    admin token live until revoked. The `jti` is what revocation refers to; pass one when the id is
-    made elsewhere (the proposer of a `token_create` entry), else a random one is drawn.
+    admin token live until revoked. `projects` (deployer tokens only) scopes the token to projects.
+    The `jti` is what revocation refers to; pass one when the id is made elsewhere (the proposer of a
+    `token_create` entry), else a random one is drawn.
     Raises `Invalid` for an unknown role, a bad name or jti, or a non-positive ttl.
     """
     if role not in ROLES:
@@ -94,6 +101,7 @@ def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | N
         raise Invalid("jti: expected 1 to 64 characters of letters, digits, '_' or '-'", {"field": "jti"})
     if not _is_number(now):
         raise Invalid("now: expected a finite number of seconds", {"field": "now"})
+    scoped = _check_projects(projects, role)
     iat = int(now)
     exp: int | None = None
     if ttl_s is not None:
@@ -103,8 +111,23 @@ def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | N
     payload: dict[str, Any] = {"sub": name, "role": role, "jti": jti, "iat": iat}
     if exp is not None:
         payload["exp"] = exp
+    if scoped is not None:
+        payload["projects"] = list(scoped)
     token = jwt.encode(payload, key, algorithm=ALGORITHM)
-    return token, Claims(sub=name, role=role, jti=jti, iat=iat, exp=exp, name=name)
+    return token, Claims(sub=name, role=role, jti=jti, iat=iat, exp=exp, name=name, projects=scoped)
+
+
+def _check_projects(projects: object, role: str) -> tuple[str, ...] | None:
+    """A valid project scope, sorted and unique; only deployer tokens carry one (reads are not scoped)."""
+    if projects is None:
+        return None
+    if role != "deployer":
+        raise Invalid("projects: only deployer tokens are scoped to projects", {"field": "projects"})
+    if not isinstance(projects, list | tuple) or not 1 <= len(projects) <= MAX_TOKEN_PROJECTS or not all(
+            isinstance(p, str) and _PROJECT_RE.fullmatch(p) for p in projects):
+        raise Invalid(f"projects: expected 1 to {MAX_TOKEN_PROJECTS} project names (DNS labels)",
+                      {"field": "projects"})
+    return tuple(sorted(set(projects)))
 
 
 def verify_token(key: bytes, token: str, *, now: float | None = None) -> Claims:
@@ -181,5 +204,11 @@ def _claims(payload: dict[str, Any], now: float) -> Claims:
     name = payload.get("name", sub)
     if not isinstance(name, str):
         name = sub
+    projects = payload.get("projects")
+    if projects is not None:
+        try:
+            projects = _check_projects(projects, role)
+        except Invalid:
+            raise Unauthorized("token claim 'projects' is malformed") from None
     return Claims(sub=sub, role=role, jti=jti, iat=int(iat), exp=None if exp is None else int(exp),
-                  name=name)
+                  name=name, projects=projects)

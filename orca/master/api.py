@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, spec
+from orca import __version__, auth, secret_scopes, spec
 from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.http import (
@@ -133,9 +133,15 @@ class MasterApi:
         raise NotLeader(url)
 
     async def write(self, request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result."""
+        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result.
+
+        Every write passes the caller's project scope and secret grants first (`orca.secret_scopes`):
+        a refusal is a 403 and nothing is proposed.
+        """
         self._require_leader()
         claims: auth.Claims | None = request.get("claims")
+        authority = secret_scopes.Authority.of(claims)
+        self.raft.read(lambda s: secret_scopes.check_write(s, op, args, authority))
         actor = claims.sub if claims else None
         key = request.headers.get("Idempotency-Key")
         if key is not None:
@@ -388,20 +394,23 @@ class MasterApi:
     async def create_token(self, request: web.Request) -> web.Response:
         self._require_leader()
         body = await read_json(request)
-        unknown = set(body) - {"role", "name", "ttl_s"}
+        unknown = set(body) - {"role", "name", "ttl_s", "projects"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
-        # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
-        # re-signed from the recorded claims, so an idempotent replay returns the very same token.
+        # Mint first (validates role, name, ttl, projects), then record; the token itself is never stored:
+        # it is re-signed from the recorded claims, so an idempotent replay returns the very same token.
         _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
-                                    now=time.time(), ttl_s=body.get("ttl_s"))
-        record = await self.write(request, "create_token", {
-            "jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
-            "expires_at": claims.exp})
+                                    now=time.time(), ttl_s=body.get("ttl_s"), projects=body.get("projects"))
+        args: dict[str, Any] = {"jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
+                                "expires_at": claims.exp}
+        if claims.projects is not None:
+            args["projects"] = list(claims.projects)
+        record = await self.write(request, "create_token", args)
         token, _ = auth.mint_token(self.info.signing_key, role=record["role"], name=record["name"],
                                    now=record["iat"],
                                    ttl_s=None if record["expires_at"] is None
-                                   else record["expires_at"] - record["iat"], jti=record["jti"])
+                                   else record["expires_at"] - record["iat"], jti=record["jti"],
+                                   projects=record.get("projects"))
         out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
         return json_response({**out, "token": token, **_replayed(record)}, status=201)
 

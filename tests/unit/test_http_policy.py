@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -20,6 +21,7 @@ def build() -> Any:
     api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
     workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
     return api, api.build_app()
