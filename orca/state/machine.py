@@ -51,6 +51,7 @@ def new_state() -> State:
         "leader": {"term": 0, "node": None, "since": None},
         "removed_nodes": {},
         "webhook_deliveries": {},
+        "webhook_bodies": {},
     }
 
 
