@@ -11,6 +11,7 @@ from aiohttp import web
 
 from orca import auth
 from orca.config import ConfigError, MasterConfig, load_master_config
+from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_secrets import SecretEndpoints
@@ -83,7 +84,9 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
 
 
 def run_server(config_path: str) -> int:
-    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key)."""
+    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key) or on a
+    private path that cannot be made private (`orca.filemodes`)."""
+    private_umask()  # before anything is created: the Raft journal and dump hold credentials
     try:
         cfg = load_master_config(config_path)
     except ConfigError as err:
@@ -92,6 +95,11 @@ def run_server(config_path: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    try:
+        secure_paths([cfg.data_dir], [cfg.cluster_secret_file])
+    except (FileModeError, OSError) as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()
