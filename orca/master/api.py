@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from orca import __version__, auth, secret_scopes, spec
-from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
+from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.http import (
     POLICY,
@@ -49,6 +49,7 @@ class MasterInfo:
     max_body_bytes: int
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100
+    metrics_require_token: bool = False
 
 
 class MasterApi:
@@ -238,6 +239,13 @@ class MasterApi:
         return json_response(body, status=503 if overall == "unhealthy" else 200)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
+        """Public by default (the route policy); with `security.metrics_require_token` the scraper must send
+        a bearer token of role viewer or above, like any read: the series name every service."""
+        if self.info.metrics_require_token:
+            claims = self.checker.check(request.headers.get("Authorization"))
+            if not auth.role_satisfies(claims.role, "viewer"):
+                raise Forbidden(f"role {claims.role!r} may not read metrics; needs 'viewer'",
+                                {"role": claims.role, "required": "viewer"})
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def _refresh_metrics(self) -> None:

@@ -57,7 +57,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
-        rate_limit_burst=cfg.limits.rate_limit_burst)
+        rate_limit_burst=cfg.limits.rate_limit_burst, metrics_require_token=cfg.metrics_require_token)
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
