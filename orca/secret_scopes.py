@@ -147,8 +147,34 @@ def _projects_of(state: Mapping[str, Any], op: str, args: Mapping[str, Any]) -> 
     return None
 
 
+_REF_START = "${secrets."
+_SCAN_DEPTH = 12
+
+
+def _mentioned_secret(value: object, depth: int = 0) -> str | None:
+    """The first `${secrets.KEY}` text anywhere in an op's args (bounded depth), or None."""
+    if isinstance(value, str):
+        start = value.find(_REF_START)
+        if start < 0:
+            return None
+        refs = specs.secret_refs({"env": {"v": value[start:]}})
+        return min(refs) if refs else value[start:start + 40]
+    if depth >= _SCAN_DEPTH:
+        return None
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list | tuple) else ()
+    for item in items:
+        found = _mentioned_secret(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 def check_write(state: Mapping[str, Any], op: str, args: Mapping[str, Any], authority: Authority) -> None:
-    """Everything a write must pass before it is proposed: project scope, then secret references."""
+    """Everything a write must pass before it is proposed: project scope, then secret references.
+
+    Only `deploy` brings new specs today; any other op whose arguments carry a secret reference is refused
+    to non-admins (fail closed), so a new way to store a spec cannot skip the grant check.
+    """
     if authority.projects is not None and not authority.is_admin:
         touched = _projects_of(state, op, args)
         if touched is None:
@@ -162,3 +188,6 @@ def check_write(state: Mapping[str, Any], op: str, args: Mapping[str, Any], auth
         items = [((item.get("spec") or {}).get("project", "default"), item.get("spec") or {})
                  for item in args.get("services") or []]
         check_secret_refs(state["secrets"], items, authority)
+    elif not authority.is_admin and (key := _mentioned_secret(args)) is not None:
+        raise Forbidden(f"secret {key!r} may be referenced only through a deploy", {"secret": key, "op": op},
+                        code="SECRET_FORBIDDEN")

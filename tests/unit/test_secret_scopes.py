@@ -124,6 +124,15 @@ def test_a_scoped_token_writes_only_its_projects() -> None:
     assert code_of(lambda: check_write(s, "deploy", deploy(svc("site", "shop")), Authority("deployer"))) is None
 
 
+def test_a_secret_reference_outside_a_deploy_is_refused_to_non_admins() -> None:
+    s = state_with(LOG=ALL)
+    args = {"name": "x", "app": {"spec": {"env": [{"name": "A", "value": "${secrets.LOG}"}]}}}
+    err = code_of(lambda: check_write(s, "register_app", args, Authority("deployer")))
+    assert err == "SECRET_FORBIDDEN"
+    assert code_of(lambda: check_write(s, "register_app", args, Authority("admin"))) is None
+    assert code_of(lambda: check_write(s, "set_scaling", {"name": "x", "scaling": None}, Authority("deployer"))) is None
+
+
 # --- grants: parsing and the ops that store them --------------------------------------------------------
 
 def test_parse_grants() -> None:
