@@ -294,11 +294,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tokens = client.list_tokens()
-    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"),
+    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"), ",".join(t.get("projects") or []) or "-",
              _fmt_time(t.get("created_at", t.get("iat"))), _fmt_time(t.get("expires_at", t.get("exp"))),
              bool(t.get("revoked"))] for t in tokens]
     _emit(args, {"tokens": tokens},
-          lambda: format_table(["JTI", "NAME", "ROLE", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
+          lambda: format_table(["JTI", "NAME", "ROLE", "PROJECTS", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
     return 0
 
 

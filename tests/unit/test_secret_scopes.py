@@ -190,3 +190,17 @@ def test_create_token_records_projects_only_when_scoped() -> None:
     apply(s, encode_entry("create_token", {"jti": "b", "name": "n", "role": "deployer", "iat": 1,
                                            "expires_at": None}, now=1.0))
     assert s["tokens"]["a"]["projects"] == ["shop"] and "projects" not in s["tokens"]["b"]
+
+
+def test_cli_mints_a_project_scoped_token_offline(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from orca.cli import main
+
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("s" * 64)
+    assert main(["token", "create", "--secret-file", str(secret), "--role", "deployer", "--name", "ci",
+                 "--project", "shop", "--project", "web"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert auth.verify_token(auth.signing_key(b"s" * 64), token).projects == ("shop", "web")
+    assert main(["token", "create", "--secret-file", str(secret), "--role", "admin", "--name", "ci",
+                 "--project", "shop"]) == 2
+    assert "only deployer tokens" in capsys.readouterr().err
