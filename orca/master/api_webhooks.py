@@ -3,8 +3,9 @@
 Delivery checks, in order: rate limit per source address (429 + Retry-After); the signature over the raw
 body, before a byte of it is parsed (GitHub's `X-Hub-Signature-256: sha256=<hex>` or Gitea's
 `X-Gitea-Signature: <hex>`, both HMAC-SHA256 with the webhook's secret, compared in constant time
-against every registered webhook's secret; else 401 and nothing is recorded); only then the JSON, and
-the repository must be the signing webhook's. One Raft entry does the rest: the replay checks (the
+against the secrets of the webhooks whose repository name occurs in the body, at most 16 per
+repository; else 401 and nothing is recorded); only then the JSON, and its repository must be the
+signing webhook's. One Raft entry does the rest: the replay checks (the
 delivery id seen before, or the same event with the same body digest within the replay window, so a
 captured delivery re-sent under a fresh `X-GitHub-Delivery` is ignored), the branch match and the
 redeploy. The leader stamps the time and the window; apply decides from them alone, so every master
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from orca.errors import Invalid, NotReady, RateLimited, Unauthorized
+from orca.errors import Conflict, Invalid, NotReady, RateLimited, Unauthorized
 from orca.master import views
 from orca.master.http import json_response, read_json
 from orca.master.ratelimit import RateLimiter
@@ -48,6 +49,7 @@ HEX_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 REPLAY_WINDOW_S = 86400.0
 # Past this many bytes of HMAC work (body size x webhooks) the check runs off the event loop.
 HMAC_INLINE_BYTES = 256 * 1024
+MAX_WEBHOOKS_PER_REPO = 16
 
 
 class WebhookEndpoints:
@@ -87,6 +89,10 @@ class WebhookEndpoints:
             raise Invalid("service: expected a service name", {"field": "service"})
         if not isinstance(branch, str) or not BRANCH_RE.match(branch):
             raise Invalid("branch: expected a branch name", {"field": "branch"})
+        same_repo = self.api.raft.read(lambda s: sum(1 for h in s["webhooks"].values() if h["repo"] == repo))
+        if same_repo >= MAX_WEBHOOKS_PER_REPO:  # each one costs an HMAC of every delivery for the repo
+            raise Conflict(f"{repo} already has {same_repo} webhooks (at most {MAX_WEBHOOKS_PER_REPO})",
+                           {"repo": repo, "max": MAX_WEBHOOKS_PER_REPO})
         secret = body.get("secret")
         if secret is None:
             secret = secrets.token_hex(24)  # a webhook always has a secret: generated and shown once
@@ -113,7 +119,10 @@ class WebhookEndpoints:
             raise Unauthorized("missing or malformed X-Hub-Signature-256 or X-Gitea-Signature")
         hooks = self.api.raft.read(lambda s: [(h["id"], h["repo"], h["secret_ciphertext"])
                                               for h in s["webhooks"].values()])
-        keyed = [(hook_id, repo, self.box.open(sealed)) for hook_id, repo, sealed in hooks]
+        # Bound the HMAC work an unsigned body can cause: only webhooks whose repository's name occurs in
+        # the body are candidates (a byte search, not a parse; the repository is checked again after).
+        keyed = [(hook_id, repo, self.box.open(sealed)) for hook_id, repo, sealed in hooks
+                 if repo_mentioned(raw, repo)]
         if len(raw) * max(1, len(keyed)) > HMAC_INLINE_BYTES:
             signed = await asyncio.to_thread(signed_by, keyed, raw, signatures)
         else:
@@ -157,6 +166,12 @@ class WebhookEndpoints:
                                     content_type=resp.content_type or "application/json")
         except (aiohttp.ClientError, TimeoutError):
             raise NotReady(f"could not forward the delivery to the leader {leader}") from None
+
+
+def repo_mentioned(raw: bytes, repo: str) -> bool:
+    """Whether `owner/name` occurs in the body as a JSON string would carry it (`/` escaped or not)."""
+    name = repo.encode()
+    return b'"' + name + b'"' in raw or b'"' + name.replace(b"/", b"\\/") + b'"' in raw
 
 
 def claimed_signatures(headers: Any) -> list[str]:

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from orca.client import Client
+from orca.client import ApiError, Client
 from orca.devcluster import LocalCluster
 from orca.devcluster import http_exchange as raw
 
@@ -74,7 +74,8 @@ def test_signature_before_parsing_replayed_bodies_and_gitea(cluster: LocalCluste
             status, _, body = raw("POST", leader.url + "/api/v1/webhooks/github", body=deep,
                                   headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": "x", **headers})
             assert status == 401 and body["code"] == "UNAUTHORIZED", (status, body)
-        # signed by the webhook's secret but not JSON: a 400 with the envelope
+        # signed by the webhook's secret, naming its repository, but too deep to parse: a 400 with the envelope
+        deep = b'{"repository":{"full_name":"acme/web"},"x":' + deep + b"}"
         sig = "sha256=" + hmac.new(secret.encode(), deep, hashlib.sha256).hexdigest()
         status, _, body = raw("POST", leader.url + "/api/v1/webhooks/github", body=deep, headers={
             "X-GitHub-Event": "push", "X-GitHub-Delivery": "deep", "X-Hub-Signature-256": sig})
@@ -102,3 +103,9 @@ def test_signature_before_parsing_replayed_bodies_and_gitea(cluster: LocalCluste
             "X-Gitea-Event": "push", "X-Gitea-Delivery": str(uuid.uuid4()),
             "X-Gitea-Signature": hmac.new(b"not-the-secret-at-all", payload, hashlib.sha256).hexdigest()})
         assert status == 401
+        # every webhook of a repository costs an HMAC per delivery: at most 16 per repository
+        for _ in range(15):
+            client.add_webhook("acme/web", "web", "main")
+        with pytest.raises(ApiError) as info:
+            client.add_webhook("acme/web", "web", "main")
+        assert info.value.status == 409

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orca import spec
-from orca.master.api_webhooks import claimed_signatures, signed_by
+from orca.master.api_webhooks import claimed_signatures, repo_mentioned, signed_by
 from orca.state.machine import apply, encode_entry, new_state
 
 
@@ -36,6 +36,13 @@ def test_only_the_signing_secret_matches(body: bytes, secret: str, other: str) -
     got = signed_by(hooks, body, [sign(secret, body)])
     assert ("a", "acme/a") in got and (("b", "acme/b") in got) == (sign(other, body) == sign(secret, body))
     assert signed_by(hooks, body + b"!", [sign(secret, body)]) == []
+
+
+def test_repo_mentioned_is_a_byte_search_for_the_json_string() -> None:
+    assert repo_mentioned(b'{"repository":{"full_name":"acme/web"}}', "acme/web")
+    assert repo_mentioned(b'{"repository":{"full_name":"acme\\/web"}}', "acme/web")
+    assert not repo_mentioned(b'{"repository":{"full_name":"acme/web2"}}', "acme/web")
+    assert not repo_mentioned(b"[" * 1000, "acme/web")
 
 
 def delivery(state: dict, delivery_id: str, *, now: float, event: str = "push", digest: str | None = "d1",
