@@ -30,13 +30,33 @@ def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-d
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_master_files_are_private_and_loose_ones_are_tightened_at_start(cluster: LocalCluster) -> None:
-    with Client([m.url for m in cluster.masters], cluster.token("admin", "root")) as admin:
-        admin.set_secret("DB_PASS", "v")
+@pytest.fixture
+def compacting(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Three masters that compact their log (write `raft.dump`) after a few entries and a second."""
+    c = LocalCluster(tmp_path / "cluster", tuning={"compaction_min_entries": 20, "compaction_min_s": 1.0})
+    try:
+        c.start()
+        c.wait_leader(timeout=60, all_up=True)
+        yield c
+    finally:
+        c.__exit__(None, None, None)
+
+
+def test_master_files_are_private_and_loose_ones_are_tightened_at_start(compacting: LocalCluster) -> None:
+    cluster = compacting
     m1 = cluster.masters[0]
     data = cluster.root / m1.node_id
-    journal = wait_for(lambda: [p for p in data.iterdir() if p.name.startswith("raft.journal")], 20, "a journal")
-    assert mode(data) == 0o700 and all(mode(p) == 0o600 for p in journal), [(p, oct(mode(p))) for p in journal]
+    with Client([m.url for m in cluster.masters], cluster.token("admin", "root")) as admin:
+        deadline = time.monotonic() + 30
+        i = 0
+        while not (data / "raft.dump").exists() and time.monotonic() < deadline:
+            admin.set_secret(f"K{i % 50}", "v")
+            i += 1
+            time.sleep(0.05)
+    assert (data / "raft.dump").exists(), "no compaction within 30 s"
+    files = [p for p in data.iterdir() if p.name.startswith("raft.")]
+    assert {p.name for p in files} >= {"raft.journal", "raft.dump"}
+    assert mode(data) == 0o700 and all(mode(p) == 0o600 for p in files), [(p.name, oct(mode(p))) for p in files]
 
     cluster.kill(m1)
     data.chmod(0o755)
