@@ -17,7 +17,12 @@ The model (why each rule exists):
 - A deployer may not reference a secret that does not exist: granted later, it would reach a spec that
   nobody authorised to read it. The refusal reads the same for a missing and an ungranted key.
 
-Every refusal is a 403 naming the key or project; it is raised before anything is proposed.
+Every refusal is a 403 naming the key or project; it is raised before anything is proposed, from the
+leader's applied state (a grant revoked in the same instant as a deploy may miss it by one entry).
+
+Limits: grants are checked when a reference is written, and an agent receives one secret map per node,
+so revoking a grant does not reach a spec already stored. To cut off a leaked deployer token: revoke
+it, purge or redeploy what it deployed, then rotate the secrets those services referenced.
 """
 
 from __future__ import annotations
