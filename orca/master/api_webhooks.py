@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import uuid
@@ -30,7 +29,7 @@ from aiohttp import web
 
 from orca.errors import Conflict, Invalid, NotReady, RateLimited, Unauthorized
 from orca.master import views
-from orca.master.http import json_response, read_json
+from orca.master.http import json_response, parse_json_object, read_body, read_json
 from orca.master.ratelimit import RateLimiter
 from orca.master.secrets import SecretBox
 
@@ -111,7 +110,7 @@ class WebhookEndpoints:
         decision = self.limiter.check(request.remote or "-", "github")
         if not decision.allowed:
             raise RateLimited("too many webhook deliveries from this source", decision.retry_after_s)
-        raw = await request.read()  # bounded by the API's max body size, chunked or not (413)
+        raw = await read_body(request)  # bounded by the API's max body size, chunked or not (413)
         if not self.api.raft.is_leader:
             return await self._forward(request, raw)
         signatures = claimed_signatures(request.headers)
@@ -131,7 +130,7 @@ class WebhookEndpoints:
             raise Unauthorized("signature does not match any registered webhook")
         # Authenticated: only now is the body parsed (a hostile one cannot reach the parser unsigned).
         try:
-            payload = json.loads(raw)
+            payload = parse_json_object(raw)
             repo = payload["repository"]["full_name"]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise Invalid("the delivery is not a JSON object with repository.full_name") from None
