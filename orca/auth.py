@@ -49,6 +49,8 @@ _JTI_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NODE_ID_RE = re.compile(r"[a-z0-9-]{1,63}")
 # Far above any token we mint (~250 bytes); bounds the work done on hostile input.
 _MAX_TOKEN_LEN = 8192
+_PROJECT_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+MAX_TOKEN_PROJECTS = 32
 _REQUIRED_CLAIMS = ("sub", "role", "jti", "iat")
 
 
@@ -57,6 +59,7 @@ class Claims:
     """What a verified token says. `name` is the token's human label; today it equals `sub`.
 
     `node` is the node id an agent token is bound to (always set for role "agent", None otherwise).
+    `projects` scopes a deployer token to those projects (`orca.secret_scopes`); None is unscoped.
     """
 
     sub: str
@@ -66,6 +69,7 @@ class Claims:
     exp: int | None
     name: str
     node: str | None = None
+    projects: tuple[str, ...] | None = None
 
 
 def signing_key(cluster_secret: bytes) -> bytes:
@@ -84,7 +88,8 @@ def generate_cluster_secret() -> str:
 
 
 def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | None = None,
-               jti: str | None = None, node: str | None = None) -> tuple[str, Claims]:
+               jti: str | None = None, node: str | None = None,
+               projects: list[str] | tuple[str, ...] | None = None) -> tuple[str, Claims]:
     """Sign a token for `name` with `role`; returns the JWT and its claims.
 
     `now` is passed in (not read) so that the state machine's proposer, the offline CLI and the
@@ -92,6 +97,7 @@ def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | N
     admin token live until revoked. The `jti` is what revocation refers to; pass one when the id is
     made elsewhere (the proposer of a `token_create` entry), else a random one is drawn.
     `node` binds an agent token to one node id: required for role "agent", refused for the others.
+    `projects` (deployer tokens only) scopes the token to projects.
     Raises `Invalid` for an unknown role, a bad name, jti or node, or a non-positive ttl.
     """
     if role not in ROLES:
@@ -111,6 +117,7 @@ def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | N
         raise Invalid("jti: expected 1 to 64 characters of letters, digits, '_' or '-'", {"field": "jti"})
     if not _is_number(now):
         raise Invalid("now: expected a finite number of seconds", {"field": "now"})
+    scoped = _check_projects(projects, role)
     iat = int(now)
     exp: int | None = None
     if ttl_s is not None:
@@ -122,8 +129,23 @@ def mint_token(key: bytes, *, role: str, name: str, now: float, ttl_s: float | N
         payload["exp"] = exp
     if node is not None:
         payload["node"] = node
+    if scoped is not None:
+        payload["projects"] = list(scoped)
     token = jwt.encode(payload, key, algorithm=ALGORITHM)
-    return token, Claims(sub=name, role=role, jti=jti, iat=iat, exp=exp, name=name, node=node)
+    return token, Claims(sub=name, role=role, jti=jti, iat=iat, exp=exp, name=name, node=node, projects=scoped)
+
+
+def _check_projects(projects: object, role: str) -> tuple[str, ...] | None:
+    """A valid project scope, sorted and unique; only deployer tokens carry one (reads are not scoped)."""
+    if projects is None:
+        return None
+    if role != "deployer":
+        raise Invalid("projects: only deployer tokens are scoped to projects", {"field": "projects"})
+    if not isinstance(projects, list | tuple) or not 1 <= len(projects) <= MAX_TOKEN_PROJECTS or not all(
+            isinstance(p, str) and _PROJECT_RE.fullmatch(p) for p in projects):
+        raise Invalid(f"projects: expected 1 to {MAX_TOKEN_PROJECTS} project names (DNS labels)",
+                      {"field": "projects"})
+    return tuple(sorted(set(projects)))
 
 
 def verify_token(key: bytes, token: str, *, now: float | None = None) -> Claims:
@@ -209,8 +231,14 @@ def _claims(payload: dict[str, Any], now: float) -> Claims:
             raise Unauthorized("token claim 'node' must be a node id")
     elif node is not None:
         raise Unauthorized("token claim 'node' is only allowed on agent tokens")
+    projects = payload.get("projects")
+    if projects is not None:
+        try:
+            projects = _check_projects(projects, role)
+        except Invalid:
+            raise Unauthorized("token claim 'projects' is malformed") from None
     return Claims(sub=sub, role=role, jti=jti, iat=int(iat), exp=None if exp is None else int(exp),
-                  name=name, node=node)
+                  name=name, node=node, projects=projects)
 
 
 def peek_claims(token: str) -> dict[str, Any] | None:

@@ -283,13 +283,14 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.secret_file}: the cluster secret is empty")
         try:
             token, claims = mint_token(signing_key(secret), role=args.role, name=name,
-                                       now=time.time(), ttl_s=args.ttl, node=args.node)
+                                       now=time.time(), ttl_s=args.ttl, node=args.node,
+                                       projects=args.project)
         except OrcaError as exc:  # e.g. a name the token format does not allow
             raise UsageError(exc.message) from exc
         result: dict[str, Any] = {"token": token, **_claims_dict(claims)}
     else:
         with _client(args) as client:
-            result = client.create_token(args.role, name, args.ttl, node=args.node)
+            result = client.create_token(args.role, name, args.ttl, node=args.node, projects=args.project)
     # Only the token on stdout, so `TOKEN=$(orca token create ...)` works.
     _emit(args, result, lambda: str(result["token"]), sys.stdout)
     return 0
@@ -299,10 +300,12 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tokens = client.list_tokens()
     rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"), t.get("node") or "-",
+             ",".join(t.get("projects") or []) or "-",
              _fmt_time(t.get("created_at", t.get("iat"))), _fmt_time(t.get("expires_at", t.get("exp"))),
              bool(t.get("revoked"))] for t in tokens]
     _emit(args, {"tokens": tokens},
-          lambda: format_table(["JTI", "NAME", "ROLE", "NODE", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
+          lambda: format_table(["JTI", "NAME", "ROLE", "NODE", "PROJECTS", "ISSUED", "EXPIRES", "REVOKED"], rows),
+          sys.stdout)
     return 0
 
 
@@ -957,21 +960,54 @@ def _secret_value(args: argparse.Namespace) -> str:
     return value
 
 
+def _grants_text(grants: Any) -> str:
+    if not isinstance(grants, dict):
+        return "admins only"
+    if grants.get("all_projects"):
+        return "all projects"
+    return ", ".join(grants.get("projects") or []) or "admins only"
+
+
+def _grants_column(grants: Any) -> str:
+    """`*` all projects, `-` admins only, else the projects (names are DNS labels: never `*` or `-`)."""
+    text = _grants_text(grants)
+    return {"all projects": "*", "admins only": "-"}.get(text, text.replace(", ", ","))
+
+
 def cmd_secrets_set(args: argparse.Namespace) -> int:
+    if args.project and args.all_projects:
+        raise UsageError("--project and --all-projects exclude each other")
     value = _secret_value(args)
     with _client(args) as client:
-        result = client.set_secret(args.key, value)
+        if args.project or args.all_projects:
+            result = client.set_secret(args.key, value, projects=args.project or [], all_projects=args.all_projects)
+        else:
+            result = client.set_secret(args.key, value)
     _emit(args, result, lambda: f"{'created' if result.get('created') else 'updated'} secret "
-                                f"{result.get('key', args.key)}", sys.stdout)
+                                f"{result.get('key', args.key)}"
+                                + (f" (granted to: {_grants_text(result['grants'])})" if "grants" in result else ""),
+          sys.stdout)
+    return 0
+
+
+def cmd_secrets_grant(args: argparse.Namespace) -> int:
+    chosen = sum((bool(args.project), args.all_projects, args.admin_only))
+    if chosen != 1:
+        raise UsageError("give --project P (repeatable), --all-projects or --admin-only")
+    with _client(args) as client:
+        result = client.grant_secret(args.key, args.project or [], args.all_projects)
+    _emit(args, result, lambda: f"secret {args.key} granted to: {_grants_text(result.get('grants'))}", sys.stdout)
     return 0
 
 
 def cmd_secrets_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         secrets = client.list_secrets()
-    rows = [[s.get("key"), s.get("created_at"), s.get("updated_at")] for s in secrets]
+    rows = [[s.get("key"), _grants_column(s.get("grants")), s.get("created_at"), s.get("updated_at")]
+            for s in secrets]
     _emit(args, {"secrets": secrets},
-          lambda: format_table(["KEY", "CREATED", "UPDATED"], rows) if rows else "no secrets", sys.stdout)
+          lambda: format_table(["KEY", "GRANTS", "CREATED", "UPDATED"], rows) if rows else "no secrets",
+          sys.stdout)
     return 0
 
 
@@ -1261,6 +1297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", metavar="ID", help="role agent only, required: the one node id the token may act for")
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default: none)")
     p.add_argument("--secret-file", metavar="F", help="cluster secret file: mint offline, no API call")
+    p.add_argument("--project", action="append", metavar="P",
+                   help="deployer only, repeatable: the token writes only services of these projects and may "
+                        "reference secrets granted to them (unscoped deployers: secrets of all projects only)")
     verb(tokens, "list", cmd_token_list, "list recorded tokens")
     p = verb(tokens, "revoke", cmd_token_revoke, "revoke a recorded token")
     p.add_argument("jti")
@@ -1338,7 +1377,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", nargs="?", metavar="VALUE",
                    help="the value; better omitted (read from stdin, or a hidden prompt) so it stays out of "
                         "shell history and ps")
-    verb(secrets, "list", cmd_secrets_list, "list secret keys (values are never shown)")
+    p.add_argument("--project", action="append", metavar="P",
+                   help="grant to this project (repeatable): its project-scoped deployers may reference it")
+    p.add_argument("--all-projects", action="store_true",
+                   help="grant to every project: any deployer may reference it")
+    p = verb(secrets, "grant", cmd_secrets_grant, "replace a secret's grants (the value is untouched)")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--project", action="append", metavar="P", help="grant to this project (repeatable)")
+    p.add_argument("--all-projects", action="store_true", help="grant to every project")
+    p.add_argument("--admin-only", action="store_true", help="no grants: only an admin's deploy may reference it")
+    verb(secrets, "list", cmd_secrets_list,
+         "list secret keys and their grants: * all projects, - admins only (values are never shown)",
+         aliases=["ls"])
     p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
     p.add_argument("key", metavar="KEY")
 

@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
@@ -669,14 +669,19 @@ class Client:
         return self.request("GET", f"/api/v1/services/{quote(name, safe='')}/history")
 
     def create_token(self, role: str, name: str | None = None, ttl_s: float | None = None,
-                     idempotency_key: str | None = None, *, node: str | None = None) -> dict[str, Any]:
+                     idempotency_key: str | None = None, *, node: str | None = None,
+                     projects: Sequence[str] | None = None) -> dict[str, Any]:
         """Ask the leader for a recorded token -> `{"token", "jti", "name", "role", "node", ...}` (shown
-        once). An agent token is bound to `node` (required for role "agent"; its name defaults to it)."""
+        once). An agent token is bound to `node` (required for role "agent"; its name defaults to it).
+        `projects` (deployer only) scopes the token: it writes only services of those projects and may
+        reference secrets granted to them (see `orca secrets`)."""
         body: dict[str, Any] = {"role": role, "ttl_s": ttl_s}
         if name is not None:
             body["name"] = name
         if node is not None:
             body["node"] = node
+        if projects is not None:
+            body["projects"] = list(projects)
         return self.request("POST", "/api/v1/tokens", json=body, idempotency_key=idempotency_key)
 
     def create_join_token(self, role: str = "worker", *, ttl_s: float | None = 86400.0, node: str | None = None,
@@ -787,13 +792,28 @@ class Client:
 
     # ------------------------------------------------------------------ secrets
 
-    def set_secret(self, key: str, value: str, idempotency_key: str | None = None) -> dict[str, Any]:
-        """Create or replace a secret (admin) -> `{"key", "created"}`; the value is never returned."""
-        return self.request("POST", "/api/v1/secrets", json={"key": key, "value": value},
+    def set_secret(self, key: str, value: str, idempotency_key: str | None = None, *,
+                   projects: Sequence[str] | None = None, all_projects: bool = False) -> dict[str, Any]:
+        """Create or replace a secret (admin) -> `{"key", "created", "grants"}`; the value is never returned.
+
+        `projects` grants it to those projects, `all_projects=True` to every project; with neither a new
+        secret is admin-only (only an admin's deploy may reference it) and an existing one keeps its grants.
+        """
+        body: dict[str, Any] = {"key": key, "value": value}
+        if projects is not None or all_projects:
+            body["grants"] = {"all_projects": all_projects, "projects": list(projects or [])}
+        return self.request("POST", "/api/v1/secrets", json=body, idempotency_key=idempotency_key)
+
+    def grant_secret(self, key: str, projects: Sequence[str] = (), all_projects: bool = False,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """Replace a secret's grants, value untouched (admin) -> `{"key", "grants"}`; no projects and
+        `all_projects=False` make it admin-only."""
+        return self.request("PUT", f"/api/v1/secrets/{quote(key, safe='')}/grants",
+                            json={"all_projects": all_projects, "projects": list(projects)},
                             idempotency_key=idempotency_key)
 
     def list_secrets(self) -> list[dict[str, Any]]:
-        """Secret keys with `created_at`/`updated_at` (never values)."""
+        """Secret keys with `created_at`/`updated_at` and `grants` `{all_projects, projects}` (never values)."""
         return _field(self.request("GET", "/api/v1/secrets"), "secrets")
 
     def delete_secret(self, key: str, idempotency_key: str | None = None) -> dict[str, Any]:

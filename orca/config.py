@@ -111,6 +111,8 @@ class MasterConfig:
     cluster_secret: bytes = field(repr=False)
     agent_heartbeat_s: float = 1.0  # [timing]
     node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
+    # [security]: /metrics answers only a bearer token of role viewer or above (Prometheus sends one)
+    metrics_require_token: bool = False
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -381,6 +383,12 @@ class _Table:
             raise self.error(key, f"expected a positive number, got {value!r}")
         return float(value)
 
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        present, value = self._raw(key, default)
+        if present and not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}")
+        return bool(value)
+
     def positive_int(self, key: str, default: Any = _REQUIRED) -> int:
         present, value = self._raw(key, default)
         if not present:
@@ -485,12 +493,13 @@ def load_master_config(path: str | Path) -> MasterConfig:
     peers = _load_peers(raft, node_id, raft_listen)
     tuning = _load_tuning(raft)
 
-    security = doc.table("security", ("cluster_secret_file",))
+    security = doc.table("security", ("cluster_secret_file", "metrics_require_token"))
     secret_file = security.path("cluster_secret_file")
     secret = security.file_content("cluster_secret_file", secret_file)
     if len(secret) < 16:  # it keys both the Raft transport and every JWT
         raise security.error("cluster_secret_file",
                              f"secret in {str(secret_file)!r} is {len(secret)} bytes, need at least 16")
+    metrics_require_token = security.boolean("metrics_require_token", MasterConfig.metrics_require_token)
 
     timing = doc.table("timing", ("agent_heartbeat_s", "node_lease_ttl_s"), required=False)
     heartbeat = timing.positive_float("agent_heartbeat_s", MasterConfig.agent_heartbeat_s)
@@ -502,7 +511,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
         path=file, node_id=node_id, data_dir=data_dir, api_listen=api_listen,
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
-        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl,
+        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
     )
 
 

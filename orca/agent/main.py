@@ -20,6 +20,7 @@ from orca.agent.agent import Agent
 from orca.agent.api import make_agent_api, make_status_api
 from orca.agent.runtime import DockerRuntime, Runtime
 from orca.config import AgentConfig, ConfigError, load_agent_config, parse_host_port
+from orca.filemodes import FileModeError, private_umask, secure_paths
 
 __all__ = ["run_agent", "run_join", "join_config", "serve"]
 
@@ -70,6 +71,13 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
 def _run(config: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {config.agent_id} %(levelname)s %(name)s: %(message)s")
+    # The data directory holds the push token and the last desired set with plain secret values.
+    private_umask()
+    try:
+        secure_paths([config.data_dir], [config.token_file])
+    except (FileModeError, OSError) as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(config))
     except OSError as err:

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, bounds, spec
-from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
+from orca import __version__, auth, bounds, secret_scopes, spec
+from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.http import (
     POLICY,
@@ -50,6 +50,7 @@ class MasterInfo:
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100
     cluster_id: str = ""  # orca.protocol.cluster_id_of(cluster secret): agents label containers with it
+    metrics_require_token: bool = False
 
 
 class MasterApi:
@@ -134,9 +135,15 @@ class MasterApi:
         raise NotLeader(url)
 
     async def write(self, request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result."""
+        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result.
+
+        Every write passes the caller's project scope and secret grants first (`orca.secret_scopes`):
+        a refusal is a 403 and nothing is proposed.
+        """
         self._require_leader()
         claims: auth.Claims | None = request.get("claims")
+        authority = secret_scopes.Authority.of(claims)
+        self.raft.read(lambda s: secret_scopes.check_write(s, op, args, authority))
         actor = claims.sub if claims else None
         key = request.headers.get("Idempotency-Key")
         if key is not None:
@@ -233,6 +240,13 @@ class MasterApi:
         return json_response(body, status=503 if overall == "unhealthy" else 200)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
+        """Public by default (the route policy); with `security.metrics_require_token` the scraper must send
+        a bearer token of role viewer or above, like any read: the series name every service."""
+        if self.info.metrics_require_token:
+            claims = self.checker.check(request.headers.get("Authorization"))
+            if not auth.role_satisfies(claims.role, "viewer"):
+                raise Forbidden(f"role {claims.role!r} may not read metrics; needs 'viewer'",
+                                {"role": claims.role, "required": "viewer"})
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def _refresh_metrics(self) -> None:
@@ -389,26 +403,28 @@ class MasterApi:
     async def create_token(self, request: web.Request) -> web.Response:
         self._require_leader()
         body = await read_json(request)
-        unknown = set(body) - {"role", "name", "ttl_s", "node"}
+        unknown = set(body) - {"role", "name", "ttl_s", "node", "projects"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         if body.get("ttl_s") is not None:
             bounds.bounded_number(body["ttl_s"], "ttl_s", 1.0, MAX_TOKEN_TTL_S)
-        # Mint first (validates role, name, ttl, node), then record; the token itself is never stored: it
-        # is re-signed from the recorded claims, so an idempotent replay returns the very same token.
+        # Mint first (validates role, name, ttl, node, projects), then record; the token itself is never
+        # stored: it is re-signed from the recorded claims, so an idempotent replay returns the very same token.
         # An agent token is bound to its node; its name defaults to the node id.
         node = body.get("node")
         name = body.get("name", node if body.get("role") == "agent" and isinstance(node, str) else "")
         _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=name,
-                                    now=time.time(), ttl_s=body.get("ttl_s"), node=node)
-        record = await self.write(request, "create_token", {
-            "jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
-            "expires_at": claims.exp, "node": claims.node})
+                                    now=time.time(), ttl_s=body.get("ttl_s"), node=node, projects=body.get("projects"))
+        args: dict[str, Any] = {"jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
+                                "expires_at": claims.exp, "node": claims.node}
+        if claims.projects is not None:
+            args["projects"] = list(claims.projects)
+        record = await self.write(request, "create_token", args)
         token, _ = auth.mint_token(self.info.signing_key, role=record["role"], name=record["name"],
                                    now=record["iat"],
                                    ttl_s=None if record["expires_at"] is None
                                    else record["expires_at"] - record["iat"], jti=record["jti"],
-                                   node=record.get("node"))
+                                   node=record.get("node"), projects=record.get("projects"))
         out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
         return json_response({**out, "token": token, **_replayed(record)}, status=201)
 

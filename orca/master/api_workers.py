@@ -1,4 +1,5 @@
-"""Master endpoints about workers: agent registration and heartbeats, nodes, secrets, and service logs.
+"""Master endpoints about workers: agent registration and heartbeats, nodes, and service logs (secrets:
+`orca.master.api_secrets`).
 
 Agents authenticate with their node-bound token (role "agent", claim `node`): a token speaks for its
 own node only, so registering or heartbeating any other node id is 403 and changes nothing (checked
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from orca.master.api import MasterApi
 
 __all__ = ["WorkerEndpoints", "require_own_node"]
-
-SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SECRET_VALUE_MAX = 64 * 1024
 
 
 class WorkerEndpoints:
@@ -55,9 +52,6 @@ class WorkerEndpoints:
         r.add_post("/api/v1/cluster/nodes/{id}/drain", self.drain)
         r.add_post("/api/v1/cluster/nodes/{id}/undrain", self.undrain)
         r.add_delete("/api/v1/cluster/nodes/{id}", self.remove_node)
-        r.add_get("/api/v1/secrets", self.list_secrets)
-        r.add_post("/api/v1/secrets", self.set_secret)
-        r.add_delete("/api/v1/secrets/{key}", self.delete_secret)
         r.add_get("/api/v1/services/{name}/logs", self.logs)
 
     # --- agents -----------------------------------------------------------------------------------
@@ -133,31 +127,6 @@ class WorkerEndpoints:
 
     async def remove_node(self, request: web.Request) -> web.Response:
         return json_response(await self.api.write(request, "remove_node", {"node_id": request.match_info["id"]}))
-
-    # --- secrets ----------------------------------------------------------------------------------
-    async def list_secrets(self, request: web.Request) -> web.Response:
-        return await self.api.read(request, lambda s: {"secrets": [
-            {"key": k, "created_at": views.iso(v["created_at"]), "updated_at": views.iso(v["updated_at"])}
-            for k, v in sorted(s["secrets"].items())]})
-
-    async def set_secret(self, request: web.Request) -> web.Response:
-        self.api._require_leader()
-        body = await read_json(request)
-        unknown = set(body) - {"key", "value"}
-        if unknown:
-            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
-        key, value = body.get("key"), body.get("value")
-        if not isinstance(key, str) or not SECRET_KEY_RE.match(key):
-            raise Invalid("key: expected letters, digits and '_' (not starting with a digit), at most 128",
-                          {"field": "key"})
-        if not isinstance(value, str) or len(value) > SECRET_VALUE_MAX:
-            raise Invalid("value: expected a string of at most 64 KiB", {"field": "value"})
-        result = await self.api.write(request, "set_secret", {"key": key, "ciphertext": self.secrets.seal(value)})
-        return json_response({"key": key, "created": result["created"]}, status=201 if result["created"] else 200)
-
-    async def delete_secret(self, request: web.Request) -> web.Response:
-        result = await self.api.write(request, "delete_secret", {"key": request.match_info["key"]})
-        return json_response({"key": result["key"], "deleted": True})
 
     # --- logs -------------------------------------------------------------------------------------
     async def logs(self, request: web.Request) -> web.StreamResponse:

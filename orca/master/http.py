@@ -79,6 +79,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/secrets"): "admin",
     ("POST", "/api/v1/secrets"): "admin",
     ("DELETE", "/api/v1/secrets/{key}"): "admin",
+    ("PUT", "/api/v1/secrets/{key}/grants"): "admin",
     ("GET", "/api/v1/services/{name}/logs"): "viewer",
     ("POST", "/api/v1/services/{name}/promote"): "deployer",
     ("POST", "/api/v1/services/{name}/rollback"): "deployer",

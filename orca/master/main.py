@@ -11,9 +11,11 @@ from aiohttp import web
 
 from orca import auth, protocol
 from orca.config import ConfigError, MasterConfig, load_master_config
+from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -56,7 +58,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
-        rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret))
+        rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret),
+        metrics_require_token=cfg.metrics_require_token)
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
@@ -64,6 +67,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     app = api.build_app()
@@ -83,7 +87,9 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
 
 
 def run_server(config_path: str) -> int:
-    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key)."""
+    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key) or on a
+    private path that cannot be made private (`orca.filemodes`)."""
+    private_umask()  # before anything is created: the Raft journal and dump hold credentials
     try:
         cfg = load_master_config(config_path)
     except ConfigError as err:
@@ -92,6 +98,11 @@ def run_server(config_path: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    try:
+        secure_paths([cfg.data_dir], [cfg.cluster_secret_file])
+    except (FileModeError, OSError) as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -52,6 +52,7 @@ def new_state() -> State:
         "removed_nodes": {},
         "webhook_deliveries": {},
         "join_tokens": {},
+        "webhook_bodies": {},
     }
 
 

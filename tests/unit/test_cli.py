@@ -666,17 +666,41 @@ def test_secrets_set_prompts_without_echo_on_a_terminal(fake: type[FakeClient], 
     assert prompts == ["value of K: "] and fake.calls == [("set_secret", ("K", "typed"))]
 
 
+def test_secrets_set_with_grants_and_grant(fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["set_secret"] = {"key": "K", "created": True, "grants": {"all_projects": False,
+                                                                          "projects": ["a", "b"]}}
+    assert main(["secrets", "set", "K", "v", "--project", "a", "--project", "b"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("K", "v", ["a", "b"], False))
+    assert capsys.readouterr().out == "created secret K (granted to: a, b)\n"
+    assert main(["secrets", "set", "K", "v", "--all-projects"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("K", "v", [], True))
+    assert main(["secrets", "set", "K", "v", "--all-projects", "--project", "a"]) == 2
+    fake.replies["grant_secret"] = {"key": "K", "grants": {"all_projects": False, "projects": []}}
+    assert main(["secrets", "grant", "K", "--admin-only"]) == 0
+    assert fake.calls[-1] == ("grant_secret", ("K", [], False))
+    assert capsys.readouterr().out.endswith("secret K granted to: admins only\n")
+    assert main(["secrets", "grant", "K"]) == 2
+    assert main(["secrets", "grant", "K", "--admin-only", "--all-projects"]) == 2
+
+
 def test_secrets_list_and_rm(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
-    fake.replies["list_secrets"] = [{"key": "DB_PASS", "created_at": "2024-01-01T00:00:00.000Z",
-                                     "updated_at": "2024-01-02T00:00:00.000Z"}]
+    fake.replies["list_secrets"] = [
+        {"key": "DB_PASS", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z"},
+        {"key": "API", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z",
+         "grants": {"all_projects": False, "projects": ["shop", "web"]}},
+        {"key": "LOG", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z",
+         "grants": {"all_projects": True, "projects": []}}]
     fake.replies["delete_secret"] = {"key": "DB_PASS", "deleted": True}
     assert main(["secrets", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["KEY", "CREATED", "UPDATED"]
-    assert lines[1].split() == ["DB_PASS", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
+    assert lines[0].split() == ["KEY", "GRANTS", "CREATED", "UPDATED"]
+    assert lines[1].split() == ["DB_PASS", "-", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
+    assert [ln.split()[:2] for ln in lines[2:]] == [["API", "shop,web"], ["LOG", "*"]]
     assert main(["secrets", "rm", "DB_PASS"]) == 0
     assert capsys.readouterr().out == "deleted secret DB_PASS\n"
     assert fake.calls == [("list_secrets", ()), ("delete_secret", ("DB_PASS",))]
+    assert main(["secrets", "ls", "-o", "json"]) == 0 and '"grants"' in capsys.readouterr().out
     fake.replies["list_secrets"] = ApiError(403, "FORBIDDEN", "admin role required")
     assert main(["secrets", "list"]) == 1
     assert main(["secrets"]) == 2

@@ -143,9 +143,11 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
     assert cfg.tuning == RaftTuning()
     assert (cfg.agent_heartbeat_s, cfg.node_lease_ttl_s) == (1.0, 5.0)
     assert cfg.api_advertise == "http://" + cfg.api_listen
+    assert cfg.metrics_require_token is False
     documented = _flatten(tomllib.loads(path.read_text()))
     expected = {"node.id", "node.data_dir", "api.listen", "api.advertise", "raft.listen", "raft.peers",
-                "security.cluster_secret_file", "timing.agent_heartbeat_s", "timing.node_lease_ttl_s"}
+                "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
+                "timing.node_lease_ttl_s"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
     expected |= {f"raft.tuning.{f.name}" for f in dataclasses.fields(RaftTuning)}
     assert documented == expected

@@ -6,6 +6,7 @@ from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -21,6 +22,7 @@ def build() -> Any:
     api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
     workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)

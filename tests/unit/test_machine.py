@@ -50,11 +50,12 @@ def test_every_op_is_tested() -> None:
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
               "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
-              "webhook_delivery", "autoscale", "set_scaling",
+              "webhook_delivery", "autoscale", "set_scaling", "set_secret_grants",
               "create_join_token", "revoke_join_token", "join_node"}  # the join ops: tests/unit/test_join.py
     assert set(machine.OPS) == tested
 
 
+# set_secret_grants (and set_secret's grants) are exercised in tests/unit/test_secret_scopes.py.
 # promote, rollback, rollout_status and the drain ops are exercised in tests/unit/test_operations.py.
 
 
