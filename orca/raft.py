@@ -19,6 +19,7 @@ because a custom serializer is a measured trap (DESIGN §3). The journal is not 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -29,7 +30,8 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
-from orca.errors import NotReady, from_code
+from orca.errors import NotReady, PayloadTooLarge, from_code
+from orca.raft_transport import GuardedTransport, TransportLimits
 from orca.state import machine
 
 __all__ = ["ReplicatedState", "RaftNode", "RaftSettings"]
@@ -38,6 +40,11 @@ log = logging.getLogger("orca.raft")
 
 RESTART_ELECTION_S = (2.0, 3.0)
 MAX_INFLIGHT = 2  # group commit: entries on their way before further proposals queue into one batch
+# A group-commit batch closes once its sub-entries reach MAX_BATCH_BYTES; a single entry above
+# MAX_ENTRY_BYTES is refused before it is proposed. Together they bound the largest Raft message, from
+# which the transport's frame cap is derived (orca.raft_transport).
+MAX_BATCH_BYTES = 4 << 20
+MAX_ENTRY_BYTES = 16 << 20
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
@@ -110,6 +117,7 @@ class RaftSettings:
     write_timeout_s: float = 3.0
     compaction_min_entries: int = 5000
     compaction_min_s: float = 300.0
+    transport: TransportLimits = TransportLimits()
 
 
 class RaftNode:
@@ -168,7 +176,8 @@ class RaftNode:
         if self._patient:
             conf.raftMinTimeout, conf.raftMaxTimeout = RESTART_ELECTION_S
         self._conf = conf
-        self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store])
+        self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store],
+                             transportClass=functools.partial(GuardedTransport, limits=settings.transport))
         if self._patient:
             self.sync.addOnTickCallback(self._end_patience)
 
@@ -265,6 +274,9 @@ class RaftNode:
         if not self.is_leader:
             raise NotReady("this master is not the leader")
         raw = machine.encode_entry(op, args, now=time.time(), key=key, actor=actor)
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise PayloadTooLarge("the write is too large for one Raft entry",
+                                  {"op": op, "bytes": len(raw), "max_bytes": MAX_ENTRY_BYTES})
         fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
         self._next_proposal += 1
         pid = self._next_proposal
@@ -306,10 +318,13 @@ class RaftNode:
                 del self._inflight[bid]
         if not self._queue or len(self._inflight) >= MAX_INFLIGHT:
             return
-        batch, self._queue = self._queue, []
+        batch, self._queue = _take_batch(self._queue, MAX_BATCH_BYTES)
         self._batch_seq += 1
         bid = self._batch_seq
         self._inflight[bid] = now
+        if self._queue and not self._flush_scheduled:  # a batch closed at its size cap: the rest follows
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
         if len(batch) == 1:
             raw, fut = batch[0]
             self.store.apply(raw, callback=lambda result, err: self.loop.call_soon_threadsafe(
@@ -345,6 +360,18 @@ class RaftNode:
 
     def destroy(self) -> None:
         self.sync.destroy()
+
+
+def _take_batch(queue: list[tuple[bytes, Any]], max_bytes: int) -> tuple[list[tuple[bytes, Any]],
+                                                                         list[tuple[bytes, Any]]]:
+    """Split `queue` into (the next batch, the rest): proposals in order while their sizes sum to at most
+    `max_bytes`, and always at least one (a single large entry goes alone)."""
+    total = 0
+    for i, (raw, _) in enumerate(queue):
+        total += len(raw)
+        if total > max_bytes and i > 0:
+            return queue[:i], queue[i:]
+    return queue, []
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
