@@ -31,6 +31,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from orca.errors import NotReady, PayloadTooLarge, from_code
+from orca.raft_prevote import PreVoteMixin
 from orca.raft_transport import GuardedTransport, TransportLimits
 from orca.state import machine
 
@@ -48,9 +49,9 @@ MAX_ENTRY_BYTES = 16 << 20
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
-class _SyncObj(SyncObj):
-    """PySyncObj 0.3.17 with one fix: a follower's `next_node_idx` reset never moves the leader's
-    next index for it forward.
+class _SyncObj(PreVoteMixin, SyncObj):
+    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), and one fix: a
+    follower's `next_node_idx` reset never moves the leader's next index for it forward.
 
     Upstream, several in-flight append-entries batches to a follower that still holds stale entries of an
     old term are all rejected; every rejection resets the leader's next index to the follower's log end,
@@ -60,12 +61,25 @@ class _SyncObj(SyncObj):
     the transport callback was bound to in `SyncObj.__init__`.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._prevote_init()  # before the tick thread starts inside SyncObj.__init__
+        super().__init__(*args, **kwargs)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
+        self._prevote_gate()
+        super()._onTick(timeToWait)
+
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - upstream's name
+        if not isinstance(message, dict):
+            return
+        if self._prevote_message(node, message):
+            return
         before = None
         if isinstance(message, dict) and message.get("type") == "next_node_idx" and message.get("reset") \
                 and self._isLeader():
             before = self._SyncObj__raftNextIndex.get(node)
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+        self._note_leader_contact(node, message)
         if before is not None:
             after = self._SyncObj__raftNextIndex.get(node)
             if after is not None and after > before:
@@ -215,14 +229,30 @@ class RaftNode:
 
     @property
     def leader_id(self) -> str | None:
-        """The node id of the last known leader (None when unknown)."""
+        """The node id of the leader, if this master heard from it within the election timeout; None
+        when no leader is known or the one it knew went silent.
+
+        PySyncObj keeps the last leader for ever on a master connected to no one (it never starts an
+        election then): redirecting to it would send clients to a dead address. Everything that asks for
+        the leader (307s, /readyz, health, agents' directives) goes through here.
+        """
         leader = self.sync._getLeader()
         if leader is None:
             return None
+        if not self.is_leader:
+            age = self.sync.leader_contact_age()
+            if age is None or age > self._conf.raftMaxTimeout:
+                return None
         addr = leader.id if hasattr(leader, "id") else str(leader)
         if addr == self.settings.listen:
             return self.settings.node_id
         return self.settings.peers.get(addr)
+
+    @property
+    def leader_contact_age(self) -> float | None:
+        """Seconds since this master last heard from a leader (0 on the leader; None if it never did):
+        how stale a local read may be."""
+        return self.sync.since_leader_contact()
 
     @property
     def term(self) -> int:
@@ -261,7 +291,7 @@ class RaftNode:
     def role(self) -> str:
         if self.is_leader:
             return "leader"
-        return "follower" if self.sync._getLeader() is not None else "candidate"
+        return "follower" if self.leader_id is not None else "candidate"
 
     # --- writes -----------------------------------------------------------------------------------
     async def propose(self, op: str, args: dict[str, Any], *, key: str | None = None,
