@@ -11,6 +11,10 @@ Threading contract:
 - Leadership changes are reported by PySyncObj from the tick thread; they are handed to the loop with
   `call_soon_threadsafe` and delivered to `on_role_change(is_leader)`.
 
+Transport: `orca.raft_transport.GuardedTransport` (bounded frames, an authentication deadline, limits per
+source address, peers only). Elections: PreVote, and the leader counts as known only while it is heard
+from (`orca.raft_prevote`; `leader_id` below).
+
 Persistence: journal and full dump under `data_dir`; the default (pickle) dump of plain-data state,
 because a custom serializer is a measured trap (DESIGN §3). The journal is not fsynced by PySyncObj
 (upstream #84): committed state survives kill -9 of any or all masters, not a power loss.

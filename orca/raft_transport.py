@@ -9,6 +9,8 @@ the wire format byte for byte and adds, in the tick thread:
 
 - **Peers only**: a connection whose source address is not one of the configured peers' (resolved)
   addresses is closed at accept; a connection that names a peer must come from that peer's address.
+  `raft.allow_from` adds networks for peers whose connections come from another address (NAT, a
+  second interface).
   The `readonly` role of PySyncObj (not used by orca) is refused.
 - **Per-address limit**: at most `max_preauth_per_address` connections per source address, and
   `max_preauth_total` in all, may be waiting to authenticate; further ones are closed at accept.
@@ -82,6 +84,7 @@ class TransportLimits:
     read_budget_bytes: int = 4 * MiB
     accept_per_event: int = 64
     listen_backlog: int = 128
+    allow_from: tuple[str, ...] = ()          # extra source networks (config `raft.allow_from`)
 
 
 class FrameError(ValueError):
@@ -113,8 +116,9 @@ def _decompress(data: bytes, limit: int) -> bytes:
     return out
 
 
-def allowed_source(source_ip: str, allowed: Iterable[str]) -> bool:
-    """Whether `source_ip` is one of `allowed` (compared as addresses: ::ffff:10.0.0.1 is 10.0.0.1)."""
+def allowed_source(source_ip: str, allowed: Iterable[str], networks: Iterable[str] = ()) -> bool:
+    """Whether `source_ip` is one of `allowed` or inside one of `networks` (compared as addresses:
+    ::ffff:10.0.0.1 is 10.0.0.1)."""
     try:
         src = ipaddress.ip_address(source_ip.split("%", 1)[0])
     except ValueError:
@@ -124,6 +128,12 @@ def allowed_source(source_ip: str, allowed: Iterable[str]) -> bool:
     for a in allowed:
         try:
             if ipaddress.ip_address(a) == src:
+                return True
+        except ValueError:
+            continue
+    for net in networks:
+        try:
+            if src in ipaddress.ip_network(net, strict=False):
                 return True
         except ValueError:
             continue
@@ -292,7 +302,7 @@ class GuardedTransport(TCPTransport):
         return [c for c in self._unknownConnections if isinstance(c, GuardedTcpConnection)]
 
     def _admit(self, ip: str) -> bool:
-        if not allowed_source(ip, self.peer_ips()):
+        if not allowed_source(ip, self.peer_ips(), self.limits.allow_from):
             self.note_refused(ip, "not a configured peer address")
             return False
         waiting = self._preauth()
@@ -357,7 +367,8 @@ class GuardedTransport(TCPTransport):
                 node = self._nodeAddrToNode[message]
                 ip = getattr(conn, "peer_ip", None)
                 expected = self._resolve(self._peer_hosts.get(node.address, ""))
-                if ip is not None and expected is not None and not allowed_source(ip, [expected]):
+                if ip is not None and expected is not None and not allowed_source(ip, [expected],
+                                                                                   self.limits.allow_from):
                     self.note_refused(ip, f"claims to be {node.address}")
                     conn.disconnect()
                     self._unknownConnections.discard(conn)

@@ -258,3 +258,9 @@ def test_many_idle_connections_do_not_stop_the_pair(pair) -> None:  # noqa: ANN0
     transport = nodes[0]._SyncObj__transport
     _wait(lambda: transport.connection_counts()["preauth"] == 0, LIMITS.auth_deadline_s + 5)
     assert transport.connection_counts()["peers"] == 1
+
+
+def test_allowed_source_networks() -> None:
+    assert allowed_source("10.9.4.4", ["10.0.0.1"], ["10.9.0.0/16"])
+    assert allowed_source("::ffff:10.9.4.4", [], ["10.9.0.0/16"])
+    assert not allowed_source("10.8.4.4", ["10.0.0.1"], ["10.9.0.0/16"])
