@@ -113,6 +113,8 @@ class MasterConfig:
     node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
     # [raft].allow_from: networks, besides the peers' own addresses, whose connections the Raft port accepts
     raft_allow_from: tuple[str, ...] = ()
+    # [raft].fsync: acknowledge a write only once its entry is on disk on a majority (power-loss safe)
+    raft_fsync: bool = True
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -383,6 +385,12 @@ class _Table:
             raise self.error(key, f"expected a positive number, got {value!r}")
         return float(value)
 
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        present, value = self._raw(key, default)
+        if present and not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}")
+        return bool(value)
+
     def positive_int(self, key: str, default: Any = _REQUIRED) -> int:
         present, value = self._raw(key, default)
         if not present:
@@ -496,13 +504,14 @@ def load_master_config(path: str | Path) -> MasterConfig:
         rate_limit_burst=lim.positive_int("rate_limit_burst", d_lim.rate_limit_burst),
     )
 
-    raft = doc.table("raft", ("listen", "peers", "tuning", "allow_from"))
+    raft = doc.table("raft", ("listen", "peers", "tuning", "allow_from", "fsync"))
     raft_listen = raft.host_port("listen")
     if raft_listen == api_listen:
         raise raft.error("listen", f"same address as api.listen ({api_listen!r})")
     peers = _load_peers(raft, node_id, raft_listen)
     tuning = _load_tuning(raft)
     allow_from = _load_allow_from(raft)
+    fsync = raft.boolean("fsync", True)
 
     security = doc.table("security", ("cluster_secret_file",))
     secret_file = security.path("cluster_secret_file")
@@ -522,6 +531,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
         agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, raft_allow_from=allow_from,
+        raft_fsync=fsync,
     )
 
 

@@ -16,8 +16,9 @@ source address, peers only). Elections: PreVote, and the leader counts as known 
 from (`orca.raft_prevote`; `leader_id` below).
 
 Persistence: journal and full dump under `data_dir`; the default (pickle) dump of plain-data state,
-because a custom serializer is a measured trap (DESIGN §3). The journal is not fsynced by PySyncObj
-(upstream #84): committed state survives kill -9 of any or all masters, not a power loss.
+because a custom serializer is a measured trap. PySyncObj never fsyncs its journal (upstream #84); with
+`RaftSettings.fsync` (the default) a write is acknowledged only once its entry is on disk on a majority
+(`orca.raft_durability`), so it survives a power loss of every master; without it, kill -9 only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from orca.errors import NotReady, PayloadTooLarge, from_code
+from orca.raft_durability import DurabilityMixin
 from orca.raft_prevote import PreVoteMixin
 from orca.raft_transport import GuardedTransport, TransportLimits
 from orca.state import machine
@@ -53,9 +55,10 @@ MAX_ENTRY_BYTES = 16 << 20
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
-class _SyncObj(PreVoteMixin, SyncObj):
-    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), and one fix: a
-    follower's `next_node_idx` reset never moves the leader's next index for it forward.
+class _SyncObj(PreVoteMixin, DurabilityMixin, SyncObj):
+    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), durable
+    acknowledgements (orca.raft_durability), and one fix: a follower's `next_node_idx` reset never moves
+    the leader's next index for it forward.
 
     Upstream, several in-flight append-entries batches to a follower that still holds stale entries of an
     old term are all rejected; every rejection resets the leader's next index to the follower's log end,
@@ -65,8 +68,9 @@ class _SyncObj(PreVoteMixin, SyncObj):
     the transport callback was bound to in `SyncObj.__init__`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
         self._prevote_init()  # before the tick thread starts inside SyncObj.__init__
+        self._durability_init(durable)
         super().__init__(*args, **kwargs)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
@@ -136,6 +140,7 @@ class RaftSettings:
     compaction_min_entries: int = 5000
     compaction_min_s: float = 300.0
     transport: TransportLimits = TransportLimits()
+    fsync: bool = True             # acknowledge a write only once it is on disk on a majority
 
 
 class RaftNode:
@@ -195,7 +200,8 @@ class RaftNode:
             conf.raftMinTimeout, conf.raftMaxTimeout = RESTART_ELECTION_S
         self._conf = conf
         self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store],
-                             transportClass=functools.partial(GuardedTransport, limits=settings.transport))
+                             transportClass=functools.partial(GuardedTransport, limits=settings.transport),
+                             durable=settings.fsync)
         if self._patient:
             self.sync.addOnTickCallback(self._end_patience)
 
@@ -361,13 +367,19 @@ class RaftNode:
             self.loop.call_soon(self._flush)
         if len(batch) == 1:
             raw, fut = batch[0]
-            self.store.apply(raw, callback=lambda result, err: self.loop.call_soon_threadsafe(
-                self._batch_done, bid, [fut], {"ok": True, "result": {"results": [result]}}, err))
+            self.store.apply(raw, callback=lambda result, err: self._committed(
+                bid, [fut], {"ok": True, "result": {"results": [result]}}, err))
             return
         entry = machine.encode_entry(machine.BATCH_OP, {"entries": [raw for raw, _ in batch]}, now=time.time())
         futures = [fut for _, fut in batch]
-        self.store.apply(entry, callback=lambda result, err: self.loop.call_soon_threadsafe(
-            self._batch_done, bid, futures, result, err))
+        self.store.apply(entry, callback=lambda result, err: self._committed(bid, futures, result, err))
+
+    def _committed(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+        """Tick thread: a batch's commit callback. The journal is flushed before the acknowledgement is
+        handed to the loop (orca.raft_durability), once per batch."""
+        if err == FAIL_REASON.SUCCESS:
+            self.sync.durable_flush()
+        self.loop.call_soon_threadsafe(self._batch_done, bid, futures, result, err)
 
     def _batch_done(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
         self._inflight.pop(bid, None)

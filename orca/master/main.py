@@ -36,7 +36,7 @@ def raft_settings(cfg: MasterConfig) -> RaftSettings:
         election_min_s=t.election_min_s, election_max_s=t.election_max_s, heartbeat_s=t.heartbeat_s,
         leader_fallback_s=t.leader_fallback_s, write_timeout_s=t.write_timeout_s,
         compaction_min_entries=t.compaction_min_entries, compaction_min_s=t.compaction_min_s,
-        transport=TransportLimits(allow_from=cfg.raft_allow_from))
+        transport=TransportLimits(allow_from=cfg.raft_allow_from), fsync=cfg.raft_fsync)
 
 
 async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
