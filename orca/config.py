@@ -113,6 +113,10 @@ class MasterConfig:
     node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
     # [security]: /metrics answers only a bearer token of role viewer or above (Prometheus sends one)
     metrics_require_token: bool = False
+    # [raft].allow_from: networks, besides the peers' own addresses, whose connections the Raft port accepts
+    raft_allow_from: tuple[str, ...] = ()
+    # [raft].fsync: acknowledge a write only once its entry is on disk on a majority (power-loss safe)
+    raft_fsync: bool = True
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -443,6 +447,22 @@ def _load_peers(raft: _Table, node_id: str, raft_listen: str) -> tuple[Peer, ...
     return tuple(peers)
 
 
+def _load_allow_from(raft: _Table) -> tuple[str, ...]:
+    """`[raft].allow_from`: addresses or CIDR networks (for a peer whose connections come from an address
+    other than its configured Raft address: NAT, several interfaces)."""
+    out: list[str] = []
+    for i, item in enumerate(raft.array("allow_from", [])):
+        try:
+            if not isinstance(item, str):
+                raise TypeError
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(raft.file, f"{raft.dotted('allow_from')}[{i}]",
+                              f"expected an IP address or CIDR network such as \"10.0.0.0/24\", got "
+                              f"{_describe(item)}") from None
+    return tuple(out)
+
+
 def _load_tuning(raft: _Table) -> RaftTuning:
     t = raft.table("tuning", RaftTuning.__dataclass_fields__, required=False)
     d = RaftTuning()
@@ -486,12 +506,14 @@ def load_master_config(path: str | Path) -> MasterConfig:
         rate_limit_burst=lim.positive_int("rate_limit_burst", d_lim.rate_limit_burst),
     )
 
-    raft = doc.table("raft", ("listen", "peers", "tuning"))
+    raft = doc.table("raft", ("listen", "peers", "tuning", "allow_from", "fsync"))
     raft_listen = raft.host_port("listen")
     if raft_listen == api_listen:
         raise raft.error("listen", f"same address as api.listen ({api_listen!r})")
     peers = _load_peers(raft, node_id, raft_listen)
     tuning = _load_tuning(raft)
+    allow_from = _load_allow_from(raft)
+    fsync = raft.boolean("fsync", True)
 
     security = doc.table("security", ("cluster_secret_file", "metrics_require_token"))
     secret_file = security.path("cluster_secret_file")
@@ -512,6 +534,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
         agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
+        raft_allow_from=allow_from, raft_fsync=fsync,
     )
 
 

@@ -80,6 +80,7 @@ class LocalCluster:
     root: Path
     size: int = 3
     tuning: dict[str, float] = field(default_factory=dict)
+    raft_options: dict[str, Any] = field(default_factory=dict)  # extra [raft] keys, e.g. {"fsync": False}
     # Tests and benchmarks drive thousands of requests with one token from one address: lift the
     # per-client limit unless a test is about it.
     limits: dict[str, int] = field(default_factory=lambda: {"rate_limit_per_minute": 6_000_000,
@@ -111,7 +112,8 @@ class LocalCluster:
         return (f'[node]\nid = "{me.node_id}"\ndata_dir = "{self.root / me.node_id}"\n\n'
                 f'[api]\nlisten = "127.0.0.1:{me.api_port}"\nadvertise = "{me.url}"\n\n'
                 + (f"[api.limits]\n{limits}\n" if limits else "")
-                + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n\n'
+                + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n'
+                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.raft_options.items()) + "\n"
                 + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
                 + f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
                 + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))

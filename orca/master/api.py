@@ -1,8 +1,9 @@
 """The master's HTTP API (DESIGN §6): handlers only; the rules they share live in `orca.master.http`.
 
-Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`);
-`?consistent=true` sends them to the leader, which commits a barrier first. Writes are served by the
-leader only: a follower answers 307 to the leader (or 503 when none is known), and the leader returns
+Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`, and
+`X-Orca-Leader-Contact-Age`: how stale they may be); `?consistent=true` sends them to the leader, which
+commits a barrier first. Writes are served by the leader only: a follower answers 307 to a leader it heard
+from within the election timeout, else 503 CLUSTER_NOT_READY (so does /readyz), and the leader returns
 only after the entry is applied, with its result.
 """
 
@@ -131,7 +132,9 @@ class MasterApi:
             return
         url = self.leader_url()
         if url is None:
-            raise NotReady("no leader is known; the cluster is electing or has no quorum")
+            raise NotReady("no leader heard from within the election timeout; the cluster is electing, has "
+                           "no quorum, or this master is cut off",
+                           {"leader_contact_age_s": _round(self.raft.leader_contact_age)})
         raise NotLeader(url)
 
     async def write(self, request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +170,8 @@ class MasterApi:
         return json_response(body, headers=self._read_headers())
 
     def _read_headers(self) -> dict[str, str]:
-        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index)}
+        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index),
+                "X-Orca-Leader-Contact-Age": _contact_age(self.raft.leader_contact_age)}
 
     # --- health and metrics -----------------------------------------------------------------------
     def _health_body(self) -> dict[str, Any]:
@@ -185,7 +189,8 @@ class MasterApi:
                 "is_leader": self.raft.is_leader, "leader_id": leader, "leader_url": self.leader_url(),
                 "cluster_size": len(self.info.api_urls), "cluster_ready": ready, "term": self.raft.term,
                 "commit_index": self.raft.commit_index, "applied_index": self.raft.applied_index,
-                "lag": lag, "version": __version__, "timestamp": views.iso(time.time())}
+                "lag": lag, "leader_contact_age_s": _round(self.raft.leader_contact_age),
+                "version": __version__, "timestamp": views.iso(time.time())}
 
     async def livez(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -458,3 +463,13 @@ def _parse_since(raw: str) -> tuple[int | None, float | None]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return None, parsed.timestamp()
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _contact_age(seconds: float | None) -> str:
+    """`X-Orca-Leader-Contact-Age`: seconds since this master last heard from a leader (how stale a local
+    read may be; 0 on the leader), or `unknown` when it never has."""
+    return "unknown" if seconds is None else f"{seconds:.3f}"

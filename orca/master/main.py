@@ -24,6 +24,7 @@ from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
 from orca.metrics import MasterMetrics
 from orca.raft import RaftNode, RaftSettings
+from orca.raft_transport import TransportLimits
 
 __all__ = ["run_server", "serve"]
 
@@ -37,7 +38,8 @@ def raft_settings(cfg: MasterConfig) -> RaftSettings:
         data_dir=cfg.data_dir, password=auth.raft_password(cfg.cluster_secret),
         election_min_s=t.election_min_s, election_max_s=t.election_max_s, heartbeat_s=t.heartbeat_s,
         leader_fallback_s=t.leader_fallback_s, write_timeout_s=t.write_timeout_s,
-        compaction_min_entries=t.compaction_min_entries, compaction_min_s=t.compaction_min_s)
+        compaction_min_entries=t.compaction_min_entries, compaction_min_s=t.compaction_min_s,
+        transport=TransportLimits(allow_from=cfg.raft_allow_from), fsync=cfg.raft_fsync)
 
 
 async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:

@@ -226,17 +226,23 @@ class EventCounter(threading.Thread):
         self._halt.set()
         self.join(10)
         if final_poll:
+            # Through the leader (?consistent=true): a follower's local state may still lack the last
+            # acknowledged writes (it applies them when the next append tells it the commit index).
             with Client(self.client.apis, self.client.token, timeout=5.0, retries=3) as client:
-                self.poll(client)
+                self.poll(client, consistent=True)
 
-    def poll(self, client: Client | None = None) -> None:
+    def poll(self, client: Client | None = None, consistent: bool = False) -> None:
         client = client or self.client
         try:
             if self.cursor is None:  # start from the newest event: older ones are not ours
                 last = client.events(limit=1)
                 self.cursor = int(last[-1]["seq"]) if last else 0
                 return
-            events = client.events(since=self.cursor, limit=1000)
+            if consistent:
+                events = client.request("GET", "/api/v1/events", params={"since": self.cursor, "limit": 1000},
+                                        consistent=True)["events"]
+            else:
+                events = client.events(since=self.cursor, limit=1000)
         except ApiError:
             return  # a master down or electing: the next poll catches up (or counts the gap)
         self.polls += 1

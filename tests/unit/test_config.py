@@ -146,6 +146,7 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
     assert cfg.metrics_require_token is False
     documented = _flatten(tomllib.loads(path.read_text()))
     expected = {"node.id", "node.data_dir", "api.listen", "api.advertise", "raft.listen", "raft.peers",
+                "raft.allow_from", "raft.fsync",
                 "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
                 "timing.node_lease_ttl_s"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
@@ -480,3 +481,20 @@ def test_configs_are_frozen(workdir: Path) -> None:
 def test_public_surface() -> None:
     for name in config.__all__:
         assert hasattr(config, name), name
+
+
+def test_raft_allow_from_takes_addresses_and_networks(workdir: Path) -> None:
+    text = MASTER.replace("[security]", 'allow_from = ["10.1.2.3", "10.9.0.0/16", "fd00::/8"]\n\n[security]')
+    assert load_master_config(write(workdir, text)).raft_allow_from == ("10.1.2.3/32", "10.9.0.0/16", "fd00::/8")
+    assert load_master_config(write(workdir, MASTER)).raft_allow_from == ()
+    for bad in ('["10.0.0.0/33"]', '["example.com"]', "[5]", '"10.0.0.0/8"'):
+        with pytest.raises(ConfigError, match="allow_from"):
+            load_master_config(write(workdir, MASTER.replace("[security]", f"allow_from = {bad}\n\n[security]")))
+
+
+def test_raft_fsync_defaults_on_and_takes_a_boolean(workdir: Path) -> None:
+    assert load_master_config(write(workdir, MASTER)).raft_fsync is True
+    off = MASTER.replace("[security]", "fsync = false\n\n[security]")
+    assert load_master_config(write(workdir, off)).raft_fsync is False
+    with pytest.raises(ConfigError, match="fsync"):
+        load_master_config(write(workdir, MASTER.replace("[security]", 'fsync = "no"\n\n[security]')))
