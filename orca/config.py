@@ -111,6 +111,10 @@ class MasterConfig:
     cluster_secret: bytes = field(repr=False)
     agent_heartbeat_s: float = 1.0  # [timing]
     node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
+    # [tls].enabled: HTTPS on the API, mutual TLS to agents. Default: on unless api.listen is loopback.
+    tls: bool = False
+    cert_days: int = 90  # [tls].cert_days: lifetime of the certificates this master issues
+    insecure_http: bool = False  # [security].insecure_http: plain HTTP on a non-loopback address, on purpose
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -381,6 +385,12 @@ class _Table:
             raise self.error(key, f"expected a positive number, got {value!r}")
         return float(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        present, value = self._raw(key, default)
+        if present and not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}")
+        return bool(value)
+
     def positive_int(self, key: str, default: Any = _REQUIRED) -> int:
         present, value = self._raw(key, default)
         if not present:
@@ -461,7 +471,7 @@ def _load_tuning(raft: _Table) -> RaftTuning:
 def load_master_config(path: str | Path) -> MasterConfig:
     """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
-    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing"))
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls"))
 
     node = doc.table("node", ("id", "data_dir"))
     node_id = node.ident("id")
@@ -469,7 +479,19 @@ def load_master_config(path: str | Path) -> MasterConfig:
 
     api = doc.table("api", ("listen", "advertise", "limits"))
     api_listen = api.host_port("listen")
-    api_advertise = api.url("advertise", "http://" + api_listen)
+    tls_table = doc.table("tls", ("enabled", "cert_days"), required=False)
+    security = doc.table("security", ("cluster_secret_file", "insecure_http"))
+    insecure = security.boolean("insecure_http", False)
+    loopback = _is_loopback(parse_host_port(api_listen)[0])
+    tls_on = tls_table.boolean("enabled", not loopback and not insecure)
+    if not tls_on and not loopback and not insecure:
+        raise tls_table.error("enabled", f"api.listen {api_listen!r} is not a loopback address: refusing plain "
+                                         "HTTP (admin tokens and secrets would cross the network in clear); "
+                                         "enable TLS or set security.insecure_http = true")
+    cert_days = tls_table.positive_int("cert_days", MasterConfig.cert_days)
+    api_advertise = api.url("advertise", ("https://" if tls_on else "http://") + api_listen)
+    if tls_on and not api_advertise.startswith("https://"):
+        raise api.error("advertise", f"TLS is on: expected an https:// URL, got {api_advertise!r}")
     lim = api.table("limits", ApiLimits.__dataclass_fields__, required=False)
     d_lim = ApiLimits()
     limits = ApiLimits(
@@ -485,7 +507,6 @@ def load_master_config(path: str | Path) -> MasterConfig:
     peers = _load_peers(raft, node_id, raft_listen)
     tuning = _load_tuning(raft)
 
-    security = doc.table("security", ("cluster_secret_file",))
     secret_file = security.path("cluster_secret_file")
     secret = security.file_content("cluster_secret_file", secret_file)
     if len(secret) < 16:  # it keys both the Raft transport and every JWT
@@ -502,7 +523,8 @@ def load_master_config(path: str | Path) -> MasterConfig:
         path=file, node_id=node_id, data_dir=data_dir, api_listen=api_listen,
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
-        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl,
+        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, tls=tls_on, cert_days=cert_days,
+        insecure_http=insecure,
     )
 
 

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -56,10 +57,11 @@ class MasterProc(ManagedProcess):
     api_port: int
     raft_port: int
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
 
 @dataclass
@@ -87,6 +89,8 @@ class LocalCluster:
     masters: list[MasterProc] = field(default_factory=list)
     agents: list[AgentProc] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    tls: bool = False  # HTTPS masters (the cluster CA is made by the first leader); agents then use mTLS
+    tls_extra: str = ""  # more lines of the masters' [tls] table (e.g. cert_days = 1)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -98,7 +102,7 @@ class LocalCluster:
         for i in range(self.size):
             node_id = f"master-{i + 1}"
             self.masters.append(MasterProc(node_id, self.root / f"{node_id}.toml", ports[2 * i], ports[2 * i + 1],
-                                           self.root / f"{node_id}.log"))
+                                           self.root / f"{node_id}.log", "https" if self.tls else "http"))
         for m in self.masters:
             m.config.write_text(self._config_text(m))
 
@@ -114,6 +118,7 @@ class LocalCluster:
                 + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n\n'
                 + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
                 + f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
+                + (f"[tls]\nenabled = true\n{self.tls_extra}\n" if self.tls else "")
                 + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))
 
     # --- agents -----------------------------------------------------------------------------------
@@ -189,9 +194,31 @@ class LocalCluster:
             node = name
         return mint_token(key, role=role, name=name, now=time.time(), node=node)[0]
 
+    @property
+    def ca_file(self) -> str | None:
+        """The cluster CA bundle a master wrote (HTTPS clusters, once a leader made the CA), else None."""
+        for m in self.masters:
+            path = self.root / m.node_id / "tls" / "ca.crt"
+            if path.exists():
+                return str(path)
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the harness verifies masters with: the cluster CA; unverified only while none exists yet
+        (health polls during the first election)."""
+        if not self.tls:
+            return None
+        ca = self.ca_file
+        if ca is None:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            return ctx
+        return ssl.create_default_context(cafile=ca)
+
     def health(self, m: MasterProc, timeout: float = 3.0) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout) as resp:
+            with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout,
+                                        context=self.ssl_context()) as resp:
                 return json.loads(resp.read())
         except (OSError, ValueError, urllib.error.URLError):
             return None
@@ -223,8 +250,10 @@ class LocalCluster:
 
 
 def http_exchange(method: str, url: str, *, token: str | None = None, body: Any = None,
-        headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
-    """One HTTP exchange without following redirects, so tests see 307s and envelopes as they are."""
+        headers: dict[str, str] | None = None, timeout: float = 10.0,
+        cafile: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One HTTP exchange without following redirects, so tests see 307s and envelopes as they are;
+    an https URL is verified against `cafile` (the cluster CA)."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -237,7 +266,10 @@ def http_exchange(method: str, url: str, *, token: str | None = None, body: Any 
         req.add_header("Authorization", f"Bearer {token}")
     for k, v in (headers or {}).items():
         req.add_header(k, v)
-    opener = urllib.request.build_opener(NoRedirect)
+    handlers: list[Any] = [NoRedirect]
+    if cafile is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(req, timeout=timeout) as resp:
             status, hdrs, payload = resp.status, dict(resp.headers), resp.read()

@@ -22,6 +22,7 @@ from aiohttp import web
 from orca import bounds, protocol
 from orca.errors import Forbidden, Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
+from orca.master.api_tls import require_node_certificate
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -45,6 +46,7 @@ class WorkerEndpoints:
         self.secrets = secrets
         self.heartbeat_s = heartbeat_s
         self.lease_ttl_s = lease_ttl_s
+        self.tls_routes: Any = None  # orca.master.api_tls.TlsEndpoints, set by orca.master.main
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -92,8 +94,12 @@ class WorkerEndpoints:
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)
-        return json_response({"directive": "continue", "leader": self.api.leader_url(),
-                              "orchestrator_time": time.time()})
+        answer = {"directive": "continue", "leader": self.api.leader_url(), "orchestrator_time": time.time()}
+        if self.tls_routes is not None and self.tls_routes.tls is not None:
+            # The agent renews its certificate when the current CA is not the one that signed it.
+            self.tls_routes.note_heartbeat(request, hb["node_id"])
+            answer["ca_fingerprint"] = self.tls_routes.tls.table()["current"]
+        return json_response(answer)
 
     # --- nodes ------------------------------------------------------------------------------------
     async def nodes(self, request: web.Request) -> web.Response:
@@ -176,11 +182,13 @@ class WorkerEndpoints:
 
 
 def require_own_node(request: web.Request, node_id: str) -> None:
-    """403 unless the caller's agent token is bound to `node_id` (its `node` claim).
+    """403 unless the caller's agent token is bound to `node_id` (its `node` claim) and, over TLS, its
+    client certificate is that node's.
 
     The auth middleware has already verified the token and its role; a token without a node claim
     never gets this far (orca.auth refuses it). Fails closed when claims are missing.
     """
+    require_node_certificate(request, node_id)
     claims = request.get("claims")
     bound = getattr(claims, "node", None)
     if bound is None or bound != node_id:

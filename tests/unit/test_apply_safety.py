@@ -134,6 +134,11 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "create_join_token": {"id": "00112233445566ff", "role": "worker", "node": None, "expires_at": None},
     "revoke_join_token": {"id": "00112233445566ff"},
     "join_node": {"id": "00112233445566ff", "node_id": "n7", "jti": "j7", "iat": 1, "nonce_digest": "a" * 64},
+    "ca_init": {"fingerprint": "b" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----x", "key_sealed": "k",
+                "not_after": 9.0},
+    "ca_rotate": {"fingerprint": "c" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----y", "key_sealed": "k",
+                  "not_after": 9.0},
+    "ca_retire": {},
 }
 
 
