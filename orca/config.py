@@ -161,6 +161,14 @@ class AgentConfig:
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
     proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
+    # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
+    ca_file: Path | None = None
+    insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
+
+    @property
+    def tls(self) -> bool:
+        """Mutual TLS with the masters: on when they are https."""
+        return any(m.startswith("https://") for m in self.masters)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -532,7 +540,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources", "proxy")
+               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http")
 
 
 def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
@@ -607,7 +615,18 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     _check_token_node(agent, token, agent_id)
 
     listen = agent.host_port("listen", AgentConfig.listen)
-    advertise = agent.url("advertise", "http://" + listen)
+    tls_on = any(m.startswith("https://") for m in masters)
+    if len({m.split(":")[0] for m in masters}) > 1:
+        raise agent.error("masters", "mix of http:// and https:// masters: a cluster runs TLS or not")
+    insecure = agent.boolean("insecure_http", False)
+    if not tls_on and not insecure and not _is_loopback(parse_host_port(listen)[0]):
+        raise agent.error("listen", f"{listen!r} is not a loopback address and the masters are plain http://: "
+                                    "refusing (pushes carry secret values); use https:// masters or set "
+                                    "agent.insecure_http = true")
+    ca_file = agent.path("ca_file") if agent.has("ca_file") else None
+    advertise = agent.url("advertise", ("https://" if tls_on else "http://") + listen)
+    if tls_on and not advertise.startswith("https://"):
+        raise agent.error("advertise", f"the masters are https://: expected an https:// URL, got {advertise!r}")
     status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
     status_host, _ = parse_host_port(status_listen)
     # The status API has no authentication (DESIGN §5): it must never face the network.
@@ -656,6 +675,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
     )
 

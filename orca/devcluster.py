@@ -71,10 +71,11 @@ class AgentProc(ManagedProcess):
     api_port: int
     status_port: int
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
 
 @dataclass
@@ -133,13 +134,17 @@ class LocalCluster:
         token_file.chmod(0o600)
         masters = ", ".join(f'"{m.url}"' for m in self.masters)
         label_text = ", ".join(f'{k} = "{v}"' for k, v in (labels or {}).items())
-        agent = AgentProc(node_id, self.root / f"{node_id}.toml", api_port, status_port, self.root / f"{node_id}.log")
+        agent = AgentProc(node_id, self.root / f"{node_id}.toml", api_port, status_port, self.root / f"{node_id}.log",
+                          "https" if self.tls else "http")
+        # TLS: a node token with ca_file (a join token pins the CA by fingerprint and needs none).
+        ca_line = (f'ca_file = "{self.ca_file}"\n' if self.tls and self.ca_file and not
+                   (token or "").startswith("ORCAJOIN-2-") else "")
         heartbeat = self.timing.get("agent_heartbeat_s", 1.0)
         agent.config.write_text(
             f'[agent]\nid = "{node_id}"\nmasters = [{masters}]\ntoken_file = "{token_file}"\n'
-            f'listen = "127.0.0.1:{api_port}"\nadvertise = "http://127.0.0.1:{api_port}"\n'
+            f'listen = "127.0.0.1:{api_port}"\nadvertise = "{agent.url}"\n'
             f'status_listen = "127.0.0.1:{status_port}"\ndata_dir = "{self.root / node_id}"\n'
-            f"heartbeat_s = {heartbeat}\nlabels = {{ {label_text} }}\n\n"
+            f"heartbeat_s = {heartbeat}\nlabels = {{ {label_text} }}\n{ca_line}\n"
             f'[agent.docker]\npublish_address = "127.0.0.1"\nhost_port_range = "{base}-{base + 199}"\n{extra}')
         self.agents.append(agent)
         return agent

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["TlsEndpoints", "peer_identity", "over_tls", "require_node_certificate", "sign_node"]
 
 _MAX_NAMES = 8
+# How long a rotated CA is trusted everywhere before anything is signed by it: agents fetch the new
+# bundle on their next heartbeat, so a few heartbeats are enough; an agent offline for longer re-joins.
+DEFAULT_OVERLAP_S = 60.0
 _HOST_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")
 
 
@@ -107,21 +110,29 @@ class TlsEndpoints:
         return self.tls
 
     async def show(self, request: web.Request) -> web.Response:
-        t = self._need().table()
-        cas = [{"fingerprint": fp, "current": fp == t["current"], "created_at": r["created_at"],
-                "not_after": r["not_after"]} for fp, r in sorted(t["cas"].items(), key=lambda kv: kv[1]["created_at"])]
-        return json_response({"fingerprint": t["current"], "cas": cas, "bundle": self._need().bundle().decode()})
+        """`fingerprint`: the CA that signs now; `cas`: every trusted CA; `bundle`: their PEMs."""
+        master_tls = self._need()
+        t, signing = master_tls.table(), master_tls.signer()
+        cas = [{"fingerprint": fp, "current": fp == signing, "created_at": r["created_at"],
+                "activate_at": r.get("activate_at", r["created_at"]), "not_after": r["not_after"]}
+               for fp, r in sorted(t["cas"].items(), key=lambda kv: kv[1]["created_at"])]
+        return json_response({"fingerprint": signing, "newest": t["current"], "cas": cas,
+                              "bundle": master_tls.bundle().decode()})
 
     async def rotate(self, request: web.Request) -> web.Response:
         """A new CA becomes current; the old one stays trusted until `finish` (the overlap)."""
         master_tls = self._need()
         self.api._require_leader()
         body = await read_json(request)
-        if set(body):
-            raise Invalid(f"unknown field {sorted(body)[0]!r}", {"field": sorted(body)[0]})
+        unknown = set(body) - {"overlap_s"}
+        if unknown:
+            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        overlap = body.get("overlap_s", DEFAULT_OVERLAP_S)
+        if not isinstance(overlap, int | float) or isinstance(overlap, bool) or not 0 <= overlap <= 30 * 86400:
+            raise Invalid("overlap_s: expected 0 to 30 days in seconds", {"field": "overlap_s"})
         key, cert = tls.new_ca(time.time())
-        result = await self.api.write(request, "ca_rotate", ca_args(master_tls.box, key, cert))
-        return json_response(result, status=201)
+        result = await self.api.write(request, "ca_rotate", ca_args(master_tls.box, key, cert, float(overlap)))
+        return json_response({**result, "activate_at": time.time() + overlap}, status=201)
 
     async def finish(self, request: web.Request) -> web.Response:
         """End the overlap: stop trusting the previous CAs. Refused (409) while a ready node was last
@@ -133,6 +144,8 @@ class TlsEndpoints:
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         current = master_tls.table()["current"]
+        if master_tls.signer() != current:
+            raise Conflict("the new CA is not active yet: its overlap has not elapsed")
         if body.get("force") is not True:
             ready = self.api.raft.read(lambda s: sorted(n["id"] for n in s["nodes"].values() if n["status"] == "ready"))
             behind = [n for n in ready if self.seen_issuers.get(n) != current]

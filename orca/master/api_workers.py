@@ -26,6 +26,7 @@ from orca.master.api_tls import require_node_certificate
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import TrafficBook
 
 if TYPE_CHECKING:
@@ -98,7 +99,8 @@ class WorkerEndpoints:
         if self.tls_routes is not None and self.tls_routes.tls is not None:
             # The agent renews its certificate when the current CA is not the one that signed it.
             self.tls_routes.note_heartbeat(request, hb["node_id"])
-            answer["ca_fingerprint"] = self.tls_routes.tls.table()["current"]
+            answer["ca_fingerprint"] = self.tls_routes.tls.signer()
+            answer["ca_trusted"] = sorted(self.tls_routes.tls.table()["cas"])
         return json_response(answer)
 
     # --- nodes ------------------------------------------------------------------------------------
@@ -225,7 +227,8 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
             prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
             url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
             try:
-                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
+                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"},
+                                       ssl=peer_ssl()) as r:
                     if r.status != 200:
                         await queue.put(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
                         return

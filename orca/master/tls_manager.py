@@ -29,7 +29,7 @@ from orca import tls
 from orca.errors import OrcaError
 from orca.master.secrets import SecretBox
 from orca.raft import RaftNode
-from orca.state.ops_ca import ca_table
+from orca.state.ops_ca import ca_table, signer
 
 __all__ = ["MasterTls", "peer_ssl", "write_private", "local_ca", "init_local_ca"]
 
@@ -78,11 +78,11 @@ def init_local_ca(data_dir: Path, days: int = tls.CA_DAYS) -> tuple[str, bool]:
     return tls.fingerprint(cert), True
 
 
-def ca_args(box: SecretBox, key_pem: bytes, cert_pem: bytes) -> dict[str, Any]:
+def ca_args(box: SecretBox, key_pem: bytes, cert_pem: bytes, overlap_s: float = 0.0) -> dict[str, Any]:
     """The args of `ca_init`/`ca_rotate` for a CA: its key sealed, never in clear."""
     info = tls.cert_info(cert_pem)
     return {"fingerprint": tls.fingerprint(cert_pem), "cert_pem": cert_pem.decode(),
-            "key_sealed": box.seal(key_pem.decode()), "not_after": info["not_after"]}
+            "key_sealed": box.seal(key_pem.decode()), "not_after": info["not_after"], "overlap_s": overlap_s}
 
 
 class MasterTls:
@@ -119,10 +119,15 @@ class MasterTls:
         order = ([t["current"]] if t["current"] else []) + sorted(fp for fp in t["cas"] if fp != t["current"])
         return b"".join(t["cas"][fp]["cert_pem"].encode() for fp in order)
 
+    def signer(self) -> str | None:
+        """The fingerprint of the CA that signs now (a rotated CA signs only after its overlap)."""
+        return signer(self.table(), time.time())
+
     def current_ca(self) -> tuple[bytes, bytes]:
-        """(key, cert) PEMs of the current CA, the key unsealed; OrcaError when there is none."""
+        """(key, cert) PEMs of the CA that signs now, the key unsealed; OrcaError when there is none."""
         t = self.table()
-        record = t["cas"].get(t["current"]) if t["current"] else None
+        fp = signer(t, time.time())
+        record = t["cas"].get(fp) if fp else None
         key = self.box.open(record["key_sealed"]) if record else None
         if record is None or key is None:
             raise OrcaError("the cluster CA is not available on this master yet", code="CLUSTER_NOT_READY")
@@ -146,8 +151,8 @@ class MasterTls:
             if self.raft.is_leader and self.raft.ready:
                 await self._propose_init()
             return
-        seen = (t["current"], tuple(sorted(t["cas"])))
         now = time.time()
+        seen = (signer(t, now), tuple(sorted(t["cas"])))
         if seen != self._seen or self._cert is None or tls.needs_renewal(self._cert, self._ca_cert or b"", now):
             self._refresh(now)
             self._seen = seen
