@@ -201,24 +201,31 @@ class LocalCluster:
 
     @property
     def ca_file(self) -> str | None:
-        """The cluster CA bundle a master wrote (HTTPS clusters, once a leader made the CA), else None."""
-        for m in self.masters:
-            path = self.root / m.node_id / "tls" / "ca.crt"
-            if path.exists():
-                return str(path)
-        return None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """What the harness verifies masters with: the cluster CA; unverified only while none exists yet
-        (health polls during the first election)."""
+        """HTTPS clusters: `root/ca.crt`, refreshed with the cluster's CA bundle as the masters publish it
+        (`GET /api/v1/cluster/ca`, fetched unverified: a test harness on loopback), None before a
+        leader made the CA. Before that, masters answer with a provisional certificate of their own."""
         if not self.tls:
             return None
-        ca = self.ca_file
-        if ca is None:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            return ctx
-        return ssl.create_default_context(cafile=ca)
+        path = self.root / "ca.crt"
+        for m in self.masters:
+            try:
+                with urllib.request.urlopen(m.url + "/api/v1/cluster/ca", timeout=3,
+                                            context=_unverified()) as resp:
+                    doc = json.loads(resp.read())
+            except (OSError, ValueError, urllib.error.URLError):
+                continue
+            if doc.get("fingerprint") and doc.get("bundle"):
+                if not path.exists() or path.read_text() != doc["bundle"]:
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(doc["bundle"])
+                    tmp.replace(path)
+                return str(path)
+        return str(path) if path.exists() else None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the harness checks health with: liveness only (no token is sent), so unverified; the
+        cluster CA is what clients with tokens verify against (`ca_file`)."""
+        return _unverified() if self.tls else None
 
     def health(self, m: MasterProc, timeout: float = 3.0) -> dict[str, Any] | None:
         try:
@@ -252,6 +259,12 @@ class LocalCluster:
 
     def by_id(self, node_id: str) -> MasterProc:
         return next(m for m in self.masters if m.node_id == node_id)
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
 
 
 def http_exchange(method: str, url: str, *, token: str | None = None, body: Any = None,

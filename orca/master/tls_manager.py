@@ -148,6 +148,8 @@ class MasterTls:
     async def step(self) -> None:
         t = self.table()
         if not t["current"]:
+            if self.server is None:
+                self._provisional(time.time())
             if self.raft.is_leader and self.raft.ready:
                 await self._propose_init()
             return
@@ -167,9 +169,21 @@ class MasterTls:
         except OrcaError as err:
             log.info("cluster CA not recorded by this master: %s", err)
 
+    def _provisional(self, now: float) -> None:
+        """Before the cluster has a CA (no leader yet): listen with a certificate of this master's local
+        CA (made here like `orca cluster init` if absent), so health checks answer while the peers come
+        up. Clients pinned to the cluster CA refuse it, and nothing is written before a leader exists;
+        as leader, this master records that same local CA as the cluster's."""
+        init_local_ca(self.dir.parent)
+        found = local_ca(self.dir.parent)
+        if found is not None:
+            self._install(now, found[0], found[1], found[1])
+
     def _refresh(self, now: float) -> None:
         ca_key, ca_cert = self.current_ca()
-        bundle = self.bundle()
+        self._install(now, ca_key, ca_cert, self.bundle())
+
+    def _install(self, now: float, ca_key: bytes, ca_cert: bytes, bundle: bytes) -> None:
         key_path, cert_path = self.dir / "master.key", self.dir / "master.crt"
         try:
             key = key_path.read_bytes()
