@@ -11,6 +11,11 @@ other hosts: proof that they share the secret), that killing the leader host's m
 file) elects a new leader, that the script run again on that host brings its master back (--wait), and
 that the script's --stop form stops each host.
 
+The masters run TLS (the default off loopback): the first leader makes the cluster CA, every host
+serves and verifies with it, and a raw capture on the bridge while a secret is set and a deploy
+references it shows neither the bearer token nor the secret value in clear (a plain-HTTP canary on the
+same link proves the capture sees clear bytes).
+
 No agents: an agent needs a Docker engine, and inside a namespace the engine's socket would be
 reachable but the containers' published ports would be on the root namespace; the agent side of
 `--agent` is the local cluster's code path and is covered by the docker tier.
@@ -22,6 +27,8 @@ VMs (checked with `ruby` when installed).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import random
@@ -39,6 +46,7 @@ from netns import remove_network
 from workload import health, http_json
 
 from orca.config import load_agent_config, load_master_config
+from tests.packet_capture import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bootstrap-cluster.sh"
@@ -91,8 +99,12 @@ class Host:
         return f"master-{self.n}"
 
     @property
-    def url(self) -> str:
-        return f"http://{self.address}:{API_PORT}"
+    def url(self) -> str:  # TLS: on by default for a non-loopback address
+        return f"https://{self.address}:{API_PORT}"
+
+    @property
+    def ca_file(self) -> str:  # the cluster CA as this host's master writes it
+        return str(self.dir / "state" / "tls" / "ca.crt")
 
     @property
     def config(self) -> Path:
@@ -276,10 +288,10 @@ def three_hosts(tmp_path: Path) -> Iterator[ThreeHosts]:
     assert not problems, f"clean-up left things behind: {problems}"
 
 
-def _deploy(url: str, token: str, name: str) -> None:
+def _deploy(url: str, token: str, name: str, cafile: str) -> None:
     spec = {"name": name, "project": "three-hosts", "image": "orca-test/busybox", "replicas": 0}
     status, _, body = http_json("POST", url + "/api/v1/deploy", token=token, body={"services": [spec]},
-                                headers={"Idempotency-Key": f"three-hosts-{name}"})
+                                headers={"Idempotency-Key": f"three-hosts-{name}"}, cafile=cafile)
     assert status == 200 and name in body.get("deployed", []), f"deploy {name} via {url}: {status} {body}"
 
 
@@ -289,7 +301,8 @@ def _wait_readable(h: Host, name: str, timeout: float = 10.0) -> None:
     last: object = None
     while time.monotonic() < deadline:
         try:
-            status, _, body = http_json("GET", f"{h.url}/api/v1/services/{name}", token=h.token(), timeout=2)
+            status, _, body = http_json("GET", f"{h.url}/api/v1/services/{name}", token=h.token(), timeout=2,
+                                        cafile=h.ca_file)
         except OSError as exc:
             status, body = 0, str(exc)
         if status == 200:
@@ -325,7 +338,36 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     # A write through one host (the leader's API, with host 1's token) is read on the two others, each
     # with a token minted on that host from its copy of the secret.
     t2 = time.monotonic()
-    _deploy(leader.url, h1.token(), "before-kill")
+    # The cluster CA the first leader made is the one every host serves with (and verifies against).
+    cas = {Path(h.ca_file).read_bytes() for h in hosts}
+    assert len(cas) == 1 and cas != {b""}, "the hosts do not agree on the cluster CA"
+
+    # Everything that crosses the link between the hosts is captured while a secret is set and a
+    # deploy references it: neither the bearer token nor the secret's value may appear in clear.
+    secret_value = "s3cret-" + uuid.uuid4().hex
+    canary = "canary-" + uuid.uuid4().hex
+    with Capture(three_hosts.bridge) as cap:
+        status, _, body = http_json("POST", leader.url + "/api/v1/secrets", token=h1.token(), cafile=h1.ca_file,
+                                    body={"key": "DB_PASSWORD", "value": secret_value})
+        assert status in (200, 201), (status, body)
+        spec = {"name": "with-secret", "project": "three-hosts", "image": "orca-test/busybox", "replicas": 0,
+                "env": {"PASSWORD": "${secret:DB_PASSWORD}"}}
+        status, _, body = http_json("POST", leader.url + "/api/v1/deploy", token=h1.token(), cafile=h1.ca_file,
+                                    body={"services": [spec]})
+        assert status == 200, (status, body)
+        for h in hosts:
+            if h is not leader:
+                _wait_readable(h, "with-secret")
+        # Control: bytes sent in clear on the same link are seen by the capture (plain HTTP to a TLS port).
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            http_json("GET", f"http://{leader.address}:{API_PORT}/{canary}", timeout=2)
+    seen = cap.bytes()
+    assert canary.encode() in seen, f"the capture saw nothing in clear ({len(seen)} bytes): it proves nothing"
+    assert h1.token().encode() not in seen and h1.token().split(".")[1].encode() not in seen
+    assert secret_value.encode() not in seen
+    timings["captured_bytes"] = len(seen)
+
+    _deploy(leader.url, h1.token(), "before-kill", leader.ca_file)
     for h in hosts:
         if h is not leader:
             _wait_readable(h, "before-kill")
@@ -340,7 +382,7 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     new_leader = three_hosts.wait_leader(survivors, FAILOVER_TIMEOUT_S)
     timings["failover_s"] = time.monotonic() - t3
     assert new_leader is not leader
-    _deploy(new_leader.url, new_leader.token(), "after-kill")
+    _deploy(new_leader.url, new_leader.token(), "after-kill", new_leader.ca_file)
     other = next(h for h in survivors if h is not new_leader)
     _wait_readable(other, "after-kill")
     _wait_readable(other, "before-kill")
@@ -383,11 +425,11 @@ def test_vagrant_cluster_configs_load_and_describe_one_cluster(tmp_path: Path, m
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cluster.secret").write_text(uuid.uuid4().hex * 2 + "\n")
     masters = {n: load_master_config(VAGRANT / "cluster" / f"node{n}.toml") for n in VM_IPS}
-    apis = {f"master-{n}": f"http://{ip}:{API_PORT}" for n, ip in VM_IPS.items()}
+    apis = {f"master-{n}": f"https://{ip}:{API_PORT}" for n, ip in VM_IPS.items()}
     rafts = {f"master-{n}": f"{ip}:{RAFT_PORT}" for n, ip in VM_IPS.items()}
     for n, m in masters.items():
         assert m.node_id == f"master-{n}"
-        assert m.api_listen == f"{VM_IPS[n]}:{API_PORT}" and m.api_advertise == apis[m.node_id]
+        assert m.api_listen == f"{VM_IPS[n]}:{API_PORT}" and m.api_advertise == apis[m.node_id] and m.tls
         assert m.raft_listen == rafts[m.node_id]  # the private address, never 0.0.0.0
         assert m.data_dir == tmp_path / "data" / f"master-{n}"
         assert m.cluster_secret_file == tmp_path / "data" / "cluster.secret"
@@ -401,7 +443,9 @@ def test_vagrant_cluster_configs_load_and_describe_one_cluster(tmp_path: Path, m
         a = load_agent_config(VAGRANT / "cluster" / f"agent{n}.toml")
         assert a.agent_id == f"worker-{n}"
         assert list(a.masters) == list(apis.values())
-        assert a.advertise == f"http://{ip}:6890"
+        assert a.advertise == f"https://{ip}:6890" and a.tls
+        # The CA the local master wrote: nothing copied between the VMs by hand.
+        assert a.ca_file == tmp_path / "data" / f"master-{n}" / "tls" / "ca.crt"
         assert a.publish_address == ip
         assert a.token_file == tmp_path / "data" / f"worker-{n}.token"
 

@@ -1,12 +1,14 @@
 """TLS on every link, end to end on one engine: HTTPS masters with the cluster CA the first leader
 made; one agent joins with a version-2 join token (it pins the CA by fingerprint: nothing else is
-copied), another with a node token and `ca_file`; mutual TLS both ways (a node's certificate cannot
+copied), another with a node token and `ca_file`; a capture on loopback while a secret is pushed
+shows no token and no secret value in clear; mutual TLS both ways (a node's certificate cannot
 speak for another node, nor call an agent API); then `orca cluster ca rotate` with an overlap: every
 certificate moves to the new CA while the nodes stay ready and a deploy still converges, and the old
 CA is retired."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import urllib.error
@@ -23,6 +25,7 @@ from orca import tls
 from orca.client import ApiError, Client
 from orca.devcluster import LocalCluster
 from tests.docker.e2e_helpers import HTTPD, IMAGE, converged, wait_for
+from tests.packet_capture import Capture, capture_available
 
 pytestmark = pytest.mark.docker
 
@@ -67,10 +70,22 @@ def test_mutual_tls_join_v2_and_ca_rotation(tls_stack: tuple[LocalCluster, Clien
     assert not (cluster.root / f"{nodes[0]}.toml").read_text().count("ca_file")  # pinned from the token
     for d in (a_dir, b_dir):
         assert oct((d / "node.key").stat().st_mode & 0o777) == "0o600"
-    client.set_secret("DB_PASSWORD", "s3cret-value")
-    client.deploy([{"name": "web", "image": IMAGE, "command": HTTPD, "replicas": 2,
-                    "env": {"PASSWORD": "${secret:DB_PASSWORD}"}, "resources": {"memory": "32Mi"}}])
-    wait_for(converged(client, "web", 2), 60, "web converged", cluster)
+    # Every byte on loopback while a secret is set and pushed to both agents with the deploy: the
+    # admin token, the agent tokens and the secret value never appear in clear.
+    secret_value = "s3cret-" + uuid.uuid4().hex
+    with contextlib.ExitStack() as stack:
+        cap = stack.enter_context(Capture("lo")) if capture_available() else None
+        client.set_secret("DB_PASSWORD", secret_value)
+        client.deploy([{"name": "web", "image": IMAGE, "command": HTTPD, "replicas": 2,
+                        "env": {"PASSWORD": "${secret:DB_PASSWORD}"}, "resources": {"memory": "32Mi"}}])
+        wait_for(converged(client, "web", 2), 60, "web converged", cluster)
+    if cap is not None:
+        seen = cap.bytes()
+        assert len(seen) > 10_000, "the capture saw (almost) nothing"
+        assert secret_value.encode() not in seen
+        for token in (cluster.token(), (cluster.root / f"{nodes[1]}.token").read_text().strip(),
+                      (cluster.root / nodes[0] / "node.token").read_text().strip()):
+            assert token.split(".")[1].encode() not in seen  # the claims part of a JWT, never in clear
 
     # Node b's certificate cannot heartbeat for node a (403), even with a's own token.
     leader = cluster.wait_leader()
