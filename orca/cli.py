@@ -744,9 +744,31 @@ def cmd_join(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     if args.label:
         overrides["labels"] = _labels(args.label)
+    if getattr(args, "cacert", None):
+        overrides["ca_file"] = args.cacert  # https masters without a version-2 join token to pin by
     from orca.agent.main import run_join
 
-    return int(run_join(list(args.masters), args.token_file, **overrides))
+    token_file = args.token_file
+    join_token = getattr(args, "token", None)  # for `join`, the global --token is the join token
+    if join_token is not None:
+        # `orca join --token ORCAJOIN-2-... MASTER`: kept 0600 in the data directory (the agent reads
+        # it from a file, like every credential), so the command line is all a new host needs.
+        if token_file is not None:
+            raise UsageError("give --token or --token-file, not both")
+        from orca.master.tls_manager import write_private
+
+        data_dir = Path(args.data_dir or f"./data/{args.agent_id or _default_agent_id()}")
+        token_file = str(data_dir / "join.token")
+        write_private(Path(token_file), join_token.strip().encode() + b"\n")
+    if token_file is None:
+        raise UsageError("orca join needs --token TOKEN or --token-file FILE")
+    return int(run_join(list(args.masters), token_file, **overrides))
+
+
+def _default_agent_id() -> str:
+    from orca.agent.main import _default_id
+
+    return _default_id()
 
 
 PS_HEADERS = ["ALLOC", "INDEX", "NODE", "VERSION", "STATUS", "HEALTH", "STARTED", "RESTARTS", "PORT", "REASON"]
@@ -1294,9 +1316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "agent", cmd_agent, "run a worker agent from its config file")
     p.add_argument("--config", required=True, metavar="FILE", help="agent TOML config ([agent] table)")
 
-    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file)")
+    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file); "
+             "--token ORCAJOIN-2-... or --token-file F")
     p.add_argument("masters", nargs="+", metavar="MASTER_URL", help="one or more master API URLs")
-    p.add_argument("--token-file", required=True, metavar="F",
+    p.add_argument("--token-file", metavar="F",
                    help="file holding this node's agent token (--role agent --node ID) or a join token")
     p.add_argument("--id", dest="agent_id", metavar="ID", help="node id (default: the host name)")
     p.add_argument("--listen", metavar="HOST:PORT", help="the agent API (where the leader pushes)")

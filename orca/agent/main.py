@@ -32,6 +32,7 @@ _JOIN_KEYS = {
     "data_dir": ("agent", "data_dir"), "labels": ("agent", "labels"), "heartbeat_s": ("agent", "heartbeat_s"),
     "publish_address": ("docker", "publish_address"), "host_port_range": ("docker", "host_port_range"),
     "memory": ("resources", "memory"), "memory_bytes": ("resources", "memory"), "cpu": ("resources", "cpu"),
+    "ca_file": ("agent", "ca_file"),
 }
 
 

@@ -158,3 +158,42 @@ def _write(tmp: Path, api: str) -> Path:
                    f'[raft]\nlisten = "127.0.0.1:7001"\npeers = []\n'
                    f'[security]\ncluster_secret_file = "{tmp}/secret"\n')
     return cfg
+
+
+def test_orca_join_token_flag_keeps_the_token_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orca import cli
+    from orca.agent import main as agent_main
+
+    seen: dict[str, Any] = {}
+
+    def fake_run_join(masters: list[str], token_file: str, **kw: Any) -> int:
+        seen.update(masters=masters, token_file=token_file, **kw)
+        return 0
+    monkeypatch.setattr(agent_main, "run_join", fake_run_join)
+    token = "ORCAJOIN-2-" + "a" * 64 + "-" + "0" * 16 + "-" + "1" * 64
+    assert cli.main(["join", "--token", token, "--id", "w1", "--data-dir", str(tmp_path / "w1"),
+                     "--cacert", "/ca.crt", "https://10.0.0.1:6880"]) == 0
+    path = Path(seen["token_file"])
+    assert path.read_text().strip() == token and path.stat().st_mode & 0o777 == 0o600
+    assert seen["masters"] == ["https://10.0.0.1:6880"] and seen["ca_file"] == "/ca.crt"
+    assert cli.main(["join", "https://10.0.0.1:6880"]) == 2  # neither --token nor --token-file
+
+
+def test_agent_config_tls_rules(tmp_path: Path) -> None:
+    from orca.config import load_agent_config
+
+    (tmp_path / "t").write_text("ORCAJOIN-2-" + "a" * 64 + "-" + "0" * 16 + "-" + "1" * 64)
+
+    def agent(extra: str) -> Path:
+        p = tmp_path / "a.toml"
+        p.write_text(f'[agent]\nid = "w1"\ntoken_file = "{tmp_path}/t"\ndata_dir = "{tmp_path}/d"\n{extra}')
+        return p
+    on = load_agent_config(agent('masters = ["https://10.0.0.1:6880"]\nlisten = "10.0.0.5:6890"\n'))
+    assert on.tls and on.advertise == "https://10.0.0.5:6890"
+    with pytest.raises(ConfigError, match="refusing"):
+        load_agent_config(agent('masters = ["http://10.0.0.1:6880"]\nlisten = "10.0.0.5:6890"\n'))
+    off = load_agent_config(agent('masters = ["http://10.0.0.1:6880"]\nlisten = "10.0.0.5:6890"\n'
+                                  "insecure_http = true\n"))
+    assert not off.tls and off.insecure_http
+    with pytest.raises(ConfigError, match="mix"):
+        load_agent_config(agent('masters = ["http://10.0.0.1:6880", "https://10.0.0.2:6880"]\n'))
