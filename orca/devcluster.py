@@ -252,8 +252,8 @@ class LocalCluster:
             leader = self.leader()
             if leader is not None and leader.node_id != exclude and (
                     not all_up or all((self.health(m) or {}).get("leader_id") == leader.node_id
-                                      for m in self.masters if m.alive)):
-                return leader
+                                      for m in self.masters if m.alive)) and (not self.tls or self.ca_file):
+                return leader  # an HTTPS cluster also has its CA by then
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout} s; logs in {self.root}")
 

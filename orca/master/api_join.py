@@ -115,14 +115,17 @@ class JoinEndpoints:
         now = time.time()
         # Refuse from the applied state first (no log entry for a refusal); the op decides again, in order.
         self.api.raft.read(lambda s: ops_join.check_join(s, token.id, node, digest, now))
+        # Signed before the token is spent: a refusal here (a name of another node) leaves it usable.
+        signed = sign_node(self.api.tls, self.api, node, body["csr"], body.get("names")) \
+            if self.api.tls is not None else None
         result = await self.api.raft.propose("join_node", {
             "id": token.id, "node_id": node, "jti": uuid.uuid4().hex, "iat": int(now),
             "nonce_digest": digest}, actor=f"join:{token.id}")
         credential, _ = auth.mint_token(self.api.info.signing_key, role="agent", name=node, node=node,
                                         now=result["iat"], jti=result["jti"])
         answer = {"node_id": node, "token": credential, "jti": result["jti"]}
-        if self.api.tls is not None:
-            answer.update(sign_node(self.api.tls, self.api, node, body["csr"], body.get("names")))
+        if signed is not None:
+            answer.update(signed)
         return json_response(answer, status=200 if result.get("replayed") else 201)
 
 

@@ -69,7 +69,8 @@ def _names(value: Any) -> list[str]:
 
 def sign_node(master_tls: MasterTls, api: MasterApi, node_id: str, csr: Any, names: Any) -> dict[str, Any]:
     """Issue node `node_id` a certificate for the key in `csr`; the answer carries the CA bundle too.
-    `names` (the node's advertised host) may not be a master's or another node's address."""
+    `names` (the node's advertised host) may not be another node's address (a master on the same host
+    is fine: identities are the orca:// names, not addresses)."""
     try:
         public_key = tls.csr_public_key(csr)
     except tls.TlsError as err:
@@ -77,7 +78,6 @@ def sign_node(master_tls: MasterTls, api: MasterApi, node_id: str, csr: Any, nam
     wanted = _names(names)
     taken = api.raft.read(lambda s: {tls.names_for_url(n["address"])[0] for n in s["nodes"].values()
                                      if n["id"] != node_id and tls.names_for_url(n.get("address") or "")})
-    taken |= {h for url in api.info.api_urls.values() for h in tls.names_for_url(url)}
     clash = sorted(set(wanted) & taken - {"127.0.0.1", "localhost", "::1"})
     if clash:
         raise Forbidden(f"name {clash[0]!r} belongs to another member of the cluster", {"name": clash[0]})

@@ -45,6 +45,7 @@ import pytest
 from netns import remove_network
 from workload import health, http_json
 
+from orca import tls
 from orca.config import load_agent_config, load_master_config
 from tests.packet_capture import Capture
 
@@ -144,6 +145,9 @@ class ThreeHosts:
         self._forward_rule: list[str] | None = None
         self._made_ns: list[str] = []
         self._made_links: list[str] = []
+        self.worker = f"w{self.tag}"
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_dir = root / "worker"
 
     def setup(self) -> None:
         used = _run("ip", "-4", "route", "show", "table", "all").stdout + _run("ip", "-4", "addr").stdout
@@ -239,9 +243,42 @@ class ThreeHosts:
             out.append(f"----- {h.log} -----\n" + "\n".join(lines))
         return "\n".join(out)
 
+    # --- a worker joining with a join token -------------------------------------------------------
+    def start_agent(self, h: Host, join_token: str, masters: list[Host]) -> None:
+        """`orca join --token T MASTER...` on host `h`: nothing but the token and the masters' URLs."""
+        self.agent_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+        cmd = ["ip", "netns", "exec", h.netns, str(ROOT / ".venv" / "bin" / "orca"), "join", "--token", join_token,
+               "--id", self.worker, "--listen", f"{h.address}:6890", "--status-listen", "127.0.0.1:9100",
+               "--data-dir", str(self.agent_dir), *(m.url for m in masters)]
+        self.agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "HOME": str(h.dir / "home"), "PYTHONUNBUFFERED": "1"})
+        log.close()
+
+    def stop_agent(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(5)
+
+    def agent_tail(self) -> str:
+        try:
+            return "----- worker.log -----\n" + (self.root / "worker.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no worker log)"
+
     # --- clean-up -----------------------------------------------------------------------------------
     def teardown(self) -> list[str]:
         problems: list[str] = []
+        self.stop_agent()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orca.node={self.worker}"],
+                                 capture_output=True, text=True, timeout=20).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60)
         for h in self.hosts:  # a master the script did not stop: only ours (its cmdline names our config)
             pid = h.pid()
             if pid is not None and _alive(pid) and str(h.config) in _cmdline(pid):
@@ -312,6 +349,43 @@ def _wait_readable(h: Host, name: str, timeout: float = 10.0) -> None:
     raise AssertionError(f"{name} not readable on {h.node_id} within {timeout} s: {last}")
 
 
+def _docker_answers() -> bool:
+    """The worker on host 3 needs the Docker engine (its socket is reachable from the namespace)."""
+    try:
+        return subprocess.run(["docker", "image", "inspect", "orca-test/busybox"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _wait_node_ready(leader: Host, node: str, hosts: ThreeHosts, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, body = http_json("GET", leader.url + "/api/v1/cluster/nodes", token=leader.token(),
+                                        cafile=leader.ca_file, timeout=2)
+            last = body
+            if status == 200 and any(n["id"] == node and n["status"] == "ready" for n in body["nodes"]):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{node} not ready within {timeout} s: {last}\n{hosts.agent_tail()}")
+
+
+def _wait_running(leader: Host, name: str, hosts: ThreeHosts, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, body = http_json("GET", f"{leader.url}/api/v1/services/{name}", token=leader.token(),
+                                        cafile=leader.ca_file, timeout=2)
+            last = body
+            if status == 200 and body["replicas"]["running"] == 1:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not running within {timeout} s: {last}\n{hosts.agent_tail()}")
+
+
 @pytest.mark.chaos
 def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHosts) -> None:
     t0 = time.monotonic()
@@ -339,22 +413,41 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     # with a token minted on that host from its copy of the secret.
     t2 = time.monotonic()
     # The cluster CA the first leader made is the one every host serves with (and verifies against).
-    cas = {Path(h.ca_file).read_bytes() for h in hosts}
+    # (a follower adopts it within a moment of applying it; until then it serves its provisional one)
+    deadline = time.monotonic() + 15
+    while len(cas := {Path(h.ca_file).read_bytes() for h in hosts}) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(cas) == 1 and cas != {b""}, "the hosts do not agree on the cluster CA"
 
-    # Everything that crosses the link between the hosts is captured while a secret is set and a
-    # deploy references it: neither the bearer token nor the secret's value may appear in clear.
+    # A worker joins host 3 with a version-2 join token (the only thing it is given: it pins the CA by
+    # the token's fingerprint), then a secret is set and a replica that references it is pushed to it.
+    # Everything crossing the link meanwhile is captured: no bearer token, no join secret and no
+    # secret value may appear in clear.
+    fingerprint = tls.fingerprint(Path(h1.ca_file).read_bytes())
+    status, _, body = http_json("POST", leader.url + "/api/v1/cluster/join-tokens", token=h1.token(),
+                                cafile=h1.ca_file, body={"role": "worker", "node": three_hosts.worker})
+    assert status == 201 and body["token"].startswith(f"ORCAJOIN-2-{fingerprint}-"), (status, body)
+    join_token = body["token"]
     secret_value = "s3cret-" + uuid.uuid4().hex
     canary = "canary-" + uuid.uuid4().hex
+    with_agent = _docker_answers()
+    if not with_agent and os.environ.get("CI") == "true":
+        pytest.fail("no Docker engine with orca-test/busybox: the worker on host 3 cannot run", pytrace=False)
     with Capture(three_hosts.bridge) as cap:
+        if with_agent:
+            three_hosts.start_agent(h3, join_token, hosts)
+            _wait_node_ready(leader, three_hosts.worker, three_hosts)
         status, _, body = http_json("POST", leader.url + "/api/v1/secrets", token=h1.token(), cafile=h1.ca_file,
                                     body={"key": "DB_PASSWORD", "value": secret_value})
         assert status in (200, 201), (status, body)
-        spec = {"name": "with-secret", "project": "three-hosts", "image": "orca-test/busybox", "replicas": 0,
-                "env": {"PASSWORD": "${secret:DB_PASSWORD}"}}
+        spec = {"name": "with-secret", "project": "three-hosts", "image": "orca-test/busybox",
+                "replicas": 1 if with_agent else 0, "command": ["sleep", "3600"],
+                "resources": {"memory": "16Mi"}, "env": {"PASSWORD": "${secret:DB_PASSWORD}"}}
         status, _, body = http_json("POST", leader.url + "/api/v1/deploy", token=h1.token(), cafile=h1.ca_file,
                                     body={"services": [spec]})
         assert status == 200, (status, body)
+        if with_agent:
+            _wait_running(leader, "with-secret", three_hosts)
         for h in hosts:
             if h is not leader:
                 _wait_readable(h, "with-secret")
@@ -365,7 +458,13 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     assert canary.encode() in seen, f"the capture saw nothing in clear ({len(seen)} bytes): it proves nothing"
     assert h1.token().encode() not in seen and h1.token().split(".")[1].encode() not in seen
     assert secret_value.encode() not in seen
+    assert join_token.rsplit("-", 1)[1].encode() not in seen
+    if with_agent:
+        node_token = (three_hosts.agent_dir / "node.token").read_text().strip()
+        assert node_token.split(".")[1].encode() not in seen
+        three_hosts.stop_agent()
     timings["captured_bytes"] = len(seen)
+    timings["worker_joined"] = float(with_agent)
 
     _deploy(leader.url, h1.token(), "before-kill", leader.ca_file)
     for h in hosts:

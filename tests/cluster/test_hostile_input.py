@@ -66,9 +66,11 @@ def chunked_post(url: str, path: str, token: str, chunks: int, size: int) -> tup
 
 def test_garbage_heartbeats_are_400_and_other_leases_keep_renewing(cluster: LocalCluster) -> None:
     leader = cluster.wait_leader()
-    agent, admin = cluster.token("agent", "agents"), cluster.token()
+    # Agent tokens are bound to one node each (node identity).
+    tokens = {n: cluster.token("agent", n) for n in (*GOOD, "evil")}
+    agent, admin = tokens["evil"], cluster.token()
     for node_id in (*GOOD, "evil"):
-        register(leader.url, agent, node_id)
+        register(leader.url, tokens[node_id], node_id)
     garbage = [
         {"seq": 2**64}, {"applied": {"term": 2**64, "version": 1}},
         {"allocations": [{"alloc": "a", "service": "s", "version": 2**64, "status": "running"}]},
@@ -82,7 +84,7 @@ def test_garbage_heartbeats_are_400_and_other_leases_keep_renewing(cluster: Loca
     while time.monotonic() < deadline and min(len(set(v)) for v in seen.values()) < 4:
         seq += 1
         for node_id in GOOD:
-            status, body = heartbeat(leader.url, agent, node_id, seq)
+            status, body = heartbeat(leader.url, tokens[node_id], node_id, seq)
             assert status == 200, body
         for bad in garbage:
             status, body = heartbeat(leader.url, agent, "evil", seq, bad)
