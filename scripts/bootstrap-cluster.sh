@@ -732,7 +732,11 @@ do_start() {
         home_note="$home_token exists and was left alone: export ORCA_TOKEN as below"
     fi
 
-    local ca_note=""
+    local ca_note="" n
+    if [ -n "$CA_FILE" ] && [ -n "$leader" ]; then
+        # The master writes the cluster CA a moment after it applies it: wait for it (bounded).
+        for n in $(seq 1 50); do [ -s "$CA_FILE" ] && break; sleep 0.1; done
+    fi
     if [ -n "$CA_FILE" ] && [ -n "$leader" ] && [ -s "$CA_FILE" ]; then
         # The CLI reads ~/.orca/ca.crt when neither --cacert nor ORCA_CACERT is given.
         mkdir -p "$HOME/.orca"

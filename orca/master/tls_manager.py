@@ -102,6 +102,7 @@ class MasterTls:
         self._seen: tuple[Any, ...] | None = None
         self._cert: bytes | None = None
         self._ca_cert: bytes | None = None
+        self._fresh_ca: tuple[bytes, bytes] | None = None  # the provisional CA made in memory, if any
 
     def install(self) -> None:
         """Make this the process's TLS for outgoing calls (peer_ssl)."""
@@ -161,7 +162,7 @@ class MasterTls:
 
     async def _propose_init(self) -> None:
         found = local_ca(self.dir.parent)
-        key, cert = found if found is not None else tls.new_ca(time.time())
+        key, cert = found or self._fresh_ca or tls.new_ca(time.time())
         try:
             await self.raft.propose("ca_init", ca_args(self.box, key, cert), actor=f"master:{self.ident.id}")
             log.info("cluster CA %s recorded (%s)", tls.fingerprint(cert),
@@ -170,20 +171,20 @@ class MasterTls:
             log.info("cluster CA not recorded by this master: %s", err)
 
     def _provisional(self, now: float) -> None:
-        """Before the cluster has a CA (no leader yet): listen with a certificate of this master's local
-        CA (made here like `orca cluster init` if absent), so health checks answer while the peers come
-        up. Clients pinned to the cluster CA refuse it, and nothing is written before a leader exists;
-        as leader, this master records that same local CA as the cluster's."""
-        init_local_ca(self.dir.parent)
+        """Before the cluster has a CA (no leader yet): listen with a certificate of the CA `orca cluster
+        init` left here, else of one made in memory, so health checks answer while the peers come up.
+        Clients pinned to the cluster CA refuse it, and nothing is written before a leader exists; as
+        leader, this master records that same CA as the cluster's."""
         found = local_ca(self.dir.parent)
-        if found is not None:
-            self._install(now, found[0], found[1], found[1])
+        if found is None:
+            found = self._fresh_ca = tls.new_ca(now)
+        self._install(now, found[0], found[1], found[1], persist_ca=False)
 
     def _refresh(self, now: float) -> None:
         ca_key, ca_cert = self.current_ca()
         self._install(now, ca_key, ca_cert, self.bundle())
 
-    def _install(self, now: float, ca_key: bytes, ca_cert: bytes, bundle: bytes) -> None:
+    def _install(self, now: float, ca_key: bytes, ca_cert: bytes, bundle: bytes, persist_ca: bool = True) -> None:
         key_path, cert_path = self.dir / "master.key", self.dir / "master.crt"
         try:
             key = key_path.read_bytes()
@@ -194,8 +195,9 @@ class MasterTls:
         cert = tls.issue(ca_key, ca_cert, tls.public_key(key), self.ident, self.names, now,
                          self.cert_days)
         write_private(cert_path, cert + ca_cert, 0o644)
-        write_private(self.dir / "ca.crt", bundle, 0o644)
-        write_private(self.dir / "ca.key", ca_key)
+        if persist_ca:
+            write_private(self.dir / "ca.crt", bundle, 0o644)
+            write_private(self.dir / "ca.key", ca_key)
         files = (str(cert_path), str(key_path))
         server = tls.server_context(cert, key, bundle, files=files)
         self.client = tls.client_context(bundle, files)

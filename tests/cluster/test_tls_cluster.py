@@ -43,8 +43,8 @@ def test_https_api_verified_against_the_cluster_ca(tls_cluster: LocalCluster) ->
     # Every master makes its certificate from the same replicated CA (a follower adopts it within a
     # moment of applying it); the key files are private.
     def adopted() -> bool:
-        return all(tls.fingerprint((c.root / m.node_id / "tls" / "ca.crt").read_bytes()) == fingerprint
-                   for m in c.masters)
+        paths = [c.root / m.node_id / "tls" / "ca.crt" for m in c.masters]
+        return all(p.exists() and tls.fingerprint(p.read_bytes()) == fingerprint for p in paths)
     deadline = time.monotonic() + 30
     while not adopted() and time.monotonic() < deadline:
         time.sleep(0.1)

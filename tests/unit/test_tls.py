@@ -197,3 +197,15 @@ def test_agent_config_tls_rules(tmp_path: Path) -> None:
     assert not off.tls and off.insecure_http
     with pytest.raises(ConfigError, match="mix"):
         load_agent_config(agent('masters = ["http://10.0.0.1:6880", "https://10.0.0.2:6880"]\n'))
+
+
+def test_cluster_init_makes_a_private_ca_once(tmp_path: Path) -> None:
+    from orca.master.tls_manager import init_local_ca, local_ca
+
+    fp, created = init_local_ca(tmp_path)
+    assert created and tls.valid_fingerprint(fp)
+    assert (tmp_path / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tls").stat().st_mode & 0o777 == 0o700
+    assert init_local_ca(tmp_path) == (fp, False)  # never replaced
+    found = local_ca(tmp_path)
+    assert found is not None and tls.fingerprint(found[1]) == fp
