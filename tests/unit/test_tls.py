@@ -209,3 +209,28 @@ def test_cluster_init_makes_a_private_ca_once(tmp_path: Path) -> None:
     assert init_local_ca(tmp_path) == (fp, False)  # never replaced
     found = local_ca(tmp_path)
     assert found is not None and tls.fingerprint(found[1]) == fp
+
+
+def test_node_tls_pins_by_fingerprint_and_renews(tmp_path: Path) -> None:
+    from orca.agent.node_tls import NodeTls
+
+    ca, other = tls.new_ca(NOW), tls.new_ca(NOW)
+    node = NodeTls("w1", tmp_path, ["10.0.0.5"])
+    assert node.trust() is None and not node.ready()
+    # A bundle without the pinned CA is refused (a wrong master, or someone in between).
+    assert "does not match" in (node.pin(other[1].decode(), tls.fingerprint(ca[1])) or "")
+    assert node.trust() is None
+    assert node.pin((other[1] + ca[1]).decode(), tls.fingerprint(ca[1])) is None
+    assert node.trusted_fingerprints() == {tls.fingerprint(ca[1]), tls.fingerprint(other[1])}
+    # The key stays here; the certificate comes back for it.
+    csr = node.csr()
+    assert (tmp_path / "tls" / "node.key").stat().st_mode & 0o777 == 0o600
+    cert = tls.issue(ca[0], ca[1], tls.csr_public_key(csr), tls.Identity("node", "w1"), [], NOW - 70 * 86400)
+    assert "no certificate for node" in (node.accept({"certificate": tls.issue(
+        ca[0], ca[1], tls.csr_public_key(csr), tls.Identity("node", "w2"), [], NOW).decode()}) or "")
+    assert node.accept({"certificate": cert.decode()}) is None and node.ready()
+    assert node.wants_renewal(tls.fingerprint(ca[1]), NOW)  # 70 of 90 days: past two thirds
+    fresh = tls.issue(ca[0], ca[1], tls.csr_public_key(csr), tls.Identity("node", "w1"), [], NOW)
+    assert node.accept({"certificate": fresh.decode()}) is None
+    assert not node.wants_renewal(tls.fingerprint(ca[1]), NOW)
+    assert node.wants_renewal(tls.fingerprint(other[1]), NOW)  # the signing CA changed: renew from it
