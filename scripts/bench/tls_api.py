@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from _common import box_load, emit, install_sigterm, summarize  # noqa: E402
+from _common import box_load, cpu_seconds, emit, install_sigterm, summarize  # noqa: E402
 
 from orca.client import Client  # noqa: E402
 from orca.devcluster import LocalCluster  # noqa: E402
@@ -37,7 +37,7 @@ GOAL = 0.85
 
 
 async def _load(url: str, token: str, clients: int, seconds: float, warmup: float,
-                ctx: ssl.SSLContext | None) -> dict[str, Any]:
+                ctx: ssl.SSLContext | None, leader_pid: int) -> dict[str, Any]:
     target = f"{url}/api/v1/services/bench/scale"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
@@ -67,13 +67,29 @@ async def _load(url: str, token: str, clients: int, seconds: float, warmup: floa
             else:
                 counts["errors"] += 1
 
+    cpu: dict[str, float | None] = {}
+
+    async def sample() -> None:
+        await asyncio.sleep(max(0.0, t_measure - loop.time()))
+        cpu["leader0"], cpu["client0"] = cpu_seconds(leader_pid), cpu_seconds(os.getpid())
+        await asyncio.sleep(max(0.0, t_end - loop.time()))
+        cpu["leader1"], cpu["client1"] = cpu_seconds(leader_pid), cpu_seconds(os.getpid())
+
     connector = aiohttp.TCPConnector(limit=clients, limit_per_host=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        sampler = asyncio.create_task(sample())
         await asyncio.gather(*(worker(session) for _ in range(clients)))
-    return summarize(latencies, counts["ok"], counts["errors"], seconds)
+        await sampler
+    out = summarize(latencies, counts["ok"], counts["errors"], seconds)
+    # CPU per acknowledged write, in ms: where TLS costs (the leader's side, or the load generator's).
+    for who in ("leader", "client"):
+        c0, c1 = cpu.get(f"{who}0"), cpu.get(f"{who}1")
+        out[f"{who}_cpu_ms_per_write"] = (round(1000 * (c1 - c0) / counts["ok"], 3)
+                                          if c0 is not None and c1 is not None and counts["ok"] else None)
+    return out
 
 
-def _prepare(cluster: LocalCluster) -> tuple[str, str, ssl.SSLContext | None]:
+def _prepare(cluster: LocalCluster) -> tuple[str, str, ssl.SSLContext | None, int]:
     cluster.start()
     leader = cluster.wait_leader(60, all_up=True)
     token = cluster.token("admin", "bench")
@@ -82,14 +98,17 @@ def _prepare(cluster: LocalCluster) -> tuple[str, str, ssl.SSLContext | None]:
         deployed = client.deploy([{"name": "bench", "image": "orca-test/busybox", "replicas": 1}])
     if deployed.get("deployed") != ["bench"]:
         raise SystemExit(f"deploy failed: {deployed}")
-    return leader.url, token, ssl.create_default_context(cafile=ca) if ca else None
+    assert leader.proc is not None
+    return leader.url, token, ssl.create_default_context(cafile=ca) if ca else None, leader.proc.pid
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"writes_per_s": round(statistics.median(r["writes_per_s"] for r in runs), 1),
             "p50_ms": statistics.median(r["p50_ms"] or 0 for r in runs),
             "p99_ms": statistics.median(r["p99_ms"] or 0 for r in runs),
-            "errors": sum(r["errors"] for r in runs), "rounds": [r["writes_per_s"] for r in runs]}
+            "errors": sum(r["errors"] for r in runs), "rounds": [r["writes_per_s"] for r in runs],
+            "leader_cpu_ms_per_write": statistics.median(r["leader_cpu_ms_per_write"] or 0 for r in runs),
+            "client_cpu_ms_per_write": statistics.median(r["client_cpu_ms_per_write"] or 0 for r in runs)}
 
 
 def main() -> int:
@@ -111,8 +130,8 @@ def main() -> int:
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "tls": []}
         for _ in range(args.rounds):
             for name in ("plain", "tls"):
-                url, token, ctx = targets[name]
-                runs[name].append(asyncio.run(_load(url, token, args.clients, args.seconds, args.warmup, ctx)))
+                url, token, ctx, pid = targets[name]
+                runs[name].append(asyncio.run(_load(url, token, args.clients, args.seconds, args.warmup, ctx, pid)))
         out["plain"], out["tls"] = _median(runs["plain"]), _median(runs["tls"])
         plain.stop()
         secure.stop()
