@@ -56,11 +56,15 @@ class NodeTls:
         return {tls.fingerprint(c) for c in tls.split_bundle(self.trust() or b"")}
 
     def cert(self) -> bytes | None:
+        """This node's certificate, or None when absent or expired (an agent offline past its expiry asks
+        for a new one with its token, without presenting the dead certificate)."""
         try:
             data = (self.dir / "node.crt").read_bytes()
-        except OSError:
+            if tls.identity_of(data) != self.ident or float(tls.cert_info(data)["not_after"]) <= time.time():
+                return None
+        except (OSError, tls.TlsError):
             return None
-        return data if tls.identity_of(data) == self.ident else None
+        return data
 
     def _files(self) -> tuple[str, str]:
         return str(self.dir / "node.crt"), str(self.dir / "node.key")

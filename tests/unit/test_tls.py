@@ -234,3 +234,7 @@ def test_node_tls_pins_by_fingerprint_and_renews(tmp_path: Path) -> None:
     assert node.accept({"certificate": fresh.decode()}) is None
     assert not node.wants_renewal(tls.fingerprint(ca[1]), NOW)
     assert node.wants_renewal(tls.fingerprint(other[1]), NOW)  # the signing CA changed: renew from it
+    # Expired while the agent was off: not used (the agent asks for a new one with its token).
+    dead = tls.issue(ca[0], ca[1], tls.csr_public_key(csr), tls.Identity("node", "w1"), [], NOW - 100 * 86400)
+    (tmp_path / "tls" / "node.crt").write_bytes(dead)
+    assert node.cert() is None and not node.ready()
