@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import ssl
 import urllib.error
 import urllib.request
@@ -130,3 +131,14 @@ def test_mutual_tls_join_v2_and_ca_rotation(tls_stack: tuple[LocalCluster, Clien
     fresh.scale("web", 3)
     wait_for(converged(fresh, "web", 3), 60, "web scaled after the rotation", cluster)
     wait_for(lambda: all(n["status"] == "ready" for n in fresh.nodes()), 30, "nodes ready", cluster)
+
+    # The joined agent restarts: its key, certificate, CA and credential are reused (the join token is
+    # spent), and it heartbeats again.
+    agent_a = cluster.agents[0]
+    cert_before = (a_dir / "node.crt").read_bytes()
+    cluster.kill(agent_a, signal.SIGTERM)
+    cluster.start_agent(agent_a)
+    wait_for(lambda: "registered as" in agent_a.log.read_text().split("agent stopping")[-1], 30,
+             "joined agent registered again", cluster)
+    wait_for(lambda: all(n["status"] == "ready" for n in fresh.nodes()), 30, "nodes ready after restart", cluster)
+    assert (a_dir / "node.crt").read_bytes() == cert_before
