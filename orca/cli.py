@@ -54,6 +54,18 @@ def resolve_token(flag: str | None) -> str | None:
         return None
 
 
+def resolve_ca_file(flag: str | None) -> str | None:
+    """`--cacert`, else `$ORCA_CACERT`, else `~/.orca/ca.crt` when it exists (what the bootstrap
+    copies the cluster CA to), else the system trust store (None)."""
+    if flag:
+        return flag
+    env = os.environ.get("ORCA_CACERT", "").strip()
+    if env:
+        return env
+    path = Path.home() / ".orca" / "ca.crt"
+    return str(path) if path.is_file() else None
+
+
 def _cell(value: Any) -> str:
     if value is None or value == "":
         return "-"
@@ -240,7 +252,7 @@ def _claims_dict(claims: Any) -> dict[str, Any]:
 
 def _client(args: argparse.Namespace) -> Client:
     try:
-        return Client(args.api, resolve_token(args.token))
+        return Client(args.api, resolve_token(args.token), ca_file=resolve_ca_file(getattr(args, "cacert", None)))
     except ValueError as exc:  # a malformed --api is the user's typo, not a cluster failure
         raise UsageError(f"--api: {exc}") from exc
 
@@ -650,6 +662,44 @@ def cmd_cluster_join_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_init(args: argparse.Namespace) -> int:
+    from orca.master.tls_manager import init_local_ca  # lazy: keeps `orca status` light
+
+    fingerprint, created = init_local_ca(Path(args.data_dir))
+    print(f"{'created' if created else 'kept the existing'} cluster CA {fingerprint} in "
+          f"{Path(args.data_dir) / 'tls'} (the first leader records it in the replicated state)")
+    return 0
+
+
+def cmd_cluster_ca_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("GET", "/api/v1/cluster/ca")
+    if args.pem:
+        sys.stdout.write(result["bundle"])
+        return 0
+    rows = [[c["fingerprint"], "yes" if c["current"] else "no (trusted until the rotation is finished)",
+             _fmt_time(c.get("not_after"))] for c in result.get("cas", [])]
+    _emit(args, result, lambda: f"{result['fingerprint']}\n\n"
+          + format_table(["FINGERPRINT (SHA-256)", "CURRENT", "NOT AFTER"], rows), sys.stdout)
+    return 0
+
+
+def cmd_cluster_ca_rotate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("POST", "/api/v1/cluster/ca/rotate", json={})
+    _emit(args, result, lambda: f"new cluster CA {result['current']}; {len(result['trusted'])} CA(s) trusted until "
+          "`orca cluster ca finish` (masters and nodes renew their certificates meanwhile)", sys.stdout)
+    return 0
+
+
+def cmd_cluster_ca_finish(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("POST", "/api/v1/cluster/ca/finish", json={"force": True} if args.force else {})
+    _emit(args, result, lambda: f"cluster CA {result['current']}; no longer trusted: "
+          f"{', '.join(result.get('retired') or []) or 'none'}", sys.stdout)
+    return 0
+
+
 def cmd_cluster_join_tokens(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tokens = client.list_join_tokens()
@@ -697,9 +747,31 @@ def cmd_join(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     if args.label:
         overrides["labels"] = _labels(args.label)
+    if getattr(args, "cacert", None):
+        overrides["ca_file"] = args.cacert  # https masters without a version-2 join token to pin by
     from orca.agent.main import run_join
 
-    return int(run_join(list(args.masters), args.token_file, **overrides))
+    token_file = args.token_file
+    join_token = getattr(args, "token", None)  # for `join`, the global --token is the join token
+    if join_token is not None:
+        # `orca join --token ORCAJOIN-2-... MASTER`: kept 0600 in the data directory (the agent reads
+        # it from a file, like every credential), so the command line is all a new host needs.
+        if token_file is not None:
+            raise UsageError("give --token or --token-file, not both")
+        from orca.master.tls_manager import write_private
+
+        data_dir = Path(args.data_dir or f"./data/{args.agent_id or _default_agent_id()}")
+        token_file = str(data_dir / "join.token")
+        write_private(Path(token_file), join_token.strip().encode() + b"\n")
+    if token_file is None:
+        raise UsageError("orca join needs --token TOKEN or --token-file FILE")
+    return int(run_join(list(args.masters), token_file, **overrides))
+
+
+def _default_agent_id() -> str:
+    from orca.agent.main import _default_id
+
+    return _default_id()
 
 
 PS_HEADERS = ["ALLOC", "INDEX", "NODE", "VERSION", "STATUS", "HEALTH", "STARTED", "RESTARTS", "PORT", "REASON"]
@@ -1254,6 +1326,8 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
                         help=f"master API URL(s), comma-separated (env ORCA_API, default {DEFAULT_API})")
     parser.add_argument("--token", default=argparse.SUPPRESS,
                         help="bearer token (else env ORCA_TOKEN, else ~/.orca/token)")
+    parser.add_argument("--cacert", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the cluster CA for https masters (else env ORCA_CACERT, else ~/.orca/ca.crt)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default table)")
 
@@ -1278,9 +1352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "agent", cmd_agent, "run a worker agent from its config file")
     p.add_argument("--config", required=True, metavar="FILE", help="agent TOML config ([agent] table)")
 
-    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file)")
+    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file); "
+             "--token ORCAJOIN-2-... or --token-file F")
     p.add_argument("masters", nargs="+", metavar="MASTER_URL", help="one or more master API URLs")
-    p.add_argument("--token-file", required=True, metavar="F",
+    p.add_argument("--token-file", metavar="F",
                    help="file holding this node's agent token (--role agent --node ID) or a join token")
     p.add_argument("--id", dest="agent_id", metavar="ID", help="node id (default: the host name)")
     p.add_argument("--listen", metavar="HOST:PORT", help="the agent API (where the leader pushes)")
@@ -1448,6 +1523,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate", action="store_true", help="first revoke every unused join token")
     p.add_argument("--node", metavar="ID", help="only this node id may use it (default: any new node)")
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default 86400; 0: none)")
+    p = verb(cluster, "init", cmd_cluster_init,
+             "make the cluster CA in a master's data directory before its first start (no API call)")
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="the master's [node].data_dir")
+    p = verbs_ca = cluster.add_parser("ca", parents=[common], help="the cluster certificate authority")
+    ca = verbs_ca.add_subparsers(dest="ca_verb", metavar="ACTION", required=True)
+    p = verb(ca, "show", cmd_cluster_ca_show, "the CA's fingerprint (SHA-256), the trusted CAs; --pem: the bundle")
+    p.add_argument("--pem", action="store_true", help="print the PEM bundle (what --cacert and agents trust)")
+    verb(ca, "rotate", cmd_cluster_ca_rotate,
+         "make a new CA current; the old one stays trusted until `orca cluster ca finish`")
+    p = verb(ca, "finish", cmd_cluster_ca_finish, "end a rotation: stop trusting the previous CA(s)")
+    p.add_argument("--force", action="store_true", help="even if some node has not renewed its certificate yet")
     verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry")
     p = verb(cluster, "revoke-join-token", cmd_cluster_revoke_join_token, "revoke an unused join token")
     p.add_argument("id", metavar="ID")

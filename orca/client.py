@@ -253,6 +253,11 @@ _WS_IDLE_S = 60.0  # masters ping every 20 s: a minute of silence is a dead conn
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The TLS context for https masters: the system's trust store, or exactly `ca_file` when given."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
 class _Handshake(Exception):
     """Internal: the server answered the upgrade request with a plain HTTP response."""
 
@@ -276,14 +281,15 @@ class _WebSocket:
         self.closed = False
 
     @classmethod
-    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None) -> _WebSocket:
+    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None,
+                ca_file: str | None = None) -> _WebSocket:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         sock = socket.create_connection((host, port), timeout=timeout)
         try:
             if parts.scheme == "https":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+                sock = ssl_context(ca_file).wrap_socket(sock, server_hostname=host)
             key = base64.b64encode(os.urandom(16)).decode()
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
@@ -410,7 +416,7 @@ class Client:
     """
 
     def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
-                 retries: int = 45, backoff_s: float = 0.1):
+                 retries: int = 45, backoff_s: float = 0.1, ca_file: str | None = None):
         urls = api.split(",") if isinstance(api, str) else list(api)
         self.apis = [u.strip().rstrip("/") for u in urls if u and u.strip()]
         if not self.apis:
@@ -419,6 +425,8 @@ class Client:
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
                 raise ValueError(f"not an http(s) URL: {url!r}")
         self.token = token or None
+        # The CA for https masters (the cluster CA: `orca cluster ca show --pem`); the system store if None.
+        self.ca_file = ca_file or None
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.backoff_s = backoff_s
@@ -558,6 +566,11 @@ class Client:
                 self._pools.append(pool)
         return pool
 
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=ssl_context(self.ca_file))
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+
     def _roundtrip(self, method: str, url: str, body: bytes | None,
                    headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
         parts = urlsplit(url)
@@ -568,8 +581,7 @@ class Client:
             conn = pool.get(key)
             reused = conn is not None
             if conn is None:
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = pool[key] = cls(parts.netloc, timeout=self.timeout)
+                conn = pool[key] = self._connection(parts.scheme, parts.netloc)
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -860,8 +872,7 @@ class Client:
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
                 parts = urlsplit(base)
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = cls(parts.netloc, timeout=self.timeout)
+                conn = self._connection(parts.scheme, parts.netloc)
                 try:
                     conn.request("GET", target, headers=headers)
                     if conn.sock is not None:
@@ -966,7 +977,8 @@ class Client:
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
                 try:
-                    ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s)
+                    ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s,
+                                            ca_file=self.ca_file)
                 except _Handshake as exc:
                     error = error_from_response(exc.status, exc.data)
                     if exc.status == 503 and error.code == "CLUSTER_NOT_READY":

@@ -117,6 +117,10 @@ class MasterConfig:
     raft_allow_from: tuple[str, ...] = ()
     # [raft].fsync: acknowledge a write only once its entry is on disk on a majority (power-loss safe)
     raft_fsync: bool = True
+    # [tls].enabled: HTTPS on the API, mutual TLS to agents. Default: on unless api.listen is loopback.
+    tls: bool = False
+    cert_days: int = 90  # [tls].cert_days: lifetime of the certificates this master issues
+    insecure_http: bool = False  # [security].insecure_http: plain HTTP on a non-loopback address, on purpose
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -163,6 +167,14 @@ class AgentConfig:
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
     proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
+    # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
+    ca_file: Path | None = None
+    insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
+
+    @property
+    def tls(self) -> bool:
+        """Mutual TLS with the masters: on when they are https."""
+        return any(m.startswith("https://") for m in self.masters)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -489,7 +501,7 @@ def _load_tuning(raft: _Table) -> RaftTuning:
 def load_master_config(path: str | Path) -> MasterConfig:
     """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
-    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing"))
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls"))
 
     node = doc.table("node", ("id", "data_dir"))
     node_id = node.ident("id")
@@ -497,7 +509,19 @@ def load_master_config(path: str | Path) -> MasterConfig:
 
     api = doc.table("api", ("listen", "advertise", "limits"))
     api_listen = api.host_port("listen")
-    api_advertise = api.url("advertise", "http://" + api_listen)
+    tls_table = doc.table("tls", ("enabled", "cert_days"), required=False)
+    security = doc.table("security", ("cluster_secret_file", "insecure_http", "metrics_require_token"))
+    insecure = security.boolean("insecure_http", False)
+    loopback = _is_loopback(parse_host_port(api_listen)[0])
+    tls_on = tls_table.boolean("enabled", not loopback and not insecure)
+    if not tls_on and not loopback and not insecure:
+        raise tls_table.error("enabled", f"api.listen {api_listen!r} is not a loopback address: refusing plain "
+                                         "HTTP (admin tokens and secrets would cross the network in clear); "
+                                         "enable TLS or set security.insecure_http = true")
+    cert_days = tls_table.positive_int("cert_days", MasterConfig.cert_days)
+    api_advertise = api.url("advertise", ("https://" if tls_on else "http://") + api_listen)
+    if tls_on and not api_advertise.startswith("https://"):
+        raise api.error("advertise", f"TLS is on: expected an https:// URL, got {api_advertise!r}")
     lim = api.table("limits", ApiLimits.__dataclass_fields__, required=False)
     d_lim = ApiLimits()
     limits = ApiLimits(
@@ -515,7 +539,6 @@ def load_master_config(path: str | Path) -> MasterConfig:
     allow_from = _load_allow_from(raft)
     fsync = raft.boolean("fsync", True)
 
-    security = doc.table("security", ("cluster_secret_file", "metrics_require_token"))
     secret_file = security.path("cluster_secret_file")
     secret = security.file_content("cluster_secret_file", secret_file)
     if len(secret) < 16:  # it keys both the Raft transport and every JWT
@@ -534,7 +557,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
         agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
-        raft_allow_from=allow_from, raft_fsync=fsync,
+        raft_allow_from=allow_from, raft_fsync=fsync, tls=tls_on, cert_days=cert_days, insecure_http=insecure,
     )
 
 
@@ -542,7 +565,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources", "proxy")
+               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http")
 
 
 def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
@@ -617,7 +640,18 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     _check_token_node(agent, token, agent_id)
 
     listen = agent.host_port("listen", AgentConfig.listen)
-    advertise = agent.url("advertise", "http://" + listen)
+    tls_on = any(m.startswith("https://") for m in masters)
+    if len({m.split(":")[0] for m in masters}) > 1:
+        raise agent.error("masters", "mix of http:// and https:// masters: a cluster runs TLS or not")
+    insecure = agent.boolean("insecure_http", False)
+    if not tls_on and not insecure and not _is_loopback(parse_host_port(listen)[0]):
+        raise agent.error("listen", f"{listen!r} is not a loopback address and the masters are plain http://: "
+                                    "refusing (pushes carry secret values); use https:// masters or set "
+                                    "agent.insecure_http = true")
+    ca_file = agent.path("ca_file") if agent.has("ca_file") else None
+    advertise = agent.url("advertise", ("https://" if tls_on else "http://") + listen)
+    if tls_on and not advertise.startswith("https://"):
+        raise agent.error("advertise", f"the masters are https://: expected an https:// URL, got {advertise!r}")
     status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
     status_host, _ = parse_host_port(status_listen)
     # The status API has no authentication (DESIGN §5): it must never face the network.
@@ -666,6 +700,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
     )
 

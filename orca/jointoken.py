@@ -1,6 +1,6 @@
 """Join tokens: a one-time secret an agent exchanges for its node-bound credential (Swarm's model).
 
-Shape, version 1:  `ORCAJOIN-1-<id>-<secret>`
+Shapes:  `ORCAJOIN-1-<id>-<secret>` (plain-HTTP clusters) and `ORCAJOIN-2-<ca>-<id>-<secret>` (TLS)
 - `id` is 16 lowercase hex characters, drawn by the leader and recorded in the replicated
   `join_tokens` table (role, optional node, expiry, used/revoked): what revocation, rotation and
   single use refer to.
@@ -8,9 +8,10 @@ Shape, version 1:  `ORCAJOIN-1-<id>-<secret>`
   JWT signing key with its own label. Any master can check a token without the state holding the
   secret: the journal and the snapshots never contain a usable join token.
 
-The version field is there so that the TLS work can extend the token without ambiguity: version 2
-will insert the cluster CA's fingerprint, `ORCAJOIN-2-<sha256 of the CA, 64 hex>-<id>-<secret>`, so
-that the agent pins the CA on first contact. `parse` refuses versions it does not know, naming them.
+- `ca` (version 2) is the SHA-256 of the cluster CA certificate (64 hex): the agent pins the CA on
+  first contact, so the token is the only thing copied to a new host. The secret does not cover it:
+  a token whose fingerprint was altered only makes the agent refuse the genuine master.
+`parse` refuses versions it does not know, naming them.
 
 Pure (no I/O, no clock); error messages never contain the token or its secret.
 """
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 
 from orca.errors import Unauthorized
 
-__all__ = ["PREFIX", "VERSION", "JoinToken", "join_key", "new_id", "make", "parse", "verify",
+__all__ = ["PREFIX", "VERSION", "VERSIONS", "JoinToken", "join_key", "new_id", "make", "parse", "verify",
            "looks_like_join_token", "ROLES"]
 
 PREFIX = "ORCAJOIN"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 ROLES = ("worker",)  # masters join through their config; only workers exchange join tokens
 _LABEL = b"orca/join/v1"
 _ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -39,7 +41,7 @@ _MAX_LEN = 256
 
 @dataclass(frozen=True)
 class JoinToken:
-    """A parsed join token. `ca_fingerprint` stays None until a version that carries one exists."""
+    """A parsed join token; `ca_fingerprint` is None in version 1."""
 
     version: int
     id: str
@@ -64,11 +66,16 @@ def _secret(key: bytes, token_id: str) -> str:
     return hmac.new(key, token_id.encode(), hashlib.sha256).hexdigest()
 
 
-def make(key: bytes, token_id: str) -> str:
-    """The join token for a recorded id; the same id always gives the same token."""
+def make(key: bytes, token_id: str, ca_fingerprint: str | None = None) -> str:
+    """The join token for a recorded id (version 2 with the CA's fingerprint, else version 1); the
+    same id always gives the same token."""
     if not _ID_RE.fullmatch(token_id):
         raise ValueError("join token id: expected 16 lowercase hex characters")
-    return f"{PREFIX}-{VERSION}-{token_id}-{_secret(key, token_id)}"
+    if ca_fingerprint is not None:
+        if not _SECRET_RE.fullmatch(ca_fingerprint):
+            raise ValueError("CA fingerprint: expected 64 lowercase hex characters")
+        return f"{PREFIX}-2-{ca_fingerprint}-{token_id}-{_secret(key, token_id)}"
+    return f"{PREFIX}-1-{token_id}-{_secret(key, token_id)}"
 
 
 def looks_like_join_token(text: str) -> bool:
@@ -84,11 +91,17 @@ def parse(text: str) -> JoinToken:
     if len(parts) < 2 or not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 3:
         raise Unauthorized("malformed join token")
     version = int(parts[1])
-    if version != VERSION:
-        raise Unauthorized(f"join token version {version} is not supported by this master (it knows {VERSION})")
+    if version not in VERSIONS:
+        raise Unauthorized(f"join token version {version} is not supported by this master (it knows "
+                           f"{', '.join(map(str, VERSIONS))})")
+    fingerprint = None
+    if version == 2:
+        if len(parts) != 5 or not _SECRET_RE.fullmatch(parts[2]):
+            raise Unauthorized("malformed join token")
+        fingerprint = parts.pop(2)
     if len(parts) != 4 or not _ID_RE.fullmatch(parts[2]) or not _SECRET_RE.fullmatch(parts[3]):
         raise Unauthorized("malformed join token")
-    return JoinToken(version=version, id=parts[2], secret=parts[3])
+    return JoinToken(version=version, id=parts[2], secret=parts[3], ca_fingerprint=fingerprint)
 
 
 def verify(key: bytes, text: str) -> JoinToken:

@@ -35,7 +35,10 @@ Shapes (JSON):
   AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
                      "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
                      "restarts": int, "reason": str|None, "host_port": int|None}
-  HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
+  HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float,
+                     "ca_fingerprint": str, "ca_trusted": [str]}  (the last two on TLS clusters: the CA
+                     that signs now and every trusted one; the agent fetches CAs it lacks and renews a
+                     certificate the signing CA did not issue)
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
                      "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
   RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),

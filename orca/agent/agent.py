@@ -29,15 +29,16 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from orca import __version__
+from orca import __version__, jointoken, tls
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
+from orca.agent.node_tls import NodeTls
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
 from orca.agent.reconcile import Reconciler, iso
 from orca.agent.runtime import Runtime, RuntimeFailure
 from orca.agent.stats import StatsSampler
 from orca.config import AgentConfig
-from orca.errors import StaleLeader
+from orca.errors import OrcaError, StaleLeader
 from orca.protocol import CLUSTER_ID_RE, HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
@@ -272,6 +273,9 @@ class MasterLink:
         self._session: aiohttp.ClientSession | None = None
         self._last_logged: str | None = None
         self.credential = Credential(agent.node_id, self.config.token, self.config.data_dir)
+        self.tls = NodeTls(agent.node_id, self.config.data_dir, tls.names_for_url(self.address),
+                           ca_file=getattr(self.config, "ca_file", None),
+                           enabled=any(m.startswith("https://") for m in self.masters))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -307,7 +311,7 @@ class MasterLink:
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 async with self._session.post(url, data=data, headers={**headers, "Content-Type": "application/json"},
-                                              allow_redirects=False) as resp:
+                                              allow_redirects=False, ssl=self.tls.client_ssl()) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                         url = urljoin(url, resp.headers["Location"])
                         continue
@@ -339,7 +343,9 @@ class MasterLink:
         join_token = self.credential.join_token
         if join_token is None:
             return False
-        body = {"node_id": self.agent.node_id, "nonce": self.credential.nonce()}
+        body: dict[str, Any] = {"node_id": self.agent.node_id, "nonce": self.credential.nonce()}
+        if self.tls.enabled:
+            body.update(csr=self.tls.csr(), names=self.tls.names)
         for base in self._targets():
             try:
                 status, reply, final = await self._post(base, "/api/v1/agent/join", body, bearer=join_token)
@@ -348,6 +354,8 @@ class MasterLink:
                 continue
             if 200 <= status < 300:
                 problem = self.credential.accept(reply)
+                if problem is None and self.tls.enabled:
+                    problem = self.tls.accept(reply)
                 if problem is None:
                     log.info("joined: obtained the credential of node %s from %s (kept in %s)",
                              self.agent.node_id, final, self.config.data_dir)
@@ -358,6 +366,92 @@ class MasterLink:
             if status in (401, 403, 409):
                 return False
         return False
+
+    async def _get(self, base: str, path: str, verify: bool = True) -> Any:
+        """GET a public JSON document from one master (verify=False only to fetch a CA to pin)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        try:
+            async with self._session.get(base + path, ssl=self.tls.client_ssl(verify)) as resp:
+                raw = await resp.content.read(256 * 1024)
+                return json.loads(raw) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise _LinkError(f"{base}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    async def prepare_tls(self, stop: asyncio.Event) -> bool:
+        """Before anything listens or heartbeats on a TLS cluster: trust (the pinned CA of a version-2
+        join token, or ca_file) and this node's certificate (from the join exchange, or signed for the
+        node token). Retries with backoff until done (True) or `stop` (False)."""
+        delay, cap = REGISTER_BACKOFF_S
+        while not stop.is_set():
+            if self.tls.ready():
+                return True
+            try:
+                await self._obtain_tls()
+            except _LinkError as exc:
+                self._error(f"tls: {exc}")
+            if self.tls.ready():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, cap)
+        return False
+
+    async def _obtain_tls(self) -> None:
+        if self.tls.trust() is None:
+            try:
+                token = jointoken.parse(self.credential.join_token) if self.credential.join_token else None
+            except OrcaError:
+                token = None
+            if token is None or token.ca_fingerprint is None:
+                self._error("tls: the masters are https:// but this node trusts no CA: set agent.ca_file, or use "
+                            "a version-2 join token (orca cluster join-token worker)")
+                return
+            for base in self._targets():
+                doc = await self._get(base, "/api/v1/cluster/ca", verify=False)
+                problem = self.tls.pin(doc.get("bundle") if isinstance(doc, dict) else None, token.ca_fingerprint)
+                if problem is None:
+                    log.info("pinned the cluster CA %s (from the join token) at %s", token.ca_fingerprint, base)
+                    break
+                self._error(f"tls: {base}: {problem}")
+            else:
+                return
+        if self.credential.token is None:
+            await self.join()
+        elif self.tls.cert() is None:
+            await self.renew_certificate()
+
+    async def renew_certificate(self) -> bool:
+        """Ask for a (new) node certificate for this node's key; True once stored."""
+        body = {"csr": self.tls.csr(), "names": self.tls.names}
+        for base in self._targets():
+            try:
+                status, reply, final = await self._post(base, "/api/v1/agent/certificate", body)
+            except _LinkError as exc:
+                self._error(f"certificate: {exc}")
+                continue
+            if 200 <= status < 300:
+                problem = self.tls.accept(reply)
+                if problem is None:
+                    return True
+                self._error(f"certificate: {final}: {problem}")
+                return False
+            self._error(f"certificate: {final} answered {status}: {_describe(reply)}")
+            if status in (401, 403):
+                return False
+        return False
+
+    async def _follow_ca(self, reply: dict[str, Any]) -> None:
+        """After a heartbeat: fetch CAs this node does not trust yet, renew a certificate the signing
+        CA did not issue or that is two thirds through its life."""
+        trusted = reply.get("ca_trusted")
+        if isinstance(trusted, list) and not set(map(str, trusted)) <= self.tls.trusted_fingerprints():
+            doc = await self._get(self.leader or self.masters[0], "/api/v1/cluster/ca")
+            if isinstance(doc, dict):
+                self.tls.add_trust(doc.get("bundle"))
+                log.info("trusting the cluster CAs %s", ", ".join(fp[:16] for fp in sorted(map(str, trusted))))
+        if self.tls.wants_renewal(reply.get("ca_fingerprint"), time.time()):
+            await self.renew_certificate()
 
     async def register(self) -> None:
         """Register with the first master that answers (any master: followers redirect), retrying
@@ -463,6 +557,11 @@ class MasterLink:
             if 200 <= status < 300 and isinstance(reply, dict):
                 self.leader = reply.get("leader") or final
                 self.last_sync = time.time()
+                if self.tls.enabled and "ca_fingerprint" in reply:
+                    try:
+                        await self._follow_ca(reply)
+                    except _LinkError as exc:
+                        self._error(f"tls: {exc}")
                 if self.sync_error:
                     log.info("heartbeats reach the leader %s again", self.leader)
                 self.sync_error = None

@@ -70,6 +70,7 @@ class MasterApi:
         self.started = time.time()
         self.metrics.on_scrape(self._refresh_metrics)
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
+        self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:

@@ -1,8 +1,9 @@
 """Join tokens on the masters: admins mint, list and revoke them; an agent exchanges one, once, for its
 node-bound credential (`POST /api/v1/agent/join`, authenticated by the join token itself).
 
-The exchange answers `{"node_id", "token", "jti"}`; the TLS work adds the node certificate (and the
-CA) to this answer, and the CA fingerprint to the token (orca.jointoken, version 2).
+The exchange answers `{"node_id", "token", "jti"}`; on a TLS cluster the agent also sends the CSR of
+its key and the answer adds its node certificate and the CA bundle, and the tokens are version 2
+(they carry the CA fingerprint the agent pins: orca.jointoken).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from orca import auth, jointoken
+from orca import auth, jointoken, tls
 from orca.errors import Invalid
 from orca.master import views
+from orca.master.api_tls import sign_node
 from orca.master.http import json_response, read_json
 from orca.state import ops_join
 
@@ -75,7 +77,8 @@ class JoinEndpoints:
             "id": jointoken.new_id(), "role": role, "node": node, "rotate": rotate,
             "expires_at": None if ttl is None else int(now + ttl + 0.999)})
         out = _views([record])[0]
-        out.update(token=jointoken.make(self.key, record["id"]), rotated=record.get("rotated", []))
+        fingerprint = self.api.tls.signer() if self.api.tls is not None else None
+        out.update(token=jointoken.make(self.key, record["id"], fingerprint), rotated=record.get("rotated", []))
         if record.get("replayed"):
             out["replayed"] = True
         return json_response(out, status=201)
@@ -91,7 +94,7 @@ class JoinEndpoints:
         header = request.headers.get("Authorization", "")
         token = jointoken.verify(self.key, header[len("Bearer "):].strip() if header.startswith("Bearer ") else "")
         body = await read_json(request)
-        unknown = set(body) - {"node_id", "nonce"}
+        unknown = set(body) - {"node_id", "nonce", "csr", "names"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         node = body.get("node_id")
@@ -102,16 +105,28 @@ class JoinEndpoints:
             raise Invalid("nonce: expected 32 to 128 URL-safe characters, kept by the agent for a retry",
                           {"field": "nonce"})
         digest = hashlib.sha256(nonce.encode()).hexdigest()
+        if self.api.tls is not None:
+            # Checked before the token is spent: a bad CSR must not burn a single-use token.
+            try:
+                tls.csr_public_key(body.get("csr"))
+            except tls.TlsError as err:
+                raise Invalid(f"{err} (this cluster runs TLS: send the CSR of the node's key)",
+                              {"field": "csr"}) from None
         now = time.time()
         # Refuse from the applied state first (no log entry for a refusal); the op decides again, in order.
         self.api.raft.read(lambda s: ops_join.check_join(s, token.id, node, digest, now))
+        # Signed before the token is spent: a refusal here (a name of another node) leaves it usable.
+        signed = sign_node(self.api.tls, self.api, node, body["csr"], body.get("names")) \
+            if self.api.tls is not None else None
         result = await self.api.raft.propose("join_node", {
             "id": token.id, "node_id": node, "jti": uuid.uuid4().hex, "iat": int(now),
             "nonce_digest": digest}, actor=f"join:{token.id}")
         credential, _ = auth.mint_token(self.api.info.signing_key, role="agent", name=node, node=node,
                                         now=result["iat"], jti=result["jti"])
-        return json_response({"node_id": node, "token": credential, "jti": result["jti"]},
-                             status=200 if result.get("replayed") else 201)
+        answer = {"node_id": node, "token": credential, "jti": result["jti"]}
+        if signed is not None:
+            answer.update(signed)
+        return json_response(answer, status=200 if result.get("replayed") else 201)
 
 
 def _views(records: Any) -> list[dict[str, Any]]:

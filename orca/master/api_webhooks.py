@@ -32,6 +32,7 @@ from orca.master import views
 from orca.master.http import json_response, parse_json_object, read_body, read_json
 from orca.master.ratelimit import RateLimiter
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 
 if TYPE_CHECKING:
     from orca.master.api import MasterApi
@@ -159,7 +160,8 @@ class WebhookEndpoints:
         timeout = aiohttp.ClientTimeout(total=10)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.post(leader + request.rel_url.path_qs, data=raw, headers=headers) as resp:
+                    session.post(leader + request.rel_url.path_qs, data=raw, headers=headers,
+                                 ssl=peer_ssl()) as resp:
                 body = await resp.read()
                 return web.Response(body=body, status=resp.status,
                                     content_type=resp.content_type or "application/json")

@@ -22,9 +22,11 @@ from aiohttp import web
 from orca import bounds, protocol
 from orca.errors import Forbidden, Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
+from orca.master.api_tls import require_node_certificate
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import TrafficBook
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class WorkerEndpoints:
         self.secrets = secrets
         self.heartbeat_s = heartbeat_s
         self.lease_ttl_s = lease_ttl_s
+        self.tls_routes: Any = None  # orca.master.api_tls.TlsEndpoints, set by orca.master.main
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -87,8 +90,13 @@ class WorkerEndpoints:
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)
-        return json_response({"directive": "continue", "leader": self.api.leader_url(),
-                              "orchestrator_time": time.time()})
+        answer = {"directive": "continue", "leader": self.api.leader_url(), "orchestrator_time": time.time()}
+        if self.tls_routes is not None and self.tls_routes.tls is not None:
+            # The agent renews its certificate when the current CA is not the one that signed it.
+            self.tls_routes.note_heartbeat(request, hb["node_id"])
+            answer["ca_fingerprint"] = self.tls_routes.tls.signer()
+            answer["ca_trusted"] = sorted(self.tls_routes.tls.table()["cas"])
+        return json_response(answer)
 
     # --- nodes ------------------------------------------------------------------------------------
     async def nodes(self, request: web.Request) -> web.Response:
@@ -146,11 +154,13 @@ class WorkerEndpoints:
 
 
 def require_own_node(request: web.Request, node_id: str) -> None:
-    """403 unless the caller's agent token is bound to `node_id` (its `node` claim).
+    """403 unless the caller's agent token is bound to `node_id` (its `node` claim) and, over TLS, its
+    client certificate is that node's.
 
     The auth middleware has already verified the token and its role; a token without a node claim
     never gets this far (orca.auth refuses it). Fails closed when claims are missing.
     """
+    require_node_certificate(request, node_id)
     claims = request.get("claims")
     bound = getattr(claims, "node", None)
     if bound is None or bound != node_id:
@@ -187,7 +197,8 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
             prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
             url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
             try:
-                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
+                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"},
+                                       ssl=peer_ssl()) as r:
                     if r.status != 200:
                         await queue.put(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
                         return

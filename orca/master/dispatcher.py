@@ -24,6 +24,7 @@ from orca import spec as specs
 from orca.errors import OrcaError
 from orca.master.loops import LeaderLoop
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import route_table
 from orca.raft import RaftNode
 
@@ -137,7 +138,8 @@ class Dispatcher(LeaderLoop):
         self.pushes_total += 1
         try:
             async with self.session.put(target["address"] + "/v1/allocations", json=payload,
-                                        headers={"Authorization": f"Bearer {target['push_token']}"}) as resp:
+                                        headers={"Authorization": f"Bearer {target['push_token']}"},
+                                        ssl=peer_ssl()) as resp:
                 if resp.status == 409:
                     self.log.warning("node %s refused term %s as stale: a newer leader exists", node_id, term)
                     raise RuntimeError("stale leader")

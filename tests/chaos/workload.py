@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,10 +44,17 @@ TEST_IMAGE = "orca-test/busybox"
 
 def http_json(method: str, url: str, *, token: str | None = None, body: Any = None,
               headers: Mapping[str, str] | None = None,
-              timeout: float = 5.0) -> tuple[int, dict[str, str], Any]:
-    """One HTTP exchange, redirects NOT followed (a 307 is an answer here, not an acknowledgement)."""
+              timeout: float = 5.0, cafile: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One HTTP exchange, redirects NOT followed (a 307 is an answer here, not an acknowledgement).
+    An https URL is verified against `cafile`; without one (liveness only) a token is refused."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+    if parts.scheme == "https":
+        if cafile is None and token:
+            raise ValueError("a token goes only to a master verified against the cluster CA (cafile)")
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
     hdrs = {"Accept": "application/json", **(headers or {})}
     data = None
     if body is not None:

@@ -133,6 +133,14 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                          "body_digest": "b1", "replay_window_s": 60.0},
     "autoscale": {"term": TERM, "name": "web", "replicas": 4, "reason": "r", "figures": {}},
     "set_scaling": {"name": "web", "scaling": None},
+    "create_join_token": {"id": "00112233445566ff", "role": "worker", "node": None, "expires_at": None},
+    "revoke_join_token": {"id": "00112233445566ff"},
+    "join_node": {"id": "00112233445566ff", "node_id": "n7", "jti": "j7", "iat": 1, "nonce_digest": "a" * 64},
+    "ca_init": {"fingerprint": "b" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----x", "key_sealed": "k",
+                "not_after": 9.0},
+    "ca_rotate": {"fingerprint": "c" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----y", "key_sealed": "k",
+                  "not_after": 9.0},
+    "ca_retire": {},
 }
 
 

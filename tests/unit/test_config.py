@@ -148,7 +148,8 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
     expected = {"node.id", "node.data_dir", "api.listen", "api.advertise", "raft.listen", "raft.peers",
                 "raft.allow_from", "raft.fsync",
                 "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
-                "timing.node_lease_ttl_s"}
+                "timing.node_lease_ttl_s",
+                "security.insecure_http", "tls.enabled", "tls.cert_days"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
     expected |= {f"raft.tuning.{f.name}" for f in dataclasses.fields(RaftTuning)}
     assert documented == expected
@@ -166,7 +167,7 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.id", "agent.masters", "agent.token_file", "agent.listen", "agent.advertise",
         "agent.status_listen", "agent.data_dir", "agent.labels", "agent.heartbeat_s",
         "agent.docker.publish_address", "agent.docker.host_port_range",
-        "agent.resources.memory", "agent.resources.cpu",
+        "agent.resources.memory", "agent.resources.cpu", "agent.ca_file", "agent.insecure_http",
     } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
     assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
 

@@ -75,8 +75,21 @@ def test_malformed_tokens_are_refused(text: str) -> None:
 
 
 def test_unknown_versions_are_named() -> None:
-    with pytest.raises(Unauthorized, match="version 2 is not supported"):
-        jointoken.parse("ORCAJOIN-2-" + "a" * 64 + "-" + "0" * 16 + "-" + "0" * 64)
+    with pytest.raises(Unauthorized, match="version 3 is not supported"):
+        jointoken.parse("ORCAJOIN-3-" + "a" * 64 + "-" + "0" * 16 + "-" + "0" * 64)
+
+
+def test_version_2_carries_the_ca_fingerprint() -> None:
+    key = jointoken.join_key(b"k" * 32)
+    token = jointoken.make(key, "0123456789abcdef", "ab" * 32)
+    assert token.startswith("ORCAJOIN-2-" + "ab" * 32 + "-0123456789abcdef-")
+    parsed = jointoken.verify(key, token)
+    assert parsed.version == 2 and parsed.ca_fingerprint == "ab" * 32 and parsed.id == "0123456789abcdef"
+    # The v1 form of the same id carries the same secret: the fingerprint is for the agent only.
+    assert jointoken.verify(key, jointoken.make(key, "0123456789abcdef")).secret == parsed.secret
+    for bad in ("ORCAJOIN-2-" + "AB" * 32 + token[75:], "ORCAJOIN-2-" + token[76:], token + "-x"):
+        with pytest.raises(Unauthorized):
+            jointoken.parse(bad)
 
 
 @settings(max_examples=200, deadline=None)
