@@ -41,7 +41,8 @@ class FakeLeader:
 
         async def register(request: web.Request) -> web.Response:
             self.bearers["register"].append(request.headers.get("Authorization", ""))
-            return web.json_response({"node_id": "worker-1", "leader": self.url, "heartbeat_s": 0.05})
+            return web.json_response({"node_id": "worker-1", "leader": self.url, "heartbeat_s": 0.05,
+                                      "cluster_id": "0123456789abcdef"})
 
         async def heartbeat(request: web.Request) -> web.Response:
             self.bearers["heartbeat"].append(request.headers.get("Authorization", ""))
