@@ -302,7 +302,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         result: dict[str, Any] = {"token": token, **_claims_dict(claims)}
     else:
         with _client(args) as client:
-            result = client.create_token(args.role, name, args.ttl, node=args.node, projects=args.project)
+            scope = {"projects": args.project} if args.project else {}
+            result = client.create_token(args.role, name, args.ttl, node=args.node, **scope)
     # Only the token on stdout, so `TOKEN=$(orca token create ...)` works.
     _emit(args, result, lambda: str(result["token"]), sys.stdout)
     return 0
