@@ -32,7 +32,6 @@ import os
 import random
 import re
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from orca import __version__
+from orca.sdk.transport import CONNECT_TIMEOUT_S, Endpoints, open_connection, ssl_context
 
 __all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX", "is_converged", "rollout_failure"]
 
@@ -276,14 +276,16 @@ class _WebSocket:
         self.closed = False
 
     @classmethod
-    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None) -> _WebSocket:
+    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None, *,
+                connect_timeout: float = CONNECT_TIMEOUT_S, ca_file: str | None = None) -> _WebSocket:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=min(timeout, connect_timeout))
+        sock.settimeout(timeout)
         try:
             if parts.scheme == "https":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+                sock = ssl_context(ca_file).wrap_socket(sock, server_hostname=host)
             key = base64.b64encode(os.urandom(16)).decode()
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
@@ -405,14 +407,22 @@ class Client:
     """A client for one orca cluster; see the module docstring for the retry and redirect contract.
 
     `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket
-    operation; `retries` the extra passes over the masters: the first 40 after ~30-60 ms each (about 2 s,
-    enough to ride through a leader failover), the rest after `backoff_s` doubling, capped at 2 s.
+    read; `connect_timeout` each connect (short: a master that does not accept within it is skipped for
+    the next one, and tried last for a while, see `orca.sdk.transport`); `retries` the extra passes over
+    the masters: the first 40 after ~30-60 ms each (about 2 s, enough to ride through a leader failover),
+    the rest after `backoff_s` doubling, capped at 2 s. `on_skip(url, error)` is told of every master
+    skipped because it could not be reached. `ca_file` is the CA for https masters (system store if None).
+    `discover()` learns the other masters from any one of them.
     """
 
     def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
-                 retries: int = 45, backoff_s: float = 0.1):
+                 retries: int = 45, backoff_s: float = 0.1, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 ca_file: str | None = None, on_skip: Callable[[str, BaseException], None] | None = None):
         urls = api.split(",") if isinstance(api, str) else list(api)
-        self.apis = [u.strip().rstrip("/") for u in urls if u and u.strip()]
+        self.endpoints = Endpoints(urls, on_skip=on_skip)
+        self.apis = self.endpoints.urls  # the same list: `discover()` extends it
+        self.connect_timeout = connect_timeout
+        self.ca_file = ca_file or None
         if not self.apis:
             raise ValueError("at least one master API URL is required")
         for url in self.apis:
@@ -500,12 +510,7 @@ class Client:
     def _candidates(self, write: bool) -> list[str]:
         """Masters in the order to try: writes go to the known leader first, reads stick to the last
         master that answered (keep-alive), then every configured URL in order."""
-        first = [self.leader, self._last_good] if write else [self._last_good, self.leader]
-        order: list[str] = []
-        for url in [*first, *self.apis]:
-            if url and url not in order:
-                order.append(url)
-        return order
+        return self.endpoints.order([self.leader, self._last_good] if write else [self._last_good, self.leader])
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], write: bool,
               raw: bool) -> Any:
@@ -514,7 +519,7 @@ class Client:
             try:
                 status, resp_headers, data = self._roundtrip(method, url, body, headers)
             except (OSError, http.client.HTTPException) as exc:
-                self._forget(_origin(url))
+                self._unreachable(_origin(url), exc)
                 raise _Retryable(None, exc) from exc
             location = resp_headers.get("Location")
             if status in _REDIRECTS and location:
@@ -523,6 +528,7 @@ class Client:
                 continue
             if 200 <= status < 300:
                 self._last_good = _origin(url)
+                self.endpoints.mark_up(self._last_good)
                 if write:
                     self.leader = _origin(url)
                 text = data.decode("utf-8", "replace")
@@ -543,6 +549,10 @@ class Client:
         # Leadership moved while we chased it; a later pass will find where it settled.
         raise _Retryable(ApiError(307, "TOO_MANY_REDIRECTS",
                                   f"more than {MAX_REDIRECTS} redirects, last to {url}"))
+
+    def _unreachable(self, origin: str, error: BaseException) -> None:
+        self._forget(origin)
+        self.endpoints.mark_down(origin, error)
 
     def _forget(self, origin: str) -> None:
         if self.leader == origin:
@@ -568,8 +578,8 @@ class Client:
             conn = pool.get(key)
             reused = conn is not None
             if conn is None:
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = pool[key] = cls(parts.netloc, timeout=self.timeout)
+                conn = pool[key] = open_connection(f"{parts.scheme}://{parts.netloc}", timeout=self.timeout,
+                                                   connect_timeout=self.connect_timeout, ca_file=self.ca_file)
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -643,6 +653,16 @@ class Client:
     def cluster_info(self) -> dict[str, Any]:
         """Masters, leader, term, commit index and nodes."""
         return self.request("GET", "/api/v1/cluster/info")
+
+    def discover(self) -> list[str]:
+        """Ask any master for the members (`/cluster/info`), add their API URLs to the ones this client
+        tries, and return every member's URL (the configured ones that are not members stay, last)."""
+        masters = _field(self.cluster_info(), "masters")
+        members = [str(m["api_url"]).rstrip("/") for m in masters
+                   if isinstance(m, dict) and isinstance(m.get("api_url"), str)
+                   and urlsplit(m["api_url"]).scheme in ("http", "https") and urlsplit(m["api_url"]).netloc]
+        self.endpoints.add(members)
+        return members
 
     def cluster_leader(self) -> dict[str, Any]:
         """The current leader; `CLUSTER_NOT_READY` (after retries) when there is none."""
@@ -816,9 +836,8 @@ class Client:
             if attempt:
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
-                parts = urlsplit(base)
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = cls(parts.netloc, timeout=self.timeout)
+                conn = open_connection(base, timeout=self.timeout, connect_timeout=self.connect_timeout,
+                                       ca_file=self.ca_file)
                 try:
                     conn.request("GET", target, headers=headers)
                     if conn.sock is not None:
@@ -826,7 +845,7 @@ class Client:
                     resp = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
-                    self._forget(base)
+                    self._unreachable(base, exc)
                     last_cause = exc
                     continue
                 if 200 <= resp.status < 300:
@@ -923,7 +942,8 @@ class Client:
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
                 try:
-                    ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s)
+                    ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s,
+                                            connect_timeout=self.connect_timeout, ca_file=self.ca_file)
                 except _Handshake as exc:
                     error = error_from_response(exc.status, exc.data)
                     if exc.status == 503 and error.code == "CLUSTER_NOT_READY":
@@ -932,7 +952,7 @@ class Client:
                         continue
                     raise error from None
                 except (OSError, http.client.HTTPException) as exc:
-                    self._forget(base)
+                    self._unreachable(base, exc)
                     last_cause = exc
                     continue
                 self._last_good = base

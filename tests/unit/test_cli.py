@@ -165,8 +165,9 @@ class FakeClient:
     api: str | None = None
     token: str | None = None
 
-    def __init__(self, api: str, token: str | None = None) -> None:
+    def __init__(self, api: str, token: str | None = None, **kw: Any) -> None:
         FakeClient.api, FakeClient.token = api, token
+        self.apis = api.split(",")
 
     def __enter__(self) -> FakeClient:
         return self
@@ -260,7 +261,7 @@ def test_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(cli, "Client", lambda api, token: Client(api, token, retries=0))
+    monkeypatch.setattr(cli, "Client", lambda api, token, **kw: Client(api, token, retries=0, **kw))
     assert main(["--api", f"http://127.0.0.1:{port}", "status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no master answered") and err.rstrip().endswith("(UNREACHABLE)")
