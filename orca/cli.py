@@ -1369,8 +1369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Verb groups in modules of their own (orca/commands/): imported here, once this module is loaded.
     from orca.commands import context as context_verbs
+    from orca.commands import snapshot as snapshot_verbs
 
     context_verbs.add_parsers(verbs, common, verb)
+    snapshot_verbs.add_parsers(verbs, common, verb)
     return parser
 
 

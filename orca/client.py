@@ -460,11 +460,13 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
                 idempotency_key: str | None = None, consistent: bool = False,
-                raw: bool = False) -> Any:
-        """Send one logical request and return the decoded JSON (or the text, with `raw=True`).
+                raw: bool | str = False, data: bytes | None = None) -> Any:
+        """Send one logical request and return the decoded JSON (or the text, with `raw=True`; the
+        bytes, with `raw="bytes"`).
 
         `path` is absolute (`/api/v1/...`) or relative to `/api/v1`. `params` with value None are
-        dropped. `consistent=True` asks for a read from the leader's state.
+        dropped. `consistent=True` asks for a read from the leader's state. `data` is a binary body
+        (`application/octet-stream`), instead of `json`.
         """
         method = method.upper()
         write = method in _WRITE_METHODS
@@ -475,6 +477,9 @@ class Client:
         if json is not None:
             body = _json.dumps(json).encode()
             headers["Content-Type"] = "application/json"
+        elif data is not None:
+            body = bytes(data)
+            headers["Content-Type"] = "application/octet-stream"
         if write:
             # Made once here, outside the retry loop: that is what makes a retried write apply once.
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
@@ -513,7 +518,7 @@ class Client:
         return self.endpoints.order([self.leader, self._last_good] if write else [self._last_good, self.leader])
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], write: bool,
-              raw: bool) -> Any:
+              raw: bool | str) -> Any:
         """One try against one master, following its redirects; raises _Retryable or ApiError."""
         for _hop in range(MAX_REDIRECTS + 1):
             try:
@@ -531,6 +536,8 @@ class Client:
                 self.endpoints.mark_up(self._last_good)
                 if write:
                     self.leader = _origin(url)
+                if raw == "bytes":
+                    return data
                 text = data.decode("utf-8", "replace")
                 if raw:
                     return text
@@ -781,6 +788,23 @@ class Client:
         the node is ready and not drained."""
         return self.request("DELETE", f"/api/v1/cluster/nodes/{quote(node_id, safe='')}",
                             idempotency_key=idempotency_key)
+
+    # ------------------------------------------------------------------ backup and restore
+
+    def snapshot_save(self) -> bytes:
+        """A consistent snapshot of the whole replicated state, from the leader (admin): the bytes of an
+        `orca.snapshot` file (its header says index, term, schema version and checksum)."""
+        from orca.sdk import snapshots
+
+        return snapshots.save(self)
+
+    def snapshot_restore(self, data: bytes, force: bool = False,
+                         on_progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+        """Load a snapshot file into this (empty, unless `force`) cluster (admin) -> `{"restored", "index",
+        "term", "counts"}`. `on_progress(chunks_sent, chunks)` after each chunk."""
+        from orca.sdk import snapshots
+
+        return snapshots.restore(self, data, force=force, on_progress=on_progress)
 
     # ------------------------------------------------------------------ secrets
 

@@ -132,6 +132,8 @@ class Dispatcher(LeaderLoop):
         link.in_flight_since = time.monotonic()
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
+        # After a restore the terms restart low; `fence_base` keeps what agents see above the lost cluster's.
+        term += self.raft.read(lambda st: int(st.get("fence_base") or 0))
         payload = {"term": term, "version": version, "allocations": allocations,
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
         self.pushes_total += 1

@@ -87,3 +87,11 @@ class Leadership:
 
     def stop(self) -> None:
         self._revoke()
+
+    def restart(self) -> None:
+        """Stop the leader work and establish it again, as after an election: used when the state was
+        replaced under it (a snapshot restored), so every component starts from the new state and the
+        lease monitor grants every node a full TTL of grace before declaring it down."""
+        if self.raft.is_leader:
+            self._revoke()
+            self.on_role_change(True)

@@ -13,6 +13,7 @@ from orca import auth
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -64,6 +65,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
