@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
+from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -22,6 +24,7 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     return api, api.build_app()
 
 
@@ -30,6 +33,7 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert api.routes_without_policy(app) == []
     registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
     assert set(POLICY) == registered
+    assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
