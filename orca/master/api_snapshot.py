@@ -23,7 +23,7 @@ from aiohttp import web
 from orca import __version__, snapshot
 from orca.errors import Invalid, PayloadTooLarge
 from orca.master.http import json_response, read_json
-from orca.state.schema import SCHEMA_VERSION
+from orca.state import schema
 
 __all__ = ["SnapshotEndpoints", "ROUTES"]
 
@@ -56,7 +56,7 @@ class SnapshotEndpoints:
             return snapshot.pack_state(state), raft.applied_index
         raw, index = raft.read(pack)
         data = await asyncio.get_running_loop().run_in_executor(None, lambda: snapshot.build(
-            raw, index=index, term=raft.term, schema_version=SCHEMA_VERSION, created_at=time.time(),
+            raw, index=index, term=raft.term, schema_version=schema.SCHEMA_VERSION, created_at=time.time(),
             orca_version=__version__, leader=raft.settings.node_id))
         name = f"orca-snapshot-{index}.snap"
         return web.Response(body=data, content_type="application/octet-stream",

@@ -6,7 +6,11 @@ Contract (hashicorp/raft's FSM, Nomad's fsm.go):
   random number, never does I/O. Every master applies the same entries in the same order and ends with
   the same state.
 - Every op is one `_apply_<op>(state, args, ctx)` of the same shape, registered in `OPS`. Ops are only ever
-  added: an old journal must replay to the same state forever. An unknown op is an error value, loudly.
+  added: an old journal must replay to the same state forever.
+- Every entry carries the schema version it was written in (`v`, `orca.state.schema`). An entry of a newer
+  version, or an op this code does not know, is not applied: the result carries `halt`, and the master
+  stops applying (`orca.raft.ReplicatedState`) instead of diverging from masters that know it. The state
+  records the highest version applied (`schema_version`), so PySyncObj's dumps carry it too.
 - Ops validate everything before they mutate anything, so a rejected entry leaves the state untouched
   (no partial write). Errors are returned as values (`{"error": {...}}`), never raised out of apply.
 - A write with an idempotency key stores its result; the same key applied again returns the stored
@@ -24,11 +28,11 @@ from typing import Any
 import msgpack
 
 from orca.errors import Conflict, Invalid, OrcaError
-from orca.state import ops_credentials, ops_nodes, ops_restore, ops_services, ops_webhooks
+from orca.state import ops_credentials, ops_nodes, ops_restore, ops_services, ops_webhooks, schema
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
-           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP"]
+           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP", "unsupported"]
 
 IDEMPOTENCY_KEPT = 4096
 BATCH_OP = "batch"  # group commit: {"entries": [entry bytes...]} -> {"results": [...]}, applied in order
@@ -51,14 +55,15 @@ def new_state() -> State:
         "leader": {"term": 0, "node": None, "since": None},
         "removed_nodes": {},
         "webhook_deliveries": {},
+        "schema_version": 1,  # the highest entry version applied (not this code's: masters must agree)
     }
 
 
 def encode_entry(op: str, args: dict[str, Any], *, now: float, key: str | None = None,
                  actor: str | None = None) -> bytes:
     """Serialize a proposal. msgpack, not pickle: entries outlive code versions and stay readable."""
-    return msgpack.packb({"op": op, "now": float(now), "args": args, "key": key, "actor": actor},
-                         use_bin_type=True)
+    return msgpack.packb({"op": op, "now": float(now), "args": args, "key": key, "actor": actor,
+                          "v": schema.entry_version(op)}, use_bin_type=True)
 
 
 def decode_entry(raw: bytes) -> Entry:
@@ -76,6 +81,10 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
         entry = decode_entry(raw)
     except Exception:  # noqa: BLE001 - a corrupt entry must not stop the state machine
         return Invalid("malformed entry").as_value()
+    halt = unsupported(entry, index)
+    if halt is not None:
+        return halt
+    _note_version(state, entry)
     key = entry.get("key")
     op = entry["op"]
     if op == BATCH_OP:
@@ -84,7 +93,12 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
             return Invalid("malformed batch").as_value()
         if nested:
             return Invalid("nested batch").as_value()
-        return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
+        results = []
+        for sub in subs:
+            results.append(apply(state, sub, index, nested=True))
+            if "halt" in results[-1]:
+                return results[-1]  # the rest of the batch is not applied either
+        return {"ok": True, "result": {"results": results}}
     if key is not None:
         seen = state["idempotency"].get(key)
         if seen is not None:
@@ -107,6 +121,28 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
     if key is not None:
         _remember_key(state, key, op, result)
     return result
+
+
+def unsupported(entry: Entry, index: int) -> dict[str, Any] | None:
+    """None when this code can apply `entry`; else the halt value (503, so clients try another master)."""
+    version = entry.get("v", 1)
+    op = entry["op"]
+    known = schema.SCHEMA_VERSION
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= known and (
+            op == BATCH_OP or op in OPS):
+        return None
+    why = (f"op {op!r} is unknown" if isinstance(version, int) and version <= known
+           else f"schema version {version!r} is newer than this master's {known}")
+    message = (f"this master stopped applying the log at index {index}: {why}; upgrade it to the version "
+               "the other masters run")
+    return {"error": {"code": "CLUSTER_NOT_READY", "message": message, "details": {"index": index}},
+            "halt": {"index": index, "op": op, "version": version, "reason": why}}
+
+
+def _note_version(state: State, entry: Entry) -> None:
+    version = entry.get("v", 1)
+    if version > state.get("schema_version", 1):
+        state["schema_version"] = version
 
 
 def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 from orca import snapshot
 from orca.errors import Conflict, Invalid
+from orca.state import schema
 from orca.state.core import Ctx, State, record_event
-from orca.state.schema import SCHEMA_VERSION
 
 __all__ = ["OPS", "CHUNK_MAX", "RESTORE_TERM_GAP", "is_empty"]
 
@@ -53,9 +53,10 @@ def _apply_restore_begin(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
         header = snapshot.check_header(args["header"])
     except snapshot.SnapshotError as exc:
         raise Invalid(str(exc), {"field": "header"}) from None
-    if header["schema_version"] > SCHEMA_VERSION:
+    if header["schema_version"] > schema.SCHEMA_VERSION:
         raise Invalid(f"snapshot of schema version {header['schema_version']}; this cluster knows up to "
-                      f"{SCHEMA_VERSION}: upgrade the masters first", {"schema_version": header["schema_version"]})
+                      f"{schema.SCHEMA_VERSION}: upgrade the masters first",
+                      {"schema_version": header["schema_version"]})
     force = args.get("force") is True
     if not force and not is_empty(state):
         raise Conflict("the cluster is not empty: restore into a fresh cluster, or force it",

@@ -4,12 +4,20 @@ Raise `SCHEMA_VERSION` by one whenever an entry's meaning changes in a way an ol
 differently (a new op, a new argument an op acts on, a new table a snapshot must carry). A master meets
 an entry or snapshot of a newer version only in the middle of a rolling upgrade; it then stops applying
 instead of diverging (see `orca.raft.ReplicatedState` and the README's "Upgrading the masters").
-Entries without a version were written before versions existed: version 1.
+Entries without a version were written before versions existed: version 1. Code is read as
+`schema.SCHEMA_VERSION` (not imported by name) so that tests can run two adjacent versions side by side.
 """
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "OLDEST_SUPPORTED"]
+__all__ = ["SCHEMA_VERSION", "OP_VERSIONS", "entry_version"]
 
 SCHEMA_VERSION = 1
-OLDEST_SUPPORTED = 1  # entries of every version from here to SCHEMA_VERSION apply; ops are only added
+# op -> the schema version in which it (or its current meaning) appeared; absent means 1. An entry is
+# written with its op's version, not SCHEMA_VERSION: a new leader that writes only ops the old masters
+# know does not stop them, so a rolling upgrade stops nothing until the first entry that needs it.
+OP_VERSIONS: dict[str, int] = {}
+
+
+def entry_version(op: str) -> int:
+    return OP_VERSIONS.get(op, 1)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from orca import snapshot
 from orca.state import ops_restore
 from orca.state.machine import apply, new_state
-from orca.state.schema import SCHEMA_VERSION
+from orca.state.schema import SCHEMA_VERSION  # noqa: F401 - the current one
 from tests.unit.test_machine import deploy_args, entry, err, ok
 
 META = {"index": 42, "term": 3, "schema_version": SCHEMA_VERSION, "created_at": 1000.0, "orca_version": "t"}
