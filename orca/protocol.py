@@ -173,5 +173,8 @@ def validate_push(msg: Any) -> dict[str, Any]:
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    cluster_id = msg.get("cluster_id")
+    if cluster_id is not None and (not isinstance(cluster_id, str) or not 1 <= len(cluster_id) <= 64):
+        raise ProtocolError("cluster_id", "expected a string of 1 to 64 characters")
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes}
+            "routes": routes, "cluster_id": cluster_id}

@@ -71,6 +71,9 @@ class PushStore:
         fence = self._read_json("fence.json") or {}
         self.term = int(fence.get("term", 0))
         self.version = int(fence.get("version", 0))
+        # The cluster this node took a desired set from: a push from another cluster (a fresh, empty one
+        # started after every master's disk was lost, before the restore) is refused, not obeyed.
+        self.cluster_id: str | None = fence.get("cluster_id") if isinstance(fence.get("cluster_id"), str) else None
         self.desired: dict[str, Any] | None = self._read_json("desired.json")
 
     def _load_token(self) -> str:
@@ -107,13 +110,21 @@ class PushStore:
         older version is ignored (a late retry). The fence is on disk before the answer goes out.
         """
         term, version = push["term"], push["version"]
+        cluster_id = push.get("cluster_id")
+        if self.cluster_id is not None and cluster_id != self.cluster_id:
+            raise StaleLeader(f"push from cluster {cluster_id or '(no id)'}, but this node runs the desired set of "
+                              f"cluster {self.cluster_id} (restore that cluster's snapshot, or wipe this agent's "
+                              "data directory to move it)",
+                              {"cluster_id": cluster_id, "seen_cluster_id": self.cluster_id})
         if term < self.term:
             raise StaleLeader(f"push from term {term}, but term {self.term} has been seen",
                               {"term": term, "seen_term": self.term})
         if term == self.term and version < self.version:
             return False
         self.term, self.version = term, version
-        write_atomic(self.dir / "fence.json", json.dumps({"term": term, "version": version}).encode())
+        self.cluster_id = cluster_id or self.cluster_id
+        fence = {"term": term, "version": version, **({"cluster_id": self.cluster_id} if self.cluster_id else {})}
+        write_atomic(self.dir / "fence.json", json.dumps(fence).encode())
         write_atomic(self.dir / "desired.json", json.dumps(push).encode())
         self.desired = push
         return True

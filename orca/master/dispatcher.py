@@ -133,8 +133,9 @@ class Dispatcher(LeaderLoop):
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
         # After a restore the terms restart low; `fence_base` keeps what agents see above the lost cluster's.
-        term += self.raft.read(lambda st: int(st.get("fence_base") or 0))
-        payload = {"term": term, "version": version, "allocations": allocations,
+        base, cluster_id = self.raft.read(lambda st: (int(st.get("fence_base") or 0), st.get("cluster_id")))
+        term += base
+        payload = {"term": term, "version": version, "allocations": allocations, "cluster_id": cluster_id,
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
         self.pushes_total += 1
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Protocol
 
 from orca.errors import OrcaError
@@ -69,10 +70,20 @@ class Leadership:
                 return
             self.established_term = term
             log.info("established leadership for term %s", term)
+            await self._ensure_cluster_id()
             for component in self.components:
                 component.enable(term)
         finally:
             self._establishing = None
+
+    async def _ensure_cluster_id(self) -> None:
+        """The first leader of a cluster names it (agents fence on the name; see ops_restore)."""
+        if self.raft.read(lambda s: s.get("cluster_id")):
+            return
+        try:
+            await self.raft.propose("set_cluster_id", {"cluster_id": uuid.uuid4().hex})
+        except OrcaError as err:
+            log.warning("could not name the cluster (the next leader will): %s", err)
 
     def _revoke(self) -> None:
         if self._establishing is not None:

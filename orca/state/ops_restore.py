@@ -45,6 +45,17 @@ def _staged(state: State, restore_id: Any) -> dict[str, Any]:
     return staged
 
 
+def _apply_set_cluster_id(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """The cluster's identity, made once by its first leader (kept if already set). Agents refuse pushes
+    from another cluster; a restore carries the lost cluster's identity over to the new one."""
+    cluster_id = args["cluster_id"]
+    if not isinstance(cluster_id, str) or not 1 <= len(cluster_id) <= 64:
+        raise Invalid("cluster_id must be 1-64 characters", {"field": "cluster_id"})
+    if not state.get("cluster_id"):
+        state["cluster_id"] = cluster_id
+    return {"cluster_id": state["cluster_id"]}
+
+
 def _apply_restore_begin(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     restore_id = args["id"]
     if not isinstance(restore_id, str) or not 1 <= len(restore_id) <= 64:
@@ -106,6 +117,7 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
     fresh = new_state()
     fresh.update({k: v for k, v in restored.items() if k not in ("leader", "restore")})
     fresh["leader"] = state["leader"]
+    fresh["cluster_id"] = restored.get("cluster_id") or state.get("cluster_id")
     fresh["fence_base"] = int(restored.get("fence_base") or 0) + header["term"] + RESTORE_TERM_GAP
     fresh["restored_from"] = {"index": header["index"], "term": header["term"], "created_at": header["created_at"],
                               "sha256": header["sha256"], "at": ctx.now}
@@ -118,6 +130,7 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
 
 
 OPS = {
+    "set_cluster_id": _apply_set_cluster_id,
     "restore_begin": _apply_restore_begin,
     "restore_chunk": _apply_restore_chunk,
     "restore_commit": _apply_restore_commit,

@@ -51,7 +51,7 @@ def test_every_op_is_tested() -> None:
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
               "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
               "webhook_delivery", "autoscale", "set_scaling",
-              "restore_begin", "restore_chunk", "restore_commit"}  # in tests/unit/test_snapshot.py
+              "restore_begin", "restore_chunk", "restore_commit", "set_cluster_id"}  # in tests/unit/test_snapshot.py
     assert set(machine.OPS) == tested
 
 

@@ -150,3 +150,14 @@ def test_refusals_leave_the_state_alone() -> None:
     assert err(apply(target, entry("restore_commit", {"id": "r"}), 5)) == "VALIDATION_ERROR"  # checksum
     assert "restore" not in target and target["services"] == {}
     assert json.dumps(header)  # the header stays plain JSON
+
+
+def test_the_cluster_is_named_once_and_a_restore_carries_the_name() -> None:
+    source = busy_state()
+    assert ok(apply(source, entry("set_cluster_id", {"cluster_id": "lost"}), 5)) == {"cluster_id": "lost"}
+    assert ok(apply(source, entry("set_cluster_id", {"cluster_id": "other"}), 6)) == {"cluster_id": "lost"}
+    assert err(apply(source, entry("set_cluster_id", {"cluster_id": ""}), 7)) == "VALIDATION_ERROR"
+    fresh = new_state()
+    ok(apply(fresh, entry("set_cluster_id", {"cluster_id": "fresh"}), 1))
+    ok(restore(fresh, snapshot.encode(source, **META)))
+    assert fresh["cluster_id"] == "lost"  # its agents obey the restored cluster, not the fresh one
