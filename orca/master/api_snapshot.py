@@ -72,6 +72,9 @@ class SnapshotEndpoints:
             header = snapshot.check_header(body.get("header"))
         except snapshot.SnapshotError as exc:
             raise Invalid(str(exc), {"field": "header"}) from None
+        if header["schema_version"] > schema.SCHEMA_VERSION:
+            raise Invalid(f"a snapshot of schema version {header['schema_version']}; this master knows up to "
+                          f"{schema.SCHEMA_VERSION}: upgrade the masters first", {"field": "header"})
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise Invalid("force: expected true or false", {"field": "force"})

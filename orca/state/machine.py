@@ -115,6 +115,8 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
             result = {"ok": True, "result": handler(state, entry.get("args") or {}, ctx)}
         except OrcaError as err:
             result = err.as_value()
+        except schema.Unsupported as exc:
+            return _halt_value(index, op, entry.get("v", 1), str(exc))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
@@ -133,6 +135,10 @@ def unsupported(entry: Entry, index: int) -> dict[str, Any] | None:
         return None
     why = (f"op {op!r} is unknown" if isinstance(version, int) and version <= known
            else f"schema version {version!r} is newer than this master's {known}")
+    return _halt_value(index, op, version, why)
+
+
+def _halt_value(index: int, op: Any, version: Any, why: str) -> dict[str, Any]:
     message = (f"this master stopped applying the log at index {index}: {why}; upgrade it to the version "
                "the other masters run")
     return {"error": {"code": "CLUSTER_NOT_READY", "message": message, "details": {"index": index}},

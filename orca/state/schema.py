@@ -10,7 +10,7 @@ Entries without a version were written before versions existed: version 1. Code 
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "OP_VERSIONS", "entry_version"]
+__all__ = ["SCHEMA_VERSION", "OP_VERSIONS", "entry_version", "Unsupported"]
 
 SCHEMA_VERSION = 1
 # op -> the schema version in which it (or its current meaning) appeared; absent means 1. An entry is
@@ -21,3 +21,8 @@ OP_VERSIONS: dict[str, int] = {}
 
 def entry_version(op: str) -> int:
     return OP_VERSIONS.get(op, 1)
+
+
+class Unsupported(Exception):
+    """Raised by an op that meets data of a newer schema than this code knows (a restored snapshot):
+    the state machine turns it into a halt, as for an entry of a newer version."""

@@ -138,8 +138,8 @@ def test_refusals_leave_the_state_alone() -> None:
     data = snapshot.encode(busy_state(), **META)
     header, body = snapshot.parse(data)
     target = new_state()
-    newer = {**header, "schema_version": SCHEMA_VERSION + 1}
-    assert err(apply(target, entry("restore_begin", {"id": "r", "header": newer}), 1)) == "VALIDATION_ERROR"
+    newer = {**header, "schema_version": SCHEMA_VERSION + 1}  # a master that does not know it halts
+    assert apply(target, entry("restore_begin", {"id": "r", "header": newer}), 1)["halt"]["index"] == 1
     assert err(apply(target, entry("restore_begin", {"id": "r", "header": {"format": 1}}), 1)) == "VALIDATION_ERROR"
     ok(apply(target, entry("restore_begin", {"id": "r", "header": header}), 1))
     assert err(apply(target, entry("restore_chunk", {"id": "other", "n": 0, "data": body}), 2)) == "CONFLICT"
@@ -161,3 +161,12 @@ def test_the_cluster_is_named_once_and_a_restore_carries_the_name() -> None:
     ok(apply(fresh, entry("set_cluster_id", {"cluster_id": "fresh"}), 1))
     ok(restore(fresh, snapshot.encode(source, **META)))
     assert fresh["cluster_id"] == "lost"  # its agents obey the restored cluster, not the fresh one
+
+
+def test_a_restored_state_of_a_newer_schema_halts_instead_of_loading() -> None:
+    source = busy_state()
+    source["schema_version"] = SCHEMA_VERSION + 1  # written by masters of the next version
+    target = new_state()
+    result = restore(target, snapshot.encode(source, **META))
+    assert result["halt"]["op"] == "restore_commit" and "schema version" in result["halt"]["reason"]
+    assert target["services"] == {}
