@@ -51,13 +51,15 @@ def pack_state(state: dict[str, Any]) -> bytes:
 
 
 def build(raw: bytes, *, index: int, term: int, schema_version: int, created_at: float, orca_version: str,
-          leader: str | None = None) -> bytes:
-    """The file's bytes from a packed state (no lock needed: `raw` is already a copy)."""
+          leader: str | None = None, table_counts: dict[str, int] | None = None) -> bytes:
+    """The file's bytes from a packed state (no lock needed: `raw` is already a copy). `table_counts`:
+    `counts(state)` taken with the pack (else the packed state is decoded again to count)."""
     body = zlib.compress(raw, 6)
     header = {"format": FORMAT, "schema_version": int(schema_version), "index": int(index), "term": int(term),
               "created_at": float(created_at), "leader": leader, "orca_version": orca_version,
               "sha256": hashlib.sha256(body).hexdigest(), "body_bytes": len(body), "state_bytes": len(raw),
-              "counts": counts(msgpack.unpackb(raw, raw=False, strict_map_key=False))}
+              "counts": table_counts if table_counts is not None
+              else counts(msgpack.unpackb(raw, raw=False, strict_map_key=False))}
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
 

@@ -52,12 +52,12 @@ class SnapshotEndpoints:
         await api.raft.barrier()
         raft = api.raft
 
-        def pack(state: dict[str, Any]) -> tuple[bytes, int]:
-            return snapshot.pack_state(state), raft.applied_index
-        raw, index = raft.read(pack)
+        def pack(state: dict[str, Any]) -> tuple[bytes, int, dict[str, int]]:
+            return snapshot.pack_state(state), raft.applied_index, snapshot.counts(state)
+        raw, index, counts = raft.read(pack)
         data = await asyncio.get_running_loop().run_in_executor(None, lambda: snapshot.build(
             raw, index=index, term=raft.term, schema_version=schema.SCHEMA_VERSION, created_at=time.time(),
-            orca_version=__version__, leader=raft.settings.node_id))
+            orca_version=__version__, leader=raft.settings.node_id, table_counts=counts))
         name = f"orca-snapshot-{index}.snap"
         return web.Response(body=data, content_type="application/octet-stream",
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
