@@ -194,3 +194,32 @@ def test_context_set_saves_the_urls_as_given_when_the_cluster_is_down(
     assert "could not ask the cluster" in captured.err
     assert ClientConfig.load().contexts["x"].endpoints == [dead]
     assert main(["context", "refresh"]) == 1
+
+
+def test_a_master_that_never_accepts_costs_one_connect_timeout(masters: Callable[[], FakeMaster]) -> None:  # noqa: F811
+    """A listening socket whose accept queue is full drops SYNs, like a host that is gone: the client gives
+    up after `connect_timeout` (not the 10 s read timeout) and the next master answers."""
+    import socket
+
+    live = masters()
+    live.handler = lambda seen: (200, {}, {"services": []})
+    hole = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        for _ in range(4):  # fill the accept queue (never accepted)
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(hole.getsockname())
+            fillers.append(s)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        skipped: list[tuple[str, str]] = []
+        with _client([url, live.url], connect_timeout=0.3, timeout=30,
+                     on_skip=lambda u, err: skipped.append((u, type(err).__name__))) as client:
+            assert client.status() == []
+        assert skipped and skipped[0][0] == url
+    finally:
+        for s in fillers:
+            s.close()
+        hole.close()
