@@ -60,15 +60,40 @@ def summary(header: dict[str, Any]) -> str:
     ])
 
 
+_PERIODIC = "orca-snapshot-"
+
+
+def _prune(directory: Path, keep: int) -> list[str]:
+    """Remove all but the `keep` newest `orca-snapshot-*.snap` of `directory` (names sort by time)."""
+    files = sorted(p for p in directory.glob(f"{_PERIODIC}*.snap") if p.is_file())
+    removed = files[:-keep] if keep > 0 else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return [str(p) for p in removed]
+
+
 def cmd_snapshot_save(args: argparse.Namespace) -> int:
+    if (args.file is None) == (args.dir is None):
+        raise UsageError("give either FILE or --dir DIR")
+    if args.keep is not None and (args.dir is None or args.keep < 1):
+        raise UsageError("--keep N (N >= 1) goes with --dir")
     with _client(args) as client:
         data = client.snapshot_save()
     header, _ = snapshot.parse(data)
+    if args.dir is not None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(header["created_at"]))
+        path = str(Path(args.dir) / f"{_PERIODIC}{stamp}-{header['index']}.snap")
+    else:
+        path = args.file
     try:
-        _write_private(args.file, data)
+        if args.dir is not None:
+            Path(args.dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(path, data)
+        removed = _prune(Path(args.dir), args.keep) if args.keep else []
     except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror or exc}") from exc
-    _emit(args, {"file": args.file, **header}, lambda: f"saved {args.file}: {summary(header)}", sys.stdout)
+        raise UsageError(f"{exc.filename or path}: {exc.strerror or exc}") from exc
+    _emit(args, {"file": path, "removed": removed, **header},
+          lambda: f"saved {path}: {summary(header)}" + "".join(f"\nremoved {r}" for r in removed), sys.stdout)
     return 0
 
 
@@ -100,8 +125,11 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("snapshot", parents=[common], help="back up and restore the whole cluster state (admin)")
     snap = p.add_subparsers(dest="snapshot_verb", metavar="ACTION", required=True)
-    p = verb(snap, "save", cmd_snapshot_save, "save a consistent snapshot of the cluster state from the leader")
-    p.add_argument("file", metavar="FILE")
+    p = verb(snap, "save", cmd_snapshot_save, "save a consistent snapshot of the cluster state from the leader "
+             "to FILE, or (for cron) to a new time-stamped file in --dir, keeping the --keep newest there")
+    p.add_argument("file", metavar="FILE", nargs="?")
+    p.add_argument("--dir", metavar="DIR", help="write DIR/orca-snapshot-<UTC time>-<index>.snap instead of FILE")
+    p.add_argument("--keep", type=int, metavar="N", help="with --dir: remove all but the N newest snapshots there")
     p = verb(snap, "inspect", cmd_snapshot_inspect, "show what a snapshot file holds, and verify its checksum")
     p.add_argument("file", metavar="FILE")
     p = verb(snap, "restore", cmd_snapshot_restore,
