@@ -23,7 +23,7 @@ from aiohttp import web
 from orca import __version__, snapshot
 from orca.errors import Invalid, PayloadTooLarge
 from orca.master.http import json_response, read_json
-from orca.state import schema
+from orca.state import ops_restore, schema
 
 __all__ = ["SnapshotEndpoints", "ROUTES"]
 
@@ -78,8 +78,10 @@ class SnapshotEndpoints:
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise Invalid("force: expected true or false", {"field": "force"})
+        # Each chunk is one request: within this master's body limit (with room for the headers).
+        chunk_bytes = max(ops_restore.CHUNK_MIN, min(ops_restore.CHUNK_MAX, self.api.info.max_body_bytes - 4096))
         result = await self.api.write(request, "restore_begin", {"id": uuid.uuid4().hex, "header": header,
-                                                                 "force": force})
+                                                                 "force": force, "chunk_bytes": chunk_bytes})
         return json_response(result, status=201)
 
     async def chunk(self, request: web.Request) -> web.Response:

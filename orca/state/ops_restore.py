@@ -23,7 +23,8 @@ from orca.state.core import Ctx, State, record_event
 __all__ = ["OPS", "CHUNK_MAX", "RESTORE_TERM_GAP", "is_empty"]
 
 CHUNK_MAX = 512 << 10
-CHUNKS_MAX = (snapshot.MAX_STATE_BYTES // CHUNK_MAX) + 1
+CHUNK_MIN = 16 << 10
+CHUNKS_MAX = (snapshot.MAX_STATE_BYTES // CHUNK_MIN) + 1
 # The lost cluster may have gone through elections after the snapshot was taken; its agents hold the
 # highest term they saw. A gap no cluster's elections will ever cover keeps the restored leader above it.
 RESTORE_TERM_GAP = 1_000_000
@@ -70,12 +71,15 @@ def _apply_restore_begin(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     if not force and not is_empty(state):
         raise Conflict("the cluster is not empty: restore into a fresh cluster, or force it",
                        {"counts": snapshot.counts(state)})
-    chunks = -(-header["body_bytes"] // CHUNK_MAX)
+    size = args.get("chunk_bytes", CHUNK_MAX)  # the leader's choice: at most its request body limit
+    if not isinstance(size, int) or isinstance(size, bool) or not CHUNK_MIN <= size <= CHUNK_MAX:
+        raise Invalid(f"chunk_bytes must be from {CHUNK_MIN} to {CHUNK_MAX}", {"field": "chunk_bytes"})
+    chunks = -(-header["body_bytes"] // size)
     if not 1 <= chunks <= CHUNKS_MAX:
         raise Invalid("snapshot body size out of bounds", {"field": "header"})
-    state["restore"] = {"id": restore_id, "header": dict(header), "chunks": chunks, "parts": {}, "force": force,
-                        "began_at": ctx.now}
-    return {"restore_id": restore_id, "chunks": chunks, "chunk_bytes": CHUNK_MAX}
+    state["restore"] = {"id": restore_id, "header": dict(header), "chunks": chunks, "chunk_bytes": size,
+                        "parts": {}, "force": force, "began_at": ctx.now}
+    return {"restore_id": restore_id, "chunks": chunks, "chunk_bytes": size}
 
 
 def _apply_restore_chunk(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -83,8 +87,8 @@ def _apply_restore_chunk(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     n, data = args["n"], args["data"]
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < staged["chunks"]:
         raise Invalid(f"chunk number must be from 0 to {staged['chunks'] - 1}", {"field": "n"})
-    if not isinstance(data, bytes) or not data or len(data) > CHUNK_MAX:
-        raise Invalid(f"a chunk is 1 to {CHUNK_MAX} bytes", {"field": "data"})
+    if not isinstance(data, bytes) or not data or len(data) > staged["chunk_bytes"]:
+        raise Invalid(f"a chunk is 1 to {staged['chunk_bytes']} bytes", {"field": "data"})
     staged["parts"][str(n)] = data
     return {"restore_id": staged["id"], "n": n, "received": len(staged["parts"]), "chunks": staged["chunks"]}
 

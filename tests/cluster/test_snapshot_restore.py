@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,26 @@ def test_save_under_load_lose_every_disk_restore(cluster: LocalCluster, tmp_path
     assert main(["snapshot", "restore", str(file)]) == 1
     assert "CONFLICT" in capsys.readouterr().err
     assert main(["snapshot", "restore", str(file), "--force"]) == 0
+
+
+def test_restore_in_many_chunks_into_another_cluster(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Chunks are bounded by the restoring masters' body limit; a cluster on other addresses with the same
+    secret takes the snapshot (what moving a cluster to new hosts looks like)."""
+    token = cluster.token()
+    with Client([m.url for m in cluster.masters], token) as client:
+        for start in range(0, 300, 100):
+            client.deploy([{**_spec(f"svc-{i}"), "env": {"SEED": uuid.UUID(int=i * 7919).hex * 4}}
+                           for i in range(start, start + 100)])
+        data = client.snapshot_save()
+    other = LocalCluster(tmp_path / "other", limits={"max_body_bytes": 20_000, "rate_limit_per_minute": 6_000_000,
+                                                     "rate_limit_burst": 100_000})
+    shutil.copy(cluster.secret_file, other.secret_file)
+    with other:
+        other.start()
+        other.wait_leader(timeout=60, all_up=True)
+        progress: list[tuple[int, int]] = []
+        with Client([m.url for m in other.masters], token) as client:
+            result = client.snapshot_restore(data, on_progress=lambda sent, n: progress.append((sent, n)))
+            assert result["counts"]["services"] == 300
+            assert progress[-1][0] == progress[-1][1] > 1
+            assert len(client.status(consistent=True)) == 300

@@ -85,7 +85,8 @@ def test_decoding_is_bounded_by_the_stated_size() -> None:
 def restore(target: dict, data: bytes, *, force: bool = False, chunk: int = ops_restore.CHUNK_MAX,
             rid: str = "r1") -> dict:
     header, body = snapshot.parse(data)
-    begun = apply(target, entry("restore_begin", {"id": rid, "header": header, "force": force}), 100)
+    begun = apply(target, entry("restore_begin", {"id": rid, "header": header, "force": force,
+                                                  "chunk_bytes": chunk}), 100)
     if "error" in begun:
         return begun
     for n in range(ok(begun)["chunks"]):
@@ -113,11 +114,15 @@ def test_restore_into_an_empty_cluster_brings_everything_back() -> None:
 
 
 def test_restore_in_many_chunks_and_twice_is_deterministic() -> None:
-    data = snapshot.encode(busy_state(), **META)
+    source = busy_state()
+    source["secrets"].update({f"K{i}": {"key": f"K{i}", "ciphertext": hashlib.sha256(str(i).encode()).hexdigest() * 4}
+                              for i in range(2000)})  # ~0.5 MB that does not compress away
+    data = snapshot.encode(source, **META)
     a, b = new_state(), new_state()
     ok(restore(a, data))
-    ok(restore(b, data, chunk=ops_restore.CHUNK_MAX))
-    assert a == b
+    ok(restore(b, data, chunk=ops_restore.CHUNK_MIN))
+    assert a == b and a["secrets"] == source["secrets"]
+    assert -(-snapshot.parse(data)[0]["body_bytes"] // ops_restore.CHUNK_MIN) > 3
     # A second restore over a restored cluster keeps raising the fence.
     again = snapshot.encode(a, **{**META, "term": 7})
     ok(restore(a, again, force=True, rid="r2"))
