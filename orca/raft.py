@@ -91,8 +91,9 @@ class ReplicatedState(SyncObjConsumer):
             return self._halted_value()
         with self.lock:
             result = machine.apply(self.state, entry, index)
-        if "halt" in result:
-            self._halt(result["halt"])
+        halt = machine.halt_of(result)
+        if halt is not None:
+            self._halt(halt)
             return result
         for listener in self.applied_listeners:
             listener(result)

@@ -32,7 +32,7 @@ from orca.state import ops_credentials, ops_nodes, ops_restore, ops_services, op
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
-           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP", "unsupported"]
+           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP", "unsupported", "halt_of"]
 
 IDEMPOTENCY_KEPT = 4096
 BATCH_OP = "batch"  # group commit: {"entries": [entry bytes...]} -> {"results": [...]}, applied in order
@@ -93,12 +93,7 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
             return Invalid("malformed batch").as_value()
         if nested:
             return Invalid("nested batch").as_value()
-        results = []
-        for sub in subs:
-            results.append(apply(state, sub, index, nested=True))
-            if "halt" in results[-1]:
-                return results[-1]  # the rest of the batch is not applied either
-        return {"ok": True, "result": {"results": results}}
+        return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
     if key is not None:
         seen = state["idempotency"].get(key)
         if seen is not None:
@@ -113,10 +108,8 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
         ctx = Ctx(now=float(entry.get("now") or 0.0), actor=entry.get("actor"), index=index)
         try:
             result = {"ok": True, "result": handler(state, entry.get("args") or {}, ctx)}
-        except OrcaError as err:
+        except OrcaError as err:  # schema.Unsupported among them: its value carries `halt`
             result = err.as_value()
-        except schema.Unsupported as exc:
-            return _halt_value(index, op, entry.get("v", 1), str(exc))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
@@ -135,14 +128,20 @@ def unsupported(entry: Entry, index: int) -> dict[str, Any] | None:
         return None
     why = (f"op {op!r} is unknown" if isinstance(version, int) and version <= known
            else f"schema version {version!r} is newer than this master's {known}")
-    return _halt_value(index, op, version, why)
+    value = schema.Unsupported(why, index, op).as_value()
+    value["halt"]["version"] = version
+    return value
 
 
-def _halt_value(index: int, op: Any, version: Any, why: str) -> dict[str, Any]:
-    message = (f"this master stopped applying the log at index {index}: {why}; upgrade it to the version "
-               "the other masters run")
-    return {"error": {"code": "CLUSTER_NOT_READY", "message": message, "details": {"index": index}},
-            "halt": {"index": index, "op": op, "version": version, "reason": why}}
+def halt_of(result: Any) -> dict[str, Any] | None:
+    """The `halt` of an applied entry's result: its own, or the first of a batch's sub-entries (those
+    after it were applied on this master's copy too, which is thrown away: it never serves again)."""
+    if not isinstance(result, dict):
+        return None
+    if "halt" in result:
+        return result["halt"]
+    subs = (result.get("result") or {}).get("results") if isinstance(result.get("result"), dict) else None
+    return next((r["halt"] for r in subs or () if isinstance(r, dict) and "halt" in r), None)
 
 
 def _note_version(state: State, entry: Entry) -> None:

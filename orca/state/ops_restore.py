@@ -66,7 +66,8 @@ def _apply_restore_begin(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     except snapshot.SnapshotError as exc:
         raise Invalid(str(exc), {"field": "header"}) from None
     if header["schema_version"] > schema.SCHEMA_VERSION:  # the leader checked it knows it; this master not
-        raise schema.Unsupported(f"a snapshot of schema version {header['schema_version']} is being restored")
+        raise schema.Unsupported(f"a snapshot of schema version {header['schema_version']} is being restored",
+                                 ctx.index, "restore_begin")
     force = args.get("force") is True
     if not force and not is_empty(state):
         raise Conflict("the cluster is not empty: restore into a fresh cluster, or force it",
@@ -112,7 +113,8 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
         raise Invalid(f"restore refused: {exc}") from None
     version = restored.get("schema_version", 1)
     if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
-        raise schema.Unsupported(f"the restored state is of schema version {version!r}")
+        raise schema.Unsupported(f"the restored state is of schema version {version!r}", ctx.index,
+                                 "restore_commit")
     for key, kind in _TABLES.items():
         if not isinstance(restored.get(key, kind()), kind):
             state.pop("restore", None)

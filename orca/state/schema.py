@@ -10,6 +10,10 @@ Entries without a version were written before versions existed: version 1. Code 
 
 from __future__ import annotations
 
+from typing import Any
+
+from orca.errors import NotReady
+
 __all__ = ["SCHEMA_VERSION", "OP_VERSIONS", "entry_version", "Unsupported"]
 
 SCHEMA_VERSION = 1
@@ -23,6 +27,15 @@ def entry_version(op: str) -> int:
     return OP_VERSIONS.get(op, 1)
 
 
-class Unsupported(Exception):
-    """Raised by an op that meets data of a newer schema than this code knows (a restored snapshot):
-    the state machine turns it into a halt, as for an entry of a newer version."""
+class Unsupported(NotReady):
+    """Raised by an op that meets data of a newer schema than this code knows (a restored snapshot). Its
+    value carries `halt`, as for an entry of a newer version: the master stops applying (503, so clients
+    try another master)."""
+
+    def __init__(self, reason: str, index: int, op: str) -> None:
+        super().__init__(f"this master stopped applying the log at index {index}: {reason}; upgrade it to the "
+                         "version the other masters run", {"index": index})
+        self.halt = {"index": index, "op": op, "version": None, "reason": reason}
+
+    def as_value(self) -> dict[str, Any]:
+        return {**super().as_value(), "halt": dict(self.halt)}

@@ -56,12 +56,40 @@ def test_an_entry_of_an_unknown_version_halts_without_writing(version: Any) -> N
     assert s == before  # nothing applied, the key not remembered
 
 
-def test_a_batch_stops_at_the_first_entry_it_cannot_apply() -> None:
+def test_a_batch_with_an_entry_it_cannot_apply_halts() -> None:
     s = new_state()
     subs = [entry("deploy", deploy_args("a")), entry("format_disk", {}), entry("deploy", deploy_args("b"))]
     result = apply(s, entry(machine.BATCH_OP, {"entries": subs}), 3)
-    assert result["halt"]["op"] == "format_disk"
-    assert "a" in s["services"] and "b" not in s["services"]
+    assert machine.halt_of(result) == {"index": 3, "op": "format_disk", "version": 1,
+                                       "reason": "op 'format_disk' is unknown"}
+    assert machine.halt_of(ok_result := apply(s, entry("noop", {}), 4)) is None and "ok" in ok_result
+
+
+def test_a_halted_store_applies_nothing_more_and_says_why() -> None:
+    """`orca.raft.ReplicatedState`, as PySyncObj calls it (`_doApply=True`), without a Raft group."""
+    from orca.raft import ReplicatedState
+
+    store = ReplicatedState()
+    halts: list[dict[str, Any]] = []
+    store.on_halt = halts.append
+    assert "ok" in store.apply(entry("deploy", deploy_args("a")), _doApply=True)
+    assert "halt" in store.apply(entry("format_disk", {}), _doApply=True)
+    result = store.apply(entry("deploy", deploy_args("b")), _doApply=True)  # known, but after the halt
+    assert result["error"]["code"] == "CLUSTER_NOT_READY" and "stopped applying" in result["error"]["message"]
+    assert set(store.state["services"]) == {"a"} and [h["op"] for h in halts] == ["format_disk"]
+
+
+def test_a_dump_of_a_newer_schema_halts_on_load() -> None:
+    from orca.raft import ReplicatedState
+
+    newer = new_state()
+    newer["schema_version"] = schema.SCHEMA_VERSION + 1
+    store = ReplicatedState()
+    store._deserialize({"state": newer})
+    assert store.halted is not None and "newer" in store.halted["reason"]
+    same = ReplicatedState()
+    same._deserialize({"state": new_state()})
+    assert same.halted is None
 
 
 def _log(next_version: pytest.MonkeyPatch) -> list[bytes]:
