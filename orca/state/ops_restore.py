@@ -108,8 +108,7 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
         if len(body) != header["body_bytes"] or hashlib.sha256(body).hexdigest() != header["sha256"]:
             raise snapshot.SnapshotError("checksum mismatch: the chunks do not make the snapshot")
         restored = snapshot.decode_body(body, header["state_bytes"])
-    except snapshot.SnapshotError as exc:
-        state.pop("restore", None)
+    except snapshot.SnapshotError as exc:  # (the staging stays, as every refusal leaves the state: begin anew)
         raise Invalid(f"restore refused: {exc}") from None
     version = restored.get("schema_version", 1)
     if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
@@ -117,7 +116,6 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
                                  "restore_commit")
     for key, kind in _TABLES.items():
         if not isinstance(restored.get(key, kind()), kind):
-            state.pop("restore", None)
             raise Invalid(f"restore refused: the snapshot's {key} is not a {kind.__name__}")
     from orca.state.machine import new_state  # the ops modules are imported by machine
 
