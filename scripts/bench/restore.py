@@ -5,7 +5,9 @@ A local three-master cluster (real `orca server` processes, default timing, no a
 pending, which keeps the box's load on the control plane). `save_s` is `Client.snapshot_save()` (barrier,
 pack under the state lock, compress, transfer, verify); `restore_s` is `Client.snapshot_restore()` from
 the first request to the commit's answer (begin, every chunk, commit: each a replicated entry);
-`all_masters_s` is from the same start until every master answers `/cluster/info` with N services.
+`all_masters_s` is from the same start until every master answers `/cluster/info` with N services;
+`elections_during_restore` the term increase meanwhile (every master decodes the state in its Raft thread
+when it applies the commit: on a big state that pause may outlast an election timeout).
 
     .venv/bin/python scripts/bench/restore.py [--services 10000]
 """
@@ -60,6 +62,7 @@ def main() -> int:
         cluster.start()
         cluster.wait_leader(timeout=60, all_up=True)
         with Client(urls, token, timeout=120) as client:
+            term_before = client.health().get("term")
             t0 = time.monotonic()
             result = client.snapshot_restore(data)
             restore_s = time.monotonic() - t0
@@ -72,10 +75,12 @@ def main() -> int:
                 return all(c == args.services for c in counts)
             wait_until(everywhere, 120, "every master holds the restored services")
             all_masters_s = time.monotonic() - t0
+            term_after = max(int((cluster.health(m) or {}).get("term") or 0) for m in cluster.masters)
     emit({"bench": "restore", "services": args.services, "restored_services": result["counts"]["services"],
           "snapshot_bytes": len(data), "state_bytes": header["state_bytes"],
           "chunks": -(-header["body_bytes"] // (512 << 10)), "fill_s": round(fill_s, 2),
           "save_s": round(save_s, 3), "restore_s": round(restore_s, 3), "all_masters_s": round(all_masters_s, 3),
+          "elections_during_restore": term_after - int(term_before or 0),
           "box": box_load(load_at_start)})
     return 0
 
