@@ -165,8 +165,9 @@ class FakeClient:
     api: str | None = None
     token: str | None = None
 
-    def __init__(self, api: str, token: str | None = None, **_: Any) -> None:
+    def __init__(self, api: str, token: str | None = None, **kw: Any) -> None:
         FakeClient.api, FakeClient.token = api, token
+        self.apis = api.split(",")
 
     def __enter__(self) -> FakeClient:
         return self
