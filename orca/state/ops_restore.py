@@ -39,6 +39,8 @@ def is_empty(state: State) -> bool:
 
 
 def _staged(state: State, restore_id: Any) -> dict[str, Any]:
+    if not isinstance(restore_id, str) or not 1 <= len(restore_id) <= 64:
+        raise Invalid("restore id must be 1-64 characters", {"field": "id"})
     staged = state.get("restore")
     if not isinstance(staged, dict) or staged.get("id") != restore_id:
         raise Conflict("no such restore in progress (another one began, or it was committed)",
