@@ -157,6 +157,10 @@ class AgentConfig:
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
     proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
+    # [agent.docker]: host directories a spec's bind mounts may come from (orca.volumes.bind_refusal):
+    # bind_paths read-only only, bind_paths_rw also writable. Empty: no bind mounts on this node.
+    bind_paths: tuple[str, ...] = ()
+    bind_paths_rw: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -587,7 +591,17 @@ def load_agent_config(path: str | Path) -> AgentConfig:
             labels[k] = v
     heartbeat = agent.positive_float("heartbeat_s", AgentConfig.heartbeat_s)
 
-    docker = agent.table("docker", ("publish_address", "host_port_range"), required=False)
+    docker = agent.table("docker", ("publish_address", "host_port_range", "bind_paths", "bind_paths_rw"),
+                         required=False)
+    bind_lists: dict[str, tuple[str, ...]] = {}
+    for key in ("bind_paths", "bind_paths_rw"):
+        entries = docker.array(key, [])
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str) or not entry.startswith("/") or entry.rstrip("/") == "" \
+                    or ".." in entry.split("/") or ":" in entry:
+                raise docker.error(f"{key}[{i}]", f"expected an absolute host directory other than '/', "
+                                                  f"got {_describe(entry)}")
+        bind_lists[key] = tuple(os.path.normpath(e) for e in entries)
     publish = docker.string("publish_address", AgentConfig.publish_address)
     if not _valid_ip(publish):  # Docker's HostIp takes an address, not a name
         raise docker.error("publish_address", f"expected an IP address, got {publish!r}")
@@ -615,6 +629,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, bind_paths=bind_lists["bind_paths"],
+        bind_paths_rw=bind_lists["bind_paths_rw"],
     )
 

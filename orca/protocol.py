@@ -34,12 +34,15 @@ Shapes (JSON):
                      "restarts": int, "reason": str|None, "host_port": int|None}
   HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
-                     "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
+                     "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node),
+                     "purge_volumes": [{"service", "slot": int, "gen": int}] (optional; volumes to remove,
+                     orca.volumes)}
   RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),
                               "canary_weight": float|None (share of requests for canary endpoints),
                               "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
                     only healthy endpoints of services with a domain that are not `internal`.
-  AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec)}
+  AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec),
+                     "volume_gen": int (optional; present when the spec has named volumes bound to this node)}
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ MAX_PROXY_SERVICES = 1024
 MAX_PROXY_REPLICAS = 1024      # per service (the agent sends at most orca.agent.proxy.MAX_REPLICAS_REPORTED)
 MAX_PCT = 100_000.0            # cpu % is per core: 4096 cores stay below this
 MAX_PORT = 65535
+MAX_PURGES = 1024              # volume removal orders in one push (orca.volumes.TOMBSTONES_KEPT per node)
 
 
 def _str(msg: dict[str, Any], key: str, prefix: str = "") -> str:
@@ -252,13 +256,27 @@ def validate_push(msg: Any) -> dict[str, Any]:
         p = f"allocations[{i}]."
         if not isinstance(a, dict) or not isinstance(a.get("spec"), dict):
             raise ProtocolError(p + "spec", "expected an object")
-        out.append({"id": _str(a, "id", p), "service": _str(a, "service", p), "version": _int(a, "version", p),
-                    "index": _int(a, "index", p, optional=True) or 0, "spec": a["spec"]})
+        item = {"id": _str(a, "id", p), "service": _str(a, "service", p), "version": _int(a, "version", p),
+                "index": _int(a, "index", p, optional=True) or 0, "spec": a["spec"]}
+        gen = _int(a, "volume_gen", p, optional=True)
+        if gen is not None:
+            item["volume_gen"] = gen
+        out.append(item)
     secrets = msg.get("secrets") or {}
     if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
         raise ProtocolError("secrets", "expected a string map")
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    purges = msg.get("purge_volumes") or []
+    if not isinstance(purges, list) or len(purges) > MAX_PURGES:
+        raise ProtocolError("purge_volumes", f"expected a list of at most {MAX_PURGES} entries")
+    purge_out = []
+    for i, item in enumerate(purges):
+        p = f"purge_volumes[{i}]."
+        if not isinstance(item, dict):
+            raise ProtocolError(p[:-1], "expected an object {service, slot, gen}")
+        purge_out.append({"service": _str(item, "service", p), "slot": _int(item, "slot", p),
+                          "gen": _int(item, "gen", p)})
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes}
+            "routes": routes, "purge_volumes": purge_out}

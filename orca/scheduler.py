@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orca.volumes import named_volumes, waiting_reason
+
 __all__ = ["PlacementView", "Placement", "Plan", "compute_plan", "free_resources", "format_bytes"]
 
 _MILLI = 1000
@@ -160,6 +162,11 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
     for name, service, missing, per_node in work:
         mem, milli = _request(service)
         pin, labels = _constraints(service)
+        missing, waiting = _sticky(service, missing, nodes, free, mem, milli, new_id, place)
+        if waiting is not None:
+            pending[name] = waiting
+        if not missing:
+            continue
         heap: list[tuple[int, int, str]] = []
         for node_id in candidates.matching(pin, labels):
             node_mem, node_milli = free[node_id]
@@ -169,10 +176,9 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
         version = service["version"]
         for position, index in enumerate(missing):
             if not heap:
-                pending[name] = {
-                    "count": len(missing) - position,
-                    "reason": _explain(nodes, free, mem, milli, pin, labels),
-                }
+                count = len(missing) - position + (pending[name]["count"] if name in pending else 0)
+                reason = pending[name]["reason"] if name in pending else _explain(nodes, free, mem, milli, pin, labels)
+                pending[name] = {"count": count, "reason": reason}
                 break
             count, _, node_id = heapq.heappop(heap)
             node_mem, node_milli = free[node_id]
@@ -183,6 +189,41 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
             if node_mem >= mem and node_milli >= milli:
                 heapq.heappush(heap, (count + 1, -node_mem, node_id))
     return Plan(place=tuple(place), stop=tuple(stop), pending=pending)
+
+
+def _sticky(
+    service: dict[str, Any], missing: list[int], nodes: Mapping[str, dict[str, Any]],
+    free: dict[str, tuple[int, int]], mem: int, milli: int, new_id: Callable[[], str], place: list[Placement],
+) -> tuple[list[int], dict[str, Any] | None]:
+    """Place the slots bound to a node by their volumes (orca.volumes) on that node, or keep them pending.
+
+    Returns the slots still to place freely and the pending entry of the bound slots that must wait.
+    """
+    spec = service.get("spec") or {}
+    bindings = service.get("volumes") or {}
+    if not bindings or not named_volumes(spec):
+        return missing, None
+    free_slots: list[int] = []
+    waiting = 0
+    reason = ""
+    for index in missing:
+        binding = bindings.get(str(index))
+        if binding is None:
+            free_slots.append(index)
+            continue
+        node_id = binding["node"]
+        node = nodes.get(node_id)
+        node_mem, node_milli = free.get(node_id, (0, 0))
+        if node is None or not _usable(node) or node_mem < mem or node_milli < milli:
+            waiting += 1
+            if not reason:
+                reason = waiting_reason(node_id, spec)
+                if node is not None and _usable(node):
+                    reason += " (it lacks free resources)"
+            continue
+        free[node_id] = (node_mem - mem, node_milli - milli)
+        place.append(Placement(new_id(), service["name"], service["version"], node_id, index))
+    return free_slots, ({"count": waiting, "reason": reason} if waiting else None)
 
 
 def _reconcile_slots(

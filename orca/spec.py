@@ -61,7 +61,7 @@ MAX_MEMORY = 2**50
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # Container hardening options that also make a new version, but only count in the digest when set, so
 # the digest of every spec written before they existed stays the same (no restart on upgrade).
-OPTIONAL_ROLLOUT_FIELDS = {"read_only": False, "user": None}
+OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": []}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -112,13 +112,18 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user",
+    "read_only", "user", "volumes",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
 _UPDATE_FIELDS = frozenset({"max_parallel", "min_healthy_s", "healthy_deadline_s", "auto_revert"})
 _SCALING_FIELDS = frozenset(SCALING_DEFAULTS)
 _DEPLOY_BODY_FIELDS = frozenset({"services"})
+_NAMED_VOLUME_FIELDS = frozenset({"name", "path"})
+_BIND_FIELDS = frozenset({"host", "path", "read_only"})
+MAX_VOLUMES = 16  # mounts of one service
+_VOLUME_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_MAX_MOUNT_PATH_LEN = 1024
 
 
 def is_dns_label(value: object) -> bool:
@@ -327,6 +332,10 @@ class _Validator:
         if not isinstance(read_only, bool):
             self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
+        volumes = self.volumes(raw.get("volumes", []))
+        if canary and any("name" in v for v in volumes):
+            # A canary of slot i would need slot i's volume while the stable replica still uses it.
+            self.fail("canary", "not supported with named volumes (each replica slot owns its volume)")
         return {
             "name": name,
             "project": self.dns_label("project", raw.get("project", "default")),
@@ -346,6 +355,7 @@ class _Validator:
             "canary_weight": self.canary_weight(raw.get("canary_weight")),
             "read_only": read_only,
             "user": self.user(raw.get("user")),
+            "volumes": volumes,
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -452,6 +462,62 @@ class _Validator:
         if not _is_clean_token(value) or len(value) > _MAX_PATH_LEN:
             self.fail("health", f"expected an HTTP path without whitespace, got {_show(value)}")
         return value
+
+    def mount_path(self, field: str, value: object) -> str:
+        """An absolute, normalized path without ':' (Docker's mount separator) or '..' components."""
+        if not isinstance(value, str):
+            self.fail(field, f"expected an absolute path string, got {_type_name(value)}")
+        parts = value.split("/")
+        if (not value.startswith("/") or len(value) > _MAX_MOUNT_PATH_LEN or ":" in value
+                or not _is_clean_token(value) or any(p in (".", "..") for p in parts)):
+            self.fail(field, "expected an absolute path without spaces, ':', '.' or '..' parts "
+                             f"(at most {_MAX_MOUNT_PATH_LEN} characters), got {_show(value)}")
+        normalized = "/" + "/".join(p for p in parts if p)
+        return normalized
+
+    def volumes(self, value: object) -> list[dict[str, Any]]:
+        """`[{name, path}]` named volumes (kept by the node across restarts, see orca.volumes) and
+        `[{host, path, read_only}]` bind mounts of host paths the agent's config allows (read-only unless
+        `read_only = false`). Container paths are unique and never '/'."""
+        if not isinstance(value, list):
+            self.fail("volumes", f"expected a list of {{name, path}} or {{host, path}} tables, got {_type_name(value)}")
+        if len(value) > MAX_VOLUMES:
+            self.fail("volumes", f"must have at most {MAX_VOLUMES} entries")
+        out: list[dict[str, Any]] = []
+        paths: set[str] = set()
+        names: set[str] = set()
+        for i, item in enumerate(value):
+            field = f"volumes[{i}]"
+            if not isinstance(item, dict):
+                self.fail(field, f"expected a table with name and path (or host and path), got {_type_name(item)}")
+            is_bind = "host" in item
+            self.unknown(item, _BIND_FIELDS if is_bind else _NAMED_VOLUME_FIELDS, f"{field}.")
+            if "path" not in item:
+                self.fail(f"{field}.path", "required (the path inside the container)")
+            path = self.mount_path(f"{field}.path", item["path"])
+            if path == "/":
+                self.fail(f"{field}.path", "must not be '/'")
+            if path in paths:
+                self.fail(f"{field}.path", f"duplicate mount path {_show(path)}")
+            paths.add(path)
+            if is_bind:
+                read_only = item.get("read_only", True)
+                if not isinstance(read_only, bool):
+                    self.fail(f"{field}.read_only", f"expected true or false, got {_type_name(read_only)}")
+                out.append({"host": self.mount_path(f"{field}.host", item["host"]), "path": path,
+                            "read_only": read_only})
+                continue
+            if "name" not in item:
+                self.fail(f"{field}.name", "required (or 'host' for a bind mount)")
+            name = item["name"]
+            if not isinstance(name, str) or not _VOLUME_NAME_RE.fullmatch(name):
+                self.fail(f"{field}.name", "expected lowercase letters, digits, '_' and '-' (at most 32, "
+                                           f"starting with a letter or digit), got {_show(name)}")
+            if name in names:
+                self.fail(f"{field}.name", f"duplicate volume name {_show(name)}")
+            names.add(name)
+            out.append({"name": name, "path": path})
+        return out
 
     # -- tables --------------------------------------------------------------------------------
 

@@ -161,6 +161,9 @@ class Reconciler:
         self._reserved: set[int] = set()
         self._bad_ports: dict[int, float] = {}
         self._port_cursor = host_port_range[0]
+        # Volume removal orders of the last push not yet done, and those done (orca.volumes).
+        self._purges: list[dict[str, Any]] = []
+        self._purged: set[tuple[str, int, int]] = set()
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class Reconciler:
             self._desired = None
             return
         secrets_changed = push.get("secrets", {}) != self._secrets
+        self._purges = [p for p in push.get("purge_volumes") or []
+                        if (p["service"], p["slot"], p["gen"]) not in self._purged]
         self._desired = {a["id"]: a for a in push["allocations"]}
         self._secrets = dict(push.get("secrets") or {})
         self.applied = {"term": push["term"], "version": push["version"]}
@@ -267,6 +272,22 @@ class Reconciler:
             elif c.status in ("exited", "dead"):
                 self._launch(st, self._restart(st))
         self._forget(by_alloc)
+        if self._purges:
+            await self._purge_volumes()
+
+    async def _purge_volumes(self) -> None:
+        """Carry out the leader's volume removals; the engine refuses to remove a volume a container still
+        mounts (one being stopped), so such an order simply stays for the next pass."""
+        try:
+            done = await asyncio.to_thread(self.runtime.purge_volumes, list(self._purges))
+        except RuntimeFailure as exc:
+            log.warning("volume removal: %s", exc.reason)
+            return
+        keys = {(p["service"], p["slot"], p["gen"]) for p in done}
+        if len(self._purged) > 100_000:  # bounded; the leader's list per node is far shorter
+            self._purged.clear()
+        self._purged |= keys
+        self._purges = [p for p in self._purges if (p["service"], p["slot"], p["gen"]) not in keys]
 
     def _stale(self, st: AllocState, seq_at_list: int) -> bool:
         """Busy, or an operation ended after the container list was taken (the list may predate it)."""

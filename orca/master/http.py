@@ -91,6 +91,8 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    ("GET", "/api/v1/volumes"): "viewer",
+    ("DELETE", "/api/v1/volumes/{node}/{service}"): "admin",
 }
 
 

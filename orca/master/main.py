@@ -14,6 +14,7 @@ from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.control import ControlPlane
@@ -62,6 +63,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     app = api.build_app()

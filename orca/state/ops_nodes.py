@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
+from orca.state import ops_volumes
 from orca.state.core import Ctx, State, fence, record_event
 
 # --- nodes, leases and placement (leader decisions, fenced by the leader's term) ---------------------
@@ -161,6 +162,7 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
             "index": int(p["index"]), "desired": "run", "created_at": ctx.now, "observed": None,
             "digest": entry["digest"] if entry else svc["digest"],
             "resources": dict(spec.get("resources") or {})}
+        ops_volumes.bind_slots(state, svc, spec, p["node"], int(p["index"]))
     for alloc_id in migrate:
         alloc = state["allocations"].get(alloc_id)
         if alloc is not None and alloc["desired"] == "run":
@@ -201,12 +203,20 @@ def _apply_drain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str,
     deadline_s, force = args.get("deadline_s", 300), bool(args.get("force", False))
     if not isinstance(deadline_s, int | float) or isinstance(deadline_s, bool) or not 0 <= deadline_s <= 86400:
         raise Invalid("deadline_s must be a number of seconds from 0 to 86400", {"field": "deadline_s"})
+    held = ops_volumes.volume_conflict(state, node["id"])
+    if held and not force:
+        raise Conflict(held, {"node": node["id"]}, code="NODE_HOLDS_VOLUMES")
+    if held:
+        ops_volumes.forget_node_bindings(state, node["id"], ctx)
     node["eligibility"] = "draining"
     node["drain"] = {"started_at": ctx.now, "deadline": ctx.now + float(deadline_s), "force": force,
                      "migrated": 0, "stopped": 0, "completed_at": None, "by": ctx.actor}
     record_event(state, ctx, "node_draining", f"node {node['id']} draining (deadline {deadline_s:g} s"
                  + (", force)" if force else ")"), node=node["id"])
-    return {"node_id": node["id"], "eligibility": "draining", "drain": dict(node["drain"])}
+    result = {"node_id": node["id"], "eligibility": "draining", "drain": dict(node["drain"])}
+    if held:
+        result["warning"] = held
+    return result
 
 
 def _apply_undrain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:

@@ -131,6 +131,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "webhook_delivery": {"id": "w1", "delivery": "d1", "event": "push", "ref": "refs/heads/main"},
     "autoscale": {"term": TERM, "name": "web", "replicas": 4, "reason": "r", "figures": {}},
     "set_scaling": {"name": "web", "scaling": None},
+    "volume_remove": {"node": "n1", "service": "web", "slot": 0, "gen": 1},
 }
 
 

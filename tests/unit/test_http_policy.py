@@ -6,6 +6,7 @@ from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.http import HMAC, POLICY, PUBLIC
@@ -22,6 +23,7 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
     return api, api.build_app()
 
 

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "canary_weight": None,
     "read_only": False,
     "user": None,
+    "volumes": [],
 }
 
 SCALING: dict[str, Any] = {
