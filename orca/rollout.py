@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orca.healthcheck import has_check
+
 __all__ = ["RolloutStep", "decide", "is_ready"]
 
 
@@ -35,7 +37,7 @@ def is_ready(alloc: dict[str, Any], spec: dict[str, Any], now: float) -> bool:
     observed = alloc.get("observed") or {}
     if observed.get("status") != "running":
         return False
-    if spec.get("health") and spec.get("port"):
+    if has_check(spec):
         return observed.get("health") == "healthy"
     since = observed.get("running_since")
     min_healthy = float((spec.get("update") or {}).get("min_healthy_s", 2.0))

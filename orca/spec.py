@@ -121,6 +121,7 @@ _SCALING_FIELDS = frozenset(SCALING_DEFAULTS)
 _DEPLOY_BODY_FIELDS = frozenset({"services"})
 _NAMED_VOLUME_FIELDS = frozenset({"name", "path"})
 _BIND_FIELDS = frozenset({"host", "path", "read_only"})
+_HEALTH_FIELDS = frozenset({"http", "tcp", "exec", "interval_s", "timeout_s", "retries", "start_period_s"})
 MAX_VOLUMES = 16  # mounts of one service
 _VOLUME_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _MAX_MOUNT_PATH_LEN = 1024
@@ -320,8 +321,12 @@ class _Validator:
         if port is not None:
             port = self.int_range("port", port, 1, 65535)
         health = self.health(raw.get("health"))
-        if health is not None and port is None:
-            self.fail("health", "a health check needs 'port' (the container port it is sent to)")
+        if isinstance(health, str) or (isinstance(health, dict) and health.get("exec") is None):
+            if health is not None and port is None:
+                self.fail("health", "a health check needs 'port' (the container port it is sent to)")
+        if isinstance(health, dict) and health.get("tcp") is not None and health["tcp"] != port:
+            self.fail("health.tcp", f"must be the service's port ({port}), the one the agent can reach, "
+                                    f"got {health['tcp']}")
         canary = self.int_range("canary", raw.get("canary", 0), 0, MAX_REPLICAS)
         if canary > replicas:
             self.fail("canary", f"must be at most replicas ({replicas}), got {canary}")
@@ -452,11 +457,15 @@ class _Validator:
             self.fail("domain", f"expected a hostname such as 'app.example.com', got {_show(value)}")
         return host
 
-    def health(self, value: object) -> str | None:
+    def health(self, value: object) -> str | dict[str, Any] | None:
+        """The plain string form (an HTTP path) stays a string, so existing specs keep their digest; the
+        table form (orca.healthcheck) is normalized with every timing field filled."""
         if value is None:
             return None
+        if isinstance(value, dict):
+            return self.health_table(value)
         if not isinstance(value, str):
-            self.fail("health", f"expected an HTTP path string, got {_type_name(value)}")
+            self.fail("health", f"expected an HTTP path string or a table, got {_type_name(value)}")
         if not value.startswith("/"):
             self.fail("health", f"expected an HTTP path starting with '/', got {_show(value)}")
         if not _is_clean_token(value) or len(value) > _MAX_PATH_LEN:
@@ -517,6 +526,37 @@ class _Validator:
                 self.fail(f"{field}.name", f"duplicate volume name {_show(name)}")
             names.add(name)
             out.append({"name": name, "path": path})
+        return out
+
+    def health_table(self, value: dict[Any, Any]) -> dict[str, Any]:
+        self.unknown(value, _HEALTH_FIELDS, "health.")
+        kinds = [k for k in ("http", "tcp", "exec") if value.get(k) is not None]
+        if len(kinds) != 1:
+            self.fail("health", "expected exactly one of http = \"/path\", tcp = PORT or exec = [\"cmd\", ...]")
+        out: dict[str, Any] = {"http": None, "tcp": None, "exec": None}
+        kind = kinds[0]
+        if kind == "http":
+            path = value["http"]
+            if not isinstance(path, str) or not path.startswith("/") or not _is_clean_token(path) \
+                    or len(path) > _MAX_PATH_LEN:
+                self.fail("health.http", f"expected an HTTP path starting with '/', got {_show(path)}")
+            out["http"] = path
+        elif kind == "tcp":
+            out["tcp"] = self.int_range("health.tcp", value["tcp"], 1, 65535)
+        else:
+            cmd = value["exec"]
+            if not isinstance(cmd, list) or not cmd or len(cmd) > _MAX_COMMAND_ARGS:
+                self.fail("health.exec", f"expected a non-empty list of at most {_MAX_COMMAND_ARGS} strings")
+            for i, arg in enumerate(cmd):
+                if not isinstance(arg, str) or "\x00" in arg or len(arg) > _MAX_ARG_LEN:
+                    self.fail(f"health.exec[{i}]", "expected a string without NUL characters")
+            out["exec"] = list(cmd)
+        out["interval_s"] = self.number("health.interval_s", value.get("interval_s", 1.0), low=1.0, high=3600.0)
+        out["timeout_s"] = self.number("health.timeout_s", value.get("timeout_s", 1.0), low=0.0,
+                                       low_inclusive=False, high=60.0)
+        out["retries"] = self.int_range("health.retries", value.get("retries", 3), 1, 100)
+        out["start_period_s"] = self.number("health.start_period_s", value.get("start_period_s", 0.0), low=0.0,
+                                            high=_MAX_DURATION_S)
         return out
 
     # -- tables --------------------------------------------------------------------------------

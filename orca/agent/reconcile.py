@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orca.agent.runtime import ContainerState, Runtime, RuntimeFailure
+from orca.healthcheck import check_of, has_check
 from orca.protocol import container_name
 
 __all__ = ["Reconciler", "AllocState", "resolve_env", "iso", "INITIAL_BACKOFF_S", "MAX_BACKOFF_S"]
@@ -100,7 +101,7 @@ class AllocState:
 
     @property
     def has_health(self) -> bool:
-        return bool(self.spec and self.spec.get("health") and self.spec.get("port"))
+        return has_check(self.spec)
 
     def report(self) -> dict[str, Any]:
         """An AllocReport (orca.protocol)."""
@@ -475,12 +476,15 @@ class Reconciler:
 
     # -- health monitor hooks ----------------------------------------------------------------------
 
-    def health_targets(self) -> list[tuple[str, str, int, str]]:
-        """(alloc id, container id, host port, health path) of every running container to probe."""
-        return [(s.alloc_id, s.container_id, s.host_port, s.spec["health"])
-                for s in self.states.values()
-                if s.status == "running" and not s.busy and s.has_health and s.host_port and s.container_id
-                and s.spec is not None]
+    def health_targets(self) -> list[tuple[str, str, int | None, dict[str, Any]]]:
+        """(alloc id, container id, host port, check from orca.healthcheck) of every running container to
+        probe; the host port is None only for an exec check, which needs none."""
+        out = []
+        for s in self.states.values():
+            check = check_of(s.spec) if s.status == "running" and not s.busy and s.container_id else None
+            if check is not None and (s.host_port or check["kind"] == "exec"):
+                out.append((s.alloc_id, str(s.container_id), s.host_port, check))
+        return out
 
     def set_health(self, alloc_id: str, container_id: str, health: str) -> None:
         st = self.states.get(alloc_id)

@@ -131,6 +131,8 @@ class Runtime(Protocol):
 
     def volumes(self) -> list[dict[str, Any]]: ...
 
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int: ...
+
     def purge_volumes(self, purges: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
@@ -338,6 +340,18 @@ class DockerRuntime:
             self._remove(container, quiet=True)
             raise _failure(exc, "start container", image=spec["image"], host_port=host_port) from exc
         return _state(container.attrs)
+
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int:
+        """Run a health check command inside the allocation's running container; its exit code. Output
+        is discarded (bounded by the engine's demux of a short-lived exec)."""
+        containers = self._find(alloc_id)
+        if not containers:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        try:
+            result = containers[0].exec_run(list(cmd), stdout=False, stderr=False)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "exec health check") from exc
+        return int(result.exit_code if result.exit_code is not None else -1)
 
     # -- volumes (orca.volumes) -------------------------------------------------------------------
 
@@ -660,6 +674,7 @@ class FakeRuntime:
         self.usage: dict[str, tuple[float, float]] = {}  # alloc id -> (cpu %, mem %) that stats() reports
         self._stat_ticks: dict[str, int] = {}
         self.volume_table: dict[str, dict[str, Any]] = {}  # volume name -> DockerRuntime.volumes() row
+        self.exec_codes: dict[str, int] = {}  # alloc id -> exit code of its exec health check
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat().replace("+00:00", "Z")
@@ -756,6 +771,14 @@ class FakeRuntime:
 
     def volumes(self) -> list[dict[str, Any]]:
         return [dict(v) for _, v in sorted(self.volume_table.items())]
+
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int:
+        """The exit code in `exec_codes[alloc_id]` (default 0) for a running container."""
+        self.calls.append(("exec_check", alloc_id))
+        state = self._containers.get(alloc_id)
+        if state is None or state.status != "running":
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        return self.exec_codes.get(alloc_id, 0)
 
     def purge_volumes(self, purges: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.calls.append(("purge_volumes", len(purges)))
