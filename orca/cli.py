@@ -1276,6 +1276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from orca.cli_volumes import add_volume_verbs
     add_volume_verbs(verbs, verb, _client, _emit, parents=[common])
+    from orca.cli_jobs import add_job_verbs
+    add_job_verbs(verbs, verb, _client, load_services, UsageError)
 
     p = verb(verbs, "undrain", cmd_undrain, "make a drained or draining node eligible again (admin)")
     p.add_argument("node", metavar="NODE")

@@ -31,7 +31,8 @@ Shapes (JSON):
                      "latency_sum_ms": float, "replicas": {alloc_id: {"requests", "errors", "active"}}}
   AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
                      "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
-                     "restarts": int, "reason": str|None, "host_port": int|None}
+                     "restarts": int, "reason": str|None, "host_port": int|None,
+                     "exit_code": int|None (optional; the last exit of a stopped container)}
   HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
                      "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node),
@@ -62,7 +63,8 @@ __all__ = [
 
 HEARTBEAT_MAX_BYTES = 64 * 1024
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)  # +Inf is implied last
-ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped")
+# complete / dead: the container ended for good under its restart policy (orca.jobs); never restarted.
+ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped", "complete", "dead")
 HEALTH_STATES = ("healthy", "unhealthy", "starting")
 DIRECTIVES = ("continue", "shutdown")
 
@@ -191,7 +193,16 @@ def validate_alloc_report(rep: Any, i: int) -> dict[str, Any]:
             "version": _int(rep, "version", p), "container_id": _opt_str(rep, "container_id", p),
             "status": status, "health": health, "started_at": _opt_str(rep, "started_at", p),
             "restarts": _int(rep, "restarts", p, optional=True) or 0, "reason": _opt_str(rep, "reason", p),
-            "host_port": _int(rep, "host_port", p, optional=True, hi=MAX_PORT)}
+            "host_port": _int(rep, "host_port", p, optional=True, hi=MAX_PORT),
+            "exit_code": _exit_code(rep.get("exit_code"), p)}
+
+
+def _exit_code(value: Any, p: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
+        raise ProtocolError(p + "exit_code", "expected null or a 32-bit integer")
+    return value
 
 
 def validate_container_stats(stats: Any) -> dict[str, dict[str, float | None]]:

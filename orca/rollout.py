@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orca.healthcheck import has_check
+from orca.jobs import is_job
 
 __all__ = ["RolloutStep", "decide", "is_ready"]
 
@@ -62,6 +63,12 @@ def decide(state: dict[str, Any], now: float) -> RolloutStep:
         allocs = by_service.get(name, [])
         version, wanted = svc["version"], svc["replicas"]
         spec = _spec_of(svc, version)
+        if is_job(spec):  # a job's replicas end: no readiness to wait for, a new version simply replaces
+            step.stop += [a["id"] for a in allocs if a["version"] != version and a["desired"] == "run"]
+            rollout = svc.get("rollout") or {}
+            if rollout.get("state") == "rolling" and rollout.get("version") == version:
+                step.verdicts.append({"name": name, "version": version, "state": "done", "reason": None})
+            continue
         update = spec.get("update") or {}
         max_parallel = max(1, int(update.get("max_parallel", 1)))
         canary_version = (svc.get("canary") or {}).get("version")

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orca.jobs import finished, is_job
 from orca.volumes import named_volumes, waiting_reason
 
 __all__ = ["PlacementView", "Placement", "Plan", "compute_plan", "free_resources", "format_bytes"]
@@ -236,15 +237,19 @@ def _reconcile_slots(
     """
     version = service["version"]
     replicas = service["replicas"]
+    spec = service.get("spec") or {}
+    run = int(service.get("run", 0))
+    if is_job(spec) and spec.get("schedule") and run == 0:
+        replicas = 0  # a periodic job runs at its first tick, not when deployed
     kept: dict[int, dict[str, Any]] = {}
     lost: list[str] = []
     excess: list[dict[str, Any]] = []
     for alloc in sorted(allocs, key=lambda a: a["id"]):
-        if alloc["version"] != version:
-            continue
+        if alloc["version"] != version or int(alloc.get("run", 0)) != run:
+            continue  # another version (the rollout's) or an earlier run of a job
         node = nodes.get(alloc["node"])
-        if node is None or node["status"] != "ready":
-            lost.append(alloc["id"])
+        if (node is None or node["status"] != "ready") and not finished(alloc):
+            lost.append(alloc["id"])  # a finished job replica is not run again because its node left
             continue
         index = alloc["index"]
         if not 0 <= index < replicas or index in kept:
@@ -322,8 +327,8 @@ def _free_table(view: PlacementView) -> dict[str, tuple[int, int]]:
         free[node_id] = _resources(node.get("capacity"))
     requests: dict[str, tuple[int, int]] = {}
     for alloc in view.allocations.values():
-        if alloc["desired"] != "run" or alloc["node"] not in free:
-            continue
+        if alloc["desired"] != "run" or alloc["node"] not in free or finished(alloc):
+            continue  # a finished replica's container has ended: it uses nothing
         if alloc.get("resources") is not None:
             mem, milli = _resources(alloc["resources"])
         else:

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from orca.config import parse_memory
 from orca.errors import InvalidSpec
+from orca.jobs import valid_schedule
 
 __all__ = [
     "MAX_REPLICAS", "DEFAULT_MEMORY", "DEFAULT_CPU", "MIN_CPU", "MAX_CPU", "MIN_MEMORY", "MAX_MEMORY",
@@ -61,7 +62,8 @@ MAX_MEMORY = 2**50
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # Container hardening options that also make a new version, but only count in the digest when set, so
 # the digest of every spec written before they existed stays the same (no restart on upgrade).
-OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": []}
+OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": [], "kind": "service",
+                                           "restart": "always", "max_attempts": 0, "schedule": None}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -112,7 +114,7 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user", "volumes",
+    "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -361,6 +363,7 @@ class _Validator:
             "read_only": read_only,
             "user": self.user(raw.get("user")),
             "volumes": volumes,
+            **self.lifecycle(raw, replicas, canary),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -527,6 +530,33 @@ class _Validator:
             names.add(name)
             out.append({"name": name, "path": path})
         return out
+
+    def lifecycle(self, raw: dict[str, Any], replicas: int, canary: int) -> dict[str, Any]:
+        """`kind`, `restart`, `max_attempts` and `schedule` (orca.jobs), defaults depending on the kind."""
+        kind = raw.get("kind", "service")
+        if kind not in ("service", "job"):
+            self.fail("kind", f"expected 'service' or 'job', got {_show(kind)}")
+        job = kind == "job"
+        restart = raw.get("restart", "on-failure" if job else "always")
+        if restart not in ("always", "on-failure", "never"):
+            self.fail("restart", f"expected 'always', 'on-failure' or 'never', got {_show(restart)}")
+        if job and restart == "always":
+            self.fail("restart", "a job runs to completion: use 'on-failure' or 'never'")
+        attempts = self.int_range("max_attempts", raw.get("max_attempts", 3 if job else 0), 0, 1000)
+        schedule = raw.get("schedule")
+        if schedule is not None:
+            if not job:
+                self.fail("schedule", "only a job (kind = \"job\") has a schedule")
+            if not isinstance(schedule, str) or len(schedule) > 100 or not schedule.isprintable() \
+                    or not valid_schedule(schedule):
+                self.fail("schedule",
+                          f"expected a 5-field cron expression such as '*/5 * * * *', got {_show(schedule)}")
+            schedule = " ".join(schedule.split())
+        if job and canary:
+            self.fail("canary", "a job has no canary")
+        if job and raw.get("scaling") is not None:
+            self.fail("scaling", "a job is not autoscaled")
+        return {"kind": kind, "restart": restart, "max_attempts": attempts, "schedule": schedule}
 
     def health_table(self, value: dict[Any, Any]) -> dict[str, Any]:
         self.unknown(value, _HEALTH_FIELDS, "health.")

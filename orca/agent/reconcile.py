@@ -29,6 +29,7 @@ from typing import Any
 
 from orca.agent.runtime import ContainerState, Runtime, RuntimeFailure
 from orca.healthcheck import check_of, has_check
+from orca.jobs import decide_exit
 from orca.protocol import container_name
 
 __all__ = ["Reconciler", "AllocState", "resolve_env", "iso", "INITIAL_BACKOFF_S", "MAX_BACKOFF_S"]
@@ -85,6 +86,8 @@ class AllocState:
     started_at: str | None = None
     host_port: int | None = None
     restarts: int = 0
+    exit_code: int | None = None  # of the last exit
+    final: bool = False  # complete or dead under the restart policy (orca.jobs): never restarted
     exits: int = 0
     health: str | None = None
     changed_at: float = 0.0  # wall clock of the last status change
@@ -108,7 +111,8 @@ class AllocState:
         return {"alloc": self.alloc_id, "service": self.service, "version": self.version,
                 "container_id": self.container_id, "status": self.status,
                 "health": self.health if self.has_health else None, "started_at": self.started_at,
-                "restarts": self.restarts, "reason": self.reason, "host_port": self.host_port}
+                "restarts": self.restarts, "reason": self.reason, "host_port": self.host_port,
+                "exit_code": self.exit_code}
 
 
 def _take_spec(st: AllocState, alloc: dict[str, Any]) -> None:
@@ -270,7 +274,7 @@ class Reconciler:
             c = by_alloc.get(alloc_id)
             if c is None or c.status == "created":
                 self._launch(st, self._start(st, alloc))
-            elif c.status in ("exited", "dead"):
+            elif c.status in ("exited", "dead") and not st.final:
                 self._launch(st, self._restart(st))
         self._forget(by_alloc)
         if self._purges:
@@ -305,6 +309,7 @@ class Reconciler:
         st.container_id, st.image, st.host_port = c.container_id, c.image, c.host_port
         st.started_at = c.started_at
         if c.status == "running":
+            st.final = False
             if st.running_since is None:
                 st.running_since = now
             # Stable means running for a while and, with a health check, passing it: only then does the
@@ -322,12 +327,24 @@ class Reconciler:
             if st.counted_exit != key:
                 st.counted_exit = key
                 st.exits += 1
+                st.exit_code = c.exit_code
                 code = "" if c.exit_code is None else f" (exit code {c.exit_code})"
+                verdict = decide_exit(st.spec, c.exit_code, st.exits)
+                if verdict != "restart":
+                    st.final = True
+                    st.reason = ("completed" if verdict == "complete" else
+                                 f"gave up after {st.exits} run{'s' if st.exits != 1 else ''}") + code
+                    st.health = None if not st.has_health else st.health
+                    log.info("%s %s", st.name, st.reason)
+                    self._set_status(st, verdict)
+                    return
                 st.reason = f"crash loop: exited {st.exits} time{'s' if st.exits != 1 else ''}{code}"
                 self._backoff(st, now)
                 if st.has_health:
                     st.health = "starting"
                 log.warning("%s exited%s; restart in %.0f s", st.name, code, st.next_attempt - now)
+            if st.final:
+                return
             if st.status != "failed":
                 self._set_status(st, "exited")
             return

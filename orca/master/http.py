@@ -92,6 +92,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
     ("GET", "/api/v1/volumes"): "viewer",
+    ("POST", "/api/v1/services/{name}/run"): "deployer",
     ("DELETE", "/api/v1/volumes/{node}/{service}"): "admin",
 }
 

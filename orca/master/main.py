@@ -13,6 +13,7 @@ from orca import auth, protocol
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
@@ -64,6 +65,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
+    api.extra_routes.append(JobEndpoints(api).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     app = api.build_app()

@@ -11,7 +11,7 @@ from orca.state.core import Ctx, State, fence, record_event
 # --- nodes, leases and placement (leader decisions, fenced by the leader's term) ---------------------
 
 NODE_STATUSES = ("ready", "down", "unreachable")
-OBSERVED_FIELDS = ("status", "health", "container_id", "started_at", "restarts", "reason", "host_port")
+OBSERVED_FIELDS = ("status", "health", "container_id", "started_at", "restarts", "reason", "host_port", "exit_code")
 
 
 def _apply_register_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -59,9 +59,9 @@ def report_problem(rep: Any) -> str | None:
             value = observed.get(field)
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 return f"{field} of {alloc_id[:64]} is not a short string"
-        for field, hi in (("restarts", _MAX_COUNT), ("host_port", 65535)):
+        for field, lo, hi in (("restarts", 0, _MAX_COUNT), ("host_port", 0, 65535), ("exit_code", -(2**31), 2**31)):
             value = observed.get(field)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi):
                 return f"{field} of {alloc_id[:64]} is out of range"
     return None
 
@@ -161,7 +161,8 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
             "id": p["alloc_id"], "service": p["service"], "version": int(p["version"]), "node": p["node"],
             "index": int(p["index"]), "desired": "run", "created_at": ctx.now, "observed": None,
             "digest": entry["digest"] if entry else svc["digest"],
-            "resources": dict(spec.get("resources") or {})}
+            "resources": dict(spec.get("resources") or {}),
+            **({"run": int(svc.get("run", 0))} if spec.get("kind") == "job" else {})}
         ops_volumes.bind_slots(state, svc, spec, p["node"], int(p["index"]))
     for alloc_id in migrate:
         alloc = state["allocations"].get(alloc_id)

@@ -132,6 +132,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "autoscale": {"term": TERM, "name": "web", "replicas": 4, "reason": "r", "figures": {}},
     "set_scaling": {"name": "web", "scaling": None},
     "volume_remove": {"node": "n1", "service": "web", "slot": 0, "gen": 1},
+    "job_run": {"name": "web"},
+    "job_tick": {"name": "web", "tick": 1.0, "term": 1},
 }
 
 

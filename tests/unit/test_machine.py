@@ -50,7 +50,7 @@ def test_every_op_is_tested() -> None:
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
               "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
-              "webhook_delivery", "autoscale", "set_scaling", "volume_remove"}
+              "webhook_delivery", "autoscale", "set_scaling", "volume_remove", "job_run", "job_tick"}
     assert set(machine.OPS) == tested
 
 

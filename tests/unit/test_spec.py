@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "read_only": False,
     "user": None,
     "volumes": [],
+    "kind": "service",
+    "restart": "always",
+    "max_attempts": 0,
+    "schedule": None,
 }
 
 SCALING: dict[str, Any] = {
