@@ -63,7 +63,8 @@ ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # Container hardening options that also make a new version, but only count in the digest when set, so
 # the digest of every spec written before they existed stays the same (no restart on upgrade).
 OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": [], "kind": "service",
-                                           "restart": "always", "max_attempts": 0, "schedule": None}
+                                           "restart": "always", "max_attempts": 0, "schedule": None,
+                                           "registry_auth": None}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -114,7 +115,7 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule",
+    "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule", "registry_auth",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -135,10 +136,12 @@ def is_dns_label(value: object) -> bool:
 
 
 def secret_refs(spec: dict[str, Any]) -> set[str]:
-    """The secret keys a normalized spec's env refers to with `${secrets.KEY}`."""
+    """The secret keys a normalized spec refers to with `${secrets.KEY}` (its env and `registry_auth`)."""
     refs: set[str] = set()
     for value in spec.get("env", {}).values():
         refs.update(_SECRET_REF_RE.findall(value))
+    if spec.get("registry_auth"):  # pull credentials (orca.registry): a secret like any other
+        refs.update(_SECRET_REF_RE.findall(spec["registry_auth"]))
     return refs
 
 
@@ -364,6 +367,7 @@ class _Validator:
             "user": self.user(raw.get("user")),
             "volumes": volumes,
             **self.lifecycle(raw, replicas, canary),
+            "registry_auth": self.registry_auth(raw.get("registry_auth")),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -530,6 +534,16 @@ class _Validator:
             names.add(name)
             out.append({"name": name, "path": path})
         return out
+
+    def registry_auth(self, value: object) -> str | None:
+        """Exactly one `${secrets.KEY}`: credentials themselves never go into a spec (orca.registry)."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) > 300 or not _SECRET_REF_RE.fullmatch(value):
+            # not echoed: a user who pasted the password here must not see it in logs or errors
+            self.fail("registry_auth", "expected a secret reference like ${secrets.REGISTRY} (store the "
+                                       "credentials with `orca secrets set`)")
+        return value
 
     def lifecycle(self, raw: dict[str, Any], replicas: int, canary: int) -> dict[str, Any]:
         """`kind`, `restart`, `max_attempts` and `schedule` (orca.jobs), defaults depending on the kind."""

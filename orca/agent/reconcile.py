@@ -19,6 +19,7 @@ reports what runs but starts and stops nothing: an agent that lost its state mus
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ from orca.agent.runtime import ContainerState, Runtime, RuntimeFailure
 from orca.healthcheck import check_of, has_check
 from orca.jobs import decide_exit
 from orca.protocol import container_name
+from orca.registry import parse_credentials
 
 __all__ = ["Reconciler", "AllocState", "resolve_env", "iso", "INITIAL_BACKOFF_S", "MAX_BACKOFF_S"]
 
@@ -69,6 +71,21 @@ def resolve_env(env: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
             raise RuntimeFailure(f"missing secret {missing[0]}")
         out[key] = _SECRET_REF.sub(lambda m: secrets[m.group(1)], value)
     return out
+
+
+def registry_auth(spec: dict[str, Any], secrets: dict[str, str]) -> dict[str, str] | None:
+    """The pull credentials of a spec's `registry_auth` (orca.registry), or None; a start failure naming
+    only the secret key when it is missing or malformed."""
+    ref = spec.get("registry_auth")
+    if not ref:
+        return None
+    keys = _SECRET_REF.findall(ref)
+    if len(keys) != 1 or keys[0] not in secrets:
+        raise RuntimeFailure(f"missing secret {keys[0] if keys else '?'} (registry_auth)")
+    try:
+        return parse_credentials(secrets[keys[0]], keys[0])
+    except ValueError as exc:
+        raise RuntimeFailure(str(exc)) from None
 
 
 @dataclass
@@ -400,8 +417,9 @@ class Reconciler:
         env = resolve_env(spec.get("env") or {}, self._secrets)
         # Pulls are outside the bound on parallel operations: a slow pull must not hold up stops.
         # A webhook redeploy asks for a fresh pull once per revision (the tag may have moved).
+        auth = registry_auth(spec, self._secrets)
         await self._ensure_image(st, spec["image"], revision=spec.get("revision") if spec.get("pull_policy") == "always"
-                                 else None)
+                                 else None, auth=auth)
         self._set_status(st, "starting")
         try:
             async with self._sem:
@@ -418,15 +436,21 @@ class Reconciler:
         st.running_since = None
         self._observe(st, state, self.clock())
 
-    async def _ensure_image(self, st: AllocState, image: str, revision: str | None = None) -> None:
-        """Pull once per image (and revision) however many replicas want it; the others wait for it."""
+    async def _ensure_image(self, st: AllocState, image: str, revision: str | None = None,
+                            auth: dict[str, str] | None = None) -> None:
+        """Pull once per image (and revision) however many replicas want it; the others wait for it.
+        `auth` (registry credentials) is handed to the runtime only, never logged."""
         key = image if revision is None else f"{image}@{revision}"
         lock = self._image_locks.setdefault(key, asyncio.Lock())
         async with lock:
             if self._images_ok.get(key, -1.0) > self.clock():
                 return
             self._set_status(st, "pulling")
-            await asyncio.to_thread(self.runtime.ensure_image, image, revision is not None)
+            if auth is None:
+                await asyncio.to_thread(self.runtime.ensure_image, image, revision is not None)
+            else:
+                await asyncio.to_thread(functools.partial(self.runtime.ensure_image, image, revision is not None,
+                                                          auth=auth))
             self._images_ok[key] = self.clock() + (IMAGE_OK_S if revision is None else 10 * 365 * 86400.0)
 
     async def _start_on_free_port(self, alloc: dict[str, Any], env: dict[str, str]) -> ContainerState:

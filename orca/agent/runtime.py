@@ -123,7 +123,7 @@ class Runtime(Protocol):
 
     def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]: ...
 
-    def ensure_image(self, image: str, always: bool = False) -> None: ...
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None: ...
 
     def engine_resources(self) -> dict[str, Any]: ...
 
@@ -476,8 +476,9 @@ class DockerRuntime:
             raise _failure(exc, "read logs") from exc
         return _split_lines(chunks)
 
-    def ensure_image(self, image: str, always: bool = False) -> None:
-        """Pull `image` unless it is present (or always, for a webhook redeploy of a moving tag). The
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None:
+        """Pull `image` (with `auth`, registry credentials, when given; never logged) unless it is present
+        (or always, for a webhook redeploy of a moving tag). The
         pull's own error (e.g. unknown repository, registry unreachable) becomes the reason; a forced
         re-pull that fails while a local copy exists keeps the local copy (an offline registry must not
         take a running service down)."""
@@ -493,18 +494,18 @@ class DockerRuntime:
             raise _failure(exc, "inspect image", image=image) from exc
         if present:
             try:
-                self._pull(image)
+                self._pull(image, auth)
             except RuntimeFailure as exc:
                 log.warning("re-pull of %s failed (%s); using the local copy", image, exc.reason)
             return
-        self._pull(image)
+        self._pull(image, auth)
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, auth: dict[str, str] | None = None) -> None:
         error = None
         try:
             # The low-level stream reports some failures as {"error": ...} messages instead of an HTTP
             # status; the high-level images.pull() would swallow them.
-            for message in self.client.api.pull(image, stream=True, decode=True):
+            for message in self.client.api.pull(image, stream=True, decode=True, auth_config=auth):
                 if isinstance(message, dict) and message.get("error"):
                     error = message["error"]
             self.client.images.get(image)
@@ -675,6 +676,7 @@ class FakeRuntime:
         self._stat_ticks: dict[str, int] = {}
         self.volume_table: dict[str, dict[str, Any]] = {}  # volume name -> DockerRuntime.volumes() row
         self.exec_codes: dict[str, int] = {}  # alloc id -> exit code of its exec health check
+        self.pull_auth: dict[str, dict[str, str]] = {}  # image -> the credentials its last pull used
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat().replace("+00:00", "Z")
@@ -743,8 +745,10 @@ class FakeRuntime:
         lines = self._logs.get(alloc_id, [])
         return iter(lines[-tail:] if tail > 0 else [])
 
-    def ensure_image(self, image: str, always: bool = False) -> None:
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None:
         self.calls.append(("ensure_image", image))
+        if auth is not None:
+            self.pull_auth[image] = dict(auth)
         if image in self.images:
             return
         if self.pullable is not None and image not in self.pullable:

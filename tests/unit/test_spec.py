@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "restart": "always",
     "max_attempts": 0,
     "schedule": None,
+    "registry_auth": None,
 }
 
 SCALING: dict[str, Any] = {
