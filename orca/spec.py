@@ -64,7 +64,7 @@ ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # the digest of every spec written before they existed stays the same (no restart on upgrade).
 OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": [], "kind": "service",
                                            "restart": "always", "max_attempts": 0, "schedule": None,
-                                           "registry_auth": None}
+                                           "registry_auth": None, "depends_on": []}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -116,6 +116,7 @@ _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
     "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule", "registry_auth",
+    "depends_on",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -368,6 +369,7 @@ class _Validator:
             "volumes": volumes,
             **self.lifecycle(raw, replicas, canary),
             "registry_auth": self.registry_auth(raw.get("registry_auth")),
+            "depends_on": self.depends_on(raw.get("depends_on", []), name),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -533,6 +535,17 @@ class _Validator:
                 self.fail(f"{field}.name", f"duplicate volume name {_show(name)}")
             names.add(name)
             out.append({"name": name, "path": path})
+        return out
+
+    def depends_on(self, value: object, name: str) -> list[str]:
+        """Names of services of the same project to wait for (orca.depends); sorted, no duplicates."""
+        if not isinstance(value, list):
+            self.fail("depends_on", f"expected a list of service names, got {_type_name(value)}")
+        if len(value) > 32:
+            self.fail("depends_on", "must have at most 32 services")
+        out = sorted({self.dns_label(f"depends_on[{i}]", v) for i, v in enumerate(value)})
+        if name in out:
+            self.fail("depends_on", f"a service cannot depend on itself ({name})")
         return out
 
     def registry_auth(self, value: object) -> str | None:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from orca import drain, rollout
+from orca import depends, drain, rollout
 from orca.master.loops import LeaderLoop
 from orca.scheduler import PlacementView, compute_plan
 from orca.volumes import named_volumes
@@ -65,9 +65,15 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
         if svc is not None and a["desired"] == "run" and a["version"] == svc["version"]:
             have[a["service"]] = have.get(a["service"], 0) + 1
     volume_stops = _volume_handover(state, plan.place)
+    waiting = depends.blocked(state, now)
     for p in plan.place:
         if p.alloc_id in volume_stops:
             continue  # its slot's volume is still mounted by the previous replica: placed once it is gone
+        if p.service in waiting:
+            held = cycle.pending.setdefault(p.service, {"count": 0, "reason": waiting[p.service]})
+            held["count"] += 1
+            held["reason"] = waiting[p.service]
+            continue
         budget = roll.budget.get(p.service)
         if budget is not None and have.get(p.service, 0) >= budget:
             continue  # surge limit of a rolling update: placed in a later cycle
@@ -88,7 +94,7 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
                        and state["allocations"][a]["version"] == canaries[state["allocations"][a]["service"]]
                        ["canary"]["version"]]
     cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop, *volume_stops.values()} - {None})
-    cycle.pending_changed = any((svc.get("pending") or None) != plan.pending.get(name)
+    cycle.pending_changed = any((svc.get("pending") or None) != cycle.pending.get(name)
                                 for name, svc in state["services"].items())
     return cycle
 

@@ -240,3 +240,46 @@ def test_exit_code_of_a_run() -> None:
     assert exit_code_of({"status": "failed", "job": {"exit_codes": [0, 3]}}) == 3
     assert exit_code_of({"status": "failed", "job": {"exit_codes": [None]}}) == 1
     assert exit_code_of({"status": "failed", "job": {"exit_codes": [-1]}}) == 1
+
+
+# -- depends_on (orca.depends) ----------------------------------------------------------------------------
+
+
+def dep_spec(name: str, **fields: Any) -> dict[str, Any]:
+    return spec.validate_service({"name": name, "image": IMAGE, **fields})
+
+
+def test_depends_on_spec_rules() -> None:
+    assert dep_spec("app", depends_on=["db", "cache", "db"])["depends_on"] == ["cache", "db"]
+    for bad, field in ((["app"], "depends_on"), ("db", "depends_on"), (["DB"], "depends_on[0]"),
+                       ([f"s{i}" for i in range(33)], "depends_on")):
+        with pytest.raises(InvalidSpec) as exc:
+            dep_spec("app", depends_on=bad)
+        assert exc.value.details["field"] == field
+
+
+def test_a_service_waits_for_its_dependency_to_be_healthy_then_starts() -> None:
+    s = cluster(dep_spec("db", port=6379, health={"tcp": 6379}), dep_spec("app", depends_on=["db"]))
+    c = cycle(s)
+    assert {p["service"] for p in c.place} == {"db"}
+    assert s["services"]["app"]["pending"] == {"count": 1, "reason": "waiting for db to be healthy (depends_on)"}
+    for a in s["allocations"].values():
+        a["observed"] = {"status": "running", "health": "starting", "running_since": 0.0}
+    assert not cycle(s).place
+    for a in s["allocations"].values():
+        a["observed"]["health"] = "healthy"
+    c = cycle(s)
+    assert [p["service"] for p in c.place] == ["app"]
+    assert s["services"]["app"]["pending"] is None
+
+
+def test_depends_on_a_job_waits_for_its_completion_and_bad_references_say_why() -> None:
+    s = cluster(job(), dep_spec("app", depends_on=["migrate"]), dep_spec("lost", depends_on=["ghost"]),
+                dep_spec("a", depends_on=["b"]), dep_spec("b", depends_on=["a"]))
+    cycle(s)
+    pending = {n: (svc.get("pending") or {}).get("reason") for n, svc in s["services"].items()}
+    assert pending["app"] == "waiting for migrate to be complete (depends_on)"
+    assert pending["lost"] == "depends on ghost, which is not a service of project default"
+    assert "cycle" in pending["a"] and "cycle" in pending["b"]
+    finish(s)
+    assert [p["service"] for p in cycle(s).place] == ["app"]

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "max_attempts": 0,
     "schedule": None,
     "registry_auth": None,
+    "depends_on": [],
 }
 
 SCALING: dict[str, Any] = {
