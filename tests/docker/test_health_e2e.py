@@ -4,6 +4,7 @@ auto-reverts; a version that passes late (after its start period) rolls out."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,21 @@ def test_tcp_and_exec_checks_gate_a_rollout(stack: tuple[LocalCluster, Client, l
     for name in ("tcpsvc", "execsvc"):
         wait_for(lambda n=name: all_healthy(client, n, 4, 2), 90, f"{name} v4 rolled out", cluster)  # type: ignore[misc]
         assert client.service(name)["rollout"]["state"] == "done"
+
+
+def test_depends_on_starts_the_app_only_once_the_database_is_healthy(
+        stack: tuple[LocalCluster, Client, list[str]]) -> None:
+    cluster, client, _ = stack
+    # db becomes healthy (exec check) 6 s after it starts; app must not start before that
+    db = {"name": "db", "image": IMAGE, "command": ["sh", "-c", "sleep 6; touch /tmp/ready; exec sleep 1000"],
+          "resources": RES, "health": {"exec": ["test", "-f", "/tmp/ready"], "retries": 100}}
+    app = {"name": "app", "image": IMAGE, "command": ["sleep", "1000"], "resources": RES, "depends_on": ["db"]}
+    client.deploy([app, db])
+    wait_for(lambda: state(client, "db").get(1) == ["starting"], 30, "db started", cluster)
+    assert client.service("app")["pending_reason"] == "waiting for db to be healthy (depends_on)"
+    deadline = time.monotonic() + 60
+    while not all_healthy(client, "db", 1, 1):
+        assert time.monotonic() < deadline, "db never became healthy"
+        assert not client.service("app")["containers"], "app started before db was healthy"
+        time.sleep(0.3)
+    wait_for(lambda: state(client, "app") == {1: [None]}, 30, "app started after db", cluster)
