@@ -1245,7 +1245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "stop", cmd_stop, "stop a service (orca stop NAME [--purge]), a project "
              "(orca stop --project P) or everything (orca stop --all, admin)")
     p.add_argument("name", nargs="?")
-    p.add_argument("--purge", action="store_true", help="also forget the service's config")
+    p.add_argument("--purge", action="store_true",
+                   help="also forget the service's config and remove its named volumes")
     p.add_argument("--project", help="stop every service of this project")
     p.add_argument("--all", action="store_true", help="stop every service of the cluster")
 
