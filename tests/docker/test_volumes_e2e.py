@@ -155,8 +155,32 @@ def test_redis_keeps_its_data_across_updates_restarts_failover_and_waits_for_its
     c = wait_for(lambda: running(client), 90, "back on its node", cluster)
     assert c["node"] == home and resp(c["host_port"], "GET", "greeting") == "hello"
 
+    # orca volumes ls: asked of the agents, bound to the slot in Raft
+    listing = client.request("GET", "/api/v1/volumes", params={"node": home})
+    [row] = [v for v in listing["volumes"] if v["service"] == "kv"]
+    assert (row["node"], row["slot"], row["volume"], row["bound"]) == (home, 0, "data", True)
+    with pytest.raises(ApiError) as exc:  # in use by a running service
+        client.request("DELETE", f"/api/v1/volumes/{home}/kv")
+    assert exc.value.code == "CONFLICT"
+
     # --purge removes the service and, once its container is gone, its volume
     volume = volumes_of(home)
     assert len(volume) == 1
     client.stop("kv", purge=True)
     wait_for(lambda: not volumes_of(home), 60, "volume removed", cluster)
+
+
+def test_orca_volumes_rm_removes_a_stopped_services_volume(
+        redis_image: str, stack: tuple[LocalCluster, Client, list[str]]) -> None:
+    cluster, client, _ = stack
+    client.deploy([kv_spec("1")])
+    home = wait_for(lambda: running(client), 90, "redis up", cluster)["node"]
+    assert len(volumes_of(home)) == 1
+    client.stop("kv")
+    wait_for(lambda: not client.service("kv")["containers"], 60, "stopped", cluster)
+    result = client.request("DELETE", f"/api/v1/volumes/{home}/kv")
+    assert result["removed"] and result["removed"][0]["slot"] == 0
+    wait_for(lambda: not volumes_of(home), 60, "volume removed by its agent", cluster)
+    client.start("kv")  # a new, empty volume (a new generation)
+    c = wait_for(lambda: running(client), 90, "started on a fresh volume", cluster)
+    assert resp(c["host_port"], "GET", "greeting") == "$-1"
