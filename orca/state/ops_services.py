@@ -93,6 +93,8 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
             deployed.append(name)
             versions[name] = 1
             continue
+        if spec.get("schedule") and spec.get("schedule") != svc["spec"].get("schedule"):
+            svc["last_tick"] = ctx.now  # a new schedule starts from now: no tick of the past runs at once
         canary_digest = (svc.get("canary") or {}).get("digest")
         changed = digest not in (svc["digest"], canary_digest)
         svc["project"] = spec.get("project", svc["project"])

@@ -283,3 +283,12 @@ def test_depends_on_a_job_waits_for_its_completion_and_bad_references_say_why() 
     assert "cycle" in pending["a"] and "cycle" in pending["b"]
     finish(s)
     assert [p["service"] for p in cycle(s).place] == ["app"]
+
+
+def test_a_schedule_added_later_starts_from_the_deploy_not_from_the_past() -> None:
+    s = cluster(job())
+    periodic = job(schedule="* * * * *")
+    ok(apply(s, entry("deploy", {"services": [{"name": "migrate", "spec": periodic,
+                                               "digest": spec.spec_digest(periodic)}]}, now=5000.0)))
+    assert due_ticks(s, 5030.0) == []
+    assert due_ticks(s, 5041.0) == [("migrate", 5040.0)]
