@@ -260,8 +260,17 @@ def _reconcile_slots(
     per_node: dict[str, int] = {}
     for alloc in kept.values():
         per_node[alloc["node"]] = per_node.get(alloc["node"], 0) + 1
-    missing = [i for i in range(replicas) if i not in kept]
+    done = _finished_slots(service) if is_job(spec) else set()
+    missing = [i for i in range(replicas) if i not in kept and i not in done]
     return missing, per_node, lost + [a["id"] for a in excess]
+
+
+def _finished_slots(service: dict[str, Any]) -> set[int]:
+    """Slots of the job's current run and version that ended (recorded in Raft by node reports): they are
+    never placed again, even once their allocation is gone (orca.state.ops_jobs.record_finished)."""
+    run, version = int(service.get("run", 0)), service["version"]
+    return {int(i) for i, f in (service.get("finished_slots") or {}).items()
+            if f.get("run") == run and f.get("version") == version}
 
 
 class _Candidates:

@@ -96,8 +96,15 @@ def _job_status(state: dict[str, Any], svc: dict[str, Any], running: int) -> tup
     run = int(svc.get("run", 0))
     mine = [a for a in _allocs_of(state, svc["name"]) if int(a.get("run", 0)) == run
             and a["version"] == svc["version"]]
-    finals = [(a.get("observed") or {}).get("status") for a in mine]
-    codes = [(a.get("observed") or {}).get("exit_code") for a in mine]
+    ended = {int(i): f for i, f in (svc.get("finished_slots") or {}).items()
+             if f.get("run") == run and f.get("version") == svc["version"]}
+    for a in mine:  # an ended replica not yet recorded (the report is on its way) counts too
+        observed = a.get("observed") or {}
+        if observed.get("status") in ("complete", "dead"):
+            ended.setdefault(int(a.get("index", 0)), {"status": observed["status"],
+                                                      "exit_code": observed.get("exit_code")})
+    finals = [f["status"] for _, f in sorted(ended.items())]
+    codes = [f.get("exit_code") for _, f in sorted(ended.items())]
     info = {"run": run, "complete": finals.count("complete"), "failed": finals.count("dead"),
             "exit_codes": codes, "schedule": svc["spec"].get("schedule"), "last_tick": iso(svc.get("last_tick"))}
     if svc["state"] == "stopped":

@@ -10,7 +10,7 @@ from orca.errors import Conflict, Invalid
 from orca.jobs import finished, is_job
 from orca.state.core import Ctx, State, fence, record_event, service_of
 
-__all__ = ["OPS", "new_run"]
+__all__ = ["OPS", "new_run", "record_finished", "finished_slots"]
 
 
 def new_run(state: State, svc: dict[str, Any], ctx: Ctx, why: str) -> int:
@@ -26,6 +26,25 @@ def new_run(state: State, svc: dict[str, Any], ctx: Ctx, why: str) -> int:
     record_event(state, ctx, "job_run", f"{svc['name']} run {run} ({why})", service=svc["name"],
                  details={"run": run})
     return run
+
+
+def record_finished(state: State, alloc: dict[str, Any]) -> None:
+    """Remember that a job slot of the current run and version ended, in the service itself: the slot then
+    stays done even after its allocation is gone (a drain, a node removed), so it never runs twice."""
+    svc = state["services"].get(alloc["service"])
+    if svc is None or int(alloc.get("run", 0)) != int(svc.get("run", 0)) or alloc["version"] != svc["version"]:
+        return
+    observed = alloc.get("observed") or {}
+    svc.setdefault("finished_slots", {})[str(alloc.get("index", 0))] = {
+        "run": int(alloc.get("run", 0)), "version": alloc["version"], "status": observed.get("status"),
+        "exit_code": observed.get("exit_code")}
+
+
+def finished_slots(svc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The current run's and version's ended slots: index -> {status, exit_code}."""
+    run, version = int(svc.get("run", 0)), svc["version"]
+    return {int(i): f for i, f in (svc.get("finished_slots") or {}).items()
+            if f["run"] == run and f["version"] == version}
 
 
 def _job(state: State, name: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
-from orca.state import ops_volumes
+from orca.jobs import FINISHED
+from orca.state import ops_jobs, ops_volumes
 from orca.state.core import Ctx, State, fence, record_event
 
 # --- nodes, leases and placement (leader decisions, fenced by the leader's term) ---------------------
@@ -116,6 +117,8 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 running_since = ctx.now  # the proposer's clock: min_healthy_s is measured on one timeline
             alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {
                 "at": ctx.now, "running_since": running_since}
+            if "run" in alloc and observed.get("status") in FINISHED:
+                ops_jobs.record_finished(state, alloc)
     return {"renewed": renewed, "back": back, **({"skipped": skipped} if skipped else {})}
 
 

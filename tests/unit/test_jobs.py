@@ -292,3 +292,23 @@ def test_a_schedule_added_later_starts_from_the_deploy_not_from_the_past() -> No
                                                "digest": spec.spec_digest(periodic)}]}, now=5000.0)))
     assert due_ticks(s, 5030.0) == []
     assert due_ticks(s, 5041.0) == [("migrate", 5040.0)]
+
+
+def test_a_completed_slot_stays_done_after_its_allocation_is_gone() -> None:
+    s = cluster(job(replicas=2))
+    cycle(s)
+    for alloc_id, a in list(s["allocations"].items()):
+        ok(apply(s, entry("node_reports", {"term": 2, "nodes": {a["node"]: {"renewed_at": 1500.0, "allocs": {
+            x: {"status": "complete", "exit_code": 0, "restarts": 0}
+            for x, y in s["allocations"].items() if y["node"] == a["node"]}}}})))
+    assert {f["status"] for f in s["services"]["migrate"]["finished_slots"].values()} == {"complete"}
+    node = next(iter(s["allocations"].values()))["node"]
+    ok(apply(s, entry("drain_node", {"node_id": node, "deadline_s": 0, "force": True})))
+    c = cycle(s)
+    assert c.stop  # the drained node's finished replica is removed ...
+    for alloc_id in c.stop:
+        del s["allocations"][alloc_id]
+    assert not cycle(s).place  # ... and its slot is not run again
+    assert service_summary(s, s["services"]["migrate"])["status"] == "complete"
+    ok(apply(s, entry("job_run", {"name": "migrate"})))
+    assert len(cycle(s).place) == 2  # a new run fills every slot again
