@@ -297,7 +297,7 @@ def test_a_schedule_added_later_starts_from_the_deploy_not_from_the_past() -> No
 def test_a_completed_slot_stays_done_after_its_allocation_is_gone() -> None:
     s = cluster(job(replicas=2))
     cycle(s)
-    for alloc_id, a in list(s["allocations"].items()):
+    for a in list(s["allocations"].values()):
         ok(apply(s, entry("node_reports", {"term": 2, "nodes": {a["node"]: {"renewed_at": 1500.0, "allocs": {
             x: {"status": "complete", "exit_code": 0, "restarts": 0}
             for x, y in s["allocations"].items() if y["node"] == a["node"]}}}})))
