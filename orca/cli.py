@@ -930,6 +930,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
     deadline_s: float | int = int(args.deadline) if float(args.deadline).is_integer() else args.deadline
     with _client(args) as client:
         result = client.drain(args.node, deadline_s, args.force)
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
         _emit(args, result, lambda: (f"draining {args.node} (deadline {fmt_duration(args.deadline)}"
                                      + (", force" if args.force else "") + ")"), sys.stdout)
         if args.detach:
@@ -1415,7 +1417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "stop", cmd_stop, "stop a service (orca stop NAME [--purge]), a project "
              "(orca stop --project P) or everything (orca stop --all, admin)")
     p.add_argument("name", nargs="?")
-    p.add_argument("--purge", action="store_true", help="also forget the service's config")
+    p.add_argument("--purge", action="store_true",
+                   help="also forget the service's config and remove its named volumes")
     p.add_argument("--project", help="stop every service of this project")
     p.add_argument("--all", action="store_true", help="stop every service of the cluster")
 
@@ -1438,10 +1441,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", metavar="NODE")
     p.add_argument("--deadline", type=_duration_arg, default=300.0, metavar="DURATION",
                    help="stop whatever is still there after this long: 90, 90s, 5m, 1h (default 5m)")
-    p.add_argument("--force", action="store_true", help="stop the replicas at once instead of migrating first")
+    p.add_argument("--force", action="store_true", help="stop the replicas at once instead of migrating first; "
+                   "needed for a node holding named volumes (their replicas restart elsewhere on EMPTY volumes)")
     p.add_argument("--detach", action="store_true", help="return at once, do not watch the drain")
     p.add_argument("--timeout", type=_duration_arg, metavar="DURATION",
                    help="how long to watch before exit 1 (default: the deadline + 60s)")
+
+    from orca.cli_volumes import add_volume_verbs
+    add_volume_verbs(verbs, verb, _client, _emit, parents=[common])
+    from orca.cli_jobs import add_job_verbs
+    add_job_verbs(verbs, verb, _client, load_services, UsageError)
 
     p = verb(verbs, "undrain", cmd_undrain, "make a drained or draining node eligible again (admin)")
     p.add_argument("node", metavar="NODE")

@@ -132,6 +132,8 @@ def is_converged(detail: dict[str, Any]) -> bool:
     canary's replicas at its version, every one running and healthy. A service scaled to 0 (or stopped)
     is done once its containers are gone.
     """
+    if detail.get("kind") == "job":  # a job is where its spec wants it once its run ended (or waits for a tick)
+        return detail.get("status") in ("complete", "failed", "waiting", "stopped")
     replicas = detail.get("replicas") or {}
     desired = int(replicas.get("desired") or 0)
     containers = detail.get("containers") or []
@@ -866,6 +868,10 @@ class Client:
         return self.request("DELETE", f"/api/v1/secrets/{quote(key, safe='')}", idempotency_key=idempotency_key)
 
     # ------------------------------------------------------------------ logs
+
+    def run_job(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Start a new run of a job (`kind = "job"`) -> `{"name", "run"}`."""
+        return self.request("POST", f"/api/v1/services/{quote(name, safe='')}/run", idempotency_key=idempotency_key)
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[str]:
         """The service's log lines (without their newline), each prefixed `[svc.index allocid] `.

@@ -175,6 +175,10 @@ class AgentConfig:
     def tls(self) -> bool:
         """Mutual TLS with the masters: on when they are https."""
         return any(m.startswith("https://") for m in self.masters)
+    # [agent.docker]: host directories a spec's bind mounts may come from (orca.volumes.bind_refusal):
+    # bind_paths read-only only, bind_paths_rw also writable. Empty: no bind mounts on this node.
+    bind_paths: tuple[str, ...] = ()
+    bind_paths_rw: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -672,7 +676,17 @@ def load_agent_config(path: str | Path) -> AgentConfig:
             labels[k] = v
     heartbeat = agent.positive_float("heartbeat_s", AgentConfig.heartbeat_s)
 
-    docker = agent.table("docker", ("publish_address", "host_port_range"), required=False)
+    docker = agent.table("docker", ("publish_address", "host_port_range", "bind_paths", "bind_paths_rw"),
+                         required=False)
+    bind_lists: dict[str, tuple[str, ...]] = {}
+    for key in ("bind_paths", "bind_paths_rw"):
+        entries = docker.array(key, [])
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str) or not entry.startswith("/") or entry.rstrip("/") == "" \
+                    or ".." in entry.split("/") or ":" in entry:
+                raise docker.error(f"{key}[{i}]", f"expected an absolute host directory other than '/', "
+                                                  f"got {_describe(entry)}")
+        bind_lists[key] = tuple(os.path.normpath(e) for e in entries)
     publish = docker.string("publish_address", AgentConfig.publish_address)
     if not _valid_ip(publish):  # Docker's HostIp takes an address, not a name
         raise docker.error("publish_address", f"expected an IP address, got {publish!r}")
@@ -701,5 +715,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
         cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
+        bind_paths=bind_lists["bind_paths"], bind_paths_rw=bind_lists["bind_paths_rw"],
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from orca.master.autoscaler import Autoscaler
+from orca.master.cron import CronLoop
 from orca.master.dispatcher import Dispatcher
 from orca.master.leases import HeartbeatBook, LeaseMonitor
 from orca.master.scheduling import SchedulerLoop
@@ -36,7 +37,8 @@ class ControlPlane:
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
         self.traffic = TrafficBook(sample_s=2.0)
         self.autoscaler = Autoscaler(raft, self.traffic)
-        self.components = [self.leases, self.scheduler, self.dispatcher, self.autoscaler]
+        self.cron = CronLoop(raft)
+        self.components = [self.leases, self.scheduler, self.dispatcher, self.autoscaler, self.cron]
         metrics.registry.register(TrafficCollector(self.traffic))
         self._loop = asyncio.get_running_loop()
         self._wake_pending = False

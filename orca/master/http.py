@@ -105,6 +105,9 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/snapshot/restore"): "admin",
     ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
     ("POST", "/api/v1/snapshot/restore/{id}/commit"): "admin",
+    ("GET", "/api/v1/volumes"): "viewer",
+    ("POST", "/api/v1/services/{name}/run"): "deployer",
+    ("DELETE", "/api/v1/volumes/{node}/{service}"): "admin",
 }
 
 

@@ -14,11 +14,13 @@ from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.control import ControlPlane
@@ -73,6 +75,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
+    api.extra_routes.append(JobEndpoints(api).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     master_tls = None

@@ -11,6 +11,8 @@ import datetime as dt
 import time
 from typing import Any
 
+from orca.jobs import is_job
+
 __all__ = ["history_view", "service_summary", "service_detail", "status_list", "events_query", "token_list", "iso",
            "node_view"]
 
@@ -88,9 +90,44 @@ def _status(svc: dict[str, Any], running: int) -> str:
     return "running"
 
 
+def _job_status(state: dict[str, Any], svc: dict[str, Any], running: int) -> tuple[str, dict[str, Any]]:
+    """A job's status from its current run: complete (every slot exited 0), failed (a slot gave up),
+    running, pending, or waiting (a periodic job before its first tick)."""
+    run = int(svc.get("run", 0))
+    mine = [a for a in _allocs_of(state, svc["name"]) if int(a.get("run", 0)) == run
+            and a["version"] == svc["version"]]
+    ended = {int(i): f for i, f in (svc.get("finished_slots") or {}).items()
+             if f.get("run") == run and f.get("version") == svc["version"]}
+    for a in mine:  # an ended replica not yet recorded (the report is on its way) counts too
+        observed = a.get("observed") or {}
+        if observed.get("status") in ("complete", "dead"):
+            ended.setdefault(int(a.get("index", 0)), {"status": observed["status"],
+                                                      "exit_code": observed.get("exit_code")})
+    finals = [f["status"] for _, f in sorted(ended.items())]
+    codes = [f.get("exit_code") for _, f in sorted(ended.items())]
+    info = {"run": run, "complete": finals.count("complete"), "failed": finals.count("dead"),
+            "exit_codes": codes, "schedule": svc["spec"].get("schedule"), "last_tick": iso(svc.get("last_tick"))}
+    if svc["state"] == "stopped":
+        return "stopped", info
+    if svc["spec"].get("schedule") and run == 0:
+        return "waiting", info
+    if info["failed"]:
+        return "failed", info
+    if svc["replicas"] and info["complete"] >= svc["replicas"]:
+        return "complete", info
+    return ("running" if running else "pending"), info
+
+
 def service_summary(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
     running, healthy = _counts(state, svc)
     spec = svc["spec"]
+    if is_job(spec):
+        status, job = _job_status(state, svc, running)
+        return {"name": svc["name"], "project": svc["project"], "status": status, "kind": "job", "job": job,
+                "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
+                "image": spec.get("image"), "domain": spec.get("domain"), "version": svc["version"],
+                "pending_reason": None if status in ("complete", "failed", "waiting") else
+                _pending_reason(state, svc, running), "updated_at": iso(svc.get("updated_at"))}
     return {"name": svc["name"], "project": svc["project"], "status": _status(svc, running),
             "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
             "image": spec.get("image"), "domain": spec.get("domain"), "version": svc["version"],
@@ -116,9 +153,11 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
                            "index": alloc.get("index"), "version": alloc.get("version"), "status": status,
                            "health": health, "started_at": observed.get("started_at"),
                            "restarts": observed.get("restarts", 0), "reason": observed.get("reason"),
-                           "host_port": observed.get("host_port")})
+                           "host_port": observed.get("host_port"), "exit_code": observed.get("exit_code"),
+                           **({"run": alloc["run"]} if "run" in alloc else {})})
     events = [dict(e, time=iso(e["time"])) for e in state["events"] if e.get("service") == svc["name"]][-20:]
     return {"name": svc["name"], "project": svc["project"], "version": svc["version"],
+            **({"kind": "job", "job": summary["job"]} if "job" in summary else {}),
             "spec": svc["spec"], "status": summary["status"],
             "replicas": {"desired": svc["replicas"], "running": summary["running_replicas"],
                          "healthy": summary["healthy_replicas"]},

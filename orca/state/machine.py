@@ -28,7 +28,18 @@ from typing import Any
 import msgpack
 
 from orca.errors import Conflict, Invalid, OrcaError
-from orca.state import ops_ca, ops_credentials, ops_join, ops_nodes, ops_restore, ops_services, ops_webhooks, schema
+from orca.state import (
+    ops_ca,
+    ops_credentials,
+    ops_jobs,
+    ops_join,
+    ops_nodes,
+    ops_restore,
+    ops_services,
+    ops_volumes,
+    ops_webhooks,
+    schema,
+)
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
@@ -58,6 +69,8 @@ def new_state() -> State:
         "join_tokens": {},
         "webhook_bodies": {},
         "schema_version": 1,  # the highest entry version applied (not this code's: masters must agree)
+        "volume_seq": 0,      # generations of volume bindings (orca.volumes)
+        "volume_purges": {},  # node id -> [{service, slot, gen}] volumes the node must remove
     }
 
 
@@ -190,7 +203,7 @@ def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> No
 # Ops are only ever added, never renamed or reused: old journals replay through this table forever.
 OPS: dict[str, Callable[[State, dict[str, Any], Ctx], dict[str, Any]]] = {
     **ops_services.OPS, **ops_credentials.OPS, **ops_nodes.OPS, **ops_webhooks.OPS, **ops_join.OPS,
-    **ops_ca.OPS, **ops_restore.OPS,
+    **ops_ca.OPS, **ops_restore.OPS, **ops_volumes.OPS, **ops_jobs.OPS,
 }
 
 # Re-exported for readers of the state (leader loops, views).

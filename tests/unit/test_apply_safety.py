@@ -146,6 +146,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         {"services": {}}, index=1, term=1, schema_version=1, created_at=0.0, orca_version="t"))[0]},
     "restore_chunk": {"id": "r1", "n": 0, "data": b"x"},
     "restore_commit": {"id": "r1"},
+    "volume_remove": {"node": "n1", "service": "web", "slot": 0, "gen": 1},
+    "job_run": {"name": "web"},
+    "job_tick": {"name": "web", "tick": 1.0, "term": 1},
 }
 
 

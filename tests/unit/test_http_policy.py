@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
 from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
@@ -31,6 +33,8 @@ def build() -> Any:
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
+    api.extra_routes.append(JobEndpoints(api).add_routes)
     return api, api.build_app()
 
 
