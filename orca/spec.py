@@ -112,7 +112,7 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user",
+    "read_only", "user", "labels",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -327,7 +327,7 @@ class _Validator:
         if not isinstance(read_only, bool):
             self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
-        return {
+        out = {
             "name": name,
             "project": self.dns_label("project", raw.get("project", "default")),
             "image": self.image(raw.get("image")),
@@ -347,6 +347,12 @@ class _Validator:
             "read_only": read_only,
             "user": self.user(raw.get("user")),
         }
+        # A service's own labels (an Orchestry app's `metadata.labels`): descriptive only, never part of a
+        # version, and only present when given, so specs written before the field existed are unchanged.
+        labels = self.label_map("labels", raw.get("labels", {}))
+        if labels:
+            out["labels"] = labels
+        return out
 
     # -- scalars -------------------------------------------------------------------------------
 
@@ -516,22 +522,24 @@ class _Validator:
         if node is not None and (not isinstance(node, str) or not _NODE_ID_RE.fullmatch(node)):
             self.fail("placement.node",
                       f"expected a node id ([a-z0-9-], 1 to 63 characters), got {_show(node)}")
-        labels = table.get("labels", {})
+        return {"node": node, "labels": self.label_map("placement.labels", table.get("labels", {}))}
+
+    def label_map(self, field: str, labels: object) -> dict[str, str]:
+        """A bounded map of label names to printable strings (node selectors, or a service's own labels)."""
         if not isinstance(labels, dict):
-            self.fail("placement.labels", f"expected an object of strings, got {_type_name(labels)}")
+            self.fail(field, f"expected an object of strings, got {_type_name(labels)}")
         if len(labels) > _MAX_LABELS:
-            self.fail("placement.labels", f"must have at most {_MAX_LABELS} labels")
+            self.fail(field, f"must have at most {_MAX_LABELS} labels")
         out: dict[str, str] = {}
         for key, val in labels.items():
             if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
-                self.fail("placement.labels", f"invalid label name {_show(key)}")
+                self.fail(field, f"invalid label name {_show(key)}")
             if not isinstance(val, str):
-                self.fail(f"placement.labels.{key}", f"expected a string, got {_type_name(val)}")
+                self.fail(f"{field}.{key}", f"expected a string, got {_type_name(val)}")
             if not val.isprintable() or len(val) > _MAX_LABEL_VALUE_LEN:
-                self.fail(f"placement.labels.{key}",
-                          f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
+                self.fail(f"{field}.{key}", f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
             out[key] = val
-        return {"node": node, "labels": out}
+        return out
 
     def update(self, raw: dict[str, Any]) -> dict[str, Any]:
         table = self.table(raw, "update", _UPDATE_FIELDS)

@@ -11,6 +11,7 @@ from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.compat_orchestry_routes import add_orchestry_routes
 from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -25,7 +26,10 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
-    api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    traffic = TrafficEndpoints(api, TrafficBook(), {})
+    api.extra_routes.append(traffic.add_routes)
+    add_orchestry_routes(api, traffic, api_listen=("127.0.0.1", 1), raft_listen=("127.0.0.1", 2),
+                         election_timeout_s=1.0)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
     return api, api.build_app()
@@ -44,7 +48,8 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health",
-                      "/api/v1/cluster/ca"}  # CA certificates are public: clients pin them by fingerprint
+                      "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
+                      "/health", "/cluster/leader", "/cluster/health"}  # Orchestry's probes
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
                                 "/api/v1/cluster/join-tokens")))
