@@ -42,6 +42,9 @@ HEALTH_PERIOD_S = 1
 HEALTH_TIMEOUT_S = 1
 FAILURES_BEFORE_RESTART = 3  # orca.agent.health's (a unit test keeps them equal; the master imports no agent code)
 WAIT_DEFAULT_S = 60
+# A wait answers INSUFFICIENT_RESOURCES once the scheduler has said "no capacity" this long (a node may be
+# registering or a replica stopping; one pass of the scheduler is not a verdict).
+NO_CAPACITY_FOR_S = 2.0
 WAIT_MAX_S = 600
 _POLL_S = 0.25
 # The scheduler's reasons (orca.scheduler) that mean "not enough capacity", as opposed to "still starting".
@@ -220,11 +223,14 @@ class OrchestryApps:
         self.scaling.add(name)
         try:
             deadline = started + timeout
+            short_since: float | None = None  # when the scheduler first said capacity is short
             while True:
                 running, reason = self._read(functools.partial(_progress, name=name))
                 if running == replicas:
                     return {"current_replicas": running, "timed_out": False}
-                if reason and _NO_CAPACITY.search(reason):
+                short = bool(reason and _NO_CAPACITY.search(reason))
+                short_since = (short_since or time.monotonic()) if short else None
+                if short_since is not None and time.monotonic() - short_since >= NO_CAPACITY_FOR_S:
                     raise model.InsufficientResources(
                         model.TITLES["INSUFFICIENT_RESOURCES"],
                         f"{running} of {replicas} replicas of '{name}' run: {reason}")  # type: ignore[arg-type]
@@ -347,7 +353,8 @@ class OrchestryApps:
         page = matching[:limit]
         return json_response({"app_name": name, "events": [
             {"id": e["seq"], "type": model.event_category(e["type"]), "message": e["message"],
-             "timestamp": e["time"], "details": e.get("details") or {}, "orca_type": e["type"]} for e in page],
+             "timestamp": e["time"], "details": model.event_details(e["type"], e.get("details") or {}),
+             "orca_type": e["type"]} for e in page],
             "total": len(matching), "has_more": len(matching) > len(page)})
 
     # --- scaling ----------------------------------------------------------------------------------
@@ -368,7 +375,9 @@ class OrchestryApps:
         await self.api.write(request, "set_scaling", {"name": name, "scaling": new})
         _, before = model.policy_view(current)
         _, after = model.policy_view(new)
-        changed = sorted(k for k in after if before.get(k) != after[k]) or ["min_replicas", "max_replicas"]
+        # the replica bounds always (as the document shows them), and whatever else changed
+        changed = ["min_replicas", "max_replicas", *sorted(k for k in after if before.get(k) != after[k]
+                                                           and k not in ("min_replicas", "max_replicas"))]
         return json_response({"message": "Scaling policy updated successfully", "app_name": name,
                               "previous_policy": {k: before[k] for k in changed},
                               "new_policy": {k: after[k] for k in changed}})

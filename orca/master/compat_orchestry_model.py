@@ -26,7 +26,7 @@ from orca.errors import Conflict, Invalid, InvalidSpec, NotFound, NotLeader, Orc
 __all__ = [
     "AppNotFound", "AppAlreadyExists", "ScalingInProgress", "InsufficientResources", "to_orchestry_error",
     "service_spec", "app_spec", "policy_view", "policy_from_body", "parse_since", "parse_interval",
-    "event_category", "EVENT_CATEGORIES", "app_status", "log_entry",
+    "event_category", "event_details", "EVENT_CATEGORIES", "app_status", "log_entry",
 ]
 
 API_VERSION = "v1"
@@ -266,6 +266,15 @@ def event_category(orca_type: str) -> str:
     if "fail" in orca_type or "error" in orca_type:
         return "error"
     return _CATEGORY.get(orca_type, "lifecycle")
+
+
+def event_details(orca_type: str, details: dict[str, Any]) -> dict[str, Any]:
+    """orca's event details, plus Orchestry's names for a scaling event's figures."""
+    if event_category(orca_type) != "scaling":
+        return dict(details)
+    figures = details.get("figures") or {}
+    return {**details, "previous_replicas": details.get("previous"), "new_replicas": details.get("replicas"),
+            "trigger": details.get("reason") or "manual", "cpu_percent": figures.get("cpu_pct")}
 
 
 def app_status(orca_status: str, desired: int) -> str:
