@@ -126,6 +126,10 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/cluster/status"): "viewer",
     ("GET", "/cluster/leader"): PUBLIC,
     ("GET", "/cluster/health"): PUBLIC,
+    ("GET", "/api/v1/snapshot"): "admin",
+    ("POST", "/api/v1/snapshot/restore"): "admin",
+    ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
+    ("POST", "/api/v1/snapshot/restore/{id}/commit"): "admin",
 }
 
 
