@@ -142,6 +142,16 @@ class OrchestryApps:
     def _read(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
         return self.api.raft.read(fn)
 
+    def _is_replay(self, request: web.Request) -> bool:
+        """True when this request's Idempotency-Key was applied before (scoped per principal, as
+        `MasterApi.write` scopes it): the client is retrying a call whose answer it lost."""
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return False
+        claims = request.get("claims")
+        scoped = f"{(claims.sub if claims else None) or '-'}:{key}"
+        return bool(self._read(lambda s: scoped in s["idempotency"]))
+
     # --- lifecycle --------------------------------------------------------------------------------
     @orchestry_errors
     async def register(self, request: web.Request) -> web.Response:
@@ -149,7 +159,8 @@ class OrchestryApps:
         body = await read_json(request)
         svc_spec = model.service_spec(body)
         name = svc_spec["name"]
-        if self._read(lambda s: name in s["services"]):
+        # A retry of a register that was applied (same Idempotency-Key) replays it rather than conflict.
+        if not self._is_replay(request) and self._read(lambda s: name in s["services"]):
             raise model.AppAlreadyExists(model.TITLES["APP_ALREADY_EXISTS"],
                                          f"Application '{name}' is already registered")  # type: ignore[arg-type]
         await self.api.write(request, "deploy", {"services": [

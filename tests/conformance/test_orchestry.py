@@ -56,6 +56,13 @@ def test_app_lifecycle_with_the_documents_payloads(cluster: LocalCluster) -> Non
     status, _, body = raw("POST", base + "/register", token=token, body=spec_doc)
     assert status == 409
     envelope(body, "APP_ALREADY_EXISTS")
+    # a client retrying a register whose answer it lost (same Idempotency-Key) gets the same answer
+    other = {**spec_doc, "metadata": {"name": "retried"}}
+    first = raw("POST", base + "/register", token=token, body=other, headers={"Idempotency-Key": "k1"})
+    again = raw("POST", base + "/register", token=token, body=other, headers={"Idempotency-Key": "k1"})
+    assert first[0] == again[0] == 201 and first[2] == again[2]
+    assert raw("POST", base + "/register", token=token, body=other)[0] == 409
+    assert raw("DELETE", base + "/retried", token=token)[0] == 200
 
     # the spec comes back as registered, with the scaling policy orca applies
     status, _, body = raw("GET", base + "/my-app/spec", token=token)
