@@ -433,6 +433,8 @@ class OrchestryApps:
 
     @orchestry_errors
     async def health_check(self, request: web.Request) -> web.Response:
+        # A POST, hence a write in Orchestry's model: served by the leader (307 / 503 elsewhere), like all.
+        self.api._require_leader()
         name = request.match_info["app"]
         containers = self._health(name)["containers"]
         healthy = sum(1 for c in containers if c["health"] == "healthy")

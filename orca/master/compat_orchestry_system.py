@@ -163,6 +163,7 @@ class OrchestrySystem:
         })
 
     async def put_config(self, request: web.Request) -> web.Response:
+        self.api._require_leader()  # a write in Orchestry's model: the leader answers (307 / 503 elsewhere)
         body = await read_json(request)
         unknown = sorted(str(k)[:64] for k in body if k not in _CONFIG_SOURCES)
         if unknown:

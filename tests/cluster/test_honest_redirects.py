@@ -37,7 +37,7 @@ def _write_routes() -> list[tuple[str, str, str]]:
     for (method, path), role in sorted(POLICY.items()):
         if method == "GET" or role == HMAC:
             continue
-        concrete = path.replace("{name}", "web").replace("{jti}", "j1").replace("{key}", "K") \
+        concrete = path.replace("{name}", "web").replace("{app}", "web").replace("{jti}", "j1").replace("{key}", "K") \
             .replace("{id}", "w1")
         out.append((method, concrete, role))
     return out
