@@ -273,7 +273,7 @@ class OrchestryApps:
         containers = []
         for i, c in enumerate(detail["containers"]):
             containers.append({"id": c["id"], "name": _container_name(name, c, i), "ip": nodes.get(c["node"]),
-                               "port": c["host_port"], "status": c["status"], "health": c["health"] or "unknown",
+                               "port": c["host_port"], "status": c["status"], "health": _health_of(c),
                                "started_at": views.iso(c["started_at"]) if isinstance(c["started_at"], float)
                                else c["started_at"]})
         body = {"name": name, "status": model.app_status(detail["status"], detail["replicas"]["desired"]),
@@ -403,7 +403,7 @@ class OrchestryApps:
             renewed = {nid: n.get("renewed_at") for nid, n in state["nodes"].items()}
             containers = []
             for i, c in enumerate(detail["containers"]):
-                health = c["health"] or ("healthy" if c["status"] == "running" else "unknown")
+                health = _health_of(c)
                 entry = {"id": c["id"], "name": _container_name(name, c, i), "health": health,
                          "last_check": views.iso(renewed.get(c["node"])),
                          # the agent marks a replica unhealthy after `threshold` failures in a row
@@ -444,6 +444,11 @@ class OrchestryApps:
 
 
 # --- pure helpers over the applied state ---------------------------------------------------------------
+
+def _health_of(container: dict[str, Any]) -> str:
+    """A running replica without a health check counts as healthy (as orca's own counts do)."""
+    return str(container["health"] or ("healthy" if container["status"] == "running" else "unknown"))
+
 
 def _snapshot(svc: dict[str, Any]) -> dict[str, Any]:
     return {"replicas": svc["replicas"], "spec": dict(svc["spec"])}

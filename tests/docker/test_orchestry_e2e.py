@@ -82,7 +82,7 @@ def test_documented_app_runs_for_real(stack: tuple[LocalCluster, Client, list[st
     assert {c["name"] for c in body["containers"]} == {"my-app-1", "my-app-2"}
     engine_ids = {c.id for c in containers_of(nodes, "my-app")}
     for c in body["containers"]:
-        assert c["id"] in engine_ids and c["status"] == "running"
+        assert c["id"] in engine_ids and c["status"] == "running" and c["health"] == "healthy"
         page = urllib.request.urlopen(f"http://{c['ip']}:{c['port']}/", timeout=5).read()
         assert page.strip() == b"ok"
 
