@@ -154,3 +154,50 @@ def test_errors_take_orchestrys_codes_and_envelope() -> None:
 def test_health_constants_match_the_agent() -> None:
     from orca.agent import health
     assert compat_orchestry.FAILURES_BEFORE_RESTART == health.FAILURES_BEFORE_RESTART
+
+
+def test_every_orchestry_route_has_an_openapi_entry() -> None:
+    from dataclasses import dataclass, field
+
+    from orca.master import openapi_orchestry
+    from orca.master.api import MasterApi, MasterInfo
+    from orca.master.api_traffic import TrafficEndpoints
+    from orca.master.compat_orchestry_routes import add_orchestry_routes
+    from orca.master.traffic import TrafficBook
+
+    info = MasterInfo(node_id="m1", api_urls={"m1": "http://127.0.0.1:1"}, raft_addrs={}, signing_key=b"k" * 32,
+                      max_body_bytes=1024)
+    api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
+    bare = {(r.method, r.resource.canonical) for r in api.build_app().router.routes() if r.resource}
+    add_orchestry_routes(api, TrafficEndpoints(api, TrafficBook(), {}), api_listen=("127.0.0.1", 1),
+                         raft_listen=("127.0.0.1", 2), election_timeout_s=1.0)
+    served = {(r.method, r.resource.canonical) for r in api.build_app().router.routes()
+              if r.resource and r.method != "HEAD"} - bare
+    assert served == set(openapi_orchestry.ENTRIES)
+
+    @dataclass(frozen=True)
+    class Param:  # the OpenAPI module's shapes (orca.master.openapi), stood in for here
+        name: str
+        schema: dict[str, Any]
+        description: str = ""
+
+    @dataclass(frozen=True)
+    class Op:
+        summary: str
+        query: tuple[Param, ...] = ()
+        body: str | None = None
+        body_type: str = "application/json"
+        body_required: bool = True
+        ok: int = 200
+        ok_type: str = "application/json"
+        ok_schema: dict[str, Any] = field(default_factory=dict)
+        leader: bool = False
+        websocket: bool = False
+        idempotent_key: bool = False
+        tag: str = "services"
+        extra_errors: tuple[int, ...] = ()
+    ops = openapi_orchestry.routes(Op, Param)
+    for (method, path), op in ops.items():
+        assert op.body is None or op.body in openapi_orchestry.SCHEMAS
+        assert op.websocket == path.endswith("/stream")
+        assert op.leader == (method != "GET"), (method, path)
