@@ -1,7 +1,8 @@
-"""Fixtures of the conformance tier: real `orca server` processes on free 127.0.0.1 ports.
+"""The conformance tier: each API document orca was specified from (Porter, Dory, orun, Orca; Orchestry has
+its own module), its example payloads sent as written to real `orca server` processes (and, for orun, a
+real agent on the Docker engine), every documented field of each answer checked.
 
-This tier sends each API document's own example payloads, as written, and checks every documented field
-of each answer (`shapes.assert_shape`).
+One cluster per test module (module scope): a module's tests run in file order and build on each other.
 """
 
 from __future__ import annotations

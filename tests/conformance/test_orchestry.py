@@ -16,13 +16,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from orchestry_doc import example
+from orchestry_shapes import assert_shape
 
 from orca.client import ApiError, Client
 from orca.devcluster import LocalCluster
 from orca.devcluster import http_exchange as raw
 from orca.master.http import POLICY
-from tests.conformance.orchestry_doc import example
-from tests.conformance.shapes import assert_shape
 
 pytestmark = pytest.mark.cluster
 

@@ -27,7 +27,7 @@ from orca.client import Client
 from orca.devcluster import LocalCluster
 from orca.devcluster import http_exchange as raw
 from tests.conformance.orchestry_doc import example
-from tests.conformance.shapes import assert_shape
+from tests.conformance.orchestry_shapes import assert_shape
 
 pytestmark = pytest.mark.docker
 
