@@ -46,14 +46,22 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
+# Orchestry's probes (orca.master.compat_orchestry_system), public as Orchestry documents them
+ORCHESTRY_PROBES = {"/health", "/cluster/leader", "/cluster/health"}
+
+
+def test_orchestry_probes_are_public_and_its_app_routes_are_not() -> None:
+    assert {p for (m, p), need in POLICY.items() if need == PUBLIC} >= ORCHESTRY_PROBES
+    assert all(need in ("viewer", "deployer") for (m, p), need in POLICY.items() if p.startswith("/api/v1/apps"))
+
+
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
-    public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
+    public = {path for (method, path), need in POLICY.items() if need == PUBLIC} - ORCHESTRY_PROBES
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health",
-                      "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
-                      "/health", "/cluster/leader", "/cluster/health"}  # Orchestry's probes
+                      "/api/v1/cluster/ca"}  # CA certificates are public: clients pin them by fingerprint
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
                                 "/api/v1/cluster/join-tokens")))
