@@ -112,7 +112,7 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user", "labels",
+    "read_only", "user",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -141,7 +141,16 @@ def validate_service(raw: object, *, index: int | None = None) -> dict[str, Any]
     (`"#3"`) until the spec's own name is known to be valid. Raises `InvalidSpec` whose message
     starts with the field path and whose details are `{"field": path, "service": name-or-"#i"}`.
     """
-    return _Validator(index).spec(raw)
+    validator = _Validator(index)
+    if not isinstance(raw, dict) or "labels" not in raw:
+        return validator.spec(raw)
+    # A service's own labels (an Orchestry app's `metadata.labels`): descriptive only, never part of a
+    # version, and only present when given, so specs written before the field existed are unchanged.
+    out = validator.spec({k: v for k, v in raw.items() if k != "labels"})
+    labels = validator.label_map("labels", raw["labels"])
+    if labels:
+        out["labels"] = labels
+    return out
 
 
 def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, Any]:
@@ -327,7 +336,7 @@ class _Validator:
         if not isinstance(read_only, bool):
             self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
-        out = {
+        return {
             "name": name,
             "project": self.dns_label("project", raw.get("project", "default")),
             "image": self.image(raw.get("image")),
@@ -347,12 +356,6 @@ class _Validator:
             "read_only": read_only,
             "user": self.user(raw.get("user")),
         }
-        # A service's own labels (an Orchestry app's `metadata.labels`): descriptive only, never part of a
-        # version, and only present when given, so specs written before the field existed are unchanged.
-        labels = self.label_map("labels", raw.get("labels", {}))
-        if labels:
-            out["labels"] = labels
-        return out
 
     # -- scalars -------------------------------------------------------------------------------
 
