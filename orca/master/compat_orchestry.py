@@ -15,10 +15,11 @@ answers `503 INSUFFICIENT_RESOURCES` (the replicas stay wanted; they start when 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -185,12 +186,13 @@ class OrchestryApps:
             replicas = int((svc["spec"].get("scaling") or {}).get("min_replicas") or 1)
         new_spec = spec.validate_service({**svc["spec"], "replicas": replicas})
         started = time.monotonic()
-        await self.api.write(request, "deploy", {"services": [
-            {"name": name, "spec": new_spec, "digest": spec.spec_digest(new_spec)}]})
-        out = {"message": "Application started successfully", "app_name": name, "replicas": replicas,
-               "status": "running"}
-        if wait:
-            out.update(await self._wait(name, replicas, timeout, started))
+        with self._claim(name, wait):
+            await self.api.write(request, "deploy", {"services": [
+                {"name": name, "spec": new_spec, "digest": spec.spec_digest(new_spec)}]})
+            out = {"message": "Application started successfully", "app_name": name, "replicas": replicas,
+                   "status": "running"}
+            if wait:
+                out.update(await self._wait(name, replicas, timeout, started))
         return json_response(out)
 
     @orchestry_errors
@@ -221,35 +223,44 @@ class OrchestryApps:
                                           f"Application '{name}' is already "  # type: ignore[arg-type]
                                           + ("rolling out a new version" if rolling else "being scaled"))
         started = time.monotonic()
-        result = await self.api.write(request, "scale", {"name": name, "replicas": replicas})
-        out: dict[str, Any] = {"message": "Application scaled successfully", "app_name": name,
-                               "previous_replicas": result["previous_replicas"], "current_replicas": replicas}
-        if wait:
-            out.update(await self._wait(name, replicas, timeout, started))
+        with self._claim(name, wait):
+            result = await self.api.write(request, "scale", {"name": name, "replicas": replicas})
+            out: dict[str, Any] = {"message": "Application scaled successfully", "app_name": name,
+                                   "previous_replicas": result["previous_replicas"], "current_replicas": replicas}
+            if wait:
+                out.update(await self._wait(name, replicas, timeout, started))
         out["scaling_time"] = round(time.monotonic() - started, 3)
         return json_response(out)
 
-    async def _wait(self, name: str, replicas: int, timeout: float, started: float) -> dict[str, Any]:
-        """Poll the applied state until `replicas` run; bounded by `timeout` (and by that, in count)."""
+    @contextlib.contextmanager
+    def _claim(self, name: str, wait: bool) -> Iterator[None]:
+        """Mark a waited scale (or start) of `name` as in progress from before its write until its answer."""
+        if not wait:
+            yield
+            return
         self.scaling.add(name)
         try:
-            deadline = started + timeout
-            short_since: float | None = None  # when the scheduler first said capacity is short
-            while True:
-                running, reason = self._read(functools.partial(_progress, name=name))
-                if running == replicas:
-                    return {"current_replicas": running, "timed_out": False}
-                short = bool(reason and _NO_CAPACITY.search(reason))
-                short_since = (short_since or time.monotonic()) if short else None
-                if short_since is not None and time.monotonic() - short_since >= NO_CAPACITY_FOR_S:
-                    raise model.InsufficientResources(
-                        model.TITLES["INSUFFICIENT_RESOURCES"],
-                        f"{running} of {replicas} replicas of '{name}' run: {reason}")  # type: ignore[arg-type]
-                if time.monotonic() >= deadline:
-                    return {"current_replicas": running, "timed_out": True}
-                await asyncio.sleep(_POLL_S)
+            yield
         finally:
             self.scaling.discard(name)
+
+    async def _wait(self, name: str, replicas: int, timeout: float, started: float) -> dict[str, Any]:
+        """Poll the applied state until `replicas` run; bounded by `timeout` (and by that, in count)."""
+        deadline = started + timeout
+        short_since: float | None = None  # when the scheduler first said capacity is short
+        while True:
+            running, reason = self._read(functools.partial(_progress, name=name))
+            if running == replicas:
+                return {"current_replicas": running, "timed_out": False}
+            short = bool(reason and _NO_CAPACITY.search(reason))
+            short_since = (short_since or time.monotonic()) if short else None
+            if short_since is not None and time.monotonic() - short_since >= NO_CAPACITY_FOR_S:
+                raise model.InsufficientResources(
+                    model.TITLES["INSUFFICIENT_RESOURCES"],
+                    f"{running} of {replicas} replicas of '{name}' run: {reason}")  # type: ignore[arg-type]
+            if time.monotonic() >= deadline:
+                return {"current_replicas": running, "timed_out": True}
+            await asyncio.sleep(_POLL_S)
 
     @orchestry_errors
     async def delete(self, request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from typing import Any
 
@@ -216,15 +217,20 @@ def test_scale_with_wait_and_scaling_in_progress(cluster: LocalCluster) -> None:
     assert raw("POST", base + "/register", token=token, body=doc)[0] == 201
     assert raw("POST", base + "/waiter/start", token=token, body={"replicas": 0})[0] == 200
 
-    async def run() -> tuple[Any, Any]:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
-            async def scale(replicas: int, delay: float) -> Any:
-                await asyncio.sleep(delay)
-                async with s.post(base + "/waiter/scale", json={"replicas": replicas, "wait": True,
-                                                                 "timeout": 3}) as r:
-                    return r.status, await r.json()
-            return await asyncio.gather(scale(2, 0), scale(1, 1.0))
-    (first_status, first), (second_status, second) = asyncio.run(run())
+    results: list[Any] = []
+    first_call = threading.Thread(target=lambda: results.append(raw(
+        "POST", base + "/waiter/scale", token=token, body={"replicas": 2, "wait": True, "timeout": 30}, timeout=40)))
+    first_call.start()
+    try:
+        # once the first scale is committed its wait is running: a second scale is refused meanwhile
+        deadline = time.monotonic() + 20
+        while raw("GET", base + "/waiter/events?type=scaling", token=token)[2]["total"] < 1:
+            assert time.monotonic() < deadline, "the first scale was never committed"
+            time.sleep(0.05)
+        second_status, _, second = raw("POST", base + "/waiter/scale", token=token, body={"replicas": 1})
+    finally:
+        first_call.join(60)
+    first_status, _, first = results[0]
     # no agent: the replicas cannot be placed, so the wait ends with INSUFFICIENT_RESOURCES (503)
     assert first_status == 503 and first["code"] == "INSUFFICIENT_RESOURCES", first
     assert second_status == 409 and second["code"] == "SCALING_IN_PROGRESS", second
