@@ -143,6 +143,12 @@ class OrchestryApps:
     def _read(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
         return self.api.raft.read(fn)
 
+    async def _consistent(self, request: web.Request) -> None:
+        """`?consistent=true`, as on orca's reads: served by the leader after a barrier (linearizable)."""
+        if request.query.get("consistent", "").lower() in ("1", "true", "yes"):
+            self.api._require_leader()
+            await self.api.raft.barrier()
+
     def _is_replay(self, request: web.Request) -> bool:
         """True when this request's Idempotency-Key was applied before (scoped per principal, as
         `MasterApi.write` scopes it): the client is retrying a call whose answer it lost."""
@@ -277,6 +283,7 @@ class OrchestryApps:
     # --- information ------------------------------------------------------------------------------
     @orchestry_errors
     async def status(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         name = request.match_info["app"]
         detail, nodes, last_scaled = self._read(lambda s: (
             views.service_detail(s, _service(s, name)), _node_hosts(s), _last_scaled(s, name)))
@@ -296,6 +303,7 @@ class OrchestryApps:
 
     @orchestry_errors
     async def list_apps(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         wanted = request.query.get("status") or None
         if wanted is not None and wanted not in ("running", "stopped", "error", "pending"):
             raise Invalid("status: expected running, stopped, error or pending", {"field": "status"})
@@ -321,6 +329,7 @@ class OrchestryApps:
 
     @orchestry_errors
     async def get_spec(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         name = request.match_info["app"]
         return json_response(model.app_spec(self._read(lambda s: dict(_service(s, name)["spec"]))))
 
@@ -352,6 +361,7 @@ class OrchestryApps:
 
     @orchestry_errors
     async def events(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         name = request.match_info["app"]
         q = request.query
         category = q.get("type") or None
@@ -382,6 +392,7 @@ class OrchestryApps:
     # --- scaling ----------------------------------------------------------------------------------
     @orchestry_errors
     async def get_scaling(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         name = request.match_info["app"]
         policy, last = self._read(lambda s: (_service(s, name)["spec"].get("scaling"), _last_scaling(s, name)))
         mode, fields = model.policy_view(policy)
@@ -428,6 +439,7 @@ class OrchestryApps:
 
     @orchestry_errors
     async def health(self, request: web.Request) -> web.Response:
+        await self._consistent(request)
         name = request.match_info["app"]
         h = self._health(name)
         healthy = sum(1 for c in h["containers"] if c["health"] == "healthy")

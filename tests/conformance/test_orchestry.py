@@ -71,6 +71,15 @@ def test_app_lifecycle_with_the_documents_payloads(cluster: LocalCluster) -> Non
     assert_shape(body, example("SPEC_RESPONSE"))
     assert {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")} == spec_doc
     assert body["scaling"]["mode"] == "manual"
+    # any master answers reads from its applied state; `consistent=true` is the leader's (307 elsewhere)
+    follower = next(m for m in cluster.masters if m is not leader)
+    status, headers, _ = raw("GET", follower.url + APP + "/my-app/spec?consistent=true", token=token)
+    assert status == 307 and headers["Location"] == leader.url + APP + "/my-app/spec?consistent=true"
+    deadline = time.monotonic() + 10
+    while (answer := raw("GET", follower.url + APP + "/my-app/spec", token=token))[0] != 200:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+    assert answer[2] == body
 
     status, _, body = raw("GET", base, token=token)
     assert status == 200
