@@ -489,11 +489,12 @@ def _healthy_total(state: dict[str, Any], svc: dict[str, Any]) -> tuple[int, int
 
 
 def _node_hosts(state: dict[str, Any]) -> dict[str, str | None]:
+    """Where each node publishes its replicas' ports (its `publish_address`, else its agent's host)."""
     out: dict[str, str | None] = {}
     for nid, node in state["nodes"].items():
         address = str(node.get("address") or "")
         host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") if address else None
-        out[nid] = host or None
+        out[nid] = node.get("publish_address") or host or None
     return out
 
 
