@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from orca import __version__
+from orca.client_orchestry import OrchestryMixin
 from orca.sdk.transport import CONNECT_TIMEOUT_S, Endpoints, open_connection, ssl_context
 
 __all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX", "is_converged", "rollout_failure"]
@@ -405,7 +406,7 @@ def _read_body(reader: Any, headers: http.client.HTTPMessage, limit: int = 1 << 
     return b""
 
 
-class Client:
+class Client(OrchestryMixin):
     """A client for one orca cluster; see the module docstring for the retry and redirect contract.
 
     `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket

@@ -153,7 +153,16 @@ def validate_service(raw: object, *, index: int | None = None) -> dict[str, Any]
     (`"#3"`) until the spec's own name is known to be valid. Raises `InvalidSpec` whose message
     starts with the field path and whose details are `{"field": path, "service": name-or-"#i"}`.
     """
-    return _Validator(index).spec(raw)
+    validator = _Validator(index)
+    if not isinstance(raw, dict) or "labels" not in raw:
+        return validator.spec(raw)
+    # A service's own labels (an Orchestry app's `metadata.labels`): descriptive only, never part of a
+    # version, and only present when given, so specs written before the field existed are unchanged.
+    out = validator.spec({k: v for k, v in raw.items() if k != "labels"})
+    labels = validator.label_map("labels", raw["labels"])
+    if labels:
+        out["labels"] = labels
+    return out
 
 
 def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, Any]:
@@ -679,22 +688,24 @@ class _Validator:
         if node is not None and (not isinstance(node, str) or not _NODE_ID_RE.fullmatch(node)):
             self.fail("placement.node",
                       f"expected a node id ([a-z0-9-], 1 to 63 characters), got {_show(node)}")
-        labels = table.get("labels", {})
+        return {"node": node, "labels": self.label_map("placement.labels", table.get("labels", {}))}
+
+    def label_map(self, field: str, labels: object) -> dict[str, str]:
+        """A bounded map of label names to printable strings (node selectors, or a service's own labels)."""
         if not isinstance(labels, dict):
-            self.fail("placement.labels", f"expected an object of strings, got {_type_name(labels)}")
+            self.fail(field, f"expected an object of strings, got {_type_name(labels)}")
         if len(labels) > _MAX_LABELS:
-            self.fail("placement.labels", f"must have at most {_MAX_LABELS} labels")
+            self.fail(field, f"must have at most {_MAX_LABELS} labels")
         out: dict[str, str] = {}
         for key, val in labels.items():
             if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
-                self.fail("placement.labels", f"invalid label name {_show(key)}")
+                self.fail(field, f"invalid label name {_show(key)}")
             if not isinstance(val, str):
-                self.fail(f"placement.labels.{key}", f"expected a string, got {_type_name(val)}")
+                self.fail(f"{field}.{key}", f"expected a string, got {_type_name(val)}")
             if not val.isprintable() or len(val) > _MAX_LABEL_VALUE_LEN:
-                self.fail(f"placement.labels.{key}",
-                          f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
+                self.fail(f"{field}.{key}", f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
             out[key] = val
-        return {"node": node, "labels": out}
+        return out
 
     def update(self, raw: dict[str, Any]) -> dict[str, Any]:
         table = self.table(raw, "update", _UPDATE_FIELDS)

@@ -2,7 +2,7 @@
 
 Agent API on `listen`, for the leader (bearer: the node's push token, except `/v1/health`):
   PUT /v1/allocations          the node's full desired set, fenced by term (orca.protocol)
-  GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1, text/plain stream of the container's output
+  GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1&timestamps=0|1, text/plain stream of the container's output
   GET /v1/health               {"status": "ok", "node_id"}
   GET /v1/volumes              {"node_id", "volumes": [{name, service, slot, gen, volume, created_at}]}
 
@@ -106,10 +106,11 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     alloc_id = request.match_info["alloc_id"]
     tail = _query_int(request, "tail", 100)
     follow = request.query.get("follow", "0").lower() in ("1", "true", "yes")
+    timestamps = request.query.get("timestamps", "0").lower() in ("1", "true", "yes")
     runtime = _agent(request).runtime
     try:
         # The lookup happens here, so a missing container is a 404 and not an empty stream.
-        lines = await asyncio.to_thread(runtime.logs, alloc_id, tail, follow)
+        lines = await asyncio.to_thread(runtime.logs, alloc_id, tail, follow, timestamps)
     except RuntimeFailure as exc:
         raise NotFound(exc.reason, {"alloc": alloc_id}) from None
 

@@ -121,7 +121,8 @@ class Runtime(Protocol):
 
     def restart(self, alloc_id: str) -> None: ...
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]: ...
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]: ...
 
     def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None: ...
 
@@ -463,15 +464,17 @@ class DockerRuntime:
         finally:  # same id and maybe the same state, but a new StartedAt: inspect it again
             self._inspected = {k: v for k, v in self._inspected.items() if k[0] != containers[0].id}
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
-        """Stdout and stderr, as lines. The container is looked up now, so a missing one raises here
-        rather than on first iteration. With `follow` the iterator blocks until the container stops:
-        consume it in a thread."""
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]:
+        """Stdout and stderr, as lines (each prefixed with Docker's RFC 3339 time with `timestamps`). The
+        container is looked up now, so a missing one raises here rather than on first iteration. With
+        `follow` the iterator blocks until the container stops: consume it in a thread."""
         containers = self._find(alloc_id)
         if not containers:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")
         try:
-            chunks = containers[0].logs(stdout=True, stderr=True, stream=True, follow=follow, tail=tail)
+            chunks = containers[0].logs(stdout=True, stderr=True, stream=True, follow=follow, tail=tail,
+                                        timestamps=timestamps)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "read logs") from exc
         return _split_lines(chunks)
@@ -738,7 +741,8 @@ class FakeRuntime:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")
         self._containers[alloc_id] = replace(state, status="running", exit_code=None, started_at=self._now())
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]:
         self.calls.append(("logs", alloc_id))
         if alloc_id not in self._containers:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")

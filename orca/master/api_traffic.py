@@ -121,7 +121,8 @@ class TrafficEndpoints:
                 events = self.api.raft.read(functools.partial(
                     views.events_query, service=service, type_=type_, since_seq=last, since_time=None, limit=500))
                 for event in events:
-                    await ws.send_str(json.dumps(event, default=str))
+                    # `app_name`: Orchestry's name for the service (its event stream clients read it)
+                    await ws.send_str(json.dumps({**event, "app_name": event.get("service")}, default=str))
                     last = max(last, int(event["seq"]))
                 await asyncio.sleep(0.2)
         finally:

@@ -101,6 +101,31 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    # Orchestry's API (orca.master.compat_orchestry*): an app is a service, with the same roles
+    ("POST", "/api/v1/apps/register"): "deployer",
+    ("GET", "/api/v1/apps"): "viewer",
+    ("GET", "/api/v1/apps/{app}"): "viewer",
+    ("DELETE", "/api/v1/apps/{app}"): "deployer",
+    ("POST", "/api/v1/apps/{app}/start"): "deployer",
+    ("POST", "/api/v1/apps/{app}/stop"): "deployer",
+    ("POST", "/api/v1/apps/{app}/scale"): "deployer",
+    ("GET", "/api/v1/apps/{app}/spec"): "viewer",
+    ("GET", "/api/v1/apps/{app}/metrics"): "viewer",
+    ("GET", "/api/v1/apps/{app}/events"): "viewer",
+    ("GET", "/api/v1/apps/{app}/logs"): "viewer",
+    ("GET", "/api/v1/apps/{app}/scaling"): "viewer",
+    ("PUT", "/api/v1/apps/{app}/scaling"): "deployer",
+    ("GET", "/api/v1/apps/{app}/health"): "viewer",
+    ("POST", "/api/v1/apps/{app}/health/check"): "deployer",
+    ("GET", "/api/v1/apps/{app}/logs/stream"): "viewer",
+    ("GET", "/api/v1/apps/{app}/metrics/stream"): "viewer",
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/api/v1/metrics"): "viewer",
+    ("GET", "/api/v1/config"): "viewer",
+    ("PUT", "/api/v1/config"): "admin",
+    ("GET", "/cluster/status"): "viewer",
+    ("GET", "/cluster/leader"): PUBLIC,
+    ("GET", "/cluster/health"): PUBLIC,
     ("GET", "/api/v1/snapshot"): "admin",
     ("POST", "/api/v1/snapshot/restore"): "admin",
     ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
@@ -239,12 +264,18 @@ def _http_exception_to_error(exc: web.HTTPException) -> OrcaError:
 
 
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare` hook: every rate-limited response (errors included) carries the figures."""
+    """`on_response_prepare` hook: every rate-limited response (errors included) carries the figures.
+
+    They describe one bucket, as Orchestry documents them: `Limit` is its size (the burst), `Remaining` the
+    requests left in it, `Reset` the time (epoch seconds) it is full again. The sustained rate (per minute)
+    is in `X-RateLimit-Rate`.
+    """
     decision: Decision | None = request.get("ratelimit")
     if decision is not None:
-        response.headers["X-RateLimit-Limit"] = str(decision.limit)
+        response.headers["X-RateLimit-Limit"] = str(decision.capacity or decision.limit)
         response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
-        response.headers["X-RateLimit-Reset"] = str(int(decision.reset_s + 0.999))
+        response.headers["X-RateLimit-Reset"] = str(int(time.time() + decision.reset_s + 0.999))
+        response.headers["X-RateLimit-Rate"] = f"{decision.limit}/min"
 
 
 def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int,

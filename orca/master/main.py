@@ -23,6 +23,7 @@ from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.compat_orchestry_routes import add_orchestry_routes
 from orca.master.control import ControlPlane
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
@@ -78,7 +79,10 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(JobEndpoints(api).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
-    api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
+    traffic_routes = TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions)
+    api.extra_routes.append(traffic_routes.add_routes)
+    add_orchestry_routes(api, traffic_routes, api_listen=cfg.host_port("api"), raft_listen=cfg.host_port("raft"),
+                         election_timeout_s=cfg.tuning.election_max_s)
     master_tls = None
     if cfg.tls:
         master_tls = MasterTls(raft, secrets, cfg.node_id, cfg.data_dir, master_names(cfg), cfg.cert_days)

@@ -22,6 +22,7 @@ class Decision:
     remaining: int
     reset_s: float        # seconds until the bucket is full again
     retry_after_s: float  # seconds until one request is allowed (0 when allowed)
+    capacity: int = 0     # the bucket's size (the burst): what `remaining` counts down from
 
 
 class RateLimiter:
@@ -47,7 +48,7 @@ class RateLimiter:
             self._evict(now)
         reset = (self.burst - tokens) / self.rate if self.rate > 0 else 0.0
         retry = 0.0 if allowed else ((1.0 - tokens) / self.rate if self.rate > 0 else 60.0)
-        return Decision(allowed, self.per_minute, int(tokens), reset, retry)
+        return Decision(allowed, self.per_minute, int(tokens), reset, retry, self.burst)
 
     def _evict(self, now: float) -> None:
         full_after = self.burst / self.rate if self.rate > 0 else 0.0

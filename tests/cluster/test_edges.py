@@ -49,7 +49,10 @@ def test_rate_limit_answers_429_with_retry_after_and_headers(tmp_path: Path) -> 
         token = c.token()
         results = [raw("GET", leader.url + "/api/v1/status", token=token) for _ in range(4)]
         assert [r[0] for r in results] == [200, 200, 200, 429]
-        assert results[0][1]["X-RateLimit-Limit"] == "60" and results[0][1]["X-RateLimit-Remaining"] == "2"
+        # the headers describe the bucket: its size (the burst), what is left, when it is full (epoch seconds)
+        assert results[0][1]["X-RateLimit-Limit"] == "3" and results[0][1]["X-RateLimit-Remaining"] == "2"
+        assert time.time() - 1 <= int(results[0][1]["X-RateLimit-Reset"]) <= time.time() + 10
+        assert results[0][1]["X-RateLimit-Rate"] == "60/min"
         status, headers, body = results[3]
         assert body["code"] == "RATE_LIMIT_EXCEEDED" and int(headers["Retry-After"]) >= 1
         # another token has its own bucket; probes are never limited

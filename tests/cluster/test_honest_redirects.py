@@ -39,8 +39,8 @@ def _write_routes() -> list[tuple[str, str, str]]:
             continue
         if path == "/api/v1/agent/certificate":  # any master issues from the replicated CA: not a Raft write
             continue
-        concrete = path.replace("{name}", "web").replace("{jti}", "j1").replace("{key}", "K") \
-            .replace("{id}", "w1").replace("{n}", "0")
+        concrete = path.replace("{name}", "web").replace("{app}", "web").replace("{jti}", "j1") \
+            .replace("{key}", "K").replace("{id}", "w1").replace("{n}", "0")
         out.append((method, concrete, role))
     return out
 

@@ -15,6 +15,7 @@ from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.compat_orchestry_routes import add_orchestry_routes
 from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -29,7 +30,10 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
-    api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    traffic = TrafficEndpoints(api, TrafficBook(), {})
+    api.extra_routes.append(traffic.add_routes)
+    add_orchestry_routes(api, traffic, api_listen=("127.0.0.1", 1), raft_listen=("127.0.0.1", 2),
+                         election_timeout_s=1.0)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
@@ -46,8 +50,17 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
+# Orchestry's probes (orca.master.compat_orchestry_system), public as Orchestry documents them
+ORCHESTRY_PROBES = {"/health", "/cluster/leader", "/cluster/health"}
+
+
+def test_orchestry_probes_are_public_and_its_app_routes_are_not() -> None:
+    assert {p for (m, p), need in POLICY.items() if need == PUBLIC} >= ORCHESTRY_PROBES
+    assert all(need in ("viewer", "deployer") for (m, p), need in POLICY.items() if p.startswith("/api/v1/apps"))
+
+
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
-    public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
+    public = {path for (method, path), need in POLICY.items() if need == PUBLIC} - ORCHESTRY_PROBES
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
