@@ -16,6 +16,7 @@ from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.console import Console
 from orca.master.control import ControlPlane
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
@@ -64,6 +65,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

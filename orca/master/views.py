@@ -95,6 +95,8 @@ def service_summary(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any
             "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
             "image": spec.get("image"), "domain": spec.get("domain"), "version": svc["version"],
             "pending_reason": _pending_reason(state, svc, running),
+            "rollout": (svc.get("rollout") or {}).get("state"),
+            "canary_version": (svc.get("canary") or {}).get("version"),
             "updated_at": iso(svc.get("updated_at"))}
 
 
@@ -135,10 +137,19 @@ def _rollout_view(svc: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def history_view(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Newest first; `changed` names the spec fields that differ from the version before (what a
+    reader of the history wants to know; the values stay out, since env may hold sensitive text)."""
     canary = (svc.get("canary") or {}).get("version")
-    return [{"version": h["version"], "digest": h["digest"], "image": h["spec"].get("image"), "at": iso(h["at"]),
-             "current": h["version"] == svc["version"], "canary": h["version"] == canary}
-            for h in reversed(svc["history"])]
+    out, previous = [], None
+    for h in svc["history"]:
+        spec = h["spec"]
+        changed = [] if previous is None else sorted(
+            k for k in set(spec) | set(previous) if k != "replicas" and spec.get(k) != previous.get(k))
+        out.append({"version": h["version"], "digest": h["digest"], "image": spec.get("image"), "at": iso(h["at"]),
+                    "current": h["version"] == svc["version"], "canary": h["version"] == canary,
+                    "changed": changed})
+        previous = spec
+    return out[::-1]
 
 
 def events_query(state: dict[str, Any], *, service: str | None, type_: str | None,

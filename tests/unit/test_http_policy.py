@@ -8,6 +8,7 @@ from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.console import Console
 from orca.master.http import HMAC, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -22,6 +23,7 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     return api, api.build_app()
 
 
@@ -36,7 +38,7 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
-                      "/api/v1/cluster/leader", "/api/v1/cluster/health"}
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health", "/ui", "/ui/", "/ui/{path}"}
     assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop")))
 
