@@ -51,10 +51,20 @@ def _node_ready(state: dict[str, Any], node_id: str) -> bool:
     return node is not None and _fresh(node)
 
 
-def _counts(state: dict[str, Any], svc: dict[str, Any]) -> tuple[int, int]:
+def _live_allocs_by_service(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """`_allocs_of` for every service in one scan (a list of 1,000 services was 1,000 scans)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a in state["allocations"].values():
+        if a.get("desired") in ("run", "migrate"):
+            out.setdefault(a.get("service"), []).append(a)
+    return out
+
+
+def _counts(state: dict[str, Any], svc: dict[str, Any],
+            allocs: list[dict[str, Any]] | None = None) -> tuple[int, int]:
     """Running and healthy replicas of the current version, on nodes whose reports are current."""
     running = healthy = 0
-    for alloc in _allocs_of(state, svc["name"]):
+    for alloc in _allocs_of(state, svc["name"]) if allocs is None else allocs:
         if not _node_ready(state, alloc["node"]):
             continue  # what a down node last said is stale: not counted as running
         observed = alloc.get("observed") or {}
@@ -88,8 +98,9 @@ def _status(svc: dict[str, Any], running: int) -> str:
     return "running"
 
 
-def service_summary(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
-    running, healthy = _counts(state, svc)
+def service_summary(state: dict[str, Any], svc: dict[str, Any],
+                    allocs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    running, healthy = _counts(state, svc, allocs)
     spec = svc["spec"]
     return {"name": svc["name"], "project": svc["project"], "status": _status(svc, running),
             "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
@@ -101,7 +112,8 @@ def service_summary(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any
 
 
 def status_list(state: dict[str, Any], project: str | None) -> list[dict[str, Any]]:
-    return [service_summary(state, svc) for name, svc in sorted(state["services"].items())
+    by_service = _live_allocs_by_service(state)
+    return [service_summary(state, svc, by_service.get(name, [])) for name, svc in sorted(state["services"].items())
             if project is None or svc["project"] == project]
 
 

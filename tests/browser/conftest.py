@@ -85,6 +85,9 @@ def browser(chromium: None, request: pytest.FixtureRequest) -> Iterator[Any]:
             shot(driver, f"FAILED-{request.node.name}")
             for entry in driver.get_log("browser")[-30:]:
                 print("browser:", entry)
+            print("page:", driver.execute_script(
+                "return [document.readyState, location.href.split('#')[0], performance.getEntriesByType('resource')"
+                ".map(e => `${e.name} ${e.responseStatus} ${Math.round(e.duration)}ms`)]"))
         driver.quit()
 
 

@@ -75,10 +75,15 @@ def test_sign_in_then_watch_a_deploy_converge(stack: Stack, browser: Any) -> Non
          "replicas": 2, "resources": RES},
         {"name": "api", "image": "orca-test/busybox", "command": HTTPD, "port": 8080, "health": "/",
          "replicas": 1, "resources": RES, "project": "shop"},
+        {"name": "reports", "image": "orca-test/busybox", "command": HTTPD, "replicas": 1,
+         "resources": {"memory": "100Ti", "cpu": 0.05}, "project": "shop"},
     ])
     wait_for(lambda: text_of(browser, "replicas-web") == "2/2" and text_of(browser, "healthy-web") == "2",
              120, "web converged to 2/2 healthy on the overview")
     wait_for(lambda: text_of(browser, "healthy-api") == "1", 120, "api healthy on the overview")
+    # a replica that fits nowhere: the reason is shown in words, as the scheduler gives it
+    reason = wait_for(lambda: text_of(browser, "reason-reports"), UI_TIMEOUT, "the pending reason of reports")
+    assert "100 TiB" in reason and " " in reason, reason
     assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded"
     events = [e.text for e in by_testid(browser, "event")]
     assert any("service deployed" in e for e in events), events

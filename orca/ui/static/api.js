@@ -80,6 +80,12 @@ export class Cluster {
     this.listeners = new Set();
   }
 
+  // Called with the server's message when a read is refused with 401 (a bad, expired or revoked token).
+  onUnauthorized(fn) {
+    this.unauthorized = fn;
+    return () => { this.unauthorized = null; };
+  }
+
   subscribe(fn) {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -159,7 +165,11 @@ export class Cluster {
           this.emit();
         }
       }
-      if (!resp.ok) throw new ApiError(resp.status, data);
+      if (!resp.ok) {
+        const err = new ApiError(resp.status, data);
+        if (resp.status === 401 && this.unauthorized) this.unauthorized(err.message);
+        throw err;
+      }
       return data;
     }
     this.say("error", "No master answers. Retrying…");
@@ -216,7 +226,11 @@ export class Cluster {
         await sleep(400);
         continue;
       }
-      if (!resp.ok) throw new ApiError(resp.status, data);
+      if (!resp.ok) {
+        const err = new ApiError(resp.status, data);
+        if (resp.status === 401 && this.unauthorized) this.unauthorized(err.message);
+        throw err;
+      }
       return data;
     }
     throw new ApiError(503, { error: `gave up after ${WRITE_DEADLINE_MS / 1000} s: ${lastErr}`, code: "NOT_READY" });

@@ -2,10 +2,22 @@
 import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { claimsOf, Cluster, forgetToken, saveToken, tokenFromPage } from "./api.js";
-import { NodePage } from "./node.js";
 import { Overview } from "./overview.js";
-import { ServicePage } from "./service.js";
 import { html } from "./ui.js";
+
+// The service and node pages (and uPlot, 145 KB) load when first visited, not before the overview.
+function lazy(load, name) {
+  let loaded = null;
+  return function Lazy(props) {
+    const [, setReady] = useState(false);
+    useEffect(() => {
+      if (!loaded) load().then((m) => { loaded = m[name]; setReady(true); });
+    }, []);
+    return loaded ? html`<${loaded} ...${props} />` : html`<p class="loading">Loading…</p>`;
+  };
+}
+const ServicePage = lazy(() => import("./service.js"), "ServicePage");
+const NodePage = lazy(() => import("./node.js"), "NodePage");
 
 function useRoute() {
   const [hash, setHash] = useState(location.hash);
@@ -65,36 +77,35 @@ function TopBar({ cluster, claims, onSignOut }) {
 function App() {
   const [token, setToken] = useState(() => tokenFromPage());
   const [error, setError] = useState(null);
-  const [checked, setChecked] = useState(false);
   const cluster = useMemo(() => (token ? new Cluster(token) : null), [token]);
   const claims = useMemo(() => (token ? claimsOf(token) : null), [token]);
   const route = useRoute();
+  // The pages start at once (no round trip first); the first 401 from any request signs out.
   useEffect(() => {
-    if (!cluster) return;
-    setChecked(false);
-    cluster.get("/api/v1/cluster/info").then((info) => {
-      cluster.learn(info);
-      setChecked(true);
-    }).catch((err) => {
-      if (err.status === 401 || err.status === 403) {
-        forgetToken();
-        setError(`The cluster refused this token: ${err.message}`);
-        setToken(null);
-      } else {
-        setChecked(true); // the cluster is unreachable for now; pages show it and keep retrying
-      }
+    if (!cluster) return undefined;
+    return cluster.onUnauthorized((message) => {
+      forgetToken();
+      setError(`The cluster refused this token: ${message}`);
+      setToken(null);
     });
+  }, [cluster]);
+  // Learn every master's URL (and the leader) early and keep it fresh, whichever page is open: that
+  // list is where the console turns when the master it talks to goes away.
+  useEffect(() => {
+    if (!cluster) return undefined;
+    const learn = () => cluster.get("/api/v1/cluster/info").then((info) => cluster.learn(info)).catch(() => {});
+    learn();
+    const timer = setInterval(learn, 5000);
+    return () => clearInterval(timer);
   }, [cluster]);
   if (!token) {
     return html`<${SignIn} error=${error} onToken=${(t) => { saveToken(t); setError(null); setToken(t); }} />`;
   }
   const signOut = () => { forgetToken(); setToken(null); location.hash = "#/"; };
-  let page = html`<p class="loading">Connecting…</p>`;
-  if (checked) {
-    if (route.page === "service") page = html`<${ServicePage} key=${route.name} cluster=${cluster} claims=${claims} name=${route.name} />`;
-    else if (route.page === "node") page = html`<${NodePage} key=${route.id} cluster=${cluster} claims=${claims} id=${route.id} />`;
-    else page = html`<${Overview} cluster=${cluster} claims=${claims} />`;
-  }
+  let page;
+  if (route.page === "service") page = html`<${ServicePage} key=${route.name} cluster=${cluster} claims=${claims} name=${route.name} />`;
+  else if (route.page === "node") page = html`<${NodePage} key=${route.id} cluster=${cluster} claims=${claims} id=${route.id} />`;
+  else page = html`<${Overview} cluster=${cluster} claims=${claims} />`;
   return html`<div class="shell">
     <${TopBar} cluster=${cluster} claims=${claims} onSignOut=${signOut} />
     <${Banner} cluster=${cluster} />

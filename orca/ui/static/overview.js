@@ -64,7 +64,7 @@ const serviceColumns = [
   { key: "healthy_replicas", title: "Healthy", cls: "num", render: (s) => html`<span data-testid=${`healthy-${s.name}`}>${s.healthy_replicas}</span>` },
   { key: "version", title: "Version", cls: "num", render: (s) => html`v${s.version}${s.canary_version ? html` <${Badge} text=${`canary v${s.canary_version}`} tone="info" />` : null}` },
   { key: "rollout", title: "Rollout", render: (s) => (s.rollout ? html`<${Badge} text=${s.rollout} />` : "–") },
-  { key: "pending_reason", title: "Why not all running", cls: "reason", render: (s) => s.pending_reason || "" },
+  { key: "pending_reason", title: "Why not all running", cls: "reason", render: (s) => html`<span data-testid=${`reason-${s.name}`}>${s.pending_reason || ""}</span>` },
   { key: "image", title: "Image", cls: "mono dim" },
 ];
 

@@ -29,7 +29,7 @@ function Actions({ cluster, claims, svc, reload }) {
     <${Action} label="Restart" testid="restart" tone="danger"
       confirm=${`Stop every replica of ${svc.name}, then start new ones. The service is down in between.`}
       run=${async () => { await cluster.write("DELETE", path); await cluster.write("POST", `${path}/start`); after("restarted"); }} />
-    <${Action} label="Rollback" testid="rollback" tone="danger"
+    <${Action} label="Rollback" testid="rollback" tone="danger" disabled=${svc.version <= 1 && !svc.canary}
       confirm=${svc.canary ? `Drop the canary of ${svc.name}.` : `Roll ${svc.name} back to the version before v${svc.version}.`}
       run=${async () => { const r = await cluster.write("POST", `${path}/rollback`); after(`rolled back to v${r.version ?? "?"}`); }} />
     ${svc.canary ? html`<${Action} label="Promote canary" testid="promote" tone="primary"
