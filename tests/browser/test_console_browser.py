@@ -92,6 +92,8 @@ def test_sign_in_then_watch_a_deploy_converge(stack: Stack, browser: Any) -> Non
              UI_TIMEOUT, "three healthy masters, one leader")
     first_paint = browser.execute_script("return window.__orcaFirstPaint")
     assert isinstance(first_paint, int | float)
+    browser.set_window_size(1440, 1400)  # the whole overview, nodes included
+    wait_for(lambda: by_testid(browser, "nodes-table"), UI_TIMEOUT, "the nodes table")
     shot(browser, "overview")
 
 
@@ -152,6 +154,25 @@ def test_a_viewer_sees_no_actions_and_a_forged_action_is_refused(stack: Stack, b
     assert drained["status"] == 403, drained
     assert stack.client.service("web")["replicas"]["desired"] == 2
     assert stack.client.node(stack.nodes[0])["eligibility"] == "eligible"
+
+
+def test_drain_and_undrain_a_node_from_its_page(stack: Stack, browser: Any) -> None:
+    node = stack.nodes[1]
+    open_console(browser, stack.cluster.masters[0].url, stack.cluster.token("admin", "ada"), f"#/nodes/{node}")
+    wait_for(lambda: by_testid(browser, "drain"), UI_TIMEOUT, "the drain button")
+    by_testid(browser, "drain")[0].click()
+    wait_for(lambda: by_testid(browser, "drain-dialog")[0].is_displayed(), UI_TIMEOUT, "the confirmation dialog")
+    by_testid(browser, "drain-confirm")[0].click()
+    wait_for(lambda: stack.client.node(node)["drain"] is not None, UI_TIMEOUT, "the drain committed")
+    wait_for(lambda: by_testid(browser, "drain-card") and by_testid(browser, "undrain"), UI_TIMEOUT,
+             "drain progress and the undrain button on the page")
+    wait_for(lambda: not [c for c in stack.containers("web") if c.labels.get("orca.node") == node], 120,
+             "web's replicas moved off the drained node")
+    by_testid(browser, "undrain")[0].click()
+    wait_for(lambda: stack.client.node(node)["eligibility"] == "eligible", UI_TIMEOUT, "the node eligible again")
+    wait_for(lambda: by_testid(browser, "drain"), UI_TIMEOUT, "the drain button back")
+    wait_for(lambda: len(stack.containers("web")) == 2 and stack.client.service("web")["replicas"]["healthy"] == 2,
+             120, "web settled on two healthy replicas")
 
 
 def test_kill_the_leader_and_keep_working(stack: Stack, browser: Any) -> None:

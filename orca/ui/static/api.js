@@ -112,6 +112,7 @@ export class Cluster {
     for (const m of info.masters) this.names[m.api_url.replace(/\/$/, "")] = m.id;
     this.urls = [...new Set([this.current, ...urls])];
     this.noteLeader(info.leader, info.leader_url);
+    this.emit();
   }
 
   noteLeader(id, url) {
