@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, spec
+from orca import __version__, auth, bounds, spec
 from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.http import (
@@ -391,6 +391,8 @@ class MasterApi:
         unknown = set(body) - {"role", "name", "ttl_s"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        if body.get("ttl_s") is not None:
+            bounds.bounded_number(body["ttl_s"], "ttl_s", 1.0, MAX_TOKEN_TTL_S)
         # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
         # re-signed from the recorded claims, so an idempotent replay returns the very same token.
         _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
@@ -411,27 +413,23 @@ class MasterApi:
         return json_response(out)
 
 
+MAX_TOKEN_TTL_S = 10 * 365 * 86400.0  # ten years: an `exp` beyond it is a mistake (or an attack on the encoder)
+
+
 def _replayed(result: dict[str, Any]) -> dict[str, Any]:
     return {"replayed": True} if result.get("replayed") else {}
 
 
 def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid(f"{name}: expected an integer", {"field": name}) from None
-    if not lo <= value <= hi:
-        raise Invalid(f"{name}: expected {lo}..{hi}", {"field": name})
-    return value
+    return bounds.query_int(q.get(name), name, default, lo, hi)
 
 
 def _parse_since(raw: str) -> tuple[int | None, float | None]:
     """`since` is an event sequence number (a cursor) or an ISO-8601 time."""
-    if raw.isdigit():
-        return int(raw), None
+    if raw.isascii() and raw.isdigit():
+        return bounds.query_int(raw, "since", 0, 0, bounds.MAX_INT), None
+    if len(raw) > 64:
+        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"})
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
