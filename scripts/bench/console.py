@@ -12,7 +12,9 @@ new browser profile, no cache) `--runs` times, and reads:
 - `fcp_ms`: the browser's own first-contentful-paint (the shell, before any data);
 - `longest_task_ms`: the longest main-thread task (PerformanceObserver "longtask") over the first
   `--watch` seconds, while the overview keeps polling every 2 s: how close the page comes to freezing;
-- `filter_ms`: typing one more character into the service filter until the next frame.
+- `filter_ms`: typing one more character into the service filter until the next frame;
+- `data_start_ms`, `status_fetch_ms`, `render_after_data_ms`: where the first paint went (when the page
+  asked for the service list, how long that request took, and the page's own work after the data).
 
 Also `status_bytes` and `status_ms`: the size and time of the `GET /api/v1/status` the overview polls.
 
@@ -86,6 +88,15 @@ def measure_once(url: str, token: str, watch_s: float) -> dict[str, Any]:
         first = wait(driver, "return window.__orcaFirstPaint", 60)
         rows = driver.execute_script(
             "return document.querySelectorAll('[data-testid=services-table] tbody tr').length")
+        # where the time went: the two data requests (server + transfer) and the page's own work after them
+        parts = driver.execute_script("""
+            const r = performance.getEntriesByType('resource');
+            const last = (p) => r.filter(e => e.name.endsWith(p)).sort((a, b) => a.startTime - b.startTime)[0];
+            const s = last('/api/v1/status'), n = last('/api/v1/cluster/nodes');
+            const end = Math.max(s ? s.responseEnd : 0, n ? n.responseEnd : 0);
+            return {data_start_ms: s ? s.startTime : null, status_fetch_ms: s ? s.duration : null,
+                    nodes_fetch_ms: n ? n.duration : null, render_after_data_ms: window.__orcaFirstPaint - end};
+        """)
         fcp = driver.execute_script(
             "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null")
         time.sleep(watch_s)
@@ -102,7 +113,7 @@ def measure_once(url: str, token: str, watch_s: float) -> dict[str, Any]:
             "return document.querySelector('[data-testid=services-table] .count').textContent")
         return {"first_paint_ms": round(first, 1), "fcp_ms": None if fcp is None else round(fcp, 1),
                 "longest_task_ms": round(longest, 1), "filter_ms": round(filter_ms, 1), "rows_in_dom": rows,
-                "filter_count": shown}
+                "filter_count": shown, **{k: None if v is None else round(v, 1) for k, v in parts.items()}}
     finally:
         driver.quit()
 
@@ -170,7 +181,8 @@ async def scenario(cluster: LocalCluster, n_nodes: int, services: int, replicas:
         for _ in range(runs):
             samples.append(await asyncio.to_thread(measure_once, follower.url, admin, watch_s))
         out["samples"] = samples
-        for key in ("first_paint_ms", "fcp_ms", "longest_task_ms", "filter_ms"):
+        for key in ("first_paint_ms", "fcp_ms", "longest_task_ms", "filter_ms", "data_start_ms", "status_fetch_ms",
+                    "render_after_data_ms"):
             values = [s[key] for s in samples if s[key] is not None]
             out[key] = {"median": round(statistics.median(values), 1), "max": max(values)} if values else None
     finally:
