@@ -93,7 +93,14 @@ export class Cluster {
   emit() {
     for (const fn of this.listeners) fn();
   }
+  // A new notice joins a recent one (a lost master and the new leader are one story), the worse level wins.
   say(level, text) {
+    const prev = this.liveNotice();
+    const order = { info: 0, warn: 1, error: 2 };
+    if (prev && prev.level !== "error" && level !== "error" && !prev.text.includes(text)) {
+      text = `${prev.text} ${text}`;
+      if (order[prev.level] > order[level]) level = prev.level;
+    }
     this.notice = { level, text, at: Date.now() };
     this.emit();
   }

@@ -6,6 +6,13 @@ import { html } from "./ui.js";
 const HEIGHT = 150;
 const MIN_SPAN_S = 300;
 
+// uPlot needs two points to size its time axis: an empty chart gets the last five minutes, blank.
+function drawable(xs, ys) {
+  if (xs.length >= 2) return [xs, ys];
+  const now = Date.now() / 1000;
+  return xs.length === 1 ? [[xs[0] - MIN_SPAN_S, xs[0]], [null, ys[0]]] : [[now - MIN_SPAN_S, now], [null, null]];
+}
+
 // At least five minutes wide, ending now-ish: with no or one sample uPlot would otherwise span years.
 function xRange(u, min, max) {
   const end = max ?? Date.now() / 1000;
@@ -29,7 +36,7 @@ export function TimeChart({ title, xs, ys, unit, color, testid }) {
           values: (u, vals) => vals.map((v) => (v >= 1000 ? `${(v / 1000).toFixed(1)}k` : `${+v.toFixed(2)}`)) },
       ],
       series: [{}, { label: title, stroke: color, width: 2, fill: `${color}22`, points: { show: false }, spanGaps: false }],
-    }, [xs, ys], box.current);
+    }, drawable(xs, ys), box.current);
     const resize = new ResizeObserver(() => {
       if (plot.current && box.current) plot.current.setSize({ width: Math.max(200, box.current.clientWidth), height: HEIGHT });
     });
@@ -41,7 +48,7 @@ export function TimeChart({ title, xs, ys, unit, color, testid }) {
     };
   }, []);
   useEffect(() => {
-    if (plot.current) plot.current.setData([xs, ys]);
+    if (plot.current) plot.current.setData(drawable(xs, ys));
   }, [xs, ys]);
   const lastValue = ys.length ? ys[ys.length - 1] : null;
   return html`<div class="chart" data-testid=${testid}>
