@@ -90,6 +90,15 @@ def test_sign_in_then_watch_a_deploy_converge(stack: Stack, browser: Any) -> Non
     # the masters' cards: one leader, every master healthy
     wait_for(lambda: "leader" in text_of(browser, "masters") and text_of(browser, "masters").count("healthy") == 3,
              UI_TIMEOUT, "three healthy masters, one leader")
+    # a new version rolls out; the overview follows it to the end, still without a reload
+    web_v2 = {"name": "web", "image": "orca-test/busybox", "command": HTTPD, "port": 8080, "health": "/",
+              "replicas": 2, "resources": RES, "env": {"RELEASE": "2"}}
+    stack.client.deploy([web_v2])
+    wait_for(lambda: text_of(browser, "version-web") == "v2", UI_TIMEOUT, "web v2 on the overview")
+    wait_for(lambda: text_of(browser, "rollout-web") == "done" and text_of(browser, "healthy-web") == "2", 120,
+             "the v2 rollout done, 2 healthy")
+    wait_for(lambda: len(stack.containers("web")) == 2, 120, "the v1 containers gone")
+    assert browser.execute_script("return window.__notReloaded === true"), "the page was reloaded"
     first_paint = browser.execute_script("return window.__orcaFirstPaint")
     assert isinstance(first_paint, int | float)
     browser.set_window_size(1440, 1400)  # the whole overview, nodes included
@@ -122,6 +131,18 @@ def test_scale_from_the_console_changes_the_containers(stack: Stack, browser: An
         "return document.querySelectorAll('[data-testid=chart-cpu] canvas').length") > 0, UI_TIMEOUT, "the charts")
     wait_for(lambda: "[web." in text_of(browser, "logs"), UI_TIMEOUT, "log lines of web")
     shot(browser, "service-web")
+
+    # rollback asks first, then runs v1's spec again as v3; the version history says what changed
+    by_testid(browser, "rollback")[0].click()
+    wait_for(lambda: by_testid(browser, "rollback-dialog")[0].is_displayed(), UI_TIMEOUT, "the confirmation dialog")
+    by_testid(browser, "rollback-confirm")[0].click()
+    wait_for(lambda: "spec of v1" in text_of(browser, "action-done"), UI_TIMEOUT, "the rollback acknowledged")
+    assert stack.client.service("web")["version"] == 3
+    wait_for(lambda: "v3current" in text_of(browser, "versions-card").replace(" ", "").replace("\n", ""),
+             UI_TIMEOUT, "v3 current in the version history")
+    assert "env" in text_of(browser, "versions-card")
+    wait_for(lambda: text_of(browser, "svc-replicas") == "2/2 running" and len(stack.containers("web")) == 2
+             and stack.client.service("web")["replicas"]["healthy"] == 2, 120, "web settled on v3")
 
 
 def test_logs_follow(stack: Stack, browser: Any) -> None:

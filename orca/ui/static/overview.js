@@ -62,8 +62,8 @@ const serviceColumns = [
   { key: "running_replicas", title: "Running", cls: "num", sortValue: (s) => s.running_replicas - s.replicas,
     render: (s) => html`<span data-testid=${`replicas-${s.name}`}>${s.running_replicas}/${s.replicas}</span>` },
   { key: "healthy_replicas", title: "Healthy", cls: "num", render: (s) => html`<span data-testid=${`healthy-${s.name}`}>${s.healthy_replicas}</span>` },
-  { key: "version", title: "Version", cls: "num", render: (s) => html`v${s.version}${s.canary_version ? html` <${Badge} text=${`canary v${s.canary_version}`} tone="info" />` : null}` },
-  { key: "rollout", title: "Rollout", render: (s) => (s.rollout ? html`<${Badge} text=${s.rollout} />` : "–") },
+  { key: "version", title: "Version", cls: "num", render: (s) => html`<span data-testid=${`version-${s.name}`}>v${s.version}</span>${s.canary_version ? html` <${Badge} text=${`canary v${s.canary_version}`} tone="info" />` : null}` },
+  { key: "rollout", title: "Rollout", render: (s) => html`<span data-testid=${`rollout-${s.name}`}>${s.rollout ? html`<${Badge} text=${s.rollout} />` : "–"}</span>` },
   { key: "pending_reason", title: "Why not all running", cls: "reason", render: (s) => html`<span data-testid=${`reason-${s.name}`}>${s.pending_reason || ""}</span>` },
   { key: "image", title: "Image", cls: "mono dim" },
 ];

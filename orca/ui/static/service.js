@@ -31,7 +31,10 @@ function Actions({ cluster, claims, svc, reload }) {
       run=${async () => { await cluster.write("DELETE", path); await cluster.write("POST", `${path}/start`); after("restarted"); }} />
     <${Action} label="Rollback" testid="rollback" tone="danger" disabled=${svc.version <= 1 && !svc.canary}
       confirm=${svc.canary ? `Drop the canary of ${svc.name}.` : `Roll ${svc.name} back to the version before v${svc.version}.`}
-      run=${async () => { const r = await cluster.write("POST", `${path}/rollback`); after(`rolled back to v${r.version ?? "?"}`); }} />
+      run=${async () => {
+        const r = await cluster.write("POST", `${path}/rollback`);
+        after(r.dropped_canary ? `dropped canary v${r.dropped_canary}` : `rolled back: now v${r.version}, the spec of v${r.spec_of}`);
+      }} />
     ${svc.canary ? html`<${Action} label="Promote canary" testid="promote" tone="primary"
       confirm=${`Roll the canary v${svc.canary.version} out to every replica of ${svc.name}.`}
       run=${async () => { const r = await cluster.write("POST", `${path}/promote`); after(`promoted v${r.version ?? ""}`); }} />` : null}
