@@ -6,7 +6,8 @@ import htm from "htm";
 
 export const html = htm.bind(h);
 
-// Calls `load` now and every `ms` while mounted (never two at once); returns {data, error, reload}.
+// Calls `load` now and every `ms` while mounted (never two at once, and not while the tab is hidden:
+// a forgotten background tab must not eat the token's rate limit); returns {data, error, reload}.
 export function usePoll(load, ms, deps = []) {
   const [state, setState] = useState({ data: null, error: null });
   const busy = useRef(false);
@@ -27,10 +28,13 @@ export function usePoll(load, ms, deps = []) {
     alive.current = true;
     setState({ data: null, error: null });
     run();
-    const timer = setInterval(run, ms);
+    const timer = setInterval(() => { if (!document.hidden) run(); }, ms);
+    const onShow = () => { if (!document.hidden) run(); };
+    document.addEventListener("visibilitychange", onShow);
     return () => {
       alive.current = false;
       clearInterval(timer);
+      document.removeEventListener("visibilitychange", onShow);
     };
   }, [run, ms]);
   return { ...state, reload: run };
