@@ -189,6 +189,7 @@ def test_drain_and_undrain_a_node_from_its_page(stack: Stack, browser: Any) -> N
              "drain progress and the undrain button on the page")
     wait_for(lambda: not [c for c in stack.containers("web") if c.labels.get("orca.node") == node], 120,
              "web's replicas moved off the drained node")
+    shot(browser, "node-drained")
     by_testid(browser, "undrain")[0].click()
     wait_for(lambda: stack.client.node(node)["eligibility"] == "eligible", UI_TIMEOUT, "the node eligible again")
     wait_for(lambda: by_testid(browser, "drain"), UI_TIMEOUT, "the drain button back")
