@@ -91,15 +91,11 @@ class Console:
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
-        r.add_get("/ui", self.redirect)
         r.add_get("/ui/", self.index)
         r.add_get("/ui/{path:.+}", self.asset)
         # Outermost, so a preflight never meets authentication; headers go on every response, streams too.
         app.middlewares.insert(0, self.cors_preflight)
         app.on_response_prepare.append(self.cors_headers)
-
-    async def redirect(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound("/ui/")
 
     async def index(self, request: web.Request) -> web.Response:
         return self._serve("index.html")

@@ -91,8 +91,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
-    ("GET", "/ui"): PUBLIC,         # the web console's static files (orca.master.console); no secrets in them
-    ("GET", "/ui/"): PUBLIC,
+    ("GET", "/ui/"): PUBLIC,        # the web console's static files (orca.master.console); no secrets in them
     ("GET", "/ui/{path}"): PUBLIC,
 }
 

@@ -37,8 +37,6 @@ async def ui(aiohttp_client: Any) -> Any:
 
 
 async def test_index_and_assets_are_served_with_their_types_and_a_csp(ui: Any) -> None:
-    resp = await ui.get("/ui", allow_redirects=False)
-    assert resp.status == 302 and resp.headers["Location"] == "/ui/"
     resp = await ui.get("/ui/")
     assert resp.status == 200 and resp.content_type == "text/html"
     page = await resp.text()
