@@ -184,6 +184,20 @@ export class Cluster {
     throw new ApiError(0, { error: "no master answers", code: "UNREACHABLE" });
   }
 
+  // A read boot.js started before the modules loaded (used once), else a normal read.
+  async getFirst(path) {
+    const early = window.__orcaPrefetch && window.__orcaPrefetch[path];
+    if (early) {
+      delete window.__orcaPrefetch[path];
+      try {
+        return await early;
+      } catch {
+        /* fall through to a normal read, with its failover and 401 handling */
+      }
+    }
+    return this.get(path);
+  }
+
   async getPublic(url, path) {
     const resp = await fetchWithTimeout(url + path, {}, 2500);
     return body(resp);

@@ -12,6 +12,21 @@
     var app = document.getElementById("app");
     if (app) app.innerHTML = '<p class="boot">The console did not start (' + why + "). Reload the page, or open it from another master.</p>";
   }
+  // Start the overview's two big reads now, while the modules load (they are the first paint's
+  // critical path); the overview takes these answers once, then polls through its usual client.
+  try {
+    var m = location.hash.match(/^#token=([^&]+)/);
+    var token = m ? decodeURIComponent(m[1]) : sessionStorage.getItem("orca.console.token");
+    if (token && /^(#\/?)?$|^#token=/.test(location.hash)) {
+      window.__orcaPrefetch = {};
+      ["/api/v1/status", "/api/v1/cluster/nodes"].forEach(function (path) {
+        window.__orcaPrefetch[path] = fetch(path, { headers: { Authorization: "Bearer " + token }, cache: "no-store" })
+          .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error("HTTP " + r.status)); });
+        window.__orcaPrefetch[path].catch(function () {}); // unhandled until the overview asks
+      });
+    }
+  } catch (e) { /* the overview reads as usual */ }
+
   document.addEventListener("DOMContentLoaded", function () {
     var main = document.querySelector('script[type="module"]');
     if (main) main.addEventListener("error", function () { failed("a file did not load"); });

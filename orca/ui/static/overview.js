@@ -136,8 +136,8 @@ function mergeEvents(cur, add) {
 const STATUS_FILTERS = ["all", "running", "degraded", "pending", "stopped"];
 
 export function Overview({ cluster }) {
-  const status = usePoll(() => cluster.get("/api/v1/status"), POLL_MS);
-  const nodes = usePoll(() => cluster.get("/api/v1/cluster/nodes"), POLL_MS);
+  const status = usePoll(() => cluster.getFirst("/api/v1/status"), POLL_MS);
+  const nodes = usePoll(() => cluster.getFirst("/api/v1/cluster/nodes"), POLL_MS);
   const info = usePoll(async () => {
     const data = await cluster.get("/api/v1/cluster/info");
     cluster.learn(data);
