@@ -80,6 +80,17 @@ function App() {
   const cluster = useMemo(() => (token ? new Cluster(token) : null), [token]);
   const claims = useMemo(() => (token ? claimsOf(token) : null), [token]);
   const route = useRoute();
+  // A #token= link opened in a tab that already shows the console is only a hash change: take it too.
+  useEffect(() => {
+    const on = () => {
+      if (location.hash.startsWith("#token=")) {
+        setError(null);
+        setToken(tokenFromPage());
+      }
+    };
+    addEventListener("hashchange", on);
+    return () => removeEventListener("hashchange", on);
+  }, []);
   // The pages start at once (no round trip first); the first 401 from any request signs out.
   useEffect(() => {
     if (!cluster) return undefined;
