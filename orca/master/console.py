@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from orca.errors import NotFound
+from orca.errors import Forbidden, NotFound
+from orca.master.http import error_response
 
 __all__ = ["Console", "STATIC_DIR", "load_assets", "origin_of"]
 
@@ -47,6 +48,8 @@ class Asset:
     body: bytes
     content_type: str
 
+    etag: str = ""
+
 
 def load_assets(root: Path = STATIC_DIR) -> dict[str, Asset]:
     """Every file under `root` by its relative POSIX path (LICENSE files are served as text)."""
@@ -58,7 +61,8 @@ def load_assets(root: Path = STATIC_DIR) -> dict[str, Asset]:
         if len(body) > MAX_ASSET_BYTES:
             raise ValueError(f"console asset {path} is larger than {MAX_ASSET_BYTES} bytes")
         ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "text/plain"
-        assets[path.relative_to(root).as_posix()] = Asset(body, ctype)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        assets[path.relative_to(root).as_posix()] = Asset(body, ctype, etag)
     return assets
 
 
@@ -98,17 +102,21 @@ class Console:
         app.on_response_prepare.append(self.cors_headers)
 
     async def index(self, request: web.Request) -> web.Response:
-        return self._serve("index.html")
+        return self._serve(request, "index.html")
 
     async def asset(self, request: web.Request) -> web.Response:
-        return self._serve(request.match_info["path"])
+        return self._serve(request, request.match_info["path"])
 
-    def _serve(self, name: str) -> web.Response:
+    def _serve(self, request: web.Request, name: str) -> web.Response:
+        """The file, or 304 when the browser's copy is current (no-cache: it always asks; an upgrade of
+        orca changes the ETag, so nobody runs an old console against a new master)."""
         asset = self.assets.get(name)
         if asset is None:
             raise NotFound("no such console file", {"path": name[:200]})
-        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+        headers = {"Cache-Control": "no-cache", "ETag": asset.etag, "X-Content-Type-Options": "nosniff",
                    "Referrer-Policy": "no-referrer", "Content-Security-Policy": self.csp}
+        if request.headers.get("If-None-Match") == asset.etag:
+            return web.Response(status=304, headers=headers)
         return web.Response(body=asset.body, content_type=asset.content_type,
                             charset="utf-8" if asset.content_type.startswith("text/") else None, headers=headers)
 
@@ -121,7 +129,8 @@ class Console:
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             origin = self.allowed(request)
             if origin is None:
-                return web.Response(status=403, text="origin not allowed")
+                return error_response(Forbidden("cross-origin requests are answered only for the cluster's own "
+                                                "masters", {"origin": (request.headers.get("Origin") or "")[:200]}))
             return web.Response(status=204, headers={
                 "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": ALLOWED_METHODS,
                 "Access-Control-Allow-Headers": ALLOWED_HEADERS, "Vary": "Origin",

@@ -51,6 +51,10 @@ async def test_index_and_assets_are_served_with_their_types_and_a_csp(ui: Any) -
         resp = await ui.get(f"/ui/{name}")
         assert resp.status == 200 and resp.content_type == ctype, name
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        again = await ui.get(f"/ui/{name}", headers={"If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304 and await again.read() == b""
+        other = await ui.get(f"/ui/{name}", headers={"If-None-Match": '"stale"'})
+        assert other.status == 200 and await other.read() == await resp.read()
 
 
 @pytest.mark.parametrize("path", ["/ui/nope.js", "/ui/../orca/auth.py", "/ui/%2e%2e/%2e%2e/etc/passwd",
@@ -71,6 +75,7 @@ async def test_cors_only_for_the_clusters_own_masters(ui: Any) -> None:
     assert "Idempotency-Key" in resp.headers["Access-Control-Allow-Headers"]
     resp = await ui.options("/api/v1/services/web/scale", headers={"Origin": STRANGER, **pre})
     assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    assert (await resp.json())["code"] == "FORBIDDEN"
 
     resp = await ui.get("/livez", headers={"Origin": PEER})
     assert resp.headers["Access-Control-Allow-Origin"] == PEER
