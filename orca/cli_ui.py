@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 import webbrowser
-from typing import Any
 
 from orca.client import Client
 
-__all__ = ["add_arguments", "cmd_ui", "console_url"]
+__all__ = ["add_arguments", "cmd_ui", "console_url", "signed_in_base"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,34 +27,27 @@ def console_url(api: str, token: str) -> str:
     return f"{api.rstrip('/')}/ui/#token={token}"
 
 
-def _first_answering(apis: list[str], token: str) -> tuple[str, dict[str, Any]]:
-    """The first master that answers, and who the token is there (errors: the last master's)."""
-    last: Exception | None = None
-    for api in apis:
-        try:
-            with Client([api], token, timeout=5, retries=0) as client:
-                return api, client.request("GET", "/api/v1/cluster/info")
-        except Exception as err:  # noqa: BLE001 - try the next master; the last error is raised below
-            last = err
-    assert last is not None
-    raise last
+def signed_in_base(client: Client) -> str:
+    """Check the token against the cluster (the server's refusal is raised as is) and return the URL of
+    the master that answered: the console is served by every master, so the one that answers will do."""
+    client.request("GET", "/api/v1/cluster/info")
+    return str(getattr(client, "_last_good", None) or client.apis[0]).rstrip("/")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from orca.cli import UsageError, resolve_token  # here: orca.cli imports this module
+    from orca.cli import UsageError, _client  # here: orca.cli imports this module
 
-    token = resolve_token(args.token)
-    if not token:
-        raise UsageError("no token: pass --token, set ORCA_TOKEN, or put one in ~/.orca/token")
-    apis = [a.strip() for a in str(args.api).split(",") if a.strip()]
-    api, _ = _first_answering(apis, token)
-    url = console_url(api, token)
+    with _client(args) as client:  # the masters and the token, found the way every verb finds them
+        if not client.token:
+            raise UsageError("no token: pass --token, set ORCA_TOKEN, or put one in ~/.orca/token")
+        api = signed_in_base(client)
+        url = console_url(api, client.token)
     if args.print_url:
         print(url)
         return 0
     if not webbrowser.open(url):
-        print(f"orca: no browser to open here; open {api.rstrip('/')}/ui/ and sign in, or run "
+        print(f"orca: no browser to open here; open {api}/ui/ and sign in, or run "
               "`orca ui --print` for a signed-in link", file=sys.stderr)
         return 1
-    print(f"opened {api.rstrip('/')}/ui/ in your browser, signed in")
+    print(f"opened {api}/ui/ in your browser, signed in")
     return 0

@@ -14,7 +14,7 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     urls: list[str] = []
-    monkeypatch.setattr(cli_ui, "_first_answering", lambda apis, token: (apis[-1], {}))
+    monkeypatch.setattr(cli_ui, "signed_in_base", lambda client: client.apis[-1])
     monkeypatch.setattr(cli_ui.webbrowser, "open", lambda url: urls.append(url) or True)
     monkeypatch.setenv("ORCA_TOKEN", TOKEN)
     return urls
