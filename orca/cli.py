@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from orca import __version__
+from orca import __version__, cli_ui
 from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
 from orca.sdk import config as client_config
@@ -1538,6 +1538,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb(hooks, "list", cmd_webhooks_list, "registered webhooks and their last delivery (never the secret)")
     p = verb(hooks, "remove", cmd_webhooks_remove, "remove a webhook")
     p.add_argument("id", metavar="ID")
+
+    cli_ui.add_arguments(verb(verbs, "ui", cli_ui.cmd_ui, "open the web console in a browser, signed in"))
 
     p = verbs.add_parser("cluster", parents=[common], help="masters, leader and nodes")
     cluster = p.add_subparsers(dest="cluster_verb", metavar="ACTION", required=True)

@@ -71,7 +71,9 @@ class TrafficEndpoints:
         leader = self.api.leader_url()
         if leader is None:
             raise NotReady("no leader is known; metrics are aggregated by the leader")
-        headers = {"Authorization": request.headers.get("Authorization", "")}
+        auth = request.headers.get("Authorization") or (  # a browser's stream carries it in ?access_token=
+            f"Bearer {request.query['access_token']}" if "access_token" in request.query else "")
+        headers = {"Authorization": auth}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
                     session.get(leader + path_qs, headers=headers, ssl=peer_ssl()) as resp:

@@ -133,6 +133,8 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/volumes"): "viewer",
     ("POST", "/api/v1/services/{name}/run"): "deployer",
     ("DELETE", "/api/v1/volumes/{node}/{service}"): "admin",
+    ("GET", "/ui/"): PUBLIC,        # the web console's static files (orca.master.console); no secrets in them
+    ("GET", "/ui/{path}"): PUBLIC,
 }
 
 

@@ -24,6 +24,7 @@ from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.compat_orchestry_routes import add_orchestry_routes
+from orca.master.console import Console
 from orca.master.control import ControlPlane
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
@@ -95,6 +96,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(tls_routes.add_routes)
     workers.tls_routes = tls_routes
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -16,6 +16,7 @@ from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.compat_orchestry_routes import add_orchestry_routes
+from orca.master.console import Console
 from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -39,6 +40,7 @@ def build() -> Any:
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(JobEndpoints(api).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     return api, api.build_app()
 
 
@@ -65,7 +67,8 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health",
-                      "/api/v1/cluster/ca"}  # CA certificates are public: clients pin them by fingerprint
+                      "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
+                      "/ui/", "/ui/{path}"}  # the web console's static files
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
                                 "/api/v1/cluster/join-tokens")))
