@@ -9,6 +9,7 @@ only after the entry is applied, with its result.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from orca import __version__, auth, spec
 from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
-from orca.master import views
+from orca.master import openapi, views
 from orca.master.http import (
     POLICY,
     TokenChecker,
@@ -31,6 +32,7 @@ from orca.master.leadership import Leadership
 from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
+from orca.state.digest import state_digest
 
 __all__ = ["MasterApi", "MasterInfo"]
 
@@ -67,6 +69,7 @@ class MasterApi:
         self.started = time.time()
         self.metrics.on_scrape(self._refresh_metrics)
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
+        self._openapi: bytes | None = None
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -82,10 +85,12 @@ class MasterApi:
         r.add_get("/metrics", self.metrics_view)
         r.add_get("/api/v1/health", self.health)
         r.add_get("/api/v1/status/{component}", self.component_status)
+        r.add_get("/api/v1/openapi.json", self.openapi_document)
         r.add_get("/api/v1/cluster/leader", self.cluster_leader)
         r.add_get("/api/v1/cluster/health", self.cluster_health)
         r.add_get("/api/v1/cluster/info", self.cluster_info)
         r.add_get("/api/v1/cluster/status", self.cluster_status)
+        r.add_get("/api/v1/cluster/digest", self.cluster_digest)
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/services/{name}", self.service)
         r.add_get("/api/v1/events", self.events)
@@ -246,7 +251,17 @@ class MasterApi:
         for status in ("running", "stopped"):
             m.services.labels(status).set(states.count(status))
 
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        """Built once from the router of the running app (all routes are added before it serves)."""
+        if self._openapi is None:
+            self._openapi = json.dumps(openapi.build_document(request.app), separators=(",", ":")).encode()
+        return web.Response(body=self._openapi, content_type="application/json")
+
     # --- cluster ----------------------------------------------------------------------------------
+    async def cluster_digest(self, request: web.Request) -> web.Response:
+        digest, index = self.raft.read(lambda s: (state_digest(s), self.raft.applied_index))
+        return json_response({"node_id": self.info.node_id, "applied_index": index, "digest": digest})
+
     async def cluster_leader(self, request: web.Request) -> web.Response:
         leader = self.raft.leader_id
         if leader is None:

@@ -36,7 +36,7 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
-                      "/api/v1/cluster/leader", "/api/v1/cluster/health"}
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health", "/api/v1/openapi.json"}
     assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop")))
 
