@@ -44,10 +44,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from orca.bounds import MAX_INT, BoundsError
+
 __all__ = [
     "HEARTBEAT_MAX_BYTES", "LATENCY_BUCKETS_MS", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES",
     "container_name", "LABELS",
     "validate_heartbeat", "validate_register", "validate_push", "ProtocolError",
+    "validate_container_stats", "validate_proxy_stats",
 ]
 
 HEARTBEAT_MAX_BYTES = 64 * 1024
@@ -63,54 +66,93 @@ def container_name(service: str, alloc_id: str) -> str:
     return f"orca-{service}-{alloc_id}"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(BoundsError):
     """A message that does not have the documented shape; the receiver answers 400 naming the field."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+
+# Bounds of every field (the README's Security section lists them). Counts are far above what a real
+# agent sends (a heartbeat is at most 64 KiB anyway) and small enough that a hostile one costs nothing.
+MAX_STR = 512
+MAX_OPT_STR = 2048
+MAX_ID = 128                   # alloc ids, service names, label keys as map keys
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+MAX_MEMORY = 2**50             # 1 PiB of node memory
+MAX_CPU = 4096.0               # cores
+MAX_ALLOCS = 4096              # allocation reports in one heartbeat
+MAX_STATS = 4096               # containers in one heartbeat's stats
+MAX_PROXY_SERVICES = 1024
+MAX_PROXY_REPLICAS = 1024      # per service (the agent sends at most orca.agent.proxy.MAX_REPLICAS_REPORTED)
+MAX_PCT = 100_000.0            # cpu % is per core: 4096 cores stay below this
+MAX_PORT = 65535
 
 
 def _str(msg: dict[str, Any], key: str, prefix: str = "") -> str:
     value = msg.get(key)
-    if not isinstance(value, str) or not value or len(value) > 512:
+    if not isinstance(value, str) or not value or len(value) > MAX_STR:
         raise ProtocolError(prefix + key, "expected a non-empty string")
     return value
 
 
-def _int(msg: dict[str, Any], key: str, prefix: str = "", optional: bool = False) -> int | None:
+def _int(msg: dict[str, Any], key: str, prefix: str = "", optional: bool = False,
+         hi: int = MAX_INT) -> int | None:
     value = msg.get(key)
     if value is None and optional:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError(prefix + key, "expected a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
+        raise ProtocolError(prefix + key, f"expected an integer from 0 to {hi}")
     return value
+
+
+def _num(value: Any, field: str, hi: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) \
+            or not (isinstance(value, float) or -MAX_INT <= value <= MAX_INT):
+        raise ProtocolError(field, f"expected a number from 0 to {hi:g}")
+    number = float(value)
+    if not 0.0 <= number <= hi:  # also refuses NaN
+        raise ProtocolError(field, f"expected a number from 0 to {hi:g}")
+    return number
 
 
 def _opt_str(msg: dict[str, Any], key: str, prefix: str = "") -> str | None:
     value = msg.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 2048:
+    if not isinstance(value, str) or len(value) > MAX_OPT_STR:
         raise ProtocolError(prefix + key, "expected a string or null")
+    return value
+
+
+def _map(value: Any, field: str, max_items: int, what: str) -> dict[str, Any]:
+    """A JSON object of at most `max_items` entries whose keys are 1..MAX_ID characters."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > max_items:
+        raise ProtocolError(field, f"expected a map of at most {max_items} entries ({what})")
+    for key in value:
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_ID:
+            raise ProtocolError(field, f"keys must be strings of 1 to {MAX_ID} characters")
     return value
 
 
 def validate_register(msg: Any) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ProtocolError("body", "expected an object")
-    labels = msg.get("labels") or {}
-    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        raise ProtocolError("labels", "expected a string map")
+    labels = _map(msg.get("labels"), "labels", MAX_LABELS, "label: value")
+    if not all(isinstance(v, str) and len(v) <= MAX_LABEL_VALUE for v in labels.values()):
+        raise ProtocolError("labels", f"expected a string map (values of at most {MAX_LABEL_VALUE} characters)")
     cap = msg.get("capacity")
-    if not isinstance(cap, dict) or not isinstance(cap.get("memory"), int) or cap["memory"] <= 0 \
-            or not isinstance(cap.get("cpu"), int | float) or cap["cpu"] <= 0:
+    if not isinstance(cap, dict):
+        raise ProtocolError("capacity", "expected {memory: bytes > 0, cpu: > 0}")
+    memory = _int(cap, "memory", "capacity.", hi=MAX_MEMORY)
+    cpu = _num(cap.get("cpu"), "capacity.cpu", MAX_CPU)
+    if not memory or cpu <= 0:
         raise ProtocolError("capacity", "expected {memory: bytes > 0, cpu: > 0}")
     address = _str(msg, "address")
     if not address.startswith(("http://", "https://")):
         raise ProtocolError("address", "expected an http(s) URL")
     return {"node_id": _str(msg, "node_id"), "address": address.rstrip("/"), "labels": dict(labels),
-            "capacity": {"memory": int(cap["memory"]), "cpu": float(cap["cpu"])},
+            "capacity": {"memory": memory, "cpu": cpu},
             "push_token": _str(msg, "push_token"), "agent_version": _opt_str(msg, "agent_version") or "?",
             "publish_address": _opt_str(msg, "publish_address") or "127.0.0.1", "proxy": _opt_str(msg, "proxy")}
 
@@ -129,26 +171,55 @@ def validate_alloc_report(rep: Any, i: int) -> dict[str, Any]:
             "version": _int(rep, "version", p), "container_id": _opt_str(rep, "container_id", p),
             "status": status, "health": health, "started_at": _opt_str(rep, "started_at", p),
             "restarts": _int(rep, "restarts", p, optional=True) or 0, "reason": _opt_str(rep, "reason", p),
-            "host_port": _int(rep, "host_port", p, optional=True)}
+            "host_port": _int(rep, "host_port", p, optional=True, hi=MAX_PORT)}
+
+
+def validate_container_stats(stats: Any) -> dict[str, dict[str, float | None]]:
+    """Heartbeat `stats`: {alloc_id: {"cpu_pct": number|None, "mem_pct": number|None}}, a normalized copy."""
+    out: dict[str, dict[str, float | None]] = {}
+    for alloc_id, st in _map(stats, "stats", MAX_STATS, "alloc id: {cpu_pct, mem_pct}").items():
+        if not isinstance(st, dict):
+            raise ProtocolError(f"stats.{alloc_id}", "expected {cpu_pct, mem_pct}")
+        out[alloc_id] = {k: None if st.get(k) is None else _num(st.get(k), f"stats.{alloc_id}.{k}", MAX_PCT)
+                         for k in ("cpu_pct", "mem_pct")}
+    return out
+
+
+def _counters(value: Any, field: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ProtocolError(field, "expected {requests, errors, active}")
+    return {k: _int(value, k, field + ".", optional=True) or 0 for k in ("requests", "errors", "active")}
+
+
+def validate_proxy_stats(proxy: Any) -> dict[str, dict[str, Any]]:
+    """Heartbeat `proxy`: {service: ProxyStats}, every number bounded; a normalized copy."""
+    out: dict[str, dict[str, Any]] = {}
+    nb = len(LATENCY_BUCKETS_MS) + 1
+    for name, ps in _map(proxy, "proxy", MAX_PROXY_SERVICES, "service: ProxyStats").items():
+        p = f"proxy.{name}"
+        entry: dict[str, Any] = _counters(ps, p)
+        buckets = ps.get("latency_buckets") or []
+        if not isinstance(buckets, list) or len(buckets) > nb:
+            raise ProtocolError(p + ".latency_buckets", f"expected a list of at most {nb} counts")
+        entry["latency_buckets"] = [_int({"n": b}, "n", p + f".latency_buckets[{i}]") for i, b in enumerate(buckets)]
+        entry["latency_sum_ms"] = _num(ps.get("latency_sum_ms") or 0, p + ".latency_sum_ms", float(MAX_INT))
+        replicas = _map(ps.get("replicas"), p + ".replicas", MAX_PROXY_REPLICAS, "alloc id: counters")
+        entry["replicas"] = {alloc: _counters(c, f"{p}.replicas.{alloc}") for alloc, c in replicas.items()}
+        out[name] = entry
+    return out
 
 
 def validate_heartbeat(msg: Any) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ProtocolError("body", "expected an object")
     allocs = msg.get("allocations", [])
-    if not isinstance(allocs, list):
-        raise ProtocolError("allocations", "expected a list")
+    if not isinstance(allocs, list) or len(allocs) > MAX_ALLOCS:
+        raise ProtocolError("allocations", f"expected a list of at most {MAX_ALLOCS} reports")
     applied = msg.get("applied") or {}
     if not isinstance(applied, dict):
         raise ProtocolError("applied", "expected an object")
-    stats = msg.get("stats") or {}
-    if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
-        raise ProtocolError("stats", "expected a map of alloc id to {cpu_pct, mem_pct}")
-    proxy = msg.get("proxy") or {}
-    if not isinstance(proxy, dict) or not all(isinstance(v, dict) for v in proxy.values()):
-        raise ProtocolError("proxy", "expected a map of service to ProxyStats")
     return {"node_id": _str(msg, "node_id"), "seq": _int(msg, "seq", optional=True) or 0,
-            "stats": stats, "proxy": proxy,
+            "stats": validate_container_stats(msg.get("stats")), "proxy": validate_proxy_stats(msg.get("proxy")),
             "allocations": [validate_alloc_report(r, i) for i, r in enumerate(allocs)],
             "applied": {"term": _int(applied, "term", "applied.", optional=True) or 0,
                         "version": _int(applied, "version", "applied.", optional=True) or 0}}

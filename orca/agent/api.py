@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,9 +22,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from orca import bounds
 from orca.agent.agent import Agent
 from orca.agent.runtime import RuntimeFailure
-from orca.errors import Invalid, MethodNotAllowed, NotFound, OrcaError, PayloadTooLarge, Unauthorized
+from orca.errors import Invalid, MethodNotAllowed, NotFound, OrcaError, Unauthorized
+from orca.master.http import read_json
 from orca.protocol import ProtocolError, validate_push
 
 __all__ = ["make_agent_api", "make_status_api", "error_response", "MAX_PUSH_BYTES"]
@@ -37,6 +38,7 @@ MAX_PUSH_BYTES = 16 * 2**20
 # How often a silent `follow` stream checks that its client is still there.
 _DISCONNECT_POLL_S = 1.0
 _LOG_QUEUE = 256
+_MAX_TAIL = 100_000  # lines of a container's log one request may ask for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AGENT_KEY = web.AppKey("agent", Agent)
@@ -79,31 +81,14 @@ def _authorize(request: web.Request) -> None:
 async def put_allocations(request: web.Request) -> web.Response:
     _authorize(request)
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge("push too large", {"max_bytes": MAX_PUSH_BYTES}) from None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(f"request body is not valid JSON: {exc}") from None
-    try:
-        push = validate_push(body)
+        push = validate_push(await read_json(request, MAX_PUSH_BYTES))
     except ProtocolError as exc:
         raise Invalid(str(exc), {"field": exc.field}) from None
     return web.json_response(_agent(request).accept_push(push))
 
 
 def _query_int(request: web.Request, name: str, default: int) -> int:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise Invalid(f"{name}: expected a non-negative integer, got {value!r}", {"field": name}) from None
-    if number < 0:
-        raise Invalid(f"{name}: expected a non-negative integer, got {value!r}", {"field": name})
-    return number
+    return bounds.query_int(request.query.get(name), name, default, 0, _MAX_TAIL)
 
 
 async def get_logs(request: web.Request) -> web.StreamResponse:

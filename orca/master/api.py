@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, spec
+from orca import __version__, auth, bounds, spec
 from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import openapi, views
 from orca.master.http import (
@@ -431,22 +431,15 @@ def _replayed(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid(f"{name}: expected an integer", {"field": name}) from None
-    if not lo <= value <= hi:
-        raise Invalid(f"{name}: expected {lo}..{hi}", {"field": name})
-    return value
+    return bounds.query_int(q.get(name), name, default, lo, hi)
 
 
 def _parse_since(raw: str) -> tuple[int | None, float | None]:
     """`since` is an event sequence number (a cursor) or an ISO-8601 time."""
-    if raw.isdigit():
-        return int(raw), None
+    if raw.isascii() and raw.isdigit():
+        return bounds.query_int(raw, "since", 0, 0, bounds.MAX_INT), None
+    if len(raw) > 64:
+        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"})
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

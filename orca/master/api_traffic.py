@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from orca import spec
-from orca.errors import Invalid, NotReady, OrcaError, ServiceNotFound
+from orca import bounds, spec
+from orca.errors import NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.api_workers import log_lines, log_params
 from orca.master.http import json_response, read_json
@@ -61,12 +61,7 @@ class TrafficEndpoints:
     async def metrics(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self._service_exists(name)
-        try:
-            history = int(request.query.get("history", "0"))
-        except ValueError:
-            raise Invalid("history: expected an integer", {"field": "history"}) from None
-        if not 0 <= history <= 1800:
-            raise Invalid("history: expected 0..1800", {"field": "history"})
+        history = bounds.query_int(request.query.get("history"), "history", 0, 0, 1800)
         if self.api.raft.is_leader:
             return json_response(self.metrics_body(name, history))
         return json_response(await self._from_leader(request, request.rel_url.path_qs))
@@ -116,8 +111,8 @@ class TrafficEndpoints:
     async def events_stream(self, request: web.Request) -> web.WebSocketResponse:
         """Every new event as one JSON message; `?since=SEQ` replays from a cursor first."""
         service, type_ = request.query.get("service") or None, request.query.get("type") or None
-        since = request.query.get("since")
-        last = int(since) if since and since.isdigit() else self.api.raft.read(lambda s: s["event_seq"])
+        since = bounds.query_int(request.query.get("since"), "since", -1, 0, bounds.MAX_INT)
+        last = since if since >= 0 else self.api.raft.read(lambda s: s["event_seq"])
         ws = await self._open(request)
         reader = asyncio.create_task(_drain_incoming(ws))
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import uuid
@@ -22,7 +21,7 @@ from aiohttp import web
 
 from orca.errors import Invalid, NotReady, RateLimited, Unauthorized
 from orca.master import views
-from orca.master.http import json_response, read_json
+from orca.master.http import json_response, parse_json_object, read_body, read_json
 from orca.master.ratelimit import RateLimiter
 from orca.master.secrets import SecretBox
 
@@ -89,7 +88,7 @@ class WebhookEndpoints:
         decision = self.limiter.check(request.remote or "-", "github")
         if not decision.allowed:
             raise RateLimited("too many webhook deliveries from this source", decision.retry_after_s)
-        raw = await request.read()
+        raw = await read_body(request)
         if not self.api.raft.is_leader:
             return await self._forward(request, raw)
         signature = request.headers.get("X-Hub-Signature-256", "")
@@ -98,7 +97,7 @@ class WebhookEndpoints:
         if not signature.startswith("sha256="):
             raise Unauthorized("missing or malformed X-Hub-Signature-256")
         try:
-            payload = json.loads(raw)
+            payload = parse_json_object(raw)
             repo = payload["repository"]["full_name"]
         except (ValueError, KeyError, TypeError):
             raise Unauthorized("signature does not match any registered webhook") from None

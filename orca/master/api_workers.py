@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from orca import protocol
+from orca import bounds, protocol
 from orca.errors import Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
 from orca.master.http import json_response, read_json
@@ -75,15 +74,8 @@ class WorkerEndpoints:
         if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:
             raise PayloadTooLarge("heartbeat larger than 64 KiB", {"max_bytes": protocol.HEARTBEAT_MAX_BYTES})
         self.api._require_leader()
-        raw = await request.content.read(protocol.HEARTBEAT_MAX_BYTES + 1)
-        if len(raw) > protocol.HEARTBEAT_MAX_BYTES:
-            raise PayloadTooLarge("heartbeat larger than 64 KiB", {"max_bytes": protocol.HEARTBEAT_MAX_BYTES})
         try:
-            body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Invalid(f"heartbeat is not valid JSON: {exc}") from None
-        try:
-            hb = protocol.validate_heartbeat(body)
+            hb = protocol.validate_heartbeat(await read_json(request, protocol.HEARTBEAT_MAX_BYTES))
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
         known = self.api.raft.read(lambda s: hb["node_id"] in s["nodes"])
@@ -181,12 +173,7 @@ class WorkerEndpoints:
 
 def log_params(request: web.Request) -> tuple[int, bool]:
     q = request.query
-    try:
-        tail = int(q.get("tail", "100"))
-    except ValueError:
-        raise Invalid("tail: expected an integer", {"field": "tail"}) from None
-    if not 0 <= tail <= 10000:
-        raise Invalid("tail: expected 0..10000", {"field": "tail"})
+    tail = bounds.query_int(q.get("tail"), "tail", 100, 0, 10000)
     return tail, q.get("follow", "").lower() in ("1", "true", "yes")
 
 

@@ -17,10 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import auth
+from orca import auth, bounds
 from orca.errors import (
     Forbidden,
-    Invalid,
     MethodNotAllowed,
     NotFound,
     NotLeader,
@@ -32,14 +31,15 @@ from orca.errors import (
 from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
-__all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "make_middlewares",
-           "TokenChecker", "add_rate_limit_headers"]
+__all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "read_body", "parse_json_object",
+           "make_middlewares", "TokenChecker", "add_rate_limit_headers"]
 
 log = logging.getLogger("orca.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = "public"
+_READ_CHUNK = 64 * 1024
 HMAC = "hmac"     # the handler verifies a signature itself (GitHub webhooks)
 
 # Every route the master serves, with the role it needs. A route missing here is denied (fail closed);
@@ -122,21 +122,48 @@ def error_response(err: OrcaError, request: web.Request | None = None) -> web.Re
     return json_response(body, status=err.status, headers=headers)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """Parse a JSON object body; anything else is a 400 that changes nothing."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge("request body too large", {"max_bytes": exc.max_size}) from None
-    if not raw:
+async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
+    """The request body, at most `max_bytes` (default: the app's `client_max_size`), chunked or not.
+
+    The limit is counted on the bytes as they arrive, so a chunked body (no Content-Length) over the
+    limit is a 413 as well, after reading at most `max_bytes + 64 KiB`.
+    """
+    limit = request.client_max_size if max_bytes is None else max_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge("request body too large", {"max_bytes": limit})
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_READ_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("request body too large", {"max_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes, field: str = "body") -> dict[str, Any]:
+    """Bytes to a JSON object within orca.bounds' limits (depth, integer range, finite floats).
+
+    Empty bytes are `{}`; anything that is not an object is a 400 VALIDATION_ERROR that changes nothing.
+    """
+    if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(f"request body is not valid JSON: {exc}") from None
+    body = bounds.loads(raw, field=field)
     if not isinstance(body, dict):
-        raise Invalid("request body must be a JSON object")
+        raise bounds.BoundsError(field, "expected a JSON object")
     return body
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """The one JSON reader of every route (masters and the agent API): size, depth and number bounds.
+
+    `max_bytes` defaults to the app's `client_max_size`; see orca.bounds for the other limits.
+    """
+    return parse_json_object(await read_body(request, max_bytes))
 
 
 class TokenChecker:

@@ -71,19 +71,47 @@ def decode_entry(raw: bytes) -> Entry:
 
 
 def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> dict[str, Any]:
-    """Apply one committed entry; return `{"ok": True, "result": ...}` or `{"error": {...}}`."""
+    """Apply one committed entry; return `{"ok": True, "result": ...}` or `{"error": {...}}`. Never raises.
+
+    Why it must not raise: PySyncObj re-applies an entry whose apply raised on its next tick, so inside a
+    batch the sub-entries before the failing one would apply twice. Ops validate before they mutate;
+    whatever still goes wrong inside an op (a bug, or input no validator foresaw) becomes an `INTERNAL`
+    error value naming only the op and the exception type: deterministic, so every master stores the
+    same result.
+    """
+    try:
+        return _apply(state, raw, index, nested)
+    except Exception as err:  # noqa: BLE001 - the last line of defence described above
+        return OrcaError(f"entry failed to apply: {type(err).__name__}", {"op": _op_name(raw)}).as_value()
+
+
+def _op_name(raw: bytes) -> str | None:
+    try:
+        op = decode_entry(raw)["op"]
+    except Exception:  # noqa: BLE001 - only for an error message
+        return None
+    return op[:64] if isinstance(op, str) else None
+
+
+def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]:
     try:
         entry = decode_entry(raw)
     except Exception:  # noqa: BLE001 - a corrupt entry must not stop the state machine
         return Invalid("malformed entry").as_value()
     key = entry.get("key")
     op = entry["op"]
+    actor, now = entry.get("actor"), entry.get("now") or 0.0
+    if key is not None and not (isinstance(key, str) and len(key) <= 256) or actor is not None \
+            and not isinstance(actor, str) or not isinstance(now, int | float) or isinstance(now, bool):
+        return Invalid("malformed entry envelope", {"op": op[:64]}).as_value()
     if op == BATCH_OP:
         subs = (entry.get("args") or {}).get("entries")
         if not isinstance(subs, list) or not all(isinstance(e, bytes) for e in subs):
             return Invalid("malformed batch").as_value()
         if nested:
             return Invalid("nested batch").as_value()
+        # Each sub-entry is applied exactly once: apply() never raises, so no sub-entry can make the
+        # whole batch fail (and be re-applied) after its predecessors changed the state.
         return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
     if key is not None:
         seen = state["idempotency"].get(key)
@@ -94,14 +122,14 @@ def apply(state: State, raw: bytes, index: int = 0, *, nested: bool = False) -> 
             return {**seen["result"], "replayed": True}
     handler = OPS.get(op)
     if handler is None:
-        result = Invalid(f"unknown op {op!r}", {"op": op}).as_value()
+        result = Invalid(f"unknown op {op[:64]!r}", {"op": op[:64]}).as_value()
     else:
-        ctx = Ctx(now=float(entry.get("now") or 0.0), actor=entry.get("actor"), index=index)
+        ctx = Ctx(now=float(now), actor=actor, index=index)
         try:
             result = {"ok": True, "result": handler(state, entry.get("args") or {}, ctx)}
         except OrcaError as err:
             result = err.as_value()
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
     if key is not None:

@@ -32,13 +32,23 @@ def new_version(svc: dict[str, Any], spec: dict[str, Any], digest: str, ctx: Ctx
     return version
 
 
+def history_entry(svc: dict[str, Any], version: int) -> dict[str, Any]:
+    """The history entry of `version`; Conflict (not StopIteration) once it left the kept history."""
+    for entry in svc["history"]:
+        if entry["version"] == version:
+            return entry
+    raise Conflict(f"{svc['name']} version {version} is no longer in the history (only the last "
+                   f"{HISTORY_KEPT} versions are kept); deploy its spec again", {"service": svc["name"],
+                                                                                  "version": version})
+
+
 def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, reason: str) -> None:
     """Roll the service to `version` (in its history): the rollout runs in the leader's loop, from Raft state.
 
     Allocations already running the same spec (same digest, e.g. after a rollback) are re-tagged to the
     new version instead of being replaced: identical containers are not restarted.
     """
-    entry = next(h for h in svc["history"] if h["version"] == version)
+    entry = history_entry(svc, version)
     entry["was_current"] = True  # rollback targets only versions that actually ran as the service
     previous = svc["version"]
     svc["version"], svc["digest"] = version, entry["digest"]
@@ -115,6 +125,7 @@ def _apply_promote(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, An
     canary = svc.get("canary")
     if not canary:
         raise Conflict(f"{svc['name']} has no canary to promote", {"service": svc["name"]})
+    history_entry(svc, canary["version"])  # validate before mutating: the canary may have left the history
     svc["canary"] = None
     make_current(state, svc, canary["version"], ctx, reason="promote")
     record_event(state, ctx, "canary_promoted", f"{svc['name']} canary version {canary['version']} promoted",
