@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orca import auth, protocol, spec
+from orca import auth, bounds, protocol, spec
 from orca.master import api_webhooks, api_workers
 
 __all__ = ["MAX_INT", "COMPONENTS", "ref", "ERROR_CODES"]
@@ -20,7 +20,7 @@ __all__ = ["MAX_INT", "COMPONENTS", "ref", "ERROR_CODES"]
 Schema = dict[str, Any]
 
 # Every integer from the network is within +-2**53 (exactly representable in JSON parsers everywhere).
-MAX_INT = 2**53
+MAX_INT = bounds.MAX_INT
 
 ERROR_CODES = ("VALIDATION_ERROR", "INVALID_SPEC", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "SERVICE_NOT_FOUND",
                "NODE_NOT_FOUND", "METHOD_NOT_ALLOWED", "CONFLICT", "STALE_LEADER", "PAYLOAD_TOO_LARGE",
