@@ -123,7 +123,7 @@ class WebhookEndpoints:
         timeout = aiohttp.ClientTimeout(total=10)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.post(leader + request.rel_url.path_qs, data=raw, headers=headers) as resp:
+                    session.post(leader + request.raw_path, data=raw, headers=headers) as resp:
                 body = await resp.read()
                 return web.Response(body=body, status=resp.status,
                                     content_type=resp.content_type or "application/json")

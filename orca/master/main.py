@@ -17,6 +17,7 @@ from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
 from orca.master.control import ControlPlane
+from orca.master.http import ApiRunner
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
 from orca.metrics import MasterMetrics
@@ -65,7 +66,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
     app = api.build_app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ApiRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = cfg.host_port("api")
     site = web.TCPSite(runner, host, port, reuse_address=True)

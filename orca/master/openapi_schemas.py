@@ -202,7 +202,7 @@ _TOKEN_CREATE: Schema = {
     "properties": {
         "role": {"type": "string", "enum": list(auth.ROLES)},
         "name": _string(128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"),
-        "ttl_s": _nullable(_number(exclusive_minimum=0, maximum=MAX_INT)),
+        "ttl_s": _nullable(_number(exclusive_minimum=0, maximum=auth.MAX_TTL_S)),
     },
 }
 
