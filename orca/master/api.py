@@ -406,6 +406,8 @@ class MasterApi:
         unknown = set(body) - {"role", "name", "ttl_s"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
+        if body.get("ttl_s") is not None:
+            bounds.bounded_number(body["ttl_s"], "ttl_s", 1.0, MAX_TOKEN_TTL_S)
         # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
         # re-signed from the recorded claims, so an idempotent replay returns the very same token.
         _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
@@ -424,6 +426,9 @@ class MasterApi:
         record = await self.write(request, "revoke_token", {"jti": request.match_info["jti"]})
         out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
         return json_response(out)
+
+
+MAX_TOKEN_TTL_S = 10 * 365 * 86400.0  # ten years: an `exp` beyond it is a mistake (or an attack on the encoder)
 
 
 def _replayed(result: dict[str, Any]) -> dict[str, Any]:

@@ -39,12 +39,16 @@ class Autoscaler(LeaderLoop):
         now = time.time()
         policies = self.raft.read(functools.partial(self._sample_and_collect, now=now))
         for name, (policy, current) in policies.items():
-            window = float(policy.get("window_seconds", 60))
-            samples = [autoscale.Sample(at=s.at, replicas=s.replicas, rps=s.rps, p95_ms=s.p95_ms, cpu_pct=s.cpu_pct,
-                                        mem_pct=s.mem_pct)
-                       for s in self.traffic.history(name, 100000) if s.at >= now - window]
             memory = self.memory.setdefault(name, autoscale.ScalerMemory())
-            decision = autoscale.decide(policy, samples, now, current, memory)
+            try:
+                window = float(policy.get("window_seconds", 60))
+                samples = [autoscale.Sample(at=s.at, replicas=s.replicas, rps=s.rps, p95_ms=s.p95_ms,
+                                            cpu_pct=s.cpu_pct, mem_pct=s.mem_pct)
+                           for s in self.traffic.history(name, 100000) if s.at >= now - window]
+                decision = autoscale.decide(policy, samples, now, current, memory)
+            except Exception:  # noqa: BLE001 - one service's bad figures must not stop the others' scaling
+                self.log.exception("autoscaler: no decision for %s", name)
+                continue
             self.last_decisions[name] = {"at": now, "replicas": decision.replicas, "direction": decision.direction,
                                          "reason": decision.reason}
             if decision.replicas != current:

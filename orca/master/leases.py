@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
+from orca.errors import NotReady, OrcaError
 from orca.master.loops import LeaderLoop
 from orca.raft import RaftNode
 from orca.state.machine import OBSERVED_FIELDS
+from orca.state.ops_nodes import report_problem
 
 __all__ = ["HeartbeatBook", "LeaseMonitor"]
 
@@ -83,6 +87,7 @@ class LeaseMonitor(LeaderLoop):
         self.ttl_s = ttl_s
         self.grace_until = 0.0
         self.enabled_at = 0.0
+        self.quarantined: dict[str, str] = {}  # node -> why its last report was left out (for operators)
 
     def on_enable(self) -> None:
         self.book.clear()
@@ -108,17 +113,69 @@ class LeaseMonitor(LeaderLoop):
             for node_id in sorted(dirty):
                 if node_id not in state["nodes"]:
                     continue
-                out[node_id] = {"renewed_at": self.book.received_at[node_id],
-                                "allocs": allocs_changed(state, node_id, self.book.reports.get(node_id, []),
-                                                         by_node[node_id])}
+                try:
+                    allocs = allocs_changed(state, node_id, self.book.reports.get(node_id, []), by_node[node_id])
+                except Exception as exc:  # noqa: BLE001 - a malformed report: renew the lease, drop the report
+                    self._forget_report(node_id, f"unreadable report: {type(exc).__name__}")
+                    allocs = None
+                out[node_id] = {"renewed_at": self.book.received_at.get(node_id, 0.0), "allocs": allocs}
             return out
-        nodes = self.raft.read(build)
-        if nodes:
-            try:
-                await self.propose("node_reports", {"nodes": nodes})
-            except Exception:
+        nodes = self._isolate(self.raft.read(build))
+        if not nodes:
+            return
+        try:
+            await self.propose("node_reports", {"nodes": nodes})
+        except OrcaError as err:
+            if isinstance(err, NotReady) or err.code == "STALE_LEADER":
                 self.book.dirty |= dirty  # not committed: send them again next interval
                 raise
+            self.log.warning("batched renewal of %d nodes refused (%s); committing them one by one",
+                             len(nodes), err.code)
+            await self._commit_one_by_one(nodes)
+        except Exception as err:  # noqa: BLE001 - whatever one node's report did, the others still renew
+            self.log.warning("batched renewal of %d nodes failed (%s); committing them one by one",
+                             len(nodes), type(err).__name__)
+            await self._commit_one_by_one(nodes)
+
+    def _isolate(self, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Drop (and forget) every node whose entry could not be committed: malformed, or not encodable.
+
+        The heartbeat handler validates reports (orca.protocol), so this only triggers if something got
+        past it; one node's garbage must never make the batch, and with it every other lease, fail.
+        """
+        out = {}
+        for node_id, entry in nodes.items():
+            problem = report_problem(entry)
+            if problem is None:
+                try:
+                    msgpack.packb(entry, use_bin_type=True)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    problem = f"not encodable: {type(exc).__name__}"
+            if problem is None:
+                out[node_id] = entry
+                continue
+            self._forget_report(node_id, problem)
+            if report_problem({**entry, "allocs": None}) is None:
+                out[node_id] = {**entry, "allocs": None}  # the node is alive: its lease still renews
+        return out
+
+    def _forget_report(self, node_id: str, problem: str) -> None:
+        self.book.reports.pop(node_id, None)  # the next heartbeat starts clean
+        if self.quarantined.get(node_id) != problem:  # once per problem, not once a second
+            self.log.warning("ignoring the report of node %s: %s", node_id, problem)
+        self.quarantined[node_id] = problem
+
+    async def _commit_one_by_one(self, nodes: dict[str, dict[str, Any]]) -> None:
+        for node_id, entry in sorted(nodes.items()):
+            try:
+                await self.propose("node_reports", {"nodes": {node_id: entry}})
+            except OrcaError as err:
+                if isinstance(err, NotReady) or err.code == "STALE_LEADER":
+                    self.book.dirty |= set(nodes)
+                    raise
+                self._forget_report(node_id, f"renewal refused: {err.code}")
+            except Exception as err:  # noqa: BLE001 - isolate the node whose entry fails
+                self._forget_report(node_id, f"renewal failed: {type(err).__name__}")
 
     async def _expire(self) -> None:
         now = time.monotonic()

@@ -18,7 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from orca.protocol import LATENCY_BUCKETS_MS
+from orca.protocol import (
+    LATENCY_BUCKETS_MS,
+    ProtocolError,
+    validate_container_stats,
+    validate_proxy_stats,
+)
 
 __all__ = ["route_table", "TrafficBook", "TrafficCollector", "ServiceSample", "percentile_from_buckets"]
 
@@ -98,6 +103,7 @@ class TrafficBook:
         self.buckets_total: dict[str, list[int]] = {}
         self.latency_sum_ms: dict[str, float] = {}
         self.last_sample_at = 0.0
+        self.rejected: dict[str, str] = {}             # node -> why its last maps were refused
 
     def clear(self) -> None:
         self.proxy.clear()
@@ -105,10 +111,21 @@ class TrafficBook:
         self._previous.clear()
 
     def record(self, node_id: str, heartbeat: dict[str, Any]) -> None:
-        if heartbeat.get("proxy"):
-            self.proxy[node_id] = heartbeat["proxy"]
-        if heartbeat.get("stats"):
-            self.stats[node_id] = heartbeat["stats"]
+        """Keep a node's latest counters, re-validated here (orca.protocol) whatever path they came by:
+        a node whose maps are malformed loses its own samples, never anyone else's."""
+        try:
+            proxy = validate_proxy_stats(heartbeat.get("proxy"))
+            stats = validate_container_stats(heartbeat.get("stats"))
+        except ProtocolError as err:
+            self.proxy.pop(node_id, None)
+            self.stats.pop(node_id, None)
+            self.rejected[node_id] = str(err)
+            return
+        self.rejected.pop(node_id, None)
+        if proxy:
+            self.proxy[node_id] = proxy
+        if stats:
+            self.stats[node_id] = stats
 
     def sample(self, state: dict[str, Any], now: float | None = None) -> None:
         """Turn counter deltas since the last call into one sample per running service."""
@@ -117,39 +134,34 @@ class TrafficBook:
         self.last_sample_at = now
         nb = len(LATENCY_BUCKETS_MS) + 1
         per_service: dict[str, dict[str, Any]] = {}
-        for node_id, services in self.proxy.items():
-            before = self._previous.get(node_id, {})
-            for name, stats in services.items():
+        for node_id, services in list(self.proxy.items()):
+            try:
+                contribution = _node_contribution(services, self._previous.get(node_id, {}), nb)
+            except Exception as exc:  # noqa: BLE001 - one node's bad counters must not stop everyone's samples
+                self.proxy.pop(node_id, None)
+                self.rejected[node_id] = f"unreadable counters: {type(exc).__name__}"
+                continue
+            for name, part in contribution.items():
                 agg = per_service.setdefault(name, {"req": 0, "err": 0, "active": 0, "buckets": [0] * nb,
                                                     "sum": 0.0, "replicas": {}})
-                prev = before.get(name) or {}
-                d_req = max(0, int(stats.get("requests", 0)) - int(prev.get("requests", 0)))
-                if d_req == 0 and int(stats.get("requests", 0)) < int(prev.get("requests", 0)):
-                    d_req = int(stats.get("requests", 0))  # the agent restarted: counters began again
-                agg["req"] += d_req
-                agg["err"] += max(0, int(stats.get("errors", 0)) - int(prev.get("errors", 0)))
-                agg["active"] += int(stats.get("active", 0))
-                agg["sum"] += max(0.0, float(stats.get("latency_sum_ms", 0.0)) - float(prev.get("latency_sum_ms", 0.0)))
-                # Buckets arrive cumulative (Prometheus style, protocol.ProxyStats): the per-bucket delta
-                # is the difference of consecutive cumulative deltas.
-                now_b, prev_b = list(stats.get("latency_buckets") or []), list(prev.get("latency_buckets") or [])
-                below = 0
-                for i in range(min(nb, len(now_b))):
-                    upto = max(0, int(now_b[i]) - (int(prev_b[i]) if i < len(prev_b) else 0))
-                    agg["buckets"][i] += max(0, upto - below)
-                    below = upto
-                for alloc_id, rep in (stats.get("replicas") or {}).items():
-                    prev_rep = (prev.get("replicas") or {}).get(alloc_id) or {}
-                    agg["replicas"][alloc_id] = agg["replicas"].get(alloc_id, 0) + max(
-                        0, int(rep.get("requests", 0)) - int(prev_rep.get("requests", 0)))
+                for k in ("req", "err", "active", "sum"):
+                    agg[k] += part[k]
+                agg["buckets"] = [a + b for a, b in zip(agg["buckets"], part["buckets"], strict=True)]
+                for alloc_id, n in part["replicas"].items():
+                    agg["replicas"][alloc_id] = agg["replicas"].get(alloc_id, 0) + n
         self._previous = {node: {svc: dict(s) for svc, s in services.items()} for node, services in self.proxy.items()}
         alloc_service = {a["id"]: a["service"] for a in state["allocations"].values()}
         usage: dict[str, list[tuple[float, float]]] = {}
-        for node_stats in self.stats.values():
-            for alloc_id, st in node_stats.items():
-                name = alloc_service.get(alloc_id)
-                if name is not None and st.get("cpu_pct") is not None:
-                    usage.setdefault(name, []).append((float(st["cpu_pct"]), float(st.get("mem_pct") or 0.0)))
+        for node_id, node_stats in list(self.stats.items()):
+            try:
+                mine = [(alloc_service[a], float(st["cpu_pct"]), float(st.get("mem_pct") or 0.0))
+                        for a, st in node_stats.items() if a in alloc_service and st.get("cpu_pct") is not None]
+            except Exception as exc:  # noqa: BLE001 - as above: isolate the node
+                self.stats.pop(node_id, None)
+                self.rejected[node_id] = f"unreadable stats: {type(exc).__name__}"
+                continue
+            for name, cpu, mem in mine:
+                usage.setdefault(name, []).append((cpu, mem))
         for name, svc in state["services"].items():
             if svc["state"] != "running":
                 continue
@@ -186,6 +198,34 @@ class TrafficBook:
     def current(self, name: str) -> ServiceSample | None:
         samples = self.samples.get(name)
         return samples[-1] if samples else None
+
+
+def _node_contribution(services: dict[str, Any], before: dict[str, Any], nb: int) -> dict[str, dict[str, Any]]:
+    """One node's counter deltas since the last sample, per service (raises on malformed counters)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, stats in services.items():
+        agg = out[name] = {"req": 0, "err": 0, "active": 0, "buckets": [0] * nb, "sum": 0.0, "replicas": {}}
+        prev = before.get(name) or {}
+        d_req = max(0, int(stats.get("requests", 0)) - int(prev.get("requests", 0)))
+        if d_req == 0 and int(stats.get("requests", 0)) < int(prev.get("requests", 0)):
+            d_req = int(stats.get("requests", 0))  # the agent restarted: counters began again
+        agg["req"] += d_req
+        agg["err"] += max(0, int(stats.get("errors", 0)) - int(prev.get("errors", 0)))
+        agg["active"] += int(stats.get("active", 0))
+        agg["sum"] += max(0.0, float(stats.get("latency_sum_ms", 0.0)) - float(prev.get("latency_sum_ms", 0.0)))
+        # Buckets arrive cumulative (Prometheus style, protocol.ProxyStats): the per-bucket delta
+        # is the difference of consecutive cumulative deltas.
+        now_b, prev_b = list(stats.get("latency_buckets") or []), list(prev.get("latency_buckets") or [])
+        below = 0
+        for i in range(min(nb, len(now_b))):
+            upto = max(0, int(now_b[i]) - (int(prev_b[i]) if i < len(prev_b) else 0))
+            agg["buckets"][i] += max(0, upto - below)
+            below = upto
+        for alloc_id, rep in (stats.get("replicas") or {}).items():
+            prev_rep = (prev.get("replicas") or {}).get(alloc_id) or {}
+            agg["replicas"][alloc_id] = agg["replicas"].get(alloc_id, 0) + max(
+                0, int(rep.get("requests", 0)) - int(prev_rep.get("requests", 0)))
+    return out
 
 
 class TrafficCollector:

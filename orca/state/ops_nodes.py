@@ -33,17 +33,53 @@ def _apply_register_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     return {"node_id": node_id}
 
 
+_OBSERVED_STR_MAX = {"status": 32, "health": 32, "container_id": 128, "started_at": 64, "reason": 2048}
+_MAX_COUNT = 2**53
+
+
+def report_problem(rep: Any) -> str | None:
+    """Why one node's entry in `node_reports` is malformed (None when it is fine). Pure; also used by the
+    leader's LeaseMonitor to keep one node's garbage out of the batch before it proposes."""
+    if not isinstance(rep, dict):
+        return "report is not a map"
+    renewed_at = rep.get("renewed_at")
+    if not isinstance(renewed_at, int | float) or isinstance(renewed_at, bool) \
+            or not 0 <= renewed_at <= _MAX_COUNT:
+        return "renewed_at is not a time"
+    allocs = rep.get("allocs")
+    if allocs is None:
+        return None
+    if not isinstance(allocs, dict):
+        return "allocs is not a map"
+    for alloc_id, observed in allocs.items():
+        if not isinstance(alloc_id, str) or not isinstance(observed, dict):
+            return "allocs holds a malformed entry"
+        for field, limit in _OBSERVED_STR_MAX.items():
+            value = observed.get(field)
+            if value is not None and (not isinstance(value, str) or len(value) > limit):
+                return f"{field} of {alloc_id[:64]} is not a short string"
+        for field, hi in (("restarts", _MAX_COUNT), ("host_port", 65535)):
+            value = observed.get(field)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
+                return f"{field} of {alloc_id[:64]} is out of range"
+    return None
+
+
 def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     """One batched lease renewal: per node, the last heartbeat time and (when changed) its allocations.
 
     A node's allocation list, when present, is complete: stopped allocations it no longer runs are
     forgotten. A heartbeat from a node marked down brings it back to ready (it then reconciles: the
-    dispatcher no longer lists the allocations that were moved away).
+    dispatcher no longer lists the allocations that were moved away). A malformed node entry is skipped
+    (listed in the result's `skipped`), never the whole batch: one node's garbage must not stop the
+    other nodes' leases. Every entry is checked before anything is written.
     """
     fence(state, args)
     reports = args["nodes"]
     if not isinstance(reports, dict):
         raise Invalid("nodes must be a map")
+    skipped = sorted(str(n)[:128] for n, rep in reports.items() if not isinstance(n, str) or report_problem(rep))
+    reports = {n: rep for n, rep in reports.items() if isinstance(n, str) and report_problem(rep) is None}
     renewed, back = 0, []
     # Group once per entry: scanning every allocation per reporting node made one batched renewal of a
     # 1,000-node cluster take ~10 s in the Raft thread (no heartbeats to followers -> election storms).
@@ -55,7 +91,7 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 by_node.setdefault(alloc["node"], []).append(alloc_id)
     for node_id, rep in sorted(reports.items()):
         node = state["nodes"].get(node_id)
-        if node is None or not isinstance(rep, dict):
+        if node is None:
             continue
         node["renewed_at"] = float(rep["renewed_at"])
         renewed += 1
@@ -79,7 +115,7 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 running_since = ctx.now  # the proposer's clock: min_healthy_s is measured on one timeline
             alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {
                 "at": ctx.now, "running_since": running_since}
-    return {"renewed": renewed, "back": back}
+    return {"renewed": renewed, "back": back, **({"skipped": skipped} if skipped else {})}
 
 
 def _apply_node_status(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
