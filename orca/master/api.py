@@ -19,7 +19,7 @@ from aiohttp import web
 
 from orca import __version__, auth, bounds, spec
 from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
-from orca.master import openapi, views
+from orca.master import views
 from orca.master.http import (
     POLICY,
     TokenChecker,
@@ -254,6 +254,8 @@ class MasterApi:
     async def openapi_document(self, request: web.Request) -> web.Response:
         """Built once from the router of the running app (all routes are added before it serves)."""
         if self._openapi is None:
+            from orca.master import openapi  # imports the schemas, which read this module's bounds
+
             self._openapi = json.dumps(openapi.build_document(request.app), separators=(",", ":")).encode()
         return web.Response(body=self._openapi, content_type="application/json")
 

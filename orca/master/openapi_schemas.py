@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from orca import auth, bounds, protocol, spec
-from orca.master import api_webhooks, api_workers
+from orca.master import api, api_webhooks, api_workers
 
 __all__ = ["MAX_INT", "COMPONENTS", "ref", "ERROR_CODES"]
 
@@ -202,7 +202,7 @@ _TOKEN_CREATE: Schema = {
     "properties": {
         "role": {"type": "string", "enum": list(auth.ROLES)},
         "name": _string(128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"),
-        "ttl_s": _nullable(_number(exclusive_minimum=0, maximum=auth.MAX_TTL_S)),
+        "ttl_s": _nullable(_number(minimum=1, maximum=api.MAX_TOKEN_TTL_S)),
     },
 }
 

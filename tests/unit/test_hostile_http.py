@@ -8,9 +8,8 @@ import json
 import pytest
 from aiohttp import web
 
-from orca import auth
 from orca.devcluster import free_ports
-from orca.errors import Invalid, NotLeader
+from orca.errors import NotLeader
 from orca.master import views
 from orca.master.http import ApiRunner, error_response
 
@@ -54,9 +53,6 @@ def test_not_leader_location_keeps_the_path_percent_encoded() -> None:
     assert response.headers["Location"] == "http://127.0.0.1:1/api/v1/services/%03%0A/scale?x=%00"
 
 
-def test_token_lifetimes_are_bounded_and_old_huge_expiries_still_render() -> None:
-    with pytest.raises(Invalid):
-        auth.mint_token(b"k" * 32, role="viewer", name="a", now=0.0, ttl_s=3154355329313834.5)
-    auth.mint_token(b"k" * 32, role="viewer", name="a", now=0.0, ttl_s=auth.MAX_TTL_S)
+def test_huge_expiries_recorded_before_ttl_was_bounded_still_render() -> None:
     assert views.iso(3154355329313834.5) == "9999-12-31T23:59:59.999Z"
     assert views.iso(0.0) == "1970-01-01T00:00:00.000Z"
