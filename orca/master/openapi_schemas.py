@@ -133,15 +133,17 @@ _ALLOC_REPORT: Schema = {
     "type": "object",
     "required": ["alloc", "service", "version", "status"],
     "properties": {
-        "alloc": _string(512), "service": _string(512), "version": _int(),
-        "container_id": _nullable({"type": "string", "maxLength": 2048}),
+        "alloc": _string(protocol.MAX_STR), "service": _string(protocol.MAX_STR), "version": _int(),
+        "container_id": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
         "status": {"type": "string", "enum": list(protocol.ALLOC_STATUSES)},
         "health": _nullable({"type": "string", "enum": list(protocol.HEALTH_STATES)}),
-        "started_at": _nullable({"type": "string", "maxLength": 2048}),
-        "restarts": _int(), "reason": _nullable({"type": "string", "maxLength": 2048}),
-        "host_port": _nullable(_int()),
+        "started_at": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
+        "restarts": _int(), "reason": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
+        "host_port": _nullable(_int(0, protocol.MAX_PORT)),
     },
 }
+
+_ID_KEYS = {"propertyNames": {"minLength": 1, "maxLength": protocol.MAX_ID}}
 
 _PROXY_STATS: Schema = {
     "type": "object",
@@ -150,8 +152,9 @@ _PROXY_STATS: Schema = {
         "latency_buckets": {"type": "array", "items": _int(),
                             "maxItems": len(protocol.LATENCY_BUCKETS_MS) + 1},
         "latency_sum_ms": _number(minimum=0, maximum=MAX_INT),
-        "replicas": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-            "requests": _int(), "errors": _int(), "active": _int()}}},
+        "replicas": {"type": "object", "maxProperties": protocol.MAX_PROXY_REPLICAS, **_ID_KEYS,
+                     "additionalProperties": {"type": "object", "properties": {
+                         "requests": _int(), "errors": _int(), "active": _int()}}},
     },
 }
 
@@ -160,13 +163,16 @@ _HEARTBEAT: Schema = {
     "required": ["node_id"],
     "description": f"At most {protocol.HEARTBEAT_MAX_BYTES} bytes (413 beyond).",
     "properties": {
-        "node_id": _string(512),
+        "node_id": _string(protocol.MAX_STR),
         "seq": _int(),
-        "allocations": {"type": "array", "items": ref("AllocReport")},
+        "allocations": {"type": "array", "maxItems": protocol.MAX_ALLOCS, "items": ref("AllocReport")},
         "applied": {"type": "object", "properties": {"term": _int(), "version": _int()}},
-        "stats": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-            "cpu_pct": _number(minimum=0, maximum=MAX_INT), "mem_pct": _number(minimum=0, maximum=MAX_INT)}}},
-        "proxy": {"type": "object", "additionalProperties": ref("ProxyStats")},
+        "stats": {"type": "object", "maxProperties": protocol.MAX_STATS, **_ID_KEYS,
+                  "additionalProperties": {"type": "object", "properties": {
+                      "cpu_pct": _nullable(_number(minimum=0, maximum=protocol.MAX_PCT)),
+                      "mem_pct": _nullable(_number(minimum=0, maximum=protocol.MAX_PCT))}}},
+        "proxy": {"type": "object", "maxProperties": protocol.MAX_PROXY_SERVICES, **_ID_KEYS,
+                  "additionalProperties": ref("ProxyStats")},
     },
 }
 
@@ -174,15 +180,16 @@ _REGISTER: Schema = {
     "type": "object",
     "required": ["node_id", "address", "capacity", "push_token"],
     "properties": {
-        "node_id": _string(512),
-        "address": _string(512, pattern=r"^https?://", description="the agent API's URL"),
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "node_id": _string(protocol.MAX_STR),
+        "address": _string(protocol.MAX_STR, pattern=r"^https?://", description="the agent API's URL"),
+        "labels": {"type": "object", "maxProperties": protocol.MAX_LABELS, **_ID_KEYS,
+                   "additionalProperties": {"type": "string", "maxLength": protocol.MAX_LABEL_VALUE}},
         "capacity": {"type": "object", "required": ["memory", "cpu"], "properties": {
-            "memory": _int(1), "cpu": _number(exclusive_minimum=0, maximum=MAX_INT)}},
-        "push_token": _string(512),
-        "agent_version": _nullable({"type": "string", "maxLength": 2048}),
-        "publish_address": _nullable({"type": "string", "maxLength": 2048}),
-        "proxy": _nullable({"type": "string", "maxLength": 2048}),
+            "memory": _int(1, protocol.MAX_MEMORY), "cpu": _number(exclusive_minimum=0, maximum=protocol.MAX_CPU)}},
+        "push_token": _string(protocol.MAX_STR),
+        "agent_version": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
+        "publish_address": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
+        "proxy": _nullable({"type": "string", "maxLength": protocol.MAX_OPT_STR}),
     },
 }
 
