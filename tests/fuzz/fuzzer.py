@@ -23,6 +23,7 @@ down to the one request that moves the digest on every try: that is a failure.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import random
@@ -239,6 +240,14 @@ def make_round(doc: dict[str, Any], n: int, seed: int, negative_share: float,
     return items
 
 
+def _fresh_key(req: Request, rng: random.Random) -> Request:
+    if not any(k.lower() == "idempotency-key" for k in req.headers):
+        return req
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "idempotency-key"}
+    headers["Idempotency-Key"] = f"recheck-{rng.getrandbits(64):016x}"
+    return dataclasses.replace(req, headers=headers)
+
+
 # --- sending and checking --------------------------------------------------------------------------
 
 class Fuzzer:
@@ -364,6 +373,8 @@ class Fuzzer:
         """
         r = self.report
         for _ in range(RECHECK_TRIES):
+            # A fresh Idempotency-Key each try: a key an earlier send stored would replay and hide a change.
+            items = [(_fresh_key(req, self.rng), caller, master) for req, caller, master in items]
             before = await self.digest()
             outcomes = await asyncio.gather(*(self.send(req, caller, m) for req, caller, m in items))
             after = await self.digest()
