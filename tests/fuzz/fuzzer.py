@@ -8,6 +8,12 @@ that, `evil` replaces a share of the bodies and query values with the input clas
 the limit, chunked or not), and `steer` points a share of names at objects that exist (seeded services,
 node, secret, webhook), so writes are accepted too and not everything is a 404.
 
+Why schemathesis only generates here: its own runner sends one synchronous request per Hypothesis
+example and generation is the slow part (about 5 ms a case in positive mode, ten times that in negative
+mode, measured on this 2-core box under load). So a worker process generates the next round while this
+process sends the current one, concurrently, to all masters: ~250 requests/s where the runner would do
+a few dozen.
+
 Every generated request is sent once per caller: no token, a forged token (signed with another key) and
 a token of each role (viewer, deployer, admin, agent), each to a master drawn at random.
 
