@@ -46,7 +46,8 @@ class Op:
 
     summary: str
     query: tuple[Param, ...] = ()
-    body: str | None = None          # name of a `COMPONENTS` schema for a JSON request body
+    body: str | None = None          # name of a `COMPONENTS` schema for the request body
+    body_type: str = "application/json"
     body_required: bool = True
     ok: int = 200
     ok_type: str = "application/json"
@@ -72,9 +73,10 @@ _ACCESS_TOKEN = Param("access_token", {"type": "string", "maxLength": 8192},
 
 
 def _write(summary: str, body: str | None = None, *, tag: str = "services", ok: int = 200,
-           body_required: bool = True, extra_errors: tuple[int, ...] = (), query: tuple[Param, ...] = ()) -> Op:
+           body_required: bool = True, extra_errors: tuple[int, ...] = (), query: tuple[Param, ...] = (),
+           body_type: str = "application/json") -> Op:
     return Op(summary, body=body, body_required=body_required, ok=ok, leader=True, idempotent_key=True, tag=tag,
-              extra_errors=extra_errors, query=query)
+              extra_errors=extra_errors, query=query, body_type=body_type)
 
 
 def _read(summary: str, *, tag: str = "services", query: tuple[Param, ...] = (), consistent: bool = True,
@@ -168,6 +170,29 @@ ROUTES: dict[tuple[str, str], Op] = {
     ("POST", "/api/v1/webhooks/github"): Op("A GitHub delivery, authenticated by X-Hub-Signature-256 (HMAC of "
                                             "the raw body with a webhook's secret)", body="GithubPush",
                                             tag="webhooks", extra_errors=(429,)),
+    # secret grants
+    ("PUT", "/api/v1/secrets/{key}/grants"): _write("Set the projects whose specs may reference the secret",
+                                                    "SecretGrants", tag="secrets"),
+    # node identity: join tokens
+    ("GET", "/api/v1/cluster/join-tokens"): _read("Join tokens (never the tokens themselves)", tag="agents"),
+    ("POST", "/api/v1/cluster/join-tokens"): _write("Mint a join token (shown once)", "JoinTokenCreateRequest",
+                                                    tag="agents", ok=201, body_required=False),
+    ("DELETE", "/api/v1/cluster/join-tokens/{id}"): _write("Revoke a join token", tag="agents"),
+    ("POST", "/api/v1/agent/join"): _write("An agent exchanges a join token for its node credential (once)",
+                                           "JoinRequest", tag="agents", ok=201),
+    # backup and restore
+    ("GET", "/api/v1/snapshot"): _read("A snapshot of the replicated state (secrets stay sealed)", tag="backup",
+                                       consistent=False, ok_type="application/octet-stream"),
+    ("POST", "/api/v1/snapshot/restore"): _write("Begin a restore from a snapshot's header", "RestoreBeginRequest",
+                                                 tag="backup"),
+    ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): _write("Upload chunk n of the snapshot", "Binary", tag="backup",
+                                                         body_type="application/octet-stream"),
+    ("POST", "/api/v1/snapshot/restore/{id}/commit"): _write("Check the uploaded snapshot and replace the state "
+                                                             "with it", tag="backup", extra_errors=(409,)),
+    # web console (static files)
+    ("GET", "/ui/"): _read("The web console", tag="console", consistent=False, ok_type="text/html"),
+    ("GET", "/ui/{path}"): _read("A file of the web console", tag="console", consistent=False,
+                                 ok_type="application/octet-stream"),
 }
 
 _STATUS_TEXT = {307: "Not the leader: retry at the Location header (the leader's URL)",
@@ -246,13 +271,15 @@ def _operation(method: str, path: str, op: Op | None, role: str | None) -> dict[
         out["security"] = []
     elif role == HMAC:
         out["security"] = [{"githubSignature": []}]
+    elif role == "join":
+        out["security"] = [{"bearer": []}]
+        out["description"] = "Needs a join token (`orca token create --join`), not an API token."
     elif role is not None:
         out["security"] = [{"bearer": []}, {"accessToken": []}] if op.websocket else [{"bearer": []}]
         out["description"] = f"Needs a token of role `{role}`" + (
             "" if role == "agent" else " (admin > deployer > viewer)") + "."
     if op.body is not None:
-        out["requestBody"] = {"required": op.body_required,
-                              "content": {"application/json": {"schema": ref(op.body)}}}
+        out["requestBody"] = {"required": op.body_required, "content": {op.body_type: {"schema": ref(op.body)}}}
     return out
 
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from orca import auth, bounds, protocol, spec
-from orca.master import api, api_webhooks, api_workers
+from orca.master import api, api_webhooks
+
+try:  # the secrets routes are moving to a module of their own
+    from orca.master.api_secrets import SECRET_KEY_RE, SECRET_VALUE_MAX  # type: ignore[import-not-found]
+except ImportError:
+    from orca.master.api_workers import SECRET_KEY_RE, SECRET_VALUE_MAX
 
 __all__ = ["MAX_INT", "COMPONENTS", "ref", "ERROR_CODES"]
 
@@ -215,8 +220,8 @@ _TOKEN_CREATE: Schema = {
 
 _SECRET_SET: Schema = {
     "type": "object", "additionalProperties": False, "required": ["key", "value"],
-    "properties": {"key": {"type": "string", "pattern": api_workers.SECRET_KEY_RE.pattern},
-                   "value": {"type": "string", "maxLength": api_workers.SECRET_VALUE_MAX}},
+    "properties": {"key": {"type": "string", "pattern": SECRET_KEY_RE.pattern},
+                   "value": {"type": "string", "maxLength": SECRET_VALUE_MAX}},
 }
 
 _DRAIN: Schema = {
@@ -250,6 +255,35 @@ _GITHUB_PUSH: Schema = {
 
 _OBJECT: Schema = {"type": "object"}
 
+# Secret grants (who may reference a secret from a spec).
+_SECRET_GRANTS: Schema = {
+    "type": "object", "additionalProperties": False,
+    "description": "all_projects and projects exclude each other; {} makes the secret admin-only.",
+    "properties": {"all_projects": {"type": "boolean"},
+                   "projects": {"type": "array", "maxItems": 64, "items": _DNS_LABEL}},
+}
+
+# Join tokens: an agent exchanges one, once, for its node credential.
+_JOIN_TOKEN_CREATE: Schema = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"role": {"type": "string", "enum": ["worker"]},
+                   "ttl_s": _nullable(_number(exclusive_minimum=0, maximum=365 * 24 * 3600)),
+                   "node": _nullable({"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}),
+                   "rotate": {"type": "boolean"}},
+}
+_JOIN: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["node_id", "nonce"],
+    "properties": {"node_id": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"},
+                   "nonce": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{32,128}$",
+                             "description": "kept by the agent: a retry with the same nonce gets the same answer"}},
+}
+_RESTORE_BEGIN: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["header"],
+    "properties": {"header": {"type": "object", "description": "the snapshot's header (its first line)"},
+                   "force": {"type": "boolean"}},
+}
+_BINARY: Schema = {"type": "string", "contentMediaType": "application/octet-stream"}
+
 COMPONENTS: dict[str, Schema] = {
     "Error": _ERROR,
     "ServiceSpec": _SERVICE_SPEC,
@@ -267,4 +301,9 @@ COMPONENTS: dict[str, Schema] = {
     "AllocReport": _ALLOC_REPORT,
     "ProxyStats": _PROXY_STATS,
     "Object": _OBJECT,
+    "SecretGrants": _SECRET_GRANTS,
+    "JoinTokenCreateRequest": _JOIN_TOKEN_CREATE,
+    "JoinRequest": _JOIN,
+    "RestoreBeginRequest": _RESTORE_BEGIN,
+    "Binary": _BINARY,
 }

