@@ -33,7 +33,7 @@ from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
 __all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "read_body", "parse_json_object",
-           "make_middlewares", "TokenChecker", "add_rate_limit_headers"]
+           "make_middlewares", "TokenChecker", "add_rate_limit_headers", "ApiRunner"]
 
 log = logging.getLogger("orca.api")
 
