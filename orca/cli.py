@@ -4,7 +4,9 @@ Exit codes are part of the contract scripts rely on: 0 success, 1 the cluster re
 server's message and code on stderr, never a traceback), 2 a usage error (bad arguments, an unreadable
 deploy file). Tables are for people; `-o json` prints the server's response for scripts.
 
-Global options (`--api`, `--token`, `-o`) may be given before or after the verb.
+Global options (`--api`, `--token`, `--context`, `-o`, `-v`) may be given before or after the verb.
+Where the cluster is and which token to use: flags, else `ORCA_API`/`ORCA_TOKEN`, else the current
+context of `~/.orca/config.toml` (`orca context`, `orca.sdk.config`), else master-1 and `~/.orca/token`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Any, TextIO
 from orca import __version__
 from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
+from orca.sdk import config as client_config
 
 __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_token", "parse_duration", "UsageError"]
 
-DEFAULT_API = "http://127.0.0.1:6880"
+DEFAULT_API = client_config.DEFAULT_API
 ROLES = ("admin", "deployer", "viewer", "agent")
 
 
@@ -41,17 +44,26 @@ class UsageError(Exception):
 
 
 def resolve_token(flag: str | None) -> str | None:
-    """`--token`, else `$ORCA_TOKEN`, else `~/.orca/token` (what bootstrap writes), else none."""
+    """`--token`, else `$ORCA_TOKEN`, else `~/.orca/token` (what bootstrap writes), else none.
+    (`_client` also consults the context between the two last; see `orca.sdk.config.resolve`.)"""
     if flag:
         return flag.strip()
     env = os.environ.get("ORCA_TOKEN", "").strip()
+    return env or client_config.home_token()
+
+
+def resolve_ca_file(flag: str | None, context_ca: str | None = None) -> str | None:
+    """`--cacert`, else `$ORCA_CACERT`, else the client context's `ca_file`, else `~/.orca/ca.crt` when
+    it exists (what the bootstrap copies the cluster CA to), else the system trust store (None)."""
+    if flag:
+        return flag
+    env = os.environ.get("ORCA_CACERT", "").strip()
     if env:
         return env
-    path = Path.home() / ".orca" / "token"
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+    if context_ca:
+        return context_ca
+    path = Path.home() / ".orca" / "ca.crt"
+    return str(path) if path.is_file() else None
 
 
 def _cell(value: Any) -> str:
@@ -238,9 +250,21 @@ def _claims_dict(claims: Any) -> dict[str, Any]:
 # main, which prints them in one place.
 
 
+def _report_skip(url: str, error: BaseException) -> None:
+    print(f"orca: skipped {url}: {error or type(error).__name__}", file=sys.stderr)
+
+
 def _client(args: argparse.Namespace) -> Client:
+    """A client for the cluster the flags, environment or context name (see the module docstring)."""
     try:
-        return Client(args.api, resolve_token(args.token))
+        target = client_config.resolve(getattr(args, "api", None), getattr(args, "token", None),
+                                       getattr(args, "context", None))
+    except client_config.ConfigFileError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        ca_file = resolve_ca_file(getattr(args, "cacert", None), target.ca_file)
+        return Client(",".join(target.endpoints), target.token, ca_file=ca_file,
+                      on_skip=_report_skip if getattr(args, "verbose", False) else None)
     except ValueError as exc:  # a malformed --api is the user's typo, not a cluster failure
         raise UsageError(f"--api: {exc}") from exc
 
@@ -264,6 +288,13 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     if args.ttl is not None and args.ttl <= 0:
         raise UsageError("--ttl must be a positive number of seconds")
+    if args.role == "agent" and not args.node:
+        raise UsageError("--role agent needs --node ID: an agent token is bound to one node")
+    if args.role != "agent" and args.node:
+        raise UsageError("--node is only for --role agent")
+    name = args.name or args.node  # an agent token is named after its node unless told otherwise
+    if not name:
+        raise UsageError("--name is required (who the token is for)")
     if args.secret_file:
         # Offline: how the first admin token of a fresh cluster is made (no bootstrap endpoint).
         from orca.auth import mint_token, signing_key
@@ -275,14 +306,16 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         if not secret:
             raise UsageError(f"{args.secret_file}: the cluster secret is empty")
         try:
-            token, claims = mint_token(signing_key(secret), role=args.role, name=args.name,
-                                       now=time.time(), ttl_s=args.ttl)
+            token, claims = mint_token(signing_key(secret), role=args.role, name=name,
+                                       now=time.time(), ttl_s=args.ttl, node=args.node,
+                                       projects=args.project)
         except OrcaError as exc:  # e.g. a name the token format does not allow
             raise UsageError(exc.message) from exc
         result: dict[str, Any] = {"token": token, **_claims_dict(claims)}
     else:
         with _client(args) as client:
-            result = client.create_token(args.role, args.name, args.ttl)
+            scope = {"projects": args.project} if args.project else {}
+            result = client.create_token(args.role, name, args.ttl, node=args.node, **scope)
     # Only the token on stdout, so `TOKEN=$(orca token create ...)` works.
     _emit(args, result, lambda: str(result["token"]), sys.stdout)
     return 0
@@ -291,11 +324,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         tokens = client.list_tokens()
-    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"),
+    rows = [[t.get("jti"), t.get("name", t.get("sub")), t.get("role"), t.get("node") or "-",
+             ",".join(t.get("projects") or []) or "-",
              _fmt_time(t.get("created_at", t.get("iat"))), _fmt_time(t.get("expires_at", t.get("exp"))),
              bool(t.get("revoked"))] for t in tokens]
     _emit(args, {"tokens": tokens},
-          lambda: format_table(["JTI", "NAME", "ROLE", "ISSUED", "EXPIRES", "REVOKED"], rows), sys.stdout)
+          lambda: format_table(["JTI", "NAME", "ROLE", "NODE", "PROJECTS", "ISSUED", "EXPIRES", "REVOKED"], rows),
+          sys.stdout)
     return 0
 
 
@@ -626,6 +661,75 @@ def cmd_cluster_leader(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_join_token(args: argparse.Namespace) -> int:
+    if args.ttl is not None and args.ttl < 0:
+        raise UsageError("--ttl must be a number of seconds (0: no expiry)")
+    ttl = None if args.ttl == 0 else (86400.0 if args.ttl is None else args.ttl)
+    with _client(args) as client:
+        result = client.create_join_token(args.role, ttl_s=ttl, node=args.node, rotate=args.rotate)
+    if result.get("rotated"):
+        print(f"revoked {len(result['rotated'])} unused join token(s): {', '.join(result['rotated'])}",
+              file=sys.stderr)
+    # Only the token on stdout, so `orca cluster join-token worker >worker.token` works.
+    _emit(args, result, lambda: str(result["token"]), sys.stdout)
+    return 0
+
+
+def cmd_cluster_init(args: argparse.Namespace) -> int:
+    from orca.master.tls_manager import init_local_ca  # lazy: keeps `orca status` light
+
+    fingerprint, created = init_local_ca(Path(args.data_dir))
+    print(f"{'created' if created else 'kept the existing'} cluster CA {fingerprint} in "
+          f"{Path(args.data_dir) / 'tls'} (the first leader records it in the replicated state)")
+    return 0
+
+
+def cmd_cluster_ca_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("GET", "/api/v1/cluster/ca")
+    if args.pem:
+        sys.stdout.write(result["bundle"])
+        return 0
+    rows = [[c["fingerprint"], "yes" if c["current"] else "no (trusted until the rotation is finished)",
+             _fmt_time(c.get("not_after"))] for c in result.get("cas", [])]
+    _emit(args, result, lambda: f"{result['fingerprint']}\n\n"
+          + format_table(["FINGERPRINT (SHA-256)", "CURRENT", "NOT AFTER"], rows), sys.stdout)
+    return 0
+
+
+def cmd_cluster_ca_rotate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("POST", "/api/v1/cluster/ca/rotate", json={})
+    _emit(args, result, lambda: f"new cluster CA {result['current']}; {len(result['trusted'])} CA(s) trusted until "
+          "`orca cluster ca finish` (masters and nodes renew their certificates meanwhile)", sys.stdout)
+    return 0
+
+
+def cmd_cluster_ca_finish(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.request("POST", "/api/v1/cluster/ca/finish", json={"force": True} if args.force else {})
+    _emit(args, result, lambda: f"cluster CA {result['current']}; no longer trusted: "
+          f"{', '.join(result.get('retired') or []) or 'none'}", sys.stdout)
+    return 0
+
+
+def cmd_cluster_join_tokens(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        tokens = client.list_join_tokens()
+    rows = [[t.get("id"), t.get("role"), t.get("node") or "any", _fmt_time(t.get("created_at")),
+             _fmt_time(t.get("expires_at")), t.get("used_by") or "-", bool(t.get("revoked"))] for t in tokens]
+    _emit(args, {"join_tokens": tokens},
+          lambda: format_table(["ID", "ROLE", "NODE", "CREATED", "EXPIRES", "USED BY", "REVOKED"], rows), sys.stdout)
+    return 0
+
+
+def cmd_cluster_revoke_join_token(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.revoke_join_token(args.id)
+    _emit(args, result, lambda: f"revoked join token {args.id}", sys.stdout)
+    return 0
+
+
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.cluster_status()
@@ -656,9 +760,31 @@ def cmd_join(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     if args.label:
         overrides["labels"] = _labels(args.label)
+    if getattr(args, "cacert", None):
+        overrides["ca_file"] = args.cacert  # https masters without a version-2 join token to pin by
     from orca.agent.main import run_join
 
-    return int(run_join(list(args.masters), args.token_file, **overrides))
+    token_file = args.token_file
+    join_token = getattr(args, "token", None)  # for `join`, the global --token is the join token
+    if join_token is not None:
+        # `orca join --token ORCAJOIN-2-... MASTER`: kept 0600 in the data directory (the agent reads
+        # it from a file, like every credential), so the command line is all a new host needs.
+        if token_file is not None:
+            raise UsageError("give --token or --token-file, not both")
+        from orca.master.tls_manager import write_private
+
+        data_dir = Path(args.data_dir or f"./data/{args.agent_id or _default_agent_id()}")
+        token_file = str(data_dir / "join.token")
+        write_private(Path(token_file), join_token.strip().encode() + b"\n")
+    if token_file is None:
+        raise UsageError("orca join needs --token TOKEN or --token-file FILE")
+    return int(run_join(list(args.masters), token_file, **overrides))
+
+
+def _default_agent_id() -> str:
+    from orca.agent.main import _default_id
+
+    return _default_id()
 
 
 PS_HEADERS = ["ALLOC", "INDEX", "NODE", "VERSION", "STATUS", "HEALTH", "STARTED", "RESTARTS", "PORT", "REASON"]
@@ -919,21 +1045,54 @@ def _secret_value(args: argparse.Namespace) -> str:
     return value
 
 
+def _grants_text(grants: Any) -> str:
+    if not isinstance(grants, dict):
+        return "admins only"
+    if grants.get("all_projects"):
+        return "all projects"
+    return ", ".join(grants.get("projects") or []) or "admins only"
+
+
+def _grants_column(grants: Any) -> str:
+    """`*` all projects, `-` admins only, else the projects (names are DNS labels: never `*` or `-`)."""
+    text = _grants_text(grants)
+    return {"all projects": "*", "admins only": "-"}.get(text, text.replace(", ", ","))
+
+
 def cmd_secrets_set(args: argparse.Namespace) -> int:
+    if args.project and args.all_projects:
+        raise UsageError("--project and --all-projects exclude each other")
     value = _secret_value(args)
     with _client(args) as client:
-        result = client.set_secret(args.key, value)
+        if args.project or args.all_projects:
+            result = client.set_secret(args.key, value, projects=args.project or [], all_projects=args.all_projects)
+        else:
+            result = client.set_secret(args.key, value)
     _emit(args, result, lambda: f"{'created' if result.get('created') else 'updated'} secret "
-                                f"{result.get('key', args.key)}", sys.stdout)
+                                f"{result.get('key', args.key)}"
+                                + (f" (granted to: {_grants_text(result['grants'])})" if "grants" in result else ""),
+          sys.stdout)
+    return 0
+
+
+def cmd_secrets_grant(args: argparse.Namespace) -> int:
+    chosen = sum((bool(args.project), args.all_projects, args.admin_only))
+    if chosen != 1:
+        raise UsageError("give --project P (repeatable), --all-projects or --admin-only")
+    with _client(args) as client:
+        result = client.grant_secret(args.key, args.project or [], args.all_projects)
+    _emit(args, result, lambda: f"secret {args.key} granted to: {_grants_text(result.get('grants'))}", sys.stdout)
     return 0
 
 
 def cmd_secrets_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         secrets = client.list_secrets()
-    rows = [[s.get("key"), s.get("created_at"), s.get("updated_at")] for s in secrets]
+    rows = [[s.get("key"), _grants_column(s.get("grants")), s.get("created_at"), s.get("updated_at")]
+            for s in secrets]
     _emit(args, {"secrets": secrets},
-          lambda: format_table(["KEY", "CREATED", "UPDATED"], rows) if rows else "no secrets", sys.stdout)
+          lambda: format_table(["KEY", "GRANTS", "CREATED", "UPDATED"], rows) if rows else "no secrets",
+          sys.stdout)
     return 0
 
 
@@ -1137,7 +1296,7 @@ def webhook_rows(hooks: list[dict[str, Any]], now: float | None = None) -> list[
 def cmd_webhooks_add(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.add_webhook(args.repo, args.service, args.branch, args.secret)
-    api = (args.api.split(",")[0].strip().rstrip("/") or DEFAULT_API)
+        api = client.apis[0].strip().rstrip("/")
 
     def human() -> str:
         return "\n".join([
@@ -1177,9 +1336,16 @@ def cmd_webhooks_remove(args: argparse.Namespace) -> int:
 def _global_options(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: the verb's copy only overrides the top-level one when actually given.
     parser.add_argument("--api", default=argparse.SUPPRESS,
-                        help=f"master API URL(s), comma-separated (env ORCA_API, default {DEFAULT_API})")
+                        help="master API URL(s), comma-separated (else env ORCA_API, else the context's "
+                             f"endpoints, else {DEFAULT_API})")
     parser.add_argument("--token", default=argparse.SUPPRESS,
-                        help="bearer token (else env ORCA_TOKEN, else ~/.orca/token)")
+                        help="bearer token (else env ORCA_TOKEN, else the context's token file, else ~/.orca/token)")
+    parser.add_argument("--context", default=argparse.SUPPRESS, metavar="NAME",
+                        help="client context of ~/.orca/config.toml (else env ORCA_CONTEXT, else the current one)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="say on stderr which masters were skipped as unreachable")
+    parser.add_argument("--cacert", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the cluster CA for https masters (else env ORCA_CACERT, else ~/.orca/ca.crt)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default table)")
 
@@ -1204,9 +1370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "agent", cmd_agent, "run a worker agent from its config file")
     p.add_argument("--config", required=True, metavar="FILE", help="agent TOML config ([agent] table)")
 
-    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file)")
+    p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file); "
+             "--token ORCAJOIN-2-... or --token-file F")
     p.add_argument("masters", nargs="+", metavar="MASTER_URL", help="one or more master API URLs")
-    p.add_argument("--token-file", required=True, metavar="F", help="file holding a token with role agent")
+    p.add_argument("--token-file", metavar="F",
+                   help="file holding this node's agent token (--role agent --node ID) or a join token")
     p.add_argument("--id", dest="agent_id", metavar="ID", help="node id (default: the host name)")
     p.add_argument("--listen", metavar="HOST:PORT", help="the agent API (where the leader pushes)")
     p.add_argument("--status-listen", metavar="HOST:PORT", help="the local status API")
@@ -1218,9 +1386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(tokens, "create", cmd_token_create,
              "mint a token: offline with --secret-file, else by the leader (recorded, revocable)")
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--name", required=True, help="who the token is for (its `sub`)")
+    p.add_argument("--name", help="who the token is for (its `sub`); an agent token defaults to its node")
+    p.add_argument("--node", metavar="ID", help="role agent only, required: the one node id the token may act for")
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default: none)")
     p.add_argument("--secret-file", metavar="F", help="cluster secret file: mint offline, no API call")
+    p.add_argument("--project", action="append", metavar="P",
+                   help="deployer only, repeatable: the token writes only services of these projects and may "
+                        "reference secrets granted to them (unscoped deployers: secrets of all projects only)")
     verb(tokens, "list", cmd_token_list, "list recorded tokens")
     p = verb(tokens, "revoke", cmd_token_revoke, "revoke a recorded token")
     p.add_argument("jti")
@@ -1298,7 +1470,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", nargs="?", metavar="VALUE",
                    help="the value; better omitted (read from stdin, or a hidden prompt) so it stays out of "
                         "shell history and ps")
-    verb(secrets, "list", cmd_secrets_list, "list secret keys (values are never shown)")
+    p.add_argument("--project", action="append", metavar="P",
+                   help="grant to this project (repeatable): its project-scoped deployers may reference it")
+    p.add_argument("--all-projects", action="store_true",
+                   help="grant to every project: any deployer may reference it")
+    p = verb(secrets, "grant", cmd_secrets_grant, "replace a secret's grants (the value is untouched)")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--project", action="append", metavar="P", help="grant to this project (repeatable)")
+    p.add_argument("--all-projects", action="store_true", help="grant to every project")
+    p.add_argument("--admin-only", action="store_true", help="no grants: only an admin's deploy may reference it")
+    verb(secrets, "list", cmd_secrets_list,
+         "list secret keys and their grants: * all projects, - admins only (values are never shown)",
+         aliases=["ls"])
     p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
     p.add_argument("key", metavar="KEY")
 
@@ -1352,6 +1535,33 @@ def build_parser() -> argparse.ArgumentParser:
     verb(cluster, "info", cmd_cluster_info, "masters, leader, term, commit index and nodes")
     verb(cluster, "leader", cmd_cluster_leader, "the current leader")
     verb(cluster, "status", cmd_cluster_status, "cluster status (Orchestry-compatible JSON)")
+    p = verb(cluster, "join-token", cmd_cluster_join_token,
+             "mint a one-time join token an agent exchanges for its node credential (prints only the token)")
+    p.add_argument("role", choices=["worker"], help="what joins: worker (an agent)")
+    p.add_argument("--rotate", action="store_true", help="first revoke every unused join token")
+    p.add_argument("--node", metavar="ID", help="only this node id may use it (default: any new node)")
+    p.add_argument("--ttl", type=float, metavar="SECONDS", help="expiry (default 86400; 0: none)")
+    p = verb(cluster, "init", cmd_cluster_init,
+             "make the cluster CA in a master's data directory before its first start (no API call)")
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="the master's [node].data_dir")
+    p = verbs_ca = cluster.add_parser("ca", parents=[common], help="the cluster certificate authority")
+    ca = verbs_ca.add_subparsers(dest="ca_verb", metavar="ACTION", required=True)
+    p = verb(ca, "show", cmd_cluster_ca_show, "the CA's fingerprint (SHA-256), the trusted CAs; --pem: the bundle")
+    p.add_argument("--pem", action="store_true", help="print the PEM bundle (what --cacert and agents trust)")
+    verb(ca, "rotate", cmd_cluster_ca_rotate,
+         "make a new CA current; the old one stays trusted until `orca cluster ca finish`")
+    p = verb(ca, "finish", cmd_cluster_ca_finish, "end a rotation: stop trusting the previous CA(s)")
+    p.add_argument("--force", action="store_true", help="even if some node has not renewed its certificate yet")
+    verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry")
+    p = verb(cluster, "revoke-join-token", cmd_cluster_revoke_join_token, "revoke an unused join token")
+    p.add_argument("id", metavar="ID")
+
+    # Verb groups in modules of their own (orca/commands/): imported here, once this module is loaded.
+    from orca.commands import context as context_verbs
+    from orca.commands import snapshot as snapshot_verbs
+
+    context_verbs.add_parsers(verbs, common, verb)
+    snapshot_verbs.add_parsers(verbs, common, verb)
     return parser
 
 
@@ -1365,9 +1575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
-    if getattr(args, "api", None) is None:
-        args.api = os.environ.get("ORCA_API", "").strip() or DEFAULT_API
+    args.api = getattr(args, "api", None)  # resolved with the environment and the context by `_client`
     args.token = getattr(args, "token", None)
+    args.context = getattr(args, "context", None)
+    args.verbose = getattr(args, "verbose", False)
     args.output = getattr(args, "output", None) or "table"
     try:
         return args.handler(args)

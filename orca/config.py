@@ -111,6 +111,16 @@ class MasterConfig:
     cluster_secret: bytes = field(repr=False)
     agent_heartbeat_s: float = 1.0  # [timing]
     node_lease_ttl_s: float = 5.0  # [timing]; > agent_heartbeat_s
+    # [security]: /metrics answers only a bearer token of role viewer or above (Prometheus sends one)
+    metrics_require_token: bool = False
+    # [raft].allow_from: networks, besides the peers' own addresses, whose connections the Raft port accepts
+    raft_allow_from: tuple[str, ...] = ()
+    # [raft].fsync: acknowledge a write only once its entry is on disk on a majority (power-loss safe)
+    raft_fsync: bool = True
+    # [tls].enabled: HTTPS on the API, mutual TLS to agents. Default: on unless api.listen is loopback.
+    tls: bool = False
+    cert_days: int = 90  # [tls].cert_days: lifetime of the certificates this master issues
+    insecure_http: bool = False  # [security].insecure_http: plain HTTP on a non-loopback address, on purpose
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -157,6 +167,14 @@ class AgentConfig:
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
     proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
+    # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
+    ca_file: Path | None = None
+    insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
+
+    @property
+    def tls(self) -> bool:
+        """Mutual TLS with the masters: on when they are https."""
+        return any(m.startswith("https://") for m in self.masters)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,6 +399,12 @@ class _Table:
             raise self.error(key, f"expected a positive number, got {value!r}")
         return float(value)
 
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        present, value = self._raw(key, default)
+        if present and not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}")
+        return bool(value)
+
     def positive_int(self, key: str, default: Any = _REQUIRED) -> int:
         present, value = self._raw(key, default)
         if not present:
@@ -435,6 +459,22 @@ def _load_peers(raft: _Table, node_id: str, raft_listen: str) -> tuple[Peer, ...
     return tuple(peers)
 
 
+def _load_allow_from(raft: _Table) -> tuple[str, ...]:
+    """`[raft].allow_from`: addresses or CIDR networks (for a peer whose connections come from an address
+    other than its configured Raft address: NAT, several interfaces)."""
+    out: list[str] = []
+    for i, item in enumerate(raft.array("allow_from", [])):
+        try:
+            if not isinstance(item, str):
+                raise TypeError
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(raft.file, f"{raft.dotted('allow_from')}[{i}]",
+                              f"expected an IP address or CIDR network such as \"10.0.0.0/24\", got "
+                              f"{_describe(item)}") from None
+    return tuple(out)
+
+
 def _load_tuning(raft: _Table) -> RaftTuning:
     t = raft.table("tuning", RaftTuning.__dataclass_fields__, required=False)
     d = RaftTuning()
@@ -461,7 +501,7 @@ def _load_tuning(raft: _Table) -> RaftTuning:
 def load_master_config(path: str | Path) -> MasterConfig:
     """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
-    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing"))
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls"))
 
     node = doc.table("node", ("id", "data_dir"))
     node_id = node.ident("id")
@@ -469,7 +509,19 @@ def load_master_config(path: str | Path) -> MasterConfig:
 
     api = doc.table("api", ("listen", "advertise", "limits"))
     api_listen = api.host_port("listen")
-    api_advertise = api.url("advertise", "http://" + api_listen)
+    tls_table = doc.table("tls", ("enabled", "cert_days"), required=False)
+    security = doc.table("security", ("cluster_secret_file", "insecure_http", "metrics_require_token"))
+    insecure = security.boolean("insecure_http", False)
+    loopback = _is_loopback(parse_host_port(api_listen)[0])
+    tls_on = tls_table.boolean("enabled", not loopback and not insecure)
+    if not tls_on and not loopback and not insecure:
+        raise tls_table.error("enabled", f"api.listen {api_listen!r} is not a loopback address: refusing plain "
+                                         "HTTP (admin tokens and secrets would cross the network in clear); "
+                                         "enable TLS or set security.insecure_http = true")
+    cert_days = tls_table.positive_int("cert_days", MasterConfig.cert_days)
+    api_advertise = api.url("advertise", ("https://" if tls_on else "http://") + api_listen)
+    if tls_on and not api_advertise.startswith("https://"):
+        raise api.error("advertise", f"TLS is on: expected an https:// URL, got {api_advertise!r}")
     lim = api.table("limits", ApiLimits.__dataclass_fields__, required=False)
     d_lim = ApiLimits()
     limits = ApiLimits(
@@ -478,19 +530,21 @@ def load_master_config(path: str | Path) -> MasterConfig:
         rate_limit_burst=lim.positive_int("rate_limit_burst", d_lim.rate_limit_burst),
     )
 
-    raft = doc.table("raft", ("listen", "peers", "tuning"))
+    raft = doc.table("raft", ("listen", "peers", "tuning", "allow_from", "fsync"))
     raft_listen = raft.host_port("listen")
     if raft_listen == api_listen:
         raise raft.error("listen", f"same address as api.listen ({api_listen!r})")
     peers = _load_peers(raft, node_id, raft_listen)
     tuning = _load_tuning(raft)
+    allow_from = _load_allow_from(raft)
+    fsync = raft.boolean("fsync", True)
 
-    security = doc.table("security", ("cluster_secret_file",))
     secret_file = security.path("cluster_secret_file")
     secret = security.file_content("cluster_secret_file", secret_file)
     if len(secret) < 16:  # it keys both the Raft transport and every JWT
         raise security.error("cluster_secret_file",
                              f"secret in {str(secret_file)!r} is {len(secret)} bytes, need at least 16")
+    metrics_require_token = security.boolean("metrics_require_token", MasterConfig.metrics_require_token)
 
     timing = doc.table("timing", ("agent_heartbeat_s", "node_lease_ttl_s"), required=False)
     heartbeat = timing.positive_float("agent_heartbeat_s", MasterConfig.agent_heartbeat_s)
@@ -502,7 +556,8 @@ def load_master_config(path: str | Path) -> MasterConfig:
         path=file, node_id=node_id, data_dir=data_dir, api_listen=api_listen,
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
-        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl,
+        agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
+        raft_allow_from=allow_from, raft_fsync=fsync, tls=tls_on, cert_days=cert_days, insecure_http=insecure,
     )
 
 
@@ -510,7 +565,7 @@ def load_master_config(path: str | Path) -> MasterConfig:
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources", "proxy")
+               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http")
 
 
 def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
@@ -532,6 +587,24 @@ def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
         upstream_connect_timeout_s=t.positive_float("upstream_connect_timeout_s", d.upstream_connect_timeout_s),
         drain_timeout_s=t.positive_float("drain_timeout_s", d.drain_timeout_s),
     )
+
+
+def _check_token_node(agent: _Table, token: str, agent_id: str) -> None:
+    """Refuse at start-up an agent token that no master would accept for this node: one without a
+    node claim (minted before node identity) or bound to another node. Join tokens and anything
+    that is not a JWT pass: the masters decide."""
+    from orca.auth import peek_claims  # not at the top: loading a master config needs no JWT library
+
+    claims = peek_claims(token)
+    if claims is None or claims.get("role") != "agent":
+        return
+    node = claims.get("node")
+    if node is None:
+        raise agent.error("token_file", "the agent token is not bound to a node (minted before node identity): "
+                                        f"mint one with `orca token create --role agent --node {agent_id}` "
+                                        "or use a join token (`orca cluster join-token worker`)")
+    if node != agent_id:
+        raise agent.error("token_file", f"the agent token is bound to node {node!r}, not to this agent ({agent_id!r})")
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -564,9 +637,21 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise agent.error("token_file", f"file {str(token_file)!r} is not UTF-8 text") from None
     if any(c.isspace() for c in token):  # it goes into an Authorization header as is
         raise agent.error("token_file", f"file {str(token_file)!r} has whitespace inside the token")
+    _check_token_node(agent, token, agent_id)
 
     listen = agent.host_port("listen", AgentConfig.listen)
-    advertise = agent.url("advertise", "http://" + listen)
+    tls_on = any(m.startswith("https://") for m in masters)
+    if len({m.split(":")[0] for m in masters}) > 1:
+        raise agent.error("masters", "mix of http:// and https:// masters: a cluster runs TLS or not")
+    insecure = agent.boolean("insecure_http", False)
+    if not tls_on and not insecure and not _is_loopback(parse_host_port(listen)[0]):
+        raise agent.error("listen", f"{listen!r} is not a loopback address and the masters are plain http://: "
+                                    "refusing (pushes carry secret values); use https:// masters or set "
+                                    "agent.insecure_http = true")
+    ca_file = agent.path("ca_file") if agent.has("ca_file") else None
+    advertise = agent.url("advertise", ("https://" if tls_on else "http://") + listen)
+    if tls_on and not advertise.startswith("https://"):
+        raise agent.error("advertise", f"the masters are https://: expected an https:// URL, got {advertise!r}")
     status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
     status_host, _ = parse_host_port(status_listen)
     # The status API has no authentication (DESIGN §5): it must never face the network.
@@ -615,6 +700,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
     )
 

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -56,10 +57,14 @@ class MasterProc(ManagedProcess):
     api_port: int
     raft_port: int
     log: Path
+    scheme: str = "http"
+    # What runs `orca` for this master (python arguments before `server`): tests run another code
+    # version this way, e.g. a script that changes the schema and then calls `orca.cli.main`.
+    launcher: list[str] = field(default_factory=lambda: ["-m", "orca"])
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
 
 @dataclass
@@ -69,10 +74,11 @@ class AgentProc(ManagedProcess):
     api_port: int
     status_port: int
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
 
 @dataclass
@@ -80,6 +86,7 @@ class LocalCluster:
     root: Path
     size: int = 3
     tuning: dict[str, float] = field(default_factory=dict)
+    raft_options: dict[str, Any] = field(default_factory=dict)  # extra [raft] keys, e.g. {"fsync": False}
     # Tests and benchmarks drive thousands of requests with one token from one address: lift the
     # per-client limit unless a test is about it.
     limits: dict[str, int] = field(default_factory=lambda: {"rate_limit_per_minute": 6_000_000,
@@ -87,6 +94,8 @@ class LocalCluster:
     masters: list[MasterProc] = field(default_factory=list)
     agents: list[AgentProc] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    tls: bool = False  # HTTPS masters (the cluster CA is made by the first leader); agents then use mTLS
+    tls_extra: str = ""  # more lines of the masters' [tls] table (e.g. cert_days = 1)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -98,7 +107,7 @@ class LocalCluster:
         for i in range(self.size):
             node_id = f"master-{i + 1}"
             self.masters.append(MasterProc(node_id, self.root / f"{node_id}.toml", ports[2 * i], ports[2 * i + 1],
-                                           self.root / f"{node_id}.log"))
+                                           self.root / f"{node_id}.log", "https" if self.tls else "http"))
         for m in self.masters:
             m.config.write_text(self._config_text(m))
 
@@ -111,29 +120,36 @@ class LocalCluster:
         return (f'[node]\nid = "{me.node_id}"\ndata_dir = "{self.root / me.node_id}"\n\n'
                 f'[api]\nlisten = "127.0.0.1:{me.api_port}"\nadvertise = "{me.url}"\n\n'
                 + (f"[api.limits]\n{limits}\n" if limits else "")
-                + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n\n'
+                + f'[raft]\nlisten = "127.0.0.1:{me.raft_port}"\npeers = [\n{peers}\n]\n'
+                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.raft_options.items()) + "\n"
                 + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
                 + f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
+                + (f"[tls]\nenabled = true\n{self.tls_extra}\n" if self.tls else "")
                 + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))
 
     # --- agents -----------------------------------------------------------------------------------
     def add_agent(self, node_id: str, labels: dict[str, str] | None = None, port_base: int | None = None,
-                  extra: str = "") -> AgentProc:
-        """Write an agent config (its own free ports, host-port range and data dir) and a join token."""
+                  extra: str = "", token: str | None = None) -> AgentProc:
+        """Write an agent config (its own free ports, host-port range and data dir) and its token file:
+        `token` when given (e.g. a join token), else a token bound to `node_id`."""
         api_port, status_port = free_ports(2)
         base = port_base or 21000 + 200 * len(self.agents)
         token_file = self.root / f"{node_id}.token"
-        token_file.write_text(self.token("agent", node_id) + "\n")
+        token_file.write_text((token or self.token("agent", node_id)) + "\n")
         token_file.chmod(0o600)
         masters = ", ".join(f'"{m.url}"' for m in self.masters)
         label_text = ", ".join(f'{k} = "{v}"' for k, v in (labels or {}).items())
-        agent = AgentProc(node_id, self.root / f"{node_id}.toml", api_port, status_port, self.root / f"{node_id}.log")
+        agent = AgentProc(node_id, self.root / f"{node_id}.toml", api_port, status_port, self.root / f"{node_id}.log",
+                          "https" if self.tls else "http")
+        # TLS: a node token with ca_file (a join token pins the CA by fingerprint and needs none).
+        ca_line = (f'ca_file = "{self.ca_file}"\n' if self.tls and self.ca_file and not
+                   (token or "").startswith("ORCAJOIN-2-") else "")
         heartbeat = self.timing.get("agent_heartbeat_s", 1.0)
         agent.config.write_text(
             f'[agent]\nid = "{node_id}"\nmasters = [{masters}]\ntoken_file = "{token_file}"\n'
-            f'listen = "127.0.0.1:{api_port}"\nadvertise = "http://127.0.0.1:{api_port}"\n'
+            f'listen = "127.0.0.1:{api_port}"\nadvertise = "{agent.url}"\n'
             f'status_listen = "127.0.0.1:{status_port}"\ndata_dir = "{self.root / node_id}"\n'
-            f"heartbeat_s = {heartbeat}\nlabels = {{ {label_text} }}\n\n"
+            f"heartbeat_s = {heartbeat}\nlabels = {{ {label_text} }}\n{ca_line}\n"
             f'[agent.docker]\npublish_address = "127.0.0.1"\nhost_port_range = "{base}-{base + 199}"\n{extra}')
         self.agents.append(agent)
         return agent
@@ -153,7 +169,7 @@ class LocalCluster:
             if m.alive:
                 continue
             log = open(m.log, "ab")  # noqa: SIM115 - handed to the child, closed when we reap it
-            m.proc = subprocess.Popen([sys.executable, "-m", "orca", "server", "--config", str(m.config)],
+            m.proc = subprocess.Popen([sys.executable, *m.launcher, "server", "--config", str(m.config)],
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
             log.close()
@@ -179,14 +195,47 @@ class LocalCluster:
             self.kill(proc, signal.SIGKILL)
 
     # --- queries ----------------------------------------------------------------------------------
-    def token(self, role: str = "admin", name: str = "test") -> str:
+    def token(self, role: str = "admin", name: str = "test", node: str | None = None) -> str:
+        """A token minted offline from the cluster secret; an agent token is bound to `node`
+        (default: its name)."""
         from orca.auth import mint_token, signing_key
         key = signing_key(self.secret_file.read_bytes().strip())
-        return mint_token(key, role=role, name=name, now=time.time())[0]
+        if role == "agent" and node is None:
+            node = name
+        return mint_token(key, role=role, name=name, now=time.time(), node=node)[0]
+
+    @property
+    def ca_file(self) -> str | None:
+        """HTTPS clusters: `root/ca.crt`, refreshed with the cluster's CA bundle as the masters publish it
+        (`GET /api/v1/cluster/ca`, fetched unverified: a test harness on loopback), None before a
+        leader made the CA. Before that, masters answer with a provisional certificate of their own."""
+        if not self.tls:
+            return None
+        path = self.root / "ca.crt"
+        for m in self.masters:
+            try:
+                with urllib.request.urlopen(m.url + "/api/v1/cluster/ca", timeout=3,
+                                            context=_unverified()) as resp:
+                    doc = json.loads(resp.read())
+            except (OSError, ValueError, urllib.error.URLError):
+                continue
+            if doc.get("fingerprint") and doc.get("bundle"):
+                if not path.exists() or path.read_text() != doc["bundle"]:
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(doc["bundle"])
+                    tmp.replace(path)
+                return str(path)
+        return str(path) if path.exists() else None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the harness checks health with: liveness only (no token is sent), so unverified; the
+        cluster CA is what clients with tokens verify against (`ca_file`)."""
+        return _unverified() if self.tls else None
 
     def health(self, m: MasterProc, timeout: float = 3.0) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout) as resp:
+            with urllib.request.urlopen(m.url + "/api/v1/health", timeout=timeout,
+                                        context=self.ssl_context()) as resp:
                 return json.loads(resp.read())
         except (OSError, ValueError, urllib.error.URLError):
             return None
@@ -208,8 +257,8 @@ class LocalCluster:
             leader = self.leader()
             if leader is not None and leader.node_id != exclude and (
                     not all_up or all((self.health(m) or {}).get("leader_id") == leader.node_id
-                                      for m in self.masters if m.alive)):
-                return leader
+                                      for m in self.masters if m.alive)) and (not self.tls or self.ca_file):
+                return leader  # an HTTPS cluster also has its CA by then
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout} s; logs in {self.root}")
 
@@ -217,9 +266,17 @@ class LocalCluster:
         return next(m for m in self.masters if m.node_id == node_id)
 
 
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
 def http_exchange(method: str, url: str, *, token: str | None = None, body: Any = None,
-        headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
-    """One HTTP exchange without following redirects, so tests see 307s and envelopes as they are."""
+        headers: dict[str, str] | None = None, timeout: float = 10.0,
+        cafile: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One HTTP exchange without following redirects, so tests see 307s and envelopes as they are;
+    an https URL is verified against `cafile` (the cluster CA)."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -232,7 +289,10 @@ def http_exchange(method: str, url: str, *, token: str | None = None, body: Any 
         req.add_header("Authorization", f"Bearer {token}")
     for k, v in (headers or {}).items():
         req.add_header(k, v)
-    opener = urllib.request.build_opener(NoRedirect)
+    handlers: list[Any] = [NoRedirect]
+    if cafile is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(req, timeout=timeout) as resp:
             status, hdrs, payload = resp.status, dict(resp.headers), resp.read()

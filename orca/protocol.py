@@ -1,8 +1,11 @@
 """The leader <-> agent messages: the only module both the master and the agent import.
 
-Agent -> any master (bearer: the agent's join token, role "agent"; a follower answers 307 to the leader):
+Agent -> any master (bearer: the node's agent token, role "agent", bound to one node by its `node` claim:
+`node_id` must equal it, else 403; a follower answers 307 to the leader):
   POST /api/v1/agent/register   RegisterRequest  -> RegisterReply
   POST /api/v1/agent/heartbeat  Heartbeat        -> HeartbeatReply   (POST only -> 405; > 64 KiB -> 413)
+  POST /api/v1/agent/join       {"node_id", "nonce"} -> 201 {"node_id", "token", "jti"}  (bearer: a one-time
+                                join token; orca.master.api_join)
 
 Leader -> agent (bearer: the node's `push_token`, which the agent chose at registration):
   PUT  /v1/allocations          AllocationsPush  -> {"accepted": bool, "version": int}
@@ -20,7 +23,9 @@ Shapes (JSON):
                      "capacity": {"memory": bytes, "cpu": float}, "push_token": str, "agent_version": str,
                      "publish_address": str (optional; where container host ports answer, default 127.0.0.1),
                      "proxy": str|None (optional; the agent's ingress listen "host:port", None when off)}
-  RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float}
+  RegisterReply   = {"node_id", "leader": URL, "heartbeat_s": float, "lease_ttl_s": float,
+                     "cluster_id": str (cluster_id_of: the agent labels its containers with it, keeps it
+                     in its data dir, and refuses masters of another cluster)}
   Heartbeat       = {"node_id", "seq": int, "allocations": [AllocReport], "applied": {"term", "version"},
                      "stats": {alloc_id: {"cpu_pct": float, "mem_pct": float}}          (optional)
                      "proxy": {service: ProxyStats} (optional; cumulative since the agent started)}
@@ -30,7 +35,10 @@ Shapes (JSON):
   AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
                      "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
                      "restarts": int, "reason": str|None, "host_port": int|None}
-  HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float}
+  HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float,
+                     "ca_fingerprint": str, "ca_trusted": [str]}  (the last two on TLS clusters: the CA
+                     that signs now and every trusted one; the agent fetches CAs it lacks and renews a
+                     certificate the signing CA did not issue)
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
                      "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
   RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),
@@ -42,13 +50,15 @@ Shapes (JSON):
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from orca.bounds import MAX_INT, BoundsError
 
 __all__ = [
     "HEARTBEAT_MAX_BYTES", "LATENCY_BUCKETS_MS", "ALLOC_STATUSES", "HEALTH_STATES", "DIRECTIVES",
-    "container_name", "LABELS",
+    "container_name", "LABELS", "cluster_id_of", "CLUSTER_ID_RE",
     "validate_heartbeat", "validate_register", "validate_push", "ProtocolError",
     "validate_container_stats", "validate_proxy_stats",
 ]
@@ -59,7 +69,19 @@ ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed
 HEALTH_STATES = ("healthy", "unhealthy", "starting")
 DIRECTIVES = ("continue", "shutdown")
 
-LABELS = {"service": "orca.service", "alloc": "orca.alloc", "version": "orca.version", "node": "orca.node"}
+LABELS = {"service": "orca.service", "alloc": "orca.alloc", "version": "orca.version", "node": "orca.node",
+          "cluster": "orca.cluster"}
+CLUSTER_ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def cluster_id_of(cluster_secret: bytes) -> str:
+    """The cluster's public id: a one-way fingerprint of the cluster secret (16 hex digits).
+
+    Every master derives the same id without a Raft entry, nothing about the secret can be learnt from
+    it, and a second cluster on the same Docker engine (another secret) gets another id, so the agents
+    of the two never touch each other's containers even when their node ids are the same.
+    """
+    return hashlib.sha256(b"orca cluster id\0" + cluster_secret).hexdigest()[:16]
 
 
 def container_name(service: str, alloc_id: str) -> str:
@@ -244,5 +266,8 @@ def validate_push(msg: Any) -> dict[str, Any]:
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    lineage = msg.get("lineage")
+    if lineage is not None and (not isinstance(lineage, str) or not 1 <= len(lineage) <= 64):
+        raise ProtocolError("lineage", "expected a string of 1 to 64 characters")
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes}
+            "routes": routes, "lineage": lineage}

@@ -11,14 +11,20 @@ Threading contract:
 - Leadership changes are reported by PySyncObj from the tick thread; they are handed to the loop with
   `call_soon_threadsafe` and delivered to `on_role_change(is_leader)`.
 
+Transport: `orca.raft_transport.GuardedTransport` (bounded frames, an authentication deadline, limits per
+source address, peers only). Elections: PreVote, and the leader counts as known only while it is heard
+from (`orca.raft_prevote`; `leader_id` below).
+
 Persistence: journal and full dump under `data_dir`; the default (pickle) dump of plain-data state,
-because a custom serializer is a measured trap (DESIGN §3). The journal is not fsynced by PySyncObj
-(upstream #84): committed state survives kill -9 of any or all masters, not a power loss.
+because a custom serializer is a measured trap. PySyncObj never fsyncs its journal (upstream #84); with
+`RaftSettings.fsync` (the default) a write is acknowledged only once its entry is on disk on a majority
+(`orca.raft_durability`), so it survives a power loss of every master; without it, kill -9 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -29,8 +35,11 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
-from orca.errors import NotReady, from_code
-from orca.state import machine
+from orca.errors import NotReady, PayloadTooLarge, from_code
+from orca.raft_durability import DurabilityMixin
+from orca.raft_prevote import PreVoteMixin
+from orca.raft_transport import GuardedTransport, TransportLimits
+from orca.state import machine, schema
 
 __all__ = ["ReplicatedState", "RaftNode", "RaftSettings"]
 
@@ -38,12 +47,18 @@ log = logging.getLogger("orca.raft")
 
 RESTART_ELECTION_S = (2.0, 3.0)
 MAX_INFLIGHT = 2  # group commit: entries on their way before further proposals queue into one batch
+# A group-commit batch closes once its sub-entries reach MAX_BATCH_BYTES; a single entry above
+# MAX_ENTRY_BYTES is refused before it is proposed. Together they bound the largest Raft message, from
+# which the transport's frame cap is derived (orca.raft_transport).
+MAX_BATCH_BYTES = 4 << 20
+MAX_ENTRY_BYTES = 16 << 20
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
-class _SyncObj(SyncObj):
-    """PySyncObj 0.3.17 with one fix: a follower's `next_node_idx` reset never moves the leader's
-    next index for it forward.
+class _SyncObj(PreVoteMixin, DurabilityMixin, SyncObj):
+    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), durable
+    acknowledgements (orca.raft_durability), and one fix: a follower's `next_node_idx` reset never moves
+    the leader's next index for it forward.
 
     Upstream, several in-flight append-entries batches to a follower that still holds stale entries of an
     old term are all rejected; every rejection resets the leader's next index to the follower's log end,
@@ -53,12 +68,26 @@ class _SyncObj(SyncObj):
     the transport callback was bound to in `SyncObj.__init__`.
     """
 
+    def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
+        self._prevote_init()  # before the tick thread starts inside SyncObj.__init__
+        self._durability_init(durable)
+        super().__init__(*args, **kwargs)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
+        self._prevote_gate()
+        super()._onTick(timeToWait)
+
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - upstream's name
+        if not isinstance(message, dict):
+            return
+        if self._prevote_message(node, message):
+            return
         before = None
         if isinstance(message, dict) and message.get("type") == "next_node_idx" and message.get("reset") \
                 and self._isLeader():
             before = self._SyncObj__raftNextIndex.get(node)
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+        self._note_leader_contact(node, message)
         if before is not None:
             after = self._SyncObj__raftNextIndex.get(node)
             if after is not None and after > before:
@@ -79,14 +108,22 @@ class ReplicatedState(SyncObjConsumer):
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.applied_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.halted: dict[str, Any] | None = None  # set once an entry of an unknown version/op is met
+        self.on_halt: Callable[[dict[str, Any]], None] | None = None
         super().__init__()
         self.state: dict[str, Any] = machine.new_state()
 
     @replicated
     def apply(self, entry: bytes) -> dict[str, Any]:
         index = self._syncObj.raftLastApplied + 1 if self._syncObj is not None else 0
+        if self.halted is not None:
+            return self._halted_value()
         with self.lock:
             result = machine.apply(self.state, entry, index)
+        halt = machine.halt_of(result)
+        if halt is not None:
+            self._halt(halt)
+            return result
         for listener in self.applied_listeners:
             listener(result)
         return result
@@ -94,6 +131,29 @@ class ReplicatedState(SyncObjConsumer):
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
             super()._deserialize(data)
+        version = self.state.get("schema_version", 1) if isinstance(self.state, dict) else 1
+        if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
+            self._halt({"index": None, "op": None, "version": version,
+                        "reason": f"the stored state is of schema version {version!r}, newer than this "
+                                  f"master's {schema.SCHEMA_VERSION}"})
+
+    # --- schema versions (rolling upgrades) ------------------------------------------------------
+    def _halt(self, info: dict[str, Any]) -> None:
+        """Stop applying: every later entry is left unapplied (the journal keeps it for the upgraded
+        code to apply on restart), and the master answers 503. Runs in the tick thread."""
+        if self.halted is not None:
+            return
+        self.halted = dict(info)
+        log.critical("STOPPED APPLYING the replicated log at index %s: %s. This master runs orca schema version "
+                     "%s; upgrade it to the version the other masters run, then restart it (its journal is kept "
+                     "and is applied then).", info.get("index"), info.get("reason"), schema.SCHEMA_VERSION)
+        if self.on_halt is not None:
+            self.on_halt(self.halted)
+
+    def _halted_value(self) -> dict[str, Any]:
+        assert self.halted is not None
+        return {"error": {"code": "CLUSTER_NOT_READY", "message": f"this master stopped applying the log: "
+                          f"{self.halted.get('reason')}", "details": {"index": self.halted.get("index")}}}
 
 
 @dataclass(frozen=True)
@@ -110,6 +170,8 @@ class RaftSettings:
     write_timeout_s: float = 3.0
     compaction_min_entries: int = 5000
     compaction_min_s: float = 300.0
+    transport: TransportLimits = TransportLimits()
+    fsync: bool = True             # acknowledge a write only once it is on disk on a majority
 
 
 class RaftNode:
@@ -168,7 +230,10 @@ class RaftNode:
         if self._patient:
             conf.raftMinTimeout, conf.raftMaxTimeout = RESTART_ELECTION_S
         self._conf = conf
-        self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store])
+        self.store.on_halt = self._on_halt
+        self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store],
+                             transportClass=functools.partial(GuardedTransport, limits=settings.transport),
+                             durable=settings.fsync)
         if self._patient:
             self.sync.addOnTickCallback(self._end_patience)
 
@@ -178,11 +243,32 @@ class RaftNode:
             self._conf.raftMinTimeout = self.settings.election_min_s
             self._conf.raftMaxTimeout = self.settings.election_max_s
 
+    # --- schema versions --------------------------------------------------------------------------
+    @property
+    def halted(self) -> dict[str, Any] | None:
+        """Why this master stopped applying the log (an entry or dump of a newer schema), or None."""
+        return self.store.halted
+
+    def _on_halt(self, info: dict[str, Any]) -> None:  # tick thread (or the constructor, from a dump)
+        # Never compact again: a dump now would record unapplied entries as applied, and the upgraded
+        # code would never see them. The master keeps replicating (its vote and its journal count).
+        self._conf.logCompactionMinEntries = 1 << 62
+        self._conf.logCompactionMinTime = 1e18
+        self.loop.call_soon_threadsafe(self._deliver_role)
+
+    def _step_down_if_halted(self) -> None:
+        """A halted master must not lead (it would act on a stale state): it leaves the Raft group, and
+        the others elect a leader among themselves."""
+        if self.store.halted is not None and self.sync._isLeader():
+            log.critical("this master stopped applying the log and was elected leader: leaving the Raft group")
+            self.sync.destroy()
+
     # --- tick thread -> loop ----------------------------------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:
         self.loop.call_soon_threadsafe(self._deliver_role)
 
     def _deliver_role(self) -> None:
+        self._step_down_if_halted()
         leader = self.sync._getLeader()
         if leader != self._last_leader:
             self._last_leader = leader
@@ -202,18 +288,34 @@ class RaftNode:
     # --- queries (cheap, any thread) --------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
-        return bool(self.sync._isLeader())
+        return self.store.halted is None and bool(self.sync._isLeader())
 
     @property
     def leader_id(self) -> str | None:
-        """The node id of the last known leader (None when unknown)."""
+        """The node id of the leader, if this master heard from it within the election timeout; None
+        when no leader is known or the one it knew went silent.
+
+        PySyncObj keeps the last leader for ever on a master connected to no one (it never starts an
+        election then): redirecting to it would send clients to a dead address. Everything that asks for
+        the leader (307s, /readyz, health, agents' directives) goes through here.
+        """
         leader = self.sync._getLeader()
         if leader is None:
             return None
+        if not self.is_leader:
+            age = self.sync.leader_contact_age()
+            if age is None or age > self._conf.raftMaxTimeout:
+                return None
         addr = leader.id if hasattr(leader, "id") else str(leader)
         if addr == self.settings.listen:
             return self.settings.node_id
         return self.settings.peers.get(addr)
+
+    @property
+    def leader_contact_age(self) -> float | None:
+        """Seconds since this master last heard from a leader (0 on the leader; None if it never did):
+        how stale a local read may be."""
+        return self.sync.since_leader_contact()
 
     @property
     def term(self) -> int:
@@ -241,7 +343,7 @@ class RaftNode:
 
     @property
     def ready(self) -> bool:
-        return bool(self.sync.isReady())
+        return self.store.halted is None and bool(self.sync.isReady())
 
     def peer_connected(self, peer_raft_addr: str) -> bool:
         for node in self.sync.otherNodes:
@@ -252,7 +354,7 @@ class RaftNode:
     def role(self) -> str:
         if self.is_leader:
             return "leader"
-        return "follower" if self.sync._getLeader() is not None else "candidate"
+        return "follower" if self.leader_id is not None else "candidate"
 
     # --- writes -----------------------------------------------------------------------------------
     async def propose(self, op: str, args: dict[str, Any], *, key: str | None = None,
@@ -265,6 +367,9 @@ class RaftNode:
         if not self.is_leader:
             raise NotReady("this master is not the leader")
         raw = machine.encode_entry(op, args, now=time.time(), key=key, actor=actor)
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise PayloadTooLarge("the write is too large for one Raft entry",
+                                  {"op": op, "bytes": len(raw), "max_bytes": MAX_ENTRY_BYTES})
         fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
         self._next_proposal += 1
         pid = self._next_proposal
@@ -306,19 +411,28 @@ class RaftNode:
                 del self._inflight[bid]
         if not self._queue or len(self._inflight) >= MAX_INFLIGHT:
             return
-        batch, self._queue = self._queue, []
+        batch, self._queue = _take_batch(self._queue, MAX_BATCH_BYTES)
         self._batch_seq += 1
         bid = self._batch_seq
         self._inflight[bid] = now
+        if self._queue and not self._flush_scheduled:  # a batch closed at its size cap: the rest follows
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
         if len(batch) == 1:
             raw, fut = batch[0]
-            self.store.apply(raw, callback=lambda result, err: self.loop.call_soon_threadsafe(
-                self._batch_done, bid, [fut], {"ok": True, "result": {"results": [result]}}, err))
+            self.store.apply(raw, callback=lambda result, err: self._committed(
+                bid, [fut], {"ok": True, "result": {"results": [result]}}, err))
             return
         entry = machine.encode_entry(machine.BATCH_OP, {"entries": [raw for raw, _ in batch]}, now=time.time())
         futures = [fut for _, fut in batch]
-        self.store.apply(entry, callback=lambda result, err: self.loop.call_soon_threadsafe(
-            self._batch_done, bid, futures, result, err))
+        self.store.apply(entry, callback=lambda result, err: self._committed(bid, futures, result, err))
+
+    def _committed(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+        """Tick thread: a batch's commit callback. The journal is flushed before the acknowledgement is
+        handed to the loop (orca.raft_durability), once per batch."""
+        if err == FAIL_REASON.SUCCESS:
+            self.sync.durable_flush()
+        self.loop.call_soon_threadsafe(self._batch_done, bid, futures, result, err)
 
     def _batch_done(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
         self._inflight.pop(bid, None)
@@ -345,6 +459,18 @@ class RaftNode:
 
     def destroy(self) -> None:
         self.sync.destroy()
+
+
+def _take_batch(queue: list[tuple[bytes, Any]], max_bytes: int) -> tuple[list[tuple[bytes, Any]],
+                                                                         list[tuple[bytes, Any]]]:
+    """Split `queue` into (the next batch, the rest): proposals in order while their sizes sum to at most
+    `max_bytes`, and always at least one (a single large entry goes alone)."""
+    total = 0
+    for i, (raw, _) in enumerate(queue):
+        total += len(raw)
+        if total > max_bytes and i > 0:
+            return queue[:i], queue[i:]
+    return queue, []
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:

@@ -36,15 +36,19 @@ from orca.config import parse_memory
 from orca.errors import InvalidSpec
 
 __all__ = [
-    "MAX_REPLICAS", "DEFAULT_MEMORY", "DEFAULT_CPU", "MAX_CPU", "MIN_MEMORY", "MAX_MEMORY",
-    "ROLLOUT_FIELDS", "validate_service", "validate_deploy_body", "spec_digest",
+    "MAX_REPLICAS", "DEFAULT_MEMORY", "DEFAULT_CPU", "MIN_CPU", "MAX_CPU", "MIN_MEMORY", "MAX_MEMORY",
+    "ROLLOUT_FIELDS", "OPTIONAL_ROLLOUT_FIELDS", "validate_service", "validate_deploy_body", "spec_digest",
     "rollout_fields_changed", "parse_memory", "secret_refs", "is_dns_label",
     "SCALING_MODES", "SCALING_DEFAULTS", "MIN_WINDOW_SECONDS", "validate_scaling",
 ]
 
 MAX_REPLICAS = 1000
+MAX_DEPLOY_SERVICES = 1000  # services in one deploy body
 DEFAULT_MEMORY = 256 * 2**20  # 256Mi
 DEFAULT_CPU = 0.25
+# A hundredth of a core: Docker's own minimum (NanoCpus 10,000,000). Anything below would round to
+# NanoCpus=0, which Docker reads as "no limit" - a tiny request must never become an unlimited one.
+MIN_CPU = 0.01
 MAX_CPU = 256.0
 # Docker refuses a memory limit below 6 MiB at container start; failing at deploy time is kinder
 # (and catches `memory = 512` written meaning MiB).
@@ -55,6 +59,9 @@ MAX_MEMORY = 2**50
 # The fields whose change makes a new version and hence a rolling update (DESIGN §7). Scaling,
 # placement, domain, update policy, canary count and canary weight do not restart anything.
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
+# Container hardening options that also make a new version, but only count in the digest when set, so
+# the digest of every spec written before they existed stays the same (no restart on upgrade).
+OPTIONAL_ROLLOUT_FIELDS = {"read_only": False, "user": None}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -79,6 +86,19 @@ MIN_WINDOW_SECONDS = 5.0
 _MAX_IMAGE_LEN = 1024
 _MAX_PATH_LEN = 2048
 _MAX_LABEL_VALUE_LEN = 255
+# Every list and map of a spec is bounded (a spec is stored in the Raft log, in every version of the
+# history, and pushed to agents): far above real use, small enough that a hostile deploy costs little.
+_MAX_COMMAND_ARGS = 256
+_MAX_ARG_LEN = 32 * 1024
+_MAX_ENV = 256
+_MAX_ENV_KEY_LEN = 256
+_MAX_ENV_VALUE_LEN = 32 * 1024
+_MAX_LABELS = 64
+# Upper bounds of the time and rate fields (seconds unless named otherwise).
+_MAX_DURATION_S = 86400.0
+_MAX_RATE = 1e6
+_MAX_PCT = 1000.0
+_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
 
 _DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NODE_ID_RE = re.compile(r"[a-z0-9-]{1,63}")  # same rule as `[node] id` in the config
@@ -92,6 +112,7 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
+    "read_only", "user",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
@@ -152,6 +173,8 @@ def validate_deploy_body(body: object) -> tuple[list[dict[str, Any]], list[dict[
     services = body.get("services")
     if not isinstance(services, list) or not services:
         _raise_body("services: expected a non-empty list of service specs", "services")
+    if len(services) > MAX_DEPLOY_SERVICES:
+        _raise_body(f"services: at most {MAX_DEPLOY_SERVICES} services in one deploy", "services")
 
     valid: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
@@ -182,6 +205,8 @@ def spec_digest(spec: dict[str, Any]) -> str:
     stored in the version history.
     """
     material = {field: spec.get(field) for field in ROLLOUT_FIELDS}
+    material.update({field: spec[field] for field, default in OPTIONAL_ROLLOUT_FIELDS.items()
+                     if spec.get(field, default) != default})
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                            allow_nan=False)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
@@ -298,6 +323,9 @@ class _Validator:
         internal = raw.get("internal", False)
         if not isinstance(internal, bool):
             self.fail("internal", f"expected true or false, got {_type_name(internal)}")
+        read_only = raw.get("read_only", False)
+        if not isinstance(read_only, bool):
+            self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
         return {
             "name": name,
@@ -316,6 +344,8 @@ class _Validator:
             "canary": canary,
             "scaling": None if raw.get("scaling") is None else self.scaling(raw["scaling"]),
             "canary_weight": self.canary_weight(raw.get("canary_weight")),
+            "read_only": read_only,
+            "user": self.user(raw.get("user")),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -379,12 +409,25 @@ class _Validator:
             self.fail("command", f"expected a list of strings, got {_type_name(value)}")
         if not value:
             self.fail("command", "must not be an empty list (omit it to use the image's default)")
+        if len(value) > _MAX_COMMAND_ARGS:
+            self.fail("command", f"must have at most {_MAX_COMMAND_ARGS} arguments")
         for i, arg in enumerate(value):
             if not isinstance(arg, str):
                 self.fail(f"command[{i}]", f"expected a string, got {_type_name(arg)}")
+            if len(arg) > _MAX_ARG_LEN:
+                self.fail(f"command[{i}]", f"must be at most {_MAX_ARG_LEN} characters")
             if "\x00" in arg:
                 self.fail(f"command[{i}]", "must not contain NUL characters")
         return list(value)
+
+    def user(self, value: object) -> str | None:
+        """`user` or `user:group` (names or numeric ids) the container runs as; None: the image's."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _USER_RE.fullmatch(value):
+            self.fail("user", "expected a user or user:group (letters, digits, '_', '.', '-'; at most 32 "
+                              f"characters each), got {_show(value)}")
+        return value
 
     def domain(self, value: object) -> str | None:
         if value is None:
@@ -415,9 +458,11 @@ class _Validator:
     def env(self, value: object) -> dict[str, str]:
         if not isinstance(value, dict):
             self.fail("env", f"expected an object of strings, got {_type_name(value)}")
+        if len(value) > _MAX_ENV:
+            self.fail("env", f"must have at most {_MAX_ENV} variables")
         out: dict[str, str] = {}
         for key, val in value.items():
-            if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key):
+            if not isinstance(key, str) or len(key) > _MAX_ENV_KEY_LEN or not _ENV_KEY_RE.fullmatch(key):
                 self.fail("env", f"invalid variable name {_show(key)} (letters, digits and '_', "
                                  "not starting with a digit)")
             # Values are never echoed: they may hold a literal secret.
@@ -425,6 +470,8 @@ class _Validator:
                 self.fail(f"env.{key}", f"expected a string, got {_type_name(val)}")
             if "\x00" in val:
                 self.fail(f"env.{key}", "must not contain NUL characters")
+            if len(val) > _MAX_ENV_VALUE_LEN:
+                self.fail(f"env.{key}", f"must be at most {_MAX_ENV_VALUE_LEN} characters")
             self.secret_templates(f"env.{key}", val)
             out[key] = val
         return out
@@ -443,8 +490,7 @@ class _Validator:
             self.fail("resources.memory", f"must be at least 6Mi (Docker's minimum), got {_show(memory_raw)}")
         if memory > MAX_MEMORY:
             self.fail("resources.memory", f"must be at most 1Pi, got {_show(memory_raw)}")
-        cpu = self.number("resources.cpu", table.get("cpu", DEFAULT_CPU), low=0.0, high=MAX_CPU,
-                          low_inclusive=False)
+        cpu = self.number("resources.cpu", table.get("cpu", DEFAULT_CPU), low=MIN_CPU, high=MAX_CPU)
         return {"memory": memory, "cpu": cpu}
 
     def memory(self, value: object) -> int:
@@ -473,6 +519,8 @@ class _Validator:
         labels = table.get("labels", {})
         if not isinstance(labels, dict):
             self.fail("placement.labels", f"expected an object of strings, got {_type_name(labels)}")
+        if len(labels) > _MAX_LABELS:
+            self.fail("placement.labels", f"must have at most {_MAX_LABELS} labels")
         out: dict[str, str] = {}
         for key, val in labels.items():
             if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
@@ -488,9 +536,10 @@ class _Validator:
     def update(self, raw: dict[str, Any]) -> dict[str, Any]:
         table = self.table(raw, "update", _UPDATE_FIELDS)
         max_parallel = self.int_range("update.max_parallel", table.get("max_parallel", 1), 1, MAX_REPLICAS)
-        min_healthy = self.number("update.min_healthy_s", table.get("min_healthy_s", 2.0), low=0.0)
+        min_healthy = self.number("update.min_healthy_s", table.get("min_healthy_s", 2.0), low=0.0,
+                                  high=_MAX_DURATION_S)
         deadline = self.number("update.healthy_deadline_s", table.get("healthy_deadline_s", 60.0),
-                               low=0.0, low_inclusive=False)
+                               low=0.0, low_inclusive=False, high=_MAX_DURATION_S)
         if deadline <= min_healthy:
             # A replica must run min_healthy_s before it counts as healthy, so such a deadline
             # would fail every rollout.
@@ -516,8 +565,8 @@ class _Validator:
         if high < low:
             self.fail("scaling.max_replicas", f"must be at least scaling.min_replicas ({low}), got {high}")
 
-        def positive(field: str) -> float:
-            return self.number(f"scaling.{field}", table[field], low=0.0, low_inclusive=False)
+        def positive(field: str, high: float = _MAX_RATE) -> float:
+            return self.number(f"scaling.{field}", table[field], low=0.0, low_inclusive=False, high=high)
 
         def percent(field: str) -> float:
             return self.number(f"scaling.{field}", table[field], low=0.0, high=100.0, low_inclusive=False)
@@ -526,14 +575,15 @@ class _Validator:
         max_p95 = positive("max_p95_latency_ms")
         max_cpu = percent("max_cpu_percent")
         max_memory = percent("max_memory_percent")
-        out_pct = positive("scale_out_threshold_pct")
-        in_pct = positive("scale_in_threshold_pct")
+        out_pct = positive("scale_out_threshold_pct", _MAX_PCT)
+        in_pct = positive("scale_in_threshold_pct", _MAX_PCT)
         if in_pct >= out_pct:
             # Equal or crossed thresholds leave no band where the count holds: it would flap.
             self.fail("scaling.scale_in_threshold_pct",
                       f"must be less than scaling.scale_out_threshold_pct ({out_pct:g}), got {in_pct:g}")
-        window = self.number("scaling.window_seconds", table["window_seconds"], low=MIN_WINDOW_SECONDS)
-        cooldown = self.number("scaling.cooldown_seconds", table["cooldown_seconds"], low=0.0)
+        window = self.number("scaling.window_seconds", table["window_seconds"], low=MIN_WINDOW_SECONDS,
+                             high=_MAX_DURATION_S)
+        cooldown = self.number("scaling.cooldown_seconds", table["cooldown_seconds"], low=0.0, high=_MAX_DURATION_S)
         return {
             "mode": mode,
             "min_replicas": low,

@@ -34,7 +34,9 @@
 # names a live `orca server` / `orca agent`.
 # Files: data/<id>.pid and data/<id>.log (ids master-1..3 and worker-1), data/cluster.secret,
 # data/admin.token and data/worker-1.token (all 0600); ~/.orca/token gets a copy of the admin token
-# unless it already exists.
+# unless it already exists. The client context `local` (ORCA_CONTEXT_NAME) in ~/.orca/config.toml
+# (ORCA_CONFIG) is written and made current: every master's URL (learned from the cluster) and the
+# admin token file, so `orca` reaches the cluster through any master that is up.
 #
 # The agent needs a Docker engine. When none answers, the masters still start and the script says what
 # to do (run `sudo scripts/ensure-docker.sh`, then this script again) and exits 0 without an agent.
@@ -138,6 +140,8 @@ SECRET_SOURCE=""
 DATA_DIR=data
 [ -z "$data_arg" ] || DATA_DIR=$(resolve_arg "$data_arg" -d) || exit 1
 TOKEN_FILE=$DATA_DIR/admin.token
+CA_FILE=""  # the cluster CA of HTTPS masters (set from the first https master config)
+CONTEXT_NAME=${ORCA_CONTEXT_NAME:-local}   # the client context the bootstrap writes (orca context)
 
 # ---------------------------------------------------------------------- helpers
 
@@ -160,11 +164,18 @@ try:
     with open(path, "rb") as f:
         cfg = tomllib.load(f)
     node_id = cfg["node"]["id"]
-    url = cfg["api"].get("advertise") or "http://" + cfg["api"]["listen"]
+    listen = cfg["api"]["listen"]
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    # TLS unless said otherwise: on by default off loopback (orca.config has the same rule).
+    tls_on = cfg.get("tls", {}).get("enabled", host not in ("127.0.0.1", "localhost", "::1")
+                                    and not host.startswith("127.")
+                                    and not cfg["security"].get("insecure_http", False))
+    url = cfg["api"].get("advertise") or ("https://" if tls_on else "http://") + listen
     secret = cfg["security"]["cluster_secret_file"]
+    data_dir = cfg["node"]["data_dir"]
 except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
     sys.exit(f"bootstrap: {path}: cannot read node.id, api.advertise and security.cluster_secret_file: {exc!r}")
-print(node_id, url.rstrip("/"), secret, sep="\t")
+print(node_id, url.rstrip("/"), secret, data_dir, sep="\t")
 EOF
 }
 
@@ -172,9 +183,13 @@ EOF
 # ("-" for none) and succeeds, or prints the reason and fails.
 health() {
     "$PY" - "$1" <<'EOF'
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+# Liveness only (no token is sent): an HTTPS master is not verified here; it may still be answering
+# with the provisional certificate it uses before the cluster's CA exists.
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 try:
-    with urllib.request.urlopen(sys.argv[1] + "/api/v1/health", timeout=1.0) as resp:
+    with urllib.request.urlopen(sys.argv[1] + "/api/v1/health", timeout=1.0, context=ctx) as resp:
         h = json.load(resp)
 except Exception as exc:  # anything at all means "not answering"; the reason is printed
     print(getattr(exc, "reason", None) or exc)
@@ -261,15 +276,16 @@ EOF2
 # asked. The status alone proves nothing fresh: after a restart of the masters the replicated state
 # says "ready" for a while (one lease of grace) whether or not the agent runs; the heartbeat time does.
 node_state() {
-    "$PY" - "$1" "$2" "$TOKEN_FILE" <<'EOF2'
-import json, sys, urllib.request
+    "$PY" - "$1" "$2" "$TOKEN_FILE" "$CA_FILE" <<'EOF2'
+import json, ssl, sys, urllib.request
 from datetime import datetime
-url, node_id, token_file = sys.argv[1:4]
+url, node_id, token_file, ca_file = sys.argv[1:5]
 try:
     with open(token_file) as f:
         token = f.read().strip()
+    ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
     req = urllib.request.Request(url + "/api/v1/cluster/nodes", headers={"Authorization": "Bearer " + token})
-    with urllib.request.urlopen(req, timeout=2.0) as resp:
+    with urllib.request.urlopen(req, timeout=2.0, context=ctx) as resp:
         nodes = json.load(resp)["nodes"]
 except (OSError, ValueError, KeyError) as exc:
     print(getattr(exc, "reason", None) or exc)
@@ -320,8 +336,11 @@ load_nodes() {
     local c line id url secret
     for c in "${configs[@]}"; do
         line=$(read_config "$c") || exit 1
-        IFS=$'\t' read -r id url secret <<<"$line"
+        IFS=$'\t' read -r id url secret data_dir <<<"$line"
         ids+=("$id") urls+=("$url") secrets+=("$secret")
+        # HTTPS masters: the cluster CA their first leader made, as the master writes it (tokens are
+        # only ever sent to a master verified against it).
+        case $url in https://*) [ -n "$CA_FILE" ] || CA_FILE="$data_dir/tls/ca.crt" ;; esac
     done
 }
 
@@ -550,7 +569,8 @@ launch_agent() {
 
     # A token signed with an earlier cluster secret (data/cluster.secret deleted on its own) would
     # only be refused at registration: check it offline and replace it.
-    if [ -s "$token" ] && ! "$PY" - "$secret" "$token" <<'EOF2'; then
+    # A token minted before node identity (no node claim) or for another node is replaced the same way.
+    if [ -s "$token" ] && ! "$PY" - "$secret" "$token" "$agent_aid" <<'EOF2'; then
 import sys
 from pathlib import Path
 from orca.auth import signing_key, verify_token
@@ -558,15 +578,15 @@ try:
     claims = verify_token(signing_key(Path(sys.argv[1]).read_bytes().strip()), Path(sys.argv[2]).read_text().strip())
 except Exception:
     sys.exit(1)
-sys.exit(claims.role != "agent")
+sys.exit(claims.role != "agent" or claims.node != sys.argv[3])
 EOF2
-        orca_log "$token is not an agent token of this cluster secret: minting a new one"
+        orca_log "$token is not an agent token of this cluster secret for node $agent_aid: minting a new one"
         rm -f "$token"
     fi
     if [ ! -s "$token" ]; then
         mkdir -p "$(dirname "$token")"
         (umask 077 && "$ORCA_VENV/bin/orca" token create --secret-file "$secret" --role agent \
-            --name "$agent_aid" >"$token.tmp") || { rm -f "$token.tmp"; orca_die "minting the agent token failed"; }
+            --node "$agent_aid" >"$token.tmp") || { rm -f "$token.tmp"; orca_die "minting the agent token failed"; }
         chmod 600 "$token.tmp"
         mv "$token.tmp" "$token"
         orca_log "minted an agent token into $token"
@@ -694,7 +714,9 @@ do_start() {
         # A token left over from an earlier secret (data/cluster.secret deleted on its own) would
         # only produce 401s later: check it once against the leader and replace it if refused.
         local code
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+        local cacert=()
+        [ -z "$CA_FILE" ] || cacert=(--cacert "$CA_FILE")
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${cacert[@]}" \
             -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$leader_url/api/v1/cluster/info" || true)
         if [ "$code" = 401 ]; then
             orca_log "$TOKEN_FILE is refused by the cluster (made with another secret?): minting a new one"
@@ -711,6 +733,28 @@ do_start() {
         home_note="same as $home_token"
     else
         home_note="$home_token exists and was left alone: export ORCA_TOKEN as below"
+    fi
+
+    local ca_note="" n
+    if [ -n "$CA_FILE" ] && [ -n "$leader" ]; then
+        # The master writes the cluster CA a moment after it applies it: wait for it (bounded).
+        for n in $(seq 1 50); do [ -s "$CA_FILE" ] && break; sleep 0.1; done
+    fi
+    if [ -n "$CA_FILE" ] && [ -n "$leader" ] && [ -s "$CA_FILE" ]; then
+        # The CLI reads ~/.orca/ca.crt when neither --cacert nor ORCA_CACERT is given.
+        mkdir -p "$HOME/.orca"
+        install -m 644 "$CA_FILE" "$HOME/.orca/ca.crt"
+        ca_note="  cluster CA:  $CA_FILE (copied to $HOME/.orca/ca.crt; \`orca cluster ca show\` prints its fingerprint)"
+    fi
+    # The client context: every master of this cluster and the admin token file, so the CLI reaches
+    # the cluster through any master that is up (env ORCA_API/ORCA_TOKEN still win over it).
+    local context_note
+    if context_note=$("$ORCA_VENV/bin/orca" context set "$CONTEXT_NAME" --use \
+            --api "$(IFS=,; echo "${urls[*]}")" --token-file "$TOKEN_FILE" 2>&1); then
+        context_note="${context_note%% (current)} (current; $("$ORCA_VENV/bin/python" -c \
+            'from orca.sdk.config import config_path; print(config_path())'))"
+    else
+        context_note="not written: $context_note"
     fi
 
     if [ ${#agent_id[@]} -gt 0 ] && [ "$wait_leader" = 1 ]; then
@@ -742,6 +786,8 @@ orca: ${ids[*]} running; ${leader_desc}
   logs:        $(for i in "${ids[@]}" "${agent_id[@]}"; do printf '%s/%s.log ' "$DATA_DIR" "$i"; done | sed 's/ $//')
   pid files:   $DATA_DIR/<id>.pid
   admin token: ${TOKEN_FILE} (${home_note})
+${ca_note}
+  client:      ${context_note}
 EOF
     if [ "$explicit_nodes" = 1 ]; then
         # The same options again, for --status and --stop (paths as this script resolved them).
@@ -757,7 +803,7 @@ EOF
         cat <<EOF
 
 Next:
-${cd_line}  export ORCA_API=${urls[0]} ORCA_TOKEN=\$(cat ${TOKEN_FILE})
+${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})   # or nothing: the context ${CONTEXT_NAME} names every master and the token
   $orca cluster info
 
 Health:  scripts/bootstrap-cluster.sh${again} --status
@@ -800,7 +846,7 @@ ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca logs web --tail 20
   $orca nodes
 With worker-1 alone a drain has nowhere to move replicas to: join a second agent first.
-  (umask 077 && $orca token create --secret-file ${secret#./} --role agent --name worker-2 >$DATA_DIR/worker-2.token)
+  (umask 077 && $orca cluster join-token worker --node worker-2 >$DATA_DIR/worker-2.token)
   nohup $orca join $masters --token-file $DATA_DIR/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >$DATA_DIR/worker-2.log 2>&1 & echo \$! >$DATA_DIR/worker-2.pid
   $orca drain worker-1                # replicas move to worker-2, start-before-stop
   $orca undrain worker-1

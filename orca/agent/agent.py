@@ -6,7 +6,8 @@
   restarted agent keeps running its replicas even when no master answers.
 - `Agent` ties the store, the reconciler, the health monitor, the ingress proxy (when configured) and
   the container stats sampler together, answers pushes and builds the status API's NodeReport.
-- `MasterLink` registers with the masters and heartbeats the actual allocations to the leader,
+- `MasterLink` obtains the node's credential (exchanging a join token once, orca.agent.credential),
+  registers with the masters and heartbeats the actual allocations to the leader,
   following 307s itself (so the bearer token is never dropped by a client library on a cross-origin
   redirect) and rotating through the masters when one is unreachable.
 """
@@ -28,15 +29,17 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from orca import __version__
+from orca import __version__, jointoken, tls
+from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
+from orca.agent.node_tls import NodeTls
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
 from orca.agent.reconcile import Reconciler, iso
 from orca.agent.runtime import Runtime, RuntimeFailure
 from orca.agent.stats import StatsSampler
 from orca.config import AgentConfig
-from orca.errors import StaleLeader
-from orca.protocol import HEARTBEAT_MAX_BYTES
+from orca.errors import OrcaError, StaleLeader
+from orca.protocol import CLUSTER_ID_RE, HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
 
@@ -71,7 +74,26 @@ class PushStore:
         fence = self._read_json("fence.json") or {}
         self.term = int(fence.get("term", 0))
         self.version = int(fence.get("version", 0))
+        # The cluster this node took a desired set from: a push from another cluster (a fresh, empty one
+        # started after every master's disk was lost, before the restore) is refused, not obeyed.
+        self.lineage: str | None = fence.get("lineage") if isinstance(fence.get("lineage"), str) else None
         self.desired: dict[str, Any] | None = self._read_json("desired.json")
+        self.cluster_id = self._load_cluster_id()
+
+    def _load_cluster_id(self) -> str | None:
+        """The cluster this node belongs to (learnt at the first registration), or None before that."""
+        try:
+            value = (self.dir / "cluster_id").read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not CLUSTER_ID_RE.fullmatch(value):
+            log.warning("ignoring unreadable %s", self.dir / "cluster_id")
+            return None
+        return value
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        write_atomic(self.dir / "cluster_id", cluster_id.encode())
+        self.cluster_id = cluster_id
 
     def _load_token(self) -> str:
         path = self.dir / "push_token"
@@ -107,13 +129,21 @@ class PushStore:
         older version is ignored (a late retry). The fence is on disk before the answer goes out.
         """
         term, version = push["term"], push["version"]
+        lineage = push.get("lineage")
+        if self.lineage is not None and lineage != self.lineage:
+            raise StaleLeader(f"push from cluster state {lineage or '(no lineage)'}, but this node runs the desired "
+                              f"set of cluster state {self.lineage} (restore that cluster's snapshot, or wipe this "
+                              "agent's data directory to move it)",
+                              {"lineage": lineage, "seen_lineage": self.lineage})
         if term < self.term:
             raise StaleLeader(f"push from term {term}, but term {self.term} has been seen",
                               {"term": term, "seen_term": self.term})
         if term == self.term and version < self.version:
             return False
         self.term, self.version = term, version
-        write_atomic(self.dir / "fence.json", json.dumps({"term": term, "version": version}).encode())
+        self.lineage = lineage or self.lineage
+        fence = {"term": term, "version": version, **({"lineage": self.lineage} if self.lineage else {})}
+        write_atomic(self.dir / "fence.json", json.dumps(fence).encode())
         write_atomic(self.dir / "desired.json", json.dumps(push).encode())
         self.desired = push
         return True
@@ -140,8 +170,14 @@ class Agent:
         self.node_id = config.agent_id
         self.runtime = runtime
         self.store = PushStore(config.data_dir)
+        # Containers are labelled with the cluster id and only those of this cluster are touched; an agent
+        # that never registered does not know it yet, and its runtime touches nothing until it does.
+        if self.store.cluster_id is not None:
+            runtime.cluster_id = self.store.cluster_id
         self.proxy = proxy or (Proxy(config.proxy) if config.proxy is not None else None)
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
+        if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
+            runtime.adopt_legacy = self.reconciler.wants
         if self.proxy is not None and self.reconciler.before_stop is None:
             self.reconciler.before_stop = self.proxy.drain
         self.health = health or HealthMonitor(self.reconciler, config.publish_address)
@@ -247,6 +283,10 @@ class MasterLink:
         self._seq = 0
         self._session: aiohttp.ClientSession | None = None
         self._last_logged: str | None = None
+        self.credential = Credential(agent.node_id, self.config.token, self.config.data_dir)
+        self.tls = NodeTls(agent.node_id, self.config.data_dir, tls.names_for_url(self.address),
+                           ca_file=getattr(self.config, "ca_file", None),
+                           enabled=any(m.startswith("https://") for m in self.masters))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -270,17 +310,19 @@ class MasterLink:
             order = [self.leader, *(m for m in order if m != self.leader)]
         return order
 
-    async def _post(self, base: str, path: str, body: dict[str, Any]) -> tuple[int, Any, str]:
-        """POST following 307/308 ourselves; returns (status, parsed body or None, final base URL)."""
+    async def _post(self, base: str, path: str, body: dict[str, Any],
+                    bearer: str | None = None) -> tuple[int, Any, str]:
+        """POST following 307/308 ourselves; returns (status, parsed body or None, final base URL).
+        The bearer is the node's credential unless given (the join exchange sends the join token)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         url = base + path
-        headers = {"Authorization": f"Bearer {self.config.token}"}
+        headers = {"Authorization": f"Bearer {bearer or self.credential.token or ''}"}
         data = json.dumps(body, separators=(",", ":")).encode()
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 async with self._session.post(url, data=data, headers={**headers, "Content-Type": "application/json"},
-                                              allow_redirects=False) as resp:
+                                              allow_redirects=False, ssl=self.tls.client_ssl()) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                         url = urljoin(url, resp.headers["Location"])
                         continue
@@ -305,11 +347,133 @@ class MasterLink:
             cpu = cpu if cpu is not None else float(engine["cpu"])
         return {"memory": memory, "cpu": cpu}
 
+    async def join(self) -> bool:
+        """Exchange the configured join token for this node's credential; True once it is stored.
+        A refusal (used, revoked, expired, node taken: 401/403/409) is logged and not retried on the
+        other masters, who share the same state; the caller backs off and tries again later."""
+        join_token = self.credential.join_token
+        if join_token is None:
+            return False
+        body: dict[str, Any] = {"node_id": self.agent.node_id, "nonce": self.credential.nonce()}
+        if self.tls.enabled:
+            body.update(csr=self.tls.csr(), names=self.tls.names)
+        for base in self._targets():
+            try:
+                status, reply, final = await self._post(base, "/api/v1/agent/join", body, bearer=join_token)
+            except _LinkError as exc:
+                self._error(f"join: {exc}")
+                continue
+            if 200 <= status < 300:
+                problem = self.credential.accept(reply)
+                if problem is None and self.tls.enabled:
+                    problem = self.tls.accept(reply)
+                if problem is None:
+                    log.info("joined: obtained the credential of node %s from %s (kept in %s)",
+                             self.agent.node_id, final, self.config.data_dir)
+                    return True
+                self._error(f"join: {final}: {problem}")
+                return False
+            self._error(f"join: {final} answered {status}: {_describe(reply)}")
+            if status in (401, 403, 409):
+                return False
+        return False
+
+    async def _get(self, base: str, path: str, verify: bool = True) -> Any:
+        """GET a public JSON document from one master (verify=False only to fetch a CA to pin)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        try:
+            async with self._session.get(base + path, ssl=self.tls.client_ssl(verify)) as resp:
+                raw = await resp.content.read(256 * 1024)
+                return json.loads(raw) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise _LinkError(f"{base}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    async def prepare_tls(self, stop: asyncio.Event) -> bool:
+        """Before anything listens or heartbeats on a TLS cluster: trust (the pinned CA of a version-2
+        join token, or ca_file) and this node's certificate (from the join exchange, or signed for the
+        node token). Retries with backoff until done (True) or `stop` (False)."""
+        delay, cap = REGISTER_BACKOFF_S
+        while not stop.is_set():
+            if self.tls.ready():
+                return True
+            try:
+                await self._obtain_tls()
+            except _LinkError as exc:
+                self._error(f"tls: {exc}")
+            if self.tls.ready():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, cap)
+        return False
+
+    async def _obtain_tls(self) -> None:
+        if self.tls.trust() is None:
+            try:
+                token = jointoken.parse(self.credential.join_token) if self.credential.join_token else None
+            except OrcaError:
+                token = None
+            if token is None or token.ca_fingerprint is None:
+                self._error("tls: the masters are https:// but this node trusts no CA: set agent.ca_file, or use "
+                            "a version-2 join token (orca cluster join-token worker)")
+                return
+            for base in self._targets():
+                doc = await self._get(base, "/api/v1/cluster/ca", verify=False)
+                problem = self.tls.pin(doc.get("bundle") if isinstance(doc, dict) else None, token.ca_fingerprint)
+                if problem is None:
+                    log.info("pinned the cluster CA %s (from the join token) at %s", token.ca_fingerprint, base)
+                    break
+                self._error(f"tls: {base}: {problem}")
+            else:
+                return
+        if self.credential.token is None:
+            await self.join()
+        elif self.tls.cert() is None:
+            await self.renew_certificate()
+
+    async def renew_certificate(self) -> bool:
+        """Ask for a (new) node certificate for this node's key; True once stored."""
+        body = {"csr": self.tls.csr(), "names": self.tls.names}
+        for base in self._targets():
+            try:
+                status, reply, final = await self._post(base, "/api/v1/agent/certificate", body)
+            except _LinkError as exc:
+                self._error(f"certificate: {exc}")
+                continue
+            if 200 <= status < 300:
+                problem = self.tls.accept(reply)
+                if problem is None:
+                    return True
+                self._error(f"certificate: {final}: {problem}")
+                return False
+            self._error(f"certificate: {final} answered {status}: {_describe(reply)}")
+            if status in (401, 403):
+                return False
+        return False
+
+    async def _follow_ca(self, reply: dict[str, Any]) -> None:
+        """After a heartbeat: fetch CAs this node does not trust yet, renew a certificate the signing
+        CA did not issue or that is two thirds through its life."""
+        trusted = reply.get("ca_trusted")
+        if isinstance(trusted, list) and not set(map(str, trusted)) <= self.tls.trusted_fingerprints():
+            doc = await self._get(self.leader or self.masters[0], "/api/v1/cluster/ca")
+            if isinstance(doc, dict):
+                self.tls.add_trust(doc.get("bundle"))
+                log.info("trusting the cluster CAs %s", ", ".join(fp[:16] for fp in sorted(map(str, trusted))))
+        if self.tls.wants_renewal(reply.get("ca_fingerprint"), time.time()):
+            await self.renew_certificate()
+
     async def register(self) -> None:
         """Register with the first master that answers (any master: followers redirect), retrying
-        with a jittered backoff from 0.2 s to 2 s until one accepts."""
+        with a jittered backoff from 0.2 s to 2 s until one accepts. Without a credential yet, the
+        configured join token is exchanged for one first."""
         delay, cap = REGISTER_BACKOFF_S
         while True:
+            if self.credential.token is None and not await self.join():
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, cap)
+                continue
             try:
                 proxy = self.config.proxy
                 body = {"node_id": self.agent.node_id, "address": self.address,
@@ -327,6 +491,8 @@ class MasterLink:
                         self._error(f"register: {exc}")
                         continue
                     if 200 <= status < 300 and isinstance(reply, dict):
+                        if not self._adopt_cluster(reply.get("cluster_id"), final):
+                            break
                         self.leader = reply.get("leader") or final
                         hb = reply.get("heartbeat_s")
                         if isinstance(hb, int | float) and not isinstance(hb, bool) and hb > 0:
@@ -340,6 +506,23 @@ class MasterLink:
                         break  # every master checks the same token: asking the others is pointless
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, cap)
+
+    def _adopt_cluster(self, cluster_id: Any, master: str) -> bool:
+        """Learn the cluster id at the first registration; refuse masters of another cluster after that
+        (a data dir, and the containers it describes, belong to one cluster for good)."""
+        if not isinstance(cluster_id, str) or not CLUSTER_ID_RE.fullmatch(cluster_id):
+            self._error(f"register: {master} sent no valid cluster id (a master older than this agent?)")
+            return False
+        store = self.agent.store
+        if store.cluster_id is None:
+            store.set_cluster_id(cluster_id)
+            log.info("this node belongs to cluster %s", cluster_id)
+        elif store.cluster_id != cluster_id:
+            self._error(f"register: {master} is cluster {cluster_id}, but this agent's data dir belongs to "
+                        f"cluster {store.cluster_id}; use another data_dir to join another cluster")
+            return False
+        self.agent.runtime.cluster_id = cluster_id
+        return True
 
     # -- heartbeats --------------------------------------------------------------------------------
 
@@ -385,6 +568,11 @@ class MasterLink:
             if 200 <= status < 300 and isinstance(reply, dict):
                 self.leader = reply.get("leader") or final
                 self.last_sync = time.time()
+                if self.tls.enabled and "ca_fingerprint" in reply:
+                    try:
+                        await self._follow_ca(reply)
+                    except _LinkError as exc:
+                        self._error(f"tls: {exc}")
                 if self.sync_error:
                     log.info("heartbeats reach the leader %s again", self.leader)
                 self.sync_error = None

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from orca import bounds
+from orca import bounds, tls
 from orca.agent.agent import Agent
 from orca.agent.runtime import RuntimeFailure
-from orca.errors import Invalid, MethodNotAllowed, NotFound, OrcaError, Unauthorized
+from orca.errors import Forbidden, Invalid, MethodNotAllowed, NotFound, OrcaError, Unauthorized
 from orca.master.http import read_json
 from orca.protocol import ProtocolError, validate_push
 
@@ -71,6 +71,14 @@ def _agent(request: web.Request) -> Agent:
 
 
 def _authorize(request: web.Request) -> None:
+    """The push token, and over TLS a client certificate of a master of this cluster (the TLS layer
+    already checked it against the cluster CA; a node's certificate is not enough)."""
+    transport = request.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is not None:
+        ident = tls.identity_of(sslobj.getpeercert(binary_form=True))
+        if ident is None or ident.role != "master":
+            raise Forbidden("only a master of this cluster may call the agent API")
     if not _agent(request).store.check_token(request.headers.get("Authorization")):
         raise Unauthorized("missing or wrong bearer token")
 

@@ -20,6 +20,7 @@ from orca.agent.agent import Agent
 from orca.agent.api import make_agent_api, make_status_api
 from orca.agent.runtime import DockerRuntime, Runtime
 from orca.config import AgentConfig, ConfigError, load_agent_config, parse_host_port
+from orca.filemodes import FileModeError, private_umask, secure_paths
 
 __all__ = ["run_agent", "run_join", "join_config", "serve"]
 
@@ -32,6 +33,7 @@ _JOIN_KEYS = {
     "data_dir": ("agent", "data_dir"), "labels": ("agent", "labels"), "heartbeat_s": ("agent", "heartbeat_s"),
     "publish_address": ("docker", "publish_address"), "host_port_range": ("docker", "host_port_range"),
     "memory": ("resources", "memory"), "memory_bytes": ("resources", "memory"), "cpu": ("resources", "cpu"),
+    "ca_file": ("agent", "ca_file"),
 }
 
 
@@ -46,6 +48,19 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
             pass
     runners: list[web.AppRunner] = []
+    if config.tls:
+        # The agent API listens with this node's certificate: trust and certificate come first.
+        stopping = asyncio.Event()
+        waiter = asyncio.create_task(agent._stop.wait())
+        waiter.add_done_callback(lambda _: stopping.set())
+        ready = await agent.link.prepare_tls(stopping)
+        waiter.cancel()
+        if not ready:
+            await agent.link.close()
+            return 0
+    elif config.insecure_http:
+        log.warning("agent.insecure_http = true: the agent API on %s is plain HTTP; pushed secret values cross "
+                    "the network in clear", config.listen)
     try:
         for app, listen in ((make_agent_api(agent), config.listen), (make_status_api(agent), config.status_listen)):
             # A short shutdown timeout: a `follow` log stream must not hold the agent's exit for a minute.
@@ -53,7 +68,9 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
             await runner.setup()
             runners.append(runner)
             host, port = parse_host_port(listen)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            server = agent.link.tls.server if listen == config.listen and config.tls else None
+            await web.TCPSite(runner, host, port, reuse_address=True,
+                              ssl_context=server.outer if server is not None else None).start()
         if agent.proxy is not None:
             await agent.proxy.start()
         log.info("agent %s: API on %s (advertised %s), status on %s, ingress proxy %s, masters %s", config.agent_id,
@@ -70,6 +87,13 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
 def _run(config: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {config.agent_id} %(levelname)s %(name)s: %(message)s")
+    # The data directory holds the push token and the last desired set with plain secret values.
+    private_umask()
+    try:
+        secure_paths([config.data_dir], [config.token_file])
+    except (FileModeError, OSError) as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(config))
     except OSError as err:

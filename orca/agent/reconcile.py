@@ -182,6 +182,11 @@ class Reconciler:
                     st.next_attempt = 0.0
         self.wake()
 
+    def wants(self, alloc_id: str) -> bool:
+        """Is `alloc_id` in the desired set? Safe from any thread (one dict lookup)."""
+        desired = self._desired
+        return desired is not None and alloc_id in desired
+
     @property
     def has_desired(self) -> bool:
         return self._desired is not None

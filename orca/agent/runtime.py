@@ -5,8 +5,18 @@ The agent's reconcile loop compares the desired allocations with `Runtime.list()
 `FakeRuntime`, while `tests/docker/` exercises `DockerRuntime` against a real engine.
 
 Contract shared by both implementations:
-- A node only sees and touches containers labelled `orca.node == node_id`: several agents may share
-  one engine (as the tests do), and an agent must never stop another node's replicas.
+- A node only sees and touches containers labelled `orca.cluster == cluster_id` AND `orca.node ==
+  node_id`: several agents may share one engine (as the tests do), even agents of two clusters that
+  use the same node id, and an agent must never stop another node's or another cluster's replicas.
+  The cluster id comes from the masters at registration (orca.protocol.cluster_id_of) and is kept in
+  the agent's data dir; until it is known, `DockerRuntime` refuses to list or touch anything.
+  Upgrade path: a container made before cluster labels existed (`orca.node` only) is adopted when
+  `adopt_legacy(alloc_id)` says this node is told to run that allocation (allocation ids are random, so
+  another cluster's never match), and from then on until it is stopped; it is replaced by a labelled
+  one at the next rolling update.
+- Every container runs with the defaults below (`CONTAINER_DEFAULTS`): a cpu limit of at least
+  `orca.spec.MIN_CPU`, a pids limit, `no-new-privileges`, swap equal to the memory limit, and nothing
+  privileged (no capabilities added, no devices, no host namespaces: a spec cannot ask for them).
 - Containers are identified by allocation id (label `orca.alloc`), not by Docker id, so an agent that
   restarts re-adopts what is running instead of starting duplicates.
 - `start` is idempotent: a running container for the allocation is returned as is; a dead one is
@@ -23,7 +33,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,12 +45,29 @@ from docker.types import LogConfig
 
 log = logging.getLogger("orca.agent.runtime")
 
-__all__ = ["ContainerState", "Runtime", "RuntimeFailure", "DockerRuntime", "FakeRuntime", "container_name"]
+__all__ = ["ContainerState", "Runtime", "RuntimeFailure", "DockerRuntime", "FakeRuntime", "container_name",
+           "container_limits", "CONTAINER_DEFAULTS", "PIDS_LIMIT", "LABEL_CLUSTER"]
 
 LABEL_SERVICE = "orca.service"
 LABEL_ALLOC = "orca.alloc"
 LABEL_VERSION = "orca.version"
 LABEL_NODE = "orca.node"
+LABEL_CLUSTER = "orca.cluster"
+DEFAULT_CPU = 0.25  # orca.spec.DEFAULT_CPU, for a stored spec that has no cpu at all
+
+# The most processes (and threads) one container may run: stops a fork bomb in one replica from
+# taking the whole worker down.
+PIDS_LIMIT = 1024
+# The smallest cpu limit given to Docker, in cores (orca.spec.MIN_CPU; repeated so the runtime also
+# clamps specs stored before that rule existed): NanoCpus=0 would mean "unlimited".
+MIN_NANO_CPUS = 10_000_000
+# The writable scratch space of a `read_only` container.
+READ_ONLY_TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}
+CONTAINER_DEFAULTS: dict[str, Any] = {
+    "pids_limit": PIDS_LIMIT,
+    "security_opt": ["no-new-privileges:true"],
+    "privileged": False,
+}
 
 # Docker reports a never-started container with this zero time; we report None instead.
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -81,6 +108,8 @@ class ContainerState:
 class Runtime(Protocol):
     """What the agent needs from a container engine; see the module docstring for the contract."""
 
+    cluster_id: str | None
+
     def list(self) -> list[ContainerState]: ...
 
     def start(self, alloc: dict[str, Any], *, env: dict[str, str], host_port: int | None) -> ContainerState: ...
@@ -101,6 +130,30 @@ class Runtime(Protocol):
 def container_name(alloc: dict[str, Any]) -> str:
     """`orca-<service>-<alloc id>` (DESIGN §5): readable in `docker ps`, unique per allocation."""
     return f"orca-{alloc['service']}-{alloc['id']}"
+
+
+def container_limits(spec: dict[str, Any]) -> dict[str, Any]:
+    """The docker SDK `containers.create` arguments that confine a container, from its normalized spec.
+
+    Only these keys (and the plain ones in `DockerRuntime.start`) ever reach Docker: nothing in a spec
+    can add capabilities or devices, mount the host, or share its network, pid or ipc namespace.
+    """
+    resources = spec.get("resources") or {}
+    out: dict[str, Any] = dict(CONTAINER_DEFAULTS)
+    out["security_opt"] = list(CONTAINER_DEFAULTS["security_opt"])
+    memory = resources.get("memory")
+    if memory:
+        out["mem_limit"] = int(memory)
+        out["memswap_limit"] = int(memory)  # swap equal to memory: no swap beyond the limit
+    cpu = resources.get("cpu")
+    cores = DEFAULT_CPU if cpu is None else float(cpu)
+    out["nano_cpus"] = max(MIN_NANO_CPUS, int(cores * 1e9)) if math.isfinite(cores) else MIN_NANO_CPUS
+    if spec.get("read_only"):
+        out["read_only"] = True
+        out["tmpfs"] = dict(READ_ONLY_TMPFS)
+    if spec.get("user"):
+        out["user"] = str(spec["user"])
+    return out
 
 
 def _short(text: str) -> str:
@@ -130,9 +183,13 @@ class DockerRuntime:
     environment on first use, so an agent can start (and report the error) while the engine is down.
     """
 
-    def __init__(self, node_id: str, publish_address: str = "127.0.0.1", client: Any = None):
+    def __init__(self, node_id: str, publish_address: str = "127.0.0.1", client: Any = None, *,
+                 cluster_id: str | None = None):
         self.node_id = node_id
         self.publish_address = publish_address
+        self.cluster_id = cluster_id  # set by the agent once the masters told it (see the module docstring)
+        self.adopt_legacy: Callable[[str], bool] | None = None  # alloc id -> adopt an unlabelled container?
+        self._legacy: set[str] = set()  # alloc ids of unlabelled containers adopted so far
         self._client = client
         # (container id, state) -> ContainerState from the last `list`: a container is inspected again
         # only when its state changed (or after a restart), not on every reconcile pass.
@@ -149,14 +206,34 @@ class DockerRuntime:
                 raise RuntimeFailure(_short(f"docker engine unreachable: {exc}")) from exc
         return self._client
 
+    def _owner_labels(self) -> list[str]:
+        """The label filter of everything this runtime may see: its cluster and its node."""
+        if not self.cluster_id:
+            raise RuntimeFailure("cluster id not known yet (it comes with the first registration)")
+        return [f"{LABEL_CLUSTER}={self.cluster_id}", f"{LABEL_NODE}={self.node_id}"]
+
+    def _legacy_ok(self, labels: dict[str, str]) -> bool:
+        """An unlabelled container (from before cluster labels) of this node that may be adopted."""
+        alloc_id = labels.get(LABEL_ALLOC)
+        if alloc_id is None or LABEL_CLUSTER in labels or labels.get(LABEL_NODE) != self.node_id:
+            return False
+        if alloc_id in self._legacy or (self.adopt_legacy is not None and self.adopt_legacy(alloc_id)):
+            self._legacy.add(alloc_id)
+            return True
+        return False
+
     def _find(self, alloc_id: str) -> list[Any]:
         """This node's containers for one allocation (normally zero or one)."""
+        owner = self._owner_labels()
         try:
             found: list[Any] = self.client.containers.list(
-                all=True,
-                filters={"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_ALLOC}={alloc_id}"]},
-                ignore_removed=True,
+                all=True, filters={"label": [*owner, f"{LABEL_ALLOC}={alloc_id}"]}, ignore_removed=True,
             )
+            if not found and (alloc_id in self._legacy or self.adopt_legacy is not None):
+                legacy = self.client.containers.list(
+                    all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_ALLOC}={alloc_id}"]},
+                    ignore_removed=True)
+                found = [c for c in legacy if self._legacy_ok(c.labels or {})]
             return found
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "list containers") from exc
@@ -168,8 +245,12 @@ class DockerRuntime:
         orca's to manage and are left out."""
         # A sparse list is one engine call; the full one inspects every container (one call each, 0.12 s
         # for 20 containers against 0.011 s, measured) and competed with starts on every 1 s pass.
+        owner = self._owner_labels()
         try:
-            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"})
+            rows = self.client.api.containers(all=True, filters={"label": owner})
+            if self.adopt_legacy is not None or self._legacy:
+                mine = self.client.api.containers(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"})
+                rows += [r for r in mine if self._legacy_ok(r.get("Labels") or {})]
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "list containers") from exc
         seen: dict[tuple[str, str], ContainerState] = {}
@@ -197,13 +278,13 @@ class DockerRuntime:
         when the spec has a `port`. The image must be present (see `ensure_image`).
         """
         spec = alloc["spec"]
+        self._owner_labels()  # never create a container without its cluster label
         for existing in self._find(alloc["id"]):
             if existing.status == "running":
                 return _state(existing.attrs)
             # A dead container keeps its name and host port: remove it before recreating.
             self._remove(existing)
 
-        resources = spec.get("resources") or {}
         port = spec.get("port")
         ports = {f"{port}/tcp": (self.publish_address, host_port)} if port and host_port else None
         kwargs: dict[str, Any] = {
@@ -215,6 +296,7 @@ class DockerRuntime:
                 LABEL_ALLOC: str(alloc["id"]),
                 LABEL_VERSION: str(alloc["version"]),
                 LABEL_NODE: self.node_id,
+                LABEL_CLUSTER: str(self.cluster_id),
             },
             "environment": dict(env),
             "ports": ports,
@@ -228,10 +310,7 @@ class DockerRuntime:
             "log_config": LogConfig(type=LogConfig.types.JSON, config={"max-size": "10m", "max-file": "3"}),
             "detach": True,
         }
-        if resources.get("memory"):
-            kwargs["mem_limit"] = int(resources["memory"])
-        if resources.get("cpu"):
-            kwargs["nano_cpus"] = int(float(resources["cpu"]) * 1e9)
+        kwargs.update(container_limits(spec))
 
         try:
             # create + start rather than containers.run: run() pulls a missing image on its own.
@@ -462,6 +541,7 @@ class FakeRuntime:
         clock: Any = time.time,
     ):
         self.node_id = node_id
+        self.cluster_id: str | None = None
         self.images: set[str] = set(images)
         self.pullable: set[str] | None = None if pullable is None else set(pullable)
         self.resources = {"memory": memory, "cpu": cpu}

@@ -1,8 +1,9 @@
 """The master's HTTP API (DESIGN §6): handlers only; the rules they share live in `orca.master.http`.
 
-Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`);
-`?consistent=true` sends them to the leader, which commits a barrier first. Writes are served by the
-leader only: a follower answers 307 to the leader (or 503 when none is known), and the leader returns
+Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`, and
+`X-Orca-Leader-Contact-Age`: how stale they may be); `?consistent=true` sends them to the leader, which
+commits a barrier first. Writes are served by the leader only: a follower answers 307 to a leader it heard
+from within the election timeout, else 503 CLUSTER_NOT_READY (so does /readyz), and the leader returns
 only after the entry is applied, with its result.
 """
 
@@ -17,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, bounds, spec
-from orca.errors import Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
+from orca import __version__, auth, bounds, secret_scopes, spec
+from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.http import (
     POLICY,
@@ -32,6 +33,7 @@ from orca.master.leadership import Leadership
 from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
+from orca.state import schema
 from orca.state.digest import state_digest
 
 __all__ = ["MasterApi", "MasterInfo"]
@@ -51,6 +53,8 @@ class MasterInfo:
     max_body_bytes: int
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100
+    cluster_id: str = ""  # orca.protocol.cluster_id_of(cluster secret): agents label containers with it
+    metrics_require_token: bool = False
 
 
 class MasterApi:
@@ -69,6 +73,7 @@ class MasterApi:
         self.started = time.time()
         self.metrics.on_scrape(self._refresh_metrics)
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
+        self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
         self._openapi: bytes | None = None
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -129,18 +134,35 @@ class MasterApi:
         leader = self.raft.leader_id
         return self.info.api_urls.get(leader) if leader else None
 
+    def _require_serving(self) -> None:
+        """A master that stopped applying the log (a newer schema met mid-upgrade) serves nothing: 503,
+        which clients answer by trying another master."""
+        halted = self.raft.halted
+        if halted is not None:
+            raise NotReady(f"this master stopped applying the log: {halted.get('reason')}; upgrade it",
+                           {"halted_at_index": halted.get("index")})
+
     def _require_leader(self) -> None:
+        self._require_serving()
         if self.raft.is_leader:
             return
         url = self.leader_url()
         if url is None:
-            raise NotReady("no leader is known; the cluster is electing or has no quorum")
+            raise NotReady("no leader heard from within the election timeout; the cluster is electing, has "
+                           "no quorum, or this master is cut off",
+                           {"leader_contact_age_s": _round(self.raft.leader_contact_age)})
         raise NotLeader(url)
 
     async def write(self, request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result."""
+        """Commit one entry as the request's actor, with its Idempotency-Key; return the op's result.
+
+        Every write passes the caller's project scope and secret grants first (`orca.secret_scopes`):
+        a refusal is a 403 and nothing is proposed.
+        """
         self._require_leader()
         claims: auth.Claims | None = request.get("claims")
+        authority = secret_scopes.Authority.of(claims)
+        self.raft.read(lambda s: secret_scopes.check_write(s, op, args, authority))
         actor = claims.sub if claims else None
         key = request.headers.get("Idempotency-Key")
         if key is not None:
@@ -157,6 +179,7 @@ class MasterApi:
 
     async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any]) -> web.Response:
         """Serve a read from local state, or linearizably from the leader with `?consistent=true`."""
+        self._require_serving()
         if request.query.get("consistent", "").lower() in ("1", "true", "yes"):
             self._require_leader()
             await self.raft.barrier()
@@ -164,7 +187,8 @@ class MasterApi:
         return json_response(body, headers=self._read_headers())
 
     def _read_headers(self) -> dict[str, str]:
-        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index)}
+        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index),
+                "X-Orca-Leader-Contact-Age": _contact_age(self.raft.leader_contact_age)}
 
     # --- health and metrics -----------------------------------------------------------------------
     def _health_body(self) -> dict[str, Any]:
@@ -182,12 +206,15 @@ class MasterApi:
                 "is_leader": self.raft.is_leader, "leader_id": leader, "leader_url": self.leader_url(),
                 "cluster_size": len(self.info.api_urls), "cluster_ready": ready, "term": self.raft.term,
                 "commit_index": self.raft.commit_index, "applied_index": self.raft.applied_index,
-                "lag": lag, "version": __version__, "timestamp": views.iso(time.time())}
+                "lag": lag, "leader_contact_age_s": _round(self.raft.leader_contact_age),
+                "version": __version__, "timestamp": views.iso(time.time()),
+                "schema_version": schema.SCHEMA_VERSION, "halted": self.raft.halted}
 
     async def livez(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        self._require_serving()
         if not (self.raft.ready and self.raft.leader_id is not None):
             raise NotReady("not ready: Raft has no leader or this master has not caught up")
         return json_response({"status": "ready", "leader_id": self.raft.leader_id})
@@ -237,6 +264,13 @@ class MasterApi:
         return json_response(body, status=503 if overall == "unhealthy" else 200)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
+        """Public by default (the route policy); with `security.metrics_require_token` the scraper must send
+        a bearer token of role viewer or above, like any read: the series name every service."""
+        if self.info.metrics_require_token:
+            claims = self.checker.check(request.headers.get("Authorization"))
+            if not auth.role_satisfies(claims.role, "viewer"):
+                raise Forbidden(f"role {claims.role!r} may not read metrics; needs 'viewer'",
+                                {"role": claims.role, "required": "viewer"})
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def _refresh_metrics(self) -> None:
@@ -295,7 +329,7 @@ class MasterApi:
             return {"masters": masters, "leader": self.raft.leader_id, "leader_url": self.leader_url(),
                     "term": self.raft.term, "commit_index": self.raft.commit_index,
                     "applied_index": self.raft.applied_index, "nodes": nodes,
-                    "services": len(state["services"])}
+                    "services": len(state["services"]), "cluster_id": self.info.cluster_id or None}
         return await self.read(request, body)
 
     async def cluster_status(self, request: web.Request) -> web.Response:
@@ -405,22 +439,28 @@ class MasterApi:
     async def create_token(self, request: web.Request) -> web.Response:
         self._require_leader()
         body = await read_json(request)
-        unknown = set(body) - {"role", "name", "ttl_s"}
+        unknown = set(body) - {"role", "name", "ttl_s", "node", "projects"}
         if unknown:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         if body.get("ttl_s") is not None:
             bounds.bounded_number(body["ttl_s"], "ttl_s", 1.0, MAX_TOKEN_TTL_S)
-        # Mint first (validates role, name, ttl), then record; the token itself is never stored: it is
-        # re-signed from the recorded claims, so an idempotent replay returns the very same token.
-        _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=body.get("name", ""),
-                                    now=time.time(), ttl_s=body.get("ttl_s"))
-        record = await self.write(request, "create_token", {
-            "jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
-            "expires_at": claims.exp})
+        # Mint first (validates role, name, ttl, node, projects), then record; the token itself is never
+        # stored: it is re-signed from the recorded claims, so an idempotent replay returns the very same token.
+        # An agent token is bound to its node; its name defaults to the node id.
+        node = body.get("node")
+        name = body.get("name", node if body.get("role") == "agent" and isinstance(node, str) else "")
+        _, claims = auth.mint_token(self.info.signing_key, role=body.get("role", ""), name=name,
+                                    now=time.time(), ttl_s=body.get("ttl_s"), node=node, projects=body.get("projects"))
+        args: dict[str, Any] = {"jti": claims.jti, "name": claims.name, "role": claims.role, "iat": claims.iat,
+                                "expires_at": claims.exp, "node": claims.node}
+        if claims.projects is not None:
+            args["projects"] = list(claims.projects)
+        record = await self.write(request, "create_token", args)
         token, _ = auth.mint_token(self.info.signing_key, role=record["role"], name=record["name"],
                                    now=record["iat"],
                                    ttl_s=None if record["expires_at"] is None
-                                   else record["expires_at"] - record["iat"], jti=record["jti"])
+                                   else record["expires_at"] - record["iat"], jti=record["jti"],
+                                   node=record.get("node"), projects=record.get("projects"))
         out = views.token_list({"tokens": {record["jti"]: {k: v for k, v in record.items() if k != "replayed"}}})[0]
         return json_response({**out, "token": token, **_replayed(record)}, status=201)
 
@@ -454,3 +494,13 @@ def _parse_since(raw: str) -> tuple[int | None, float | None]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return None, parsed.timestamp()
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _contact_age(seconds: float | None) -> str:
+    """`X-Orca-Leader-Contact-Age`: seconds since this master last heard from a leader (how stale a local
+    read may be; 0 on the leader), or `unknown` when it never has."""
+    return "unknown" if seconds is None else f"{seconds:.3f}"

@@ -24,6 +24,7 @@ from orca.errors import NotReady, OrcaError, ServiceNotFound
 from orca.master import views
 from orca.master.api_workers import log_lines, log_params
 from orca.master.http import json_response, read_json
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import TrafficBook
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class TrafficEndpoints:
         headers = {"Authorization": request.headers.get("Authorization", "")}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
-                    session.get(leader + path_qs, headers=headers) as resp:
+                    session.get(leader + path_qs, headers=headers, ssl=peer_ssl()) as resp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise OrcaError(body.get("error", "leader error"), body.get("details"),

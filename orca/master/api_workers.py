@@ -1,15 +1,17 @@
-"""Master endpoints about workers: agent registration and heartbeats, nodes, secrets, and service logs.
+"""Master endpoints about workers: agent registration and heartbeats, nodes, and service logs (secrets:
+`orca.master.api_secrets`).
 
-Agents authenticate with their join token (role "agent"); their writes go to the leader like any other
-(a follower answers 307). Heartbeats are not entries: the leader records them in its `HeartbeatBook`
-and the lease monitor commits them in batches.
+Agents authenticate with their node-bound token (role "agent", claim `node`): a token speaks for its
+own node only, so registering or heartbeating any other node id is 403 and changes nothing (checked
+before anything is written or recorded). Their writes go to the leader like any other (a follower
+answers 307). Heartbeats are not entries: the leader records them in its `HeartbeatBook` and the lease
+monitor commits them in batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -18,20 +20,19 @@ import aiohttp
 from aiohttp import web
 
 from orca import bounds, protocol
-from orca.errors import Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
+from orca.errors import Forbidden, Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
+from orca.master.api_tls import require_node_certificate
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import TrafficBook
 
 if TYPE_CHECKING:
     from orca.master.api import MasterApi
 
-__all__ = ["WorkerEndpoints"]
-
-SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SECRET_VALUE_MAX = 64 * 1024
+__all__ = ["WorkerEndpoints", "require_own_node"]
 
 
 class WorkerEndpoints:
@@ -43,6 +44,7 @@ class WorkerEndpoints:
         self.secrets = secrets
         self.heartbeat_s = heartbeat_s
         self.lease_ttl_s = lease_ttl_s
+        self.tls_routes: Any = None  # orca.master.api_tls.TlsEndpoints, set by orca.master.main
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -53,9 +55,6 @@ class WorkerEndpoints:
         r.add_post("/api/v1/cluster/nodes/{id}/drain", self.drain)
         r.add_post("/api/v1/cluster/nodes/{id}/undrain", self.undrain)
         r.add_delete("/api/v1/cluster/nodes/{id}", self.remove_node)
-        r.add_get("/api/v1/secrets", self.list_secrets)
-        r.add_post("/api/v1/secrets", self.set_secret)
-        r.add_delete("/api/v1/secrets/{key}", self.delete_secret)
         r.add_get("/api/v1/services/{name}/logs", self.logs)
 
     # --- agents -----------------------------------------------------------------------------------
@@ -65,10 +64,12 @@ class WorkerEndpoints:
             msg = protocol.validate_register(await read_json(request))
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
+        require_own_node(request, msg["node_id"])
         await self.api.write(request, "register_node", msg)
         self.book.touch(msg["node_id"])  # registering is a sign of life: the lease counts from now
         return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
-                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s})
+                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s,
+                              "cluster_id": self.api.info.cluster_id or None})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:
@@ -78,6 +79,7 @@ class WorkerEndpoints:
             hb = protocol.validate_heartbeat(await read_json(request, protocol.HEARTBEAT_MAX_BYTES))
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
+        require_own_node(request, hb["node_id"])
         known = self.api.raft.read(lambda s: hb["node_id"] in s["nodes"])
         if not known:
             if self.api.raft.read(lambda s: hb["node_id"] in s.get("removed_nodes", {})):
@@ -88,8 +90,13 @@ class WorkerEndpoints:
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)
-        return json_response({"directive": "continue", "leader": self.api.leader_url(),
-                              "orchestrator_time": time.time()})
+        answer = {"directive": "continue", "leader": self.api.leader_url(), "orchestrator_time": time.time()}
+        if self.tls_routes is not None and self.tls_routes.tls is not None:
+            # The agent renews its certificate when the current CA is not the one that signed it.
+            self.tls_routes.note_heartbeat(request, hb["node_id"])
+            answer["ca_fingerprint"] = self.tls_routes.tls.signer()
+            answer["ca_trusted"] = sorted(self.tls_routes.tls.table()["cas"])
+        return json_response(answer)
 
     # --- nodes ------------------------------------------------------------------------------------
     async def nodes(self, request: web.Request) -> web.Response:
@@ -129,31 +136,6 @@ class WorkerEndpoints:
     async def remove_node(self, request: web.Request) -> web.Response:
         return json_response(await self.api.write(request, "remove_node", {"node_id": request.match_info["id"]}))
 
-    # --- secrets ----------------------------------------------------------------------------------
-    async def list_secrets(self, request: web.Request) -> web.Response:
-        return await self.api.read(request, lambda s: {"secrets": [
-            {"key": k, "created_at": views.iso(v["created_at"]), "updated_at": views.iso(v["updated_at"])}
-            for k, v in sorted(s["secrets"].items())]})
-
-    async def set_secret(self, request: web.Request) -> web.Response:
-        self.api._require_leader()
-        body = await read_json(request)
-        unknown = set(body) - {"key", "value"}
-        if unknown:
-            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
-        key, value = body.get("key"), body.get("value")
-        if not isinstance(key, str) or not SECRET_KEY_RE.match(key):
-            raise Invalid("key: expected letters, digits and '_' (not starting with a digit), at most 128",
-                          {"field": "key"})
-        if not isinstance(value, str) or len(value) > SECRET_VALUE_MAX:
-            raise Invalid("value: expected a string of at most 64 KiB", {"field": "value"})
-        result = await self.api.write(request, "set_secret", {"key": key, "ciphertext": self.secrets.seal(value)})
-        return json_response({"key": key, "created": result["created"]}, status=201 if result["created"] else 200)
-
-    async def delete_secret(self, request: web.Request) -> web.Response:
-        result = await self.api.write(request, "delete_secret", {"key": request.match_info["key"]})
-        return json_response({"key": result["key"], "deleted": True})
-
     # --- logs -------------------------------------------------------------------------------------
     async def logs(self, request: web.Request) -> web.StreamResponse:
         """Proxy every replica's log from its agent, each line prefixed with the replica; any master."""
@@ -169,6 +151,21 @@ class WorkerEndpoints:
                 await resp.write(line)
         await resp.write_eof()
         return resp
+
+
+def require_own_node(request: web.Request, node_id: str) -> None:
+    """403 unless the caller's agent token is bound to `node_id` (its `node` claim) and, over TLS, its
+    client certificate is that node's.
+
+    The auth middleware has already verified the token and its role; a token without a node claim
+    never gets this far (orca.auth refuses it). Fails closed when claims are missing.
+    """
+    require_node_certificate(request, node_id)
+    claims = request.get("claims")
+    bound = getattr(claims, "node", None)
+    if bound is None or bound != node_id:
+        raise Forbidden(f"this agent token is bound to node {bound!r}; it may not act for node {node_id!r}",
+                        {"node": node_id, "token_node": bound})
 
 
 def log_params(request: web.Request) -> tuple[int, bool]:
@@ -200,7 +197,8 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
             prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
             url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
             try:
-                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"}) as r:
+                async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"},
+                                       ssl=peer_ssl()) as r:
                     if r.status != 200:
                         await queue.put(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
                         return

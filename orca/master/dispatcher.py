@@ -24,6 +24,7 @@ from orca import spec as specs
 from orca.errors import OrcaError
 from orca.master.loops import LeaderLoop
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import route_table
 from orca.raft import RaftNode
 
@@ -132,12 +133,16 @@ class Dispatcher(LeaderLoop):
         link.in_flight_since = time.monotonic()
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
-        payload = {"term": term, "version": version, "allocations": allocations,
+        # After a restore the terms restart low; `fence_base` keeps what agents see above the lost cluster's.
+        base, lineage = self.raft.read(lambda st: (int(st.get("fence_base") or 0), st.get("lineage")))
+        term += base
+        payload = {"term": term, "version": version, "allocations": allocations, "lineage": lineage,
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
         self.pushes_total += 1
         try:
             async with self.session.put(target["address"] + "/v1/allocations", json=payload,
-                                        headers={"Authorization": f"Bearer {target['push_token']}"}) as resp:
+                                        headers={"Authorization": f"Bearer {target['push_token']}"},
+                                        ssl=peer_ssl()) as resp:
                 if resp.status == 409:
                     self.log.warning("node %s refused term %s as stale: a newer leader exists", node_id, term)
                     raise RuntimeError("stale leader")

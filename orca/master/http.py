@@ -32,8 +32,8 @@ from orca.errors import (
 from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
-__all__ = ["POLICY", "PUBLIC", "error_response", "json_response", "read_json", "read_body", "parse_json_object",
-           "make_middlewares", "TokenChecker", "add_rate_limit_headers", "ApiRunner"]
+__all__ = ["POLICY", "PUBLIC", "HMAC", "JOIN", "error_response", "json_response", "read_json", "read_body",
+           "parse_json_object", "make_middlewares", "TokenChecker", "add_rate_limit_headers", "ApiRunner"]
 
 log = logging.getLogger("orca.api")
 
@@ -42,6 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
 _READ_CHUNK = 64 * 1024
 HMAC = "hmac"     # the handler verifies a signature itself (GitHub webhooks)
+JOIN = "join"     # the handler verifies a join token itself (an agent's one-time exchange)
 
 # Every route the master serves, with the role it needs. A route missing here is denied (fail closed);
 # a test checks that every registered route has an entry.
@@ -72,11 +73,20 @@ POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/tokens/{jti}"): "admin",
     ("POST", "/api/v1/agent/register"): "agent",
     ("POST", "/api/v1/agent/heartbeat"): "agent",
+    ("POST", "/api/v1/agent/join"): JOIN,
+    ("POST", "/api/v1/agent/certificate"): "agent",
+    ("GET", "/api/v1/cluster/ca"): PUBLIC,
+    ("POST", "/api/v1/cluster/ca/rotate"): "admin",
+    ("POST", "/api/v1/cluster/ca/finish"): "admin",
+    ("GET", "/api/v1/cluster/join-tokens"): "admin",
+    ("POST", "/api/v1/cluster/join-tokens"): "admin",
+    ("DELETE", "/api/v1/cluster/join-tokens/{id}"): "admin",
     ("GET", "/api/v1/cluster/nodes"): "viewer",
     ("GET", "/api/v1/cluster/nodes/{id}"): "viewer",
     ("GET", "/api/v1/secrets"): "admin",
     ("POST", "/api/v1/secrets"): "admin",
     ("DELETE", "/api/v1/secrets/{key}"): "admin",
+    ("PUT", "/api/v1/secrets/{key}/grants"): "admin",
     ("GET", "/api/v1/services/{name}/logs"): "viewer",
     ("POST", "/api/v1/services/{name}/promote"): "deployer",
     ("POST", "/api/v1/services/{name}/rollback"): "deployer",
@@ -94,6 +104,10 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    ("GET", "/api/v1/snapshot"): "admin",
+    ("POST", "/api/v1/snapshot/restore"): "admin",
+    ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
+    ("POST", "/api/v1/snapshot/restore/{id}/commit"): "admin",
 }
 
 
@@ -275,7 +289,7 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
         length = request.content_length
         if length is not None and length > max_body_bytes:
             raise PayloadTooLarge("request body too large", {"max_bytes": max_body_bytes})
-        if need not in (PUBLIC, HMAC):
+        if need not in (PUBLIC, HMAC, JOIN):
             header = request.headers.get("Authorization")
             if header is None and key[1].endswith("/stream") and "access_token" in request.query:
                 header = f"Bearer {request.query['access_token']}"  # browsers cannot set WebSocket headers

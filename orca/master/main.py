@@ -9,10 +9,15 @@ import sys
 
 from aiohttp import web
 
-from orca import auth
+from orca import auth, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
+from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_join import JoinEndpoints
+from orca.master.api_secrets import SecretEndpoints
+from orca.master.api_snapshot import SnapshotEndpoints
+from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
@@ -20,8 +25,10 @@ from orca.master.control import ControlPlane
 from orca.master.http import ApiRunner
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
+from orca.master.tls_manager import MasterTls
 from orca.metrics import MasterMetrics
 from orca.raft import RaftNode, RaftSettings
+from orca.raft_transport import TransportLimits
 
 __all__ = ["run_server", "serve"]
 
@@ -35,7 +42,8 @@ def raft_settings(cfg: MasterConfig) -> RaftSettings:
         data_dir=cfg.data_dir, password=auth.raft_password(cfg.cluster_secret),
         election_min_s=t.election_min_s, election_max_s=t.election_max_s, heartbeat_s=t.heartbeat_s,
         leader_fallback_s=t.leader_fallback_s, write_timeout_s=t.write_timeout_s,
-        compaction_min_entries=t.compaction_min_entries, compaction_min_s=t.compaction_min_s)
+        compaction_min_entries=t.compaction_min_entries, compaction_min_s=t.compaction_min_s,
+        transport=TransportLimits(allow_from=cfg.raft_allow_from), fsync=cfg.raft_fsync)
 
 
 async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
@@ -56,33 +64,72 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         raft_addrs={p.id: p.raft for p in cfg.peers},
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
-        rate_limit_burst=cfg.limits.rate_limit_burst)
+        rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret),
+        metrics_require_token=cfg.metrics_require_token)
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
     workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
+    master_tls = None
+    if cfg.tls:
+        master_tls = MasterTls(raft, secrets, cfg.node_id, cfg.data_dir, master_names(cfg), cfg.cert_days)
+        master_tls.install()
+        api.tls = master_tls
+    elif cfg.insecure_http:
+        log.warning("security.insecure_http = true: the API on %s is plain HTTP; admin tokens and secret values "
+                    "cross the network in clear", cfg.api_listen)
+    tls_routes = TlsEndpoints(api, master_tls)
+    api.extra_routes.append(tls_routes.add_routes)
+    workers.tls_routes = tls_routes
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     app = api.build_app()
     runner = ApiRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    host, port = cfg.host_port("api")
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("master %s: API on %s, Raft on %s, peers %s", cfg.node_id, cfg.api_listen, cfg.raft_listen,
-             ", ".join(p.id for p in cfg.peers))
+    upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
     try:
-        await stop.wait()
+        if master_tls is not None:
+            # The listener needs this master's certificate, hence the CA from the replicated state.
+            ready = asyncio.create_task(master_tls.ready.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stopping.cancel()
+        if not stop.is_set():
+            host, port = cfg.host_port("api")
+            ssl_ctx = master_tls.server.outer if master_tls is not None and master_tls.server else None
+            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_ctx)
+            await site.start()
+            log.info("master %s: API on %s (%s), Raft on %s, peers %s", cfg.node_id, cfg.api_listen,
+                     "HTTPS" if ssl_ctx else "plain HTTP", cfg.raft_listen, ", ".join(p.id for p in cfg.peers))
+            await stop.wait()
     finally:
+        if upkeep is not None:
+            upkeep.cancel()
         leadership.stop()
         await runner.cleanup()
         raft.destroy()
 
 
+def master_names(cfg: MasterConfig) -> list[str]:
+    """The names a master's certificate holds: its advertised host, its listen host (unless a wildcard)
+    and its id."""
+    names = tls.names_for_url(cfg.api_advertise)
+    host, _ = cfg.host_port("api")
+    if host not in ("0.0.0.0", "::"):
+        names.append(host)
+    return [*dict.fromkeys([*names, cfg.node_id])]
+
+
 def run_server(config_path: str) -> int:
-    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key)."""
+    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key) or on a
+    private path that cannot be made private (`orca.filemodes`)."""
+    private_umask()  # before anything is created: the Raft journal and dump hold credentials
     try:
         cfg = load_master_config(config_path)
     except ConfigError as err:
@@ -91,6 +138,11 @@ def run_server(config_path: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    try:
+        secure_paths([cfg.data_dir], [cfg.cluster_secret_file])
+    except (FileModeError, OSError) as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -180,6 +180,16 @@ ROUTES: dict[tuple[str, str], Op] = {
     ("DELETE", "/api/v1/cluster/join-tokens/{id}"): _write("Revoke a join token", tag="agents"),
     ("POST", "/api/v1/agent/join"): _write("An agent exchanges a join token for its node credential (once)",
                                            "JoinRequest", tag="agents", ok=201),
+    # TLS: the cluster CA and node certificates
+    ("GET", "/api/v1/cluster/ca"): _read("The cluster CA: fingerprint, trusted CAs, PEM bundle (public: clients "
+                                         "pin it by fingerprint)", tag="tls", consistent=False),
+    ("POST", "/api/v1/cluster/ca/rotate"): _write("Start a CA rotation (the new CA is trusted after overlap_s)",
+                                                  "CaRotateRequest", tag="tls", ok=201, body_required=False,
+                                                  extra_errors=(409,)),
+    ("POST", "/api/v1/cluster/ca/finish"): _write("Finish a CA rotation (drop the old CA)", "CaFinishRequest",
+                                                  tag="tls", body_required=False, extra_errors=(409,)),
+    ("POST", "/api/v1/agent/certificate"): _write("A certificate for the token's node, with the CA bundle",
+                                                  "CertificateRequest", tag="tls", ok=201),
     # backup and restore
     ("GET", "/api/v1/snapshot"): _read("A snapshot of the replicated state (secrets stay sealed)", tag="backup",
                                        consistent=False, ok_type="application/octet-stream"),

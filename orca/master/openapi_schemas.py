@@ -14,11 +14,7 @@ from typing import Any
 
 from orca import auth, bounds, protocol, spec
 from orca.master import api, api_webhooks
-
-try:  # the secrets routes are moving to a module of their own
-    from orca.master.api_secrets import SECRET_KEY_RE, SECRET_VALUE_MAX  # type: ignore[import-not-found]
-except ImportError:
-    from orca.master.api_workers import SECRET_KEY_RE, SECRET_VALUE_MAX
+from orca.master.api_secrets import SECRET_KEY_RE, SECRET_VALUE_MAX
 
 __all__ = ["MAX_INT", "COMPONENTS", "ref", "ERROR_CODES"]
 
@@ -117,7 +113,7 @@ _SERVICE_SPEC: Schema = {
         "resources": {"type": "object", "additionalProperties": False, "properties": {
             "memory": {"anyOf": [_int(spec.MIN_MEMORY, spec.MAX_MEMORY),
                                  _string(64, description="a size such as '512Mi' (Ki, Mi, Gi, Ti, K, M, G, T)")]},
-            "cpu": _number(exclusive_minimum=0, maximum=spec.MAX_CPU)}},
+            "cpu": _number(minimum=spec.MIN_CPU, maximum=spec.MAX_CPU)}},
         "internal": {"type": "boolean"},
         "placement": {"type": "object", "additionalProperties": False, "properties": {
             "node": _nullable({"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}),
@@ -131,6 +127,9 @@ _SERVICE_SPEC: Schema = {
         "canary": _int(0, spec.MAX_REPLICAS),
         "scaling": _nullable(ref("ScalingPolicy")),
         "canary_weight": _nullable(_number(exclusive_minimum=0, exclusive_maximum=1)),
+        "read_only": {"type": "boolean", "description": "a read-only root filesystem"},
+        "user": _nullable({"type": "string", "pattern": "^" + spec._USER_RE.pattern + "$",
+                           "description": "user or user:group the container runs as (default: the image's)"}),
     },
 }
 
@@ -210,18 +209,24 @@ _SCALE: Schema = {"type": "object", "additionalProperties": False, "required": [
                   "properties": {"replicas": _int(0, spec.MAX_REPLICAS)}}
 
 _TOKEN_CREATE: Schema = {
-    "type": "object", "additionalProperties": False, "required": ["role", "name"],
+    "type": "object", "additionalProperties": False, "required": ["role"],
+    "description": "An agent token is bound to `node` (and named after it by default); a deployer token may "
+                   "be scoped to `projects`.",
     "properties": {
         "role": {"type": "string", "enum": list(auth.ROLES)},
         "name": _string(128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"),
         "ttl_s": _nullable(_number(minimum=1, maximum=api.MAX_TOKEN_TTL_S)),
+        "node": _nullable({"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}),
+        "projects": _nullable({"type": "array", "maxItems": 64, "items": _DNS_LABEL}),
     },
 }
 
 _SECRET_SET: Schema = {
     "type": "object", "additionalProperties": False, "required": ["key", "value"],
+    "description": "Without grants a new secret is admin-only and an existing one keeps its grants.",
     "properties": {"key": {"type": "string", "pattern": SECRET_KEY_RE.pattern},
-                   "value": {"type": "string", "maxLength": SECRET_VALUE_MAX}},
+                   "value": {"type": "string", "maxLength": SECRET_VALUE_MAX},
+                   "grants": _nullable(ref("SecretGrants"))},
 }
 
 _DRAIN: Schema = {
@@ -271,12 +276,25 @@ _JOIN_TOKEN_CREATE: Schema = {
                    "node": _nullable({"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}),
                    "rotate": {"type": "boolean"}},
 }
+_CSR = {"type": "string", "maxLength": 16 * 1024, "description": "a PEM certificate signing request (TLS clusters)"}
+_HOST_NAMES = {"type": "array", "maxItems": 8, "items": {"type": "string", "pattern": r"^[A-Za-z0-9.:_-]{1,253}$"},
+               "description": "the node's advertised host names or addresses"}
 _JOIN: Schema = {
     "type": "object", "additionalProperties": False, "required": ["node_id", "nonce"],
     "properties": {"node_id": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"},
                    "nonce": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{32,128}$",
-                             "description": "kept by the agent: a retry with the same nonce gets the same answer"}},
+                             "description": "kept by the agent: a retry with the same nonce gets the same answer"},
+                   "csr": _nullable(_CSR), "names": _nullable(_HOST_NAMES)},
 }
+_CERTIFICATE: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["csr"],
+    "properties": {"csr": _CSR, "names": _nullable(_HOST_NAMES)},
+}
+_CA_ROTATE: Schema = {"type": "object", "additionalProperties": False,
+                      "properties": {"overlap_s": _number(minimum=0, maximum=30 * 86400)}}
+_CA_FINISH: Schema = {"type": "object", "additionalProperties": False,
+                      "description": "force: finish although some node still presents the old CA's certificate",
+                      "properties": {"force": {"type": "boolean"}}}
 _RESTORE_BEGIN: Schema = {
     "type": "object", "additionalProperties": False, "required": ["header"],
     "properties": {"header": {"type": "object", "description": "the snapshot's header (its first line)"},
@@ -304,6 +322,9 @@ COMPONENTS: dict[str, Schema] = {
     "SecretGrants": _SECRET_GRANTS,
     "JoinTokenCreateRequest": _JOIN_TOKEN_CREATE,
     "JoinRequest": _JOIN,
+    "CertificateRequest": _CERTIFICATE,
+    "CaRotateRequest": _CA_ROTATE,
+    "CaFinishRequest": _CA_FINISH,
     "RestoreBeginRequest": _RESTORE_BEGIN,
     "Binary": _BINARY,
 }

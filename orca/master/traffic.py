@@ -188,9 +188,11 @@ class TrafficBook:
                 for i, n in enumerate(agg["buckets"]):
                     totals[i] += n
                 self.latency_sum_ms[name] = self.latency_sum_ms.get(name, 0.0) + agg["sum"]
-        for name in list(self.samples):
-            if name not in state["services"]:
-                del self.samples[name]
+        # Per-service series exist only for services in the state: a purged service's series go with it,
+        # so /metrics holds at most (services x series per service), never a name from a heartbeat.
+        for table in (self.samples, self.requests_total, self.buckets_total, self.latency_sum_ms):
+            for name in [n for n in table if n not in state["services"]]:
+                del table[name]
 
     def history(self, name: str, n: int) -> list[ServiceSample]:
         return list(self.samples.get(name, ()))[-n:] if n > 0 else []

@@ -1,8 +1,11 @@
 """Ops on GitHub webhooks: registration (secret sealed by the proposer) and deliveries.
 
-A delivery is one entry: the replay check (`X-GitHub-Delivery` seen before), the branch match, the
-invocation record (last 10 per webhook) and the redeploy happen atomically, so a retried delivery
-across a leader failover redeploys once.
+A delivery is one entry: the replay checks, the branch match, the invocation record (last 10 per
+webhook) and the redeploy happen atomically, so a retried delivery across a leader failover redeploys
+once. Replays are refused by delivery id (`X-GitHub-Delivery` seen before) and by body: the same
+webhook, event and body digest within `replay_window_s` of its first acceptance, a window the leader
+puts in the entry with the time, so the verdict depends on the entry and the state only. Entries from
+before body digests existed carry none and replay as they did.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from orca.errors import Conflict, Invalid, NotFound
 from orca.state.core import Ctx, State, record_event
 from orca.state.ops_services import make_current, new_version
 
-__all__ = ["OPS", "INVOCATIONS_KEPT", "DELIVERIES_KEPT"]
+__all__ = ["OPS", "INVOCATIONS_KEPT", "DELIVERIES_KEPT", "BODY_DIGESTS_KEPT"]
 
 INVOCATIONS_KEPT = 10
 DELIVERIES_KEPT = 2000
+BODY_DIGESTS_KEPT = 4096  # beyond this many accepted bodies in one window the oldest is forgotten early
 
 
 def _apply_register_webhook(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -49,14 +53,25 @@ def _apply_webhook_delivery(state: State, args: dict[str, Any], ctx: Ctx) -> dic
     if hook is None:
         raise NotFound(f"webhook {args['id']!r} not found", {"id": args["id"]})
     delivery, event, ref = str(args["delivery"]), str(args["event"]), args.get("ref")
+    body_digest, window = args.get("body_digest"), args.get("replay_window_s")
+    if body_digest is not None and not (isinstance(body_digest, str) and isinstance(window, int | float)):
+        raise Invalid("body_digest needs a replay_window_s")
     seen = state.setdefault("webhook_deliveries", {})
     action, reason, version = "ignored", None, None
+    body_key = f"{hook['id']}:{event}:{body_digest}"
     if delivery in seen:
         reason = "repeated delivery"
+    elif body_digest is not None and _seen_body(state, body_key, ctx.now, float(window)):
+        reason = "replayed body"
     else:
         seen[delivery] = ctx.now
         while len(seen) > DELIVERIES_KEPT:
             del seen[next(iter(seen))]
+        if body_digest is not None:
+            bodies = state.setdefault("webhook_bodies", {})
+            bodies[body_key] = ctx.now
+            while len(bodies) > BODY_DIGESTS_KEPT:
+                del bodies[next(iter(bodies))]
     if reason is not None:
         pass
     elif event == "ping":
@@ -83,6 +98,18 @@ def _apply_webhook_delivery(state: State, args: dict[str, Any], ctx: Ctx) -> dic
                                 "reason": reason, "version": version})
     del hook["invocations"][:-INVOCATIONS_KEPT]
     return {"id": hook["id"], "action": action, "reason": reason, "version": version, "delivery": delivery}
+
+
+def _seen_body(state: State, key: str, now: float, window: float) -> bool:
+    """Whether this body was accepted within the window; forgets bodies whose window has passed."""
+    bodies = state.setdefault("webhook_bodies", {})
+    while bodies:
+        oldest = next(iter(bodies))
+        if now - bodies[oldest] < window:
+            break
+        del bodies[oldest]
+    at = bodies.get(key)
+    return at is not None and now - at < window
 
 
 OPS = {

@@ -297,6 +297,25 @@ def sec_drain(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_durability(r: dict[str, Any]) -> list[str]:
+    out = [f"Raft writes ({r.get('clients')} clients, {r.get('seconds')} s per run, modes alternated) with `raft.fsync = "
+           "true` (journal flushed on a majority before a write is acknowledged, the default) and `false` (PySyncObj "
+           f"as shipped), fresh cluster per run, data on {r.get('filesystem')}.", ""]
+    rows = []
+    for mode, label in (("fsync", "fsync = true"), ("nofsync", "fsync = false")):
+        m = r.get(mode) or {}
+        fl = m.get("flush_syscalls") or {}
+        rows.append([label, f(m.get("writes_per_s"), "/s"), f(m.get("p50_ms"), " ms"), f(m.get("p99_ms"), " ms"),
+                     m.get("errors"), f(g(fl, "leader.per_write")), f(g(fl, "follower.per_write"))])
+    out += table(["mode", "writes", "p50", "p99", "errors", "flush syscalls per write, leader",
+                  "follower"], rows)
+    out.append(f"fsync / no fsync throughput: **{f(r.get('fsync_throughput_ratio'), '×', 2)}**. Without fsync an "
+               "acknowledged entry may stay only in the page cache for up to "
+               f"{f(r.get('dirty_expire_s'), ' s')} (`vm.dirty_expire_centisecs`).")
+    out.append("")
+    return out
+
+
 def sec_generic(r: dict[str, Any]) -> list[str]:
     """A benchmark this report has no section for: its top-level figures as they are."""
     rows = [[k, f"`{json.dumps(v)}`"] for k, v in r.items() if k not in ("bench", "_run", "box")]
@@ -405,6 +424,7 @@ SECTIONS = [
     ("proxy", "Ingress proxy", "proxy.py"),
     ("drain", "Node drain", "drain.py"),
     ("etcd_baseline", "etcd baseline", "etcd_baseline.py"),
+    ("durability", "Durable acknowledgements (fsync cost)", "durability.py"),
 ]
 
 
@@ -495,6 +515,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "proxy": sec_proxy,
         "etcd_baseline": sec_etcd,
         "drain": sec_drain,
+        "durability": sec_durability,
     }
     known = {name for name, _, _ in SECTIONS}
     extra = [(str(r.get("bench")), f"{r.get('bench')}", f"{r.get('bench')}.py") for r in records

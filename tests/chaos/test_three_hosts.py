@@ -11,6 +11,11 @@ other hosts: proof that they share the secret), that killing the leader host's m
 file) elects a new leader, that the script run again on that host brings its master back (--wait), and
 that the script's --stop form stops each host.
 
+The masters run TLS (the default off loopback): the first leader makes the cluster CA, every host
+serves and verifies with it, and a raw capture on the bridge while a secret is set and a deploy
+references it shows neither the bearer token nor the secret value in clear (a plain-HTTP canary on the
+same link proves the capture sees clear bytes).
+
 No agents: an agent needs a Docker engine, and inside a namespace the engine's socket would be
 reachable but the containers' published ports would be on the root namespace; the agent side of
 `--agent` is the local cluster's code path and is covered by the docker tier.
@@ -22,6 +27,8 @@ VMs (checked with `ruby` when installed).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import random
@@ -38,7 +45,9 @@ import pytest
 from netns import remove_network
 from workload import health, http_json
 
+from orca import tls
 from orca.config import load_agent_config, load_master_config
+from tests.packet_capture import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bootstrap-cluster.sh"
@@ -91,8 +100,12 @@ class Host:
         return f"master-{self.n}"
 
     @property
-    def url(self) -> str:
-        return f"http://{self.address}:{API_PORT}"
+    def url(self) -> str:  # TLS: on by default for a non-loopback address
+        return f"https://{self.address}:{API_PORT}"
+
+    @property
+    def ca_file(self) -> str:  # the cluster CA as this host's master writes it
+        return str(self.dir / "state" / "tls" / "ca.crt")
 
     @property
     def config(self) -> Path:
@@ -132,6 +145,9 @@ class ThreeHosts:
         self._forward_rule: list[str] | None = None
         self._made_ns: list[str] = []
         self._made_links: list[str] = []
+        self.worker = f"w{self.tag}"
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_dir = root / "worker"
 
     def setup(self) -> None:
         used = _run("ip", "-4", "route", "show", "table", "all").stdout + _run("ip", "-4", "addr").stdout
@@ -227,9 +243,42 @@ class ThreeHosts:
             out.append(f"----- {h.log} -----\n" + "\n".join(lines))
         return "\n".join(out)
 
+    # --- a worker joining with a join token -------------------------------------------------------
+    def start_agent(self, h: Host, join_token: str, masters: list[Host]) -> None:
+        """`orca join --token T MASTER...` on host `h`: nothing but the token and the masters' URLs."""
+        self.agent_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+        cmd = ["ip", "netns", "exec", h.netns, str(ROOT / ".venv" / "bin" / "orca"), "join", "--token", join_token,
+               "--id", self.worker, "--listen", f"{h.address}:6890", "--status-listen", "127.0.0.1:9100",
+               "--data-dir", str(self.agent_dir), *(m.url for m in masters)]
+        self.agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "HOME": str(h.dir / "home"), "PYTHONUNBUFFERED": "1"})
+        log.close()
+
+    def stop_agent(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(5)
+
+    def agent_tail(self) -> str:
+        try:
+            return "----- worker.log -----\n" + (self.root / "worker.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no worker log)"
+
     # --- clean-up -----------------------------------------------------------------------------------
     def teardown(self) -> list[str]:
         problems: list[str] = []
+        self.stop_agent()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orca.node={self.worker}"],
+                                 capture_output=True, text=True, timeout=20).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60)
         for h in self.hosts:  # a master the script did not stop: only ours (its cmdline names our config)
             pid = h.pid()
             if pid is not None and _alive(pid) and str(h.config) in _cmdline(pid):
@@ -276,10 +325,10 @@ def three_hosts(tmp_path: Path) -> Iterator[ThreeHosts]:
     assert not problems, f"clean-up left things behind: {problems}"
 
 
-def _deploy(url: str, token: str, name: str) -> None:
+def _deploy(url: str, token: str, name: str, cafile: str) -> None:
     spec = {"name": name, "project": "three-hosts", "image": "orca-test/busybox", "replicas": 0}
     status, _, body = http_json("POST", url + "/api/v1/deploy", token=token, body={"services": [spec]},
-                                headers={"Idempotency-Key": f"three-hosts-{name}"})
+                                headers={"Idempotency-Key": f"three-hosts-{name}"}, cafile=cafile)
     assert status == 200 and name in body.get("deployed", []), f"deploy {name} via {url}: {status} {body}"
 
 
@@ -289,7 +338,8 @@ def _wait_readable(h: Host, name: str, timeout: float = 10.0) -> None:
     last: object = None
     while time.monotonic() < deadline:
         try:
-            status, _, body = http_json("GET", f"{h.url}/api/v1/services/{name}", token=h.token(), timeout=2)
+            status, _, body = http_json("GET", f"{h.url}/api/v1/services/{name}", token=h.token(), timeout=2,
+                                        cafile=h.ca_file)
         except OSError as exc:
             status, body = 0, str(exc)
         if status == 200:
@@ -297,6 +347,43 @@ def _wait_readable(h: Host, name: str, timeout: float = 10.0) -> None:
         last = (status, body)
         time.sleep(0.1)
     raise AssertionError(f"{name} not readable on {h.node_id} within {timeout} s: {last}")
+
+
+def _docker_answers() -> bool:
+    """The worker on host 3 needs the Docker engine (its socket is reachable from the namespace)."""
+    try:
+        return subprocess.run(["docker", "image", "inspect", "orca-test/busybox"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _wait_node_ready(leader: Host, node: str, hosts: ThreeHosts, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, body = http_json("GET", leader.url + "/api/v1/cluster/nodes", token=leader.token(),
+                                        cafile=leader.ca_file, timeout=2)
+            last = body
+            if status == 200 and any(n["id"] == node and n["status"] == "ready" for n in body["nodes"]):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{node} not ready within {timeout} s: {last}\n{hosts.agent_tail()}")
+
+
+def _wait_running(leader: Host, name: str, hosts: ThreeHosts, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, body = http_json("GET", f"{leader.url}/api/v1/services/{name}", token=leader.token(),
+                                        cafile=leader.ca_file, timeout=2)
+            last = body
+            if status == 200 and body["replicas"]["running"] == 1:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not running within {timeout} s: {last}\n{hosts.agent_tail()}")
 
 
 @pytest.mark.chaos
@@ -325,7 +412,66 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     # A write through one host (the leader's API, with host 1's token) is read on the two others, each
     # with a token minted on that host from its copy of the secret.
     t2 = time.monotonic()
-    _deploy(leader.url, h1.token(), "before-kill")
+    # The cluster CA the first leader made is the one every host serves with (and verifies against).
+    # (a follower adopts it within a moment of applying it; until then it serves its provisional one)
+    deadline = time.monotonic() + 15
+    def read(path: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return b""
+    while len(cas := {read(h.ca_file) for h in hosts}) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(cas) == 1 and cas != {b""}, "the hosts do not agree on the cluster CA"
+
+    # A worker joins host 3 with a version-2 join token (the only thing it is given: it pins the CA by
+    # the token's fingerprint), then a secret is set and a replica that references it is pushed to it.
+    # Everything crossing the link meanwhile is captured: no bearer token, no join secret and no
+    # secret value may appear in clear.
+    fingerprint = tls.fingerprint(Path(h1.ca_file).read_bytes())
+    status, _, body = http_json("POST", leader.url + "/api/v1/cluster/join-tokens", token=h1.token(),
+                                cafile=h1.ca_file, body={"role": "worker", "node": three_hosts.worker})
+    assert status == 201 and body["token"].startswith(f"ORCAJOIN-2-{fingerprint}-"), (status, body)
+    join_token = body["token"]
+    secret_value = "s3cret-" + uuid.uuid4().hex
+    canary = "canary-" + uuid.uuid4().hex
+    with_agent = _docker_answers()
+    if not with_agent and os.environ.get("CI") == "true":
+        pytest.fail("no Docker engine with orca-test/busybox: the worker on host 3 cannot run", pytrace=False)
+    with Capture(three_hosts.bridge) as cap:
+        if with_agent:
+            three_hosts.start_agent(h3, join_token, hosts)
+            _wait_node_ready(leader, three_hosts.worker, three_hosts)
+        status, _, body = http_json("POST", leader.url + "/api/v1/secrets", token=h1.token(), cafile=h1.ca_file,
+                                    body={"key": "DB_PASSWORD", "value": secret_value})
+        assert status in (200, 201), (status, body)
+        spec = {"name": "with-secret", "project": "three-hosts", "image": "orca-test/busybox",
+                "replicas": 1 if with_agent else 0, "command": ["sleep", "3600"],
+                "resources": {"memory": "16Mi"}, "env": {"PASSWORD": "${secret:DB_PASSWORD}"}}
+        status, _, body = http_json("POST", leader.url + "/api/v1/deploy", token=h1.token(), cafile=h1.ca_file,
+                                    body={"services": [spec]})
+        assert status == 200, (status, body)
+        if with_agent:
+            _wait_running(leader, "with-secret", three_hosts)
+        for h in hosts:
+            if h is not leader:
+                _wait_readable(h, "with-secret")
+        # Control: bytes sent in clear on the same link are seen by the capture (plain HTTP to a TLS port).
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            http_json("GET", f"http://{leader.address}:{API_PORT}/{canary}", timeout=2)
+    seen = cap.bytes()
+    assert canary.encode() in seen, f"the capture saw nothing in clear ({len(seen)} bytes): it proves nothing"
+    assert h1.token().encode() not in seen and h1.token().split(".")[1].encode() not in seen
+    assert secret_value.encode() not in seen
+    assert join_token.rsplit("-", 1)[1].encode() not in seen
+    if with_agent:
+        node_token = (three_hosts.agent_dir / "node.token").read_text().strip()
+        assert node_token.split(".")[1].encode() not in seen
+        three_hosts.stop_agent()
+    timings["captured_bytes"] = len(seen)
+    timings["worker_joined"] = float(with_agent)
+
+    _deploy(leader.url, h1.token(), "before-kill", leader.ca_file)
     for h in hosts:
         if h is not leader:
             _wait_readable(h, "before-kill")
@@ -340,7 +486,7 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     new_leader = three_hosts.wait_leader(survivors, FAILOVER_TIMEOUT_S)
     timings["failover_s"] = time.monotonic() - t3
     assert new_leader is not leader
-    _deploy(new_leader.url, new_leader.token(), "after-kill")
+    _deploy(new_leader.url, new_leader.token(), "after-kill", new_leader.ca_file)
     other = next(h for h in survivors if h is not new_leader)
     _wait_readable(other, "after-kill")
     _wait_readable(other, "before-kill")
@@ -383,11 +529,11 @@ def test_vagrant_cluster_configs_load_and_describe_one_cluster(tmp_path: Path, m
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cluster.secret").write_text(uuid.uuid4().hex * 2 + "\n")
     masters = {n: load_master_config(VAGRANT / "cluster" / f"node{n}.toml") for n in VM_IPS}
-    apis = {f"master-{n}": f"http://{ip}:{API_PORT}" for n, ip in VM_IPS.items()}
+    apis = {f"master-{n}": f"https://{ip}:{API_PORT}" for n, ip in VM_IPS.items()}
     rafts = {f"master-{n}": f"{ip}:{RAFT_PORT}" for n, ip in VM_IPS.items()}
     for n, m in masters.items():
         assert m.node_id == f"master-{n}"
-        assert m.api_listen == f"{VM_IPS[n]}:{API_PORT}" and m.api_advertise == apis[m.node_id]
+        assert m.api_listen == f"{VM_IPS[n]}:{API_PORT}" and m.api_advertise == apis[m.node_id] and m.tls
         assert m.raft_listen == rafts[m.node_id]  # the private address, never 0.0.0.0
         assert m.data_dir == tmp_path / "data" / f"master-{n}"
         assert m.cluster_secret_file == tmp_path / "data" / "cluster.secret"
@@ -401,7 +547,9 @@ def test_vagrant_cluster_configs_load_and_describe_one_cluster(tmp_path: Path, m
         a = load_agent_config(VAGRANT / "cluster" / f"agent{n}.toml")
         assert a.agent_id == f"worker-{n}"
         assert list(a.masters) == list(apis.values())
-        assert a.advertise == f"http://{ip}:6890"
+        assert a.advertise == f"https://{ip}:6890" and a.tls
+        # The CA the local master wrote: nothing copied between the VMs by hand.
+        assert a.ca_file == tmp_path / "data" / f"master-{n}" / "tls" / "ca.crt"
         assert a.publish_address == ip
         assert a.token_file == tmp_path / "data" / f"worker-{n}.token"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,10 +44,17 @@ TEST_IMAGE = "orca-test/busybox"
 
 def http_json(method: str, url: str, *, token: str | None = None, body: Any = None,
               headers: Mapping[str, str] | None = None,
-              timeout: float = 5.0) -> tuple[int, dict[str, str], Any]:
-    """One HTTP exchange, redirects NOT followed (a 307 is an answer here, not an acknowledgement)."""
+              timeout: float = 5.0, cafile: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One HTTP exchange, redirects NOT followed (a 307 is an answer here, not an acknowledgement).
+    An https URL is verified against `cafile`; without one (liveness only) a token is refused."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+    if parts.scheme == "https":
+        if cafile is None and token:
+            raise ValueError("a token goes only to a master verified against the cluster CA (cafile)")
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
     hdrs = {"Accept": "application/json", **(headers or {})}
     data = None
     if body is not None:
@@ -226,17 +234,23 @@ class EventCounter(threading.Thread):
         self._halt.set()
         self.join(10)
         if final_poll:
+            # Through the leader (?consistent=true): a follower's local state may still lack the last
+            # acknowledged writes (it applies them when the next append tells it the commit index).
             with Client(self.client.apis, self.client.token, timeout=5.0, retries=3) as client:
-                self.poll(client)
+                self.poll(client, consistent=True)
 
-    def poll(self, client: Client | None = None) -> None:
+    def poll(self, client: Client | None = None, consistent: bool = False) -> None:
         client = client or self.client
         try:
             if self.cursor is None:  # start from the newest event: older ones are not ours
                 last = client.events(limit=1)
                 self.cursor = int(last[-1]["seq"]) if last else 0
                 return
-            events = client.events(since=self.cursor, limit=1000)
+            if consistent:
+                events = client.request("GET", "/api/v1/events", params={"since": self.cursor, "limit": 1000},
+                                        consistent=True)["events"]
+            else:
+                events = client.events(since=self.cursor, limit=1000)
         except ApiError:
             return  # a master down or electing: the next poll catches up (or counts the gap)
         self.polls += 1

@@ -66,9 +66,10 @@ def chunked_post(url: str, path: str, token: str, chunks: int, size: int) -> tup
 
 def test_garbage_heartbeats_are_400_and_other_leases_keep_renewing(cluster: LocalCluster) -> None:
     leader = cluster.wait_leader()
-    agent, admin = cluster.token("agent", "agents"), cluster.token()
+    admin = cluster.token()
+    agents = {node_id: cluster.token("agent", node_id) for node_id in (*GOOD, "evil")}
     for node_id in (*GOOD, "evil"):
-        register(leader.url, agent, node_id)
+        register(leader.url, agents[node_id], node_id)
     garbage = [
         {"seq": 2**64}, {"applied": {"term": 2**64, "version": 1}},
         {"allocations": [{"alloc": "a", "service": "s", "version": 2**64, "status": "running"}]},
@@ -82,12 +83,12 @@ def test_garbage_heartbeats_are_400_and_other_leases_keep_renewing(cluster: Loca
     while time.monotonic() < deadline and min(len(set(v)) for v in seen.values()) < 4:
         seq += 1
         for node_id in GOOD:
-            status, body = heartbeat(leader.url, agent, node_id, seq)
+            status, body = heartbeat(leader.url, agents[node_id], node_id, seq)
             assert status == 200, body
         for bad in garbage:
-            status, body = heartbeat(leader.url, agent, "evil", seq, bad)
+            status, body = heartbeat(leader.url, agents["evil"], "evil", seq, bad)
             envelope(status, body, 400)
-        status, _, body = raw("POST", leader.url + "/api/v1/agent/heartbeat", token=agent,
+        status, _, body = raw("POST", leader.url + "/api/v1/agent/heartbeat", token=agents["evil"],
                               body=b"[" * 30_000 + b"]" * 30_000)
         envelope(status, body, 400)
         time.sleep(0.3)

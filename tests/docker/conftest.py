@@ -23,6 +23,7 @@ import pytest
 from orca.agent.runtime import DockerRuntime
 
 TEST_IMAGE = "orca-test/busybox:latest"
+CLUSTER_ID = "7e57c1a5be000001"  # the cluster of the runtime fixture (agents learn theirs at registration)
 
 
 def _unavailable(message: str) -> None:
@@ -80,7 +81,7 @@ def node_id(make_node_id: Any) -> str:
 
 @pytest.fixture
 def runtime(docker_client: Any, node_id: str) -> DockerRuntime:
-    return DockerRuntime(node_id, publish_address="127.0.0.1", client=docker_client)
+    return DockerRuntime(node_id, publish_address="127.0.0.1", client=docker_client, cluster_id=CLUSTER_ID)
 
 
 @pytest.fixture

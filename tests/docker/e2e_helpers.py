@@ -30,9 +30,12 @@ def stack_fixture(tmp_path: Path, docker_client: Any, request: pytest.FixtureReq
     try:
         cluster.start()
         cluster.wait_leader(timeout=30)
-        for i, node in enumerate(nodes):
-            cluster.start_agent(cluster.add_agent(node, labels={"zone": "ab"[i]}))
         client = Client([m.url for m in cluster.masters], cluster.token(), timeout=15)
+        # The first agent joins with a one-time join token (it keeps the credential it obtains in its
+        # data dir: the restart tests prove it is reused), the second with a token bound to its node.
+        join_token = client.create_join_token(node=nodes[0])["token"]
+        for i, node in enumerate(nodes):
+            cluster.start_agent(cluster.add_agent(node, labels={"zone": "ab"[i]}, token=join_token if i == 0 else None))
         wait_for(lambda: len([n for n in client.nodes() if n["status"] == "ready"]) == 2, 30, "agents registered",
                  cluster)
         yield cluster, client, nodes

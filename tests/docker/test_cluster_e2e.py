@@ -69,11 +69,15 @@ def test_agent_restart_readopts_without_duplicates(stack: tuple[LocalCluster, Cl
     wait_for(converged(client, "keep", 4), 60, "4 running", cluster)
     before = sorted(c.id for c in containers_of(nodes, "keep"))
     agent = cluster.agents[0]
+    # It joined with a (now used) join token: the restart must reuse the credential it keeps.
+    credential = cluster.root / agent.node_id / "node.token"
+    assert credential.stat().st_mode & 0o777 == 0o600
     cluster.kill(agent)
     cluster.start_agent(agent)
     time.sleep(4)  # several heartbeats and reconcile passes
     wait_for(converged(client, "keep", 4), 30, "still 4 running", cluster)
     assert all(n["status"] == "ready" for n in client.nodes())
+    assert [t["used_by"] for t in client.list_join_tokens()] == [agent.node_id]
     assert sorted(c.id for c in containers_of(nodes, "keep")) == before
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from orca.agent.runtime import ContainerState, DockerRuntime, RuntimeFailure
+from orca.agent.runtime import PIDS_LIMIT, ContainerState, DockerRuntime, RuntimeFailure
+from tests.docker.conftest import CLUSTER_ID
 
 pytestmark = pytest.mark.docker
 
@@ -95,9 +96,16 @@ def test_labels_limits_env_and_restart_policy(runtime: DockerRuntime, docker_cli
         "orca.alloc": alloc["id"],
         "orca.version": "7",
         "orca.node": node_id,
+        "orca.cluster": CLUSTER_ID,
     }
     assert "GREETING=hello orca" in attrs["Config"]["Env"]
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    # The defaults every container gets: pids limit, no-new-privileges, swap = memory, nothing privileged.
+    host = attrs["HostConfig"]
+    assert host["PidsLimit"] == PIDS_LIMIT and host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["MemorySwap"] == host["Memory"] and host["Privileged"] is False
+    assert not host.get("CapAdd") and not host.get("Devices") and host["NetworkMode"] != "host"
+    assert host["PidMode"] in ("", None) and host["ReadonlyRootfs"] is False
     assert attrs["HostConfig"]["Memory"] == 32 << 20
     assert attrs["HostConfig"]["NanoCpus"] == 250_000_000
 
@@ -110,15 +118,15 @@ def test_start_is_idempotent(runtime: DockerRuntime, docker_client: Any, node_id
     assert again.container_id == first.container_id
     assert len(containers_for(docker_client, node_id, alloc["id"])) == 1
     # A restarted agent (a new runtime object, same node id) adopts the container too.
-    reborn = DockerRuntime(node_id, client=docker_client)
+    reborn = DockerRuntime(node_id, client=docker_client, cluster_id=CLUSTER_ID)
     assert reborn.start(alloc, env={}, host_port=None).container_id == first.container_id
     assert len(containers_for(docker_client, node_id, alloc["id"])) == 1
 
 
 def test_runtimes_of_different_nodes_do_not_see_each_other(docker_client: Any, make_node_id: Any) -> None:
     node_a, node_b = make_node_id(), make_node_id()
-    runtime_a = DockerRuntime(node_a, client=docker_client)
-    runtime_b = DockerRuntime(node_b, client=docker_client)
+    runtime_a = DockerRuntime(node_a, client=docker_client, cluster_id=CLUSTER_ID)
+    runtime_b = DockerRuntime(node_b, client=docker_client, cluster_id=CLUSTER_ID)
     alloc_a, alloc_b = make_alloc("svc"), make_alloc("svc")
 
     runtime_a.start(alloc_a, env={}, host_port=None)
@@ -231,3 +239,14 @@ def test_engine_resources(runtime: DockerRuntime) -> None:
     resources = runtime.engine_resources()
     assert resources["memory"] > 0 and isinstance(resources["memory"], int)
     assert resources["cpu"] >= 1.0 and isinstance(resources["cpu"], float)
+
+
+def test_tiny_cpu_read_only_and_user(runtime: DockerRuntime, docker_client: Any) -> None:
+    alloc = make_alloc(cpu=1e-300, command=["sh", "-c", "id -u; touch /x 2>/dev/null || echo ro; sleep 100"])
+    alloc["spec"].update({"read_only": True, "user": "1234:1234"})
+    state = runtime.start(alloc, env={}, host_port=None)
+    host = docker_client.containers.get(state.container_id).attrs["HostConfig"]
+    assert host["NanoCpus"] == 10_000_000  # never 0, which Docker reads as unlimited
+    assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+    output = wait_for(lambda: (b"ro" in (logs := b"".join(runtime.logs(alloc["id"])))) and logs, what="output")
+    assert output.split()[:2] == [b"1234", b"ro"]

@@ -25,6 +25,7 @@ from orca.devcluster import free_ports
 from orca.protocol import HEARTBEAT_MAX_BYTES, validate_heartbeat, validate_register
 
 IMAGE = "orca-test/busybox:latest"
+CLUSTER_ID = "0123456789abcdef"
 
 
 def make_config(tmp_path: Path, masters: tuple[str, ...] = ("http://127.0.0.1:1",), **kw: Any) -> AgentConfig:
@@ -120,6 +121,28 @@ async def test_older_version_in_the_same_term_is_ignored(aiohttp_client: Any, ag
                                     headers=bearer(agent))).json())["accepted"] is True
 
 
+async def test_a_push_from_another_cluster_is_409_even_after_a_restart(aiohttp_client: Any, tmp_path: Path,
+                                                                      agent: Agent) -> None:
+    """A fresh, empty cluster (every master's disk lost, not restored yet) must not empty this node."""
+    client = await aiohttp_client(make_agent_api(agent))
+    first = {**push(1, 1, alloc("a1")), "lineage": "c-old"}
+    assert (await client.put("/v1/allocations", json=first, headers=bearer(agent))).status == 200
+    for other in ({**push(9, 1), "lineage": "c-new"}, push(9, 2)):  # another id, or none
+        resp = await client.put("/v1/allocations", json=other, headers=bearer(agent))
+        assert resp.status == 409
+        assert_envelope(await resp.json(), "STALE_LEADER")
+    assert [a["id"] for a in agent.store.desired["allocations"]] == ["a1"]
+    restarted = Agent(make_config(tmp_path), FakeRuntime("worker-1", images=[IMAGE]))
+    assert restarted.store.lineage == "c-old"
+    client2 = await aiohttp_client(make_agent_api(restarted))
+    resp = await client2.put("/v1/allocations", json={**push(9, 3), "lineage": "c-new"}, headers=bearer(restarted))
+    assert resp.status == 409
+    # The same cluster after a restore: a higher term (its fence base), the same id: obeyed.
+    resp = await client2.put("/v1/allocations", json={**push(1_000_002, 1, alloc("a1")), "lineage": "c-old"},
+                             headers=bearer(restarted))
+    assert resp.status == 200
+
+
 async def test_stale_term_is_409_even_after_an_agent_restart(aiohttp_client: Any, tmp_path: Path,
                                                               agent: Agent) -> None:
     client = await aiohttp_client(make_agent_api(agent))
@@ -208,13 +231,14 @@ class FakeMasters:
         self.auth: list[str | None] = []
         self.directive = "continue"
         self.leader_url = ""
+        self.cluster_id = CLUSTER_ID
 
     def leader_app(self) -> web.Application:
         async def register(request: web.Request) -> web.Response:
             self.auth.append(request.headers.get("Authorization"))
             self.registered.append(validate_register(await request.json()))
             return web.json_response({"node_id": "worker-1", "leader": self.leader_url,
-                                      "heartbeat_s": 0.05, "lease_ttl_s": 1.0})
+                                      "heartbeat_s": 0.05, "lease_ttl_s": 1.0, "cluster_id": self.cluster_id})
 
         async def heartbeat(request: web.Request) -> web.Response:
             self.auth.append(request.headers.get("Authorization"))
@@ -249,6 +273,7 @@ async def test_register_and_heartbeat_follow_307_and_keep_the_token(aiohttp_serv
         [reg] = masters.registered
         assert reg["push_token"] == agent.store.push_token and reg["capacity"] == {"memory": 1 << 30, "cpu": 2.0}
         assert agent.link.leader == masters.leader_url and agent.link.heartbeat_s == 0.05
+        assert agent.runtime.cluster_id == CLUSTER_ID and agent.store.cluster_id == CLUSTER_ID
 
         agent.accept_push(push(2, 3, alloc("a1")))
         await agent.reconciler.reconcile_once()
@@ -440,3 +465,30 @@ async def test_serve_starts_and_stops_the_proxy_with_the_agent(tmp_path: Path) -
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(url)
+
+
+async def test_cluster_id_is_learnt_once_kept_and_another_cluster_is_refused(aiohttp_server: Any,
+                                                                            tmp_path: Path) -> None:
+    masters = FakeMasters()
+    leader = await aiohttp_server(masters.leader_app())
+    masters.leader_url = str(leader.make_url("")).rstrip("/")
+    runtime = FakeRuntime("worker-1")
+    agent = Agent(make_config(tmp_path, masters=(masters.leader_url,)), runtime)
+    assert runtime.cluster_id is None and agent.store.cluster_id is None
+    try:
+        await agent.link.register()
+        assert runtime.cluster_id == CLUSTER_ID
+        assert (agent.store.dir / "cluster_id").read_text() == CLUSTER_ID
+    finally:
+        await agent.link.close()
+    # A restarted agent knows its cluster before any master answers: its runtime may adopt containers.
+    again = Agent(make_config(tmp_path, masters=(masters.leader_url,)), FakeRuntime("worker-1"))
+    assert again.runtime.cluster_id == CLUSTER_ID
+    masters.cluster_id = "fedcba9876543210"  # masters of another cluster (another secret)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(again.link.register(), 1.0)
+        assert "belongs to cluster 0123456789abcdef" in (again.link.sync_error or "")
+        assert again.runtime.cluster_id == CLUSTER_ID
+    finally:
+        await again.link.close()

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orca import spec
+from orca import snapshot, spec
 from orca.state import machine
 from orca.state.core import HISTORY_KEPT
 from orca.state.machine import BATCH_OP, apply, encode_entry, new_state
@@ -121,16 +121,31 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "node_status": {"term": TERM, "node_id": "n1", "status": "down", "reason": "x"},
     "plan": {"term": TERM, "place": [{"alloc_id": "p1", "service": "web", "version": 1, "node": "n1", "index": 0}],
              "stop": ["a0"]},
-    "set_secret": {"key": "K", "ciphertext": "c"}, "delete_secret": {"key": "K"},
+    "set_secret": {"key": "K", "ciphertext": "c", "grants": {"all_projects": False, "projects": ["p"]}},
+    "delete_secret": {"key": "K"}, "set_secret_grants": {"key": "K", "grants": {"all_projects": True, "projects": []}},
     "promote": {"name": "web"}, "rollback": {"name": "web"},
     "rollout_status": {"term": TERM, "name": "web", "version": 2, "state": "halted", "reason": "r"},
     "drain_node": {"node_id": "n1", "deadline_s": 10, "force": False}, "undrain_node": {"node_id": "n1"},
     "drain_complete": {"term": TERM, "node_id": "n1"}, "remove_node": {"node_id": "n2"},
     "register_webhook": {"id": "w1", "repo": "o/r", "branch": "main", "service": "web", "secret_ciphertext": "s"},
     "remove_webhook": {"id": "w1"},
-    "webhook_delivery": {"id": "w1", "delivery": "d1", "event": "push", "ref": "refs/heads/main"},
+    "webhook_delivery": {"id": "w1", "delivery": "d1", "event": "push", "ref": "refs/heads/main",
+                         "body_digest": "b1", "replay_window_s": 60.0},
     "autoscale": {"term": TERM, "name": "web", "replicas": 4, "reason": "r", "figures": {}},
     "set_scaling": {"name": "web", "scaling": None},
+    "create_join_token": {"id": "00112233445566ff", "role": "worker", "node": None, "expires_at": None},
+    "revoke_join_token": {"id": "00112233445566ff"},
+    "join_node": {"id": "00112233445566ff", "node_id": "n7", "jti": "j7", "iat": 1, "nonce_digest": "a" * 64},
+    "ca_init": {"fingerprint": "b" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----x", "key_sealed": "k",
+                "not_after": 9.0},
+    "ca_rotate": {"fingerprint": "c" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----y", "key_sealed": "k",
+                  "not_after": 9.0},
+    "ca_retire": {},
+    "set_lineage": {"lineage": "c1"},
+    "restore_begin": {"id": "r1", "force": True, "chunk_bytes": 16384, "header": snapshot.parse(snapshot.encode(
+        {"services": {}}, index=1, term=1, schema_version=1, created_at=0.0, orca_version="t"))[0]},
+    "restore_chunk": {"id": "r1", "n": 0, "data": b"x"},
+    "restore_commit": {"id": "r1"},
 }
 
 
@@ -180,3 +195,19 @@ def test_random_op_sequences_never_raise_and_rejections_change_nothing(ops: list
         assert ("error" in result) != ("ok" in result)
         if "error" in result:
             assert digest(state) == before, (op, args, result)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(hostile_entry(), min_size=1, max_size=15))
+def test_a_batch_of_random_entries_equals_applying_them_one_by_one(ops: list[tuple[str, dict[str, Any]]]) -> None:
+    raws = []
+    for i, (op, args) in enumerate(ops):
+        try:
+            raws.append(encode_entry(op, args, now=2000.0 + i))
+        except (OverflowError, ValueError, TypeError):
+            continue
+    one_by_one, batched = copy.deepcopy(SEEDED.state), copy.deepcopy(SEEDED.state)
+    results = [apply(one_by_one, raw, 7) for raw in raws]
+    batch = apply(batched, encode_entry(BATCH_OP, {"entries": raws}, now=1.0), 7)  # must not raise
+    assert batch["result"]["results"] == results
+    assert digest(batched) == digest(one_by_one)  # every sub-entry applied exactly once

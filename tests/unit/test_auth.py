@@ -10,6 +10,8 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orca import auth
 from orca.auth import (
@@ -81,9 +83,10 @@ def test_generate_cluster_secret() -> None:
 
 @pytest.mark.parametrize("role", ROLES)
 def test_round_trip_each_role(role: str) -> None:
-    token, claims = mint_token(KEY, role=role, name="worker-1", now=NOW, ttl_s=3600)
+    node = "worker-1" if role == "agent" else None
+    token, claims = mint_token(KEY, role=role, name="worker-1", now=NOW, ttl_s=3600, node=node)
     assert claims == Claims(sub="worker-1", role=role, jti=claims.jti, iat=int(NOW), exp=int(NOW) + 3600,
-                            name="worker-1")
+                            name="worker-1", node=node)
     assert len(claims.jti) == 32
     assert verify_token(KEY, token, now=NOW + 10) == claims
     header = jwt.get_unverified_header(token)
@@ -91,10 +94,10 @@ def test_round_trip_each_role(role: str) -> None:
 
 
 def test_no_ttl_means_no_exp_and_explicit_jti() -> None:
-    token, claims = mint_token(KEY, role="agent", name="w1", now=NOW, jti="fixed-id_1")
+    token, claims = mint_token(KEY, role="agent", name="w1", now=NOW, jti="fixed-id_1", node="w1")
     assert claims.exp is None and claims.jti == "fixed-id_1"
     payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    assert set(payload) == {"sub", "role", "jti", "iat"}
+    assert set(payload) == {"sub", "role", "jti", "iat", "node"}
     assert verify_token(KEY, token, now=NOW + 10 * 365 * 86400) == claims
 
 
@@ -127,6 +130,13 @@ def test_verify_defaults_to_wall_clock() -> None:
     ({"ttl_s": -5}, "ttl_s"),
     ({"ttl_s": float("nan")}, "ttl_s"),
     ({"now": float("inf")}, "now"),
+    ({"role": "agent"}, "node"),
+    ({"role": "agent", "node": ""}, "node"),
+    ({"role": "agent", "node": "Worker-1"}, "node"),
+    ({"role": "agent", "node": "w" * 64}, "node"),
+    ({"role": "agent", "node": 7}, "node"),
+    ({"role": "admin", "node": "worker-1"}, "node"),
+    ({"node": "worker-1"}, "node"),
 ])
 def test_mint_rejects(kwargs: dict[str, Any], field: str) -> None:
     args: dict[str, Any] = {"role": "viewer", "name": "ops", "now": NOW, **kwargs}
@@ -265,3 +275,56 @@ HUMAN = ("viewer", "deployer", "admin")
 ])
 def test_role_satisfies(have: str, need: str, ok: bool) -> None:
     assert role_satisfies(have, need) is ok
+
+
+# --- node identity --------------------------------------------------------------------------------
+
+AGENT_PAYLOAD = {"sub": "worker-1", "role": "agent", "jti": "j1", "iat": int(NOW), "node": "worker-1"}
+
+
+def test_agent_token_carries_its_node() -> None:
+    token, claims = mint_token(KEY, role="agent", name="anything", now=NOW, node="worker-2")
+    assert claims.node == "worker-2"
+    assert verify_token(KEY, token, now=NOW).node == "worker-2"
+    assert verify_token(KEY, craft({"alg": "HS256"}, AGENT_PAYLOAD), now=NOW).node == "worker-1"
+
+
+def test_agent_token_without_node_is_refused() -> None:
+    """Tokens minted before node identity: refused, with a message that says how to replace them."""
+    payload = {k: v for k, v in AGENT_PAYLOAD.items() if k != "node"}
+    err = refused(craft({"alg": "HS256"}, payload))
+    assert "not bound to a node" in err.message and "--node" in err.message
+
+
+@pytest.mark.parametrize("node", ["", None, 5, ["worker-1"], "Worker-1", "w" * 64, "a b", "../x"])
+def test_agent_token_with_a_bad_node_is_refused(node: Any) -> None:
+    refused(craft({"alg": "HS256"}, {**AGENT_PAYLOAD, "node": node}))
+
+
+@pytest.mark.parametrize("role", HUMAN)
+def test_only_agent_tokens_carry_a_node(role: str) -> None:
+    refused(craft({"alg": "HS256"}, {**AGENT_PAYLOAD, "role": role}))
+
+
+def test_a_node_cannot_be_swapped_without_the_key() -> None:
+    token, _ = mint_token(KEY, role="agent", name="worker-1", now=NOW, node="worker-1")
+    head, _, sig = token.split(".")
+    forged = b64(json.dumps({**AGENT_PAYLOAD, "node": "worker-2"}).encode())
+    assert refused(f"{head}.{forged}.{sig}").message == "invalid token signature"
+
+
+@settings(max_examples=200, deadline=None)
+@given(node=st.from_regex(r"[a-z0-9-]{1,63}", fullmatch=True),
+       other=st.from_regex(r"[a-z0-9-]{1,63}", fullmatch=True))
+def test_node_claim_round_trips(node: str, other: str) -> None:
+    token, claims = mint_token(KEY, role="agent", name="n", now=NOW, node=node)
+    got = verify_token(KEY, token, now=NOW)
+    assert got == claims and got.node == node
+    assert (got.node == other) is (node == other)
+
+
+def test_peek_claims() -> None:
+    token, _ = mint_token(KEY, role="agent", name="w", now=NOW, node="worker-3")
+    assert auth.peek_claims(token)["node"] == "worker-3"
+    for junk in ("", "a.b", "ORCAJOIN-1-x-y", "x" * 10_000, "a.b.c", None):
+        assert auth.peek_claims(junk) is None  # type: ignore[arg-type]

@@ -165,8 +165,9 @@ class FakeClient:
     api: str | None = None
     token: str | None = None
 
-    def __init__(self, api: str, token: str | None = None) -> None:
+    def __init__(self, api: str, token: str | None = None, **kw: Any) -> None:
         FakeClient.api, FakeClient.token = api, token
+        self.apis = api.split(",")
 
     def __enter__(self) -> FakeClient:
         return self
@@ -252,7 +253,37 @@ def test_online_token_create_prints_only_the_token(fake: type[FakeClient],
     fake.replies["create_token"] = {"token": "eyJ.x.y", "jti": "j1", "name": "ci", "role": "deployer"}
     assert main(["token", "create", "--role", "deployer", "--name", "ci"]) == 0
     assert capsys.readouterr().out == "eyJ.x.y\n"
-    assert fake.calls == [("create_token", ("deployer", "ci", None))]
+    assert fake.calls == [("create_token", ("deployer", "ci", None, None))]
+
+
+def test_agent_tokens_are_bound_to_a_node(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["create_token"] = {"token": "eyJ.a.b", "jti": "j2", "name": "worker-2", "role": "agent"}
+    assert main(["token", "create", "--role", "agent", "--node", "worker-2"]) == 0
+    assert capsys.readouterr().out == "eyJ.a.b\n"
+    assert fake.calls == [("create_token", ("agent", "worker-2", None, "worker-2"))]
+    assert main(["token", "create", "--role", "agent", "--name", "w"]) == 2
+    assert "--node" in capsys.readouterr().err
+    assert main(["token", "create", "--role", "viewer", "--name", "v", "--node", "worker-2"]) == 2
+    assert main(["token", "create", "--role", "viewer"]) == 2
+    assert len(fake.calls) == 1
+
+
+def test_join_token_verbs(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["create_join_token"] = {"token": "ORCAJOIN-1-x-y", "id": "x", "rotated": ["old"]}
+    assert main(["cluster", "join-token", "worker", "--rotate", "--node", "worker-3"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "ORCAJOIN-1-x-y\n" and "old" in out.err
+    assert main(["cluster", "join-token", "worker", "--ttl", "0"]) == 0
+    fake.replies["list_join_tokens"] = [{"id": "x", "role": "worker", "node": None, "used_by": "worker-3",
+                                         "revoked": False}]
+    assert main(["cluster", "join-tokens"]) == 0
+    assert "worker-3" in capsys.readouterr().out
+    fake.replies["revoke_join_token"] = {"id": "x", "revoked": True}
+    assert main(["cluster", "revoke-join-token", "x"]) == 0
+    assert main(["cluster", "join-token", "manager"]) == 2
+    assert fake.calls == [("create_join_token", ("worker", 86400.0, "worker-3", True)),
+                          ("create_join_token", ("worker", None, None, False)),
+                          ("list_join_tokens", ()), ("revoke_join_token", ("x",))]
 
 
 def test_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,7 +291,7 @@ def test_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(cli, "Client", lambda api, token: Client(api, token, retries=0))
+    monkeypatch.setattr(cli, "Client", lambda api, token, **kw: Client(api, token, retries=0, **kw))
     assert main(["--api", f"http://127.0.0.1:{port}", "status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no master answered") and err.rstrip().endswith("(UNREACHABLE)")
@@ -279,11 +310,12 @@ def test_offline_token_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture
     claims = auth.verify_token(auth.signing_key(("ab" * 32).encode()), token)
     assert (claims.sub, claims.role, claims.exp) == ("ops", "admin", None)
 
-    assert main(["token", "create", "--secret-file", str(secret), "--role", "agent", "--name", "w1",
+    assert main(["token", "create", "--secret-file", str(secret), "--role", "agent", "--node", "w1",
                  "--ttl", "3600", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     claims = auth.verify_token(auth.signing_key(("ab" * 32).encode()), doc["token"])
     assert (claims.role, claims.jti, doc["jti"]) == ("agent", doc["jti"], claims.jti)
+    assert (claims.node, claims.sub, doc["node"]) == ("w1", "w1", "w1")
     assert claims.exp is not None and claims.exp - claims.iat in (3600, 3601)
 
 
@@ -310,7 +342,7 @@ def test_read_verbs_render(fake: type[FakeClient], capsys: pytest.CaptureFixture
         cluster_leader={"leader_id": "m2", "leader_url": "http://127.0.0.1:6882", "term": 7},
     )
     assert main(["token", "list"]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["j1", "ops", "admin", "2024-01-01T00:00:00Z",
+    assert capsys.readouterr().out.splitlines()[1].split() == ["j1", "ops", "admin", "-", "-", "2024-01-01T00:00:00Z",
                                                                "-", "no"]
     assert main(["events", "--service", "web", "--limit", "5"]) == 0
     assert "web scaled 1 -> 3" in capsys.readouterr().out
@@ -635,17 +667,41 @@ def test_secrets_set_prompts_without_echo_on_a_terminal(fake: type[FakeClient], 
     assert prompts == ["value of K: "] and fake.calls == [("set_secret", ("K", "typed"))]
 
 
+def test_secrets_set_with_grants_and_grant(fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    fake.replies["set_secret"] = {"key": "K", "created": True, "grants": {"all_projects": False,
+                                                                          "projects": ["a", "b"]}}
+    assert main(["secrets", "set", "K", "v", "--project", "a", "--project", "b"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("K", "v", ["a", "b"], False))
+    assert capsys.readouterr().out == "created secret K (granted to: a, b)\n"
+    assert main(["secrets", "set", "K", "v", "--all-projects"]) == 0
+    assert fake.calls[-1] == ("set_secret", ("K", "v", [], True))
+    assert main(["secrets", "set", "K", "v", "--all-projects", "--project", "a"]) == 2
+    fake.replies["grant_secret"] = {"key": "K", "grants": {"all_projects": False, "projects": []}}
+    assert main(["secrets", "grant", "K", "--admin-only"]) == 0
+    assert fake.calls[-1] == ("grant_secret", ("K", [], False))
+    assert capsys.readouterr().out.endswith("secret K granted to: admins only\n")
+    assert main(["secrets", "grant", "K"]) == 2
+    assert main(["secrets", "grant", "K", "--admin-only", "--all-projects"]) == 2
+
+
 def test_secrets_list_and_rm(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
-    fake.replies["list_secrets"] = [{"key": "DB_PASS", "created_at": "2024-01-01T00:00:00.000Z",
-                                     "updated_at": "2024-01-02T00:00:00.000Z"}]
+    fake.replies["list_secrets"] = [
+        {"key": "DB_PASS", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z"},
+        {"key": "API", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z",
+         "grants": {"all_projects": False, "projects": ["shop", "web"]}},
+        {"key": "LOG", "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-02T00:00:00.000Z",
+         "grants": {"all_projects": True, "projects": []}}]
     fake.replies["delete_secret"] = {"key": "DB_PASS", "deleted": True}
     assert main(["secrets", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["KEY", "CREATED", "UPDATED"]
-    assert lines[1].split() == ["DB_PASS", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
+    assert lines[0].split() == ["KEY", "GRANTS", "CREATED", "UPDATED"]
+    assert lines[1].split() == ["DB_PASS", "-", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
+    assert [ln.split()[:2] for ln in lines[2:]] == [["API", "shop,web"], ["LOG", "*"]]
     assert main(["secrets", "rm", "DB_PASS"]) == 0
     assert capsys.readouterr().out == "deleted secret DB_PASS\n"
     assert fake.calls == [("list_secrets", ()), ("delete_secret", ("DB_PASS",))]
+    assert main(["secrets", "ls", "-o", "json"]) == 0 and '"grants"' in capsys.readouterr().out
     fake.replies["list_secrets"] = ApiError(403, "FORBIDDEN", "admin role required")
     assert main(["secrets", "list"]) == 1
     assert main(["secrets"]) == 2

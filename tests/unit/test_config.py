@@ -28,7 +28,8 @@ from orca.config import (
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"0123456789abcdef0123456789abcdef"
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQifQ.c2ln"
+# payload {"role": "agent", "node": "worker-1"}
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQiLCJub2RlIjoid29ya2VyLTEifQ.c2ln"
 
 PEERS = """peers = [
   { id = "master-2", raft = "127.0.0.1:6883", api = "http://127.0.0.1:6882" },
@@ -142,9 +143,13 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
     assert cfg.tuning == RaftTuning()
     assert (cfg.agent_heartbeat_s, cfg.node_lease_ttl_s) == (1.0, 5.0)
     assert cfg.api_advertise == "http://" + cfg.api_listen
+    assert cfg.metrics_require_token is False
     documented = _flatten(tomllib.loads(path.read_text()))
     expected = {"node.id", "node.data_dir", "api.listen", "api.advertise", "raft.listen", "raft.peers",
-                "security.cluster_secret_file", "timing.agent_heartbeat_s", "timing.node_lease_ttl_s"}
+                "raft.allow_from", "raft.fsync",
+                "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
+                "timing.node_lease_ttl_s",
+                "security.insecure_http", "tls.enabled", "tls.cert_days"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
     expected |= {f"raft.tuning.{f.name}" for f in dataclasses.fields(RaftTuning)}
     assert documented == expected
@@ -162,7 +167,7 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.id", "agent.masters", "agent.token_file", "agent.listen", "agent.advertise",
         "agent.status_listen", "agent.data_dir", "agent.labels", "agent.heartbeat_s",
         "agent.docker.publish_address", "agent.docker.host_port_range",
-        "agent.resources.memory", "agent.resources.cpu",
+        "agent.resources.memory", "agent.resources.cpu", "agent.ca_file", "agent.insecure_http",
     } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
     assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
 
@@ -338,6 +343,8 @@ AGENT_ERRORS = [
     ('"./data/worker-1.token"', '"./data/empty.token"', "agent.token_file", "is empty"),
     ('"./data/worker-1.token"', '"./data/two.token"', "agent.token_file", "whitespace"),
     ('"./data/worker-1.token"', '"./data/binary.token"', "agent.token_file", "not UTF-8"),
+    ('"./data/worker-1.token"', '"./data/unbound.token"', "agent.token_file", "not bound to a node"),
+    ('"./data/worker-1.token"', '"./data/other-node.token"', "agent.token_file", "bound to node 'worker-2'"),
     ("[agent]", "[agent]\nlisten = \"127.0.0.1\"", "agent.listen", "expected 'host:port'"),
     ("[agent]", '[agent]\nadvertise = "localhost"', "agent.advertise", "expected an http(s) URL"),
     ("[agent]", '[agent]\nstatus_listen = "0.0.0.0:9100"', "agent.status_listen", "loopback"),
@@ -391,6 +398,9 @@ def test_agent_errors_name_file_and_key(workdir: Path, old: str, new: str, key: 
     (workdir / "data" / "empty.token").write_text("\n")
     (workdir / "data" / "two.token").write_text("abc\ndef\n")
     (workdir / "data" / "binary.token").write_bytes(b"\xff\xfe")
+    (workdir / "data" / "unbound.token").write_text("eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQifQ.c2ln")
+    (workdir / "data" / "other-node.token").write_text(
+        "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYWdlbnQiLCJub2RlIjoid29ya2VyLTIifQ.c2ln")
     assert old in AGENT
     path = write(workdir, AGENT.replace(old, new, 1))
     message = config_error(load_agent_config, path)
@@ -472,3 +482,20 @@ def test_configs_are_frozen(workdir: Path) -> None:
 def test_public_surface() -> None:
     for name in config.__all__:
         assert hasattr(config, name), name
+
+
+def test_raft_allow_from_takes_addresses_and_networks(workdir: Path) -> None:
+    text = MASTER.replace("[security]", 'allow_from = ["10.1.2.3", "10.9.0.0/16", "fd00::/8"]\n\n[security]')
+    assert load_master_config(write(workdir, text)).raft_allow_from == ("10.1.2.3/32", "10.9.0.0/16", "fd00::/8")
+    assert load_master_config(write(workdir, MASTER)).raft_allow_from == ()
+    for bad in ('["10.0.0.0/33"]', '["example.com"]', "[5]", '"10.0.0.0/8"'):
+        with pytest.raises(ConfigError, match="allow_from"):
+            load_master_config(write(workdir, MASTER.replace("[security]", f"allow_from = {bad}\n\n[security]")))
+
+
+def test_raft_fsync_defaults_on_and_takes_a_boolean(workdir: Path) -> None:
+    assert load_master_config(write(workdir, MASTER)).raft_fsync is True
+    off = MASTER.replace("[security]", "fsync = false\n\n[security]")
+    assert load_master_config(write(workdir, off)).raft_fsync is False
+    with pytest.raises(ConfigError, match="fsync"):
+        load_master_config(write(workdir, MASTER.replace("[security]", 'fsync = "no"\n\n[security]')))

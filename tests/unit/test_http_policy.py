@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_join import JoinEndpoints
+from orca.master.api_secrets import SecretEndpoints
+from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
+from orca.master.api_snapshot import SnapshotEndpoints
+from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
-from orca.master.http import HMAC, POLICY, PUBLIC
+from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
 from orca.master.traffic import TrafficBook
@@ -20,8 +25,12 @@ def build() -> Any:
     api = MasterApi(raft=None, leadership=None, info=info)  # type: ignore[arg-type] - routes only
     workers = WorkerEndpoints(api, HeartbeatBook(), SecretBox(b"s" * 32), 1.0, 5.0)
     api.extra_routes.append(workers.add_routes)
+    api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(TlsEndpoints(api, None).add_routes)
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     return api, api.build_app()
 
 
@@ -30,15 +39,20 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert api.routes_without_policy(app) == []
     registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
     assert set(POLICY) == registered
+    assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
     public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
+    assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
-                      "/api/v1/cluster/leader", "/api/v1/cluster/health", "/api/v1/openapi.json"}
-    assert all(need in ("admin", "agent") for (m, p), need in POLICY.items()
-               if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop")))
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health",
+                      "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
+                      "/api/v1/openapi.json"}
+    assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
+               if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
+                                "/api/v1/cluster/join-tokens")))
 
 
 def test_secret_box_round_trips_and_refuses_other_keys() -> None:

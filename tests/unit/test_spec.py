@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "canary": 0,
     "scaling": None,
     "canary_weight": None,
+    "read_only": False,
+    "user": None,
 }
 
 SCALING: dict[str, Any] = {
@@ -249,7 +251,21 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("memory below docker minimum", {"resources": {"memory": 512}}, "resources.memory",
      "resources.memory: must be at least 6Mi"),
     ("memory absurd", {"resources": {"memory": "2000Ti"}}, "resources.memory", "resources.memory:"),
-    ("cpu zero", {"resources": {"cpu": 0}}, "resources.cpu", "resources.cpu: must be greater than 0"),
+    ("cpu zero", {"resources": {"cpu": 0}}, "resources.cpu", "resources.cpu: must be at least 0.01"),
+    ("cpu tiny", {"resources": {"cpu": 1e-300}}, "resources.cpu", "resources.cpu: must be at least 0.01"),
+    ("read_only string", {"read_only": "yes"}, "read_only", "read_only: expected true or false"),
+    ("user with space", {"user": "root user"}, "user", "user: expected a user"),
+    ("user empty", {"user": ""}, "user", "user: expected a user"),
+    ("user too long", {"user": "u" * 33}, "user", "user: expected a user"),
+    ("user number", {"user": 0}, "user", "user: expected a user"),
+    ("command too long", {"command": ["x"] * 257}, "command", "command: must have at most 256 arguments"),
+    ("command arg huge", {"command": ["x" * 40000]}, "command[0]", "command[0]: must be at most"),
+    ("env too many", {"env": {f"K{i}": "v" for i in range(257)}}, "env", "env: must have at most 256"),
+    ("env value huge", {"env": {"K": "v" * 40000}}, "env.K", "env.K: must be at most"),
+    ("deadline huge", {"update": {"healthy_deadline_s": 1e30}}, "update.healthy_deadline_s",
+     "update.healthy_deadline_s: must be at most 86400"),
+    ("labels too many", {"placement": {"labels": {f"k{i}": "v" for i in range(65)}}}, "placement.labels",
+     "placement.labels: must have at most 64"),
     ("cpu negative", {"resources": {"cpu": -1}}, "resources.cpu", "resources.cpu:"),
     ("cpu too many", {"resources": {"cpu": 257}}, "resources.cpu", "resources.cpu: must be at most 256"),
     ("cpu nan", {"resources": {"cpu": float("nan")}}, "resources.cpu", "resources.cpu:"),
@@ -586,8 +602,8 @@ def _scaling_tables(draw: st.DrawFn) -> dict[str, Any]:
         "max_p95_latency_ms": st.floats(min_value=0.001, max_value=1e6) | st.integers(1, 10**6),
         "max_cpu_percent": st.floats(min_value=0.01, max_value=100) | st.integers(1, 100),
         "max_memory_percent": st.floats(min_value=0.01, max_value=100) | st.integers(1, 100),
-        "window_seconds": st.floats(min_value=5, max_value=1e5) | st.integers(5, 10**5),
-        "cooldown_seconds": st.floats(min_value=0, max_value=1e5) | st.integers(0, 10**5),
+        "window_seconds": st.floats(min_value=5, max_value=86400) | st.integers(5, 86400),
+        "cooldown_seconds": st.floats(min_value=0, max_value=86400) | st.integers(0, 86400),
     }
     raw: dict[str, Any] = {key: draw(strategy) for key, strategy in optional.items() if draw(st.booleans())}
     # Bounds and thresholds are drawn together: each pair has an ordering rule, and either side may be
@@ -626,15 +642,17 @@ def valid_raw_specs(draw: st.DrawFn) -> dict[str, Any]:
         "env": st.dictionaries(_env_key, _text, max_size=4),
         "resources": st.fixed_dictionaries({}, optional={
             "memory": _size,
-            "cpu": st.floats(min_value=0.001, max_value=256) | st.integers(1, 256)}),
+            "cpu": st.floats(min_value=0.01, max_value=256) | st.integers(1, 256)}),
         "internal": st.booleans(),
+        "read_only": st.booleans(),
+        "user": st.none() | st.from_regex(r"[a-z0-9_]{1,8}(:[0-9]{1,5})?", fullmatch=True),
         "placement": st.fixed_dictionaries({}, optional={
             "node": st.none() | _label,
             "labels": st.dictionaries(_label_key, _text.filter(str.isprintable), max_size=3)}),
         "update": st.fixed_dictionaries({}, optional={
             "max_parallel": st.integers(1, MAX_REPLICAS),
             "min_healthy_s": st.floats(0, 1.0),
-            "healthy_deadline_s": st.floats(2.5, 1e6) | st.integers(3, 10**6),
+            "healthy_deadline_s": st.floats(2.5, 86400) | st.integers(3, 86400),
             "auto_revert": st.booleans()}),
         "canary": st.integers(0, replicas),
         "scaling": st.none() | _scaling_raw,
@@ -742,3 +760,8 @@ def test_random_scaling_only_ever_raises_invalid_spec(raw: dict[str, Any]) -> No
         assert exc.message.startswith(("scaling", "unknown field 'scaling."))
         return
     assert validate_scaling(out) == out
+
+
+def test_deploy_body_is_bounded_in_services() -> None:
+    with pytest.raises(InvalidSpec, match="at most 1000 services"):
+        validate_deploy_body({"services": [{"name": f"s{i}", "image": "x"} for i in range(1001)]})

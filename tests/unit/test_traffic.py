@@ -75,3 +75,24 @@ def test_samples_are_rates_from_counter_deltas_across_nodes_and_agent_restarts()
     assert book.current("web").rps == 10 / 2.0
     assert book.requests_total["web"] == 100 + 100 + 10  # counted from each agent's start
     assert len(book.history("web", 10)) == 2
+
+
+def test_series_exist_only_for_services_in_the_state() -> None:
+    """/metrics cardinality: bounded by the services in the state, whatever names heartbeats carry."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from orca.master.traffic import TrafficCollector
+
+    book = TrafficBook(sample_s=2.0)
+    state = state_with([alloc("a")])
+    for now, n in ((100.0, 10), (102.0, 20)):
+        book.record("n1", {"proxy": {"web": stats(n), **{f"ghost-{i}": stats(n) for i in range(50)}}})
+        book.sample(state, now=now)
+    registry = CollectorRegistry()
+    registry.register(TrafficCollector(book))
+    text = generate_latest(registry).decode()
+    assert 'service="web"' in text and "ghost" not in text
+    del state["services"]["web"]  # purged: its series go too
+    book.sample(state, now=104.0)
+    assert 'service="web"' not in generate_latest(registry).decode()
+    assert not (book.requests_total or book.buckets_total or book.latency_sum_ms or book.samples)
