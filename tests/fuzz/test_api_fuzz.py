@@ -70,7 +70,12 @@ def _seed(c: LocalCluster, leader: str, admin: str, agent: str) -> Targets:
 def test_generated_requests_never_5xx_always_envelope_and_refusals_change_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("ORCA_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-    with LocalCluster(tmp_path / "cluster", timing={"agent_heartbeat_s": 1.0, "node_lease_ttl_s": 3600.0}) as c:
+    # The tier is about input handling, not elections: without fsync and with wider election timeouts a
+    # disk or CPU stall of this shared box (a 200 ms journal flush was seen) does not move the leader, which
+    # would turn in-flight writes and `?consistent=true` reads into honest 503s.
+    with LocalCluster(tmp_path / "cluster", timing={"agent_heartbeat_s": 1.0, "node_lease_ttl_s": 3600.0},
+                      raft_options={"fsync": False},
+                      tuning={"election_min_s": 1.0, "election_max_s": 2.0, "leader_fallback_s": 4.0}) as c:
         c.start()
         leader = c.wait_leader(timeout=60, all_up=True).url
         # the agent token is named (and, where agent tokens are bound to a node, bound to) the seeded node
