@@ -10,6 +10,7 @@ only after the entry is applied, with its result.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
 from orca.state import schema
+from orca.state.digest import state_digest
 
 __all__ = ["MasterApi", "MasterInfo"]
 
@@ -72,6 +74,7 @@ class MasterApi:
         self.metrics.on_scrape(self._refresh_metrics)
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
+        self._openapi: bytes | None = None
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -87,10 +90,12 @@ class MasterApi:
         r.add_get("/metrics", self.metrics_view)
         r.add_get("/api/v1/health", self.health)
         r.add_get("/api/v1/status/{component}", self.component_status)
+        r.add_get("/api/v1/openapi.json", self.openapi_document)
         r.add_get("/api/v1/cluster/leader", self.cluster_leader)
         r.add_get("/api/v1/cluster/health", self.cluster_health)
         r.add_get("/api/v1/cluster/info", self.cluster_info)
         r.add_get("/api/v1/cluster/status", self.cluster_status)
+        r.add_get("/api/v1/cluster/digest", self.cluster_digest)
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/services/{name}", self.service)
         r.add_get("/api/v1/events", self.events)
@@ -280,7 +285,19 @@ class MasterApi:
         for status in ("running", "stopped"):
             m.services.labels(status).set(states.count(status))
 
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        """Built once from the router of the running app (all routes are added before it serves)."""
+        if self._openapi is None:
+            from orca.master import openapi  # imports the schemas, which read this module's bounds
+
+            self._openapi = json.dumps(openapi.build_document(request.app), separators=(",", ":")).encode()
+        return web.Response(body=self._openapi, content_type="application/json")
+
     # --- cluster ----------------------------------------------------------------------------------
+    async def cluster_digest(self, request: web.Request) -> web.Response:
+        digest, index = self.raft.read(lambda s: (state_digest(s), self.raft.applied_index))
+        return json_response({"node_id": self.info.node_id, "applied_index": index, "digest": digest})
+
     async def cluster_leader(self, request: web.Request) -> web.Response:
         leader = self.raft.leader_id
         if leader is None:

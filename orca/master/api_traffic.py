@@ -65,7 +65,7 @@ class TrafficEndpoints:
         history = bounds.query_int(request.query.get("history"), "history", 0, 0, 1800)
         if self.api.raft.is_leader:
             return json_response(self.metrics_body(name, history))
-        return json_response(await self._from_leader(request, request.rel_url.path_qs))
+        return json_response(await self._from_leader(request, request.raw_path))
 
     async def _from_leader(self, request: web.Request, path_qs: str) -> dict[str, Any]:
         leader = self.api.leader_url()

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from orca import auth, bounds
 from orca.errors import (
@@ -32,7 +33,7 @@ from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
 __all__ = ["POLICY", "PUBLIC", "HMAC", "JOIN", "error_response", "json_response", "read_json", "read_body",
-           "parse_json_object", "make_middlewares", "TokenChecker", "add_rate_limit_headers"]
+           "parse_json_object", "make_middlewares", "TokenChecker", "add_rate_limit_headers", "ApiRunner"]
 
 log = logging.getLogger("orca.api")
 
@@ -52,10 +53,12 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/status/{component}"): PUBLIC,
+    ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/cluster/leader"): PUBLIC,
     ("GET", "/api/v1/cluster/health"): PUBLIC,
     ("GET", "/api/v1/cluster/info"): "viewer",
     ("GET", "/api/v1/cluster/status"): "viewer",
+    ("GET", "/api/v1/cluster/digest"): "admin",
     ("GET", "/api/v1/status"): "viewer",
     ("GET", "/api/v1/services/{name}"): "viewer",
     ("GET", "/api/v1/events"): "viewer",
@@ -153,7 +156,8 @@ def error_response(err: OrcaError, request: web.Request | None = None) -> web.Re
                             "timestamp": _now_iso()}
     headers: dict[str, str] = {}
     if isinstance(err, NotLeader):
-        location = err.leader_url.rstrip("/") + (request.rel_url.path_qs if request is not None else "/")
+        # raw_path: still percent-encoded, so a decoded control character never reaches a header
+        location = err.leader_url.rstrip("/") + (request.raw_path if request is not None else "/")
         body["leader"] = err.leader_url
         headers["Location"] = location
         headers["X-Current-Leader"] = err.leader_url
@@ -339,3 +343,41 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
         return await handler(request)
 
     return [metrics_mw, errors_mw, auth_mw]
+
+
+class _EnvelopeRequestHandler(RequestHandler):
+    """aiohttp answers a request its HTTP parser refuses (a request line or a header over 8 KiB, a bad
+    method or version) by itself, in plain text, before any middleware runs: give that answer the
+    envelope too, so that every 4xx of the API has it."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            plain = super().handle_error(request, status, exc, message)  # logs; raises if output was sent
+            if status >= 500:
+                response = error_response(OrcaError("internal error"))
+                response.force_close()
+                return response
+            return plain
+        log.info("refused a malformed HTTP request from %s: HTTP %s", request.remote, status)
+        err = OrcaError("malformed HTTP request (request line or a header too long, or not HTTP/1.x)",
+                        code={413: "PAYLOAD_TOO_LARGE"}.get(status, "VALIDATION_ERROR"))
+        err.status = status
+        response = error_response(err)
+        response.force_close()
+        return response
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """`web.AppRunner` whose connections answer even HTTP parser errors with the envelope."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _EnvelopeServer(server.request_handler, request_factory=server.request_factory,
+                               handler_cancellation=server.handler_cancellation, loop=server._loop,
+                               **server._kwargs)

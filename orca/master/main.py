@@ -26,6 +26,7 @@ from orca.master.api_workers import WorkerEndpoints
 from orca.master.compat_orchestry_routes import add_orchestry_routes
 from orca.master.console import Console
 from orca.master.control import ControlPlane
+from orca.master.http import ApiRunner
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
 from orca.master.tls_manager import MasterTls
@@ -98,7 +99,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     app = api.build_app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ApiRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
     try:

@@ -17,10 +17,17 @@ __all__ = ["history_view", "service_summary", "service_detail", "status_list", "
            "node_view"]
 
 
+_ISO_MAX = "9999-12-31T23:59:59.999Z"
+
+
 def iso(ts: float | None) -> str | None:
+    """ISO-8601 UTC; a time beyond year 9999 (a huge ttl recorded before it was bounded) reads as the end."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return _ISO_MAX if ts > 0 else "1970-01-01T00:00:00.000Z"
 
 
 def _allocs_of(state: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ Contract (hashicorp/raft's FSM, Nomad's fsm.go):
   records the highest version applied (`schema_version`), so PySyncObj's dumps carry it too.
 - Ops validate everything before they mutate anything, so a rejected entry leaves the state untouched
   (no partial write). Errors are returned as values (`{"error": {...}}`), never raised out of apply.
-- A write with an idempotency key stores its result; the same key applied again returns the stored
-  result and changes nothing (a client retrying across a failover gets the first answer).
+- A write with an idempotency key stores its result when it succeeded; the same key applied again returns
+  the stored result and changes nothing (a client retrying across a failover gets the first answer). A
+  refused write stores nothing: every refusal leaves the state as it was.
 - The state is plain dicts/lists/str/int/float/bool/None only, so PySyncObj's default snapshot (pickle)
   and msgpack both round-trip it.
 """
@@ -156,7 +157,9 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
-    if key is not None:
+    if key is not None and "error" not in result:
+        # Only what was done is remembered: a refused write leaves the state exactly as it was (the key
+        # included), and its retry with the same key runs again (Stripe does the same for failed requests).
         _remember_key(state, key, op, result)
     return result
 

@@ -68,7 +68,7 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
                       "/api/v1/cluster/leader", "/api/v1/cluster/health",
                       "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
-                      "/ui/", "/ui/{path}"}  # the web console's static files
+                      "/ui/", "/ui/{path}", "/api/v1/openapi.json"}  # the web console's static files
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
                                 "/api/v1/cluster/join-tokens")))

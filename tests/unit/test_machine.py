@@ -198,9 +198,12 @@ def test_idempotency_key_returns_first_result_and_applies_once(state: dict) -> N
     assert err(apply(state, entry("stop_all", {}, key="k1"))) == "CONFLICT"
 
 
-def test_idempotency_remembers_errors_too(state: dict) -> None:
+def test_a_refused_write_leaves_no_key_behind(state: dict) -> None:
+    before = copy.deepcopy(state)
     first = apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2"))
-    assert apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2")) == {**first, "replayed": True}
+    assert err(first) == "SERVICE_NOT_FOUND" and state == before  # a refusal changes nothing, not even keys
+    ok(apply(state, entry("deploy", deploy_args("ghost"))))
+    assert "replayed" not in ok(apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2")))
 
 
 def test_idempotency_and_events_are_bounded() -> None:
