@@ -174,6 +174,17 @@ ROUTES: dict[tuple[str, str], Op] = {
     # secret grants
     ("PUT", "/api/v1/secrets/{key}/grants"): _write("Set the projects whose specs may reference the secret",
                                                     "SecretGrants", tag="secrets"),
+    # workloads: named volumes and job runs
+    ("GET", "/api/v1/volumes"): _read("Named volumes per node, as each agent reports them", tag="volumes",
+                                      query=(Param("node", {"type": "string", "maxLength": 63},
+                                                   "only this node"),), consistent=False),
+    ("DELETE", "/api/v1/volumes/{node}/{service}"): _write(
+        "Order a node to remove a stopped service's volumes (refused while the service runs)", tag="volumes",
+        query=(Param("slot", {"type": "integer", "minimum": 0, "maximum": 2**53}, "only this replica slot"),
+               Param("gen", {"type": "integer", "minimum": 0, "maximum": 2**53}, "only this generation")),
+        extra_errors=(409,)),
+    ("POST", "/api/v1/services/{name}/run"): _write("Start a new run of a job (kind = \"job\")",
+                                                    body_required=False, extra_errors=(409,)),
     # node identity: join tokens
     ("GET", "/api/v1/cluster/join-tokens"): _read("Join tokens (never the tokens themselves)", tag="agents"),
     ("POST", "/api/v1/cluster/join-tokens"): _write("Mint a join token (shown once)", "JoinTokenCreateRequest",

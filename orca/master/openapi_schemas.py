@@ -107,7 +107,18 @@ _SERVICE_SPEC: Schema = {
         "domain": _nullable({"type": "string", "maxLength": 253,
                              "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"}),
-        "health": _nullable(_string(2048, pattern=r"^/\S*$")),
+        "health": _nullable({"anyOf": [
+            _string(2048, pattern=r"^/\S*$", description="an HTTP path (the plain form)"),
+            {"type": "object", "additionalProperties": False,
+             "description": "exactly one of http, tcp or exec, with optional timing",
+             "properties": {
+                 "http": _nullable(_string(2048, pattern=r"^/\S*$")),
+                 "tcp": _nullable(_int(1, 65535)),
+                 "exec": _nullable({"type": "array", "minItems": 1, "items": {"type": "string"}}),
+                 "interval_s": _number(minimum=1, maximum=3600),
+                 "timeout_s": _number(exclusive_minimum=0, maximum=60),
+                 "retries": _int(1, 100),
+                 "start_period_s": _number(minimum=0)}}]}),
         "env": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
                 "additionalProperties": {"type": "string"}},
         "resources": {"type": "object", "additionalProperties": False, "properties": {
@@ -130,6 +141,23 @@ _SERVICE_SPEC: Schema = {
         "read_only": {"type": "boolean", "description": "a read-only root filesystem"},
         "user": _nullable({"type": "string", "pattern": "^" + spec._USER_RE.pattern + "$",
                            "description": "user or user:group the container runs as (default: the image's)"}),
+        "volumes": {"type": "array", "maxItems": spec.MAX_VOLUMES, "description":
+                    "named volumes {name, path} (kept on their node) or bind mounts {host, path, read_only} of "
+                    "host paths the agent allows", "items": {"anyOf": [
+                        {"type": "object", "additionalProperties": False, "required": ["name", "path"],
+                         "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,31}$"},
+                                        "path": _string(1024, pattern=r"^/\S*$")}},
+                        {"type": "object", "additionalProperties": False, "required": ["host", "path"],
+                         "properties": {"host": _string(1024, pattern=r"^/\S*$"),
+                                        "path": _string(1024, pattern=r"^/\S*$"),
+                                        "read_only": {"type": "boolean"}}}]}},
+        "kind": {"type": "string", "enum": ["service", "job"]},
+        "restart": {"type": "string", "enum": ["always", "on-failure", "never"]},
+        "max_attempts": _int(0, 1000),
+        "schedule": _nullable(_string(128, description="5-field cron, UTC (jobs only)")),
+        "registry_auth": _nullable(_string(256, pattern=r"^\$\{secrets\.[A-Za-z_][A-Za-z0-9_]*\}$",
+                                           description="a secret reference holding the pull credentials")),
+        "depends_on": {"type": "array", "maxItems": 32, "items": _DNS_LABEL},
     },
 }
 
