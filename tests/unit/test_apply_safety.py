@@ -127,6 +127,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "rollout_status": {"term": TERM, "name": "web", "version": 2, "state": "halted", "reason": "r"},
     "drain_node": {"node_id": "n1", "deadline_s": 10, "force": False}, "undrain_node": {"node_id": "n1"},
     "drain_complete": {"term": TERM, "node_id": "n1"}, "remove_node": {"node_id": "n2"},
+    "decommission_node": {"node_id": "n1"},
     "register_webhook": {"id": "w1", "repo": "o/r", "branch": "main", "service": "web", "secret_ciphertext": "s"},
     "remove_webhook": {"id": "w1"},
     "webhook_delivery": {"id": "w1", "delivery": "d1", "event": "push", "ref": "refs/heads/main",
