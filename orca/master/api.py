@@ -330,7 +330,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return views.service_detail(state, svc)
         return await self.read(request, body)
 
@@ -396,7 +396,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return {"name": name, "version": svc["version"], "versions": views.history_view(svc)}
         return await self.read(request, body)
 
