@@ -178,3 +178,9 @@ def test_healthz_is_503_unhealthy_without_a_leader(cluster: LocalCluster) -> Non
         return body if status == 503 and body["status"] == "unhealthy" else None
     body = wait_for(unhealthy, 20, "the lone master unhealthy")
     assert body["components"]["raft"]["status"] == "unhealthy"
+    # and the edge writes are honest about it: 503, never a redirect to a dead leader
+    for path, token, payload in (("/api/v1/edge/heartbeat", cluster.token("agent", "string"), HEARTBEAT),
+                                 ("/api/v1/edge/nodes", cluster.token(), {"name": "edge-9", "organization_id": ORG}),
+                                 ("/api/v1/edge/nodes/decommission", cluster.token(), {"node_name": "edge-1"})):
+        status, headers, answer = call("POST", survivor.url + path, token, payload)
+        assert status == 503 and answer["code"] == "CLUSTER_NOT_READY" and "Location" not in headers, answer
