@@ -18,6 +18,7 @@ from orca.master.api_edge import EdgeEndpoints
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
+from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
@@ -89,6 +90,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     tls_routes = TlsEndpoints(api, master_tls)
     api.extra_routes.append(tls_routes.add_routes)
     workers.tls_routes = tls_routes
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -123,7 +123,8 @@ def test_github_and_gitea_webhooks_verified_by_hmac_sha256(cluster: LocalCluster
     assert [h["repo"] for h in call("GET", leader.url + "/api/v1/webhooks", admin)[2]["webhooks"]] == ["acme/my-app"]
     raw = json.dumps({"zen": "hi", "repository": {"full_name": "acme/my-app"}}).encode()
     digest = hmac.new(hook["secret"].encode(), raw, hashlib.sha256).hexdigest()
-    github = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": f"sha256={digest}"}
+    github = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()),
+              "X-Hub-Signature-256": f"sha256={digest}"}
     gitea = {"X-Gitea-Event": "ping", "X-Gitea-Delivery": str(uuid.uuid4()), "X-Gitea-Signature": digest}
     for headers in (github, gitea):
         status, _, body = call("POST", leader.url + "/api/v1/webhooks/github", None, raw, headers)
