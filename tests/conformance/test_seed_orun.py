@@ -61,7 +61,8 @@ def test_node_report_before_and_after_a_deployment(stack: tuple[LocalCluster, An
     leader = cluster.wait_leader(timeout=30)
     status, report = status_api(agent, "/status")
     assert status == 200 and set(report) == {"node", "deployments", "services"}
-    assert report["node"]["git_head"] is None and report["deployments"] == {} and report["services"] == {}
+    assert report["deployments"] == {} and report["services"] == {}
+    empty_head = report["node"]["git_head"]  # None until the first push (of an empty set, at registration)
 
     service = {"name": "hello-world", "image": "orca-test/busybox", "command": HTTPD, "replicas": 2, "port": 8080,
                "domain": "hello-world.example.com", "resources": {"memory": "32Mi", "cpu": 0.1}}
@@ -76,7 +77,8 @@ def test_node_report_before_and_after_a_deployment(stack: tuple[LocalCluster, An
     node = report["node"]
     assert set(node) >= {"name", "started_at", "last_sync_time", "git_head", "sync_error"}
     assert node["name"] == agent.node_id and is_iso(node["started_at"]) and is_iso(node["last_sync_time"])
-    assert re.fullmatch(r"[0-9a-f]{40}", node["git_head"]) and node["sync_error"] is None
+    assert re.fullmatch(r"[0-9a-f]{40}", node["git_head"]) and node["git_head"] != empty_head
+    assert node["sync_error"] is None
     assert set(report["deployments"]) == {"hello-world"}  # keyed by the deployment's name
     dep = report["deployments"]["hello-world"]
     assert {k: dep[k] for k in ("name", "image", "state")} == {"name": "hello-world", "image": "orca-test/busybox",
