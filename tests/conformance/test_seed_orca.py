@@ -147,3 +147,16 @@ def test_stop_service_project_and_all(cluster: LocalCluster) -> None:
     status, _, body = call("POST", leader.url + "/api/v1/stop", cluster.token("deployer"), {})
     assert status == 403  # "Insufficient role permissions"
     error_body(body)
+
+
+def test_since_takes_relative_ages_and_iso_times(cluster: LocalCluster) -> None:
+    leader, _ = leader_and_followers(cluster)
+    admin = cluster.token()
+    everything = call("GET", leader.url + "/api/v1/events?limit=1000", admin)[2]["events"]
+    assert everything
+    for since in ("1h", "1d", "2023-01-01T00:00:00Z"):
+        status, _, body = call("GET", leader.url + f"/api/v1/events?since={since}&limit=1000", admin)
+        assert status == 200 and body["events"] == everything, since
+    assert call("GET", leader.url + "/api/v1/events?since=2099-01-01T00:00:00Z", admin)[2]["events"] == []
+    status, _, body = call("GET", leader.url + "/api/v1/events?since=yesterday", admin)
+    assert status == 400 and body["details"] == {"field": "since"}
