@@ -8,6 +8,7 @@ Dory's 500."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
@@ -184,3 +185,20 @@ def test_healthz_is_503_unhealthy_without_a_leader(cluster: LocalCluster) -> Non
                                  ("/api/v1/edge/nodes/decommission", cluster.token(), {"node_name": "edge-1"})):
         status, headers, answer = call("POST", survivor.url + path, token, payload)
         assert status == 503 and answer["code"] == "CLUSTER_NOT_READY" and "Location" not in headers, answer
+    cluster.start()  # back to three masters for the tests after this one
+
+
+HOSTILE = [b"[]", b"null", b"\"x\"", b"1e400", b"{\"processor_id\": " + b"[" * 200 + b"]" * 200 + b"}",
+           json.dumps({"processor_id": 2**64}).encode(), json.dumps({"epoch": 2**70}).encode(),
+           json.dumps({"name": "x" * 10_000, "organization_id": ORG}).encode(),
+           json.dumps({"node_name": ["a"]}).encode(), json.dumps({"processor_id": "\u0000"}).encode(), b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/edge/heartbeat", "/api/v1/edge/nodes", "/api/v1/edge/nodes/decommission"])
+def test_hostile_bodies_are_4xx_envelopes(cluster: LocalCluster, path: str) -> None:
+    leader = cluster.wait_leader(timeout=60)
+    token = cluster.token("agent", "string") if path.endswith("heartbeat") else cluster.token()
+    for raw in HOSTILE:
+        status, _, body = call("POST", leader.url + path, token, raw)
+        assert 400 <= status < 500, (raw[:40], status, body)
+        assert set(body) >= {"error", "code", "details", "timestamp"}, body
