@@ -9,7 +9,6 @@ only after the entry is applied, with its result.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, bounds, secret_scopes, spec
+from orca import __version__, auth, bounds, secret_scopes, spec, timefilter
 from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
-from orca.master import views
+from orca.master import status_groups, views
 from orca.master.http import (
     POLICY,
     TokenChecker,
@@ -251,16 +250,15 @@ class MasterApi:
         return json_response(components[name])
 
     async def healthz(self, request: web.Request) -> web.Response:
-        components = self._components()
-        states = {name: c["status"] for name, c in components.items()}
-        if states.get("raft") == "down":
-            overall = "unhealthy"
-        elif any(s != "up" for s in states.values()):
-            overall = "degraded"
-        else:
-            overall = "healthy"
-        body = {"status": overall, "components": states, "node_id": self.info.node_id,
-                "timestamp": views.iso(time.time())}
+        """Dory's health document: every component as `{status, message, last_check}`, the overall status by
+        Dory's rule (orca.master.status_groups), 503 when unhealthy."""
+        now = views.iso(time.time())
+        leader = self.raft.leader_id
+        components = {name: status_groups.dory_component(name, c, leader, now)
+                      for name, c in self._components().items()}
+        overall = status_groups.dory_overall(components)
+        body = {"status": overall, "timestamp": now, "version": __version__, "components": components,
+                "node_id": self.info.node_id}
         return json_response(body, status=503 if overall == "unhealthy" else 200)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
@@ -362,7 +360,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return views.service_detail(state, svc)
         return await self.read(request, body)
 
@@ -428,7 +426,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return {"name": name, "version": svc["version"], "versions": views.history_view(svc)}
         return await self.read(request, body)
 
@@ -482,18 +480,11 @@ def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _parse_since(raw: str) -> tuple[int | None, float | None]:
-    """`since` is an event sequence number (a cursor) or an ISO-8601 time."""
+    """`since` is an event sequence number (a cursor), or a time: a relative age (`1h`, `1d`) or an ISO-8601
+    time (orca.timefilter)."""
     if raw.isascii() and raw.isdigit():
         return bounds.query_int(raw, "since", 0, 0, bounds.MAX_INT), None
-    if len(raw) > 64:
-        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"})
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"}) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return None, parsed.timestamp()
+    return None, timefilter.parse_since(raw, time.time(), allow_epoch=False)
 
 
 def _round(seconds: float | None) -> float | None:

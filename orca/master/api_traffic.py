@@ -51,7 +51,7 @@ class TrafficEndpoints:
     # --- metrics ----------------------------------------------------------------------------------
     def _service_exists(self, name: str) -> None:
         if not self.api.raft.read(lambda s: name in s["services"]):
-            raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            raise ServiceNotFound(f"service not found: {name}", {"service": name})
 
     def metrics_body(self, name: str, history: int) -> dict[str, Any]:
         current = self.traffic.current(name)
@@ -92,7 +92,7 @@ class TrafficEndpoints:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return {"name": name, "replicas": svc["replicas"], "scaling": svc["spec"].get("scaling")}
         return await self.api.read(request, body)
 

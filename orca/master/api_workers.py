@@ -181,7 +181,7 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
     """
     def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in state["services"]:
-            raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            raise ServiceNotFound(f"service not found: {name}", {"service": name})
         out = []
         for alloc in sorted(state["allocations"].values(), key=lambda a: (a.get("index", 0), a["id"])):
             node = state["nodes"].get(alloc["node"])

@@ -54,6 +54,10 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/status/{component}"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
+    ("GET", "/api/v2/status/{subsystem}"): PUBLIC,            # Porter's subsystems (orca.master.api_porter)
+    ("POST", "/api/v1/edge/heartbeat"): "agent",              # Dory's edge API (orca.master.api_edge)
+    ("POST", "/api/v1/edge/nodes"): "admin",
+    ("POST", "/api/v1/edge/nodes/decommission"): "admin",
     ("GET", "/api/v1/cluster/leader"): PUBLIC,
     ("GET", "/api/v1/cluster/health"): PUBLIC,
     ("GET", "/api/v1/cluster/info"): "viewer",

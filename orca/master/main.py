@@ -15,7 +15,9 @@ from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_jobs import JobEndpoints
+from orca.master.api_edge import EdgeEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
@@ -71,12 +73,14 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret),
         metrics_require_token=cfg.metrics_require_token)
     api = MasterApi(raft, leadership, info, metrics,
-                    extra_components={"scheduler": control.scheduler_health,
+                    extra_components={"leases": control.leases_health, "scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
     workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(PorterStatus(api).add_routes)
+    api.extra_routes.append(EdgeEndpoints(api, control.book).add_routes)
     api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(JobEndpoints(api).add_routes)

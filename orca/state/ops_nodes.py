@@ -259,16 +259,34 @@ def _apply_remove_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str
     if node["status"] == "ready" and node["eligibility"] != "ineligible":
         raise Conflict(f"node {node['id']} is ready and not drained: drain it first, or stop its agent",
                        {"node": node["id"], "status": node["status"], "eligibility": node["eligibility"]})
+    _forget_node(state, node, ctx)
+    record_event(state, ctx, "node_removed", f"node {node['id']} removed", node=node["id"])
+    return {"node_id": node["id"], "removed": True}
+
+
+def _forget_node(state: State, node: dict[str, Any], ctx: Ctx) -> int:
+    """Delete a node and its allocations, remember it in `removed_nodes`; the replicas it ran (desired run
+    or migrate) are counted, and the scheduler places replacements elsewhere."""
+    mine = [a for a in state["allocations"].values() if a["node"] == node["id"]]
     del state["nodes"][node["id"]]
-    for alloc_id in [a["id"] for a in state["allocations"].values() if a["node"] == node["id"]]:
-        del state["allocations"][alloc_id]
+    for alloc in mine:
+        del state["allocations"][alloc["id"]]
     removed = state.setdefault("removed_nodes", {})
     removed[node["id"]] = ctx.now
     while len(removed) > REMOVED_KEPT:
         del removed[next(iter(removed))]
-    record_event(state, ctx, "node_removed", f"node {node['id']} removed", node=node["id"])
-    return {"node_id": node["id"], "removed": True}
+    return sum(1 for a in mine if a["desired"] in ("run", "migrate"))
 
+
+def _apply_decommission_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Dory's decommission (`POST /api/v1/edge/nodes/decommission`): forget a node whatever its status, its
+    replicas with it (they are placed elsewhere). Its agent is told `shutdown` at its next heartbeat and
+    then stops its containers."""
+    node = _node(state, args["node_id"])
+    stopped = _forget_node(state, node, ctx)
+    record_event(state, ctx, "node_decommissioned", f"node {node['id']} decommissioned: {stopped} replica(s) "
+                 "to be placed elsewhere", node=node["id"])
+    return {"node_id": node["id"], "decommissioned": True, "apps_stopped": stopped}
 
 
 OPS = {
@@ -280,4 +298,5 @@ OPS = {
     "undrain_node": _apply_undrain_node,
     "drain_complete": _apply_drain_complete,
     "remove_node": _apply_remove_node,
+    "decommission_node": _apply_decommission_node,
 }

@@ -6,7 +6,9 @@ from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_jobs import JobEndpoints
+from orca.master.api_edge import EdgeEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
 from orca.master.api_snapshot import SnapshotEndpoints
@@ -37,6 +39,8 @@ def build() -> Any:
                          election_timeout_s=1.0)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
+    api.extra_routes.append(PorterStatus(api).add_routes)
+    api.extra_routes.append(EdgeEndpoints(api, HeartbeatBook()).add_routes)
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(JobEndpoints(api).add_routes)
@@ -66,12 +70,12 @@ def test_only_probes_and_public_status_are_unauthenticated() -> None:
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
-                      "/api/v1/cluster/leader", "/api/v1/cluster/health",
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health", "/api/v2/status/{subsystem}",
                       "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
                       "/ui/", "/ui/{path}", "/api/v1/openapi.json"}  # the web console's static files
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
-                                "/api/v1/cluster/join-tokens")))
+                                "/api/v1/cluster/join-tokens", "/api/v1/edge")))
 
 
 def test_secret_box_round_trips_and_refuses_other_keys() -> None:

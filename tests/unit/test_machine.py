@@ -49,7 +49,8 @@ def test_every_op_is_tested() -> None:
     tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
-              "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
+              "drain_node", "undrain_node", "drain_complete", "remove_node", "decommission_node",
+              "register_webhook", "remove_webhook",
               "webhook_delivery", "autoscale", "set_scaling", "set_secret_grants",
               "create_join_token", "revoke_join_token", "join_node",  # the join ops: tests/unit/test_join.py
               "ca_init", "ca_rotate", "ca_retire",  # the CA ops: tests/unit/test_tls.py
@@ -59,7 +60,8 @@ def test_every_op_is_tested() -> None:
 
 
 # set_secret_grants (and set_secret's grants) are exercised in tests/unit/test_secret_scopes.py.
-# promote, rollback, rollout_status and the drain ops are exercised in tests/unit/test_operations.py.
+# promote, rollback, rollout_status, the drain ops and decommission_node are exercised in
+# tests/unit/test_operations.py.
 
 
 def test_noop_returns_its_index() -> None:
