@@ -14,8 +14,8 @@ from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
-from orca.master.api_jobs import JobEndpoints
 from orca.master.api_edge import EdgeEndpoints
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints

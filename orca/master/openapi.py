@@ -185,6 +185,15 @@ ROUTES: dict[tuple[str, str], Op] = {
         extra_errors=(409,)),
     ("POST", "/api/v1/services/{name}/run"): _write("Start a new run of a job (kind = \"job\")",
                                                     body_required=False, extra_errors=(409,)),
+    # the documented APIs: Porter's subsystems and Dory's edge API (orca.master.api_porter, api_edge)
+    ("GET", "/api/v2/status/{subsystem}"): _read("Porter: one subsystem (infra, apps or datastores) as a group of "
+                                                 "orca's components", tag="health", consistent=False),
+    ("POST", "/api/v1/edge/heartbeat"): _write("Dory: an edge processor's heartbeat (renews its node's lease)",
+                                               "EdgeHeartbeat", tag="agents", extra_errors=(405, 413)),
+    ("POST", "/api/v1/edge/nodes"): _write("Dory: register an edge node (answers a one-time join token)",
+                                           "EdgeNodeCreate", tag="agents", ok=201, extra_errors=(409,)),
+    ("POST", "/api/v1/edge/nodes/decommission"): _write("Dory: decommission an edge node (its replicas move)",
+                                                        "EdgeNodeDecommission", tag="agents"),
     # node identity: join tokens
     ("GET", "/api/v1/cluster/join-tokens"): _read("Join tokens (never the tokens themselves)", tag="agents"),
     ("POST", "/api/v1/cluster/join-tokens"): _write("Mint a join token (shown once)", "JoinTokenCreateRequest",

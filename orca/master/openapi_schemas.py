@@ -349,6 +349,20 @@ COMPONENTS: dict[str, Schema] = {
     "Object": _OBJECT,
     "SecretGrants": _SECRET_GRANTS,
     "JoinTokenCreateRequest": _JOIN_TOKEN_CREATE,
+    "EdgeHeartbeat": {
+        "type": "object", "additionalProperties": False, "description": "Dory's heartbeat; every field optional",
+        "properties": {"processor_id": _string(256), "node_id": _string(256), "role": _string(256),
+                       "epoch": _nullable(_int()), "timestamp": _number(minimum=0), "status": _string(256),
+                       "last_state_sync": _nullable(_number(minimum=0)), "state_size_bytes": _nullable(_int()),
+                       "uptime_sec": _number(minimum=0)}},
+    "EdgeNodeCreate": {
+        "type": "object", "additionalProperties": False, "required": ["name", "organization_id"],
+        "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"},
+                       "organization_id": {"type": "string", "format": "uuid",
+                                           "pattern": r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$"}}},
+    "EdgeNodeDecommission": {
+        "type": "object", "additionalProperties": False, "required": ["node_name"],
+        "properties": {"node_name": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}}},
     "JoinRequest": _JOIN,
     "CertificateRequest": _CERTIFICATE,
     "CaRotateRequest": _CA_ROTATE,

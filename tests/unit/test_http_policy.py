@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
-from orca.master.api_jobs import JobEndpoints
 from orca.master.api_edge import EdgeEndpoints
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
