@@ -15,6 +15,7 @@ from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
@@ -71,6 +72,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)

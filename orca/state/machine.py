@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 from orca.errors import Conflict, Invalid, OrcaError
-from orca.state import ops_ca, ops_credentials, ops_join, ops_nodes, ops_services, ops_webhooks
+from orca.state import ops_ca, ops_credentials, ops_join, ops_members, ops_nodes, ops_services, ops_webhooks
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
@@ -53,6 +53,7 @@ def new_state() -> State:
         "webhook_deliveries": {},
         "join_tokens": {},
         "webhook_bodies": {},
+        "masters": {},
     }
 
 
@@ -149,7 +150,7 @@ def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> No
 # Ops are only ever added, never renamed or reused: old journals replay through this table forever.
 OPS: dict[str, Callable[[State, dict[str, Any], Ctx], dict[str, Any]]] = {
     **ops_services.OPS, **ops_credentials.OPS, **ops_nodes.OPS, **ops_webhooks.OPS, **ops_join.OPS,
-    **ops_ca.OPS,
+    **ops_ca.OPS, **ops_members.OPS,
 }
 
 # Re-exported for readers of the state (leader loops, views).

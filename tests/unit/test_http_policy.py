@@ -6,6 +6,7 @@ from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
@@ -27,6 +28,7 @@ def build() -> Any:
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
     return api, api.build_app()
 
