@@ -115,3 +115,14 @@ def test_grow_shrink_and_replace_under_load(tmp_path: Path) -> None:
         assert verdict.acked > 50
         # the replacement caught up from a snapshot: its journal starts after the cluster's first entries
         assert (tmp_path / "cluster" / victim.node_id / "raft.dump").exists()
+
+        # The membership survives a full restart although every config still lists the peers it was
+        # started with (the originals name removed masters; none names all of today's members).
+        for m in cluster.masters:
+            cluster.kill(m)
+        cluster.start()
+        cluster.wait_leader(timeout=30, all_up=True)
+        with Client(list(final.values()), cluster.token(), timeout=15.0, retries=10) as again:
+            wait_members(again, set(final))
+            names = {s["name"] for s in again.status(consistent=True)}
+        assert {o.key for o in history.writes("ok")} <= names
