@@ -6,6 +6,8 @@
 #   scripts/failover-test.sh --cluster-dir cluster  drill the masters of cluster/*.toml instead
 #   scripts/failover-test.sh --replace --rounds 5   each round: kill the leader, wipe its disk, replace it
 #                                                   (remove-master, new master at a new address, add-master)
+#   scripts/failover-test.sh --restore              then a disaster-recovery round: save under load, wipe every
+#                                                   master's data directory, restore, check acknowledged writes
 #
 # A thin wrapper: it creates .venv when missing (scripts/lib.sh) and runs scripts/failover_drill.py with
 # the same arguments (--help lists them all; its docstring says how --cluster-dir finds, restarts and
