@@ -64,7 +64,7 @@ class MemberEndpoints:
         known = self.directory()
         by_addr = {v["raft"]: k for k, v in known.items()}
         rows = []
-        for addr in sorted(members | {v["raft"] for v in known.values()}):
+        for addr in sorted(members | {v["raft"] for v in known.values()}, key=lambda a: (by_addr.get(a) or a)):
             mid = by_addr.get(addr) or raft.id_of(addr) or addr
             row: dict[str, Any] = {"id": mid, "raft": addr, "api": (known.get(mid) or {}).get("api"),
                                    "in_raft": addr in members, "listed": mid in known}
