@@ -5,6 +5,8 @@ The full grow/shrink/replace scenario under load is in tests/chaos/test_membersh
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from orca.devcluster import LocalCluster
@@ -76,3 +78,34 @@ def test_members_routes_validate_and_refuse(cluster: LocalCluster) -> None:
     status, _, body = raw("GET", leader.url + PATH, token=viewer)
     rows = {r["id"]: r for r in body["members"]}
     assert rows[follower.node_id]["role"] == "unreachable" and rows[follower.node_id]["connected"] is False
+
+
+def test_a_master_added_to_a_tls_cluster_serves_with_the_cluster_ca(tmp_path) -> None:  # noqa: ANN001
+    """The new master's certificate comes from the replicated CA once it has joined (its API listens only
+    then), verifies for its advertised name, and the others list and redirect to its https URL."""
+    c = LocalCluster(tmp_path / "cluster", tls=True)
+    with c:
+        c.start()
+        leader = c.wait_leader(timeout=60, all_up=True)
+        ca = c.ca_file
+        assert ca is not None
+        new = c.new_master("master-4")
+        assert new.url.startswith("https://")
+        c.start([new])
+        status, _, body = raw("POST", leader.url + PATH, token=c.token(), cafile=ca,
+                              body={"id": "master-4", "raft": f"127.0.0.1:{new.raft_port}", "api": new.url})
+        assert status == 200 and body["added"] is True, body
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, headers, body = raw("GET", new.url + PATH, token=c.token("viewer", "v"), cafile=ca)
+                break
+            except OSError:  # not listening yet, or still on a certificate the CA did not sign
+                assert time.monotonic() < deadline, "the new master never served with the cluster CA"
+                time.sleep(0.2)
+        assert status == 307 and headers["Location"].startswith(leader.url), (status, headers)
+        status, _, body = raw("GET", leader.url + PATH, token=c.token("viewer", "v"), cafile=ca)
+        rows = {r["id"]: r for r in body["members"]}
+        assert rows["master-4"]["api"] == new.url and rows["master-4"]["role"] == "follower"
+        status, _, info = raw("GET", leader.url + "/api/v1/cluster/info", token=c.token("viewer", "v"), cafile=ca)
+        assert {m["id"]: m["api_url"] for m in info["masters"]}["master-4"] == new.url
