@@ -119,7 +119,6 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
     halt = unsupported(entry, index)
     if halt is not None:
         return halt
-    _note_version(state, entry)
     key = entry.get("key")
     op = entry["op"]
     actor, now = entry.get("actor"), entry.get("now") or 0.0
@@ -134,6 +133,7 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
             return Invalid("nested batch").as_value()
         # Each sub-entry is applied exactly once: apply() never raises, so no sub-entry can make the
         # whole batch fail (and be re-applied) after its predecessors changed the state.
+        _note_version(state, entry)
         return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
     if key is not None:
         seen = state["idempotency"].get(key)
@@ -154,6 +154,8 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
+    if "error" not in result:  # a rejected entry leaves the state as it was, its version too
+        _note_version(state, entry)
     if key is not None:
         _remember_key(state, key, op, result)
     return result

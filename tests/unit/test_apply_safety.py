@@ -146,6 +146,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         {"services": {}}, index=1, term=1, schema_version=1, created_at=0.0, orca_version="t"))[0]},
     "restore_chunk": {"id": "r1", "n": 0, "data": b"x"},
     "restore_commit": {"id": "r1"},
+    "masters_seed": {"masters": [{"id": "m1", "raft": "127.0.0.1:7001", "api": "http://127.0.0.1:8001"}]},
+    "master_add": {"id": "m4", "raft": "127.0.0.1:7004", "api": "http://127.0.0.1:8004"},
+    "master_remove": {"id": "m4"},
 }
 
 
