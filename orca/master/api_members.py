@@ -93,6 +93,14 @@ class MemberEndpoints:
                               "term": self.api.raft.term, "commit_index": self.api.raft.commit_index})
 
     # --- changes --------------------------------------------------------------------------------------
+    def _require_established(self) -> None:
+        """A leader changes the membership only once it has committed an entry of its own term: before
+        that, a change its predecessor left uncommitted may still be in the log, and two overlapping
+        single-member changes could make two majorities (Raft's known single-server-change hazard)."""
+        self.api._require_leader()
+        if self.api.leadership is None or self.api.leadership.established_term != self.api.raft.term:
+            raise NotReady("this leader was just elected and has not committed its first entry yet; retry")
+
     async def _ensure_seeded(self, actor: str | None) -> None:
         """Record the current members in the replicated list before the first change (once per cluster)."""
         if self.api.raft.read(ops_members.members_of):
@@ -123,7 +131,7 @@ class MemberEndpoints:
         actor = claims.sub if claims else None
         started = time.monotonic()
         async with self._lock:
-            self.api._require_leader()
+            self._require_established()
             await self._ensure_seeded(actor)
             raft = self.api.raft
             members = raft.raft_members()
@@ -152,7 +160,7 @@ class MemberEndpoints:
         claims = request.get("claims")
         actor = claims.sub if claims else None
         async with self._lock:
-            self.api._require_leader()
+            self._require_established()
             await self._ensure_seeded(actor)
             raft = self.api.raft
             listed = self.directory().get(mid)
