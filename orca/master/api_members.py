@@ -124,9 +124,15 @@ class MemberEndpoints:
             raise Invalid(f"unknown field {sorted(unknown)[0]!r}", {"field": sorted(unknown)[0]})
         item = ops_members.valid_member(body)
         try:
-            parse_host_port(item["raft"])
+            host, _ = parse_host_port(item["raft"])
         except ValueError as e:
             raise Invalid(f"raft: {e}", {"field": "raft"}) from None
+        if host in ("0.0.0.0", "::"):
+            raise Invalid("raft: the address the others connect to, not a wildcard", {"field": "raft"})
+        own = self.api.info.api_urls.get(self.api.info.node_id, "")
+        if own and item["api"].split(":", 1)[0] != own.split(":", 1)[0]:
+            raise Invalid(f"api: this cluster's masters speak {own.split(':', 1)[0]}://, got {item['api']!r}",
+                          {"field": "api"})
         claims = request.get("claims")
         actor = claims.sub if claims else None
         started = time.monotonic()

@@ -47,6 +47,8 @@ def test_members_routes_validate_and_refuse(cluster: LocalCluster) -> None:
         {"id": "m4", "raft": "127.0.0.1:1", "api": "ftp://x"},
         {"id": "m4", "raft": "127.0.0.1:1", "api": "http://127.0.0.1:2", "extra": 1},
         {"id": ["x"], "raft": 5, "api": None},
+        {"id": "m4", "raft": "0.0.0.0:7000", "api": "http://127.0.0.1:2"},        # a wildcard
+        {"id": "m4", "raft": "127.0.0.1:1", "api": "https://127.0.0.1:2"},        # https in a plain cluster
     ]
     for bad in bad_bodies:
         status, _, body = raw("POST", leader.url + PATH, token=admin, body=bad)
