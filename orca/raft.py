@@ -338,18 +338,18 @@ class RaftNode:
     # --- membership -------------------------------------------------------------------------------
     def raft_members(self) -> set[str]:
         """The Raft addresses of the current configuration as PySyncObj holds it (itself included)."""
-        return {self.settings.listen, *(n.id for n in list(self.sync.otherNodes))}
+        return {self.settings.listen, *(n.id for n in _snapshot(lambda: list(self.sync.otherNodes)))}
 
     def peer_progress(self) -> dict[str, dict[str, Any]]:
         """The leader's view of each other member: connected, the index it has (match), and seconds since
         it last answered. Empty on a follower (only the leader tracks its followers)."""
         if not self.is_leader:
             return {}
-        match = dict(self.sync._SyncObj__raftMatchIndex)
-        last = dict(self.sync._SyncObj__lastResponseTime)
+        match = _snapshot(lambda: dict(self.sync._SyncObj__raftMatchIndex))
+        last = _snapshot(lambda: dict(self.sync._SyncObj__lastResponseTime))
         now = time.monotonic()
         out = {}
-        for node in list(self.sync.otherNodes):
+        for node in _snapshot(lambda: list(self.sync.otherNodes)):
             seen = last.get(node)
             out[node.id] = {"connected": bool(self.sync.isNodeConnected(node)),
                             "match_index": int(match.get(node, 0)),
@@ -535,6 +535,17 @@ class RaftNode:
 
     def destroy(self) -> None:
         self.sync.destroy()
+
+
+def _snapshot(copy: Callable[[], Any]) -> Any:
+    """Copy a PySyncObj collection from the loop thread while the tick thread may change it (a membership
+    change adds or drops a node): a copy interrupted by such a change is simply taken again."""
+    for _ in range(20):
+        try:
+            return copy()
+        except RuntimeError:  # "changed size during iteration"
+            continue
+    return copy()
 
 
 def _take_batch(queue: list[tuple[bytes, Any]], max_bytes: int) -> tuple[list[tuple[bytes, Any]],

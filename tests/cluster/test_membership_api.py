@@ -1,6 +1,6 @@
 """The membership routes on real masters: roles, validation envelopes, refusals, and what a follower says.
 
-The full grow/shrink/replace scenario under load is in tests/chaos/test_membership.py.
+The full grow/shrink/replace scenario under load is in tests/chaos/test_grow_shrink_replace.py.
 """
 
 from __future__ import annotations
