@@ -103,8 +103,7 @@ class OwnCluster:
         shutil.rmtree(self.cluster.root / node_id, ignore_errors=True)
         admin.remove_master(node_id)
         self.cluster.masters.remove(old)
-        new = self.cluster.new_master(node_id)
-        self.cluster.start([new])
+        new = self.cluster.launch_new_master(node_id)
         admin.add_master(node_id, f"127.0.0.1:{new.raft_port}", new.url)
         self.cluster.masters.append(new)
         self.urls[node_id] = new.url

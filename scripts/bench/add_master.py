@@ -59,9 +59,7 @@ def main() -> int:
                 client.deploy([{"name": f"svc-{i}", "image": "orca-test/busybox", "replicas": 0,
                                 "env": {"INDEX": str(i)}} for i in range(start, min(args.services, start + BATCH))])
             for r in range(args.rounds):
-                m = cluster.new_master(f"extra-{r}")
-                cluster.start([m])
-                time.sleep(1.0)  # the process is up and listening, as an operator's would be
+                m = cluster.launch_new_master(f"extra-{r}")  # up and listening, as an operator's would be
                 t0 = time.monotonic()
                 client.add_master(m.node_id, f"127.0.0.1:{m.raft_port}", m.url)
                 commit.append(time.monotonic() - t0)

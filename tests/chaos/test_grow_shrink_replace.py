@@ -27,8 +27,7 @@ def members(admin: Client) -> dict[str, dict]:
 
 
 def add(cluster: LocalCluster, admin: Client, node_id: str, timings: dict[str, float]) -> MasterProc:
-    m = cluster.new_master(node_id)
-    cluster.start([m])
+    m = cluster.launch_new_master(node_id)
     t0 = time.monotonic()
     result = admin.add_master(node_id, f"127.0.0.1:{m.raft_port}", m.url)
     assert result["added"] is True
