@@ -683,6 +683,19 @@ class Client(OrchestryMixin):
     def cluster_status(self) -> dict[str, Any]:
         return self.request("GET", "/api/v1/cluster/status")
 
+    def members(self) -> dict[str, Any]:
+        """The masters as the leader sees them: id, Raft and API address, role, last contact, lag."""
+        return self.request("GET", "/api/v1/cluster/members")
+
+    def add_master(self, node_id: str, raft: str, api: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Add a running master (started with the current members as its peers); returns once committed."""
+        return self.request("POST", "/api/v1/cluster/members", json={"id": node_id, "raft": raft, "api": api},
+                            idempotency_key=idempotency_key)
+
+    def remove_master(self, node_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/cluster/members/{quote(node_id, safe='')}",
+                            idempotency_key=idempotency_key)
+
     def promote(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Make the canary the current version, rolled out to every replica -> `{"name", "version"}`;
         `CONFLICT` (409) when there is no canary."""

@@ -129,9 +129,27 @@ class MasterApi:
     def _is_revoked(self, jti: str) -> bool:
         return bool(self.raft.read(lambda s: (s["tokens"].get(jti) or {}).get("revoked", False)))
 
+    def master_directory(self) -> dict[str, dict[str, str]]:
+        """id -> {raft, api} of every master: the replicated member list once a membership change seeded
+        it (orca.state.ops_members), else this master's config."""
+        listed = self.raft.read(lambda s: {k: {"raft": v["raft"], "api": v["api"]}
+                                           for k, v in (s.get("masters") or {}).items()})
+        if listed:
+            return listed
+        out = {mid: {"raft": self.info.raft_addrs.get(mid, ""), "api": url} for mid, url in self.info.api_urls.items()}
+        out.setdefault(self.info.node_id, {"api": self.info.api_urls.get(self.info.node_id, "")})
+        out[self.info.node_id]["raft"] = self.raft.settings.listen
+        return out
+
+    def api_url_of(self, node_id: str | None) -> str | None:
+        """A master's API URL (redirect targets follow the replicated member list)."""
+        if node_id is None:
+            return None
+        m = self.master_directory().get(node_id)
+        return m["api"] if m else self.info.api_urls.get(node_id)
+
     def leader_url(self) -> str | None:
-        leader = self.raft.leader_id
-        return self.info.api_urls.get(leader) if leader else None
+        return self.api_url_of(self.raft.leader_id)
 
     def _require_serving(self) -> None:
         """A master that stopped applying the log (a newer schema met mid-upgrade) serves nothing: 503,
@@ -300,18 +318,20 @@ class MasterApi:
         leader = self.raft.leader_id
         if leader is None:
             raise NotReady("no leader is known")
-        return json_response({"leader_id": leader, "leader_url": self.info.api_urls.get(leader),
+        url = self.api_url_of(leader)
+        return json_response({"leader_id": leader, "leader_url": url,
                               "term": self.raft.term, "is_self": leader == self.info.node_id},
-                             headers={"X-Current-Leader": self.info.api_urls.get(leader, "")})
+                             headers={"X-Current-Leader": url or ""})
 
     def _masters(self) -> list[dict[str, Any]]:
         leader = self.raft.leader_id
         out = []
-        for node_id, url in sorted(self.info.api_urls.items()):
+        for node_id, m in sorted(self.master_directory().items()):
+            url = m["api"]
             if node_id == self.info.node_id:
                 healthy, state = True, self.raft.role()
             else:
-                healthy = self.raft.peer_connected(self.info.raft_addrs[node_id])
+                healthy = self.raft.peer_connected(m["raft"])
                 state = "leader" if node_id == leader else ("follower" if healthy else "unreachable")
             out.append({"id": node_id, "api_url": url, "state": state, "healthy": healthy,
                         "is_self": node_id == self.info.node_id})

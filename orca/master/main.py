@@ -17,6 +17,7 @@ from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_edge import EdgeEndpoints
 from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
 from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import SnapshotEndpoints
@@ -81,6 +82,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(PorterStatus(api).add_routes)
     api.extra_routes.append(EdgeEndpoints(api, control.book).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
     api.extra_routes.append(VolumeEndpoints(api).add_routes)
     api.extra_routes.append(JobEndpoints(api).add_routes)

@@ -194,6 +194,13 @@ ROUTES: dict[tuple[str, str], Op] = {
                                            "EdgeNodeCreate", tag="agents", ok=201, extra_errors=(409,)),
     ("POST", "/api/v1/edge/nodes/decommission"): _write("Dory: decommission an edge node (its replicas move)",
                                                         "EdgeNodeDecommission", tag="agents"),
+    # masters: the replicated member list (orca.master.api_members)
+    ("GET", "/api/v1/cluster/members"): _read("The masters: id, Raft and API address, role, last contact, lag",
+                                              tag="cluster", consistent=False),
+    ("POST", "/api/v1/cluster/members"): _write("Add a master (one change at a time; refused if quorum is at risk)",
+                                                "MemberAdd", tag="cluster", extra_errors=(409,)),
+    ("DELETE", "/api/v1/cluster/members/{id}"): _write("Remove a master (refused if quorum is at risk)",
+                                                       tag="cluster", extra_errors=(409,)),
     # node identity: join tokens
     ("GET", "/api/v1/cluster/join-tokens"): _read("Join tokens (never the tokens themselves)", tag="agents"),
     ("POST", "/api/v1/cluster/join-tokens"): _write("Mint a join token (shown once)", "JoinTokenCreateRequest",

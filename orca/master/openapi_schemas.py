@@ -363,6 +363,11 @@ COMPONENTS: dict[str, Schema] = {
     "EdgeNodeDecommission": {
         "type": "object", "additionalProperties": False, "required": ["node_name"],
         "properties": {"node_name": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"}}},
+    "MemberAdd": {
+        "type": "object", "additionalProperties": False, "required": ["id", "raft", "api"],
+        "properties": {"id": {"type": "string", "pattern": r"^[a-z0-9-]{1,63}$"},
+                       "raft": _string(261, description="HOST:PORT the other masters connect to"),
+                       "api": _string(2048, pattern=r"^https?://\S+$")}},
     "JoinRequest": _JOIN,
     "CertificateRequest": _CERTIFICATE,
     "CaRotateRequest": _CA_ROTATE,

@@ -152,6 +152,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "volume_remove": {"node": "n1", "service": "web", "slot": 0, "gen": 1},
     "job_run": {"name": "web"},
     "job_tick": {"name": "web", "tick": 1.0, "term": 1},
+    "masters_seed": {"masters": [{"id": "m1", "raft": "127.0.0.1:7001", "api": "http://127.0.0.1:8001"}]},
+    "master_add": {"id": "m4", "raft": "127.0.0.1:7004", "api": "http://127.0.0.1:8004"},
+    "master_remove": {"id": "m4"},
 }
 
 

@@ -8,6 +8,7 @@ from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_edge import EdgeEndpoints
 from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
 from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
@@ -38,6 +39,7 @@ def build() -> Any:
     add_orchestry_routes(api, traffic, api_listen=("127.0.0.1", 1), raft_listen=("127.0.0.1", 2),
                          election_timeout_s=1.0)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
     api.extra_routes.append(PorterStatus(api).add_routes)
     api.extra_routes.append(EdgeEndpoints(api, HeartbeatBook()).add_routes)

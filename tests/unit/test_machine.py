@@ -55,7 +55,8 @@ def test_every_op_is_tested() -> None:
               "create_join_token", "revoke_join_token", "join_node",  # the join ops: tests/unit/test_join.py
               "ca_init", "ca_rotate", "ca_retire",  # the CA ops: tests/unit/test_tls.py
               "restore_begin", "restore_chunk", "restore_commit", "set_lineage",  # in tests/unit/test_snapshot.py
-              "volume_remove", "job_run", "job_tick"}
+              "volume_remove", "job_run", "job_tick",
+              "masters_seed", "master_add", "master_remove"}  # the member list: tests/unit/test_membership.py
     assert set(machine.OPS) == tested
 
 
