@@ -14,7 +14,7 @@ What it does for the caller, and why:
   call and reused on every retry of that call: a write retried across a leader failover is applied once
   and the retry gets the first result back.
 
-Errors: every failure is an `ApiError` carrying the server's envelope (DESIGN §6); a connection that
+Errors: every failure is an `ApiError` carrying the server's envelope; a connection that
 never succeeded becomes `ApiError(status=0, code="UNREACHABLE")`.
 
 Thread-safety: keep-alive connections are kept per thread, so one Client may be shared, though one

@@ -1,4 +1,4 @@
-"""Strict TOML configuration for masters (DESIGN §2) and agents (DESIGN §12).
+"""Strict TOML configuration for masters and agents.
 
 A loader either returns a fully validated, frozen config or raises `ConfigError`: a process never
 starts with a half-valid config. The error is one line naming the file and the dotted key at fault, so
@@ -68,7 +68,7 @@ class Peer:
 
 @dataclass(frozen=True)
 class RaftTuning:
-    """Optional `[raft.tuning]`. Defaults were measured on this machine (DESIGN §3): with them a kill -9
+    """Optional `[raft.tuning]`. Defaults were measured on this machine: with them a kill -9
     of the leader costs ~0.3 s to the next commit, against ~2 s with PySyncObj's own defaults."""
 
     election_min_s: float = 0.2
@@ -95,7 +95,7 @@ class ApiLimits:
 
 @dataclass(frozen=True)
 class MasterConfig:
-    """A master's validated config (DESIGN §2). Paths are absolute; URLs have no trailing slash."""
+    """A master's validated config. Paths are absolute; URLs have no trailing slash."""
 
     path: str  # the file it came from, as named by the operator
     node_id: str  # [node].id, ^[a-z0-9-]{1,63}$
@@ -149,7 +149,7 @@ class ProxyConfig:
 # kw_only: the documented field order puts required fields (data_dir) after defaulted ones.
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
-    """An agent's validated config (DESIGN §12). Paths are absolute; URLs have no trailing slash."""
+    """An agent's validated config. Paths are absolute; URLs have no trailing slash."""
 
     path: str
     agent_id: str  # [agent].id
@@ -658,7 +658,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise agent.error("advertise", f"the masters are https://: expected an https:// URL, got {advertise!r}")
     status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
     status_host, _ = parse_host_port(status_listen)
-    # The status API has no authentication (DESIGN §5): it must never face the network.
+    # The status API has no authentication: it must never face the network.
     if not _is_loopback(status_host):
         raise agent.error("status_listen", f"must be a loopback address, got {status_listen!r}")
     if status_listen == listen:

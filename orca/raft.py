@@ -202,7 +202,7 @@ class RaftNode:
             bindAddress=settings.listen,
             journalFile=str(settings.data_dir / "raft.journal"),
             fullDumpFile=str(settings.data_dir / "raft.dump"),
-            appendEntriesUseBatch=False,      # the batch costs ~100 ms per commit (DESIGN §3)
+            appendEntriesUseBatch=False,      # the batch costs ~100 ms per commit
             raftMinTimeout=settings.election_min_s,
             raftMaxTimeout=settings.election_max_s,
             appendEntriesPeriod=settings.heartbeat_s,

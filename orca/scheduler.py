@@ -1,4 +1,4 @@
-"""Placement: a pure function from the replicated state to a plan (DESIGN §4, STYLE habit 7).
+"""Placement: a pure function from the replicated state to a plan.
 
 `compute_plan(view, new_id)` reads plain data (the dicts the state machine holds) and returns a `Plan`
 of allocations to create, allocations to stop and services left pending with a reason. It does no I/O,

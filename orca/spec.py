@@ -57,7 +57,7 @@ MIN_MEMORY = 6 * 2**20
 # 1 PiB: far above any host, and keeps the value well inside msgpack's 64-bit integers.
 MAX_MEMORY = 2**50
 
-# The fields whose change makes a new version and hence a rolling update (DESIGN §7). Scaling,
+# The fields whose change makes a new version and hence a rolling update. Scaling,
 # placement, domain, update policy, canary count and canary weight do not restart anything.
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # Container hardening options that also make a new version, but only count in the digest when set, so
@@ -181,7 +181,7 @@ def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, An
 def validate_deploy_body(body: object) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Split a deploy body `{"services": [...]}` into the valid normalized specs and the errors.
 
-    A deploy is partial by design (DESIGN §6: `{"deployed": [...], "errors": [...]}`), so a bad
+    A deploy is partial by design (`{"deployed": [...], "errors": [...]}`), so a bad
     service does not block the good ones; each error is `{"service": name-or-"#i", "error": text}`
     with `i` the 0-based position in the list. A name already used earlier in the same body is an
     error for the later one. Only a body of the wrong shape raises `InvalidSpec`.

@@ -6,7 +6,7 @@ Agent API on `listen`, for the leader (bearer: the node's push token, except `/v
   GET /v1/health               {"status": "ok", "node_id"}
   GET /v1/volumes              {"node_id", "volumes": [{name, service, slot, gen, volume, created_at}]}
 
-Status API on `status_listen` (loopback only, no auth, DESIGN §5): POST /healthz, POST /status.
+Status API on `status_listen` (loopback only, no auth): POST /healthz, POST /status.
 
 Errors use the same JSON envelope as the masters: {"error", "code", "details", "timestamp"}.
 """

@@ -26,7 +26,7 @@ __all__ = ["run_agent", "run_join", "join_config", "serve"]
 
 log = logging.getLogger("orca.agent")
 
-# `orca join` flags -> where they live in an agent config file (DESIGN §12).
+# `orca join` flags -> where they live in an agent config file.
 _JOIN_KEYS = {
     "agent_id": ("agent", "id"), "id": ("agent", "id"), "listen": ("agent", "listen"),
     "advertise": ("agent", "advertise"), "status_listen": ("agent", "status_listen"),

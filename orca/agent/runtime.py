@@ -138,7 +138,7 @@ class Runtime(Protocol):
 
 
 def container_name(alloc: dict[str, Any]) -> str:
-    """`orca-<service>-<alloc id>` (DESIGN §5): readable in `docker ps`, unique per allocation."""
+    """`orca-<service>-<alloc id>`: readable in `docker ps`, unique per allocation."""
     return f"orca-{alloc['service']}-{alloc['id']}"
 
 
@@ -534,7 +534,7 @@ class DockerRuntime:
         return _sample(raw)
 
     def engine_resources(self) -> dict[str, Any]:
-        """What the engine's host has in total (the node's default capacity, DESIGN §12)."""
+        """What the engine's host has in total (the node's default capacity)."""
         try:
             info = self.client.info()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

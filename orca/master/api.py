@@ -1,4 +1,4 @@
-"""The master's HTTP API (DESIGN §6): handlers only; the rules they share live in `orca.master.http`.
+"""The master's HTTP API: handlers only; the rules they share live in `orca.master.http`.
 
 Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`, and
 `X-Orca-Leader-Contact-Age`: how stale they may be); `?consistent=true` sends them to the leader, which

@@ -341,7 +341,7 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
                 raise Forbidden(f"role {claims.role!r} may not do this; needs {need!r}",
                                 {"role": claims.role, "required": need})
             request["claims"] = claims
-            if limiter is not None and claims.role != "agent":  # agents are exempt (DESIGN §6)
+            if limiter is not None and claims.role != "agent":  # agents are exempt
                 decision = limiter.check(request.remote or "-", claims.jti)
                 request["ratelimit"] = decision
                 if not decision.allowed:

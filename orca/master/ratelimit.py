@@ -1,4 +1,4 @@
-"""Per-client rate limiting (DESIGN §6): a token bucket per (client address, token id).
+"""Per-client rate limiting: a token bucket per (client address, token id).
 
 A bucket holds up to `burst` requests and refills at `per_minute / 60` per second: a client may burst,
 then is held to the sustained rate (the sliding-window behaviour of Orchestry, without keeping every

@@ -252,7 +252,7 @@ def allocations_by_node(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]
 
 def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False,
               mine: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """DESIGN §6 node shape; the push token never leaves the state. Pass `mine` (from
+    """The API's node shape; the push token never leaves the state. Pass `mine` (from
     `allocations_by_node`) when listing many nodes: one scan of the allocations instead of one per node."""
     if mine is None:
         mine = [a for a in state["allocations"].values()

@@ -109,7 +109,7 @@ def test_cli_against_a_real_cluster_follows_redirects(cluster: LocalCluster, tmp
 
 
 def test_metrics_exposition_passes_promtool(cluster: LocalCluster) -> None:
-    """DESIGN §6: `promtool check metrics` (Debian package prometheus) accepts /metrics."""
+    """`promtool check metrics` (Debian package prometheus) accepts /metrics."""
     import shutil
     if shutil.which("promtool") is None:
         if os.environ.get("CI") == "true":
