@@ -7,7 +7,7 @@ checked: `tests/fuzz/fuzzer.py`.
 
     ORCA_FUZZ_REQUESTS   generated requests to send (default 50000)
     ORCA_FUZZ_SECONDS    time budget; the test fails if the count is not reached by then (default 1500)
-    ORCA_FUZZ_SEED       seed of the generation (default: random, printed)
+    ORCA_FUZZ_SEED       seed of the generation (default: DEFAULT_SEED, reproducible; `random` draws one, printed)
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ BATCH, RISKY_BATCH = 64, 8
 ROLES = ("viewer", "deployer", "admin", "agent")
 
 
+# The seed CI runs with; it found the non-ASCII chunk-number 500 when it was random.
+DEFAULT_SEED = 1885715803
+
 def _seed(c: LocalCluster, leader: str, admin: str, agent: str) -> Targets:
     """Objects for the generated names to hit (again each round: the fuzzer may have removed them)."""
     def call(method: str, path: str, body: Any = None, token: str = admin) -> Any:
@@ -69,7 +72,10 @@ def _seed(c: LocalCluster, leader: str, admin: str, agent: str) -> Targets:
 
 def test_generated_requests_never_5xx_always_envelope_and_refusals_change_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    seed = int(os.environ.get("ORCA_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+    # A fixed default keeps CI reproducible (a red run names its seed and reruns the same requests);
+    # ORCA_FUZZ_SEED=random explores new seeds, any number replays one.
+    raw_seed = os.environ.get("ORCA_FUZZ_SEED") or str(DEFAULT_SEED)
+    seed = random.SystemRandom().randrange(2**32) if raw_seed == "random" else int(raw_seed)
     # The tier is about input handling, not elections: without fsync and with wider election timeouts a
     # disk or CPU stall of this shared box (a 200 ms journal flush was seen) does not move the leader, which
     # would turn in-flight writes and `?consistent=true` reads into honest 503s.
