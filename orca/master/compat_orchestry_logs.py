@@ -24,6 +24,7 @@ from orca import bounds
 from orca.errors import Invalid, OrcaError
 from orca.master import compat_orchestry_model as model
 from orca.master import views
+from orca.master.api_workers import fan_in
 from orca.master.compat_orchestry import _metric_fields, _service, orchestry_errors
 from orca.master.http import json_response
 from orca.master.tls_manager import peer_ssl
@@ -73,20 +74,8 @@ async def app_log_lines(raft: Any, name: str, tail: int, follow: bool,
                 await queue.put((t["label"], f"(logs unavailable: {type(err).__name__})"))
             finally:
                 await queue.put(None)
-        tasks = [asyncio.create_task(pump(t)) for t in allocs]
-        try:
-            open_streams = len(tasks)
-            while open_streams:
-                item = await queue.get()
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async for item in fan_in(queue, [pump(t) for t in allocs]):
+            yield item
 
 
 def _after(entry: dict[str, Any], since: float | None) -> bool:
