@@ -9,7 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.commands.common import UsageError, _cell, _client, _emit, _fmt_time, _global_options, format_table
+from orca.commands.common import (
+    UsageError,
+    _cell,
+    _client,
+    _emit,
+    _fmt_time,
+    _global_options,
+    add_quiet,
+    emit_list,
+    format_table,
+)
 
 __all__ = ["add_parsers", "cluster_info_text", "members_text", "cmd_cluster_info", "cmd_cluster_leader",
            "cmd_cluster_members", "cmd_cluster_status"]
@@ -68,6 +78,9 @@ def members_text(result: dict[str, Any]) -> str:
 def cmd_cluster_members(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.members()
+    if getattr(args, "quiet", False):
+        emit_list(args, result, [], [], ids=[m.get("id") for m in result.get("members", [])])
+        return 0
     _emit(args, result, lambda: members_text(result), sys.stdout)
     return 0
 
@@ -146,8 +159,8 @@ def cmd_cluster_join_tokens(args: argparse.Namespace) -> int:
         tokens = client.list_join_tokens()
     rows = [[t.get("id"), t.get("role"), t.get("node") or "any", _fmt_time(t.get("created_at")),
              _fmt_time(t.get("expires_at")), t.get("used_by") or "-", bool(t.get("revoked"))] for t in tokens]
-    _emit(args, {"join_tokens": tokens},
-          lambda: format_table(["ID", "ROLE", "NODE", "CREATED", "EXPIRES", "USED BY", "REVOKED"], rows), sys.stdout)
+    emit_list(args, {"join_tokens": tokens}, ["ID", "ROLE", "NODE", "CREATED", "EXPIRES", "USED BY", "REVOKED"], rows,
+              ids=[t.get("id") for t in tokens])
     return 0
 
 
@@ -174,7 +187,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     verb(cluster, "info", cmd_cluster_info, "masters, leader, term, commit index and nodes")
     verb(cluster, "leader", cmd_cluster_leader, "the current leader")
     verb(cluster, "status", cmd_cluster_status, "cluster status (Orchestry-compatible JSON)")
-    verb(cluster, "members", cmd_cluster_members, "the masters: id, Raft and API address, role, last contact, lag")
+    add_quiet(verb(cluster, "members", cmd_cluster_members,
+                   "the masters: id, Raft and API address, role, last contact, lag"))
     # Here --api names the new master (as `add-master ID --raft HOST:PORT --api URL` reads); the cluster
     # to talk to comes from ORCA_API or `orca --api URL cluster add-master ...`.
     help_add = "add a running master (started with the current members as its raft.peers); one change at a time"
@@ -204,6 +218,6 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
          "make a new CA current; the old one stays trusted until `orca cluster ca finish`")
     p = verb(ca, "finish", cmd_cluster_ca_finish, "end a rotation: stop trusting the previous CA(s)")
     p.add_argument("--force", action="store_true", help="even if some node has not renewed its certificate yet")
-    verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry")
+    add_quiet(verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry"))
     p = verb(cluster, "revoke-join-token", cmd_cluster_revoke_join_token, "revoke an unused join token")
     p.add_argument("id", metavar="ID")

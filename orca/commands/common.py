@@ -23,7 +23,7 @@ from orca.client import Client
 from orca.sdk import config as client_config
 
 __all__ = ["DEFAULT_API", "UsageError", "resolve_token", "resolve_ca_file", "format_table", "human_bytes",
-           "parse_duration", "fmt_duration"]
+           "parse_duration", "fmt_duration", "OUTPUTS", "machine_output", "emit_list", "add_quiet"]
 
 DEFAULT_API = client_config.DEFAULT_API
 
@@ -137,6 +137,25 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def since_arg(text: str) -> str:
+    """`--since` of `events` and `logs`: a relative age (`10m`, `1h`, `2d`) or an RFC 3339 / ISO-8601 time,
+    checked here (orca.timefilter, the parser the server uses) and passed on as written: the server
+    resolves a relative age against its own clock. Bare digits are refused: to the events route they
+    would be a sequence number (`--since-seq`), and Unix seconds are easy to mistake for one."""
+    from orca.errors import OrcaError
+    from orca.timefilter import parse_since
+
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a relative age (10m, 1h) or an RFC 3339 time "
+                                         "(2026-12-01T10:00:00Z); for an event sequence number use --since-seq")
+    try:
+        parse_since(text, time.time(), allow_epoch=False)
+    except OrcaError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a relative age (30s, 10m, 1h, 2d) or an RFC 3339 "
+                                         f"time (2026-12-01T10:00:00Z) ({exc.message})") from None
+    return text.strip()
+
+
 def fmt_duration(seconds: float) -> str:
     """Seconds as `4m10s`, `45s`, `1h2m5s`, `5m` (whole seconds, rounded up so "in 0s" means now)."""
     total = max(0, int(-(-seconds // 1)))
@@ -186,13 +205,58 @@ def _client(args: argparse.Namespace) -> Client:
         raise UsageError(f"--api: {exc}") from exc
 
 
+OUTPUTS = ("table", "wide", "json", "yaml")
+
+
+def machine_output(args: argparse.Namespace) -> bool:
+    """`-o json` or `-o yaml`: stdout is for a program, so progress and prose go to stderr."""
+    return getattr(args, "output", None) in ("json", "yaml")
+
+
+def _plain(data: Any) -> Any:
+    """The data as JSON would carry it (tuples as lists, odd types as strings): what YAML may dump safely."""
+    return json.loads(json.dumps(data, default=str))
+
+
+def _dump(args: argparse.Namespace, data: Any) -> str:
+    if args.output == "yaml":
+        import yaml  # here: only `-o yaml` pays for the import
+
+        text = yaml.safe_dump(_plain(data), sort_keys=True, default_flow_style=False, allow_unicode=True)
+        return str(text).rstrip("\n")
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
 def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str | None], out: TextIO) -> None:
-    if args.output == "json":
-        print(json.dumps(data, indent=2, sort_keys=True, default=str), file=out)
+    """`data` as JSON or YAML for programs, else the table or sentence `human()` makes for people."""
+    if machine_output(args):
+        print(_dump(args, data), file=out)
         return
     text = human()
     if text:
         print(text, file=out)
+
+
+def emit_list(args: argparse.Namespace, data: Any, headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              ids: Sequence[Any], empty: str | None = None, wide: tuple[Sequence[str], Sequence[Sequence[Any]]]
+              | None = None) -> None:
+    """What a listing verb prints: `-q` the ids alone, one a line (for `xargs`); `-o json|yaml` the
+    server's data; `-o wide` the table with the `wide` columns appended; else the table (`empty` when
+    there are no rows)."""
+    if getattr(args, "quiet", False):
+        for ident in ids:
+            print(_cell(ident), file=sys.stdout)
+        return
+    if args.output == "wide" and wide is not None:
+        extra_headers, extra_rows = wide
+        headers = [*headers, *extra_headers]
+        rows = [[*row, *extra] for row, extra in zip(rows, extra_rows, strict=True)]
+    _emit(args, data, lambda: format_table(headers, rows) if rows or empty is None else empty, sys.stdout)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """`-q/--quiet` of a listing verb: print only the ids."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the ids, one a line")
 
 
 def _silence_stdout() -> None:
@@ -218,5 +282,5 @@ def _global_options(parser: argparse.ArgumentParser, api: bool = True) -> None:
                         help="say on stderr which masters were skipped as unreachable")
     parser.add_argument("--cacert", default=argparse.SUPPRESS, metavar="FILE",
                         help="the cluster CA for https masters (else env ORCA_CACERT, else ~/.orca/ca.crt)")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
-                        help="output format (default table)")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS,
+                        help="output format: table (default), wide (more columns), json or yaml")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orca.client import ApiError, Client
-from orca.commands.common import UsageError, _emit, format_table
+from orca.commands.common import UsageError, _emit, add_quiet, emit_list
 from orca.sdk.config import ClientConfig, ConfigFileError, Context, home_token
 
 __all__ = ["add_parsers", "cmd_context_set", "cmd_context_list", "cmd_context_use", "cmd_context_rm",
@@ -99,10 +99,9 @@ def cmd_context_refresh(args: argparse.Namespace) -> int:
 def cmd_context_list(args: argparse.Namespace) -> int:
     cfg = _load()
     rows = [_context_row(cfg, c) for _, c in sorted(cfg.contexts.items())]
-    _emit(args, {"current": cfg.current, "contexts": {n: c.as_toml() for n, c in cfg.contexts.items()},
-                 "path": str(cfg.path)},
-          lambda: format_table(["CURRENT", "NAME", "ENDPOINTS", "TOKEN_FILE", "CA_FILE"], rows) if rows
-          else f"no contexts in {cfg.path}", sys.stdout)
+    emit_list(args, {"current": cfg.current, "contexts": {n: c.as_toml() for n, c in cfg.contexts.items()},
+                     "path": str(cfg.path)}, ["CURRENT", "NAME", "ENDPOINTS", "TOKEN_FILE", "CA_FILE"], rows,
+              ids=[r[1] for r in rows], empty=f"no contexts in {cfg.path}")
     return 0
 
 
@@ -153,7 +152,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate for https masters (reserved for TLS)")
     p.add_argument("--use", action="store_true", help="make it the current context")
     p.add_argument("--no-discover", action="store_true", help="store the URLs as given, do not ask the cluster")
-    verb(ctx, "list", cmd_context_list, "list contexts (* marks the current one)")
+    add_quiet(verb(ctx, "list", cmd_context_list, "list contexts (* marks the current one)"))
     p = verb(ctx, "show", cmd_context_show, "show one context (default: the current one)")
     p.add_argument("name", nargs="?", metavar="NAME")
     p = verb(ctx, "use", cmd_context_use, "make a context the current one")

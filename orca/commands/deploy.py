@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from orca.client import ApiError, Client, is_converged
-from orca.commands.common import UsageError, _cell, _client, _emit
+from orca.commands.common import UsageError, _cell, _client, _emit, machine_output
 from orca.commands.specfile import load_services
 
 __all__ = ["add_parsers", "progress_line", "cmd_deploy", "cmd_promote", "cmd_rollback"]
@@ -139,7 +139,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             return "\n".join(f"deployed {name}" for name in result.get("deployed") or [])
 
         _emit(args, result, human, sys.stdout)
-        if args.output != "json":
+        if not machine_output(args):
             for err in errors:
                 print(f"error: {err.get('service', '?')}: {err.get('error')}", file=sys.stderr)
         code = 1 if errors else 0
@@ -147,7 +147,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if args.detach or not deployed:
             return code
         # Progress is for people: with -o json stdout holds only the deploy result.
-        out = sys.stderr if args.output == "json" else sys.stdout
+        out = sys.stderr if machine_output(args) else sys.stdout
         try:
             return _wait_for_rollout(client, deployed, args.timeout, out, result.get("versions")) or code
         except KeyboardInterrupt:
@@ -159,7 +159,7 @@ def _after_switch(args: argparse.Namespace, client: Client, result: dict[str, An
     """promote/rollback: with --wait, follow the rollout they started like deploy does."""
     if not args.wait:
         return 0
-    out = sys.stderr if args.output == "json" else sys.stdout
+    out = sys.stderr if machine_output(args) else sys.stdout
     try:
         return _wait_for_rollout(client, [args.name], args.timeout, out, {args.name: result.get("version")})
     except KeyboardInterrupt:

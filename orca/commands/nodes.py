@@ -17,9 +17,12 @@ from orca.commands.common import (
     _duration_arg,
     _emit,
     _epoch,
+    add_quiet,
+    emit_list,
     fmt_duration,
     format_table,
     human_bytes,
+    machine_output,
 )
 
 __all__ = ["add_parsers", "NODE_HEADERS", "node_rows", "node_text", "drain_line", "cmd_nodes", "cmd_drain",
@@ -89,8 +92,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             _emit(args, node, lambda: node_text(node), sys.stdout)
             return 0
         nodes = client.nodes()
-    _emit(args, {"nodes": nodes},
-          lambda: format_table(NODE_HEADERS, node_rows(nodes)) if nodes else "no nodes", sys.stdout)
+    emit_list(args, {"nodes": nodes}, NODE_HEADERS, node_rows(nodes), ids=[n.get("id") for n in nodes],
+              empty="no nodes", wide=(["ADDRESS", "AGENT-VERSION", "STATUS-SINCE"],
+                                      [[n.get("address"), n.get("agent_version"), _age(n.get("status_since"))]
+                                       for n in nodes]))
     return 0
 
 
@@ -128,7 +133,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
                                      + (", force" if args.force else "") + ")"), sys.stdout)
         if args.detach:
             return 0
-        out = sys.stderr if args.output == "json" else sys.stdout
+        out = sys.stderr if machine_output(args) else sys.stdout
         try:
             node = client.wait_drained(args.node, timeout, lambda n: print(drain_line(n), file=out, flush=True))
         except ApiError as err:
@@ -165,6 +170,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verb(verbs, "nodes", cmd_nodes, "list worker nodes, or show one")
     p.add_argument("node_id", nargs="?", metavar="NODE_ID")
+    add_quiet(p)
 
     p = verb(verbs, "drain", cmd_drain, "move every replica off a node (start-before-stop), then make it "
              "ineligible; shows progress until done (admin)")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, format_table
+from orca.commands.common import UsageError, _client, _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers", "cmd_secrets_set", "cmd_secrets_grant", "cmd_secrets_list", "cmd_secrets_rm"]
 
@@ -74,9 +74,8 @@ def cmd_secrets_list(args: argparse.Namespace) -> int:
         secrets = client.list_secrets()
     rows = [[s.get("key"), _grants_column(s.get("grants")), s.get("created_at"), s.get("updated_at")]
             for s in secrets]
-    _emit(args, {"secrets": secrets},
-          lambda: format_table(["KEY", "GRANTS", "CREATED", "UPDATED"], rows) if rows else "no secrets",
-          sys.stdout)
+    emit_list(args, {"secrets": secrets}, ["KEY", "GRANTS", "CREATED", "UPDATED"], rows,
+              ids=[s.get("key") for s in secrets], empty="no secrets")
     return 0
 
 
@@ -105,8 +104,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--project", action="append", metavar="P", help="grant to this project (repeatable)")
     p.add_argument("--all-projects", action="store_true", help="grant to every project")
     p.add_argument("--admin-only", action="store_true", help="no grants: only an admin's deploy may reference it")
-    verb(secrets, "list", cmd_secrets_list,
+    add_quiet(verb(secrets, "list", cmd_secrets_list,
          "list secret keys and their grants: * all projects, - admins only (values are never shown)",
-         aliases=["ls"])
+         aliases=["ls"]))
     p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
     p.add_argument("key", metavar="KEY")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _age, _cell, _client, _emit, format_table
+from orca.commands.common import UsageError, _age, _cell, _client, _emit, add_quiet, emit_list, format_table
 
 __all__ = ["add_parsers", "STATUS_HEADERS", "PS_HEADERS", "HISTORY_HEADERS", "status_rows", "ps_rows",
            "history_rows", "cmd_status", "cmd_scale", "cmd_stop", "cmd_start", "cmd_ps", "cmd_history"]
@@ -29,12 +29,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         services = client.status(args.project)
 
-    def human() -> str:
-        if not services:
-            return "no services"
-        return format_table(STATUS_HEADERS, status_rows(services))
-
-    _emit(args, {"services": services}, human, sys.stdout)
+    wide = (["KIND", "DOMAIN", "ROLLOUT", "UPDATED"],
+            [[s.get("kind", "service"), s.get("domain"), s.get("rollout"), _age(s.get("updated_at"))]
+             for s in services])
+    emit_list(args, {"services": services}, STATUS_HEADERS, status_rows(services),
+              ids=[s.get("name") for s in services], empty="no services", wide=wide)
     return 0
 
 
@@ -89,6 +88,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
     with _client(args) as client:
         detail = client.service(args.name)
 
+    if getattr(args, "quiet", False):
+        emit_list(args, detail, PS_HEADERS, [], ids=[c.get("alloc") for c in detail.get("containers") or []])
+        return 0
+
     def human() -> str:
         replicas = detail.get("replicas") or {}
         head = (f"{detail.get('name', args.name)} v{_cell(detail.get('version'))} {_cell(detail.get('status'))}: "
@@ -96,8 +99,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy")
         if detail.get("pending_reason"):
             head += f" (pending: {detail['pending_reason']})"
-        rows = ps_rows(detail)
-        return head + "\n" + (format_table(PS_HEADERS, rows) if rows else "no containers")
+        rows, headers = ps_rows(detail), PS_HEADERS
+        if args.output == "wide":
+            headers = [*PS_HEADERS, "CONTAINER", "EXIT-CODE"]
+            rows = [[*row, (c.get("id") or "")[:12] or None, c.get("exit_code")]
+                    for row, c in zip(rows, detail.get("containers") or [], strict=True)]
+        return head + "\n" + (format_table(headers, rows) if rows else "no containers")
 
     _emit(args, detail, human, sys.stdout)
     return 0
@@ -116,11 +123,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as client:
         history = client.history(args.name)
 
-    def human() -> str:
-        rows = history_rows(history)
-        return format_table(HISTORY_HEADERS, rows) if rows else "no history"
-
-    _emit(args, history, human, sys.stdout)
+    versions = history.get("versions") or []
+    emit_list(args, history, HISTORY_HEADERS, history_rows(history), ids=[v.get("version") for v in versions],
+              empty="no history", wide=(["CHANGED"], [[",".join(v.get("changed") or []) or None] for v in versions]))
     return 0
 
 
@@ -128,6 +133,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verb(verbs, "status", cmd_status, "list services")
     p.add_argument("--project", help="only this project")
+    add_quiet(p)
 
     p = verb(verbs, "scale", cmd_scale, "set the replica count of a service")
     p.add_argument("name")
@@ -146,6 +152,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
 
     p = verb(verbs, "ps", cmd_ps, "the containers of a service")
     p.add_argument("name", metavar="SERVICE")
+    add_quiet(p)
 
     p = verb(verbs, "history", cmd_history, "the versions of a service, newest first")
     p.add_argument("name", metavar="SERVICE")
+    add_quiet(p)

@@ -13,7 +13,7 @@ from typing import Any
 
 from orca import snapshot
 from orca.client import ApiError
-from orca.commands.common import UsageError, _client, _emit
+from orca.commands.common import UsageError, _client, _emit, machine_output
 
 __all__ = ["add_parsers", "cmd_snapshot_save", "cmd_snapshot_inspect", "cmd_snapshot_restore", "summary"]
 
@@ -105,7 +105,7 @@ def cmd_snapshot_inspect(args: argparse.Namespace) -> int:
 
 def cmd_snapshot_restore(args: argparse.Namespace) -> int:
     data, header = _read(args.file)
-    show = args.output != "json" and sys.stderr.isatty()
+    show = not machine_output(args) and sys.stderr.isatty()
 
     def progress(sent: int, chunks: int) -> None:
         if show:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, _fmt_time, format_table
+from orca.commands.common import UsageError, _client, _emit, _fmt_time, add_quiet, emit_list
 from orca.errors import OrcaError
 
 __all__ = ["add_parsers", "ROLES", "cmd_token_create", "cmd_token_list", "cmd_token_revoke"]
@@ -69,9 +69,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
              ",".join(t.get("projects") or []) or "-",
              _fmt_time(t.get("created_at", t.get("iat"))), _fmt_time(t.get("expires_at", t.get("exp"))),
              bool(t.get("revoked"))] for t in tokens]
-    _emit(args, {"tokens": tokens},
-          lambda: format_table(["JTI", "NAME", "ROLE", "NODE", "PROJECTS", "ISSUED", "EXPIRES", "REVOKED"], rows),
-          sys.stdout)
+    emit_list(args, {"tokens": tokens}, ["JTI", "NAME", "ROLE", "NODE", "PROJECTS", "ISSUED", "EXPIRES", "REVOKED"],
+              rows, ids=[t.get("jti") for t in tokens])
     return 0
 
 
@@ -96,6 +95,6 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--project", action="append", metavar="P",
                    help="deployer only, repeatable: the token writes only services of these projects and may "
                         "reference secrets granted to them (unscoped deployers: secrets of all projects only)")
-    verb(tokens, "list", cmd_token_list, "list recorded tokens")
+    add_quiet(verb(tokens, "list", cmd_token_list, "list recorded tokens"))
     p = verb(tokens, "revoke", cmd_token_revoke, "revoke a recorded token")
     p.add_argument("jti")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _age, _cell, _client, _emit, format_table
+from orca.commands.common import _age, _cell, _client, _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers", "WEBHOOK_HEADERS", "webhook_rows", "cmd_webhooks_add", "cmd_webhooks_list",
            "cmd_webhooks_remove"]
@@ -62,8 +62,8 @@ def cmd_webhooks_add(args: argparse.Namespace) -> int:
 def cmd_webhooks_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         hooks = [{k: v for k, v in h.items() if k not in _SECRET_KEYS} for h in client.webhooks()]
-    _emit(args, {"webhooks": hooks},
-          lambda: format_table(WEBHOOK_HEADERS, webhook_rows(hooks)) if hooks else "no webhooks", sys.stdout)
+    emit_list(args, {"webhooks": hooks}, WEBHOOK_HEADERS, webhook_rows(hooks), ids=[h.get("id") for h in hooks],
+              empty="no webhooks")
     return 0
 
 
@@ -83,6 +83,6 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--service", required=True, help="the service a push redeploys (image re-pulled)")
     p.add_argument("--branch", default="main", help="only pushes to this branch (default main)")
     p.add_argument("--secret", help="16-256 characters (default: generated)")
-    verb(hooks, "list", cmd_webhooks_list, "registered webhooks and their last delivery (never the secret)")
+    add_quiet(verb(hooks, "list", cmd_webhooks_list, "registered webhooks and their last delivery (never the secret)"))
     p = verb(hooks, "remove", cmd_webhooks_remove, "remove a webhook")
     p.add_argument("id", metavar="ID")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import re
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from orca import bounds, protocol
+from orca import bounds, protocol, timefilter
 from orca.errors import Forbidden, Invalid, NodeNotFound, PayloadTooLarge, ServiceNotFound
 from orca.master import views
 from orca.master.api_tls import require_node_certificate
@@ -141,7 +143,8 @@ class WorkerEndpoints:
         """Proxy every replica's log from its agent, each line prefixed with the replica; any master."""
         name = request.match_info["name"]
         tail, follow = log_params(request)
-        lines = log_lines(self.api.raft, name, tail, follow)
+        since, timestamps = log_filters(request)
+        lines = log_lines(self.api.raft, name, tail, follow, since=since, timestamps=timestamps)
         first = await anext(lines, None)  # raises SERVICE_NOT_FOUND before the 200 is sent
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
@@ -193,11 +196,42 @@ def log_params(request: web.Request) -> tuple[int, bool]:
     return tail, q.get("follow", "").lower() in ("1", "true", "yes")
 
 
-async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
+def log_filters(request: web.Request) -> tuple[float | None, bool]:
+    """`since` (a relative age, an ISO-8601 time or Unix seconds: orca.timefilter; 400 otherwise) and
+    `timestamps` of the logs route."""
+    q = request.query
+    since = timefilter.parse_since(q["since"], time.time()) if q.get("since") else None
+    return since, q.get("timestamps", "").lower() in ("1", "true", "yes")
+
+
+# The time Docker stamps on a line when asked (`timestamps=1`): RFC 3339 with up to nanoseconds, UTC.
+_DOCKER_STAMP = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|[+-]\d\d:\d\d) ")
+
+
+def split_stamp(line: bytes) -> tuple[float | None, bytes, bytes]:
+    """(Unix seconds, the stamp with its space, the rest) of a line Docker stamped; (None, b"", line) when
+    the line has no stamp (an agent's own note such as "(logs unavailable ...)")."""
+    found = _DOCKER_STAMP.match(line)
+    if found is None:
+        return None, b"", line
+    whole, fraction, zone = (g.decode() if g else "" for g in found.groups())
+    try:
+        when = dt.datetime.fromisoformat(whole + (fraction[:7] if fraction else "") + zone.replace("Z", "+00:00"))
+    except ValueError:
+        return None, b"", line
+    return when.timestamp(), line[:found.end()], line[found.end():]
+
+
+async def log_lines(raft: Any, name: str, tail: int, follow: bool, *, since: float | None = None,
+                    timestamps: bool = False) -> AsyncIterator[bytes]:
     """Lines of every current replica's log, fetched from the agents concurrently and merged as they come.
 
+    With `since` or `timestamps` the agents are asked for Docker's time stamps: `since` drops the lines
+    stamped before it (the `tail` lines are counted before that filter, as the agents cut them), and
+    the stamps stay on the lines only with `timestamps`, after the replica prefix.
     Raises ServiceNotFound on the first iteration when the service does not exist.
     """
+    stamped = since is not None or timestamps
     def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in state["services"]:
             raise ServiceNotFound(f"service not found: {name}", {"service": name})
@@ -214,7 +248,8 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def pump(t: dict[str, Any]) -> None:
             prefix = f"[{name}.{t['index']} {t['alloc']}] ".encode()
-            url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}"
+            url = f"{t['address']}/v1/logs/{t['alloc']}?tail={tail}&follow={int(follow)}" + (
+                "&timestamps=1" if stamped else "")
             try:
                 async with session.get(url, headers={"Authorization": f"Bearer {t['push_token']}"},
                                        ssl=peer_ssl()) as r:
@@ -222,6 +257,11 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
                         await queue.put(prefix + f"(logs unavailable: HTTP {r.status})\n".encode())
                         return
                     async for line in r.content:
+                        if stamped:
+                            when, stamp, rest = split_stamp(line)
+                            if since is not None and when is not None and when < since:
+                                continue
+                            line = stamp + rest if timestamps else rest
                         await queue.put(prefix + (line if line.endswith(b"\n") else line + b"\n"))
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 await queue.put(prefix + f"(logs unavailable: {type(err).__name__})\n".encode())

@@ -67,6 +67,10 @@ _TAIL = Param("tail", {"type": "integer", "minimum": 0, "maximum": 10000}, "line
 _FOLLOW = Param("follow", {"type": "boolean"}, "true: keep the response open and stream new lines")
 _SINCE = Param("since", {"type": "string", "maxLength": 64},
                "an event sequence number (cursor) or an ISO-8601 time")
+_LOG_SINCE = Param("since", {"type": "string", "maxLength": 64},
+                   "only lines stamped at or after this time: a relative age (10m, 1h), an ISO-8601 time or "
+                   "Unix seconds")
+_TIMESTAMPS = Param("timestamps", {"type": "boolean"}, "true: each line starts with the time Docker stamped it")
 _SERVICE = Param("service", {"type": "string"}, "only events of this service")
 _TYPE = Param("type", {"type": "string"}, "only events of this type")
 _ACCESS_TOKEN = Param("access_token", {"type": "string", "maxLength": 8192},
@@ -139,7 +143,8 @@ ROUTES: dict[tuple[str, str], Op] = {
     ("DELETE", "/api/v1/projects/{name}"): _write("Stop every service of a project"),
     ("POST", "/api/v1/stop"): _write("Stop every service"),
     ("GET", "/api/v1/services/{name}/logs"): _read("Every replica's log, prefixed by replica", consistent=False,
-                                                   query=(_TAIL, _FOLLOW), ok_type="text/plain; charset=utf-8"),
+                                                   query=(_TAIL, _FOLLOW, _LOG_SINCE, _TIMESTAMPS),
+                                                   ok_type="text/plain; charset=utf-8"),
     # traffic
     ("GET", "/api/v1/services/{name}/metrics"): _read("Traffic metrics (aggregated by the leader)",
                                                       tag="traffic", consistent=False, query=(

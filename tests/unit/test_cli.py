@@ -53,7 +53,7 @@ def test_nested_verbs_parse() -> None:
 @pytest.mark.parametrize("argv", [
     [], ["token"], ["token", "create", "--role", "root", "--name", "x"], ["scale", "web", "many"],
     ["stop"], ["stop", "web", "--project", "p"], ["stop", "--project", "p", "--purge"],
-    ["scale", "web", "-1"], ["status", "-o", "yaml"], ["status", "--api", "127.0.0.1:6880"],
+    ["scale", "web", "-1"], ["status", "-o", "xml"], ["status", "--api", "127.0.0.1:6880"],
     ["deploy", "-f", "/nonexistent/x.json"],
 ])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
