@@ -49,6 +49,7 @@ from orca.commands import (
 from orca.commands.cluster import cluster_info_text, cmd_cluster_info, members_text
 from orca.commands.common import (
     DEFAULT_API,
+    Aborted,
     UsageError,
     _age,
     _client,
@@ -123,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"orca: error: {exc}", file=sys.stderr)
         return 2
+    except Aborted:
+        print("orca: aborted; nothing changed", file=sys.stderr)
+        return 1
     except ApiError as exc:
         print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
         details = exc.details if isinstance(exc.details, dict) else {}

@@ -17,6 +17,8 @@ from orca.commands.common import (
     _fmt_time,
     _global_options,
     add_quiet,
+    add_yes,
+    confirm,
     emit_list,
     format_table,
 )
@@ -95,6 +97,7 @@ def cmd_cluster_add_master(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_remove_master(args: argparse.Namespace) -> int:
+    confirm(args, f"remove master {args.id} from the cluster")
     with _client(args) as client:
         result = client.remove_master(args.id)
     _emit(args, result, lambda: f"removed master {args.id} ({result.get('raft')}); stop its process now",
@@ -201,6 +204,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p = verb(cluster, "remove-master", cmd_cluster_remove_master,
              "remove a master from the cluster (refused if the rest would lose quorum)")
     p.add_argument("id", metavar="ID")
+    add_yes(p)
     p = verb(cluster, "join-token", cmd_cluster_join_token,
              "mint a one-time join token an agent exchanges for its node credential (prints only the token)")
     p.add_argument("role", choices=["worker"], help="what joins: worker (an agent)")

@@ -23,7 +23,8 @@ from orca.client import Client
 from orca.sdk import config as client_config
 
 __all__ = ["DEFAULT_API", "UsageError", "resolve_token", "resolve_ca_file", "format_table", "human_bytes",
-           "parse_duration", "fmt_duration", "OUTPUTS", "machine_output", "emit_list", "add_quiet"]
+           "parse_duration", "fmt_duration", "OUTPUTS", "machine_output", "emit_list", "add_quiet",
+           "Aborted", "add_yes", "confirm"]
 
 DEFAULT_API = client_config.DEFAULT_API
 
@@ -176,6 +177,29 @@ def _epoch(ts: Any) -> float | None:
             return None
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
     return None
+
+
+class Aborted(Exception):
+    """The person at the keyboard said no to a confirmation: exit 1, nothing changed."""
+
+
+def add_yes(parser: argparse.ArgumentParser) -> None:
+    """`-y/--yes` of a destructive verb."""
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="do it without asking (required when stdin is not a terminal)")
+
+
+def confirm(args: argparse.Namespace, what: str) -> None:
+    """Before a destructive verb: go on with `--yes`; else ask on a terminal (anything but y/yes aborts);
+    else refuse (a script must say `--yes`, so a typo in a pipeline never stops a whole cluster)."""
+    if getattr(args, "yes", False):
+        return
+    stdin = sys.stdin
+    if stdin is None or not stdin.isatty():
+        raise UsageError(f"this would {what}; not asking, as stdin is not a terminal: add --yes to confirm")
+    print(f"this will {what}. Continue? [y/N] ", end="", file=sys.stderr, flush=True)
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        raise Aborted()
 
 
 def _report_skip(url: str, error: BaseException) -> None:

@@ -18,6 +18,8 @@ from orca.commands.common import (
     _emit,
     _epoch,
     add_quiet,
+    add_yes,
+    confirm,
     emit_list,
     fmt_duration,
     format_table,
@@ -125,6 +127,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     deadline_s: float | int = int(args.deadline) if float(args.deadline).is_integer() else args.deadline
+    confirm(args, f"drain {args.node}: " + ("stop its replicas now (they restart elsewhere)" if args.force else
+                                            "move its replicas to other nodes") + " and make it ineligible")
     with _client(args) as client:
         result = client.drain(args.node, deadline_s, args.force)
         if result.get("warning"):
@@ -160,6 +164,7 @@ def cmd_undrain(args: argparse.Namespace) -> int:
 
 
 def cmd_node_rm(args: argparse.Namespace) -> int:
+    confirm(args, f"remove node {args.node} from the cluster (its agent is told to shut down)")
     with _client(args) as client:
         result = client.remove_node(args.node)
     _emit(args, result, lambda: f"removed node {args.node} (its agent is told to shut down)", sys.stdout)
@@ -182,6 +187,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--detach", action="store_true", help="return at once, do not watch the drain")
     p.add_argument("--timeout", type=_duration_arg, metavar="DURATION",
                    help="how long to watch before exit 1 (default: the deadline + 60s)")
+    add_yes(p)
 
     p = verb(verbs, "undrain", cmd_undrain, "make a drained or draining node eligible again (admin)")
     p.add_argument("node", metavar="NODE")
@@ -190,3 +196,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     node_verbs = p.add_subparsers(dest="node_verb", metavar="ACTION", required=True)
     p = verb(node_verbs, "rm", cmd_node_rm, "forget a down or drained node; its agent is told to shut down (admin)")
     p.add_argument("node", metavar="NODE")
+    add_yes(p)

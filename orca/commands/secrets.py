@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, add_quiet, emit_list
+from orca.commands.common import UsageError, _client, _emit, add_quiet, add_yes, confirm, emit_list
 
 __all__ = ["add_parsers", "cmd_secrets_set", "cmd_secrets_grant", "cmd_secrets_list", "cmd_secrets_rm"]
 
@@ -80,6 +80,7 @@ def cmd_secrets_list(args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rm(args: argparse.Namespace) -> int:
+    confirm(args, f"delete secret {args.key} (services that reference it fail their next deploy)")
     with _client(args) as client:
         result = client.delete_secret(args.key)
     _emit(args, result, lambda: f"deleted secret {args.key}", sys.stdout)
@@ -109,3 +110,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
          aliases=["ls"]))
     p = verb(secrets, "rm", cmd_secrets_rm, "delete a secret")
     p.add_argument("key", metavar="KEY")
+    add_yes(p)

@@ -7,7 +7,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _age, _cell, _client, _emit, add_quiet, emit_list, format_table
+from orca.commands.common import (
+    UsageError,
+    _age,
+    _cell,
+    _client,
+    _emit,
+    add_quiet,
+    add_yes,
+    confirm,
+    emit_list,
+    format_table,
+)
 
 __all__ = ["add_parsers", "STATUS_HEADERS", "PS_HEADERS", "HISTORY_HEADERS", "status_rows", "ps_rows",
            "history_rows", "cmd_status", "cmd_scale", "cmd_stop", "cmd_start", "cmd_ps", "cmd_history"]
@@ -54,6 +65,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
         raise UsageError("stop takes exactly one of: NAME, --project P, --all")
     if args.purge and not args.name:
         raise UsageError("--purge applies to one service: orca stop NAME --purge")
+    if args.all:
+        confirm(args, "stop every service of the cluster")
+    elif args.project:
+        confirm(args, f"stop every service of project {args.project}")
+    elif args.purge:
+        confirm(args, f"forget service {args.name} and remove its named volumes")
     with _client(args) as client:
         if args.name:
             result = client.stop(args.name, purge=args.purge)
@@ -146,6 +163,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                    help="also forget the service's config and remove its named volumes")
     p.add_argument("--project", help="stop every service of this project")
     p.add_argument("--all", action="store_true", help="stop every service of the cluster")
+    add_yes(p)
 
     p = verb(verbs, "start", cmd_start, "resume a stopped service")
     p.add_argument("name")

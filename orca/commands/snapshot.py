@@ -13,7 +13,7 @@ from typing import Any
 
 from orca import snapshot
 from orca.client import ApiError
-from orca.commands.common import UsageError, _client, _emit, machine_output
+from orca.commands.common import UsageError, _client, _emit, add_yes, confirm, machine_output
 
 __all__ = ["add_parsers", "cmd_snapshot_save", "cmd_snapshot_inspect", "cmd_snapshot_restore", "summary"]
 
@@ -105,6 +105,8 @@ def cmd_snapshot_inspect(args: argparse.Namespace) -> int:
 
 def cmd_snapshot_restore(args: argparse.Namespace) -> int:
     data, header = _read(args.file)
+    if args.force:
+        confirm(args, f"replace the whole state of the cluster with {args.file}")
     show = not machine_output(args) and sys.stderr.isatty()
 
     def progress(sent: int, chunks: int) -> None:
@@ -136,3 +138,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
              "load a snapshot into a freshly started, empty cluster (same cluster secret)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--force", action="store_true", help="replace the state of a cluster that is not empty")
+    add_yes(p)

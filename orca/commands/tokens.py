@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, _fmt_time, add_quiet, emit_list
+from orca.commands.common import UsageError, _client, _emit, _fmt_time, add_quiet, add_yes, confirm, emit_list
 from orca.errors import OrcaError
 
 __all__ = ["add_parsers", "ROLES", "cmd_token_create", "cmd_token_list", "cmd_token_revoke"]
@@ -75,6 +75,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    confirm(args, f"revoke token {args.jti} (whoever uses it is refused from now on)")
     with _client(args) as client:
         result = client.revoke_token(args.jti)
     _emit(args, result, lambda: f"revoked {args.jti}", sys.stdout)
@@ -98,3 +99,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     add_quiet(verb(tokens, "list", cmd_token_list, "list recorded tokens"))
     p = verb(tokens, "revoke", cmd_token_revoke, "revoke a recorded token")
     p.add_argument("jti")
+    add_yes(p)

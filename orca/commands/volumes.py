@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _client, _emit
+from orca.commands.common import _client, _emit, add_yes, confirm
 
 __all__ = ["add_parsers"]
 
@@ -43,6 +43,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
 
     def cmd_rm(args: argparse.Namespace) -> int:
         params = {"slot": args.slot, "gen": args.gen}
+        confirm(args, f"delete the volumes of {args.service} on {args.node} (their data is gone)")
         with _client(args) as client:
             result = client.request("DELETE", f"/api/v1/volumes/{args.node}/{args.service}", params=params)
         _emit(args, result, lambda: f"removing {len(result.get('removed') or [])} volume set(s) of {args.service} "
@@ -59,3 +60,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("service")
     p.add_argument("--slot", type=int, help="only this replica slot")
     p.add_argument("--gen", type=int, help="the volume generation (from ls), for an unbound volume")
+    add_yes(p)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _age, _cell, _client, _emit, add_quiet, emit_list
+from orca.commands.common import _age, _cell, _client, _emit, add_quiet, add_yes, confirm, emit_list
 
 __all__ = ["add_parsers", "WEBHOOK_HEADERS", "webhook_rows", "cmd_webhooks_add", "cmd_webhooks_list",
            "cmd_webhooks_remove"]
@@ -68,6 +68,7 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks_remove(args: argparse.Namespace) -> int:
+    confirm(args, f"remove webhook {args.id}")
     with _client(args) as client:
         result = client.remove_webhook(args.id)
     _emit(args, result, lambda: f"removed webhook {args.id}", sys.stdout)
@@ -86,3 +87,4 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     add_quiet(verb(hooks, "list", cmd_webhooks_list, "registered webhooks and their last delivery (never the secret)"))
     p = verb(hooks, "remove", cmd_webhooks_remove, "remove a webhook")
     p.add_argument("id", metavar="ID")
+    add_yes(p)

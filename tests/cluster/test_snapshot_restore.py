@@ -82,7 +82,7 @@ def test_save_under_load_lose_every_disk_restore(cluster: LocalCluster, tmp_path
     # The cluster is no longer empty: a second restore is refused unless forced.
     assert main(["snapshot", "restore", str(file)]) == 1
     assert "CONFLICT" in capsys.readouterr().err
-    assert main(["snapshot", "restore", str(file), "--force"]) == 0
+    assert main(["snapshot", "restore", str(file), "--force", "--yes"]) == 0
 
 
 def test_restore_in_many_chunks_into_another_cluster(cluster: LocalCluster, tmp_path: Path) -> None:

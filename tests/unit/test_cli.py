@@ -242,9 +242,9 @@ def test_deploy_nothing_valid_shows_each_error(fake: type[FakeClient], tmp_path:
 
 def test_stop_variants(fake: type[FakeClient]) -> None:
     fake.replies.update(stop={}, stop_project={}, stop_all={})
-    assert main(["stop", "web", "--purge"]) == 0
-    assert main(["stop", "--project", "shop"]) == 0
-    assert main(["stop", "--all"]) == 0
+    assert main(["stop", "web", "--purge", "--yes"]) == 0
+    assert main(["stop", "--project", "shop", "--yes"]) == 0
+    assert main(["stop", "--all", "--yes"]) == 0
     assert fake.calls == [("stop", ("web", True)), ("stop_project", ("shop",)), ("stop_all", ())]
 
 
@@ -698,7 +698,7 @@ def test_secrets_list_and_rm(fake: type[FakeClient], capsys: pytest.CaptureFixtu
     assert lines[0].split() == ["KEY", "GRANTS", "CREATED", "UPDATED"]
     assert lines[1].split() == ["DB_PASS", "-", "2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"]
     assert [ln.split()[:2] for ln in lines[2:]] == [["API", "shop,web"], ["LOG", "*"]]
-    assert main(["secrets", "rm", "DB_PASS"]) == 0
+    assert main(["secrets", "rm", "DB_PASS", "--yes"]) == 0
     assert capsys.readouterr().out == "deleted secret DB_PASS\n"
     assert fake.calls == [("list_secrets", ()), ("delete_secret", ("DB_PASS",))]
     assert main(["secrets", "ls", "-o", "json"]) == 0 and '"grants"' in capsys.readouterr().out
@@ -785,7 +785,7 @@ def test_drain_prints_progress_until_complete(fake: type[FakeClient], monkeypatc
         return _drain_node(0, 5, complete=True, eligibility="ineligible")
 
     fake.replies["wait_drained"] = wait_drained
-    assert main(["drain", "worker-1", "--deadline", "5m"]) == 0
+    assert main(["drain", "worker-1", "--deadline", "5m", "--yes"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "draining worker-1 (deadline 5m)",
         "worker-1: draining, 3 remaining, 2 migrated, 0 failed, deadline in 4m10s",
@@ -796,7 +796,7 @@ def test_drain_prints_progress_until_complete(fake: type[FakeClient], monkeypatc
     assert isinstance(fake.calls[0][1][1], int)  # whole seconds go out as an integer
     assert waited == [360]  # deadline + 60 s
 
-    assert main(["drain", "worker-1", "--deadline", "90", "--force", "--timeout", "10m", "-o", "json"]) == 0
+    assert main(["drain", "worker-1", "--deadline", "90", "--force", "--timeout", "10m", "-o", "json", "--yes"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == fake.replies["drain"]  # stdout: only the response; progress on stderr
     assert "worker-1: drained" in err and "drain complete" in err
@@ -805,25 +805,25 @@ def test_drain_prints_progress_until_complete(fake: type[FakeClient], monkeypatc
 
 def test_drain_detach_and_timeout(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
     fake.replies["drain"] = {"node_id": "w1", "eligibility": "draining", "drain": {}}
-    assert main(["drain", "w1", "--detach", "--deadline", "1h30m", "--force"]) == 0
+    assert main(["drain", "w1", "--detach", "--deadline", "1h30m", "--force", "--yes"]) == 0
     assert capsys.readouterr().out == "draining w1 (deadline 1h30m, force)\n"
     assert [c[0] for c in fake.calls] == ["drain"] and fake.calls[0][1][1] == 5400
 
     stuck = _drain_node(2, 1)
     fake.replies["wait_drained"] = ApiError(0, "TIMEOUT", "node w1 did not finish draining within 360 s "
                                             "(2 remaining, 1 migrated, 0 failed)", stuck, stuck)
-    assert main(["drain", "w1"]) == 1
+    assert main(["drain", "w1", "--yes"]) == 1
     err = capsys.readouterr().err
     assert "error: node w1 did not finish draining within 360 s (2 remaining, 1 migrated, 0 failed)" in err
     assert "the drain goes on in the cluster" in err and "Traceback" not in err
 
     fake.replies["wait_drained"] = ApiError(0, "NOT_DRAINING", "node w1 is not draining (eligibility eligible)")
-    assert main(["drain", "w1"]) == 1
+    assert main(["drain", "w1", "--yes"]) == 1
     assert "(NOT_DRAINING)" in capsys.readouterr().err
     fake.replies["wait_drained"] = KeyboardInterrupt()
-    assert main(["drain", "w1"]) == 130
+    assert main(["drain", "w1", "--yes"]) == 130
     fake.replies["drain"] = ApiError(403, "FORBIDDEN", "admin role required")
-    assert main(["drain", "w1"]) == 1
+    assert main(["drain", "w1", "--yes"]) == 1
     assert capsys.readouterr().err.strip().endswith("error: admin role required (FORBIDDEN)")
 
 
@@ -832,14 +832,14 @@ def test_undrain_and_node_rm(fake: type[FakeClient], capsys: pytest.CaptureFixtu
     fake.replies["remove_node"] = {"node_id": "w1", "removed": True}
     assert main(["undrain", "w1"]) == 0
     assert capsys.readouterr().out == "w1: eligible again (replicas already moved stay where they are)\n"
-    assert main(["node", "rm", "w1"]) == 0
+    assert main(["node", "rm", "w1", "--yes"]) == 0
     assert capsys.readouterr().out == "removed node w1 (its agent is told to shut down)\n"
-    assert main(["node", "rm", "w1", "-o", "json"]) == 0
+    assert main(["node", "rm", "w1", "-o", "json", "--yes"]) == 0
     assert json.loads(capsys.readouterr().out) == {"node_id": "w1", "removed": True}
     assert fake.calls == [("undrain", ("w1",)), ("remove_node", ("w1",)), ("remove_node", ("w1",))]
     fake.replies["remove_node"] = ApiError(409, "CONFLICT", "node w1 is ready and not drained: drain it first, "
                                                            "or stop its agent")
-    assert main(["node", "rm", "w1"]) == 1
+    assert main(["node", "rm", "w1", "--yes"]) == 1
     assert capsys.readouterr().err.strip() == ("error: node w1 is ready and not drained: drain it first, or stop "
                                                "its agent (CONFLICT)")
 
@@ -1300,10 +1300,10 @@ def test_webhooks_list_and_remove(fake: type[FakeClient], capsys: pytest.Capture
     assert capsys.readouterr().out == "no webhooks\n"
 
     fake.replies["remove_webhook"] = {"id": "abc123", "removed": True}
-    assert main(["webhooks", "remove", "abc123"]) == 0
+    assert main(["webhooks", "remove", "abc123", "--yes"]) == 0
     assert capsys.readouterr().out == "removed webhook abc123\n"
     fake.replies["remove_webhook"] = ApiError(404, "NOT_FOUND", "webhook 'nope' not found")
-    assert main(["webhooks", "remove", "nope"]) == 1
+    assert main(["webhooks", "remove", "nope", "--yes"]) == 1
     assert capsys.readouterr().err.strip() == "error: webhook 'nope' not found (NOT_FOUND)"
     assert fake.calls[-2:] == [("remove_webhook", ("abc123",)), ("remove_webhook", ("nope",))]
 

@@ -56,7 +56,7 @@ def test_save_inspect_restore(fake: FakeClient, tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out.startswith(f"saved {file}: index 1, term 2, schema version 1")
     assert main(["snapshot", "inspect", str(file), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["services"] == 1
-    assert main(["snapshot", "restore", str(file), "--force"]) == 0
+    assert main(["snapshot", "restore", str(file), "--force", "--yes"]) == 0
     assert fake.restored == [(file.read_bytes(), True)]
     assert "restored" in capsys.readouterr().out
 
