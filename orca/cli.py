@@ -25,10 +25,10 @@ import time as time  # re-exported: tests patch `cli.time.time`
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orca import __version__
 from orca.client import ApiError, Client
 from orca.commands import (
     cluster,
+    completion,
     context,
     daemons,
     deploy,
@@ -43,6 +43,7 @@ from orca.commands import (
     tokens,
     top,
     ui,
+    version,
     volumes,
     webhooks,
 )
@@ -59,6 +60,7 @@ from orca.commands.common import (
     fmt_duration,
     format_table,
     human_bytes,
+    next_step,
     parse_duration,
     resolve_ca_file,
     resolve_token,
@@ -82,14 +84,15 @@ __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_tok
 
 # The verb groups in the order `orca --help` lists their verbs.
 VERB_GROUPS = (daemons, tokens, deploy, services, logs, nodes, volumes, jobs, secrets, events, top, scaling,
-               webhooks, ui, cluster, context, snapshot)
+               webhooks, ui, cluster, context, snapshot, version, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
     parser = argparse.ArgumentParser(prog="orca", description="A Raft-clustered container orchestrator.")
-    parser.add_argument("--version", action="version", version=f"orca {__version__}")
+    parser.add_argument("--version", dest="show_version", action="store_true",
+                        help="show the client's version and the version of the master that answers, then exit")
     _global_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's own exits: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if getattr(args, "show_version", False) and not hasattr(args, "handler"):
+        args.handler, args.from_flag = version.cmd_version, True
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
@@ -133,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in details.get("errors") or []:
             if isinstance(err, dict):
                 print(f"error: {err.get('service', '?')}: {err.get('error')}", file=sys.stderr)
+        hint = next_step(exc.code, exc.message)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

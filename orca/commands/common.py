@@ -24,7 +24,7 @@ from orca.sdk import config as client_config
 
 __all__ = ["DEFAULT_API", "UsageError", "resolve_token", "resolve_ca_file", "format_table", "human_bytes",
            "parse_duration", "fmt_duration", "OUTPUTS", "machine_output", "emit_list", "add_quiet",
-           "Aborted", "add_yes", "confirm"]
+           "Aborted", "add_yes", "confirm", "next_step"]
 
 DEFAULT_API = client_config.DEFAULT_API
 
@@ -176,6 +176,34 @@ def _epoch(ts: Any) -> float | None:
         except ValueError:
             return None
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+    return None
+
+
+def next_step(code: str, message: str = "") -> str | None:
+    """What to do about an error the cluster (or the way to it) answered, as one line for stderr; None
+    when the message says it all. Keyed by the API's error codes (orca.errors), so it stays put when a
+    message is reworded."""
+    if code == "UNAUTHORIZED":
+        if "missing" in message:
+            return ("set ORCA_TOKEN, pass --token, or point a context at a token file "
+                    "(`orca context set NAME --api URL --token-file FILE --use`); ~/.orca/token is read last")
+        return ("the token was refused: get a fresh one from an admin (`orca token create --role ...`) and set "
+                "ORCA_TOKEN or --token")
+    if code == "FORBIDDEN":
+        return "this token's role or projects do not allow that: use a token with the role the verb needs"
+    if code == "UNREACHABLE":
+        return ("is a master running there? Check --api / ORCA_API or the current context "
+                "(`orca context list`); `orca version` shows which master answers")
+    if code == "CLUSTER_NOT_READY":
+        return "the cluster has no leader yet (or lost quorum): retry in a few seconds; `orca cluster members`"
+    if code == "RATE_LIMIT_EXCEEDED":
+        return "too many requests from this client: wait a moment and retry"
+    if code == "SERVICE_NOT_FOUND":
+        return "`orca status` lists the services"
+    if code == "NODE_NOT_FOUND":
+        return "`orca nodes` lists the nodes"
+    if code in ("VALIDATION_ERROR", "INVALID_SPEC"):
+        return "fix the input the message names and run the command again (`orca VERB --help` shows an example)"
     return None
 
 

@@ -95,13 +95,13 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("name", metavar="SERVICE")
     for field, flag, help_text in SCALING_FIELDS:
         if field == "mode":
-            p.add_argument(flag, dest=field, choices=("auto", "manual"), help=help_text)
+            p.add_argument(flag, dest=field, choices=("auto", "manual"), help=help_text.replace("%", "%%"))
         elif field in ("min_replicas", "max_replicas"):
-            p.add_argument(flag, dest=field, type=int, metavar="N", help=help_text)
+            p.add_argument(flag, dest=field, type=int, metavar="N", help=help_text.replace("%", "%%"))
         elif field in ("window_seconds", "cooldown_seconds"):
             p.add_argument(flag, dest=field, type=_duration_arg, metavar="DURATION",
                            help=help_text + ": 30, 30s, 2m")
         else:
-            p.add_argument(flag, dest=field, type=float, metavar="X", help=help_text)
+            p.add_argument(flag, dest=field, type=float, metavar="X", help=help_text.replace("%", "%%"))
     p = verb(scaling, "off", cmd_scaling_off, "remove the policy: the service keeps its replica count, scaled by hand")
     p.add_argument("name", metavar="SERVICE")

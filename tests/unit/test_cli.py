@@ -211,7 +211,8 @@ def test_api_error_prints_message_and_code(fake: type[FakeClient], capsys: pytes
     fake.replies["scale"] = ApiError(404, "SERVICE_NOT_FOUND", "Service 'x' not found")
     assert main(["scale", "x", "2"]) == 1
     captured = capsys.readouterr()
-    assert captured.err.strip() == "error: Service 'x' not found (SERVICE_NOT_FOUND)"
+    assert captured.err.splitlines() == ["error: Service 'x' not found (SERVICE_NOT_FOUND)",
+                                         "hint: `orca status` lists the services"]
     assert captured.out == ""
 
 
@@ -294,7 +295,9 @@ def test_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.setattr(cli, "Client", lambda api, token, **kw: Client(api, token, retries=0, **kw))
     assert main(["--api", f"http://127.0.0.1:{port}", "status"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: no master answered") and err.rstrip().endswith("(UNREACHABLE)")
+    first, hint = err.splitlines()
+    assert first.startswith("error: no master answered") and first.endswith("(UNREACHABLE)")
+    assert hint.startswith("hint: is a master running there? Check --api / ORCA_API")
     assert "Traceback" not in err
 
 
@@ -464,7 +467,7 @@ def test_deploy_timeout_exits_1_naming_the_service(fake: type[FakeClient], tmp_p
     # Other errors of the wait are the usual one-liner.
     fake.replies["wait_converged"] = ApiError(403, "FORBIDDEN", "role viewer may not read")
     assert main(["deploy", "-f", str(f)]) == 1
-    assert capsys.readouterr().err.strip() == "error: role viewer may not read (FORBIDDEN)"
+    assert capsys.readouterr().err.splitlines()[0] == "error: role viewer may not read (FORBIDDEN)"
     assert main(["deploy", "-f", str(f), "--timeout", "0"]) == 2
 
 
@@ -571,7 +574,7 @@ def test_logs_error_before_any_line(fake: type[FakeClient], capsys: pytest.Captu
 
     fake.replies["logs"] = logs
     assert main(["logs", "nope"]) == 1
-    assert capsys.readouterr().err.strip() == "error: service 'nope' not found (SERVICE_NOT_FOUND)"
+    assert capsys.readouterr().err.splitlines()[0] == "error: service 'nope' not found (SERVICE_NOT_FOUND)"
 
 
 NODES = [
@@ -824,7 +827,7 @@ def test_drain_detach_and_timeout(fake: type[FakeClient], capsys: pytest.Capture
     assert main(["drain", "w1", "--yes"]) == 130
     fake.replies["drain"] = ApiError(403, "FORBIDDEN", "admin role required")
     assert main(["drain", "w1", "--yes"]) == 1
-    assert capsys.readouterr().err.strip().endswith("error: admin role required (FORBIDDEN)")
+    assert capsys.readouterr().err.splitlines()[-2] == "error: admin role required (FORBIDDEN)"
 
 
 def test_undrain_and_node_rm(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
