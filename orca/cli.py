@@ -33,6 +33,7 @@ from orca.commands import (
     daemons,
     deploy,
     events,
+    examples,
     jobs,
     logs,
     nodes,
@@ -80,7 +81,7 @@ __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_tok
            "fmt_duration", "progress_line", "status_rows", "ps_rows", "node_rows", "node_text", "drain_line",
            "top_rows", "webhook_rows", "scaling_mode", "scaling_text", "event_row", "event_line",
            "cluster_info_text", "members_text", "cmd_status", "cmd_drain", "cmd_cluster_info", "STATUS_HEADERS",
-           "PS_HEADERS", "NODE_HEADERS", "_age", "_epoch", "_client", "_emit"]
+           "PS_HEADERS", "NODE_HEADERS", "verb_parsers", "_age", "_epoch", "_client", "_emit"]
 
 # The verb groups in the order `orca --help` lists their verbs.
 VERB_GROUPS = (daemons, tokens, deploy, services, logs, nodes, volumes, jobs, secrets, events, top, scaling,
@@ -104,7 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in VERB_GROUPS:
         group.add_parsers(verbs, common, verb)
+    for path, sub in verb_parsers(parser):
+        examples.attach(sub, path)
     return parser
+
+
+def verb_parsers(parser: argparse.ArgumentParser, prefix: str = "") -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every verb's parser under `parser` as ("token create", parser), groups before their verbs, in the
+    order `--help` lists them (an alias such as `secrets ls` is listed once, under its name)."""
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for name, sub in action.choices.items():
+                if id(sub) in seen:
+                    continue
+                seen.add(id(sub))
+                path = f"{prefix} {name}".strip()
+                found.append((path, sub))
+                found.extend(verb_parsers(sub, path))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
