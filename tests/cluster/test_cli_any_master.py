@@ -39,7 +39,7 @@ def test_every_verb_answers_with_master_1_dead(cluster: LocalCluster, tmp_path: 
         ["secrets", "set", "DB_PASSWORD", "s3cret"], ["secrets", "list"], ["webhooks", "list"],
         ["scaling", "get", "web"], ["top", "--once"], ["scale", "web", "2"],
         ["deploy", "--detach", "-f", str(spec_file)], ["stop", "web"], ["start", "web"],
-        ["logs", "web", "--tail", "1"], ["secrets", "rm", "DB_PASSWORD"], ["context", "refresh"],
+        ["logs", "web", "--tail", "1"], ["secrets", "rm", "DB_PASSWORD", "--yes"], ["context", "refresh"],
     ]
     for argv in commands:
         rc = main([*argv, "-v"])
