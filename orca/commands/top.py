@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orca.client import ApiError, Client
-from orca.commands.common import UsageError, _cell, _client, _emit, _silence_stdout, format_table
+from orca.commands.common import UsageError, _cell, _client, _dump, _emit, _silence_stdout, format_table, machine_output
 from orca.commands.scaling import scaling_mode
 
 __all__ = ["add_parsers", "TOP_HEADERS", "top_rows", "cmd_top"]
@@ -41,8 +41,27 @@ def top_rows(snapshot: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def _top_snapshot(client: Client, project: str | None) -> list[dict[str, Any]]:
-    """Every service with its current metrics sample and scaling policy; a service whose metrics or
+def _top_snapshot(client: Client, project: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Every service with its current metrics sample and scaling policy, and why the samples are missing
+    when they are. One request (`GET /api/v1/top`); a master from before that route (a rolling upgrade)
+    is asked the old way, 1 + 2N requests."""
+    bulk = getattr(client, "top", None)
+    if bulk is not None:
+        try:
+            body = bulk(project)
+        except ApiError as err:
+            if err.status not in (404, 405):
+                raise
+        else:
+            items = [{"name": s.get("name"), "status": s.get("status"), "replicas": s.get("replicas"),
+                      "running": s.get("running_replicas"), "metrics": s.get("metrics"),
+                      "scaling": s.get("scaling")} for s in body.get("services") or [] if isinstance(s, dict)]
+            return items, body.get("metrics_error")
+    return _top_snapshot_per_service(client, project), None
+
+
+def _top_snapshot_per_service(client: Client, project: str | None) -> list[dict[str, Any]]:
+    """The old way: the status list, then each service's metrics and policy; a service whose metrics or
     policy could not be read (the leader unreachable, the service just removed) shows dashes there."""
     out = []
     for s in client.status(project):
@@ -75,15 +94,20 @@ def cmd_top(args: argparse.Namespace) -> int:
         try:
             first = True
             while True:
-                snapshot = _top_snapshot(client, args.project)
-                doc = {"at": time.time(), "services": snapshot}
-                if args.output == "json":
+                snapshot, metrics_error = _top_snapshot(client, args.project)
+                doc = {"at": time.time(), "services": snapshot, "metrics_error": metrics_error}
+                if machine_output(args):
                     if args.once:
                         _emit(args, doc, lambda: None, sys.stdout)
                         return 0
-                    print(json.dumps(doc, sort_keys=True, default=str), flush=True)
+                    # Refreshes: one JSON object a line, or a stream of YAML documents.
+                    text = json.dumps(doc, sort_keys=True, default=str) if args.output == "json" else \
+                        "---\n" + _dump(args, doc)
+                    print(text, flush=True)
                 else:
                     table = format_table(TOP_HEADERS, top_rows(snapshot)) if snapshot else "no services"
+                    if metrics_error:  # say why the traffic columns are dashes, instead of leaving it a puzzle
+                        table += f"\n\nno traffic samples: {metrics_error}"
                     if args.once:
                         print(table, flush=True)
                         return 0

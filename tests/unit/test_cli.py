@@ -1125,7 +1125,9 @@ def _top_fake(fake: type[FakeClient]) -> None:
 
     fake.replies.update(status=STATUS, metrics=metrics,
                         get_scaling=lambda name: {"name": name, "replicas": 3,
-                                                  "scaling": AUTO if name == "web" else None})
+                                                  "scaling": AUTO if name == "web" else None},
+                        # a master from before GET /api/v1/top: asked the old way, 1 + 2N requests
+                        top=ApiError(404, "NOT_FOUND", "no such route"))
 
 
 def test_top_once(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
@@ -1137,16 +1139,33 @@ def test_top_once(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) ->
         ["NAME", "REPLICAS", "RPS", "P95", "ERR%", "CPU%", "MEM%", "SCALING"],
         ["web", "2/3", "123.5", "42ms", "1.2", "35.2", "61.0", "auto", "2..10"],
         ["api", "1/1", "-", "-", "-", "-", "-", "manual"]]  # metrics unavailable: dashes, not a failure
-    assert fake.calls == [("status", (None,)), ("metrics", ("web",)), ("get_scaling", ("web",)),
+    assert fake.calls == [("top", (None,)), ("status", (None,)), ("metrics", ("web",)), ("get_scaling", ("web",)),
                           ("metrics", ("api",)), ("get_scaling", ("api",))]
     assert main(["top", "--once", "-o", "json", "--project", "shop"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["services"][0] == {"name": "web", "status": "running", "replicas": 3, "running": 2,
                                   "metrics": SAMPLE, "scaling": AUTO}
+    assert doc["metrics_error"] is None
     assert fake.calls[-5] == ("status", ("shop",))
     fake.replies["status"] = []
     assert main(["top", "--once"]) == 0
     assert capsys.readouterr().out == "no services\n"
+
+
+def test_top_asks_once_per_refresh(fake: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
+    """GET /api/v1/top answers everything in one request; when the leader could not be asked for the
+    samples, the table says why instead of showing unexplained dashes."""
+    rows = [{**s, "scaling": AUTO if s["name"] == "web" else None, "metrics": SAMPLE if s["name"] == "web" else None}
+            for s in STATUS]
+    fake.replies["top"] = {"at": 1.0, "services": rows, "metrics_error": None}
+    assert main(["top", "--once", "--project", "shop"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[1] == ["web", "2/3", "123.5", "42ms", "1.2", "35.2", "61.0", "auto", "2..10"]
+    assert fake.calls == [("top", ("shop",))]
+    fake.replies["top"] = {"at": 1.0, "services": rows, "metrics_error": "could not reach the leader"}
+    assert main(["top", "--once"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("no traffic samples: could not reach the leader")
+    assert len(fake.calls) == 2
 
 
 def test_top_rows_use_a_policy_in_the_status_and_small_latencies() -> None:
