@@ -34,7 +34,7 @@ EXAMPLES: dict[str, list[str]] = {
     "drain": ["orca drain worker-1 --yes", "orca drain worker-1 --deadline 10m --detach --yes"],
     "undrain": ["orca undrain worker-1"],
     "node rm": ["orca node rm worker-1 --yes"],
-    "volumes ls": ["orca volumes ls", "orca volumes ls --node worker-1"],
+    "volumes ls": ["orca volumes ls", "orca volumes ls --node worker-1 -q"],
     "volumes rm": ["orca volumes rm worker-1 db --yes"],
     "run": ["orca run -f migrate.toml --timeout 120"],
     "secrets set": ["printf %s \"$DB_PASS\" | orca secrets set DB_PASS --project shop"],

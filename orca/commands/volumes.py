@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _client, _emit, add_yes, confirm
+from orca.commands.common import _client, _emit, add_quiet, add_yes, confirm, emit_list
 
 __all__ = ["add_parsers"]
 
@@ -35,6 +35,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     def cmd_ls(args: argparse.Namespace) -> int:
         with _client(args) as client:
             result = client.request("GET", "/api/v1/volumes", params={"node": args.node})
+        if args.quiet:  # the engine's volume names, e.g. for `docker volume inspect`
+            emit_list(args, result, [], [], ids=[v.get("name") for v in result.get("volumes") or []])
+            return 0
         _emit(args, result, lambda: _rows(result.get("volumes") or []) if result.get("volumes") else "no volumes",
              sys.stdout)
         for err in result.get("errors") or []:
@@ -55,6 +58,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     sub = p.add_subparsers(dest="volumes_verb", metavar="ACTION", required=True)
     p = verb(sub, "ls", cmd_ls, "every node's orca volumes")
     p.add_argument("--node", help="only this node")
+    add_quiet(p)
     p = verb(sub, "rm", cmd_rm, "remove a stopped service's volumes on a node")
     p.add_argument("node")
     p.add_argument("service")

@@ -55,6 +55,9 @@ def test_quiet_prints_only_ids(fake: type[FakeClient], capsys: pytest.CaptureFix
     fake.replies["list_secrets"] = [{"key": "DB_PASS"}]
     assert main(["secrets", "ls", "-q"]) == 0
     assert capsys.readouterr().out == "DB_PASS\n"
+    fake.replies["request"] = {"volumes": [{"node": "worker-1", "name": "orca-db-0-data-1"}], "errors": []}
+    assert main(["volumes", "ls", "-q"]) == 0
+    assert capsys.readouterr().out == "orca-db-0-data-1\n"
 
 
 def test_wide_adds_columns_and_yaml_is_the_data(fake: type[FakeClient],  # noqa: F811
