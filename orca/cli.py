@@ -53,14 +53,8 @@ from orca.commands.common import (
     DEFAULT_API,
     Aborted,
     UsageError,
-    _age,
     _client,
-    _emit,
-    _epoch,
     _global_options,
-    fmt_duration,
-    format_table,
-    human_bytes,
     next_step,
     parse_duration,
     resolve_ca_file,
@@ -69,6 +63,7 @@ from orca.commands.common import (
 from orca.commands.deploy import progress_line
 from orca.commands.events import event_line, event_row
 from orca.commands.nodes import NODE_HEADERS, cmd_drain, drain_line, node_rows, node_text
+from orca.commands.output import _age, _emit, _epoch, fmt_duration, format_table, human_bytes
 from orca.commands.scaling import scaling_mode, scaling_text
 from orca.commands.services import PS_HEADERS, STATUS_HEADERS, cmd_status, ps_rows, status_rows
 from orca.commands.specfile import load_services

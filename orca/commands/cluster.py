@@ -9,19 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.commands.common import (
-    UsageError,
-    _cell,
-    _client,
-    _emit,
-    _fmt_time,
-    _global_options,
-    add_quiet,
-    add_yes,
-    confirm,
-    emit_list,
-    format_table,
-)
+from orca.commands.common import UsageError, _client, _global_options, add_yes, confirm
+from orca.commands.output import _cell, _emit, _fmt_time, add_quiet, emit_list, format_table
 
 __all__ = ["add_parsers", "cluster_info_text", "members_text", "cmd_cluster_info", "cmd_cluster_leader",
            "cmd_cluster_members", "cmd_cluster_status"]

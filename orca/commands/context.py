@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from orca.client import ApiError, Client
-from orca.commands.common import UsageError, _emit, add_quiet, emit_list
+from orca.commands.common import UsageError
+from orca.commands.output import _emit, add_quiet, emit_list
 from orca.sdk.config import ClientConfig, ConfigFileError, Context, home_token
 
 __all__ = ["add_parsers", "cmd_context_set", "cmd_context_list", "cmd_context_use", "cmd_context_rm",

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from orca.client import ApiError, Client, is_converged
-from orca.commands.common import UsageError, _cell, _client, _emit, machine_output
+from orca.commands.common import UsageError, _client
+from orca.commands.output import _cell, _emit, machine_output
 from orca.commands.specfile import load_services
 
 __all__ = ["add_parsers", "progress_line", "cmd_deploy", "cmd_promote", "cmd_rollback"]

@@ -9,18 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from orca.client import Client
-from orca.commands.common import (
-    UsageError,
-    _cell,
-    _client,
-    _dump,
-    _fmt_time,
-    _silence_stdout,
-    add_quiet,
-    emit_list,
-    machine_output,
-    since_arg,
-)
+from orca.commands.common import UsageError, _client, since_arg
+from orca.commands.output import _cell, _dump, _fmt_time, _silence_stdout, add_quiet, emit_list, machine_output
 
 __all__ = ["add_parsers", "EVENT_HEADERS", "event_row", "event_line", "event_header", "cmd_events"]
 

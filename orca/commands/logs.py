@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _silence_stdout, since_arg
+from orca.commands.common import UsageError, _client, since_arg
+from orca.commands.output import _silence_stdout
 
 __all__ = ["add_parsers", "cmd_logs"]
 

@@ -9,17 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from orca.client import ApiError
-from orca.commands.common import (
-    UsageError,
+from orca.commands.common import UsageError, _client, _duration_arg, add_yes, confirm
+from orca.commands.output import (
     _age,
     _cell,
-    _client,
-    _duration_arg,
     _emit,
     _epoch,
     add_quiet,
-    add_yes,
-    confirm,
     emit_list,
     fmt_duration,
     format_table,

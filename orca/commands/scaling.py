@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _cell, _client, _duration_arg, _emit, format_table
+from orca.commands.common import UsageError, _client, _duration_arg
+from orca.commands.output import _cell, _emit, format_table
 
 __all__ = ["add_parsers", "SCALING_FIELDS", "scaling_mode", "scaling_text", "cmd_scaling_get", "cmd_scaling_set",
            "cmd_scaling_off"]

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, add_quiet, add_yes, confirm, emit_list
+from orca.commands.common import UsageError, _client, add_yes, confirm
+from orca.commands.output import _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers", "cmd_secrets_set", "cmd_secrets_grant", "cmd_secrets_list", "cmd_secrets_rm"]
 

@@ -7,18 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import (
-    UsageError,
-    _age,
-    _cell,
-    _client,
-    _emit,
-    add_quiet,
-    add_yes,
-    confirm,
-    emit_list,
-    format_table,
-)
+from orca.commands.common import UsageError, _client, add_yes, confirm
+from orca.commands.output import _age, _cell, _emit, add_quiet, emit_list, format_table
 
 __all__ = ["add_parsers", "STATUS_HEADERS", "PS_HEADERS", "HISTORY_HEADERS", "status_rows", "ps_rows",
            "history_rows", "cmd_status", "cmd_scale", "cmd_stop", "cmd_start", "cmd_ps", "cmd_history"]

@@ -13,7 +13,8 @@ from typing import Any
 
 from orca import snapshot
 from orca.client import ApiError
-from orca.commands.common import UsageError, _client, _emit, add_yes, confirm, machine_output
+from orca.commands.common import UsageError, _client, add_yes, confirm
+from orca.commands.output import _emit, machine_output
 
 __all__ = ["add_parsers", "cmd_snapshot_save", "cmd_snapshot_inspect", "cmd_snapshot_restore", "summary"]
 

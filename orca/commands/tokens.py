@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.commands.common import UsageError, _client, _emit, _fmt_time, add_quiet, add_yes, confirm, emit_list
+from orca.commands.common import UsageError, _client, add_yes, confirm
+from orca.commands.output import _emit, _fmt_time, add_quiet, emit_list
 from orca.errors import OrcaError
 
 __all__ = ["add_parsers", "ROLES", "cmd_token_create", "cmd_token_list", "cmd_token_revoke"]

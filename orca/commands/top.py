@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from orca.client import ApiError, Client
-from orca.commands.common import UsageError, _cell, _client, _dump, _emit, _silence_stdout, format_table, machine_output
+from orca.commands.common import UsageError, _client
+from orca.commands.output import _cell, _dump, _emit, _silence_stdout, format_table, machine_output
 from orca.commands.scaling import scaling_mode
 
 __all__ = ["add_parsers", "TOP_HEADERS", "top_rows", "cmd_top"]

@@ -15,7 +15,8 @@ from typing import Any
 
 from orca import __version__
 from orca.client import ApiError
-from orca.commands.common import _client, _emit, next_step
+from orca.commands.common import _client, next_step
+from orca.commands.output import _emit
 
 __all__ = ["add_parsers", "cmd_version", "version_info"]
 

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _client, _emit, add_quiet, add_yes, confirm, emit_list
+from orca.commands.common import _client, add_yes, confirm
+from orca.commands.output import _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers"]
 

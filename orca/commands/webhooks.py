@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from orca.commands.common import _age, _cell, _client, _emit, add_quiet, add_yes, confirm, emit_list
+from orca.commands.common import _client, add_yes, confirm
+from orca.commands.output import _age, _cell, _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers", "WEBHOOK_HEADERS", "webhook_rows", "cmd_webhooks_add", "cmd_webhooks_list",
            "cmd_webhooks_remove"]
