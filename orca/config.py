@@ -170,6 +170,8 @@ class AgentConfig:
     # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
     ca_file: Path | None = None
     insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
+    # [agent].metrics_require_token: /metrics answers only a bearer token of role viewer or above
+    metrics_require_token: bool = False
 
     @property
     def tls(self) -> bool:
@@ -569,7 +571,8 @@ def load_master_config(path: str | Path) -> MasterConfig:
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http")
+               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http",
+               "metrics_require_token")
 
 
 def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
@@ -715,6 +718,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
         cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
+        metrics_require_token=agent.boolean("metrics_require_token", AgentConfig.metrics_require_token),
         bind_paths=bind_lists["bind_paths"], bind_paths_rw=bind_lists["bind_paths_rw"],
     )
 
