@@ -48,7 +48,7 @@ _MAX_VOLUMES_LISTED = 4096  # volumes one listing returns
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AGENT_KEY = web.AppKey("agent", Agent)
 VERDICTS_KEY = web.AppKey("verdicts", TokenVerdicts)
-_MAX_BEARER = 8192  # far above any token orca mints; a longer one is refused without asking a master
+_MAX_BEARER = 4096  # far above any token orca mints (~250 bytes); longer: refused without asking a master
 
 
 def error_response(err: OrcaError) -> web.Response:
