@@ -15,6 +15,7 @@ from orca.commands.output import _cell, _emit, _fmt_time, add_quiet, emit_list, 
 __all__ = ["add_parsers", "cluster_info_text", "members_text", "cmd_cluster_info", "cmd_cluster_leader",
            "cmd_cluster_members", "cmd_cluster_status"]
 
+
 def cluster_info_text(info: dict[str, Any]) -> str:
     """Masters table, then leader/term/commit index, then nodes when there are any."""
     masters = info.get("masters") or []

@@ -23,6 +23,7 @@ from orca.sdk import config as client_config
 __all__ = ["DEFAULT_API", "UsageError", "resolve_token", "resolve_ca_file", "parse_duration", "since_arg",
            "Aborted", "add_yes", "confirm", "next_step"]
 
+
 DEFAULT_API = client_config.DEFAULT_API
 
 

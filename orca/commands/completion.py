@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = ["add_parsers", "cmd_completion", "SHELLS"]
 
+
 SHELLS = ("bash", "zsh")
 
 

@@ -15,6 +15,7 @@ from orca.commands.specfile import load_services
 
 __all__ = ["add_parsers", "progress_line", "cmd_deploy", "cmd_promote", "cmd_rollback"]
 
+
 def _ready(c: dict[str, Any]) -> bool:
     return c.get("status") == "running" and c.get("health") in (None, "healthy")
 

@@ -14,6 +14,7 @@ from orca.commands.output import _cell, _dump, _fmt_time, _silence_stdout, add_q
 
 __all__ = ["add_parsers", "EVENT_HEADERS", "event_row", "event_line", "event_header", "cmd_events"]
 
+
 EVENT_HEADERS = ["TIME", "TYPE", "SERVICE/NODE", "ACTOR", "MESSAGE"]
 
 

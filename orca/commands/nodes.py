@@ -26,6 +26,7 @@ from orca.commands.output import (
 __all__ = ["add_parsers", "NODE_HEADERS", "node_rows", "node_text", "drain_line", "cmd_nodes", "cmd_drain",
            "cmd_undrain", "cmd_node_rm"]
 
+
 NODE_HEADERS = ["ID", "STATUS", "ELIGIBILITY", "ALLOCS", "MEMORY", "CPU", "LAST-HEARTBEAT", "LABELS"]
 
 

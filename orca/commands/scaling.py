@@ -13,6 +13,7 @@ from orca.commands.output import _cell, _emit, format_table
 __all__ = ["add_parsers", "SCALING_FIELDS", "scaling_mode", "scaling_text", "cmd_scaling_get", "cmd_scaling_set",
            "cmd_scaling_off"]
 
+
 # (policy field, CLI flag, what it is) in the order the policy lists them.
 SCALING_FIELDS = [
     ("mode", "--mode", "auto: the leader scales within min..max; manual: only `orca scale`"),

@@ -13,6 +13,7 @@ from orca.commands.output import _emit, add_quiet, emit_list
 
 __all__ = ["add_parsers", "cmd_secrets_set", "cmd_secrets_grant", "cmd_secrets_list", "cmd_secrets_rm"]
 
+
 def _secret_value(args: argparse.Namespace) -> str:
     """VALUE from the command line, else a hidden prompt on a terminal, else all of stdin (one trailing
     newline dropped, so `echo x | orca secrets set K` stores "x")."""

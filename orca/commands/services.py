@@ -13,6 +13,7 @@ from orca.commands.output import _age, _cell, _emit, add_quiet, emit_list, forma
 __all__ = ["add_parsers", "STATUS_HEADERS", "PS_HEADERS", "HISTORY_HEADERS", "status_rows", "ps_rows",
            "history_rows", "cmd_status", "cmd_scale", "cmd_stop", "cmd_start", "cmd_ps", "cmd_history"]
 
+
 def status_rows(services: list[dict[str, Any]]) -> list[list[Any]]:
     """One row per service for the status table (split out so it is testable without a server)."""
     rows = []

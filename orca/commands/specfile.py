@@ -11,6 +11,7 @@ from orca.commands.common import UsageError
 
 __all__ = ["load_services"]
 
+
 def _read_doc(path: Path) -> Any:
     """Parse one JSON or TOML file; the suffix decides, and an unknown suffix tries JSON then TOML."""
     try:

@@ -16,6 +16,7 @@ from orca.errors import OrcaError
 
 __all__ = ["add_parsers", "ROLES", "cmd_token_create", "cmd_token_list", "cmd_token_revoke"]
 
+
 ROLES = ("admin", "deployer", "viewer", "agent")
 
 

@@ -16,6 +16,7 @@ from orca.commands.scaling import scaling_mode
 
 __all__ = ["add_parsers", "TOP_HEADERS", "top_rows", "cmd_top"]
 
+
 TOP_HEADERS = ["NAME", "REPLICAS", "RPS", "P95", "ERR%", "CPU%", "MEM%", "SCALING"]
 
 

@@ -13,6 +13,7 @@ from orca.commands.output import _age, _cell, _emit, add_quiet, emit_list
 __all__ = ["add_parsers", "WEBHOOK_HEADERS", "webhook_rows", "cmd_webhooks_add", "cmd_webhooks_list",
            "cmd_webhooks_remove"]
 
+
 WEBHOOK_HEADERS = ["ID", "REPO", "BRANCH", "SERVICE", "LAST-DELIVERY", "RESULT"]
 
 
