@@ -37,10 +37,11 @@ _WS_CLOSE_S = 1.0  # how long closing waits for the server's close frame before 
 class _Refused(Exception):
     """Internal: the server answered the upgrade request with a plain HTTP response (an error envelope)."""
 
-    def __init__(self, status: int, data: bytes):
+    def __init__(self, status: int, data: bytes, headers: Mapping[str, str]):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.data = data
+        self.headers = headers
 
 
 def _connect_ws(url: str, headers: Mapping[str, str], *, timeout: float, connect_timeout: float,
@@ -70,7 +71,8 @@ def _connect_ws(url: str, headers: Mapping[str, str], *, timeout: float, connect
                           legacy=True)  # connect now, return the connection (it outlives this call)
     except InvalidStatus as exc:
         sock.close()
-        raise _Refused(exc.response.status_code, bytes(exc.response.body or b"")) from None
+        response = exc.response
+        raise _Refused(response.status_code, bytes(response.body or b""), response.headers) from None
     except BaseException:
         sock.close()
         raise
@@ -149,7 +151,7 @@ class StreamsMixin(Transport):
                     self._last_good = base
                     return conn, resp
                 try:
-                    error = error_from_response(resp.status, resp.read())
+                    error = error_from_response(resp.status, resp.read(), resp.headers)
                 except (OSError, http.client.HTTPException):
                     error = ApiError(resp.status, f"HTTP_{resp.status}", resp.reason or "error")
                 finally:
@@ -238,7 +240,7 @@ class StreamsMixin(Transport):
                     ws = _connect_ws(base + target, headers, timeout=self.timeout,
                                      connect_timeout=self.connect_timeout, ca_file=self.ca_file)
                 except _Refused as exc:
-                    error = error_from_response(exc.status, exc.data)
+                    error = error_from_response(exc.status, exc.data, exc.headers)
                     if exc.status == 503 and error.code == "CLUSTER_NOT_READY":
                         self._forget(base)
                         last_error = error
