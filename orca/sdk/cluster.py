@@ -15,6 +15,10 @@ __all__ = ["ClusterMixin"]
 class ClusterMixin(Transport):
     """The cluster, node and snapshot calls of a client."""
 
+    def health(self) -> dict[str, Any]:
+        """This master's view: role, leader, term, readiness (no token needed)."""
+        return self.request("GET", "/api/v1/health")
+
     def cluster_info(self) -> dict[str, Any]:
         """Masters, leader, term, commit index and nodes."""
         return self.request("GET", "/api/v1/cluster/info")

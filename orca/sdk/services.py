@@ -15,10 +15,6 @@ __all__ = ["ServicesMixin"]
 class ServicesMixin(Transport):
     """The service calls of a client."""
 
-    def health(self) -> dict[str, Any]:
-        """This master's view: role, leader, term, readiness (no token needed)."""
-        return self.request("GET", "/api/v1/health")
-
     def deploy(self, services: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
         """Create or update services -> `{"deployed": [names], "errors": [{"service", "error"}]}`."""
         return self.request("POST", "/api/v1/deploy", json={"services": list(services)},
