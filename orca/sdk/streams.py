@@ -87,8 +87,9 @@ def _receive(ws: ClientConnection, idle_s: float | None) -> str | bytes | None:
     try:
         return ws.recv(timeout=idle_s)
     except ConnectionClosed as exc:
-        if exc.rcvd is not None:  # the server said goodbye, whatever its code: the stream is over
-            return None
+        if exc.rcvd is not None and exc.rcvd_then_sent is not False:
+            return None  # the server said goodbye first, whatever its code: the stream is over
+        # else dropped, or closed by this side (a message over the size bound), the server only answering
         raise ApiError(0, "STREAM_BROKEN", f"stream ended early: {exc}") from exc
     except TimeoutError as exc:
         raise ApiError(0, "STREAM_BROKEN", f"stream ended early: nothing received for {idle_s:g} s") from exc

@@ -173,8 +173,8 @@ def _logs(lines: list[str]) -> Handler:
         await ws.prepare(request)
         for line in lines:
             await ws.send_str(line)
-        await asyncio.sleep(0.2)  # the client closes first on an oversized message
-        await ws.close()
+        async for _ in ws:  # as the masters do: read the client's messages, so its close is answered at once
+            pass
         return ws
     return handler
 
