@@ -206,6 +206,22 @@ class WaitingMixin(Transport):
                                f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy)",
                                detail, detail)
 
+    def wait_service(self, name: str, until: Callable[[dict[str, Any]], bool], timeout_s: float, *,
+                     interval_s: float = 0.5) -> dict[str, Any]:
+        """Read `service(name)` until `until(detail)` is true, and return that detail: the first read at
+        once, the next ones blocking queries (answered when the detail changed), as in `wait_converged`.
+        Raises `ApiError` `TIMEOUT` (status 0, details and body the last detail) after `timeout_s`; the
+        read's own errors (`SERVICE_NOT_FOUND`, ...) as they come."""
+        reader = _BlockingReader(self, f"/api/v1/services/{quote(name, safe='')}", time.monotonic() + timeout_s,
+                                 interval_s)
+        while True:
+            detail = reader.read()
+            if until(detail):
+                return detail
+            if time.monotonic() >= reader.deadline:
+                raise ApiError(0, "TIMEOUT", f"{name}: not there within {timeout_s:g} s "
+                               f"(status {detail.get('status')})", detail, detail)
+
     def wait_drained(self, node_id: str, timeout_s: float, on_progress: Callable[[dict[str, Any]], Any] | None = None,
                      *, interval_s: float = 0.5) -> dict[str, Any]:
         """Read `node(node_id)` until its drain is complete (no orca container left there), and return

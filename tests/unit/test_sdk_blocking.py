@@ -110,6 +110,21 @@ def test_wait_converged_makes_one_blocking_request_instead_of_polling(master: Si
     assert reads[1].startswith("/api/v1/services/web?index=2&wait=") and len(reads) == 2, reads
 
 
+def test_wait_service_waits_for_a_condition_by_blocking_reads(master: SimpleNamespace) -> None:
+    master.raft._apply("deploy", deploy_args("web"))
+    thread, out = in_thread(lambda: master.client.wait_service("web", lambda d: d["replicas"]["desired"] == 3, 60))
+    until_waiting(master)
+    master.raft._apply("scale", {"name": "web", "replicas": 2})  # a change, not the one awaited
+    master.raft._apply("scale", {"name": "web", "replicas": 3})
+    thread.join(30)
+    assert out["value"]["replicas"]["desired"] == 3
+    reads = [p for p in master.seen if p.startswith("/api/v1/services/web")]
+    assert reads[0] == "/api/v1/services/web" and all("index=" in p for p in reads[1:]) and len(reads) <= 3
+    with pytest.raises(ApiError) as info:
+        master.client.wait_service("web", lambda d: False, 0.3)
+    assert info.value.code == "TIMEOUT" and info.value.details["name"] == "web"
+
+
 def test_wait_drained_blocks_too(master: SimpleNamespace) -> None:
     with pytest.raises(ApiError) as info:
         master.client.wait_drained("n1", 5)
