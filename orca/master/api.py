@@ -84,6 +84,7 @@ class MasterApi:
                               middlewares=make_middlewares(self.checker, self.metrics, self.info.max_body_bytes,
                                                            limiter))
         app.on_response_prepare.append(add_rate_limit_headers)
+        app.on_shutdown.append(self._release_waiters)
         r = app.router
         r.add_get("/livez", self.livez)
         r.add_get("/readyz", self.readyz)
@@ -221,6 +222,11 @@ class MasterApi:
             self._watch = blocking_query.AppliedWatch(lambda: self.raft.applied_index,
                                                       self.raft.store.applied_listeners)
         return self._watch
+
+    async def _release_waiters(self, _app: web.Application) -> None:
+        """Shutting down: blocking queries answer now instead of holding the shutdown for their wait."""
+        if self._watch is not None:
+            self._watch.release()
 
     def applied_index(self) -> int:
         return self._watch.index() if self._watch is not None else self.raft.applied_index

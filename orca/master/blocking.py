@@ -85,7 +85,14 @@ class AppliedWatch:
         self._changed = asyncio.Event()
         self._wake_pending = False
         self.waiting = 0
+        self.released = False
         listeners.append(self._on_applied)
+
+    def release(self) -> None:
+        """Answer every waiting request now, and every later one at once: the server is shutting down
+        (aiohttp waits for running handlers before it stops, and a wait may be minutes long)."""
+        self.released = True
+        self._wake()
 
     def index(self) -> int:
         """This master's applied index, including an entry whose apply has run but is not counted yet."""
@@ -108,7 +115,7 @@ class AppliedWatch:
         start (see the module docstring), or after `query.wait_s`. `answer()` computes the route's answer
         from the state (cheap: it is what the read itself runs); an error it raises is an answer too."""
         start = self.index()
-        if start > query.index or query.wait_s <= 0 or self.waiting >= MAX_WAITERS:
+        if start > query.index or query.wait_s <= 0 or self.waiting >= MAX_WAITERS or self.released:
             return
         baseline = _outcome(answer) if start == query.index else None
         deadline = self._loop.time() + query.wait_s
@@ -116,7 +123,7 @@ class AppliedWatch:
         try:
             while True:
                 remaining = deadline - self._loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.released:
                     return
                 changed = self._changed  # taken before the check: a wake-up after it sets this one
                 if self.index() > query.index and (baseline is None or _outcome(answer) != baseline):

@@ -251,6 +251,15 @@ async def test_a_master_that_stopped_applying_answers_503_after_the_wait(master:
     assert (await resp.json())["code"] == "CLUSTER_NOT_READY"
 
 
+async def test_shutting_down_answers_the_waiting_requests(master: SimpleNamespace) -> None:
+    _, index, before = await get(master, "/api/v1/status")
+    waiting = asyncio.ensure_future(get(master, f"/api/v1/status?index={index}&wait=5m"))
+    await until_waiting(master)
+    await master.api._release_waiters(master.client.app)  # what the app's on_shutdown runs
+    assert await asyncio.wait_for(waiting, 30) == (200, index, before)
+    assert await asyncio.wait_for(get(master, f"/api/v1/status?index={index}&wait=5m"), 30) == (200, index, before)
+
+
 def test_cluster_not_ready_carries_retry_after() -> None:
     assert error_response(NotReady("no leader")).headers["Retry-After"] == "1"
     assert "Retry-After" not in error_response(Invalid("bad")).headers
