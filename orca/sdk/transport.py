@@ -8,6 +8,11 @@
   remembered, so the next write goes straight to it.
 - **Exactly-once writes.** Every POST/PUT/DELETE carries an `Idempotency-Key`, made once per logical
   call and reused on every retry of that call.
+- **Retry-After.** A `429` is waited out as its `Retry-After` says, a bounded number of times and seconds
+  per call, then raised; a 503's `Retry-After` stretches the pause between passes once the first ~2 s
+  (the failover window) are over.
+- **Blocking queries.** `blocking_get` and `watch` send `?index=&wait=` and read `X-Orca-Applied-Index`,
+  with a read timeout that covers the wait (see orca.master.blocking for the server's side).
 
 Connections (keep-alive pools per thread, the short connect timeout, endpoint memory, TLS with the
 cluster CA) are in `orca.sdk.connections`.
