@@ -310,7 +310,8 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
             return response
         finally:
             metrics.api_requests.labels(route, request.method, str(status)).inc()
-            metrics.api_latency.labels(route, request.method).observe(time.perf_counter() - start)
+            if not request.query.get("index"):  # a blocking query's time is its wait, not the master's work
+                metrics.api_latency.labels(route, request.method).observe(time.perf_counter() - start)
 
     @web.middleware
     async def errors_mw(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -260,6 +260,18 @@ async def test_shutting_down_answers_the_waiting_requests(master: SimpleNamespac
     assert await asyncio.wait_for(get(master, f"/api/v1/status?index={index}&wait=5m"), 30) == (200, index, before)
 
 
+async def test_blocking_queries_stay_out_of_the_latency_histogram(master: SimpleNamespace) -> None:
+    def observed() -> float:
+        return sum(s.value for metric in master.api.metrics.api_latency.collect() for s in metric.samples
+                   if s.name.endswith("_count") and s.labels.get("route") == "/api/v1/status")
+
+    await get(master, "/api/v1/status")
+    _, index, _ = await get(master, "/api/v1/status")
+    assert observed() == 2
+    await get(master, f"/api/v1/status?index={index}&wait=50ms")
+    assert observed() == 2
+
+
 def test_cluster_not_ready_carries_retry_after() -> None:
     assert error_response(NotReady("no leader")).headers["Retry-After"] == "1"
     assert "Retry-After" not in error_response(Invalid("bad")).headers
