@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +20,6 @@ from orca.commands.common import UsageError, _client
 from orca.commands.specfile import load_services
 
 __all__ = ["add_parsers", "exit_code_of"]
-
-
-_POLL_S = 0.5
 
 
 def exit_code_of(detail: dict[str, Any]) -> int:
@@ -65,18 +61,19 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 run = int(client.run_job(name)["run"])
             else:
                 run = int((client.service(name).get("job") or {}).get("run", 0))
-            deadline = time.monotonic() + args.timeout
-            detail = client.service(name)
-            while time.monotonic() < deadline:
-                detail = client.service(name)
+            def finished(detail: dict[str, Any]) -> bool:
                 job = detail.get("job") or {}
-                if int(job.get("run", -1)) == run and detail.get("version") == version \
-                        and detail.get("status") in ("complete", "failed"):
-                    break
-                time.sleep(_POLL_S)
-            else:
+                return (int(job.get("run", -1)) == run and detail.get("version") == version
+                        and detail.get("status") in ("complete", "failed"))
+
+            try:  # blocking reads: answered when the job's detail changes, no polling
+                detail = client.wait_service(name, finished, args.timeout)
+            except ApiError as err:
+                if err.code != "TIMEOUT":
+                    raise
+                status = err.details.get("status") if isinstance(err.details, dict) else None
                 print(f"error: job {name} run {run} did not finish within {args.timeout:g} s "
-                      f"(status {detail.get('status')}); it goes on in the cluster", file=sys.stderr)
+                      f"(status {status}); it goes on in the cluster", file=sys.stderr)
                 return 1
             for line in client.logs(name, tail=args.tail):
                 print(line)

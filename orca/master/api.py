@@ -19,6 +19,7 @@ from aiohttp import web
 
 from orca import __version__, auth, bounds, secret_scopes, spec, timefilter
 from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
+from orca.master import blocking as blocking_query
 from orca.master import status_groups, views
 from orca.master.http import (
     POLICY,
@@ -75,6 +76,7 @@ class MasterApi:
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
         self._openapi: bytes | None = None
+        self._watch: blocking_query.AppliedWatch | None = None
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -83,6 +85,7 @@ class MasterApi:
                               middlewares=make_middlewares(self.checker, self.metrics, self.info.max_body_bytes,
                                                            limiter))
         app.on_response_prepare.append(add_rate_limit_headers)
+        app.on_shutdown.append(self._release_waiters)
         r = app.router
         r.add_get("/livez", self.livez)
         r.add_get("/readyz", self.readyz)
@@ -195,17 +198,42 @@ class MasterApi:
         self.metrics.raft_writes.labels(op, "ok").inc()
         return result
 
-    async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any]) -> web.Response:
-        """Serve a read from local state, or linearizably from the leader with `?consistent=true`."""
+    async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any], *,
+                   blocking: bool = False) -> web.Response:
+        """Serve a read from local state, or linearizably from the leader with `?consistent=true`.
+
+        `blocking`: the route takes `?index=N&wait=D` (orca.master.blocking): the answer waits until this
+        master's state moved past N and the answer changed, or D passed; a consistent read commits its
+        barrier after that wait."""
         self._require_serving()
+        query = blocking_query.parse(request.query) if blocking else None
+        if query is not None:
+            await self.watch.wait(query, lambda: self.raft.read(fn))
+            self._require_serving()
         if request.query.get("consistent", "").lower() in ("1", "true", "yes"):
             self._require_leader()
             await self.raft.barrier()
         body = self.raft.read(fn)
         return json_response(body, headers=self._read_headers())
 
+    @property
+    def watch(self) -> blocking_query.AppliedWatch:
+        """The waiters' wake-up on applied entries, made on first use (on the event loop, as it must be)."""
+        if self._watch is None:
+            self._watch = blocking_query.AppliedWatch(lambda: self.raft.applied_index,
+                                                      self.raft.store.applied_listeners)
+        return self._watch
+
+    async def _release_waiters(self, _app: web.Application) -> None:
+        """Shutting down: blocking queries answer now instead of holding the shutdown for their wait."""
+        if self._watch is not None:
+            self._watch.release()
+
+    def applied_index(self) -> int:
+        return self._watch.index() if self._watch is not None else self.raft.applied_index
+
     def _read_headers(self) -> dict[str, str]:
-        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.raft.applied_index),
+        return {"X-Orca-Leader": self.leader_url() or "", "X-Orca-Applied-Index": str(self.applied_index()),
                 "X-Orca-Leader-Contact-Age": _contact_age(self.raft.leader_contact_age)}
 
     # --- health and metrics -----------------------------------------------------------------------
@@ -361,7 +389,7 @@ class MasterApi:
     # --- services (reads) -------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
         project = request.query.get("project") or None
-        return await self.read(request, lambda s: {"services": views.status_list(s, project)})
+        return await self.read(request, lambda s: {"services": views.status_list(s, project)}, blocking=True)
 
     async def service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -371,7 +399,7 @@ class MasterApi:
             if svc is None:
                 raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return views.service_detail(state, svc)
-        return await self.read(request, body)
+        return await self.read(request, body, blocking=True)
 
     async def events(self, request: web.Request) -> web.Response:
         q = request.query
@@ -382,7 +410,7 @@ class MasterApi:
             since_seq, since_time = _parse_since(q["since"])
         return await self.read(request, lambda s: {"events": views.events_query(
             s, service=q.get("service") or None, type_=q.get("type") or None, since_seq=since_seq,
-            since_time=since_time, limit=limit)})
+            since_time=since_time, limit=limit)}, blocking=True)
 
     # --- services (writes) ------------------------------------------------------------------------
     async def deploy(self, request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from orca import bounds, spec
 from orca.errors import NotReady, OrcaError, ServiceNotFound
-from orca.master import views
+from orca.master import api_top, views
 from orca.master.api_workers import log_lines, log_params
 from orca.master.http import json_response, read_json
 from orca.master.tls_manager import peer_ssl
@@ -47,6 +47,7 @@ class TrafficEndpoints:
         r.add_get("/api/v1/services/{name}/logs/stream", self.logs_stream)
         r.add_get("/api/v1/services/{name}/metrics/stream", self.metrics_stream)
         r.add_get("/api/v1/events/stream", self.events_stream)
+        r.add_get("/api/v1/top", self.top)
 
     # --- metrics ----------------------------------------------------------------------------------
     def _service_exists(self, name: str) -> None:
@@ -84,6 +85,10 @@ class TrafficEndpoints:
                 return dict(body)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise NotReady(f"could not reach the leader {leader} for metrics") from None
+
+    async def top(self, request: web.Request) -> web.Response:
+        """Every service with its policy and current sample, for `orca top` (orca.master.api_top)."""
+        return await api_top.serve(self, request)
 
     # --- scaling ----------------------------------------------------------------------------------
     async def get_scaling(self, request: web.Request) -> web.Response:

@@ -106,7 +106,7 @@ class WorkerEndpoints:
             by_node = views.allocations_by_node(s)
             return {"nodes": [views.node_view(s, n, mine=by_node.get(n["id"], []))
                               for _, n in sorted(s["nodes"].items())]}
-        return await self.api.read(request, body)
+        return await self.api.read(request, body, blocking=True)
 
     async def node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
@@ -116,7 +116,7 @@ class WorkerEndpoints:
             if node is None:
                 raise NodeNotFound(f"node {node_id!r} not found", {"node": node_id})
             return views.node_view(state, node, with_allocations=True)
-        return await self.api.read(request, body)
+        return await self.api.read(request, body, blocking=True)
 
     async def drain(self, request: web.Request) -> web.Response:
         self.api._require_leader()

@@ -43,6 +43,7 @@ PUBLIC = "public"
 _READ_CHUNK = 64 * 1024
 HMAC = "hmac"     # the handler verifies a signature itself (GitHub webhooks)
 JOIN = "join"     # the handler verifies a join token itself (an agent's one-time exchange)
+NOT_READY_RETRY_AFTER_S = 1  # Retry-After of a 503 CLUSTER_NOT_READY (no leader yet, or a write that timed out)
 
 # Every route the master serves, with the role it needs. A route missing here is denied (fail closed);
 # a test checks that every registered route has an entry.
@@ -111,6 +112,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    ("GET", "/api/v1/top"): "viewer",
     # Orchestry's API (orca.master.compat_orchestry*): an app is a service, with the same roles
     ("POST", "/api/v1/apps/register"): "deployer",
     ("GET", "/api/v1/apps"): "viewer",
@@ -170,6 +172,9 @@ def error_response(err: OrcaError, request: web.Request | None = None) -> web.Re
         headers["X-Current-Leader"] = err.leader_url
     if isinstance(err, RateLimited):
         headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
+    elif err.status == 503 and err.code == "CLUSTER_NOT_READY":
+        # An election takes well under a second; 1 is the smallest whole number of seconds HTTP allows.
+        headers["Retry-After"] = str(NOT_READY_RETRY_AFTER_S)
     if isinstance(err, MethodNotAllowed) and err.details and "allow" in err.details:
         headers["Allow"] = ", ".join(err.details["allow"])
     return json_response(body, status=err.status, headers=headers)
@@ -305,7 +310,8 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
             return response
         finally:
             metrics.api_requests.labels(route, request.method, str(status)).inc()
-            metrics.api_latency.labels(route, request.method).observe(time.perf_counter() - start)
+            if not request.query.get("index"):  # a blocking query's time is its wait, not the master's work
+                metrics.api_latency.labels(route, request.method).observe(time.perf_counter() - start)
 
     @web.middleware
     async def errors_mw(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -58,6 +58,7 @@ class Op:
     idempotent_key: bool = False     # honours the Idempotency-Key header
     tag: str = "services"
     extra_errors: tuple[int, ...] = ()
+    blocking: bool = False           # takes ?index=&wait= (a blocking query, orca.master.blocking)
 
 
 _CONSISTENT = Param("consistent", {"type": "boolean"},
@@ -73,6 +74,11 @@ _LOG_SINCE = Param("since", {"type": "string", "maxLength": 64},
 _TIMESTAMPS = Param("timestamps", {"type": "boolean"}, "true: each line starts with the time Docker stamped it")
 _SERVICE = Param("service", {"type": "string"}, "only events of this service")
 _TYPE = Param("type", {"type": "string"}, "only events of this type")
+_INDEX = Param("index", {"type": "integer", "minimum": 0, "maximum": 2**53},
+               "blocking query: answer once this master's state is past this index (the X-Orca-Applied-Index "
+               "of the answer you have) and the answer changed, or when `wait` is over")
+_WAIT = Param("wait", {"type": "string", "pattern": r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$", "maxLength": 13},
+              "blocking query: the longest wait, like 30s, 1.5m or 500ms (default 30s, at most 5m; only with index)")
 _ACCESS_TOKEN = Param("access_token", {"type": "string", "maxLength": 8192},
                       "the bearer token, for browsers that cannot set headers on a WebSocket")
 
@@ -85,8 +91,10 @@ def _write(summary: str, body: str | None = None, *, tag: str = "services", ok: 
 
 
 def _read(summary: str, *, tag: str = "services", query: tuple[Param, ...] = (), consistent: bool = True,
-          ok_type: str = "application/json", ok: int = 200) -> Op:
-    return Op(summary, query=(*query, _CONSISTENT) if consistent else query, tag=tag, ok_type=ok_type, ok=ok)
+          ok_type: str = "application/json", ok: int = 200, blocking: bool = False) -> Op:
+    query = (*query, _CONSISTENT) if consistent else query
+    return Op(summary, query=(*query, _INDEX, _WAIT) if blocking else query, tag=tag, ok_type=ok_type, ok=ok,
+              blocking=blocking)
 
 
 def _stream(summary: str, query: tuple[Param, ...] = ()) -> Op:
@@ -117,20 +125,20 @@ ROUTES: dict[tuple[str, str], Op] = {
     ("GET", "/api/v1/cluster/digest"): _read(
         "A SHA-256 digest of this master's replicated state and its applied index: equal on every master at the "
         "same index (replica consistency check, like etcd's HashKV)", tag="cluster", consistent=False),
-    ("GET", "/api/v1/cluster/nodes"): _read("Worker nodes with their allocations", tag="nodes"),
-    ("GET", "/api/v1/cluster/nodes/{id}"): _read("One worker node", tag="nodes"),
+    ("GET", "/api/v1/cluster/nodes"): _read("Worker nodes with their allocations", tag="nodes", blocking=True),
+    ("GET", "/api/v1/cluster/nodes/{id}"): _read("One worker node", tag="nodes", blocking=True),
     ("POST", "/api/v1/cluster/nodes/{id}/drain"): _write("Drain a node (move its replicas away)", "DrainRequest",
                                                          tag="nodes", body_required=False),
     ("POST", "/api/v1/cluster/nodes/{id}/undrain"): _write("Make a drained node eligible again", tag="nodes"),
     ("DELETE", "/api/v1/cluster/nodes/{id}"): _write("Remove a node from the cluster", tag="nodes"),
     # services
     ("GET", "/api/v1/status"): _read("Every service's status", query=(Param("project", {"type": "string"},
-                                                                            "only this project"),)),
-    ("GET", "/api/v1/services/{name}"): _read("One service with its replicas"),
+                                                                            "only this project"),), blocking=True),
+    ("GET", "/api/v1/services/{name}"): _read("One service with its replicas", blocking=True),
     ("GET", "/api/v1/services/{name}/history"): _read("The service's last versions"),
     ("GET", "/api/v1/events"): _read("Events, newest last", tag="events", query=(
         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)"),
-        _SINCE, _SERVICE, _TYPE)),
+        _SINCE, _SERVICE, _TYPE), blocking=True),
     ("POST", "/api/v1/deploy"): _write("Deploy services (partial: each invalid service is listed in errors)",
                                        "DeployRequest"),
     ("POST", "/api/v1/services/{name}/scale"): _write("Set the desired replica count", "ScaleRequest"),
@@ -146,6 +154,11 @@ ROUTES: dict[tuple[str, str], Op] = {
                                                    query=(_TAIL, _FOLLOW, _LOG_SINCE, _TIMESTAMPS),
                                                    ok_type="text/plain; charset=utf-8"),
     # traffic
+    ("GET", "/api/v1/top"): _read(
+        "Everything `orca top` shows in one answer: every service's summary, scaling policy, current traffic "
+        "sample and last autoscaler decision (metrics null with metrics_error when the leader cannot be asked)",
+        tag="traffic", consistent=False, query=(Param("project", {"type": "string", "maxLength": 253},
+                                                      "only this project"),)),
     ("GET", "/api/v1/services/{name}/metrics"): _read("Traffic metrics (aggregated by the leader)",
                                                       tag="traffic", consistent=False, query=(
         Param("history", {"type": "integer", "minimum": 0, "maximum": 1800}, "samples of history (default 0)"),)),
@@ -243,7 +256,7 @@ _STATUS_TEXT = {307: "Not the leader: retry at the Location header (the leader's
                 403: "The token's role may not do this", 404: "No such object", 409: "Conflict with the current state",
                 413: "Body larger than the limit", 429: "Rate limited (Retry-After says when to retry)",
                 503: "No leader, no quorum, or a write that timed out (an unknown outcome: retry with the same "
-                     "Idempotency-Key)"}
+                     "Idempotency-Key); Retry-After says when to ask again"}
 _PATH_PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
@@ -262,8 +275,18 @@ def undocumented_routes(app: web.Application) -> list[tuple[str, str]]:
     return sorted(key for key in router_routes(app) if key not in ROUTES)
 
 
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                 "description": "seconds to wait before asking again"}}
+_APPLIED_INDEX = {"X-Orca-Applied-Index": {"schema": {"type": "integer", "minimum": 0},
+                                           "description": "the index of the state this answer was read from: "
+                                                          "pass it as `index` to wait for the next change"}}
+
+
 def _error(status: int) -> dict[str, Any]:
-    return {"description": _STATUS_TEXT.get(status, "Error"), "content": {"application/json": {"schema": ref("Error")}}}
+    out = {"description": _STATUS_TEXT.get(status, "Error"), "content": {"application/json": {"schema": ref("Error")}}}
+    if status in (429, 503):
+        out["headers"] = _RETRY_AFTER
+    return out
 
 
 def _operation(method: str, path: str, op: Op | None, role: str | None) -> dict[str, Any]:
@@ -286,6 +309,8 @@ def _operation(method: str, path: str, op: Op | None, role: str | None) -> dict[
     else:
         ok = {"description": "OK", "content": {op.ok_type: {"schema": op.ok_schema if op.ok_type ==
                                                              "application/json" else {"type": "string"}}}}
+    if op.blocking:
+        ok["headers"] = _APPLIED_INDEX
     responses: dict[str, Any] = {str(op.ok): ok}
     errors: set[int] = set(op.extra_errors)
     if op.body is not None or op.query or path.count("{"):
@@ -302,6 +327,8 @@ def _operation(method: str, path: str, op: Op | None, role: str | None) -> dict[
             errors.add(429)
     if op.leader:
         errors |= {307, 503}
+    if op.blocking:
+        errors.add(503)
     for status in sorted(errors):
         responses[str(status)] = _error(status)
     responses["default"] = {"description": "Any other error, with the same envelope",

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from orca.sdk.errors import field
-from orca.sdk.transport import Transport
+from orca.sdk.transport import BLOCK_WAIT_S, Transport
 
 __all__ = ["ClusterMixin"]
 
 
 class ClusterMixin(Transport):
     """The cluster, node and snapshot calls of a client."""
+
+    def health(self) -> dict[str, Any]:
+        """This master's view: role, leader, term, readiness (no token needed)."""
+        return self.request("GET", "/api/v1/health")
 
     def cluster_info(self) -> dict[str, Any]:
         """Masters, leader, term, commit index and nodes."""
@@ -49,13 +53,21 @@ class ClusterMixin(Transport):
         return self.request("DELETE", f"/api/v1/cluster/members/{quote(node_id, safe='')}",
                             idempotency_key=idempotency_key)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node: status, eligibility, labels, capacity, allocated, allocation count, drain."""
-        return field(self.request("GET", "/api/v1/cluster/nodes"), "nodes")
+    def nodes(self, *, index: int | None = None, wait_s: float | None = None) -> list[dict[str, Any]]:
+        """Every node: status, eligibility, labels, capacity, allocated, allocation count, drain. With
+        `index` a blocking query (`watch_nodes` does the bookkeeping)."""
+        return field(self.blocking_get("/api/v1/cluster/nodes", index=index, wait_s=wait_s)[0], "nodes")
 
-    def node(self, node_id: str, *, consistent: bool = False) -> dict[str, Any]:
-        """One node, with its `allocation_list`; `NODE_NOT_FOUND` when unknown."""
-        return self.request("GET", f"/api/v1/cluster/nodes/{quote(node_id, safe='')}", consistent=consistent)
+    def node(self, node_id: str, *, consistent: bool = False, index: int | None = None,
+             wait_s: float | None = None) -> dict[str, Any]:
+        """One node, with its `allocation_list`; `NODE_NOT_FOUND` when unknown. With `index` a blocking query."""
+        return self.blocking_get(f"/api/v1/cluster/nodes/{quote(node_id, safe='')}", index=index, wait_s=wait_s,
+                                 consistent=consistent)[0]
+
+    def watch_nodes(self, *, wait_s: float = BLOCK_WAIT_S) -> Iterator[list[dict[str, Any]]]:
+        """The nodes now, then again each time they change (blocking queries: no polling)."""
+        for response in self.watch("/api/v1/cluster/nodes", wait_s=wait_s):
+            yield field(response, "nodes")
 
     def drain(self, node_id: str, deadline_s: float = 300, force: bool = False,
               idempotency_key: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json as _json
+from collections.abc import Mapping
 from typing import Any
+
+from orca.sdk.retry import retry_after_s
 
 __all__ = ["ApiError", "error_from_response", "field", "json_message"]
 
@@ -13,23 +16,34 @@ class ApiError(Exception):
     """A request that failed: the server's error envelope, or status 0 when no master answered.
 
     `code` is the machine-readable contract (`SERVICE_NOT_FOUND`, `CLUSTER_NOT_READY`, ...); `message`
-    is the human text; `details` the envelope's details; `body` the decoded (or raw) response body.
+    is the human text; `details` the envelope's details; `body` the decoded (or raw) response body;
+    `retry_after` the seconds the server's `Retry-After` asked for (429, 503), bounded, else None.
     """
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None, body: Any = None):
+    def __init__(self, status: int, code: str, message: str, details: Any = None, body: Any = None,
+                 retry_after: float | None = None):
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.details = details
         self.body = body
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
 
-def error_from_response(status: int, data: bytes) -> ApiError:
-    """Turn an error response into an ApiError; a body that is not the envelope becomes `HTTP_<status>`."""
+def error_from_response(status: int, data: bytes, headers: Mapping[str, str] | None = None) -> ApiError:
+    """Turn an error response into an ApiError; a body that is not the envelope becomes `HTTP_<status>`.
+    `headers` (when given) supply `retry_after`."""
+    error = _from_body(status, data)
+    if headers is not None:
+        error.retry_after = retry_after_s(headers.get("Retry-After"))
+    return error
+
+
+def _from_body(status: int, data: bytes) -> ApiError:
     text = data.decode("utf-8", "replace")
     try:
         body = _json.loads(text) if text else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from orca.sdk.errors import field
-from orca.sdk.transport import Transport
+from orca.sdk.transport import BLOCK_WAIT_S, Transport
 
 __all__ = ["ServicesMixin"]
 
@@ -15,23 +15,42 @@ __all__ = ["ServicesMixin"]
 class ServicesMixin(Transport):
     """The service calls of a client."""
 
-    def health(self) -> dict[str, Any]:
-        """This master's view: role, leader, term, readiness (no token needed)."""
-        return self.request("GET", "/api/v1/health")
-
     def deploy(self, services: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
         """Create or update services -> `{"deployed": [names], "errors": [{"service", "error"}]}`."""
         return self.request("POST", "/api/v1/deploy", json={"services": list(services)},
                             idempotency_key=idempotency_key)
 
-    def status(self, project: str | None = None, *, consistent: bool = False) -> list[dict[str, Any]]:
-        """One summary row per service, optionally of one project."""
-        response = self.request("GET", "/api/v1/status", params={"project": project}, consistent=consistent)
+    def status(self, project: str | None = None, *, consistent: bool = False, index: int | None = None,
+               wait_s: float | None = None) -> list[dict[str, Any]]:
+        """One summary row per service, optionally of one project. With `index` a blocking query (see
+        `Transport.blocking_get`; `watch_status` does the bookkeeping)."""
+        response, _ = self.blocking_get("/api/v1/status", {"project": project}, index=index, wait_s=wait_s,
+                                        consistent=consistent)
         return field(response, "services")
 
-    def service(self, name: str, *, consistent: bool = False) -> dict[str, Any]:
-        """Spec, version, replica counts, containers and recent events of one service."""
-        return self.request("GET", f"/api/v1/services/{quote(name, safe='')}", consistent=consistent)
+    def service(self, name: str, *, consistent: bool = False, index: int | None = None,
+                wait_s: float | None = None) -> dict[str, Any]:
+        """Spec, version, replica counts, containers and recent events of one service. With `index` a
+        blocking query (see `Transport.blocking_get`; `watch_service` does the bookkeeping)."""
+        return self.blocking_get(f"/api/v1/services/{quote(name, safe='')}", index=index, wait_s=wait_s,
+                                 consistent=consistent)[0]
+
+    def watch_status(self, project: str | None = None, *,
+                     wait_s: float = BLOCK_WAIT_S) -> Iterator[list[dict[str, Any]]]:
+        """The status rows now, then again each time they change (blocking queries: no polling)."""
+        for response in self.watch("/api/v1/status", {"project": project}, wait_s=wait_s):
+            yield field(response, "services")
+
+    def watch_service(self, name: str, *, wait_s: float = BLOCK_WAIT_S) -> Iterator[dict[str, Any]]:
+        """The service detail now, then again each time it changes (blocking queries: no polling)."""
+        yield from self.watch(f"/api/v1/services/{quote(name, safe='')}", wait_s=wait_s)
+
+    def top(self, project: str | None = None) -> dict[str, Any]:
+        """Everything `orca top` shows, in one request -> `{"at", "source", "services": [status row +
+        "scaling" (policy or None), "metrics" (current sample or None), "autoscaler" (last decision or None)],
+        "metrics_source", "metrics_error"}`; `metrics_error` says why the samples are missing (the leader,
+        which keeps them, could not be asked)."""
+        return self.request("GET", "/api/v1/top", params={"project": project})
 
     def scale(self, name: str, replicas: int, idempotency_key: str | None = None) -> dict[str, Any]:
         """-> `{name, previous_replicas, replicas}`."""
@@ -58,11 +77,12 @@ class ServicesMixin(Transport):
         return self.request("POST", "/api/v1/stop", idempotency_key=idempotency_key)
 
     def events(self, service: str | None = None, type: str | None = None, since: float | str | None = None,
-               limit: int | None = None) -> list[dict[str, Any]]:
-        """The event history, oldest first as the server orders it, filtered server-side."""
+               limit: int | None = None, *, index: int | None = None, wait_s: float | None = None,
+               ) -> list[dict[str, Any]]:
+        """The event history, oldest first as the server orders it, filtered server-side. With `index` a
+        blocking query: answered once an event (or any change to the answer) comes, or at the wait."""
         params = {"service": service, "type": type, "since": since, "limit": limit}
-        return field(self.request("GET", "/api/v1/events", params=params), "events")
-
+        return field(self.blocking_get("/api/v1/events", params, index=index, wait_s=wait_s)[0], "events")
 
     def promote(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Make the canary the current version, rolled out to every replica -> `{"name", "version"}`;

@@ -3,183 +3,98 @@
 A stream is opened on the first master that accepts it (any master serves them, so no redirect is
 followed); a refused connection or `503 CLUSTER_NOT_READY` moves on to the next, with the same passes
 and backoff as `request`. `stream_events` resumes after the last event received when a connection drops.
+
+The WebSocket protocol is the `websockets` package's blocking client (no event loop, so sync callers and
+threads use the streams as they use every other call); this module only chooses its settings and maps
+its outcomes onto the SDK's errors.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import http.client
-import os
 import socket
-import struct
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from orca.sdk.connections import CONNECT_TIMEOUT_S, open_connection, ssl_context
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from orca.sdk.connections import open_connection, ssl_context
 from orca.sdk.errors import ApiError, error_from_response, json_message
 from orca.sdk.transport import Transport, query, query_value
 
 __all__ = ["StreamsMixin"]
 
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _WS_MAX_MESSAGE = 16 << 20  # a metrics body or a log line is kilobytes; anything this big is not ours
-_WS_IDLE_S = 60.0  # masters ping every 20 s: a minute of silence is a dead connection
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_WS_CLOSE_S = 1.0  # how long closing waits for the server's close frame before dropping the socket
 
 
-class _Handshake(Exception):
-    """Internal: the server answered the upgrade request with a plain HTTP response."""
+class _Refused(Exception):
+    """Internal: the server answered the upgrade request with a plain HTTP response (an error envelope)."""
 
-    def __init__(self, status: int, data: bytes):
+    def __init__(self, status: int, data: bytes, headers: Mapping[str, str]):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.data = data
+        self.headers = headers
 
 
-class _WebSocket:
-    """A minimal blocking WebSocket client: enough for the masters' streams, nothing more.
+def _connect_ws(url: str, headers: Mapping[str, str], *, timeout: float, connect_timeout: float,
+                ca_file: str | None) -> ClientConnection:
+    """An open WebSocket to `url` (`http[s]://...`), by the `websockets` package's blocking client.
 
-    Text and binary messages (fragmented or not) in; pings answered with pongs; a close frame
-    answered and reported as the end of the stream. No extensions (no compression is offered, so the
-    server sends none) and no subprotocols. Client frames are masked, as the RFC requires.
+    The TCP connect gets the short `connect_timeout` (a master whose host is gone is skipped quickly, as
+    for requests); the TLS and upgrade handshakes then get `timeout`. https verifies the master against
+    `ca_file` (the cluster CA) or the system store. No compression is offered and no proxy is used:
+    the masters are reached directly, as by every other call. The client sends no pings of its own (the
+    masters ping every 20 s and `websockets` answers them); silence is caught by `recv`'s timeout.
+    Raises `_Refused` for a non-101 answer, OSError / `InvalidHandshake` / TimeoutError otherwise.
     """
-
-    def __init__(self, sock: socket.socket, reader: Any):
-        self.sock = sock
-        self.reader = reader
-        self.closed = False
-
-    @classmethod
-    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None, *,
-                connect_timeout: float = CONNECT_TIMEOUT_S, ca_file: str | None = None) -> _WebSocket:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        sock = socket.create_connection((host, port), timeout=min(timeout, connect_timeout))
-        sock.settimeout(timeout)
-        try:
-            if parts.scheme == "https":
-                sock = ssl_context(ca_file).wrap_socket(sock, server_hostname=host)
-            key = base64.b64encode(os.urandom(16)).decode()
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
-                     "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-                     *(f"{k}: {v}" for k, v in headers.items())]
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            reader = sock.makefile("rb")
-            status_line = reader.readline(65537).decode("latin-1")
-            fields = status_line.split(None, 2)
-            if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
-                raise http.client.BadStatusLine(status_line.strip() or "connection closed")
-            status = int(fields[1])
-            resp_headers = http.client.parse_headers(reader)
-            if status != 101:
-                raise _Handshake(status, _read_body(reader, resp_headers))
-            expected = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest()).decode()
-            if (resp_headers.get("Upgrade", "").lower() != "websocket"
-                    or resp_headers.get("Sec-WebSocket-Accept", "").strip() != expected):
-                raise http.client.HTTPException("the server did not accept the WebSocket upgrade")
-            sock.settimeout(idle_s)
-            return cls(sock, reader)
-        except BaseException:
-            sock.close()
-            raise
-
-    def recv(self) -> str | bytes | None:
-        """The next message (text as str), or None once the server closed the stream.
-
-        A connection lost without a close frame (reset, EOF, `idle_s` of silence) raises OSError or
-        `http.client.HTTPException`: the caller tells "done" from "dropped" by that.
-        """
-        if self.closed:
-            return None
-        kind: int | None = None
-        message = bytearray()
-        while True:
-            head = self._read(2)
-            fin, opcode = head[0] & 0x80, head[0] & 0x0F
-            length = head[1] & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", self._read(2))[0]
-            elif length == 127:
-                length = struct.unpack("!Q", self._read(8))[0]
-            if length + len(message) > _WS_MAX_MESSAGE:
-                raise http.client.HTTPException(f"WebSocket message over {_WS_MAX_MESSAGE} bytes")
-            mask = self._read(4) if head[1] & 0x80 else None
-            payload = self._read(length)
-            if mask is not None:
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            if opcode == _OP_PING:
-                self._send(_OP_PONG, payload)
-                continue
-            if opcode == _OP_PONG:
-                continue
-            if opcode == _OP_CLOSE:
-                self.closed = True
-                with contextlib.suppress(OSError):
-                    self._send(_OP_CLOSE, payload[:2])
-                return None
-            if opcode in (_OP_TEXT, _OP_BINARY):
-                kind, message = opcode, bytearray(payload)
-            elif opcode == _OP_CONT and kind is not None:
-                message += payload
-            else:
-                raise http.client.HTTPException(f"unexpected WebSocket frame (opcode {opcode})")
-            if fin:
-                return message.decode("utf-8", "replace") if kind == _OP_TEXT else bytes(message)
-
-    def close(self) -> None:
-        """Say goodbye (close code 1000) if still open, then drop the socket; never raises."""
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.settimeout(1.0)
-                self._send(_OP_CLOSE, struct.pack("!H", 1000))
-        with contextlib.suppress(OSError):
-            self.reader.close()
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def _read(self, n: int) -> bytes:
-        data = self.reader.read(n) if n else b""
-        if len(data) < n:
-            raise ConnectionResetError("connection closed without a WebSocket close frame")
-        return data
-
-    def _send(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 1 << 16:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        mask = os.urandom(4)
-        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-
-def _read_body(reader: Any, headers: http.client.HTTPMessage, limit: int = 1 << 20) -> bytes:
-    """The body of a refused upgrade (an error envelope): by Content-Length, or chunked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    sock = socket.create_connection((host, port), timeout=min(timeout, connect_timeout))
+    secure = parts.scheme == "https"
     try:
-        if headers.get("Content-Length", "").strip().isdigit():
-            return bytes(reader.read(min(int(headers["Content-Length"]), limit)))
-        if "chunked" in headers.get("Transfer-Encoding", "").lower():
-            out = bytearray()
-            while len(out) < limit:
-                size = int(reader.readline(1024).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    break
-                out += reader.read(size)
-                reader.readline(1024)
-            return bytes(out)
-    except (OSError, ValueError):
-        pass
-    return b""
+        return ws_connect(f"{'wss' if secure else 'ws'}://{parts.netloc}{target}", sock=sock,
+                          ssl=ssl_context(ca_file) if secure else None, server_hostname=host if secure else None,
+                          additional_headers={k: v for k, v in headers.items() if k != "User-Agent"},
+                          user_agent_header=headers.get("User-Agent"),
+                          compression=None, proxy=None, open_timeout=timeout, ping_interval=None,
+                          close_timeout=_WS_CLOSE_S, max_size=_WS_MAX_MESSAGE,
+                          legacy=True)  # connect now, return the connection (it outlives this call)
+    except InvalidStatus as exc:
+        sock.close()
+        response = exc.response
+        raise _Refused(response.status_code, bytes(response.body or b""), response.headers) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _receive(ws: ClientConnection, idle_s: float | None) -> str | bytes | None:
+    """The next message (text as str), or None once the server closed the stream with a close frame.
+
+    A connection lost without a close frame (reset, EOF, a message over the size bound, `idle_s` of
+    silence) raises ApiError `STREAM_BROKEN`: the caller tells "done" from "dropped" by that.
+    """
+    try:
+        return ws.recv(timeout=idle_s)
+    except ConnectionClosed as exc:
+        if exc.rcvd is not None and exc.rcvd_then_sent is not False:
+            return None  # the server said goodbye first, whatever its code: the stream is over
+        # else dropped, or closed by this side (a message over the size bound), the server only answering
+        raise ApiError(0, "STREAM_BROKEN", f"stream ended early: {exc}") from exc
+    except TimeoutError as exc:
+        raise ApiError(0, "STREAM_BROKEN", f"stream ended early: nothing received for {idle_s:g} s") from exc
+    except OSError as exc:
+        raise ApiError(0, "STREAM_BROKEN", f"stream ended early: {exc or type(exc).__name__}") from exc
 
 
 class StreamsMixin(Transport):
@@ -237,7 +152,7 @@ class StreamsMixin(Transport):
                     self._last_good = base
                     return conn, resp
                 try:
-                    error = error_from_response(resp.status, resp.read())
+                    error = error_from_response(resp.status, resp.read(), resp.headers)
                 except (OSError, http.client.HTTPException):
                     error = ApiError(resp.status, f"HTTP_{resp.status}", resp.reason or "error")
                 finally:
@@ -304,17 +219,15 @@ class StreamsMixin(Transport):
         ws = self._open_ws(target)
         try:
             while True:
-                try:
-                    message = ws.recv()
-                except (OSError, http.client.HTTPException) as exc:
-                    raise ApiError(0, "STREAM_BROKEN", f"stream ended early: {exc or type(exc).__name__}") from exc
+                message = _receive(ws, self.stream_idle_s)
                 if message is None:
                     return
                 yield message
         finally:
-            ws.close()
+            with contextlib.suppress(OSError):
+                ws.close()  # a close frame (1000) if still open, then the socket
 
-    def _open_ws(self, target: str) -> _WebSocket:
+    def _open_ws(self, target: str) -> ClientConnection:
         """An open WebSocket to `target` on the first master that upgrades; a refused connection or
         `503 CLUSTER_NOT_READY` moves on to the next, passes repeat as for `request`."""
         headers = self.headers()
@@ -325,16 +238,16 @@ class StreamsMixin(Transport):
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
                 try:
-                    ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s,
-                                            connect_timeout=self.connect_timeout, ca_file=self.ca_file)
-                except _Handshake as exc:
-                    error = error_from_response(exc.status, exc.data)
+                    ws = _connect_ws(base + target, headers, timeout=self.timeout,
+                                     connect_timeout=self.connect_timeout, ca_file=self.ca_file)
+                except _Refused as exc:
+                    error = error_from_response(exc.status, exc.data, exc.headers)
                     if exc.status == 503 and error.code == "CLUSTER_NOT_READY":
                         self._forget(base)
                         last_error = error
                         continue
                     raise error from None
-                except (OSError, http.client.HTTPException) as exc:
+                except (OSError, InvalidHandshake) as exc:  # TimeoutError is an OSError
                     self._unreachable(base, exc)
                     last_cause = exc
                     continue

@@ -8,6 +8,11 @@
   remembered, so the next write goes straight to it.
 - **Exactly-once writes.** Every POST/PUT/DELETE carries an `Idempotency-Key`, made once per logical
   call and reused on every retry of that call.
+- **Retry-After.** A `429` is waited out as its `Retry-After` says, a bounded number of times and seconds
+  per call, then raised; a 503's `Retry-After` stretches the pause between passes once the first ~2 s
+  (the failover window) are over.
+- **Blocking queries.** `blocking_get` and `watch` send `?index=&wait=` and read `X-Orca-Applied-Index`,
+  with a read timeout that covers the wait (see orca.master.blocking for the server's side).
 
 Connections (keep-alive pools per thread, the short connect timeout, endpoint memory, TLS with the
 cluster CA) are in `orca.sdk.connections`.
@@ -21,7 +26,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -29,8 +34,8 @@ from orca import __version__
 from orca.sdk.connections import CONNECT_TIMEOUT_S, DOWN_S, Endpoints, open_connection, ssl_context
 from orca.sdk.errors import ApiError, error_from_response
 
-__all__ = ["API_PREFIX", "CONNECT_TIMEOUT_S", "DOWN_S", "Endpoints", "MAX_REDIRECTS", "Transport",
-           "open_connection", "query", "query_value", "ssl_context"]
+__all__ = ["API_PREFIX", "BLOCK_WAIT_S", "CONNECT_TIMEOUT_S", "DOWN_S", "Endpoints", "MAX_BLOCK_WAIT_S",
+           "MAX_REDIRECTS", "Transport", "applied_index", "open_connection", "query", "query_value", "ssl_context"]
 
 API_PREFIX = "/api/v1"
 MAX_REDIRECTS = 5
@@ -41,6 +46,10 @@ _MAX_BACKOFF_S = 2.0
 # before backing off; a coarse doubling backoff would round every failover up to its next step.
 _FAST_RETRY_S = 0.03
 _FAST_RETRY_WINDOW = 40
+BLOCK_WAIT_S = 30.0  # a blocking query's wait when the caller names none (the server's default too)
+MAX_BLOCK_WAIT_S = 300.0  # the server refuses longer waits
+POLL_S = 0.5  # how often `watch` asks a master that does not answer blocking queries
+_NOTHING = object()
 STREAM_IDLE_S = 60.0  # masters ping every 20 s: a minute of silence on a stream is a dead connection
 # A keep-alive connection the server closed while idle fails with one of these before any response;
 # trying once more on a fresh connection is not a "retry" of the request (timeouts are not in here,
@@ -69,6 +78,14 @@ def query_value(value: Any) -> str:
     return str(value)
 
 
+def applied_index(headers: Mapping[str, str]) -> int | None:
+    """The `X-Orca-Applied-Index` of an answer, None when absent or not a plausible index."""
+    raw = (headers.get("X-Orca-Applied-Index") or "").strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 16:
+        return int(raw)
+    return None
+
+
 def query(params: Mapping[str, Any]) -> str:
     """`?k=v&...` of the params that are not None ("" when none are)."""
     values = {k: query_value(v) for k, v in params.items() if v is not None}
@@ -80,7 +97,8 @@ class Transport:
 
     def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
                  retries: int = 45, backoff_s: float = 0.1, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 ca_file: str | None = None, on_skip: Callable[[str, BaseException], None] | None = None):
+                 ca_file: str | None = None, on_skip: Callable[[str, BaseException], None] | None = None,
+                 rate_limit_retries: int = 3, rate_limit_wait_s: float = 30.0):
         urls = api.split(",") if isinstance(api, str) else list(api)
         self.endpoints = Endpoints(urls, on_skip=on_skip)
         self.apis = self.endpoints.urls  # the same list: `discover()` extends it
@@ -96,6 +114,9 @@ class Transport:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.backoff_s = backoff_s
+        # 429s waited out per call (by their Retry-After), and the most seconds spent on them in one call.
+        self.rate_limit_retries = max(0, int(rate_limit_retries))
+        self.rate_limit_wait_s = float(rate_limit_wait_s)
         # A stream silent this long is dead (masters ping every 20 s); None waits forever.
         self.stream_idle_s: float | None = STREAM_IDLE_S
         # Hints, not truth: plain attribute writes are atomic, and a wrong hint only costs one hop.
@@ -124,13 +145,26 @@ class Transport:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
                 idempotency_key: str | None = None, consistent: bool = False,
-                raw: bool | str = False, data: bytes | None = None) -> Any:
+                raw: bool | str = False, data: bytes | None = None, read_timeout: float | None = None) -> Any:
         """Send one logical request and return the decoded JSON (or the text, with `raw=True`; the
         bytes, with `raw="bytes"`).
 
         `path` is absolute (`/api/v1/...`) or relative to `/api/v1`. `params` with value None are
         dropped. `consistent=True` asks for a read from the leader's state. `data` is a binary body
-        (`application/octet-stream`), instead of `json`.
+        (`application/octet-stream`), instead of `json`. `read_timeout` replaces `timeout` for this
+        request's reads (a blocking query waits on purpose).
+        """
+        return self.exchange(method, path, json=json, params=params, idempotency_key=idempotency_key,
+                             consistent=consistent, raw=raw, data=data, read_timeout=read_timeout)[0]
+
+    def exchange(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                 idempotency_key: str | None = None, consistent: bool = False, raw: bool | str = False,
+                 data: bytes | None = None, read_timeout: float | None = None) -> tuple[Any, Mapping[str, str]]:
+        """`request`, returning the response headers too (`X-Orca-Applied-Index`, for a blocking query).
+
+        A `429` is waited out as its `Retry-After` says (at most `rate_limit_retries` times and
+        `rate_limit_wait_s` seconds in all for this call; then the 429 is raised); the write is re-sent
+        with the same Idempotency-Key, so it still applies once.
         """
         method = method.upper()
         write = method in _WRITE_METHODS
@@ -151,15 +185,72 @@ class Transport:
         target = path if path.startswith("/") else f"{API_PREFIX}/{path}"
         if query:
             target += ("&" if "?" in target else "?") + urlencode(query)
+        timeout = self.timeout if read_timeout is None else read_timeout
 
+        waited = 0.0
+        for limited in range(self.rate_limit_retries + 1):
+            try:
+                return self._passes(method, target, body, headers, write, raw, timeout)
+            except ApiError as err:
+                delay = err.retry_after if err.status == 429 else None
+                if (delay is None or limited == self.rate_limit_retries
+                        or waited + delay > self.rate_limit_wait_s):
+                    raise
+                time.sleep(delay)
+                waited += delay
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def blocking_get(self, path: str, params: Mapping[str, Any] | None = None, *, index: int | None = None,
+                     wait_s: float | None = None, consistent: bool = False) -> tuple[Any, int | None]:
+        """GET a route that takes blocking queries -> (body, the `X-Orca-Applied-Index` of the answer).
+
+        With `index` (the index of an answer you have), the master answers once its state moved past it
+        and the answer changed, or after `wait_s` (default 30 s, at most 300 s); without, at once. The
+        index is None when the master did not say (an older master: then it did not wait either).
+        """
+        query = dict(params or {})
+        read_timeout = None
+        if index is not None:
+            wait = min(max(BLOCK_WAIT_S if wait_s is None else float(wait_s), 0.0), MAX_BLOCK_WAIT_S)
+            query["index"] = int(index)
+            query["wait"] = f"{int(wait * 1000)}ms"
+            read_timeout = self.timeout + wait
+        body, headers = self.exchange("GET", path, params=query, consistent=consistent, read_timeout=read_timeout)
+        return body, applied_index(headers)
+
+    def watch(self, path: str, params: Mapping[str, Any] | None = None, *,
+              wait_s: float = BLOCK_WAIT_S) -> Iterator[Any]:
+        """The body of GET `path` now, then each time it changes: blocking queries with the index of the
+        last answer, so a quiet cluster costs one request per `wait_s` and a change arrives at once.
+        Answers at the wait with nothing new are not yielded. Runs until the caller stops iterating.
+
+        Against a master that does not block (it sent no index, or answered early with nothing new) it
+        falls back to asking every `POLL_S`.
+        """
+        wait_s = min(max(float(wait_s), 1.0), MAX_BLOCK_WAIT_S)
+        index: int | None = None
+        last: Any = _NOTHING
+        while True:
+            asked = time.monotonic()
+            body, got = self.blocking_get(path, params, index=index, wait_s=wait_s)
+            if body != last:
+                last = body
+                yield body
+            if got is None or (index is not None and got <= index and time.monotonic() - asked < wait_s / 2):
+                time.sleep(POLL_S)
+            index = got
+
+    def _passes(self, method: str, target: str, body: bytes | None, headers: dict[str, str], write: bool,
+                raw: bool | str, timeout: float) -> tuple[Any, Mapping[str, str]]:
+        """Up to `retries` + 1 passes over the masters; see the module docstring."""
         last_error: ApiError | None = None
         last_cause: BaseException | None = None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self._pause(attempt))
+                time.sleep(self._pause(attempt, last_error.retry_after if last_error is not None else None))
             for base in self._candidates(write):
                 try:
-                    return self._send(method, base + target, body, headers, write, raw)
+                    return self._send(method, base + target, body, headers, write, raw, timeout)
                 except _Retryable as exc:
                     if exc.error is not None:
                         last_error = exc.error
@@ -169,10 +260,14 @@ class Transport:
             raise last_error
         raise ApiError(0, "UNREACHABLE", f"no master answered at {', '.join(self.apis)}: {last_cause}")
 
-    def _pause(self, attempt: int) -> float:
+    def _pause(self, attempt: int, retry_after: float | None = None) -> float:
+        """The sleep before pass `attempt`: brisk through the first ~2 s (a leader failover ends within
+        it, so the `Retry-After: 1` of a 503 is not waited there), then the doubling backoff, or the
+        server's `Retry-After` when that is longer."""
         if attempt <= _FAST_RETRY_WINDOW:
             return _FAST_RETRY_S * (1.0 + random.random())
-        return min(self.backoff_s * 2 ** (attempt - _FAST_RETRY_WINDOW - 1), _MAX_BACKOFF_S)
+        backoff = min(self.backoff_s * 2 ** (attempt - _FAST_RETRY_WINDOW - 1), _MAX_BACKOFF_S)
+        return max(backoff, retry_after or 0.0)
 
     def _candidates(self, write: bool) -> list[str]:
         """Masters in the order to try: writes go to the known leader first, reads stick to the last
@@ -180,11 +275,11 @@ class Transport:
         return self.endpoints.order([self.leader, self._last_good] if write else [self._last_good, self.leader])
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], write: bool,
-              raw: bool | str) -> Any:
+              raw: bool | str, timeout: float) -> tuple[Any, Mapping[str, str]]:
         """One try against one master, following its redirects; raises _Retryable or ApiError."""
         for _hop in range(MAX_REDIRECTS + 1):
             try:
-                status, resp_headers, data = self._roundtrip(method, url, body, headers)
+                status, resp_headers, data = self._roundtrip(method, url, body, headers, timeout)
             except (OSError, http.client.HTTPException) as exc:
                 self._unreachable(origin(url), exc)
                 raise _Retryable(None, exc) from exc
@@ -199,16 +294,16 @@ class Transport:
                 if write:
                     self.leader = origin(url)
                 if raw == "bytes":
-                    return data
+                    return data, resp_headers
                 text = data.decode("utf-8", "replace")
                 if raw:
-                    return text
+                    return text, resp_headers
                 try:
-                    return _json.loads(text) if text.strip() else {}
+                    return (_json.loads(text) if text.strip() else {}), resp_headers
                 except ValueError as exc:
                     raise ApiError(status, "INVALID_RESPONSE", f"response is not JSON: {text[:200]!r}",
                                    None, text) from exc
-            error = error_from_response(status, data)
+            error = error_from_response(status, data, resp_headers)
             if status == 503 and error.code == "CLUSTER_NOT_READY":
                 self._forget(origin(url))
                 raise _Retryable(error)
@@ -244,8 +339,8 @@ class Transport:
                 self._pools.append(pool)
         return pool
 
-    def _roundtrip(self, method: str, url: str, body: bytes | None,
-                   headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def _roundtrip(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                   timeout: float | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -258,6 +353,8 @@ class Transport:
                                                    connect_timeout=self.connect_timeout, ca_file=self.ca_file)
             try:
                 conn.request(method, target, body=body, headers=headers)
+                if timeout is not None and timeout != self.timeout and conn.sock is not None:
+                    conn.sock.settimeout(timeout)  # this request only: put back below if the connection stays
                 resp = conn.getresponse()
                 data = resp.read()
             except _STALE_CONNECTION:
@@ -273,6 +370,8 @@ class Transport:
             if resp.will_close:
                 pool.pop(key, None)
                 conn.close()
+            elif conn.sock is not None:
+                conn.sock.settimeout(self.timeout)
             return resp.status, resp.headers, data
         raise http.client.RemoteDisconnected("connection closed twice")  # pragma: no cover
 

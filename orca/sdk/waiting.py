@@ -10,11 +10,14 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from orca.sdk.errors import ApiError
-from orca.sdk.transport import Transport
+from orca.sdk.transport import BLOCK_WAIT_S, Transport
 
 __all__ = ["WaitingMixin", "is_converged", "rollout_failure"]
+
+_MIN_WAIT_S = 0.05
 
 
 def _ready(container: dict[str, Any]) -> bool:
@@ -127,7 +130,12 @@ class WaitingMixin(Transport):
     def wait_converged(self, name: str, timeout_s: float, on_progress: Callable[[dict[str, Any]], Any] | None = None,
                        *, expect_version: int | None = None, interval_s: float = 0.5,
                        fail_after_s: float | None = 15.0) -> dict[str, Any]:
-        """Poll `service(name)` until `is_converged`, and return that last detail.
+        """Read `service(name)` until `is_converged`, and return that last detail.
+
+        After the first read each one is a blocking query (`?index=` of the last answer): the master
+        answers as soon as the detail changed, so progress shows at once and a quiet wait costs one
+        request per 30 s instead of one per `interval_s`. A master that does not answer blocking queries
+        is asked every `interval_s` instead.
 
         `expect_version` is the version the deploy answered (its `versions[name]`): a detail that does not
         know it yet (a follower behind the leader) is re-read from the leader and never counts as
@@ -145,14 +153,16 @@ class WaitingMixin(Transport):
         The details (and body) are the last detail. Either way the cluster keeps going: giving up here only
         ends the wait.
         """
-        deadline = time.monotonic() + timeout_s
+        path = f"/api/v1/services/{quote(name, safe='')}"
+        reader = _BlockingReader(self, path, time.monotonic() + timeout_s, interval_s)
         last_key: Any = object()
         failed_since: float | None = None
         consistent = False
         expect = expect_version
         while True:
+            wake_at = failed_since + fail_after_s if failed_since is not None and fail_after_s is not None else None
             try:
-                detail = self.service(name, consistent=consistent)
+                detail = reader.read(consistent=consistent, wake_at=wake_at)
             except ApiError as err:
                 # Just deployed through the leader, asked a follower that has not applied it yet.
                 if err.code != "SERVICE_NOT_FOUND" or consistent:
@@ -189,29 +199,45 @@ class WaitingMixin(Transport):
                                    f"{'; '.join(reasons)}", detail, detail)
             else:
                 failed_since = None
-            if now >= deadline:
+            if now >= reader.deadline:
                 replicas = detail.get("replicas") or {}
                 raise ApiError(0, "TIMEOUT", f"{name} did not converge within {timeout_s:g} s "
                                f"({replicas.get('running', 0)}/{replicas.get('desired', 0)} running, "
                                f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy)",
                                detail, detail)
-            time.sleep(max(0.0, min(interval_s, deadline - now)))
+
+    def wait_service(self, name: str, until: Callable[[dict[str, Any]], bool], timeout_s: float, *,
+                     interval_s: float = 0.5) -> dict[str, Any]:
+        """Read `service(name)` until `until(detail)` is true, and return that detail: the first read at
+        once, the next ones blocking queries (answered when the detail changed), as in `wait_converged`.
+        Raises `ApiError` `TIMEOUT` (status 0, details and body the last detail) after `timeout_s`; the
+        read's own errors (`SERVICE_NOT_FOUND`, ...) as they come."""
+        reader = _BlockingReader(self, f"/api/v1/services/{quote(name, safe='')}", time.monotonic() + timeout_s,
+                                 interval_s)
+        while True:
+            detail = reader.read()
+            if until(detail):
+                return detail
+            if time.monotonic() >= reader.deadline:
+                raise ApiError(0, "TIMEOUT", f"{name}: not there within {timeout_s:g} s "
+                               f"(status {detail.get('status')})", detail, detail)
 
     def wait_drained(self, node_id: str, timeout_s: float, on_progress: Callable[[dict[str, Any]], Any] | None = None,
                      *, interval_s: float = 0.5) -> dict[str, Any]:
-        """Poll `node(node_id)` until its drain is complete (no orca container left there), and return
-        that node.
+        """Read `node(node_id)` until its drain is complete (no orca container left there), and return
+        that node; after the first read, blocking queries as in `wait_converged`.
 
         `on_progress(node)` is called with the first node and then whenever its status, eligibility or
         drain counts change. Raises `ApiError` (status 0, details and body the last node) with code
         `TIMEOUT` after `timeout_s`, or `NOT_DRAINING` when the leader says the node has no drain (it was
         undrained meanwhile, or never drained); `NODE_NOT_FOUND` when it was removed.
         """
-        deadline = time.monotonic() + timeout_s
+        reader = _BlockingReader(self, f"/api/v1/cluster/nodes/{quote(node_id, safe='')}",
+                                 time.monotonic() + timeout_s, interval_s)
         last_key: Any = object()
         consistent = False
         while True:
-            node = self.node(node_id, consistent=consistent)
+            node = reader.read(consistent=consistent)
             drain = node.get("drain")
             if not isinstance(drain, dict):
                 if not consistent:  # a follower that has not applied the drain yet: ask the leader
@@ -227,9 +253,45 @@ class WaitingMixin(Transport):
                     on_progress(node)
             if drain.get("complete"):
                 return node
-            now = time.monotonic()
-            if now >= deadline:
+            if time.monotonic() >= reader.deadline:
                 raise ApiError(0, "TIMEOUT", f"node {node_id} did not finish draining within {timeout_s:g} s "
                                f"({drain.get('remaining', '?')} remaining, {drain.get('migrated', 0)} migrated, "
                                f"{drain.get('failed', 0)} failed)", node, node)
-            time.sleep(max(0.0, min(interval_s, deadline - now)))
+
+
+class _BlockingReader:
+    """The reads of one wait: the first at once, each later one a blocking query with the index of the
+    answer before, its wait cut to the wait's deadline (or an earlier `wake_at`). A consistent read (a
+    follower was behind) is asked at once and starts the chain again. Against a master that does not
+    block (no index in its answer, or an early answer with nothing new) it sleeps `interval_s` between
+    reads, as the waits did before blocking queries."""
+
+    def __init__(self, client: Transport, path: str, deadline: float, interval_s: float) -> None:
+        self.client = client
+        self.path = path
+        self.deadline = deadline
+        self.interval_s = interval_s
+        self.index: int | None = None
+        self.polling = False  # the master does not answer blocking queries: sleep `interval_s` between reads
+        self.reads = 0
+
+    def read(self, *, consistent: bool = False, wake_at: float | None = None) -> Any:
+        now = time.monotonic()
+        if self.polling and self.reads and not consistent:
+            time.sleep(max(0.0, min(self.interval_s, self.deadline - now)))
+            now = time.monotonic()
+        index = None if consistent or self.polling else self.index
+        wait = max(0.0, min(self.deadline, wake_at if wake_at is not None else self.deadline) - now)
+        wait = min(wait, BLOCK_WAIT_S)
+        if index is not None and wait < _MIN_WAIT_S:  # (nearly) due: one plain read, not a flurry of tiny waits
+            time.sleep(wait)
+            index = None
+        asked = time.monotonic()
+        body, got = self.client.blocking_get(self.path, index=index, wait_s=wait, consistent=consistent)
+        self.reads += 1
+        if got is None:
+            self.polling = True
+        elif index is not None and got <= index and time.monotonic() - asked < wait / 2:
+            self.polling = True  # answered early with nothing new: it did not wait
+        self.index = got
+        return body

@@ -149,6 +149,20 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
+def _short_wait(wait: str | None, rng: random.Random) -> str:
+    """A blocking query (`?index=`) is held until its `wait` (default 30 s: this fuzzer's request timeout,
+    at most 5 minutes): a valid wait becomes a short one; an invalid one stays, for its 400."""
+    from orca.errors import Invalid
+    from orca.master.blocking import parse_wait
+
+    if wait:
+        try:
+            parse_wait(wait)
+        except Invalid:
+            return wait
+    return rng.choice(("0s", "10ms", "100ms", "300ms"))
+
+
 def case_to_request(case: Any, rng: random.Random, targets: Targets) -> Request:
     """One schemathesis `Case`, steered and sometimes made evil, as bytes on the wire."""
     from schemathesis.core import NotSet
@@ -168,6 +182,8 @@ def case_to_request(case: Any, rng: random.Random, targets: Targets) -> Request:
     elif rng.random() < 0.05:
         query[rng.choice(("since", "limit", "tail", "history", "consistent", "purge", "follow"))] = \
             rng.choice(EVIL_QUERY)
+    if "index" in query:
+        query["wait"] = _short_wait(query.get("wait"), rng)
     if query:
         path += "?" + urlencode(query)
     headers = {str(k): str(v) for k, v in (case.headers or {}).items()
