@@ -46,6 +46,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from orca.config import ProxyConfig, parse_host_port
+from orca.logging_setup import proxy_access
 from orca.protocol import LATENCY_BUCKETS_MS
 
 __all__ = ["Proxy", "Route", "Endpoint", "hostname", "BUFFER_MAX_BYTES", "EJECT_S", "MAX_REPLICAS_REPORTED"]
@@ -391,7 +392,9 @@ class Proxy:
             raise
         finally:
             stats.active -= 1
-            stats.record(status, asyncio.get_running_loop().time() - started)
+            elapsed = asyncio.get_running_loop().time() - started
+            stats.record(status, elapsed)
+            proxy_access(route.service, None, status, elapsed)
 
     def _upstream_headers(self, request: web.BaseRequest, extra_drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
         headers = CIMultiDict(request.headers)

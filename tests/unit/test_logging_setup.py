@@ -79,11 +79,13 @@ def test_access_loggers_are_off_unless_asked_for(restore_logging: None) -> None:
     configure(LogSettings(level="debug"), "m", out)
     logging.getLogger(API_ACCESS_LOGGER).info("GET /x")
     logging.getLogger(PROXY_ACCESS_LOGGER).info("GET /y")
+    logging_setup.proxy_access("web", "a1", 200, 0.01)
     assert out.getvalue() == ""
     configure(LogSettings(level="warning", access_log=True, proxy_access_log=True), "m", out)
     logging.getLogger(API_ACCESS_LOGGER).info("GET /x")
     logging.getLogger(PROXY_ACCESS_LOGGER).info("GET /y")
-    assert "GET /x" in out.getvalue() and "GET /y" in out.getvalue()
+    logging_setup.proxy_access("web", None, 502, 0.25)
+    assert "GET /x" in out.getvalue() and "GET /y" in out.getvalue() and "web - 502 0.2500" in out.getvalue()
 
 
 def test_real_tokens_are_masked(restore_logging: None) -> None:
