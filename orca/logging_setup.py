@@ -35,7 +35,9 @@ LEVELS, FORMATS = LOG_LEVELS, LOG_FORMATS
 API_ACCESS_LOGGER = "orca.access.api"
 PROXY_ACCESS_LOGGER = "orca.access.proxy"
 
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+# A bearer value orca issues is >= 32 characters (JWTs, push tokens, join tokens); 12 keeps prose like
+# "missing bearer token" readable while masking anything token-like.
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',;]{12,}")
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _JOIN_RE = re.compile(r"ORCAJOIN-[A-Za-z0-9._~+/=-]+")
 _REDACTED = "[redacted]"
