@@ -137,3 +137,35 @@ def test_log_tables_in_config_files(tmp_path: Path) -> None:
 
 def test_the_module_lists_what_it_offers() -> None:
     assert logging_setup.LEVELS == ("debug", "info", "warning", "error") and logging_setup.FORMATS == ("text", "json")
+
+
+def test_cli_flags_reach_the_daemons(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orca import cli
+    from orca.agent import main as agent_main
+    from orca.master import main as master_main
+
+    seen: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(master_main, "run_server", lambda path, **kw: seen.append((path, kw)) or 0)
+    monkeypatch.setattr(agent_main, "run_agent", lambda path, **kw: seen.append((path, kw)) or 0)
+    assert cli.main(["server", "--config", "m.toml", "--log-level", "DEBUG", "--log-format", "json",
+                     "--access-log"]) == 0
+    assert cli.main(["agent", "--config", "a.toml"]) == 0
+    assert seen == [("m.toml", {"log_level": "debug", "log_format": "json", "access_log": True}),
+                    ("a.toml", {})]
+    assert cli.main(["server", "--config", "m.toml", "--log-format", "xml"]) == 2  # argparse's usage error
+    assert len(seen) == 2
+
+
+def test_a_bad_log_setting_stops_the_server_with_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from orca.master.main import run_server
+
+    secret = tmp_path / "s"
+    secret.write_text("x" * 32)
+    secret.chmod(0o600)
+    conf = tmp_path / "m.toml"
+    conf.write_text(f'[node]\nid = "m1"\ndata_dir = "{tmp_path}/d"\n[api]\nlisten = "127.0.0.1:1"\n'
+                    f'[raft]\nlisten = "127.0.0.1:2"\npeers = []\n[security]\ncluster_secret_file = "{secret}"\n')
+    monkeypatch.setenv("ORCA_LOG_LEVEL", "trace")
+    assert run_server(str(conf)) == 2
+    assert "ORCA_LOG_LEVEL: expected one of debug, info, warning, error, got 'trace'" in capsys.readouterr().err
