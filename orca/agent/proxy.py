@@ -46,7 +46,6 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from orca.config import ProxyConfig, parse_host_port
-from orca.logging_setup import proxy_access
 from orca.protocol import LATENCY_BUCKETS_MS
 
 __all__ = ["Proxy", "Route", "Endpoint", "hostname", "BUFFER_MAX_BYTES", "EJECT_S", "MAX_REPLICAS_REPORTED"]
@@ -392,9 +391,7 @@ class Proxy:
             raise
         finally:
             stats.active -= 1
-            elapsed = asyncio.get_running_loop().time() - started
-            stats.record(status, elapsed)
-            proxy_access(route.service, None, status, elapsed)
+            stats.record(status, asyncio.get_running_loop().time() - started)
 
     def _upstream_headers(self, request: web.BaseRequest, extra_drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
         headers = CIMultiDict(request.headers)
