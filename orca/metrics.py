@@ -15,6 +15,7 @@ docs/metrics.md lists every series; a test holds it against the registries.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import subprocess
@@ -38,6 +39,8 @@ from prometheus_client.process_collector import ProcessCollector
 from orca import __version__
 
 __all__ = ["MasterMetrics", "LiveCollector", "CONTENT_TYPE", "base_registry", "build_commit", "API_BUCKETS"]
+
+log = logging.getLogger("orca.metrics")
 
 # `_created` series double the counters' cardinality and no query in our dashboard or alerts needs them.
 disable_created_metrics()
@@ -117,7 +120,8 @@ class LiveCollector:
                         family.add_metric(list(label_values), float(v))
                 else:
                     family.add_metric([], float(value))
-            except Exception:  # noqa: BLE001 - one broken reader must not take the scrape down
+            except Exception as exc:  # noqa: BLE001 - one broken reader must not take the scrape down
+                log.debug("metrics: %s left out of this scrape: %s", name, exc)
                 continue
             yield family
 

@@ -7,6 +7,7 @@ series: their replicas are meant to end, so "running below desired" says nothing
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from orca.metrics import LiveCollector
 from orca.raft import RaftNode
 
 __all__ = ["register_raft_and_services"]
+
+_ROWS_FRESH_S = 0.5  # well below any scrape interval; only the families of one scrape share a pass
 
 
 def _service_rows(state: dict[str, Any]) -> list[tuple[str, int, int, int, int]]:
@@ -53,8 +56,17 @@ def register_raft_and_services(live: LiveCollector, raft: RaftNode,
 
     live.gauge("orca_services", "Services in the replicated state by status.", services, ["status"])
 
+    # The four per-service families share one pass over the state per scrape (not one each).
+    memo: dict[str, Any] = {"at": -1.0, "rows": []}
+
+    def rows() -> list[tuple[str, int, int, int, int]]:
+        now = time.monotonic()
+        if now - memo["at"] > _ROWS_FRESH_S:
+            memo["rows"], memo["at"] = raft.read(_service_rows), now
+        return memo["rows"]
+
     def column(i: int) -> Callable[[], list[tuple[tuple[str], int]]]:
-        return lambda: [((r[0],), r[i]) for r in raft.read(_service_rows)]
+        return lambda: [((r[0],), r[i]) for r in rows()]
 
     live.gauge("orca_service_replicas_desired", "Replicas a long-running service should have (0 when stopped).",
                column(1), ["service"])

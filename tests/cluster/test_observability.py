@@ -121,7 +121,10 @@ def test_expositions_pass_promtool_and_match_the_docs(observed: LocalCluster) ->
     leader = observed.wait_leader()
     admin = observed.token()
     with Client([leader.url], admin) as client:
-        client.deploy([{"name": "web", "image": "orca-test/busybox", "replicas": 2}])
+        client.deploy([{"name": "web", "image": "orca-test/busybox", "replicas": 2},
+                       {"name": "idle", "image": "orca-test/busybox", "replicas": 3},
+                       {"name": "once", "image": "orca-test/busybox", "kind": "job"}])
+        client.stop("idle")
     agent = observed.agents[0]
     viewer = observed.token("viewer", "prometheus")
     master_text = scrape(leader.url + "/metrics")
@@ -133,6 +136,9 @@ def test_expositions_pass_promtool_and_match_the_docs(observed: LocalCluster) ->
     check_against_doc(master_text, ("Every process", "Masters"))
     check_against_doc(agent_text, ("Every process", "Agents"))
     assert 'orca_service_replicas_desired{service="web"} 2.0' in master_text
+    assert 'orca_service_replicas_desired{service="idle"} 0.0' in master_text  # stopped: none wanted
+    assert 'service="once"' not in master_text  # a job's replicas are meant to end: no replica series
+    assert 'orca_service_rollout_halted{service="web"} 0.0' in master_text
     assert "orca_raft_leader_changes_total" in master_text and "orca_dispatch_pushes_total" in master_text
     # followers answer too, and agree on the cluster objects
     for m in observed.masters:

@@ -65,13 +65,13 @@ def test_json_lines_parse_and_carry_the_node(restore_logging: None) -> None:
     configure(LogSettings(level="debug", format="json"), "worker-1", out)
     logging.getLogger("orca.test").debug("step %d", 3)
     try:
-        raise RuntimeError("boom with Bearer abc.def.ghi")
+        raise RuntimeError("boom with Bearer abcdefghijklmnop.qrs")
     except RuntimeError:
         logging.getLogger("orca.test").exception("failed")
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["message"] == "step 3" and first["level"] == "DEBUG" and first["node"] == "worker-1"
     assert first["logger"] == "orca.test" and first["time"]
-    assert "RuntimeError" in second["exc_info"] and "abc.def.ghi" not in second["exc_info"]
+    assert "RuntimeError" in second["exc_info"] and "abcdefghijklmnop" not in second["exc_info"]
 
 
 def test_access_loggers_are_off_unless_asked_for(restore_logging: None) -> None:
@@ -79,11 +79,13 @@ def test_access_loggers_are_off_unless_asked_for(restore_logging: None) -> None:
     configure(LogSettings(level="debug"), "m", out)
     logging.getLogger(API_ACCESS_LOGGER).info("GET /x")
     logging.getLogger(PROXY_ACCESS_LOGGER).info("GET /y")
+    logging_setup.proxy_access("web", "a1", 200, 0.01)
     assert out.getvalue() == ""
     configure(LogSettings(level="warning", access_log=True, proxy_access_log=True), "m", out)
     logging.getLogger(API_ACCESS_LOGGER).info("GET /x")
     logging.getLogger(PROXY_ACCESS_LOGGER).info("GET /y")
-    assert "GET /x" in out.getvalue() and "GET /y" in out.getvalue()
+    logging_setup.proxy_access("web", None, 502, 0.25)
+    assert "GET /x" in out.getvalue() and "GET /y" in out.getvalue() and "web - 502 0.2500" in out.getvalue()
 
 
 def test_real_tokens_are_masked(restore_logging: None) -> None:
@@ -95,12 +97,14 @@ def test_real_tokens_are_masked(restore_logging: None) -> None:
     log.warning("header was %s", f"Authorization: Bearer {token}")
     log.warning("token %s in a message", token)
     log.warning("join with ORCAJOIN-2-abcdef.ghijk and bearer=%s", "x")
+    log.warning("heartbeat refused: missing bearer token")
     text = out.getvalue()
     assert token not in text and "ORCAJOIN-2-abcdef" not in text and text.count("[redacted]") == 3
+    assert "missing bearer token" in text  # prose stays readable
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="\"',;"),
-               min_size=8, max_size=80), st.text(max_size=40), st.text(max_size=40))
+               min_size=12, max_size=80), st.text(max_size=40), st.text(max_size=40))
 def test_a_bearer_value_never_survives(value: str, before: str, after: str) -> None:
     text = redact(f"{before} Authorization: Bearer {value} {after}")
     assert f"Bearer {value}" not in text
@@ -133,3 +137,35 @@ def test_log_tables_in_config_files(tmp_path: Path) -> None:
 
 def test_the_module_lists_what_it_offers() -> None:
     assert logging_setup.LEVELS == ("debug", "info", "warning", "error") and logging_setup.FORMATS == ("text", "json")
+
+
+def test_cli_flags_reach_the_daemons(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orca import cli
+    from orca.agent import main as agent_main
+    from orca.master import main as master_main
+
+    seen: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(master_main, "run_server", lambda path, **kw: seen.append((path, kw)) or 0)
+    monkeypatch.setattr(agent_main, "run_agent", lambda path, **kw: seen.append((path, kw)) or 0)
+    assert cli.main(["server", "--config", "m.toml", "--log-level", "DEBUG", "--log-format", "json",
+                     "--access-log"]) == 0
+    assert cli.main(["agent", "--config", "a.toml"]) == 0
+    assert seen == [("m.toml", {"log_level": "debug", "log_format": "json", "access_log": True}),
+                    ("a.toml", {})]
+    assert cli.main(["server", "--config", "m.toml", "--log-format", "xml"]) == 2  # argparse's usage error
+    assert len(seen) == 2
+
+
+def test_a_bad_log_setting_stops_the_server_with_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from orca.master.main import run_server
+
+    secret = tmp_path / "s"
+    secret.write_text("x" * 32)
+    secret.chmod(0o600)
+    conf = tmp_path / "m.toml"
+    conf.write_text(f'[node]\nid = "m1"\ndata_dir = "{tmp_path}/d"\n[api]\nlisten = "127.0.0.1:1"\n'
+                    f'[raft]\nlisten = "127.0.0.1:2"\npeers = []\n[security]\ncluster_secret_file = "{secret}"\n')
+    monkeypatch.setenv("ORCA_LOG_LEVEL", "trace")
+    assert run_server(str(conf)) == 2
+    assert "ORCA_LOG_LEVEL: expected one of debug, info, warning, error, got 'trace'" in capsys.readouterr().err

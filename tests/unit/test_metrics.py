@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +163,38 @@ async def test_agent_metrics_are_public_by_default(aiohttp_client: Any, agent: A
     client = await aiohttp_client(make_agent_api(agent))
     assert (await client.get("/metrics")).status == 200
     assert (await client.post("/metrics")).status == 405
+
+
+class _ProxyStub:
+    """The proxy's statistics interface as the heartbeat and /metrics use it (`stats(max_replicas=)`)."""
+
+    def stats(self, max_replicas: int = 0) -> dict[str, dict[str, Any]]:
+        buckets = [1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4]  # cumulative, +Inf last
+        return {"web": {"requests": 4, "errors": 1, "active": 2, "latency_buckets": buckets,
+                        "latency_sum_ms": 7000.5, "replicas": {}}}
+
+
+async def test_agent_proxy_series_and_the_docs_agree(aiohttp_client: Any, agent: Agent) -> None:
+    agent.proxy = _ProxyStub()  # type: ignore[assignment]
+    client = await aiohttp_client(make_agent_api(agent))
+    text = await (await client.get("/metrics")).text()
+    fam = families(text)
+    assert fam["orca_proxy_requests"].samples[0].value == 4
+    assert fam["orca_proxy_request_errors"].samples[0].value == 1
+    assert fam["orca_proxy_active_requests"].samples[0].value == 2
+    hist = {s.labels.get("le"): s.value for s in fam["orca_proxy_request_duration_seconds"].samples
+            if s.name.endswith("_bucket")}
+    assert hist["0.001"] == 1 and hist["+Inf"] == 4
+    assert any(s.name.endswith("_sum") and s.value == pytest.approx(7.0005)
+               for s in fam["orca_proxy_request_duration_seconds"].samples)
+    # every orca_* family of the agent is in docs/metrics.md's "Agents" and "Every process" tables
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    section = doc[doc.index("## Every process"):doc.index("## Masters")] + doc[doc.index("## Agents"):
+                                                                                doc.index("## Useful queries")]
+    documented = set(re.findall(r"^\| `(orca_[a-z_]+)` \|", section, re.MULTILINE))
+    exposed = {f.name + ("_total" if f.type == "counter" else "") for f in fam.values() if f.name.startswith("orca_")}
+    assert exposed == documented
+    if shutil.which("promtool"):
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and out.stdout == out.stderr == "", out.stdout + out.stderr
