@@ -424,7 +424,15 @@ ensure_prereqs() {
         py=$(orca_find_python) || pkgs+=(python3-venv)
     fi
     if [ "$want_agent" = 1 ] && agent_wants_haproxy "$AGENT_CONFIG" && ! have_haproxy; then
-        pkgs+=(haproxy)
+        if [ -x scripts/ensure-haproxy.sh ]; then  # the ingress's own installer, when it has one
+            if [ "$root" = 1 ]; then
+                scripts/ensure-haproxy.sh >&2 || orca_die "scripts/ensure-haproxy.sh failed (above)"
+            else
+                cmds+=("sudo scripts/ensure-haproxy.sh   # HAProxy, the agent's ingress proxy")
+            fi
+        else
+            pkgs+=(haproxy)
+        fi
     fi
     if [ ${#pkgs[@]} -gt 0 ]; then
         if [ "$root" = 1 ]; then

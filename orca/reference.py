@@ -1,0 +1,283 @@
+"""The generated references in `docs/`: the API (from the OpenAPI document) and the service spec.
+
+    python -m orca.reference --write     rewrite docs/api.md, docs/spec.md and docs/spec.schema.json
+    python -m orca.reference --check     exit 1 naming each stale file (tests/unit/test_reference.py runs it)
+
+They are generated so they cannot drift: `docs/api.md` from the document every master serves
+(`orca.master.openapi.build_document`, over a router holding exactly the routes of the policy table,
+which a unit test keeps equal to the served routes), the spec reference and its JSON Schema from
+`orca.spec_schema`. A file may start with hand-written text: everything above the line `MARKER` is kept
+as it is (the blocking-queries section of docs/api.md lives there, for instance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MARKER", "render_api", "render_spec", "render_schema", "outputs", "main"]
+
+MARKER = "<!-- generated below by `python -m orca.reference --write`: edit orca/, not this part -->"
+Schema = dict[str, Any]
+
+
+def _document() -> dict[str, Any]:
+    from aiohttp import web
+
+    from orca.master.http import POLICY
+    from orca.master.openapi import build_document
+
+    async def handler(request: web.Request) -> web.Response:  # pragma: no cover - never called
+        raise web.HTTPNotImplemented()
+
+    app = web.Application()
+    for method, path in sorted(POLICY):
+        app.router.add_route(method, path, handler)
+    return build_document(app)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _bounds(schema: Schema) -> str:
+    """A schema's constraints in words, for a table cell."""
+    if "$ref" in schema:
+        return f"[{schema['$ref'].rsplit('/', 1)[-1]}](#{schema['$ref'].rsplit('/', 1)[-1].lower()})"
+    parts = []
+    options = schema.get("anyOf")
+    if options:
+        return " or ".join(_bounds(o) for o in options)
+    kind = schema.get("type")
+    if kind:
+        parts.append(kind if isinstance(kind, str) else "/".join(kind))
+    for key, word in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in schema:
+            parts.append(f"{word} {schema[key]:g}" if isinstance(schema[key], float) else f"{word} {schema[key]}")
+    for key, word in (("minLength", "length >="), ("maxLength", "length <="), ("minItems", "items >="),
+                      ("maxItems", "items <="), ("maxProperties", "entries <=")):
+        if key in schema:
+            parts.append(f"{word} {schema[key]}")
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
+    if "pattern" in schema:
+        parts.append(f"`{schema['pattern']}`")
+    if "propertyNames" in schema and "pattern" in schema["propertyNames"]:
+        parts.append(f"keys `{schema['propertyNames']['pattern']}`")
+    if isinstance(schema.get("additionalProperties"), dict):
+        parts.append("values: " + _bounds(schema["additionalProperties"]))
+    if isinstance(schema.get("items"), dict):
+        parts.append("items: " + _bounds(schema["items"]))
+    return ", ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def render_api() -> str:
+    doc = _document()
+    ops: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            ops.setdefault(op["tags"][0], []).append((method.upper(), path, op))
+    lines = ["# API reference", "",
+             f"orca master API {doc['info']['version']}: {doc['info']['description']}", "",
+             "Generated from the OpenAPI 3.1 document every master serves at `GET /api/v1/openapi.json` "
+             "(no token needed). Roles: `viewer` < `deployer` < `admin`; `agent` is for agents only; "
+             "`public` needs no token. Writes accept an `Idempotency-Key` header; a follower answers a "
+             "write with 307 to the leader. Every error is the [Error](#error) envelope.", ""]
+    lines += ["| route | role | summary |", "|---|---|---|"]
+    for tag in sorted(ops):
+        for method, path, op in sorted(ops[tag], key=lambda t: (t[1], t[0])):
+            lines.append(f"| [`{method} {path}`](#{_anchor(method, path)}) | {op['x-orca-role']} | "
+                         f"{_cell(op['summary'])} |")
+    lines.append("")
+    for tag in sorted(ops):
+        lines += [f"## {tag}", ""]
+        for method, path, op in sorted(ops[tag], key=lambda t: (t[1], t[0])):
+            lines += _api_operation(method, path, op)
+    lines += ["## Bodies", "",
+              "The JSON Schemas (2020-12) of the request bodies and answers named above, with the bounds the "
+              "server enforces. Cross-field rules are in each description.", ""]
+    for name, schema in sorted(doc["components"]["schemas"].items()):
+        lines += [f"### {name}", ""]
+        if schema.get("description"):
+            lines += [schema["description"], ""]
+        lines += ["```json", json.dumps(schema, indent=1, ensure_ascii=False), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _anchor(method: str, path: str) -> str:
+    text = f"{method} {path}".lower()
+    return "".join(c for c in text.replace(" ", "-") if c.isalnum() or c in "-_")
+
+
+def _api_operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
+    lines = [f"### {method} {path}", "", op["summary"], "", f"- role: `{op['x-orca-role']}`"]
+    if op.get("description"):
+        lines.append(f"- {op['description']}")
+    params = op.get("parameters", [])
+    for p in params:
+        note = f": {p['description']}" if p.get("description") else ""
+        lines.append(f"- {p['in']} `{p['name']}` ({_bounds(p['schema'])}){note}")
+    body = op.get("requestBody")
+    if body:
+        (ctype, content), = body["content"].items()
+        lines.append(f"- body ({ctype}): {_bounds(content['schema'])}")
+    answers = []
+    for status, response in op["responses"].items():
+        if status == "default":
+            continue
+        answers.append(f"{status} {response['description']}")
+    lines.append("- answers: " + "; ".join(answers))
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+def render_schema() -> str:
+    from orca.spec_schema import spec_schema
+
+    return json.dumps(spec_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _default(schema: Schema) -> str:
+    if "x-default" in schema:
+        return schema["x-default"]
+    if "default" not in schema:
+        return "required"
+    value = schema["default"]
+    return "none" if value is None else f"`{_compact(value)}`"
+
+
+def _rows(properties: dict[str, Schema], prefix: str, required: set[str]) -> list[str]:
+    rows = []
+    for key, schema in properties.items():
+        path = prefix + key
+        shown = dict(schema)
+        inner = shown.pop("properties", None)
+        table = None
+        for option in shown.get("anyOf", ()):
+            for deeper in option.get("anyOf", (option,)):
+                if "properties" in deeper:
+                    table = deeper
+        default = "required" if key in required else _default(schema)
+        example = _compact(schema["examples"][0])
+        rows.append(f"| `{path}` | {_cell(_bounds(_without_doc(shown)))} | {_cell(default)} | "
+                    f"{_cell(schema['description'])} | `{_cell(example)}` |")
+        if inner is not None:
+            rows += _rows(inner, path + ".", set())
+        elif table is not None and not path.startswith("volumes"):
+            rows += _rows(table["properties"], path + ".", set())
+    return rows
+
+
+def _without_doc(schema: Schema) -> Schema:
+    out = {k: v for k, v in schema.items() if k not in ("description", "examples", "default", "x-default")}
+    if "anyOf" in out:
+        out["anyOf"] = [_table_word(o) for o in out["anyOf"]]
+    return out
+
+
+def _table_word(option: Schema) -> Schema:
+    if "properties" in option or "$ref" in option:
+        return {"type": "table"}
+    if "anyOf" in option:
+        return {"anyOf": [_table_word(o) for o in option["anyOf"]]}
+    return {k: v for k, v in option.items() if k != "description"}
+
+
+def render_spec() -> str:
+    from orca.spec_schema import spec_schema
+
+    schema = spec_schema()
+    service = schema["$defs"]["ServiceSpec"]
+    lines = [
+        "# Service spec reference", "",
+        "What `orca deploy -f FILE` reads: one service spec, or a project of several (`{\"services\": [...]}` in "
+        "JSON, `[[services]]` tables in TOML, or a directory of `services/*/service.toml`). Unknown fields are "
+        "refused, naming the field. The same rules hold for `POST /api/v1/deploy` (400 `INVALID_SPEC`).", "",
+        "The JSON Schema of this file is [spec.schema.json](spec.schema.json) (draft 2020-12; point your "
+        "editor at it). `orca validate -f FILE` checks a file against it and then against the rules a schema "
+        "cannot say, without a cluster:", "",
+        "- `canary` is at most `replicas`; not with named volumes; a job has no canary and no `scaling`;",
+        "- a health check other than `exec` needs `port`; `health.tcp` must be `port`;",
+        "- `update.healthy_deadline_s` must exceed `update.min_healthy_s`;",
+        "- `scaling.max_replicas` >= `scaling.min_replicas`, `scale_in_threshold_pct` < `scale_out_threshold_pct`;",
+        "- `schedule` only for `kind = \"job\"`, which may not have `restart = \"always\"`;",
+        "- `depends_on` names other services of the same project; `${secrets.KEY}` references are well formed.",
+        "",
+        "Fields that make a new version (a rolling update) when changed: " +
+        ", ".join(f"`{f}`" for f in _rollout_fields()) + ". The others (replicas, placement, domain, "
+        "update, canary, scaling, canary_weight, labels) take effect without restarting a container.", "",
+        "| field | type and bounds | default | meaning | example |", "|---|---|---|---|---|",
+    ]
+    lines += _rows(service["properties"], "", set(service.get("required", ())))
+    scaling = schema["$defs"]["ScalingPolicy"]
+    lines += _rows(scaling["properties"], "scaling.", set())
+    lines += ["", "Examples: the files in [examples/](../examples/), each deployed by the docker tier "
+              "(`tests/docker/test_examples_e2e.py`).", ""]
+    return "\n".join(lines)
+
+
+def _rollout_fields() -> list[str]:
+    from orca import spec
+
+    return [*spec.ROLLOUT_FIELDS, *spec.OPTIONAL_ROLLOUT_FIELDS]
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def outputs() -> dict[str, str]:
+    """File (relative to the repository root) -> its generated content."""
+    return {"docs/api.md": render_api(), "docs/spec.md": render_spec(), "docs/spec.schema.json": render_schema()}
+
+
+def _merged(existing: str | None, generated: str, markdown: bool) -> str:
+    """Keep the hand-written part above MARKER (markdown files only)."""
+    if not markdown:
+        return generated
+    head = ""
+    if existing and MARKER in existing:
+        head = existing.split(MARKER, 1)[0]
+    return head + MARKER + "\n\n" + generated if head else MARKER + "\n\n" + generated
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orca.reference", description=__doc__.split("\n\n")[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="rewrite the generated files")
+    group.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the repository root (default: where this package lives)")
+    args = parser.parse_args(argv)
+    stale = []
+    for rel, generated in outputs().items():
+        path = args.root / rel
+        existing = path.read_text(encoding="utf-8") if path.exists() else None
+        wanted = _merged(existing, generated, rel.endswith(".md"))
+        if existing == wanted:
+            continue
+        if args.write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(wanted, encoding="utf-8")
+            print(f"wrote {rel}")
+        else:
+            stale.append(rel)
+    if stale:
+        print("stale: " + ", ".join(stale) + " (run: python -m orca.reference --write)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
