@@ -1,13 +1,15 @@
-"""The generated references in `docs/`: the API (from the OpenAPI document) and the service spec.
+"""The generated references in `docs/`: the API, the service spec and the configuration keys.
 
-    python -m orca.reference --write     rewrite docs/api.md, docs/spec.md and docs/spec.schema.json
+    python -m orca.reference --write     rewrite docs/api.md, docs/spec.md, docs/spec.schema.json and the
+                                         key tables of docs/configuration.md
     python -m orca.reference --check     exit 1 naming each stale file (tests/unit/test_reference.py runs it)
 
 They are generated so they cannot drift: `docs/api.md` from the document every master serves
 (`orca.master.openapi.build_document`, over a router holding exactly the routes of the policy table,
 which a unit test keeps equal to the served routes), the spec reference and its JSON Schema from
-`orca.spec_schema`. A file may start with hand-written text: everything above the line `MARKER` is kept
-as it is (the blocking-queries section of docs/api.md lives there, for instance).
+`orca.spec_schema`, the configuration keys from `config.example.toml` (checked against the loader by
+`tests/unit/test_configuration_doc.py`). A file may start with hand-written text: everything above the
+line `MARKER` is kept as it is (the blocking-queries section of docs/api.md lives there, for instance).
 """
 
 from __future__ import annotations
@@ -234,22 +236,93 @@ def _rollout_fields() -> list[str]:
     return [*spec.ROLLOUT_FIELDS, *spec.OPTIONAL_ROLLOUT_FIELDS]
 
 
+# ------------------------------------------------------------------------------------------------ config
+
+_EXAMPLE = "config.example.toml"
+_AGENT_BEGIN, _AGENT_END = "# AGENT-EXAMPLE-BEGIN", "# AGENT-EXAMPLE-END"
+
+
+def example_keys(text: str) -> list[tuple[str, str, str, str]]:
+    """The keys `config.example.toml` documents, in file order: (dotted key, example value, default or
+    "required", what it does). The agent block (commented out between the AGENT-EXAMPLE markers) counts
+    as well; a table header's comment is listed under the table's own name."""
+    rows: list[tuple[str, str, str, str]] = []
+    table = ""
+    in_agent = False
+    depth = 0  # inside a multi-line array (raft.peers): its lines are not keys
+    for raw in text.splitlines():
+        if raw.startswith(_AGENT_BEGIN):
+            in_agent, table = True, ""
+            continue
+        if raw.startswith(_AGENT_END):
+            break
+        line = raw[2:] if in_agent and raw.startswith("# ") else raw
+        if in_agent and not raw.startswith("# "):
+            continue
+        code, _, comment = line.partition(" #")
+        code, comment = code.strip(), comment.strip().lstrip("#").strip()
+        if depth:
+            depth += code.count("[") - code.count("]")
+            continue
+        if not code or code.startswith("#"):
+            continue
+        if code.startswith("[") and code.endswith("]"):
+            table = code.strip("[]").strip()
+            if comment:
+                rows.append((table, "", *_default_and_text(comment)))
+            continue
+        key, _, value = code.partition("=")
+        key, value = key.strip(), value.strip()
+        if value.startswith("[") and value.count("[") > value.count("]"):
+            depth = value.count("[") - value.count("]")
+            value = "[...]"
+        rows.append((f"{table}.{key}" if table else key, value, *_default_and_text(comment)))
+    return rows
+
+
+def _default_and_text(comment: str) -> tuple[str, str]:
+    head, sep, rest = comment.partition("; ")
+    if head.startswith("default") or head.startswith("required") or head.startswith("optional"):
+        return head, rest
+    return "", comment
+
+
+def render_configuration(root: Path) -> str:
+    rows = example_keys((root / _EXAMPLE).read_text(encoding="utf-8"))
+    lines = ["## Every key", "",
+             f"Generated from [`{_EXAMPLE}`](../{_EXAMPLE}), which is itself a valid master config (the agent "
+             "part is commented out at its end); `tests/unit/test_configuration_doc.py` checks that it names "
+             "exactly the keys the loader (`orca/config.py`) accepts.", ""]
+    section = None
+    for key, value, default, text in rows:
+        top = key.split(".", 1)[0]
+        if top != section:
+            section = top
+            kind = "an agent's config" if top == "agent" else "a master's config"
+            lines += ([""] if len(lines) > 4 else []) + [f"### [{top}] ({kind})", "",
+                                                         "| key | example | default | what it does |",
+                                                         "|---|---|---|---|"]
+        shown = f"`[{key}]`" if value == "" else f"`{key}`"
+        example = "" if value == "" else f"`{_cell(value)}`"
+        lines.append(f"| {shown} | {example} | {_cell(default)} | {_cell(text)} |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------------------ files
 
 
-def outputs() -> dict[str, str]:
+def outputs(root: Path) -> dict[str, str]:
     """File (relative to the repository root) -> its generated content."""
-    return {"docs/api.md": render_api(), "docs/spec.md": render_spec(), "docs/spec.schema.json": render_schema()}
+    return {"docs/api.md": render_api(), "docs/spec.md": render_spec(), "docs/spec.schema.json": render_schema(),
+            "docs/configuration.md": render_configuration(root)}
 
 
 def _merged(existing: str | None, generated: str, markdown: bool) -> str:
     """Keep the hand-written part above MARKER (markdown files only)."""
     if not markdown:
         return generated
-    head = ""
-    if existing and MARKER in existing:
-        head = existing.split(MARKER, 1)[0]
-    return head + MARKER + "\n\n" + generated if head else MARKER + "\n\n" + generated
+    head = existing.split(MARKER, 1)[0] if existing and MARKER in existing else ""
+    return head + MARKER + "\n\n" + generated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the repository root (default: where this package lives)")
     args = parser.parse_args(argv)
     stale = []
-    for rel, generated in outputs().items():
+    for rel, generated in outputs(args.root).items():
         path = args.root / rel
         existing = path.read_text(encoding="utf-8") if path.exists() else None
         wanted = _merged(existing, generated, rel.endswith(".md"))
