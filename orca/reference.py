@@ -89,7 +89,7 @@ def render_api() -> str:
     for path, item in doc["paths"].items():
         for method, op in item.items():
             ops.setdefault(op["tags"][0], []).append((method.upper(), path, op))
-    lines = ["# API reference", "",
+    lines = ["## Every route", "",
              f"orca master API {doc['info']['version']}: {doc['info']['description']}", "",
              "Generated from the OpenAPI 3.1 document every master serves at `GET /api/v1/openapi.json` "
              "(no token needed). Roles: `viewer` < `deployer` < `admin`; `agent` is for agents only; "
@@ -102,7 +102,7 @@ def render_api() -> str:
                          f"{_cell(op['summary'])} |")
     lines.append("")
     for tag in sorted(ops):
-        lines += [f"## {tag}", ""]
+        lines += [f"### {tag}", ""]
         for method, path, op in sorted(ops[tag], key=lambda t: (t[1], t[0])):
             lines += _api_operation(method, path, op)
     lines += ["## Bodies", "",
@@ -122,7 +122,7 @@ def _anchor(method: str, path: str) -> str:
 
 
 def _api_operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
-    lines = [f"### {method} {path}", "", op["summary"], "", f"- role: `{op['x-orca-role']}`"]
+    lines = [f"#### {method} {path}", "", op["summary"], "", f"- role: `{op['x-orca-role']}`"]
     if op.get("description"):
         lines.append(f"- {op['description']}")
     params = op.get("parameters", [])

@@ -20,7 +20,7 @@ from typing import Any
 
 from orca import spec
 
-__all__ = ["NOTES", "SCHEMA_ID", "field_paths", "spec_schema", "schema_errors"]
+__all__ = ["NOTES", "SCHEMA_ID", "check_services", "field_paths", "spec_schema", "schema_errors"]
 
 SCHEMA_ID = "https://github.com/orca/orca/blob/main/docs/spec.schema.json"
 
@@ -244,15 +244,28 @@ def schema_errors(document: Any, schema: Schema | None = None) -> list[str]:
     return lines
 
 
-def _leaf(error: Any) -> Any:
-    """The most telling error inside alternatives (anyOf): the one that got deepest into the document,
-    else one that is not a mere type mismatch (a table that is wrong inside, not 'expected null')."""
-    while error.validator in ("anyOf", "oneOf") and error.context:
-        pool = [e for e in error.context if e.relative_path] or [e for e in error.context if e.validator != "type"]
-        if not pool:
-            break
-        error = max(pool, key=lambda e: len(e.absolute_path))
-    return error
+def check_services(specs: list[dict[str, Any]]) -> list[str]:
+    """Every problem of the services a deploy file holds, one line each, named by service: the schema's
+    (all of them at once) and then, for the services the schema passes, the rules only the validator
+    knows (`orca.spec.validate_deploy_body`, the API's own check). Empty: the server would accept them."""
+    names = [s.get("name") if isinstance(s.get("name"), str) and spec.is_dns_label(s.get("name")) else f"#{i}"
+             for i, s in enumerate(specs)]
+    problems: list[str] = []
+    failed: set[int] = set()
+    for line in schema_errors({"services": specs}):
+        head, _, rest = line.partition(": ")
+        if head.startswith("services[") and "]" in head:
+            index = int(head[len("services["):head.index("]")])
+            field = head[head.index("]") + 1:].lstrip(".")
+            failed.add(index)
+            problems.append(f"{names[index]}: {field + ': ' if field else ''}{rest}")
+        else:
+            problems.append(line)
+    rest_specs = [s for i, s in enumerate(specs) if i not in failed]
+    if rest_specs:
+        _, errors = spec.validate_deploy_body({"services": rest_specs})
+        problems += [f"{e['service']}: {e['error']}" for e in errors]
+    return problems
 
 
 def _leaf(error: Any) -> Any:
@@ -272,7 +285,6 @@ _WORDS = {
     "exclusiveMaximum": "must be less than {}", "minLength": "must have at least {} characters",
     "maxLength": "must have at most {} characters", "minItems": "must have at least {} items",
     "maxItems": "must have at most {} items", "maxProperties": "must have at most {} entries",
-    "required": "required fields: {}",
 }
 
 
@@ -282,8 +294,8 @@ def _short(error: Any) -> str:
         # Only type mismatches among the alternatives (see _leaf): "expected integer or null".
         types = [str(e.validator_value) for e in error.context if e.validator == "type"]
         return "expected " + " or ".join(types) if types else "matches none of the allowed forms"
-    if error.validator == "additionalProperties":
-        return error.message  # names the unknown field(s), which the author wrote as keys
+    if error.validator in ("additionalProperties", "required"):
+        return error.message  # names the field(s), which the author wrote (or forgot) as keys
     if error.validator == "propertyNames":
         return f"invalid name {error.instance!r}" if isinstance(error.instance, str) and len(error.instance) <= 64 \
             else "invalid name"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start the local cluster: three masters (cluster/node1..3.toml) and one agent on the local Docker engine
 # (cluster/agent1.toml, node worker-1), in the background, and print how to use it. With --node it is
-# the entry point of one host of a cluster spread over several (README, "Three hosts (Vagrant)").
+# the entry point of one host of a cluster spread over several (docs/three-hosts.md).
 #
 #   scripts/bootstrap-cluster.sh                         start the masters, wait for a leader, start worker-1
 #   scripts/bootstrap-cluster.sh --status                one health line per master and per agent
@@ -23,7 +23,7 @@
 #   --data-dir DIR         pid files, logs and the admin token go there (default: data/)
 #
 # Agents are worker-1 (or the --agent config) and, without --node, any other with a pid file
-# data/<id>.pid (like the README's worker-2, started with `orca join`); --purge removes the containers
+# data/<id>.pid (like the walkthrough's worker-2, started with `orca join`); --purge removes the containers
 # labelled orca.node=<id> of worker-1 and of every agent with a pid or token file data/<id>.{pid,token}.
 #
 # Runs from anywhere; works in the repository root, where the configs' relative paths (./data/...) point
@@ -503,7 +503,7 @@ do_status() {
     [ "$explicit_nodes" = 0 ] || [ "$AGENT_GIVEN" = 1 ] || return "$rc"
 
     # The agents: worker-1 (or the --agent one) and, without --node, any other with a pid file under
-    # data/ (the README's worker-2): the process, and what the cluster says of the node (asked of an
+    # data/ (the walkthrough's worker-2): the process, and what the cluster says of the node (asked of an
     # answering master).
     local line agent_id listen node f agents=() addr=()
     line=$(read_agent_config "$AGENT_CONFIG") || exit 1
@@ -574,7 +574,7 @@ do_stop() {
     else
         # Agents first: SIGTERM makes an agent exit and leaves its containers running (by design: an
         # agent started again re-adopts them). Agents are worker-1 and any other pid file under data/
-        # that is not a master's, such as the README's worker-2.
+        # that is not a master's, such as the walkthrough's worker-2.
         line=$(read_agent_config "$AGENT_CONFIG") || exit 1
         IFS=$'\t' read -r agent_id _ <<<"$line"
         purge_ids=("$agent_id")
@@ -586,7 +586,7 @@ do_stop() {
             esac
         done
         # --purge: the containers of worker-1 and of every agent with a pid file or a token file
-        # under data/ (the README's worker-2 has both; its pid file may be gone, its token stays).
+        # under data/ (the walkthrough's worker-2 has both; its pid file may be gone, its token stays).
         for f in "$DATA_DIR"/*.pid "$DATA_DIR"/*.token; do
             f=$(basename "${f%.*}")
             case $f in master-* | admin) continue ;; esac
@@ -978,7 +978,7 @@ EOF
     fi
     cat <<EOF
 
-Next (README.md, "Walkthrough", explains each step):
+Next (docs/walkthrough.md explains each step):
 ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca deploy -f examples/web.json   # waits until both replicas run and pass their health check
   $orca status
