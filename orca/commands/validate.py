@@ -21,7 +21,7 @@ __all__ = ["add_parsers", "cmd_validate"]
 def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verb(verbs, "validate", cmd_validate, "check a deploy file against the spec schema, without a cluster")
-    p.add_argument("-f", "--file", required=True, help="JSON or TOML file, or a project directory "
+    p.add_argument("-f", "--file", help="JSON or TOML file, or a project directory "
                                                        "(services/*/service.toml), as for `orca deploy -f`")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON Schema the file is checked against (docs/spec.schema.json) and exit")
@@ -33,8 +33,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
         return 0
+    from orca.commands.common import UsageError
     from orca.commands.specfile import load_services
 
+    if not args.file:
+        raise UsageError("validate needs -f FILE (a deploy file or a project directory), or --schema")
     specs = load_services(args.file)  # UsageError (exit 2) for a file that cannot be read or parsed
     problems = check_services(specs)
     names = ", ".join(str(s.get("name", f"#{i}")) for i, s in enumerate(specs))
