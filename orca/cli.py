@@ -43,6 +43,7 @@ from orca.commands import (
     tokens,
     top,
     ui,
+    validate,
     volumes,
     webhooks,
 )
@@ -80,7 +81,7 @@ __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_tok
            "PS_HEADERS", "NODE_HEADERS", "_age", "_epoch", "_client", "_emit"]
 
 # The verb groups in the order `orca --help` lists their verbs.
-VERB_GROUPS = (daemons, tokens, deploy, services, logs, nodes, volumes, jobs, secrets, events, top, scaling,
+VERB_GROUPS = (daemons, tokens, deploy, validate, services, logs, nodes, volumes, jobs, secrets, events, top, scaling,
                webhooks, ui, cluster, context, snapshot)
 
 
