@@ -44,6 +44,7 @@ from orca.commands import (
     tokens,
     top,
     ui,
+    validate,
     version,
     volumes,
     webhooks,
@@ -79,8 +80,8 @@ __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_tok
            "PS_HEADERS", "NODE_HEADERS", "verb_parsers", "_age", "_epoch", "_client", "_emit"]
 
 # The verb groups in the order `orca --help` lists their verbs.
-VERB_GROUPS = (daemons, tokens, deploy, services, logs, nodes, volumes, jobs, secrets, events, top, scaling,
-               webhooks, ui, cluster, context, snapshot, version, completion)
+VERB_GROUPS = (daemons, tokens, deploy, validate, services, logs, nodes, volumes, jobs, secrets, events, top,
+               scaling, webhooks, ui, cluster, context, snapshot, version, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

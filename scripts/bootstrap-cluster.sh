@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start the local cluster: three masters (cluster/node1..3.toml) and one agent on the local Docker engine
 # (cluster/agent1.toml, node worker-1), in the background, and print how to use it. With --node it is
-# the entry point of one host of a cluster spread over several (README, "Three hosts (Vagrant)").
+# the entry point of one host of a cluster spread over several (docs/three-hosts.md).
 #
 #   scripts/bootstrap-cluster.sh                         start the masters, wait for a leader, start worker-1
 #   scripts/bootstrap-cluster.sh --status                one health line per master and per agent
@@ -23,7 +23,7 @@
 #   --data-dir DIR         pid files, logs and the admin token go there (default: data/)
 #
 # Agents are worker-1 (or the --agent config) and, without --node, any other with a pid file
-# data/<id>.pid (like the README's worker-2, started with `orca join`); --purge removes the containers
+# data/<id>.pid (like the walkthrough's worker-2, started with `orca join`); --purge removes the containers
 # labelled orca.node=<id> of worker-1 and of every agent with a pid or token file data/<id>.{pid,token}.
 #
 # Runs from anywhere; works in the repository root, where the configs' relative paths (./data/...) point
@@ -38,11 +38,13 @@
 # (ORCA_CONFIG) is written and made current: every master's URL (learned from the cluster) and the
 # admin token file, so `orca` reaches the cluster through any master that is up.
 #
-# The agent needs a Docker engine. When none answers, the masters still start and the script says what
-# to do (run `sudo scripts/ensure-docker.sh`, then this script again) and exits 0 without an agent.
-# When the engine answers but lacks the test image orca-test/busybox, the script runs
-# scripts/ensure-docker.sh itself if it is root (that only builds the image, from busybox-static),
-# and otherwise says to run it; the agent starts either way.
+# One command from nothing: before starting anything, the start form (not --node without --agent) checks
+# what the machine needs: a Python >= 3.11 with venv, a Docker engine that answers (DOCKER_HOST or the
+# default socket) with the test image orca-test/busybox, and HAProxy when the agent runs the ingress
+# proxy ([agent.proxy]). As root it installs what is missing: python3-venv and haproxy from Debian,
+# the engine and the image through scripts/ensure-docker.sh (ORCA_ENSURE_DOCKER names another script,
+# for tests). As another user it changes nothing: it prints the exact commands to run (with sudo),
+# then this script again, and exits 1.
 set -euo pipefail
 
 LEADER_WAIT_S=30
@@ -352,6 +354,133 @@ show_log_tails() {
     done
 }
 
+# ---------------------------------------------------------------------- prerequisites
+
+ENSURE_DOCKER=${ORCA_ENSURE_DOCKER:-scripts/ensure-docker.sh}
+
+# Asks the Docker engine the agent would use (DOCKER_HOST, else the default socket) for the test image,
+# with the standard library only (no venv yet). Prints "ok", "no-image", "access <reason>" (the engine
+# refuses this user) or "down <reason>". A DOCKER_HOST other than unix:// or tcp:// is not checked here
+# ("ok"): the agent's own check decides.
+docker_prereq() {
+    "$1" - "$TEST_IMAGE" <<'EOF2'
+import http.client, os, socket, sys
+image = sys.argv[1]
+host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=5)
+        self.unix_path = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.unix_path)
+
+def get(path):
+    if host.startswith("unix://"):
+        conn = UnixConnection(host[len("unix://"):])
+    else:
+        conn = http.client.HTTPConnection(host[len("tcp://"):], timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read(65536)
+        return resp.status
+    finally:
+        conn.close()
+
+if not host.startswith(("unix://", "tcp://")) or os.environ.get("DOCKER_TLS_VERIFY"):
+    print("ok")
+    sys.exit()
+try:
+    if get("/_ping") != 200:
+        print("down", host, "does not answer /_ping with 200")
+    else:
+        status = get(f"/images/{image}/json")
+        print("ok" if status == 200 else "no-image" if status == 404 else f"down image lookup answered {status}")
+except PermissionError as exc:
+    print("access", f"{host}: {exc.strerror or exc}")
+except (OSError, http.client.HTTPException) as exc:
+    print("down", f"{host}: {getattr(exc, 'strerror', None) or exc}")
+EOF2
+}
+
+# True if the agent config $1 turns on the ingress proxy, which runs HAProxy.
+agent_wants_haproxy() {
+    grep -Eq '^[[:space:]]*\[agent\.proxy\]' "$1"
+}
+
+have_haproxy() {
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]
+}
+
+# What the start form needs before it starts anything (see the header). Root: installs what is missing.
+# Anyone else: prints the exact commands and exits 1, having changed nothing.
+ensure_prereqs() {
+    local want_agent=$1 py="" state="" pkgs=() cmds=() root=0 why=""
+    [ "$(id -u)" -eq 0 ] && root=1
+    if [ ! -x "$ORCA_VENV/bin/python" ] || ! orca_python_ok "$ORCA_VENV/bin/python"; then
+        py=$(orca_find_python) || pkgs+=(python3-venv)
+    fi
+    if [ "$want_agent" = 1 ] && agent_wants_haproxy "$AGENT_CONFIG" && ! have_haproxy; then
+        if [ -x scripts/ensure-haproxy.sh ]; then  # the ingress's own installer, when it has one
+            if [ "$root" = 1 ]; then
+                scripts/ensure-haproxy.sh >&2 || orca_die "scripts/ensure-haproxy.sh failed (above)"
+            else
+                cmds+=("sudo scripts/ensure-haproxy.sh   # HAProxy, the agent's ingress proxy")
+            fi
+        else
+            pkgs+=(haproxy)
+        fi
+    fi
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        if [ "$root" = 1 ]; then
+            orca_log "installing ${pkgs[*]} (Debian packages this machine lacks)"
+            orca_apt_install "${pkgs[@]}" || orca_die "apt-get install ${pkgs[*]} failed"
+            pkgs=()
+        else
+            cmds+=("sudo apt-get install -y ${pkgs[*]}")
+        fi
+    fi
+    [ -n "$py" ] || py=$(orca_find_python) || py=""
+    if [ "$want_agent" = 1 ]; then
+        if [ -n "$py" ]; then
+            state=$(docker_prereq "$py") || state="down the check failed"
+        else
+            state="down not checked (no Python yet)"
+        fi
+        case $state in
+            ok) ;;
+            access*)
+                why=${state#access }
+                [ "$root" = 1 ] && orca_die "the Docker engine refuses root: $why"
+                cmds+=("sudo usermod -aG docker $(id -un)   # then log out and in again (the engine refuses you: $why)") ;;
+            *)
+                why=${state#down }
+                [ "$state" = no-image ] && why="no image $TEST_IMAGE"
+                if [ "$root" = 1 ]; then
+                    orca_log "Docker: $why; running $ENSURE_DOCKER (installs docker.io and busybox-static from Debian when missing, starts dockerd, builds $TEST_IMAGE)"
+                    "$ENSURE_DOCKER" >&2 || orca_die "$ENSURE_DOCKER failed (above)"
+                    state=$(docker_prereq "$py") || state="down the check failed"
+                    [ "$state" = ok ] || orca_die "after $ENSURE_DOCKER the Docker engine still says: $state (DOCKER_HOST=${DOCKER_HOST:-unset})"
+                else
+                    cmds+=("sudo scripts/ensure-docker.sh   # Docker: $why")
+                fi ;;
+        esac
+    fi
+    [ ${#cmds[@]} -eq 0 ] && return 0
+    {
+        echo
+        echo "This machine lacks what the local cluster needs, and only root can install it. Run:"
+        [ "$ORIG_PWD" = "$ROOT" ] || echo "  cd $ROOT"
+        printf '  %s\n' "${cmds[@]}"
+        echo "  scripts/bootstrap-cluster.sh"
+        echo "(or run this script as root: it installs all of it itself). Nothing was started."
+    } >&2
+    exit 1
+}
+
 # ---------------------------------------------------------------------- actions
 
 do_status() {
@@ -374,7 +503,7 @@ do_status() {
     [ "$explicit_nodes" = 0 ] || [ "$AGENT_GIVEN" = 1 ] || return "$rc"
 
     # The agents: worker-1 (or the --agent one) and, without --node, any other with a pid file under
-    # data/ (the README's worker-2): the process, and what the cluster says of the node (asked of an
+    # data/ (the walkthrough's worker-2): the process, and what the cluster says of the node (asked of an
     # answering master).
     local line agent_id listen node f agents=() addr=()
     line=$(read_agent_config "$AGENT_CONFIG") || exit 1
@@ -445,7 +574,7 @@ do_stop() {
     else
         # Agents first: SIGTERM makes an agent exit and leaves its containers running (by design: an
         # agent started again re-adopts them). Agents are worker-1 and any other pid file under data/
-        # that is not a master's, such as the README's worker-2.
+        # that is not a master's, such as the walkthrough's worker-2.
         line=$(read_agent_config "$AGENT_CONFIG") || exit 1
         IFS=$'\t' read -r agent_id _ <<<"$line"
         purge_ids=("$agent_id")
@@ -457,7 +586,7 @@ do_stop() {
             esac
         done
         # --purge: the containers of worker-1 and of every agent with a pid file or a token file
-        # under data/ (the README's worker-2 has both; its pid file may be gone, its token stays).
+        # under data/ (the walkthrough's worker-2 has both; its pid file may be gone, its token stays).
         for f in "$DATA_DIR"/*.pid "$DATA_DIR"/*.token; do
             f=$(basename "${f%.*}")
             case $f in master-* | admin) continue ;; esac
@@ -553,9 +682,9 @@ launch_agent() {
         ok) ;;
         no-image)
             if [ "$(id -u)" -eq 0 ]; then
-                orca_log "the Docker engine has no image $TEST_IMAGE (examples/web.json runs it): building it with scripts/ensure-docker.sh"
-                scripts/ensure-docker.sh >&2 \
-                    || orca_log "WARNING: scripts/ensure-docker.sh failed (above): services on $TEST_IMAGE will not start"
+                orca_log "the Docker engine has no image $TEST_IMAGE (examples/web.json runs it): building it with $ENSURE_DOCKER"
+                "$ENSURE_DOCKER" >&2 \
+                    || orca_log "WARNING: $ENSURE_DOCKER failed (above): services on $TEST_IMAGE will not start"
             else
                 orca_log "WARNING: the Docker engine has no image $TEST_IMAGE (examples/web.json runs it):" \
                     "build it with 'sudo scripts/ensure-docker.sh'; starting $agent_aid anyway"
@@ -629,6 +758,9 @@ wait_agent() {
 }
 
 do_start() {
+    local want_agent=0
+    if [ "$explicit_nodes" = 0 ] || [ "$AGENT_GIVEN" = 1 ]; then want_agent=1; fi
+    ensure_prereqs "$want_agent"
     orca_ensure_venv
     PY=$ORCA_VENV/bin/python
     load_nodes
@@ -714,10 +846,22 @@ do_start() {
         # A token left over from an earlier secret (data/cluster.secret deleted on its own) would
         # only produce 401s later: check it once against the leader and replace it if refused.
         local code
-        local cacert=()
-        [ -z "$CA_FILE" ] || cacert=(--cacert "$CA_FILE")
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${cacert[@]}" \
-            -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$leader_url/api/v1/cluster/info" || true)
+        code=$("$PY" - "$leader_url" "$TOKEN_FILE" "$CA_FILE" <<'EOF2' || true
+import ssl, sys, urllib.error, urllib.request
+url, token_file, ca_file = sys.argv[1:4]
+with open(token_file) as f:
+    token = f.read().strip()
+ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
+req = urllib.request.Request(url + "/api/v1/cluster/info", headers={"Authorization": "Bearer " + token})
+try:
+    with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+        print(resp.status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError:
+    print(0)
+EOF2
+)
         if [ "$code" = 401 ]; then
             orca_log "$TOKEN_FILE is refused by the cluster (made with another secret?): minting a new one"
             mint_admin_token "$secret"
@@ -834,7 +978,7 @@ EOF
     fi
     cat <<EOF
 
-Next (README.md, "Walkthrough", explains each step):
+Next (docs/walkthrough.md explains each step):
 ${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})
   $orca deploy -f examples/web.json   # waits until both replicas run and pass their health check
   $orca status

@@ -61,3 +61,12 @@ orca_ensure_venv() {
     [ -x "$ORCA_VENV/bin/orca" ] || orca_die "$ORCA_VENV/bin/orca missing after pip install"
     touch "$ORCA_STAMP"
 }
+
+# apt-get install the Debian packages "$@" (root only; the caller checks). The package lists are usually
+# fresh enough: `apt-get update` runs only when the plain install fails.
+orca_apt_install() {
+    command -v apt-get >/dev/null || { orca_log "no apt-get: install $* by hand"; return 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 && return 0
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+}

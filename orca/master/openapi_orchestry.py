@@ -41,7 +41,7 @@ _LABELS = {"type": "object", "maxProperties": 64,
 SCHEMAS: dict[str, Schema] = {
     "OrchestryApp": {
         "type": "object", "additionalProperties": False, "required": ["metadata", "spec"],
-        "description": "An Orchestry App document; it becomes an orca service (README: Orchestry's API).",
+        "description": "An Orchestry App document; it becomes an orca service (docs/compat-apis.md).",
         "properties": {
             "apiVersion": {"const": "v1"}, "kind": {"const": "App"},
             "metadata": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {

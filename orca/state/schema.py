@@ -3,7 +3,7 @@
 Raise `SCHEMA_VERSION` by one whenever an entry's meaning changes in a way an older master would apply
 differently (a new op, a new argument an op acts on, a new table a snapshot must carry). A master meets
 an entry or snapshot of a newer version only in the middle of a rolling upgrade; it then stops applying
-instead of diverging (see `orca.raft.ReplicatedState` and the README's "Upgrading the masters").
+instead of diverging (see `orca.raft.ReplicatedState` and "Upgrading the masters" in docs/operations.md).
 Entries without a version were written before versions existed: version 1. Code is read as
 `schema.SCHEMA_VERSION` (not imported by name) so that tests can run two adjacent versions side by side.
 """
