@@ -73,6 +73,7 @@ class _SyncObj(PreVoteMixin, AppendMixin, DurabilityMixin, SyncObj):
     def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
         self._prevote_init()  # before the tick thread starts inside SyncObj.__init__
         self._durability_init(durable)
+        self._append_init()
         super().__init__(*args, **kwargs)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names

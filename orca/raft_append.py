@@ -103,8 +103,10 @@ class AppendMixin:
     """Mixed into orca's `SyncObj` subclass, before `SyncObj`. Its `_SyncObj__onMessageReceived`
     override calls `_append_entries` first and `_leader_answer` around upstream's handler."""
 
-    appends_resent = 0       # entries received again and kept (no truncation): for tests and status
-    appends_truncated = 0    # entries deleted for a real conflict
+    def _append_init(self) -> None:
+        """Before `SyncObj.__init__`: attributes made later would go into PySyncObj's dump of the node."""
+        self.appends_resent = 0      # entries received again and kept (no truncation): for tests and status
+        self.appends_truncated = 0   # entries deleted for a real conflict
 
     def _append_entries(self, node: Any, message: dict[str, Any]) -> bool:
         """A follower's handling of a regular `append_entries` (True when handled here; False leaves it to
