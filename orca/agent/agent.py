@@ -322,6 +322,12 @@ class MasterLink:
         ones it does not name (orca.agent.masters)."""
         return self.master_list.urls
 
+    @masters.setter
+    def masters(self, urls: list[str]) -> None:
+        """Point the agent at these masters only (forgets the learnt list; tests and tools)."""
+        self.master_list.configured = [u.rstrip("/") for u in urls]
+        self.master_list.learnt = []
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
