@@ -36,6 +36,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from orca.errors import NotReady, PayloadTooLarge, from_code
+from orca.raft_append import AppendMixin
 from orca.raft_durability import DurabilityMixin
 from orca.raft_prevote import PreVoteMixin
 from orca.raft_transport import GuardedTransport, TransportLimits
@@ -55,22 +56,24 @@ MAX_ENTRY_BYTES = 16 << 20
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 
 
-class _SyncObj(PreVoteMixin, DurabilityMixin, SyncObj):
-    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), durable
-    acknowledgements (orca.raft_durability), and one fix: a follower's `next_node_idx` reset never moves
-    the leader's next index for it forward.
+class _SyncObj(PreVoteMixin, AppendMixin, DurabilityMixin, SyncObj):
+    """PySyncObj 0.3.17 with PreVote and leader-contact tracking (orca.raft_prevote), Raft's
+    append-entries rules where upstream's undo membership changes (orca.raft_append: no truncation of
+    entries a follower holds, a leader's next index that moves back only on rejection and forward only
+    on success, a snapshot that keeps its sender among the members), and durable acknowledgements
+    (orca.raft_durability).
 
-    Upstream, several in-flight append-entries batches to a follower that still holds stale entries of an
-    old term are all rejected; every rejection resets the leader's next index to the follower's log end,
-    the last one wins, and the leader never backs up past the stale entries: the follower (typically a
-    healed, deposed leader) stays stuck for ever (measured in the partition chaos test, 7 of 7 runs).
-    Taking the minimum lets the normal Raft back-off proceed. The method name is the name-mangled one
-    the transport callback was bound to in `SyncObj.__init__`.
+    The next-index rule also fixes a stall found before: several in-flight batches to a follower that
+    still holds stale entries of an old term are all rejected; upstream set the leader's next index to
+    each rejection's answer, the last one won, and the leader never backed up past the stale entries (a
+    healed, deposed leader stayed stuck for ever: the partition chaos test, 7 of 7 runs).
+    The method name is the name-mangled one the transport callback was bound to in `SyncObj.__init__`.
     """
 
     def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
         self._prevote_init()  # before the tick thread starts inside SyncObj.__init__
         self._durability_init(durable)
+        self._append_init()
         super().__init__(*args, **kwargs)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
@@ -82,16 +85,16 @@ class _SyncObj(PreVoteMixin, DurabilityMixin, SyncObj):
             return
         if self._prevote_message(node, message):
             return
+        if self._append_entries(node, message):
+            self._note_leader_contact(node, message)
+            return
         before = None
-        if isinstance(message, dict) and message.get("type") == "next_node_idx" and message.get("reset") \
-                and self._isLeader():
+        if message.get("type") == "next_node_idx" and self._isLeader():
             before = self._SyncObj__raftNextIndex.get(node)
         SyncObj._SyncObj__onMessageReceived(self, node, message)
         self._note_leader_contact(node, message)
-        if before is not None:
-            after = self._SyncObj__raftNextIndex.get(node)
-            if after is not None and after > before:
-                self._SyncObj__raftNextIndex[node] = before
+        if before is not None and self._isLeader():
+            self._leader_answer(node, message, before)
 
     @property
     def leader_commit_index(self) -> int | None:

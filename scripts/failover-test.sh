@@ -6,6 +6,7 @@
 #   scripts/failover-test.sh --cluster-dir cluster  drill the masters of cluster/*.toml instead
 #   scripts/failover-test.sh --replace --rounds 5   each round: kill the leader, wipe its disk, replace it
 #                                                   (remove-master, new master at a new address, add-master)
+#   scripts/failover-test.sh --replace --compact-every 200   ... catching up from the leader's snapshot
 #   scripts/failover-test.sh --restore              then a disaster-recovery round: save under load, wipe every
 #                                                   master's data directory, restore, check acknowledged writes
 #

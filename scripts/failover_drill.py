@@ -30,7 +30,8 @@ With --replace (temporary cluster only) each round replaces the leader instead o
 operator replaces a master whose host died: SIGKILL it, delete its data directory, `orca cluster
 remove-master` it, start a new master with the same id at new ports (empty disk, a config listing the
 current members as peers) and `orca cluster add-master` it; the round ends once it has caught up from
-the leader's snapshot. `replace_s` is add-master request -> caught up.
+the leader's snapshot. `replace_s` is add-master request -> caught up. `--compact-every N` compacts the
+Raft log every N entries (default 5000) so that the new master does catch up from a snapshot.
 
 Output: one line per round, then one JSON line:
   {"rounds", "acked", "lost", "duplicated", "failover_s": {"median", "max"}, "spurious_elections", ...}
@@ -76,10 +77,11 @@ FAILOVER_LIMIT_S = 10.0
 class OwnCluster:
     """A LocalCluster in a temporary directory."""
 
-    def __init__(self, keep: bool) -> None:
+    def __init__(self, keep: bool, compact_every: int | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="orca-drill-"))
         self.keep = keep
-        self.cluster = LocalCluster(self.dir / "cluster")
+        tuning = {"compaction_min_entries": compact_every} if compact_every else {}
+        self.cluster = LocalCluster(self.dir / "cluster", tuning=tuning)
         self.urls = {m.node_id: m.url for m in self.cluster.masters}
         self.logs = {m.node_id: m.log for m in self.cluster.masters}
 
@@ -241,6 +243,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
     p.add_argument("--replace", action="store_true",
                    help="replace the killed leader (wiped disk, new address) instead of restarting it")
+    p.add_argument("--compact-every", type=int, metavar="N",
+                   help="temporary cluster: compact the Raft log every N entries (default 5000), so that a "
+                        "replaced master catches up from the leader's snapshot rather than the whole log")
     p.add_argument("--restore", action="store_true",
                    help="then a disaster-recovery round: save a snapshot under load, wipe every master's data "
                         "directory, restore into the fresh cluster, check every write acknowledged before the save")
@@ -249,8 +254,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--replace runs on the drill's own temporary cluster only (it rewrites configs and deletes disks)")
     if args.restore and args.cluster_dir is not None:
         p.error("--restore wipes the masters' data directories: only on the drill's own cluster")
-    if args.rounds < 1 or args.clients < 1 or (args.rate is not None and args.rate <= 0):
-        p.error("--rounds, --clients and --rate must be positive")
+    if args.rounds < 1 or args.clients < 1 or (args.rate is not None and args.rate <= 0) \
+            or (args.compact_every is not None and args.compact_every < 1):
+        p.error("--rounds, --clients, --rate and --compact-every must be positive")
+    if args.compact_every is not None and args.cluster_dir is not None:
+        p.error("--compact-every sets the drill's own cluster's tuning; a --cluster-dir keeps its configs")
     if args.cluster_dir is not None and not args.cluster_dir.is_dir():
         p.error(f"--cluster-dir {args.cluster_dir}: not a directory")
     return args
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cluster: OwnCluster | ConfigCluster = (ConfigCluster(args.cluster_dir.resolve()) if args.cluster_dir
-                                               else OwnCluster(args.keep))
+                                               else OwnCluster(args.keep, args.compact_every))
     except ConfigError as exc:
         print(f"drill: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ import aiohttp
 from orca import __version__, jointoken, tls
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
+from orca.agent.masters import MasterList
 from orca.agent.metrics import AgentMetrics
 from orca.agent.node_tls import NodeTls
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
@@ -304,7 +305,7 @@ class MasterLink:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.config = agent.config
-        self.masters = list(self.config.masters)
+        self.master_list = MasterList(self.config.masters, self.config.data_dir)
         # The loader always fills `advertise`; a config built in code may leave it empty.
         self.address = self.config.advertise or f"http://{self.config.listen}"
         self.heartbeat_s = self.config.heartbeat_s
@@ -320,6 +321,18 @@ class MasterLink:
         self.tls = NodeTls(agent.node_id, self.config.data_dir, tls.names_for_url(self.address),
                            ca_file=getattr(self.config, "ca_file", None),
                            enabled=any(m.startswith("https://") for m in self.masters))
+
+    @property
+    def masters(self) -> list[str]:
+        """The masters to try: the cluster's member list as the leader last sent it, then the configured
+        ones it does not name (orca.agent.masters)."""
+        return self.master_list.urls
+
+    @masters.setter
+    def masters(self, urls: list[str]) -> None:
+        """Point the agent at these masters only (forgets the learnt list; tests and tools)."""
+        self.master_list.configured = [u.rstrip("/") for u in urls]
+        self.master_list.learnt = []
 
     async def close(self) -> None:
         if self._session is not None:
@@ -545,6 +558,7 @@ class MasterLink:
                         if not self._adopt_cluster(reply.get("cluster_id"), final):
                             break
                         self.leader = reply.get("leader") or final
+                        self.master_list.learn(reply.get("masters"))
                         hb = reply.get("heartbeat_s")
                         if isinstance(hb, int | float) and not isinstance(hb, bool) and hb > 0:
                             self.heartbeat_s = float(hb)
@@ -614,10 +628,11 @@ class MasterLink:
                 self._error(f"heartbeat: {exc}")
                 if base == self.leader:
                     self.leader = None
-                self._cursor = (self._cursor + 1) % len(self.masters)
+                self._cursor = (self._cursor + 1) % max(1, len(self.masters))
                 continue
             if 200 <= status < 300 and isinstance(reply, dict):
                 self.leader = reply.get("leader") or final
+                self.master_list.learn(reply.get("masters"))
                 self.last_sync = time.time()
                 if self.tls.enabled and "ca_fingerprint" in reply:
                     try:

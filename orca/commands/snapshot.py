@@ -105,6 +105,10 @@ def cmd_snapshot_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot_restore(args: argparse.Namespace) -> int:
+    if args.offline:
+        return _restore_offline(args)
+    if args.config is not None:
+        raise UsageError("--config goes with --offline (an online restore talks to the cluster's API)")
     data, header = _read(args.file)
     if args.force:
         confirm(args, f"replace the whole state of the cluster with {args.file}")
@@ -124,6 +128,33 @@ def cmd_snapshot_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore_offline(args: argparse.Namespace) -> int:
+    """`restore --offline FILE --config MASTER.toml`: no API call (orca.snapshot_offline)."""
+    from orca.config import ConfigError, load_master_config
+    from orca.errors import OrcaError
+    from orca.snapshot_offline import restore_offline
+
+    if args.config is None:
+        raise UsageError("--offline needs --config MASTER.toml (the stopped master whose data directory to restore)")
+    data, _ = _read(args.file)
+    try:
+        config = load_master_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        result = restore_offline(data, config, force=args.force)
+    except OrcaError as exc:
+        raise ApiError(0, exc.code, exc.message, exc.details) from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or config.data_dir}: {exc.strerror or exc}") from None
+    counts = result.get("counts") or {}
+    _emit(args, result, lambda: f"restored {args.file} (index {result['index']}, term {result['term']}) into "
+          f"{result['data_dir']} for {config.node_id}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + (f"\nthe previous Raft files are in {result['moved_aside']}" if result["moved_aside"] else "")
+          + "\nrestore every master this way, with the same file, before starting any of them", sys.stdout)
+    return 0
+
+
 def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("snapshot", parents=[common], help="back up and restore the whole cluster state (admin)")
@@ -138,5 +169,10 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p = verb(snap, "restore", cmd_snapshot_restore,
              "load a snapshot into a freshly started, empty cluster (same cluster secret)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--force", action="store_true", help="replace the state of a cluster that is not empty")
+    p.add_argument("--force", action="store_true", help="replace the state of a cluster that is not empty "
+                   "(--offline: move the data directory's Raft files aside)")
+    p.add_argument("--offline", action="store_true",
+                   help="for a cluster that cannot start: write FILE into the data directory of the stopped master "
+                        "of --config (no API call); run it for every master, then start them")
+    p.add_argument("--config", metavar="MASTER.toml", help="with --offline: the master's config")
     add_yes(p)

@@ -70,8 +70,13 @@ class WorkerEndpoints:
         await self.api.write(request, "register_node", msg)
         self.book.touch(msg["node_id"])  # registering is a sign of life: the lease counts from now
         return json_response({"node_id": msg["node_id"], "leader": self.api.leader_url(),
-                              "heartbeat_s": self.heartbeat_s, "lease_ttl_s": self.lease_ttl_s,
-                              "cluster_id": self.api.info.cluster_id or None})
+                              "masters": self.master_urls(), "heartbeat_s": self.heartbeat_s,
+                              "lease_ttl_s": self.lease_ttl_s, "cluster_id": self.api.info.cluster_id or None})
+
+    def master_urls(self) -> list[str]:
+        """The API URLs of the cluster's masters (the replicated member list once a membership change
+        seeded it): agents follow it instead of their config (orca.agent.masters)."""
+        return [m["api"] for _, m in sorted(self.api.master_directory().items()) if m.get("api")]
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:
@@ -92,7 +97,8 @@ class WorkerEndpoints:
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)
-        answer = {"directive": "continue", "leader": self.api.leader_url(), "orchestrator_time": time.time()}
+        answer = {"directive": "continue", "leader": self.api.leader_url(), "masters": self.master_urls(),
+                  "orchestrator_time": time.time()}
         if self.tls_routes is not None and self.tls_routes.tls is not None:
             # The agent renews its certificate when the current CA is not the one that signed it.
             self.tls_routes.note_heartbeat(request, hb["node_id"])

@@ -21,7 +21,7 @@ from orca.errors import Conflict, Invalid
 from orca.state import schema
 from orca.state.core import Ctx, State, record_event
 
-__all__ = ["OPS", "CHUNK_MAX", "RESTORE_TERM_GAP", "is_empty"]
+__all__ = ["OPS", "CHUNK_MAX", "RESTORE_TERM_GAP", "is_empty", "restored_state"]
 
 CHUNK_MAX = 512 << 10
 CHUNK_MIN = 16 << 10
@@ -97,6 +97,31 @@ def _apply_restore_chunk(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     return {"restore_id": staged["id"], "n": n, "received": len(staged["parts"]), "chunks": staged["chunks"]}
 
 
+def restored_state(restored: dict[str, Any], header: dict[str, Any], *, leader: Any, masters: dict[str, Any],
+                   lineage: Any, now: float, index: int = 0) -> State:
+    """The state a restore installs: the snapshot's, with what the cluster it lands on keeps (`leader`,
+    `masters`; `lineage` when the snapshot has none) and the fence base above the lost cluster's terms.
+    Shared by the replicated restore and the offline one (orca.snapshot_offline). Raises Invalid for a
+    state of the wrong shape, schema.Unsupported for a newer schema."""
+    version = restored.get("schema_version", 1)
+    if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
+        raise schema.Unsupported(f"the restored state is of schema version {version!r}", index, "restore_commit")
+    for key, kind in _TABLES.items():
+        if not isinstance(restored.get(key, kind()), kind):
+            raise Invalid(f"restore refused: the snapshot's {key} is not a {kind.__name__}")
+    from orca.state.machine import new_state  # the ops modules are imported by machine
+
+    fresh = new_state()
+    fresh.update({k: v for k, v in restored.items() if k not in ("leader", "restore", "masters")})
+    fresh["leader"] = leader
+    fresh["masters"] = masters
+    fresh["lineage"] = restored.get("lineage") or lineage
+    fresh["fence_base"] = int(restored.get("fence_base") or 0) + header["term"] + RESTORE_TERM_GAP
+    fresh["restored_from"] = {"index": header["index"], "term": header["term"], "created_at": header["created_at"],
+                              "sha256": header["sha256"], "at": now}
+    return fresh
+
+
 def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     staged = _staged(state, args["id"])
     missing = [i for i in range(staged["chunks"]) if str(i) not in staged["parts"]]
@@ -113,23 +138,8 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
         restored = snapshot.decode_body(body, header["state_bytes"])
     except snapshot.SnapshotError as exc:  # (the staging stays, as every refusal leaves the state: begin anew)
         raise Invalid(f"restore refused: {exc}") from None
-    version = restored.get("schema_version", 1)
-    if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
-        raise schema.Unsupported(f"the restored state is of schema version {version!r}", ctx.index,
-                                 "restore_commit")
-    for key, kind in _TABLES.items():
-        if not isinstance(restored.get(key, kind()), kind):
-            raise Invalid(f"restore refused: the snapshot's {key} is not a {kind.__name__}")
-    from orca.state.machine import new_state  # the ops modules are imported by machine
-
-    fresh = new_state()
-    fresh.update({k: v for k, v in restored.items() if k not in ("leader", "restore", "masters")})
-    fresh["leader"] = state["leader"]
-    fresh["masters"] = state.get("masters") or {}
-    fresh["lineage"] = restored.get("lineage") or state.get("lineage")
-    fresh["fence_base"] = int(restored.get("fence_base") or 0) + header["term"] + RESTORE_TERM_GAP
-    fresh["restored_from"] = {"index": header["index"], "term": header["term"], "created_at": header["created_at"],
-                              "sha256": header["sha256"], "at": ctx.now}
+    fresh = restored_state(restored, header, leader=state["leader"], masters=state.get("masters") or {},
+                           lineage=state.get("lineage"), now=ctx.now, index=ctx.index)
     state.clear()
     state.update(fresh)
     record_event(state, ctx, "snapshot_restored",

@@ -5,7 +5,7 @@
 
 Every figure is printed next to the baseline its benchmark measured in the same run, with the machine
 (which is stated, not assumed: a shared 2-core box here), the date, the command to reproduce, and a
-Goals table that compares the figures to the goals of issues 2, 3, 5 and 6.
+Goals table that compares the figures to the goals of issues 2, 3, 5, 6 and 10.
 """
 
 from __future__ import annotations
@@ -331,6 +331,26 @@ def sec_add_master(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_restore(r: dict[str, Any]) -> list[str]:
+    out = [f"Backup and restore of {f(r.get('services'))} services (three masters, default timing, no agents): "
+           f"a {f(r.get('snapshot_bytes'))}-byte snapshot file ({f(r.get('state_bytes'))} bytes of state, "
+           f"{f(r.get('chunks'))} chunks). Online: every data directory deleted, a fresh cluster started, `orca snapshot "
+           "restore`. Offline (`--offline`, a cluster that cannot start): every master stopped, the file written into "
+           "each data directory, the masters started.", ""]
+    out += table(["what", "time"], [
+        ["save (barrier, pack, compress, transfer, verify)", f(r.get("save_s"), " s")],
+        ["online restore: first request -> committed", f(r.get("restore_s"), " s")],
+        ["online restore: first request -> every master holds the services", f(r.get("all_masters_s"), " s")],
+        ["offline restore: write three data directories", f(r.get("offline_write_s"), " s")],
+        ["offline restore: start -> every master holds the services", f(r.get("offline_all_masters_s"), " s")],
+        ["baseline: filling the cluster through the API", f(r.get("fill_s"), " s")],
+    ])
+    out.append(f"Restored services: {f(r.get('restored_services'))}; elections during the online restore: "
+               f"{f(r.get('elections_during_restore'))}.")
+    out.append("")
+    return out
+
+
 def sec_generic(r: dict[str, Any]) -> list[str]:
     """A benchmark this report has no section for: its top-level figures as they are."""
     rows = [[k, f"`{json.dumps(v)}`"] for k, v in r.items() if k not in ("bench", "_run", "box")]
@@ -429,6 +449,23 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     add("15", "A watcher sees a write ≤ 50 ms (median) after its acknowledgement", f"median {f(nm, ' ms')}, "
         f"p90 {f(g(bq, 'notice_ms.p90'), ' ms')}", None if nm is None else nm <= 50,
         "blocking queries on a follower (blocking.py); the 0.5 s polling before: 250 ms on average")
+    du = by.get("durability", {})
+    dr_ratio = du.get("fsync_throughput_ratio")
+    add("10", "fsync cost measured in the same run (fsync is the default)", f"fsync / no fsync throughput "
+        f"{f(dr_ratio, '×', 2)}: {f(g(du, 'fsync.writes_per_s'))}/s vs {f(g(du, 'nofsync.writes_per_s'))}/s",
+        None if dr_ratio is None else True, "a measurement, no target (durability.py)")
+    am = by.get("add_master", {})
+    cu = g(am, "caught_up_s.median")
+    add("10", "add-master time measured", f"caught up in {f(cu, ' s')} (median) with {f(am.get('services'))} services; "
+        f"follower restart {f(g(am, 'baseline.restart_caught_up_s.median'), ' s')}", None if cu is None else True,
+        "a measurement, no target (add_master.py)")
+    rs = by.get("restore", {})
+    full = (rs.get("services") or 0) >= 10000
+    ok = None if rs.get("restore_s") is None or not full else rs.get("restored_services") == rs.get("services")
+    add("10", "Restore time for 10,000 services measured, nothing missing",
+        f"online {f(rs.get('all_masters_s'), ' s')}, offline {f(rs.get('offline_all_masters_s'), ' s')} for "
+        f"{f(rs.get('restored_services'))} of {f(rs.get('services'))} services", ok,
+        "to every master holding them (restore.py)")
     return sorted(rows, key=lambda row: int(row[0]))  # stable: by issue, in the order above
 
 
@@ -447,6 +484,7 @@ SECTIONS = [
     ("durability", "Durable acknowledgements (fsync cost)", "durability.py"),
     ("add_master", "Adding a master at runtime", "add_master.py"),
     ("blocking", "Blocking queries: a watcher on a follower", "blocking.py"),
+    ("restore", "Backup and restore", "restore.py"),
 ]
 
 
@@ -539,6 +577,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "drain": sec_drain,
         "durability": sec_durability,
         "add_master": sec_add_master,
+        "restore": sec_restore,
     }
     known = {name for name, _, _ in SECTIONS}
     extra = [(str(r.get("bench")), f"{r.get('bench')}", f"{r.get('bench')}.py") for r in records

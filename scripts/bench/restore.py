@@ -8,6 +8,10 @@ the first request to the commit's answer (begin, every chunk, commit: each a rep
 `all_masters_s` is from the same start until every master answers `/cluster/info` with N services;
 `elections_during_restore` the term increase meanwhile (every master decodes the state in its Raft thread
 when it applies the commit: on a big state that pause may outlast an election timeout).
+Then the offline form (`orca snapshot restore --offline`, for a cluster that cannot start): every master
+stopped, `offline_write_s` is writing the file into the three data directories
+(`orca.snapshot_offline.restore_offline`), `offline_all_masters_s` from starting the masters until every
+one answers with N services.
 
     .venv/bin/python scripts/bench/restore.py [--services 10000]
 """
@@ -28,7 +32,9 @@ from _common import box_load, emit, install_sigterm, wait_until  # noqa: E402
 
 from orca import snapshot  # noqa: E402
 from orca.client import Client  # noqa: E402
+from orca.config import load_master_config  # noqa: E402
 from orca.devcluster import LocalCluster  # noqa: E402
+from orca.snapshot_offline import restore_offline  # noqa: E402
 
 BATCH = 100
 
@@ -69,18 +75,30 @@ def main() -> int:
 
             def everywhere() -> bool:
                 counts = []
-                for url in urls:
+                for url in urls:  # (a master still starting raises: wait_until polls again)
                     with Client([url], token, retries=0, timeout=30) as one:
                         counts.append(one.cluster_info().get("services"))
                 return all(c == args.services for c in counts)
             wait_until(everywhere, 120, "every master holds the restored services")
             all_masters_s = time.monotonic() - t0
             term_after = max(int((cluster.health(m) or {}).get("term") or 0) for m in cluster.masters)
+        # The offline form: every master stopped, the file written into each data directory, started.
+        for m in cluster.masters:
+            cluster.kill(m)
+        t0 = time.monotonic()
+        for m in cluster.masters:
+            restore_offline(data, load_master_config(m.config), force=True)
+        offline_write_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        cluster.start()
+        wait_until(everywhere, 120, "every master holds the services restored offline")
+        offline_all_masters_s = time.monotonic() - t0
     emit({"bench": "restore", "services": args.services, "restored_services": result["counts"]["services"],
           "snapshot_bytes": len(data), "state_bytes": header["state_bytes"],
           "chunks": -(-header["body_bytes"] // (512 << 10)), "fill_s": round(fill_s, 2),
           "save_s": round(save_s, 3), "restore_s": round(restore_s, 3), "all_masters_s": round(all_masters_s, 3),
           "elections_during_restore": term_after - int(term_before or 0),
+          "offline_write_s": round(offline_write_s, 3), "offline_all_masters_s": round(offline_all_masters_s, 3),
           "box": box_load(load_at_start)})
     return 0
 

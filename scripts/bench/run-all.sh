@@ -60,7 +60,7 @@ BENCHES=(
     "etcd_baseline||--seconds 3 --rounds 2|300"
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"
     "restore||--services 1000|900"
-    "add_master||--services 200 --rounds 1|600"
+    "add_master|--services 10000|--services 200 --rounds 1|900"
     "blocking|--rounds 50|--rounds 10|300"
 )
 
