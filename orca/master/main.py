@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from orca import auth, protocol, tls
+from orca import auth, eventloop, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
@@ -168,7 +168,7 @@ def run_server(config_path: str) -> int:
         await serve(cfg, stop)
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except OSError as err:
         print(f"orca: cannot listen: {err}", file=sys.stderr)
         return 1
