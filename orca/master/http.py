@@ -154,8 +154,30 @@ def _now_iso() -> str:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(body, separators=(",", ":"), default=str), status=status,
-                        content_type="application/json", headers=headers)
+    return web.Response(body=dumps(body), status=status, content_type="application/json", charset="utf-8",
+                        headers=headers)
+
+
+_ORJSON_OPTS = 0
+try:
+    import orjson as _orjson
+
+    # the standard library's output for what orjson would write differently: non-str keys become strings,
+    # datetimes and dataclasses go to `default=str` as before
+    _ORJSON_OPTS = _orjson.OPT_NON_STR_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+except ImportError:
+    _orjson = None  # type: ignore[assignment]
+
+
+def dumps(body: Any) -> bytes:
+    """Compact JSON as bytes: orjson (a tenth of the cost), else, or for what orjson refuses (an integer
+    beyond 64 bits, a subclass it cannot take), the standard library with `default=str` as always."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(body, default=str, option=_ORJSON_OPTS)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
 def error_response(err: OrcaError, request: web.Request | None = None) -> web.Response:
