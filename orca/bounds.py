@@ -32,6 +32,13 @@ MAX_JSON_DEPTH = 32
 MAX_QUERY_DIGITS = 16
 _INT_TEXT_MAX = 17  # "-9007199254740992" is 17 characters; longer int literals are out of range anyway
 _QUERY_INT_RE = re.compile(rf"-?[0-9]{{1,{MAX_QUERY_DIGITS}}}", re.ASCII)
+# orjson reads an integer literal beyond 64 bits as a float: floats this large go to the standard library
+_FLOAT_AMBIGUOUS = float(2**63)
+
+try:
+    import orjson as _orjson
+except ImportError:  # the standard library alone gives the same answers, slower
+    _orjson = None  # type: ignore[assignment]
 
 
 class BoundsError(Invalid, ValueError):
@@ -80,7 +87,52 @@ def check_depth(doc: Any, max_depth: int = MAX_JSON_DEPTH, field: str = "body") 
 
 
 def loads(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH, field: str = "body") -> Any:
-    """json.loads with the bounds above; any failure is a BoundsError (never a RecursionError)."""
+    """json.loads with the bounds above; any failure is a BoundsError (never a RecursionError).
+
+    Fast path: orjson parses, then one walk checks depth and integer range. Whenever orjson refuses the
+    input, or it may have read an integer literal as a float (it does so beyond 64 bits), the standard
+    library path below decides: the same documents are accepted, with the same values (a property test
+    compares the two). orjson was a third of the cost of a small write request's body.
+    """
+    if _orjson is not None:
+        try:
+            doc = _orjson.loads(raw)
+        except (_orjson.JSONDecodeError, TypeError):
+            pass
+        else:
+            if _walk(doc, max_depth, field):
+                return doc
+    return _loads_stdlib(raw, max_depth, field)
+
+
+def _walk(doc: Any, max_depth: int, field: str) -> bool:
+    """Depth and integer bounds of an orjson document (iterative); False when a float is so large that it
+    may have been an out-of-range integer literal (the caller then parses with the standard library)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        elif type(value) is int:
+            if not -MAX_INT <= value <= MAX_INT:
+                raise BoundsError(field, f"integer out of range (at most {MAX_INT} in magnitude)")
+            continue
+        elif type(value) is float:
+            if not -_FLOAT_AMBIGUOUS < value < _FLOAT_AMBIGUOUS:
+                return False
+            continue
+        else:
+            continue
+        if depth > max_depth:
+            raise BoundsError(field, f"nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children
+                     if type(child) in (dict, list, int, float))
+    return True
+
+
+def _loads_stdlib(raw: bytes | str, max_depth: int, field: str) -> Any:
     try:
         doc = json.loads(raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except BoundsError as err:

@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from orca import auth, logging_setup, protocol, tls
+from orca import auth, eventloop, logging_setup, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
@@ -173,7 +173,7 @@ def run_server(config_path: str, *, log_level: str | None = None, log_format: st
         await serve(cfg, stop)
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except OSError as err:
         print(f"orca: cannot listen: {err}", file=sys.stderr)
         return 1

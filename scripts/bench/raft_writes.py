@@ -12,17 +12,27 @@ the leader process runs C threads calling its one `@replicated` method (an entry
 with sync=True, timeout=5 for the same time. It has no HTTP, auth or asyncio hop: the ratio is what
 the API layer and the bridge cost.
 
+etcd in the same run (issue 17's baseline; skipped when no `etcd` binary, Debian: etcd-server): a
+three-member etcd (scripts/bench/etcd_baseline.py, its defaults, fsync on) runs beside the orca cluster,
+and `--rounds` rounds alternate orca at C clients, etcd at C clients and orca at `--clients-high`
+clients, so drift on a shared box hits all of them alike. `orca`, `etcd` and `orca_high` are the rounds'
+medians (`rounds` lists each); `ratio_etcd` = orca / etcd writes/s, `p50_vs_etcd` = orca p50 / etcd p50,
+`scaling` = orca at `--clients-high` / orca at C. The goals: ratio_etcd >= 1.0, p50_vs_etcd <= 1.0,
+scaling >= 1.2.
+
 `cpu_pct` is the CPU time (all threads, % of one core) each process used during the measured window:
 on a 2-core box the load generator competes with the servers, so read the figures together.
 
-    .venv/bin/python scripts/bench/raft_writes.py [--clients 32] [--seconds 10] [--sweep]
+    .venv/bin/python scripts/bench/raft_writes.py [--clients 32] [--seconds 10] [--rounds 3] [--sweep]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,7 +43,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from _common import RawCluster, box_load, cpu_seconds, emit, install_sigterm, summarize  # noqa: E402
+import etcd_baseline  # noqa: E402
+from _common import RawCluster, box_load, cpu_seconds, emit, free_ports, install_sigterm, summarize  # noqa: E402
 
 from orca.client import Client  # noqa: E402
 from orca.devcluster import LocalCluster  # noqa: E402
@@ -143,6 +154,53 @@ def raw_run(root: Path, clients: int, seconds: float, warmup: float) -> dict[str
         return result
 
 
+class EtcdTrio:
+    """A three-member etcd beside the orca cluster (etcd_baseline's members), killed on exit."""
+
+    def __init__(self, root: Path, binary: str) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(6)
+        self.binary = binary
+        self.members = [etcd_baseline.Member(f"e{i + 1}", ports[2 * i], ports[2 * i + 1], root) for i in range(3)]
+        self.leader: etcd_baseline.Member | None = None
+
+    def __enter__(self) -> EtcdTrio:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.start(initial, self.binary)
+
+        async def find() -> etcd_baseline.Member:
+            async with aiohttp.ClientSession() as session:
+                return await etcd_baseline.find_leader(session, self.members)
+
+        self.leader = asyncio.run(find())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.members:
+            m.kill()
+
+    def run(self, clients: int, seconds: float, warmup: float) -> dict[str, Any]:
+        assert self.leader is not None and self.leader.proc is not None
+        return asyncio.run(etcd_baseline.write_load(self.leader.client_url, clients, seconds, warmup,
+                                                    self.leader.proc.pid))
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose writes/s is the median (its own p50/p99/CPU), with every round's writes/s."""
+    ordered = sorted(runs, key=lambda r: r["writes_per_s"])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out["rounds"] = [r["writes_per_s"] for r in runs]
+    out["errors"] = sum(r["errors"] for r in runs)
+    if any("leader_stable" in r for r in runs):
+        out["leader_stable"] = all(r.get("leader_stable", True) for r in runs)
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=32)
@@ -150,9 +208,14 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--sweep", action="store_true", help="also measure orca at 1, 8, 32, 128 clients")
     ap.add_argument("--sweep-seconds", type=float, default=4.0)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating orca/etcd/orca-high rounds")
+    ap.add_argument("--clients-high", type=int, default=128, help="orca's second client count (scaling goal)")
+    ap.add_argument("--etcd", default=shutil.which("etcd") or "/usr/bin/etcd", help="etcd binary")
+    ap.add_argument("--no-etcd", action="store_true", help="skip the etcd baseline")
     args = ap.parse_args()
-    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 600:
-        ap.error("--clients must be 1..1024 and --seconds 0..600")
+    if not 1 <= args.clients <= 1024 or not 1 <= args.clients_high <= 1024 or not 0 < args.seconds <= 600 \
+            or not 1 <= args.rounds <= 20:
+        ap.error("--clients/--clients-high must be 1..1024, --seconds 0..600, --rounds 1..20")
     install_sigterm()
 
     out: dict[str, Any] = {"bench": "raft_writes", "clients": args.clients, "seconds": args.seconds}
@@ -167,7 +230,23 @@ def main() -> int:
                 deployed = client.deploy([{"name": "bench", "image": "orca-test/busybox", "replicas": 1}])
             if deployed.get("deployed") != ["bench"]:
                 raise SystemExit(f"deploy failed: {deployed}")
-            out["orca"] = orca_run(cluster, token, args.clients, args.seconds, args.warmup)
+            use_etcd = not args.no_etcd and os.access(args.etcd, os.X_OK)
+            if not use_etcd:
+                out["etcd_skipped"] = f"no etcd binary at {args.etcd} (Debian: apt-get install etcd-server)"
+            with EtcdTrio(root / "etcd", args.etcd) if use_etcd else contextlib.nullcontext() as etcd:
+                runs: dict[str, list[dict[str, Any]]] = {"orca": [], "etcd": [], "orca_high": []}
+                for _ in range(args.rounds):
+                    runs["orca"].append(orca_run(cluster, token, args.clients, args.seconds, args.warmup))
+                    if etcd is not None:
+                        runs["etcd"].append(etcd.run(args.clients, args.seconds, args.warmup))
+                    runs["orca_high"].append(orca_run(cluster, token, args.clients_high, args.seconds, args.warmup))
+            out["orca"] = _median_of(runs["orca"])
+            out["orca_high"] = {"clients": args.clients_high, **_median_of(runs["orca_high"])}
+            if runs["etcd"]:
+                out["etcd"] = _median_of(runs["etcd"])
+                out["ratio_etcd"] = _ratio(out["orca"]["writes_per_s"], out["etcd"]["writes_per_s"])
+                out["p50_vs_etcd"] = _ratio(out["orca"]["p50_ms"], out["etcd"]["p50_ms"])
+            out["scaling"] = _ratio(out["orca_high"]["writes_per_s"], out["orca"]["writes_per_s"])
             if args.sweep:
                 out["sweep"] = {str(c): orca_run(cluster, token, c, args.sweep_seconds, 0.5) for c in SWEEP_CLIENTS}
             out["orca"]["leader"] = leader.node_id

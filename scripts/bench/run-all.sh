@@ -49,7 +49,7 @@ fi
 
 # name | arguments (full run) | arguments (--quick) | timeout seconds
 BENCHES=(
-    "raft_writes|--sweep|--seconds 3 --sweep-seconds 1.5|600"
+    "raft_writes|--sweep|--seconds 3 --sweep-seconds 1.5 --rounds 1|900"
     "failover|--rounds 10|--rounds 2 --follower-restarts 1|900"
     "scheduler||--repeat 1|600"
     "scheduler_e2e||--nodes 200 --services 20 --steady 2|900"
@@ -58,6 +58,7 @@ BENCHES=(
     "proxy||--seconds 4 --paced-seconds 2 --rounds 1|300"
     "drain||--rounds 1|600"
     "etcd_baseline||--seconds 3 --rounds 2|300"
+    "tls_api||--seconds 3 --rounds 1|600"
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"
     "restore||--services 1000|900"
     "add_master|--services 10000|--services 200 --rounds 1|900"
@@ -72,6 +73,16 @@ for script in "$HERE"/*.py; do
     for e in "${BENCHES[@]}"; do [ "${e%%|*}" = "$n" ] && listed=1; done
     [ "$listed" = 0 ] && BENCHES+=("$n|||600")
 done
+
+# The etcd baseline (raft_writes.py runs it in the same run, etcd_baseline.py on its own) needs Debian's
+# etcd 3.4 at /usr/bin/etcd: installed here when missing and we are root (ORCA_BENCH_NO_INSTALL=1: don't).
+if ! command -v etcd >/dev/null && [ "$(id -u)" -eq 0 ] && [ -z "${ORCA_BENCH_NO_INSTALL:-}" ] \
+        && command -v apt-get >/dev/null; then
+    echo "run-all.sh: installing etcd-server (the etcd baseline)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >&2 \
+        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >&2; } \
+        || echo "run-all.sh: could not install etcd-server; the etcd baseline is skipped" >&2
+fi
 
 TMP="$(mktemp -d /tmp/orca-bench-run.XXXXXX)"
 JSONL="$TMP/benchmarks.jsonl"

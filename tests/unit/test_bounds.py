@@ -220,3 +220,49 @@ def test_generated_heartbeat_maps_are_refused_or_fully_bounded(stats: Any, proxy
         return
     for n in _numbers([hb["stats"], hb["proxy"]]):
         assert math.isfinite(n) and 0 <= n <= bounds.MAX_INT
+
+
+# -- the orjson fast path of bounds.loads gives the standard library's answers --------------------------
+
+wide_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20)
+wide_doc = st.recursive(wide_leaf, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=40)
+
+
+def _outcome(fn: Any, raw: bytes) -> Any:
+    try:
+        return ("ok", fn(raw))
+    except bounds.BoundsError as err:
+        return ("error", err.field)
+
+
+@settings(max_examples=300)
+@given(wide_doc, st.integers(1, 40))
+def test_fast_path_accepts_and_refuses_what_the_standard_library_does(doc: Any, max_depth: int) -> None:
+    raw = json.dumps(doc).encode()  # NaN/Infinity and integers past 2**53 included: all refused
+    fast = _outcome(lambda r: bounds.loads(r, max_depth), raw)
+    slow = _outcome(lambda r: bounds._loads_stdlib(r, max_depth, "body"), raw)
+    if fast[0] == "ok" and slow[0] == "ok":
+        assert json.dumps(fast[1]) == json.dumps(slow[1])  # same values (NaN-free, so == on the text)
+    else:
+        assert fast == slow
+
+
+@pytest.mark.parametrize("raw", [b'{"n": 18446744073709551616}', b'[-18446744073709551616]', b'[9223372036854775808]',
+                                 b'\xef\xbb\xbf{"a": 1}', b'"\\ud800"', b'{"a": 1, "a": 2}', b'[1e308, -0, 0.1]',
+                                 b'\x00{\x00}', b'[' * 40 + b']' * 40])
+def test_fast_path_edge_cases_match(raw: bytes) -> None:
+    slow = _outcome(lambda r: bounds._loads_stdlib(r, bounds.MAX_JSON_DEPTH, "body"), raw)
+    assert _outcome(bounds.loads, raw) == slow
+
+
+def test_json_response_is_compact_utf8_json_as_before() -> None:
+    import datetime as dt
+
+    from orca.master.http import dumps, json_response
+
+    body = {"a": [1, 2.5, None, True], "é": "ü", 3: "int key", "t": dt.datetime(2024, 1, 2, 3, 4, 5)}
+    assert json.loads(dumps(body)) == json.loads(json.dumps(body, separators=(",", ":"), default=str))
+    assert json.loads(dumps({"big": 2**70})) == {"big": 2**70}  # past orjson's range: the standard library
+    resp = json_response({"ok": True})
+    assert resp.content_type == "application/json" and resp.charset == "utf-8"

@@ -93,3 +93,41 @@ def test_journals_are_flushed_before_acknowledgement(trio: Any) -> None:
         assert leader.flushes == count
     else:
         assert all(f == 0 for f in flushed.values()), flushed
+
+
+def test_flush_is_fdatasync_of_the_journal_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flush goes through os.fdatasync on the journal's own file (it releases the GIL; the mmap's
+    msync does not), and grows with the journal: after a resize the new file is the one synced."""
+    import os
+
+    from orca import raft_durability
+
+    path = tmp_path / "n.journal"
+    journal = FileJournal(str(path))
+    try:
+        synced: list[int] = []
+        real = os.fdatasync
+        monkeypatch.setattr(raft_durability.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+
+        class Node(raft_durability.DurabilityMixin):
+            _SyncObj__raftLog = journal
+
+        node = Node()
+        node._durability_init(True)
+        for i in range(1, 200):  # well past the initial 1 KiB: the file is extended and reopened
+            journal.add(b"x" * 100, i, 1)
+            node.durable_flush()
+        assert node.flushes == len(synced) == 199
+        fd = raft_durability._journal_fd(journal)
+        assert fd is not None and os.fstat(fd).st_ino == path.stat().st_ino
+        assert synced[-1] == fd
+        node.durable_flush()  # nothing appended since the last flush: no sync
+        assert len(synced) == 199
+    finally:
+        journal._destroy()
+
+
+def test_journal_fd_of_something_else_is_none() -> None:
+    from orca import raft_durability
+
+    assert raft_durability._journal_fd(object()) is None
