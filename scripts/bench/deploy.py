@@ -85,12 +85,13 @@ AGENT_FLAGS = [
 ]
 
 
-def docker_round(engine: Any, run_id: str, replicas: int, flags: list[str] | None = None) -> dict[str, Any]:
+def docker_round(engine: Any, run_id: str, replicas: int, flags: list[str] | None = None,
+                 command: list[str] | None = None) -> dict[str, Any]:
     label = f"orca-bench={run_id}"
 
     def one(_: int) -> str:
         out = subprocess.run(
-            ["docker", "run", "-d", "--label", label, *(flags or []), IMAGE, "sleep", "3600"],
+            ["docker", "run", "-d", "--label", label, *(flags or []), IMAGE, *(command or ["sleep", "3600"])],
             capture_output=True,
             text=True,
             timeout=60,
