@@ -38,7 +38,8 @@ IMAGE = "orca-test/busybox"
 
 
 def running_on(engine: Any, nodes: list[str], service: str) -> int:
-    return sum(len(engine.containers.list(sparse=True, filters={"label": [f"orca.node={n}", f"orca.service={service}"]}))
+    return sum(len(engine.containers.list(sparse=True,  # sparse: no inspect of a container that just went
+                                          filters={"label": [f"orca.node={n}", f"orca.service={service}"]}))
                for n in nodes)
 
 
