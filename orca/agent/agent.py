@@ -656,8 +656,13 @@ class MasterLink:
     async def run(self) -> str:
         await self.register()
         failures = 0
+        changed = self.agent.reconciler.changed
         while True:
             started = asyncio.get_running_loop().time()
+            # Cleared before the body is built: a change from here on is either in this heartbeat or
+            # wakes the next one early (clearing after the send lost changes made during it, and the
+            # leader then heard "running" a whole heartbeat period late).
+            changed.clear()
             directive = await self.heartbeat_once()
             outcome = "ok" if directive is not None else "failed"
             self.heartbeats[outcome] = self.heartbeats.get(outcome, 0) + 1
@@ -679,8 +684,6 @@ class MasterLink:
                 continue
             # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~10/s).
             await asyncio.sleep(EARLY_HEARTBEAT_MIN_S)
-            changed = self.agent.reconciler.changed
-            changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(pause - EARLY_HEARTBEAT_MIN_S, 0.0))
 

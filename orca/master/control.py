@@ -15,7 +15,7 @@ from typing import Any
 from orca.master.autoscaler import Autoscaler
 from orca.master.cron import CronLoop
 from orca.master.dispatcher import Dispatcher
-from orca.master.leases import HeartbeatBook, LeaseMonitor
+from orca.master.leases import HeartbeatBook, LeaseMonitor, http_prober
 from orca.master.scheduling import SchedulerLoop
 from orca.master.secrets import SecretBox
 from orca.master.traffic import TrafficBook, TrafficCollector
@@ -30,7 +30,7 @@ class ControlPlane:
                  lease_ttl_s: float) -> None:
         self.raft = raft
         self.book = HeartbeatBook()
-        self.leases = LeaseMonitor(raft, self.book, heartbeat_s, lease_ttl_s)
+        self.leases = LeaseMonitor(raft, self.book, heartbeat_s, lease_ttl_s, prober=http_prober)
         self.book.on_change = self.leases.wake
         self.scheduler = SchedulerLoop(raft)
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)

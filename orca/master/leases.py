@@ -6,23 +6,37 @@ commits a second). The leader keeps the latest report of each node (`HeartbeatBo
 since the last one; a node's allocation list is included only when it differs from what the state holds.
 Expiry is a leader decision committed as `node_status: down`, and a new leader grants every node one
 full TTL of grace first: it has not been listening to heartbeats until now.
+
+A node silent for `suspect_s` (two heartbeats by default) is probed: the leader asks its agent's
+`/v1/health` directly. A refused or reset connection, or another node answering at its address, is proof
+that the agent is gone (its process died, its host rebooted): the node is marked down at once instead of
+at the TTL, which is what brings node loss to replicas-running-elsewhere under 4 s. An answer from the
+node is proof of life and renews the lease like a heartbeat (the agent runs; its heartbeats are late, not
+lost). A probe that times out proves nothing (a slow link looks the same as a dead host): the TTL decides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import msgpack
 
 from orca.errors import NotReady, OrcaError
 from orca.master.loops import LeaderLoop
+from orca.master.tls_manager import peer_ssl
 from orca.raft import RaftNode
 from orca.state.machine import OBSERVED_FIELDS
 from orca.state.ops_nodes import report_problem
 
-__all__ = ["HeartbeatBook", "LeaseMonitor"]
+__all__ = ["HeartbeatBook", "LeaseMonitor", "ProbeResult", "http_prober", "probe_agent"]
+
+ProbeResult = str  # "alive" | "gone" | "unknown"
+Prober = Callable[[str, str, float], Awaitable[ProbeResult]]  # (node id, agent address, timeout)
 
 
 class HeartbeatBook:
@@ -33,6 +47,7 @@ class HeartbeatBook:
         self.received_at: dict[str, float] = {}      # node -> wall time (committed as renewed_at)
         self.reports: dict[str, list[dict[str, Any]]] = {}
         self.dirty: set[str] = set()
+        self.changed = False  # a report differs from the previous one: the lease monitor commits at once
         self.on_change: Callable[[], None] | None = None  # called on the loop when a report changed
 
     def record(self, heartbeat: dict[str, Any]) -> None:
@@ -42,6 +57,7 @@ class HeartbeatBook:
         changed = self.reports.get(node) != heartbeat["allocations"]
         self.reports[node] = heartbeat["allocations"]
         self.dirty.add(node)
+        self.changed |= changed
         if changed and self.on_change is not None:
             self.on_change()  # a replica changed state: commit soon, not at the next lease tick
 
@@ -61,6 +77,7 @@ class HeartbeatBook:
         self.received_at.clear()
         self.reports.clear()
         self.dirty.clear()
+        self.changed = False
 
 
 def allocs_changed(state: dict[str, Any], node_id: str, reports: list[dict[str, Any]],
@@ -84,26 +101,71 @@ def allocs_changed(state: dict[str, Any], node_id: str, reports: list[dict[str, 
     return mine if changed else None
 
 
+_REFUSED = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+async def probe_agent(session: aiohttp.ClientSession, address: str, node_id: str, timeout_s: float,
+                      ssl: Any = True) -> ProbeResult:
+    """Ask the agent at `address` whether it is `node_id`: "alive", "gone" (refused, reset, unreachable, or
+    another node answers there) or "unknown" (a timeout or anything else that proves nothing)."""
+    try:
+        async with session.get(address.rstrip("/") + "/v1/health", ssl=ssl,
+                               timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)) as resp:
+            if resp.status != 200:
+                return "unknown"
+            body = await resp.json(content_type=None)
+            return "alive" if isinstance(body, dict) and body.get("node_id") == node_id else "gone"
+    except aiohttp.ClientConnectorError as exc:
+        return "gone" if exc.os_error is not None and exc.os_error.errno in _REFUSED else "unknown"
+    except (ConnectionResetError, aiohttp.ServerDisconnectedError):
+        return "gone"
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError):
+        return "unknown"
+
+
 class LeaseMonitor(LeaderLoop):
     name = "leases"
 
-    def __init__(self, raft: RaftNode, book: HeartbeatBook, heartbeat_s: float, ttl_s: float) -> None:
+    def __init__(self, raft: RaftNode, book: HeartbeatBook, heartbeat_s: float, ttl_s: float,
+                 suspect_s: float | None = None, prober: Prober | None = None) -> None:
         super().__init__(raft)
         self.book = book
-        self.period_s = heartbeat_s
+        self.commit_period_s = heartbeat_s
+        # Expiry is checked four times per heartbeat interval: a verdict must not wait for the next commit.
+        self.period_s = min(heartbeat_s, 0.25)
         self.ttl_s = ttl_s
+        self.suspect_s = min(suspect_s if suspect_s is not None else 2 * heartbeat_s, ttl_s)
+        self.prober = prober
         self.grace_until = 0.0
         self.enabled_at = 0.0
+        self.last_commit = 0.0
         self.quarantined: dict[str, str] = {}  # node -> why its last report was left out (for operators)
+        self.probes: dict[str, asyncio.Task[ProbeResult]] = {}
+        self.gone: dict[str, float] = {}  # node -> silence when its probe came back "gone"
 
     def on_enable(self) -> None:
         self.book.clear()
         self.enabled_at = time.monotonic()
         self.grace_until = self.enabled_at + self.ttl_s
+        self.last_commit = 0.0
+        self.gone.clear()
+
+    def on_disable(self) -> None:
+        for task in self.probes.values():
+            task.cancel()
+        self.probes.clear()
 
     async def cycle(self) -> None:
-        await self._commit_renewals()
+        now = time.monotonic()
+        if self.book.dirty and (self._report_changed() or now - self.last_commit >= self.commit_period_s):
+            self.last_commit = now
+            await self._commit_renewals()
         await self._expire()
+
+    def _report_changed(self) -> bool:
+        """A report changed (the heartbeat book woke us): commit now, not at the next interval."""
+        changed, self.book.changed = self.book.changed, False
+        return changed
 
     async def _commit_renewals(self) -> None:
         if not self.book.dirty:
@@ -188,14 +250,50 @@ class LeaseMonitor(LeaderLoop):
         now = time.monotonic()
         if now < self.grace_until:
             return
-        candidates = self.raft.read(lambda s: [n["id"] for n in s["nodes"].values() if n["status"] != "down"])
-        for node_id in candidates:
+        candidates = self.raft.read(lambda s: [(n["id"], n.get("address")) for n in s["nodes"].values()
+                                               if n["status"] != "down"])
+        for node_id, address in candidates:
             seen = self.book.last_seen.get(node_id, self.enabled_at)
             silent = now - seen
+            gone_at = self.gone.pop(node_id, None)
             if silent > self.ttl_s:
                 await self.propose("node_status", {"node_id": node_id, "status": "down",
                                                    "reason": f"no heartbeat for {silent:.1f} s"})
+            elif gone_at is not None and silent >= gone_at:  # still silent since the probe said gone
+                await self.propose("node_status", {"node_id": node_id, "status": "down",
+                                                   "reason": f"no heartbeat for {silent:.1f} s and its agent "
+                                                             f"refuses connections"})
+            elif silent > self.suspect_s and address and self.prober is not None and node_id not in self.probes:
+                self._start_probe(node_id, address, silent)
+
+    def _start_probe(self, node_id: str, address: str, silent: float) -> None:
+        """Probe in the background: one slow node never holds up the others' verdicts."""
+        assert self.prober is not None
+        timeout = max(0.5, self.ttl_s - silent)  # an answer after the TTL is too late to matter
+        task = asyncio.get_running_loop().create_task(self.prober(node_id, address, timeout),
+                                                      name=f"orca-probe-{node_id}")
+        self.probes[node_id] = task
+
+        def done(t: asyncio.Task[ProbeResult]) -> None:
+            if self.probes.get(node_id) is t:
+                del self.probes[node_id]
+            if t.cancelled() or t.exception() is not None:
+                return
+            result = t.result()
+            if result == "alive":
+                self.book.touch(node_id)
+            elif result == "gone":
+                self.gone[node_id] = silent
+                self.wake()
+        task.add_done_callback(done)
 
     def silent_for(self, node_id: str) -> float | None:
         seen = self.book.last_seen.get(node_id)
         return None if seen is None else time.monotonic() - seen
+
+
+async def http_prober(node_id: str, address: str, timeout_s: float) -> ProbeResult:
+    """The production prober: over the same TLS context as the dispatcher's pushes (the agent's
+    certificate must name the node; with mutual TLS the agent sees a master of its cluster)."""
+    async with aiohttp.ClientSession() as session:
+        return await probe_agent(session, address, node_id, timeout_s, ssl=peer_ssl())

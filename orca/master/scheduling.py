@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orca import depends, drain, rollout
+from orca.healthcheck import has_check
 from orca.master.loops import LeaderLoop
 from orca.scheduler import PlacementView, compute_plan
 from orca.volumes import named_volumes
@@ -41,6 +42,7 @@ class Cycle:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     busy: bool = False  # a rollout or drain is under way: readiness deadlines pass without any new entry
+    next_ready_at: float | None = None  # wall time the next replica becomes ready by min_healthy_s alone
 
     def plan_is_empty(self) -> bool:
         return not (self.place or self.stop or self.migrate or self.pending_changed)
@@ -96,7 +98,31 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
     cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop, *volume_stops.values()} - {None})
     cycle.pending_changed = any((svc.get("pending") or None) != cycle.pending.get(name)
                                 for name, svc in state["services"].items())
+    if cycle.busy:
+        cycle.next_ready_at = _next_ready_at(state, now)
     return cycle
+
+
+def _next_ready_at(state: dict[str, Any], now: float) -> float | None:
+    """When the earliest running replica without a health check passes its `min_healthy_s`: no entry
+    marks that moment, so the loop sets its timer to it (readiness is seen when it happens, not on a
+    polling tick). Replicas with a health check become ready through an agent report, which wakes us."""
+    soonest: float | None = None
+    for a in state["allocations"].values():
+        observed = a.get("observed") or {}
+        since = observed.get("running_since")
+        if a["desired"] != "run" or observed.get("status") != "running" or since is None:
+            continue
+        svc = state["services"].get(a["service"])
+        if svc is None:
+            continue
+        spec = next((h["spec"] for h in svc["history"] if h["version"] == a["version"]), svc["spec"])
+        if has_check(spec):
+            continue
+        at = since + float((spec.get("update") or {}).get("min_healthy_s", 2.0))
+        if at > now and (soonest is None or at < soonest):
+            soonest = at
+    return soonest
 
 
 def _volume_handover(state: dict[str, Any], placements: Any) -> dict[str, str | None]:
@@ -138,6 +164,8 @@ class SchedulerLoop(LeaderLoop):
             # While a rollout or drain runs, "healthy for min_healthy_s" becomes true with no entry to wake
             # us: look more often then, and idle at 1 s otherwise.
             self.period_s = BUSY_PERIOD_S if cycle.busy else IDLE_PERIOD_S
+            if cycle.next_ready_at is not None:  # + 10 ms: wake just after the moment, not just before it
+                self.period_s = max(0.0, min(self.period_s, cycle.next_ready_at - now + 0.01))
             for verdict in cycle.verdicts:
                 await self.propose("rollout_status", verdict)
             for node_id in cycle.drained:

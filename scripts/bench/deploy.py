@@ -20,7 +20,7 @@ started (its StartedAt, same clock), measured from the deploy call; the rest of 
 Every container made here is labelled (`orca.node=<agent id>` or `orca-bench=<run id>`) and removed at
 the end, also on errors.
 
-    .venv/bin/python scripts/bench/deploy.py [--rounds 3] [--replicas 20] [--with-agent-flags]
+    .venv/bin/python scripts/bench/deploy.py [--rounds 5] [--replicas 20] [--with-agent-flags]
 """
 
 from __future__ import annotations
@@ -85,12 +85,13 @@ AGENT_FLAGS = [
 ]
 
 
-def docker_round(engine: Any, run_id: str, replicas: int, flags: list[str] | None = None) -> dict[str, Any]:
+def docker_round(engine: Any, run_id: str, replicas: int, flags: list[str] | None = None,
+                 command: list[str] | None = None) -> dict[str, Any]:
     label = f"orca-bench={run_id}"
 
     def one(_: int) -> str:
         out = subprocess.run(
-            ["docker", "run", "-d", "--label", label, *(flags or []), IMAGE, "sleep", "3600"],
+            ["docker", "run", "-d", "--label", label, *(flags or []), IMAGE, *(command or ["sleep", "3600"])],
             capture_output=True,
             text=True,
             timeout=60,
@@ -156,7 +157,7 @@ def orca_round(client: Client, engine: Any, node_id: str, name: str, replicas: i
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--replicas", type=int, default=20)
     ap.add_argument(
         "--with-agent-flags",
@@ -204,6 +205,8 @@ def main() -> int:
         "orca_s": {"median": round(statistics.median(orca_s), 3), "samples": [round(s, 3) for s in orca_s]},
         "docker_run_s": {"median": round(statistics.median(raw_s), 3), "samples": [round(s, 3) for s in raw_s]},
         "ratio": round(statistics.median(orca_s) / statistics.median(raw_s), 3),
+        # Each round's orca deploy against the baseline run just before it (issue 17: every run of 5).
+        "ratio_per_round": [round(o / r, 3) for o, r in zip(orca_s, raw_s, strict=True)],
         "orca_engine_started_s": {
             "median": round(statistics.median(engine_s), 3) if engine_s else None,
             "samples": [round(s, 3) for s in engine_s],

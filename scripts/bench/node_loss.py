@@ -1,11 +1,12 @@
 """Benchmark node loss: SIGKILL of an agent -> its replicas running on the surviving node.
 
 Prints one JSON line. A local three-master cluster (real `orca server` processes) and two real agents
-(`orca agent`) sharing the local engine, all at default timing (heartbeat 1 s, node lease TTL 5 s). Each
+(`orca agent`) sharing the local engine, all at default timing (heartbeat 1 s; after 2 s of silence the
+leader probes the agent, and a refused probe marks the node down at once; lease TTL 5 s otherwise). Each
 round deploys a fresh service of 6 replicas (`sleep 3600`, 16Mi, 0.05 CPU), waits until it runs 3 + 3,
 SIGKILLs one agent (alternating) and polls every 100 ms, from the kill:
 
-- `down_detected_s`: the killed node shows `down` in `GET /cluster/nodes` (lease expiry, committed);
+- `down_detected_s`: the killed node shows `down` in `GET /cluster/nodes` (probe refused, committed);
 - `placed_s`: the service lists 6 containers, all on the surviving node (replacements committed);
 - `rescheduled_s`: ... and all 6 of them running (the survivor started them and reported it).
 

@@ -101,3 +101,45 @@ async def test_one_nodes_garbage_never_stops_the_other_leases(rafts: list[RaftNo
         assert evil is None  # its garbage never reached the state
     finally:
         monitor.disable()
+
+
+async def _register(raft: RaftNode, *nodes: str) -> int:
+    term = raft.term
+    await raft.propose("leader_elected", {"term": term, "node": "m1"})
+    for node_id in nodes:
+        await raft.propose("register_node", {"node_id": node_id, "address": f"http://127.0.0.1:1/{node_id}",
+                                             "labels": {}, "capacity": {"memory": 2**30, "cpu": 1.0},
+                                             "push_token": "t", "agent_version": "1"})
+    return term
+
+
+def _status(raft: RaftNode, node_id: str) -> str:
+    return raft.read(lambda st: st["nodes"][node_id]["status"])
+
+
+async def test_a_silent_node_whose_agent_refuses_is_down_before_the_ttl(rafts: list[RaftNode]) -> None:
+    """Probe verdicts: "gone" marks the silent node down long before its TTL; "alive" renews it (late
+    heartbeats, live agent: no false positive); "unknown" leaves the TTL to decide."""
+    raft = rafts[0]
+    term = await _register(raft, "dead", "slow", "mute")
+    verdicts = {"dead": "gone", "slow": "alive", "mute": "unknown"}
+    probed: list[str] = []
+
+    async def prober(node_id: str, address: str, timeout_s: float) -> str:
+        assert address.endswith("/" + node_id) and timeout_s > 0
+        probed.append(node_id)
+        return verdicts[node_id]
+
+    book = HeartbeatBook()
+    monitor = LeaseMonitor(raft, book, heartbeat_s=0.1, ttl_s=60.0, suspect_s=0.3, prober=prober)
+    monitor.enable(term)
+    monitor.grace_until = 0.0  # the test's nodes were never heard from: skip the new leader's grace
+    try:
+        await wait_for(lambda: _status(raft, "dead") == "down", timeout=20)
+        await wait_for(lambda: {"slow", "mute"} <= set(probed), timeout=20)
+        await asyncio.sleep(1.0)  # several more probe rounds: the live and the unknown one stay up
+        assert _status(raft, "slow") == "ready" and _status(raft, "mute") == "ready"
+        reason = raft.read(lambda st: st["nodes"]["dead"].get("reason") or "")
+        assert "refuses" in reason or reason == ""
+    finally:
+        monitor.disable()

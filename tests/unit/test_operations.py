@@ -234,3 +234,19 @@ def test_rollback_skips_a_dropped_canary() -> None:
     sim.deploy(name="web", image="img:3", replicas=2, update={"min_healthy_s": 0})
     sim.run(8)
     assert sim.op("rollback", {"name": "web"})["spec_of"] == 1  # not the canary that never ran as the service
+
+
+def test_drain_sets_the_loop_timer_to_the_next_readiness_moment() -> None:
+    """While a drain runs, the cycle says when the next replacement passes min_healthy_s (no entry will
+    mark that moment); a health-checked service is left to the agents' reports."""
+    sim = Sim(nodes=2)
+    sim.deploy(name="web", image="img:1", replicas=2, update={"max_parallel": 2, "min_healthy_s": 3})
+    sim.run(5)
+    assert decide_cycle(sim.state, sim.now).next_ready_at is None  # nothing under way: idle timer
+    sim.op("drain_node", {"node_id": "n0", "deadline_s": 300})
+    sim.cycle()  # replacements placed on n1 and reported running at sim.now - 1 (the report's time)
+    c = decide_cycle(sim.state, sim.now)
+    since = [(a.get("observed") or {}).get("running_since") for a in sim.state["allocations"].values()
+             if a["node"] == "n1" and (a.get("observed") or {}).get("running_since", 0) >= sim.now - 1]
+    assert since and c.next_ready_at == min(since) + 3
+    assert decide_cycle(sim.state, c.next_ready_at + 0.001).next_ready_at != c.next_ready_at
