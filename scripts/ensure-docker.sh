@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make a Docker engine answer and build the test image orca-test/busybox (DESIGN §9).
+# Make a Docker engine answer and build the test image orca-test/busybox (DESIGN §9); install HAProxy
+# (the agents' ingress proxy) when missing.
 #
 # Idempotent: on a machine where `docker info` answers and the image exists it only checks and prints.
 # Otherwise (as root on Debian) it installs docker.io / busybox-static when missing, starts dockerd in
@@ -51,6 +52,12 @@ ensure_docker_packages() {
     if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
         apt_install docker.io
     fi
+}
+
+# The agents' ingress proxy is HAProxy (orca.agent.proxy): Debian's package, run by each agent
+# itself (the package's own service, if any, is left alone and unused).
+ensure_haproxy() {
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_install haproxy
 }
 
 ensure_busybox_static() {
@@ -146,6 +153,7 @@ start_dockerd() {
 }
 
 main() {
+    ensure_haproxy
     if engine_up; then
         build_image
     else

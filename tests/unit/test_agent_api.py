@@ -396,6 +396,7 @@ async def test_pushed_routes_reach_the_proxy_and_stops_wait_for_its_drain(tmp_pa
         await agent.reconciler.reconcile_once()
         await agent.reconciler.wait_idle()
         assert agent.node_report()["services"]["web"]["route_active"] is True
+        assert await proxy.settled()  # HAProxy has reloaded with the route
         async with aiohttp.ClientSession() as session:
             request = asyncio.create_task(session.get(f"http://127.0.0.1:{proxy.port}/",
                                                       headers={"Host": "web.example.com"}))

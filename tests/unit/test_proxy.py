@@ -1,4 +1,4 @@
-"""The ingress proxy (orca.agent.proxy) with real aiohttp upstreams on 127.0.0.1 ephemeral ports."""
+"""The ingress proxy (orca.agent.proxy: a real HAProxy) with real aiohttp upstreams on 127.0.0.1 ephemeral ports."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from orca.agent.proxy import Proxy, hostname
+from orca.agent.proxy import Proxy, haproxy_binary, hostname
 from orca.config import ProxyConfig
 from orca.devcluster import free_ports
 from orca.protocol import LATENCY_BUCKETS_MS
 
 DOMAIN = "web.example.com"
+
+pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="HAProxy not installed (scripts/ensure-docker.sh)")
 
 
 class Upstream:
@@ -150,6 +152,14 @@ def table(endpoints: list[tuple[str, str] | tuple[str, str, bool]], *, strategy:
     return {domain: {"service": service, "strategy": strategy, "canary_weight": canary_weight, "endpoints": eps}}
 
 
+async def apply(proxy: Proxy, routes: dict[str, Any]) -> None:
+    """Set the routes and wait until HAProxy serves them (a reload, well under a second)."""
+    started = time.monotonic()
+    proxy.set_routes(routes)
+    assert await proxy.settled()
+    assert time.monotonic() - started < 5
+
+
 def url(proxy: Proxy, path: str = "/") -> str:
     return f"http://127.0.0.1:{proxy.port}{path}"
 
@@ -171,7 +181,7 @@ def test_hostname() -> None:
 
 
 async def test_unknown_host_is_404_and_no_replica_is_503(proxy: Proxy, client: aiohttp.ClientSession) -> None:
-    proxy.set_routes(table([]))
+    await apply(proxy, table([]))
     async with client.get(url(proxy), headers={"Host": "nope.example.com"}) as resp:
         assert resp.status == 404 and resp.content_type == "text/plain"
         assert await resp.text() == "no service for host nope.example.com\n"
@@ -183,7 +193,7 @@ async def test_unknown_host_is_404_and_no_replica_is_503(proxy: Proxy, client: a
 
 async def test_round_robin_is_even(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     ups = [await upstreams(f"r{i}") for i in range(3)]
-    proxy.set_routes(table([(f"a{i}", addr) for i, (_, addr) in enumerate(ups)]))
+    await apply(proxy, table([(f"a{i}", addr) for i, (_, addr) in enumerate(ups)]))
     assert proxy.route_active("web")
     seen = collections.Counter([(await get(client, proxy))[1] for _ in range(300)])
     assert seen == {"r0": 100, "r1": 100, "r2": 100}
@@ -196,7 +206,7 @@ async def test_round_robin_is_even(proxy: Proxy, client: aiohttp.ClientSession, 
 async def test_least_conn_prefers_the_idle_replica(proxy: Proxy, client: aiohttp.ClientSession,
                                                    upstreams: Start) -> None:
     (busy, busy_addr), (idle, idle_addr) = await upstreams("busy"), await upstreams("idle")
-    proxy.set_routes(table([("a-busy", busy_addr), ("a-idle", idle_addr)], strategy="least_conn"))
+    await apply(proxy, table([("a-busy", busy_addr), ("a-idle", idle_addr)], strategy="least_conn"))
     held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
     for _ in range(100):  # the two held requests went one to each replica; free the idle one's
         if busy.holding + idle.holding == 2:
@@ -231,7 +241,7 @@ async def test_route_strategy_defaults_to_the_config(upstreams: Start) -> None:
 async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     ups = [await upstreams(f"s{i}") for i in range(4)] + [await upstreams("canary")]
     eps = [(f"a{i}", addr, name == "canary") for i, (name, addr) in enumerate((u.name, a) for u, a in ups)]
-    proxy.set_routes(table(eps, canary_weight=0.2))
+    await apply(proxy, table(eps, canary_weight=0.2))
     results = await asyncio.gather(*(get(client, proxy) for _ in range(1000)))
     seen = collections.Counter(body for _, body in results)
     assert sum(seen.values()) == 1000
@@ -239,13 +249,13 @@ async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSessio
     for i in range(4):  # the stable ones share the rest evenly
         assert abs(seen[f"s{i}"] - 200) <= 5, seen
     # Without a weight, the canaries get their share of the endpoints: 1 of 5.
-    proxy.set_routes(table(eps))
+    await apply(proxy, table(eps))
     seen = collections.Counter([(await get(client, proxy))[1] for _ in range(500)])
     assert seen["canary"] == 100, seen
     # Weight 0: never; and a canary alone still serves (better than a 503).
-    proxy.set_routes(table(eps, canary_weight=0.0))
+    await apply(proxy, table(eps, canary_weight=0.0))
     assert "canary" not in {(await get(client, proxy))[1] for _ in range(50)}
-    proxy.set_routes(table([eps[-1]], canary_weight=0.0))
+    await apply(proxy, table([eps[-1]], canary_weight=0.0))
     assert await get(client, proxy) == (200, "canary")
 
 
@@ -255,7 +265,7 @@ async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSessio
 async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.ClientSession,
                                                 upstreams: Start) -> None:
     _, addr = await upstreams("h")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     headers = {"Host": "Web.Example.com:8080", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https",
                "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "X-Kept": "yes",
                "Proxy-Authorization": "Basic abc"}
@@ -278,7 +288,7 @@ async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.Cl
 
 async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     up, addr = await upstreams("b")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     payload = os.urandom(3 * 2**20)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -301,7 +311,7 @@ async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSessi
 
 async def test_head_204_and_upstream_5xx(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("x")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     async with client.head(url(proxy, "/"), headers={"Host": DOMAIN}) as resp:
         assert resp.status == 200 and resp.headers["Content-Length"] == "1"
     async with client.get(url(proxy, "/nothing"), headers={"Host": DOMAIN}) as resp:
@@ -312,14 +322,14 @@ async def test_head_204_and_upstream_5xx(proxy: Proxy, client: aiohttp.ClientSes
 
 async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("w")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}, protocols=("echo.v1",)) as ws:
         assert ws.protocol == "echo.v1"
         await ws.send_str("hello")
         assert (await ws.receive(timeout=2)).data == "w:hello"
         await ws.send_bytes(b"abc")
         assert (await ws.receive(timeout=2)).data == b"cba"
-        assert proxy.stats()["web"]["active"] == 1
+        await until(lambda: proxy.stats()["web"]["active"] == 1)
         await ws.send_str("close")  # the upstream closes: the client sees its code
         msg = await ws.receive(timeout=2)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4001
@@ -346,22 +356,23 @@ async def test_refused_connections_are_retried_for_any_method(proxy: Proxy, clie
                                                               upstreams: Start) -> None:
     _, addr = await upstreams("live")
     [dead] = free_ports(1)  # nothing listens there
-    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}"), ("live", addr)]))
+    await apply(proxy, table([("dead", f"127.0.0.1:{dead}"), ("live", addr)]))
     for _ in range(10):
         async with client.post(url(proxy, "/upload"), data=b"x" * 10, headers={"Host": DOMAIN}) as resp:
             assert resp.status == 200 and (await resp.json())["size"] == 10
         assert await get(client, proxy) == (200, "live")
     dead_ep = proxy.endpoints["dead"]
-    assert dead_ep.errors == dead_ep.requests == 1  # tried once, then passed over while ejected
+    # Refused once, then marked down (observe layer4): every request was answered by the live one.
+    assert dead_ep.requests == 0 and proxy.endpoints["live"].requests == 20
     assert proxy.stats()["web"]["errors"] == 0  # every request was answered by the live one
-    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}")]))
-    status, body = await get(client, proxy)
-    assert status == 502 and "did not answer" in body
+    await apply(proxy, table([("dead", f"127.0.0.1:{dead}")]))
+    status, body = await get(client, proxy)  # refused again, or already marked down
+    assert (status, body) in ((502, "bad gateway: web did not answer\n"), (503, "no healthy replica for web\n"))
 
 
 async def test_upstream_timeout_is_504(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("slow")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     started = time.monotonic()
     status, body = await get(client, proxy, "/sleep?s=3")
     assert status == 504 and "in time" in body
@@ -371,14 +382,14 @@ async def test_upstream_timeout_is_504(proxy: Proxy, client: aiohttp.ClientSessi
 async def test_removed_endpoint_drains_in_flight_requests(proxy: Proxy, client: aiohttp.ClientSession,
                                                           upstreams: Start) -> None:
     (old, old_addr), (_, new_addr) = await upstreams("old"), await upstreams("new")
-    proxy.set_routes(table([("old", old_addr)]))
+    await apply(proxy, table([("old", old_addr)]))
     slow = asyncio.create_task(get(client, proxy, "/hold"))
     for _ in range(100):
         if old.holding:
             break
         await asyncio.sleep(0.02)
     assert old.holding == 1
-    proxy.set_routes(table([("new", new_addr)]))
+    await apply(proxy, table([("new", new_addr)]))
     drained = asyncio.create_task(proxy.drain("old"))
     results = [await get(client, proxy) for _ in range(10)]
     assert results == [(200, "new")] * 10 and old.hits == 1
@@ -393,7 +404,7 @@ async def test_removed_endpoint_drains_in_flight_requests(proxy: Proxy, client: 
 async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client: aiohttp.ClientSession,
                                                            upstreams: Start) -> None:
     (a, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
-    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))
     held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
     for _ in range(100):
         if a.holding:
@@ -402,7 +413,7 @@ async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client:
     # The route still lists "a", but a replica being stopped gets no new request.
     assert await proxy.drain("a", timeout=0.2) is False
     assert [(await get(client, proxy))[1] for _ in range(6)] == ["b"] * 6
-    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))  # a lagging table does not un-fence it
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))  # a lagging table does not un-fence it
     assert (await get(client, proxy))[1] == "b"
     a.gate.set()
     for task in held:
@@ -419,7 +430,7 @@ async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 
 async def test_a_client_that_goes_away_frees_its_slot(proxy: Proxy, upstreams: Start) -> None:
     up, addr = await upstreams("h")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     ep = proxy.endpoints["a1"]
 
     def idle() -> bool:
@@ -478,7 +489,7 @@ async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Pro
     try:
         for port in ports:
             await _wait_port(port)
-        proxy.set_routes(table([(f"u{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)]))
+        await apply(proxy, table([(f"u{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)]))
         outcomes: list[tuple[str, int, str]] = []
         stop_at = time.monotonic() + 3.0
 
@@ -519,13 +530,14 @@ async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Pro
 
 async def test_stats_counters_and_histogram(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     (_, a), (_, b) = await upstreams("a"), await upstreams("b")
-    proxy.set_routes({**table([("a", a), ("b", b)]), **table([], service="api", domain="api.example.com")})
+    await apply(proxy, {**table([("a", a), ("b", b)]), **table([], service="api", domain="api.example.com")})
     for _ in range(10):
         assert (await get(client, proxy))[0] == 200
     assert (await get(client, proxy, "/fail"))[0] == 500
     assert (await get(client, proxy, "/sleep?s=0.03"))[0] == 200
     assert (await get(client, proxy, host="api.example.com"))[0] == 503
     assert (await get(client, proxy, host="other.example.com"))[0] == 404
+    await until(lambda: proxy.stats()["web"]["requests"] == 12 and proxy.stats()["api"]["requests"] == 1)
     stats = proxy.stats()
     web_stats = stats["web"]
     assert web_stats["requests"] == 12 and web_stats["errors"] == 1 and web_stats["active"] == 0
@@ -541,7 +553,7 @@ async def test_stats_counters_and_histogram(proxy: Proxy, client: aiohttp.Client
     assert proxy.route_active("web") and not proxy.route_active("api") and not proxy.route_active("nope")
     # The busiest replicas only, when capped; counters survive the replica leaving the table.
     assert len(proxy.stats(max_replicas=1)["web"]["replicas"]) == 1
-    proxy.set_routes(table([("b", b)]))
+    await apply(proxy, table([("b", b)]))
     assert set(proxy.stats()["web"]["replicas"]) == {"a", "b"}
     await proxy.stop()
     assert not proxy.route_active("web")

@@ -1,0 +1,90 @@
+"""Rendering the ingress HAProxy config from a route table (orca.agent.haproxy_config): pure."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orca.agent import haproxy_config as hc
+from orca.agent.proxy import haproxy_binary
+
+
+def table(endpoints: list[tuple[str, str, bool]], **route: Any) -> dict[str, Any]:
+    eps = [{"alloc": a, "address": addr, "canary": c} for a, addr, c in endpoints]
+    return {"web.example.com": {"service": "web", "strategy": None, "canary_weight": None, "endpoints": eps, **route}}
+
+
+def render(specs: list[hc.RouteSpec], **kw: Any) -> str:
+    return hc.render(specs, listen="127.0.0.1:8080", log_port=5140, idle_timeout_s=60, request_timeout_s=30,
+                     connect_timeout_s=2, drain_timeout_s=10, **kw)
+
+
+def test_specs_group_domains_by_service_and_skip_bad_routes() -> None:
+    routes = {**table([("a1", "127.0.0.1:20001", False), ("a1", "127.0.0.1:20001", False)]),
+              "www.example.com.": {"service": "web", "endpoints": []},  # the first route of a service wins
+              "bad.example.com": {"service": "bad", "endpoints": [{"alloc": "z"}]},
+              "worse.example.com": {"service": "w", "strategy": "random", "endpoints": []},
+              "evil.example.com": {"service": "x y", "endpoints": []},
+              "bad host": {"service": "ok", "endpoints": []},
+              "inj.example.com": {"service": "i", "endpoints": [{"alloc": "a\nserver", "address": "1.2.3.4:1"}]},
+              "v6.example.com": {"service": "v6", "endpoints": [{"alloc": "v", "address": "::1:20000"}]}}
+    specs, warnings = hc.route_specs(routes, "least_conn")
+    by = {s.service: s for s in specs}
+    assert set(by) == {"web", "v6"} and len(warnings) == 5
+    assert by["web"].domains == ("web.example.com", "www.example.com")
+    assert by["web"].strategy == "least_conn" and [s.alloc for s in by["web"].servers] == ["a1"]
+    assert by["v6"].servers[0].address == "[::1]:20000"
+    specs, _ = hc.route_specs(routes, "round_robin", fenced={"a1"})
+    assert {s.service: s for s in specs}["web"].servers == ()
+
+
+def test_render_has_routes_weights_and_envelopes() -> None:
+    specs, _ = hc.route_specs(table([("s1", "127.0.0.1:1", False), ("c1", "127.0.0.1:2", True)],
+                                    canary_weight=0.2, strategy="least_conn"), "round_robin")
+    text = render(specs, lua_file="/run/hop.lua")
+    assert "backend svc_web" in text and "balance leastconn" in text
+    assert "server s1 127.0.0.1:1 weight 256 " in text and "server c1 127.0.0.1:2 weight 64 " in text
+    assert 'string "no healthy replica for web\\n" if { nbsrv eq 0 }' in text
+    assert "use_backend svc_web if { var(txn.host) -m str web.example.com }" in text
+    assert "lua-load /run/hop.lua" in text and "log 127.0.0.1:5140" in text
+    assert render(specs, lua_file="/run/hop.lua") == text  # deterministic: the agent reloads on a change only
+    assert "unless known" not in render([])  # no route: every host is a 404
+
+
+def test_many_domains_stay_under_haproxys_words_per_line() -> None:
+    routes = {f"d{i}.example.com": {"service": "web", "endpoints": []} for i in range(100)}
+    specs, _ = hc.route_specs(routes, "round_robin")
+    assert max(len(line.split()) for line in render(specs).splitlines()) < 64
+
+
+@given(st.integers(0, 6), st.integers(0, 6), st.one_of(st.none(), st.floats(0, 1)))
+def test_weights_give_the_canaries_their_share(n_stable: int, n_canary: int, weight: float | None) -> None:
+    servers = tuple(hc.ServerSpec(f"s{i}", "127.0.0.1:1", False) for i in range(n_stable)) + tuple(
+        hc.ServerSpec(f"c{i}", "127.0.0.1:1", True) for i in range(n_canary))
+    weights = hc.server_weights(servers, weight)
+    assert len(weights) == len(servers) and all(0 <= w <= hc.WEIGHT_SCALE for w in weights)
+    if not n_stable or not n_canary:
+        assert set(weights) <= {1}
+        return
+    canary = sum(w for w, s in zip(weights, servers, strict=True) if s.canary)
+    share = canary / sum(weights)
+    want = n_canary / len(servers) if weight is None else weight
+    assert abs(share - want) < 0.02 or (want < 0.01 and share < 0.02) or (want > 0.99 and share > 0.98)
+
+
+@pytest.mark.skipif(haproxy_binary() is None, reason="HAProxy not installed")
+def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
+    specs, _ = hc.route_specs({**table([("s1", "127.0.0.1:1", False), ("c1", "[::1]:2", True)], canary_weight=0.5),
+                               "api.example.com": {"service": "api", "endpoints": []}}, "round_robin")
+    lua = tmp_path / "hop.lua"
+    lua.write_text(hc.HOP_LUA)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render(specs, lua_file=str(lua)))
+    out = subprocess.run([str(haproxy_binary()), "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" not in out.stderr, out.stderr
