@@ -6,8 +6,8 @@ Prints one JSON line:
 
 The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1) started through the
 docker SDK; `--upstream aiohttp` uses an aiohttp server in a child process instead (no Docker needed).
-The proxy is `orca.agent.proxy.Proxy` exactly as the agent runs it, in its own process (this script
-re-run with `--serve-proxy`), so the load generator and the proxy do not share an event loop. The load
+The proxy is `orca.agent.proxy.Proxy` exactly as the agent runs it (HAProxy, its child), in its own
+process (this script re-run with `--serve-proxy`); its CPU is that process tree's (HAProxy included). The load
 generator is the same for both runs: one aiohttp client, N connections (one worker each, keep-alive
 where the server allows it), a warm-up, then `--seconds` of measured load per target, split into
 `--rounds` that alternate direct and proxied (so drifting load elsewhere on the machine hits both).
@@ -171,11 +171,26 @@ async def wait_http(url: str, host: str | None = None, timeout: float = 30.0) ->
 
 
 def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+    """CPU seconds of `pid` and its live descendants (the proxy process, HAProxy's master and workers)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            continue
+    if pid not in stats:
         return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in stats.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(stats[p][1] for p in tree)
 
 
 # -- orchestration ------------------------------------------------------------------------------------------
