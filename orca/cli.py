@@ -4,7 +4,9 @@ Exit codes are part of the contract scripts rely on: 0 success, 1 the cluster re
 server's message and code on stderr, never a traceback), 2 a usage error (bad arguments, an unreadable
 deploy file). Tables are for people; `-o json` prints the server's response for scripts.
 
-Global options (`--api`, `--token`, `-o`) may be given before or after the verb.
+Global options (`--api`, `--token`, `--context`, `-o`, `-v`) may be given before or after the verb.
+Where the cluster is and which token to use: flags, else `ORCA_API`/`ORCA_TOKEN`, else the current
+context of `~/.orca/config.toml` (`orca context`, `orca.sdk.config`), else master-1 and `~/.orca/token`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Any, TextIO
 from orca import __version__
 from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
+from orca.sdk import config as client_config
 
 __all__ = ["main", "build_parser", "load_services", "format_table", "resolve_token", "parse_duration", "UsageError"]
 
-DEFAULT_API = "http://127.0.0.1:6880"
+DEFAULT_API = client_config.DEFAULT_API
 ROLES = ("admin", "deployer", "viewer", "agent")
 
 
@@ -41,27 +44,24 @@ class UsageError(Exception):
 
 
 def resolve_token(flag: str | None) -> str | None:
-    """`--token`, else `$ORCA_TOKEN`, else `~/.orca/token` (what bootstrap writes), else none."""
+    """`--token`, else `$ORCA_TOKEN`, else `~/.orca/token` (what bootstrap writes), else none.
+    (`_client` also consults the context between the two last; see `orca.sdk.config.resolve`.)"""
     if flag:
         return flag.strip()
     env = os.environ.get("ORCA_TOKEN", "").strip()
-    if env:
-        return env
-    path = Path.home() / ".orca" / "token"
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+    return env or client_config.home_token()
 
 
-def resolve_ca_file(flag: str | None) -> str | None:
-    """`--cacert`, else `$ORCA_CACERT`, else `~/.orca/ca.crt` when it exists (what the bootstrap
-    copies the cluster CA to), else the system trust store (None)."""
+def resolve_ca_file(flag: str | None, context_ca: str | None = None) -> str | None:
+    """`--cacert`, else `$ORCA_CACERT`, else the client context's `ca_file`, else `~/.orca/ca.crt` when
+    it exists (what the bootstrap copies the cluster CA to), else the system trust store (None)."""
     if flag:
         return flag
     env = os.environ.get("ORCA_CACERT", "").strip()
     if env:
         return env
+    if context_ca:
+        return context_ca
     path = Path.home() / ".orca" / "ca.crt"
     return str(path) if path.is_file() else None
 
@@ -250,9 +250,21 @@ def _claims_dict(claims: Any) -> dict[str, Any]:
 # main, which prints them in one place.
 
 
+def _report_skip(url: str, error: BaseException) -> None:
+    print(f"orca: skipped {url}: {error or type(error).__name__}", file=sys.stderr)
+
+
 def _client(args: argparse.Namespace) -> Client:
+    """A client for the cluster the flags, environment or context name (see the module docstring)."""
     try:
-        return Client(args.api, resolve_token(args.token), ca_file=resolve_ca_file(getattr(args, "cacert", None)))
+        target = client_config.resolve(getattr(args, "api", None), getattr(args, "token", None),
+                                       getattr(args, "context", None))
+    except client_config.ConfigFileError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        ca_file = resolve_ca_file(getattr(args, "cacert", None), target.ca_file)
+        return Client(",".join(target.endpoints), target.token, ca_file=ca_file,
+                      on_skip=_report_skip if getattr(args, "verbose", False) else None)
     except ValueError as exc:  # a malformed --api is the user's typo, not a cluster failure
         raise UsageError(f"--api: {exc}") from exc
 
@@ -302,7 +314,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         result: dict[str, Any] = {"token": token, **_claims_dict(claims)}
     else:
         with _client(args) as client:
-            result = client.create_token(args.role, name, args.ttl, node=args.node, projects=args.project)
+            scope = {"projects": args.project} if args.project else {}
+            result = client.create_token(args.role, name, args.ttl, node=args.node, **scope)
     # Only the token on stdout, so `TOKEN=$(orca token create ...)` works.
     _emit(args, result, lambda: str(result["token"]), sys.stdout)
     return 0
@@ -1283,7 +1296,7 @@ def webhook_rows(hooks: list[dict[str, Any]], now: float | None = None) -> list[
 def cmd_webhooks_add(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.add_webhook(args.repo, args.service, args.branch, args.secret)
-    api = (args.api.split(",")[0].strip().rstrip("/") or DEFAULT_API)
+        api = client.apis[0].strip().rstrip("/")
 
     def human() -> str:
         return "\n".join([
@@ -1323,9 +1336,14 @@ def cmd_webhooks_remove(args: argparse.Namespace) -> int:
 def _global_options(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: the verb's copy only overrides the top-level one when actually given.
     parser.add_argument("--api", default=argparse.SUPPRESS,
-                        help=f"master API URL(s), comma-separated (env ORCA_API, default {DEFAULT_API})")
+                        help="master API URL(s), comma-separated (else env ORCA_API, else the context's "
+                             f"endpoints, else {DEFAULT_API})")
     parser.add_argument("--token", default=argparse.SUPPRESS,
-                        help="bearer token (else env ORCA_TOKEN, else ~/.orca/token)")
+                        help="bearer token (else env ORCA_TOKEN, else the context's token file, else ~/.orca/token)")
+    parser.add_argument("--context", default=argparse.SUPPRESS, metavar="NAME",
+                        help="client context of ~/.orca/config.toml (else env ORCA_CONTEXT, else the current one)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="say on stderr which masters were skipped as unreachable")
     parser.add_argument("--cacert", default=argparse.SUPPRESS, metavar="FILE",
                         help="the cluster CA for https masters (else env ORCA_CACERT, else ~/.orca/ca.crt)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
@@ -1537,6 +1555,13 @@ def build_parser() -> argparse.ArgumentParser:
     verb(cluster, "join-tokens", cmd_cluster_join_tokens, "list join tokens: used by, revoked, expiry")
     p = verb(cluster, "revoke-join-token", cmd_cluster_revoke_join_token, "revoke an unused join token")
     p.add_argument("id", metavar="ID")
+
+    # Verb groups in modules of their own (orca/commands/): imported here, once this module is loaded.
+    from orca.commands import context as context_verbs
+    from orca.commands import snapshot as snapshot_verbs
+
+    context_verbs.add_parsers(verbs, common, verb)
+    snapshot_verbs.add_parsers(verbs, common, verb)
     return parser
 
 
@@ -1550,9 +1575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
-    if getattr(args, "api", None) is None:
-        args.api = os.environ.get("ORCA_API", "").strip() or DEFAULT_API
+    args.api = getattr(args, "api", None)  # resolved with the environment and the context by `_client`
     args.token = getattr(args, "token", None)
+    args.context = getattr(args, "context", None)
+    args.verbose = getattr(args, "verbose", False)
     args.output = getattr(args, "output", None) or "table"
     try:
         return args.handler(args)

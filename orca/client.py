@@ -32,7 +32,6 @@ import os
 import random
 import re
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from orca import __version__
+from orca.sdk.transport import CONNECT_TIMEOUT_S, Endpoints, open_connection, ssl_context
 
 __all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX", "is_converged", "rollout_failure"]
 
@@ -253,11 +253,6 @@ _WS_IDLE_S = 60.0  # masters ping every 20 s: a minute of silence is a dead conn
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """The TLS context for https masters: the system's trust store, or exactly `ca_file` when given."""
-    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-
-
 class _Handshake(Exception):
     """Internal: the server answered the upgrade request with a plain HTTP response."""
 
@@ -281,12 +276,13 @@ class _WebSocket:
         self.closed = False
 
     @classmethod
-    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None,
-                ca_file: str | None = None) -> _WebSocket:
+    def connect(cls, url: str, headers: Mapping[str, str], timeout: float, idle_s: float | None, *,
+                connect_timeout: float = CONNECT_TIMEOUT_S, ca_file: str | None = None) -> _WebSocket:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=min(timeout, connect_timeout))
+        sock.settimeout(timeout)
         try:
             if parts.scheme == "https":
                 sock = ssl_context(ca_file).wrap_socket(sock, server_hostname=host)
@@ -411,14 +407,22 @@ class Client:
     """A client for one orca cluster; see the module docstring for the retry and redirect contract.
 
     `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket
-    operation; `retries` the extra passes over the masters: the first 40 after ~30-60 ms each (about 2 s,
-    enough to ride through a leader failover), the rest after `backoff_s` doubling, capped at 2 s.
+    read; `connect_timeout` each connect (short: a master that does not accept within it is skipped for
+    the next one, and tried last for a while, see `orca.sdk.transport`); `retries` the extra passes over
+    the masters: the first 40 after ~30-60 ms each (about 2 s, enough to ride through a leader failover),
+    the rest after `backoff_s` doubling, capped at 2 s. `on_skip(url, error)` is told of every master
+    skipped because it could not be reached. `ca_file` is the CA for https masters (system store if None).
+    `discover()` learns the other masters from any one of them.
     """
 
     def __init__(self, api: str | list[str], token: str | None = None, *, timeout: float = 10.0,
-                 retries: int = 45, backoff_s: float = 0.1, ca_file: str | None = None):
+                 retries: int = 45, backoff_s: float = 0.1, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 ca_file: str | None = None, on_skip: Callable[[str, BaseException], None] | None = None):
         urls = api.split(",") if isinstance(api, str) else list(api)
-        self.apis = [u.strip().rstrip("/") for u in urls if u and u.strip()]
+        self.endpoints = Endpoints(urls, on_skip=on_skip)
+        self.apis = self.endpoints.urls  # the same list: `discover()` extends it
+        self.connect_timeout = connect_timeout
+        self.ca_file = ca_file or None
         if not self.apis:
             raise ValueError("at least one master API URL is required")
         for url in self.apis:
@@ -458,11 +462,13 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
                 idempotency_key: str | None = None, consistent: bool = False,
-                raw: bool = False) -> Any:
-        """Send one logical request and return the decoded JSON (or the text, with `raw=True`).
+                raw: bool | str = False, data: bytes | None = None) -> Any:
+        """Send one logical request and return the decoded JSON (or the text, with `raw=True`; the
+        bytes, with `raw="bytes"`).
 
         `path` is absolute (`/api/v1/...`) or relative to `/api/v1`. `params` with value None are
-        dropped. `consistent=True` asks for a read from the leader's state.
+        dropped. `consistent=True` asks for a read from the leader's state. `data` is a binary body
+        (`application/octet-stream`), instead of `json`.
         """
         method = method.upper()
         write = method in _WRITE_METHODS
@@ -473,6 +479,9 @@ class Client:
         if json is not None:
             body = _json.dumps(json).encode()
             headers["Content-Type"] = "application/json"
+        elif data is not None:
+            body = bytes(data)
+            headers["Content-Type"] = "application/octet-stream"
         if write:
             # Made once here, outside the retry loop: that is what makes a retried write apply once.
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
@@ -508,21 +517,16 @@ class Client:
     def _candidates(self, write: bool) -> list[str]:
         """Masters in the order to try: writes go to the known leader first, reads stick to the last
         master that answered (keep-alive), then every configured URL in order."""
-        first = [self.leader, self._last_good] if write else [self._last_good, self.leader]
-        order: list[str] = []
-        for url in [*first, *self.apis]:
-            if url and url not in order:
-                order.append(url)
-        return order
+        return self.endpoints.order([self.leader, self._last_good] if write else [self._last_good, self.leader])
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str], write: bool,
-              raw: bool) -> Any:
+              raw: bool | str) -> Any:
         """One try against one master, following its redirects; raises _Retryable or ApiError."""
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 status, resp_headers, data = self._roundtrip(method, url, body, headers)
             except (OSError, http.client.HTTPException) as exc:
-                self._forget(_origin(url))
+                self._unreachable(_origin(url), exc)
                 raise _Retryable(None, exc) from exc
             location = resp_headers.get("Location")
             if status in _REDIRECTS and location:
@@ -531,8 +535,11 @@ class Client:
                 continue
             if 200 <= status < 300:
                 self._last_good = _origin(url)
+                self.endpoints.mark_up(self._last_good)
                 if write:
                     self.leader = _origin(url)
+                if raw == "bytes":
+                    return data
                 text = data.decode("utf-8", "replace")
                 if raw:
                     return text
@@ -552,6 +559,10 @@ class Client:
         raise _Retryable(ApiError(307, "TOO_MANY_REDIRECTS",
                                   f"more than {MAX_REDIRECTS} redirects, last to {url}"))
 
+    def _unreachable(self, origin: str, error: BaseException) -> None:
+        self._forget(origin)
+        self.endpoints.mark_down(origin, error)
+
     def _forget(self, origin: str) -> None:
         if self.leader == origin:
             self.leader = None
@@ -566,11 +577,6 @@ class Client:
                 self._pools.append(pool)
         return pool
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=ssl_context(self.ca_file))
-        return http.client.HTTPConnection(netloc, timeout=self.timeout)
-
     def _roundtrip(self, method: str, url: str, body: bytes | None,
                    headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
         parts = urlsplit(url)
@@ -581,7 +587,8 @@ class Client:
             conn = pool.get(key)
             reused = conn is not None
             if conn is None:
-                conn = pool[key] = self._connection(parts.scheme, parts.netloc)
+                conn = pool[key] = open_connection(f"{parts.scheme}://{parts.netloc}", timeout=self.timeout,
+                                                   connect_timeout=self.connect_timeout, ca_file=self.ca_file)
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -655,6 +662,16 @@ class Client:
     def cluster_info(self) -> dict[str, Any]:
         """Masters, leader, term, commit index and nodes."""
         return self.request("GET", "/api/v1/cluster/info")
+
+    def discover(self) -> list[str]:
+        """Ask any master for the members (`/cluster/info`), add their API URLs to the ones this client
+        tries, and return every member's URL (the configured ones that are not members stay, last)."""
+        masters = _field(self.cluster_info(), "masters")
+        members = [str(m["api_url"]).rstrip("/") for m in masters
+                   if isinstance(m, dict) and isinstance(m.get("api_url"), str)
+                   and urlsplit(m["api_url"]).scheme in ("http", "https") and urlsplit(m["api_url"]).netloc]
+        self.endpoints.add(members)
+        return members
 
     def cluster_leader(self) -> dict[str, Any]:
         """The current leader; `CLUSTER_NOT_READY` (after retries) when there is none."""
@@ -802,6 +819,23 @@ class Client:
         return self.request("DELETE", f"/api/v1/cluster/nodes/{quote(node_id, safe='')}",
                             idempotency_key=idempotency_key)
 
+    # ------------------------------------------------------------------ backup and restore
+
+    def snapshot_save(self) -> bytes:
+        """A consistent snapshot of the whole replicated state, from the leader (admin): the bytes of an
+        `orca.snapshot` file (its header says index, term, schema version and checksum)."""
+        from orca.sdk import snapshots
+
+        return snapshots.save(self)
+
+    def snapshot_restore(self, data: bytes, force: bool = False,
+                         on_progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+        """Load a snapshot file into this (empty, unless `force`) cluster (admin) -> `{"restored", "index",
+        "term", "counts"}`. `on_progress(chunks_sent, chunks)` after each chunk."""
+        from orca.sdk import snapshots
+
+        return snapshots.restore(self, data, force=force, on_progress=on_progress)
+
     # ------------------------------------------------------------------ secrets
 
     def set_secret(self, key: str, value: str, idempotency_key: str | None = None, *,
@@ -871,8 +905,8 @@ class Client:
             if attempt:
                 time.sleep(self._pause(attempt))
             for base in self._candidates(False):
-                parts = urlsplit(base)
-                conn = self._connection(parts.scheme, parts.netloc)
+                conn = open_connection(base, timeout=self.timeout, connect_timeout=self.connect_timeout,
+                                       ca_file=self.ca_file)
                 try:
                     conn.request("GET", target, headers=headers)
                     if conn.sock is not None:
@@ -880,7 +914,7 @@ class Client:
                     resp = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
-                    self._forget(base)
+                    self._unreachable(base, exc)
                     last_cause = exc
                     continue
                 if 200 <= resp.status < 300:
@@ -978,7 +1012,7 @@ class Client:
             for base in self._candidates(False):
                 try:
                     ws = _WebSocket.connect(base + target, headers, self.timeout, self.stream_idle_s,
-                                            ca_file=self.ca_file)
+                                            connect_timeout=self.connect_timeout, ca_file=self.ca_file)
                 except _Handshake as exc:
                     error = error_from_response(exc.status, exc.data)
                     if exc.status == 503 and error.code == "CLUSTER_NOT_READY":
@@ -987,7 +1021,7 @@ class Client:
                         continue
                     raise error from None
                 except (OSError, http.client.HTTPException) as exc:
-                    self._forget(base)
+                    self._unreachable(base, exc)
                     last_cause = exc
                     continue
                 self._last_good = base

@@ -58,6 +58,9 @@ class MasterProc(ManagedProcess):
     raft_port: int
     log: Path
     scheme: str = "http"
+    # What runs `orca` for this master (python arguments before `server`): tests run another code
+    # version this way, e.g. a script that changes the schema and then calls `orca.cli.main`.
+    launcher: list[str] = field(default_factory=lambda: ["-m", "orca"])
 
     @property
     def url(self) -> str:
@@ -166,7 +169,7 @@ class LocalCluster:
             if m.alive:
                 continue
             log = open(m.log, "ab")  # noqa: SIM115 - handed to the child, closed when we reap it
-            m.proc = subprocess.Popen([sys.executable, "-m", "orca", "server", "--config", str(m.config)],
+            m.proc = subprocess.Popen([sys.executable, *m.launcher, "server", "--config", str(m.config)],
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
             log.close()

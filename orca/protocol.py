@@ -266,5 +266,8 @@ def validate_push(msg: Any) -> dict[str, Any]:
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    lineage = msg.get("lineage")
+    if lineage is not None and (not isinstance(lineage, str) or not 1 <= len(lineage) <= 64):
+        raise ProtocolError("lineage", "expected a string of 1 to 64 characters")
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes}
+            "routes": routes, "lineage": lineage}

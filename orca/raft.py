@@ -39,7 +39,7 @@ from orca.errors import NotReady, PayloadTooLarge, from_code
 from orca.raft_durability import DurabilityMixin
 from orca.raft_prevote import PreVoteMixin
 from orca.raft_transport import GuardedTransport, TransportLimits
-from orca.state import machine
+from orca.state import machine, schema
 
 __all__ = ["ReplicatedState", "RaftNode", "RaftSettings"]
 
@@ -108,14 +108,22 @@ class ReplicatedState(SyncObjConsumer):
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.applied_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.halted: dict[str, Any] | None = None  # set once an entry of an unknown version/op is met
+        self.on_halt: Callable[[dict[str, Any]], None] | None = None
         super().__init__()
         self.state: dict[str, Any] = machine.new_state()
 
     @replicated
     def apply(self, entry: bytes) -> dict[str, Any]:
         index = self._syncObj.raftLastApplied + 1 if self._syncObj is not None else 0
+        if self.halted is not None:
+            return self._halted_value()
         with self.lock:
             result = machine.apply(self.state, entry, index)
+        halt = machine.halt_of(result)
+        if halt is not None:
+            self._halt(halt)
+            return result
         for listener in self.applied_listeners:
             listener(result)
         return result
@@ -123,6 +131,29 @@ class ReplicatedState(SyncObjConsumer):
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
             super()._deserialize(data)
+        version = self.state.get("schema_version", 1) if isinstance(self.state, dict) else 1
+        if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
+            self._halt({"index": None, "op": None, "version": version,
+                        "reason": f"the stored state is of schema version {version!r}, newer than this "
+                                  f"master's {schema.SCHEMA_VERSION}"})
+
+    # --- schema versions (rolling upgrades) ------------------------------------------------------
+    def _halt(self, info: dict[str, Any]) -> None:
+        """Stop applying: every later entry is left unapplied (the journal keeps it for the upgraded
+        code to apply on restart), and the master answers 503. Runs in the tick thread."""
+        if self.halted is not None:
+            return
+        self.halted = dict(info)
+        log.critical("STOPPED APPLYING the replicated log at index %s: %s. This master runs orca schema version "
+                     "%s; upgrade it to the version the other masters run, then restart it (its journal is kept "
+                     "and is applied then).", info.get("index"), info.get("reason"), schema.SCHEMA_VERSION)
+        if self.on_halt is not None:
+            self.on_halt(self.halted)
+
+    def _halted_value(self) -> dict[str, Any]:
+        assert self.halted is not None
+        return {"error": {"code": "CLUSTER_NOT_READY", "message": f"this master stopped applying the log: "
+                          f"{self.halted.get('reason')}", "details": {"index": self.halted.get("index")}}}
 
 
 @dataclass(frozen=True)
@@ -199,6 +230,7 @@ class RaftNode:
         if self._patient:
             conf.raftMinTimeout, conf.raftMaxTimeout = RESTART_ELECTION_S
         self._conf = conf
+        self.store.on_halt = self._on_halt
         self.sync = _SyncObj(settings.listen, sorted(settings.peers), conf=conf, consumers=[self.store],
                              transportClass=functools.partial(GuardedTransport, limits=settings.transport),
                              durable=settings.fsync)
@@ -211,11 +243,32 @@ class RaftNode:
             self._conf.raftMinTimeout = self.settings.election_min_s
             self._conf.raftMaxTimeout = self.settings.election_max_s
 
+    # --- schema versions --------------------------------------------------------------------------
+    @property
+    def halted(self) -> dict[str, Any] | None:
+        """Why this master stopped applying the log (an entry or dump of a newer schema), or None."""
+        return self.store.halted
+
+    def _on_halt(self, info: dict[str, Any]) -> None:  # tick thread (or the constructor, from a dump)
+        # Never compact again: a dump now would record unapplied entries as applied, and the upgraded
+        # code would never see them. The master keeps replicating (its vote and its journal count).
+        self._conf.logCompactionMinEntries = 1 << 62
+        self._conf.logCompactionMinTime = 1e18
+        self.loop.call_soon_threadsafe(self._deliver_role)
+
+    def _step_down_if_halted(self) -> None:
+        """A halted master must not lead (it would act on a stale state): it leaves the Raft group, and
+        the others elect a leader among themselves."""
+        if self.store.halted is not None and self.sync._isLeader():
+            log.critical("this master stopped applying the log and was elected leader: leaving the Raft group")
+            self.sync.destroy()
+
     # --- tick thread -> loop ----------------------------------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:
         self.loop.call_soon_threadsafe(self._deliver_role)
 
     def _deliver_role(self) -> None:
+        self._step_down_if_halted()
         leader = self.sync._getLeader()
         if leader != self._last_leader:
             self._last_leader = leader
@@ -235,7 +288,7 @@ class RaftNode:
     # --- queries (cheap, any thread) --------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
-        return bool(self.sync._isLeader())
+        return self.store.halted is None and bool(self.sync._isLeader())
 
     @property
     def leader_id(self) -> str | None:
@@ -290,7 +343,7 @@ class RaftNode:
 
     @property
     def ready(self) -> bool:
-        return bool(self.sync.isReady())
+        return self.store.halted is None and bool(self.sync.isReady())
 
     def peer_connected(self, peer_raft_addr: str) -> bool:
         for node in self.sync.otherNodes:

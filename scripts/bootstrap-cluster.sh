@@ -34,7 +34,9 @@
 # names a live `orca server` / `orca agent`.
 # Files: data/<id>.pid and data/<id>.log (ids master-1..3 and worker-1), data/cluster.secret,
 # data/admin.token and data/worker-1.token (all 0600); ~/.orca/token gets a copy of the admin token
-# unless it already exists.
+# unless it already exists. The client context `local` (ORCA_CONTEXT_NAME) in ~/.orca/config.toml
+# (ORCA_CONFIG) is written and made current: every master's URL (learned from the cluster) and the
+# admin token file, so `orca` reaches the cluster through any master that is up.
 #
 # The agent needs a Docker engine. When none answers, the masters still start and the script says what
 # to do (run `sudo scripts/ensure-docker.sh`, then this script again) and exits 0 without an agent.
@@ -139,6 +141,7 @@ DATA_DIR=data
 [ -z "$data_arg" ] || DATA_DIR=$(resolve_arg "$data_arg" -d) || exit 1
 TOKEN_FILE=$DATA_DIR/admin.token
 CA_FILE=""  # the cluster CA of HTTPS masters (set from the first https master config)
+CONTEXT_NAME=${ORCA_CONTEXT_NAME:-local}   # the client context the bootstrap writes (orca context)
 
 # ---------------------------------------------------------------------- helpers
 
@@ -743,6 +746,16 @@ do_start() {
         install -m 644 "$CA_FILE" "$HOME/.orca/ca.crt"
         ca_note="  cluster CA:  $CA_FILE (copied to $HOME/.orca/ca.crt; \`orca cluster ca show\` prints its fingerprint)"
     fi
+    # The client context: every master of this cluster and the admin token file, so the CLI reaches
+    # the cluster through any master that is up (env ORCA_API/ORCA_TOKEN still win over it).
+    local context_note
+    if context_note=$("$ORCA_VENV/bin/orca" context set "$CONTEXT_NAME" --use \
+            --api "$(IFS=,; echo "${urls[*]}")" --token-file "$TOKEN_FILE" 2>&1); then
+        context_note="${context_note%% (current)} (current; $("$ORCA_VENV/bin/python" -c \
+            'from orca.sdk.config import config_path; print(config_path())'))"
+    else
+        context_note="not written: $context_note"
+    fi
 
     if [ ${#agent_id[@]} -gt 0 ] && [ "$wait_leader" = 1 ]; then
         wait_agent "$leader_url"
@@ -774,6 +787,7 @@ orca: ${ids[*]} running; ${leader_desc}
   pid files:   $DATA_DIR/<id>.pid
   admin token: ${TOKEN_FILE} (${home_note})
 ${ca_note}
+  client:      ${context_note}
 EOF
     if [ "$explicit_nodes" = 1 ]; then
         # The same options again, for --status and --stop (paths as this script resolved them).
@@ -789,7 +803,7 @@ EOF
         cat <<EOF
 
 Next:
-${cd_line}  export ORCA_API=${urls[0]} ORCA_TOKEN=\$(cat ${TOKEN_FILE})
+${cd_line}  export ORCA_TOKEN=\$(cat ${TOKEN_FILE})   # or nothing: the context ${CONTEXT_NAME} names every master and the token
   $orca cluster info
 
 Health:  scripts/bootstrap-cluster.sh${again} --status

@@ -4,6 +4,8 @@
 #   scripts/failover-test.sh                        20 rounds on a temporary three-master cluster
 #   scripts/failover-test.sh --rounds 5             fewer rounds
 #   scripts/failover-test.sh --cluster-dir cluster  drill the masters of cluster/*.toml instead
+#   scripts/failover-test.sh --restore              then a disaster-recovery round: save under load, wipe every
+#                                                   master's data directory, restore, check acknowledged writes
 #
 # A thin wrapper: it creates .venv when missing (scripts/lib.sh) and runs scripts/failover_drill.py with
 # the same arguments (--help lists them all; its docstring says how --cluster-dir finds, restarts and

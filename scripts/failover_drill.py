@@ -219,7 +219,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="writes per second per client (default 20; 6 with --cluster-dir)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds of writes before each kill (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
+    p.add_argument("--restore", action="store_true",
+                   help="then a disaster-recovery round: save a snapshot under load, wipe every master's data "
+                        "directory, restore into the fresh cluster, check every write acknowledged before the save")
     args = p.parse_args(argv)
+    if args.restore and args.cluster_dir is not None:
+        p.error("--restore wipes the masters' data directories: only on the drill's own cluster")
     if args.rounds < 1 or args.clients < 1 or (args.rate is not None and args.rate <= 0):
         p.error("--rounds, --clients and --rate must be positive")
     if args.cluster_dir is not None and not args.cluster_dir.is_dir():
@@ -240,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             summary = drill(cluster, args.rounds, args.clients, rate, args.settle)
+            if args.restore and isinstance(cluster, OwnCluster):
+                summary["restore"] = restore_round(cluster, args.clients, rate, args.settle)
+                summary["passed"] = summary["passed"] and summary["restore"]["lost"] == 0
         except TimeoutError as exc:  # no leader at all: the logs below say why
             print(f"drill: {exc}", file=sys.stderr)
             return 1
@@ -364,6 +372,44 @@ def drill(cluster: OwnCluster | ConfigCluster, rounds: int, clients: int, rate: 
             "spurious_elections": spurious, "unknown": verdict.unknown, "rounds_without_failover": late_rounds,
             "converged": rb.converged, "consistent_reads_checked": verdict.reads, "event_gaps": counter.gaps,
             "client_errors": dict(sorted(writers.errors.items())), "passed": passed}
+
+
+def restore_round(cluster: OwnCluster, clients: int, rate: float, settle: float) -> dict[str, Any]:
+    """Save under load, lose every master's data directory, restore into the fresh cluster (same secret),
+    and check that every write acknowledged before the save (this round's and the drill's) is back."""
+    urls = cluster.urls
+    token = cluster.token("admin", "drill-restore")
+    history = History()
+    prefix = f"restore{uuid.uuid4().hex[:6]}"
+    writers = Writers(list(urls.values()), [cluster.token("admin", f"drill-r{i}") for i in range(clients)],
+                      history, prefix=prefix, rate=rate)
+    writers.start()
+    try:
+        time.sleep(settle)
+        with Client(list(urls.values()), token, timeout=30) as client:
+            before = {s["name"] for s in client.status(consistent=True)}  # every earlier acknowledged write
+            saved_at = time.monotonic()
+            data = client.snapshot_save()
+            save_s = time.monotonic() - saved_at
+    finally:
+        writers.stop()
+    acked = before | {o.key for o in history.writes("ok") if o.complete is not None and o.complete <= saved_at}
+    for node_id in urls:
+        cluster.kill(node_id)
+    for m in cluster.cluster.masters:
+        shutil.rmtree(cluster.cluster.root / m.node_id, ignore_errors=True)
+    cluster.start_all()
+    wait_leader(urls, timeout=60)
+    with Client(list(urls.values()), token, timeout=60) as client:
+        started = time.monotonic()
+        client.snapshot_restore(data)
+        restore_s = time.monotonic() - started
+        names = {s["name"] for s in client.status(consistent=True)}
+    lost = sorted(acked - names)
+    print(f"restore: saved {len(data)} bytes in {save_s:.3f} s under load, every data directory wiped, "
+          f"restored in {restore_s:.3f} s: {len(acked)} acknowledged writes checked, {len(lost)} lost", flush=True)
+    return {"acked_before_save": len(acked), "lost": len(lost), "save_s": round(save_s, 3),
+            "restore_s": round(restore_s, 3), "snapshot_bytes": len(data)}
 
 
 def _stop_projects(urls: list[str], token: str, projects: list[str]) -> None:

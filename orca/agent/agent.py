@@ -74,6 +74,9 @@ class PushStore:
         fence = self._read_json("fence.json") or {}
         self.term = int(fence.get("term", 0))
         self.version = int(fence.get("version", 0))
+        # The cluster this node took a desired set from: a push from another cluster (a fresh, empty one
+        # started after every master's disk was lost, before the restore) is refused, not obeyed.
+        self.lineage: str | None = fence.get("lineage") if isinstance(fence.get("lineage"), str) else None
         self.desired: dict[str, Any] | None = self._read_json("desired.json")
         self.cluster_id = self._load_cluster_id()
 
@@ -126,13 +129,21 @@ class PushStore:
         older version is ignored (a late retry). The fence is on disk before the answer goes out.
         """
         term, version = push["term"], push["version"]
+        lineage = push.get("lineage")
+        if self.lineage is not None and lineage != self.lineage:
+            raise StaleLeader(f"push from cluster state {lineage or '(no lineage)'}, but this node runs the desired "
+                              f"set of cluster state {self.lineage} (restore that cluster's snapshot, or wipe this "
+                              "agent's data directory to move it)",
+                              {"lineage": lineage, "seen_lineage": self.lineage})
         if term < self.term:
             raise StaleLeader(f"push from term {term}, but term {self.term} has been seen",
                               {"term": term, "seen_term": self.term})
         if term == self.term and version < self.version:
             return False
         self.term, self.version = term, version
-        write_atomic(self.dir / "fence.json", json.dumps({"term": term, "version": version}).encode())
+        self.lineage = lineage or self.lineage
+        fence = {"term": term, "version": version, **({"lineage": self.lineage} if self.lineage else {})}
+        write_atomic(self.dir / "fence.json", json.dumps(fence).encode())
         write_atomic(self.dir / "desired.json", json.dumps(push).encode())
         self.desired = push
         return True

@@ -32,6 +32,7 @@ from orca.master.leadership import Leadership
 from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
+from orca.state import schema
 
 __all__ = ["MasterApi", "MasterInfo"]
 
@@ -128,7 +129,16 @@ class MasterApi:
         leader = self.raft.leader_id
         return self.info.api_urls.get(leader) if leader else None
 
+    def _require_serving(self) -> None:
+        """A master that stopped applying the log (a newer schema met mid-upgrade) serves nothing: 503,
+        which clients answer by trying another master."""
+        halted = self.raft.halted
+        if halted is not None:
+            raise NotReady(f"this master stopped applying the log: {halted.get('reason')}; upgrade it",
+                           {"halted_at_index": halted.get("index")})
+
     def _require_leader(self) -> None:
+        self._require_serving()
         if self.raft.is_leader:
             return
         url = self.leader_url()
@@ -164,6 +174,7 @@ class MasterApi:
 
     async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any]) -> web.Response:
         """Serve a read from local state, or linearizably from the leader with `?consistent=true`."""
+        self._require_serving()
         if request.query.get("consistent", "").lower() in ("1", "true", "yes"):
             self._require_leader()
             await self.raft.barrier()
@@ -191,12 +202,14 @@ class MasterApi:
                 "cluster_size": len(self.info.api_urls), "cluster_ready": ready, "term": self.raft.term,
                 "commit_index": self.raft.commit_index, "applied_index": self.raft.applied_index,
                 "lag": lag, "leader_contact_age_s": _round(self.raft.leader_contact_age),
-                "version": __version__, "timestamp": views.iso(time.time())}
+                "version": __version__, "timestamp": views.iso(time.time()),
+                "schema_version": schema.SCHEMA_VERSION, "halted": self.raft.halted}
 
     async def livez(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        self._require_serving()
         if not (self.raft.ready and self.raft.leader_id is not None):
             raise NotReady("not ready: Raft has no leader or this master has not caught up")
         return json_response({"status": "ready", "leader_id": self.raft.leader_id})

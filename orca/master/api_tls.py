@@ -121,8 +121,8 @@ class TlsEndpoints:
 
     async def rotate(self, request: web.Request) -> web.Response:
         """A new CA becomes current; the old one stays trusted until `finish` (the overlap)."""
+        self.api._require_leader()  # before anything else: a lone master answers every write with 503
         master_tls = self._need()
-        self.api._require_leader()
         body = await read_json(request)
         unknown = set(body) - {"overlap_s"}
         if unknown:
@@ -137,8 +137,8 @@ class TlsEndpoints:
     async def finish(self, request: web.Request) -> web.Response:
         """End the overlap: stop trusting the previous CAs. Refused (409) while a ready node was last
         seen with a certificate of an old CA, unless `force`."""
+        self.api._require_leader()  # before anything else: a lone master answers every write with 503
         master_tls = self._need()
-        self.api._require_leader()
         body = await read_json(request)
         unknown = set(body) - {"force"}
         if unknown:
@@ -158,7 +158,8 @@ class TlsEndpoints:
 
     async def certificate(self, request: web.Request) -> web.Response:
         """A node's certificate for the node its agent token is bound to (first one, renewal, or after a
-        CA rotation). Over TLS with a client certificate, that certificate must be the same node's."""
+        CA rotation). Over TLS with a client certificate, that certificate must be the same node's.
+        Not a Raft write: any master issues from the replicated CA, so it needs no leader."""
         master_tls = self._need()
         body = await read_json(request)
         unknown = set(body) - {"csr", "names"}

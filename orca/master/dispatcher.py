@@ -133,7 +133,10 @@ class Dispatcher(LeaderLoop):
         link.in_flight_since = time.monotonic()
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
-        payload = {"term": term, "version": version, "allocations": allocations,
+        # After a restore the terms restart low; `fence_base` keeps what agents see above the lost cluster's.
+        base, lineage = self.raft.read(lambda st: (int(st.get("fence_base") or 0), st.get("lineage")))
+        term += base
+        payload = {"term": term, "version": version, "allocations": allocations, "lineage": lineage,
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
         self.pushes_total += 1
         try:

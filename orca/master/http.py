@@ -101,6 +101,10 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    ("GET", "/api/v1/snapshot"): "admin",
+    ("POST", "/api/v1/snapshot/restore"): "admin",
+    ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
+    ("POST", "/api/v1/snapshot/restore/{id}/commit"): "admin",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Protocol
 
 from orca.errors import OrcaError
@@ -69,10 +70,20 @@ class Leadership:
                 return
             self.established_term = term
             log.info("established leadership for term %s", term)
+            await self._ensure_lineage()
             for component in self.components:
                 component.enable(term)
         finally:
             self._establishing = None
+
+    async def _ensure_lineage(self) -> None:
+        """The first leader of a cluster names it (agents fence on the name; see ops_restore)."""
+        if self.raft.read(lambda s: s.get("lineage")):
+            return
+        try:
+            await self.raft.propose("set_lineage", {"lineage": uuid.uuid4().hex})
+        except OrcaError as err:
+            log.warning("could not name the cluster (the next leader will): %s", err)
 
     def _revoke(self) -> None:
         if self._establishing is not None:
@@ -87,3 +98,11 @@ class Leadership:
 
     def stop(self) -> None:
         self._revoke()
+
+    def restart(self) -> None:
+        """Stop the leader work and establish it again, as after an election: used when the state was
+        replaced under it (a snapshot restored), so every component starts from the new state and the
+        lease monitor grants every node a full TTL of grace before declaring it down."""
+        if self.raft.is_leader:
+            self._revoke()
+            self.on_role_change(True)

@@ -16,6 +16,7 @@ from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_secrets import SecretEndpoints
+from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
@@ -85,6 +86,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     tls_routes = TlsEndpoints(api, master_tls)
     api.extra_routes.append(tls_routes.add_routes)
     workers.tls_routes = tls_routes
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     app = api.build_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -6,7 +6,11 @@ Contract (hashicorp/raft's FSM, Nomad's fsm.go):
   random number, never does I/O. Every master applies the same entries in the same order and ends with
   the same state.
 - Every op is one `_apply_<op>(state, args, ctx)` of the same shape, registered in `OPS`. Ops are only ever
-  added: an old journal must replay to the same state forever. An unknown op is an error value, loudly.
+  added: an old journal must replay to the same state forever.
+- Every entry carries the schema version it was written in (`v`, `orca.state.schema`). An entry of a newer
+  version, or an op this code does not know, is not applied: the result carries `halt`, and the master
+  stops applying (`orca.raft.ReplicatedState`) instead of diverging from masters that know it. The state
+  records the highest version applied (`schema_version`), so PySyncObj's dumps carry it too.
 - Ops validate everything before they mutate anything, so a rejected entry leaves the state untouched
   (no partial write). Errors are returned as values (`{"error": {...}}`), never raised out of apply.
 - A write with an idempotency key stores its result; the same key applied again returns the stored
@@ -24,11 +28,11 @@ from typing import Any
 import msgpack
 
 from orca.errors import Conflict, Invalid, OrcaError
-from orca.state import ops_ca, ops_credentials, ops_join, ops_nodes, ops_services, ops_webhooks
+from orca.state import ops_ca, ops_credentials, ops_join, ops_nodes, ops_restore, ops_services, ops_webhooks, schema
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
-           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP"]
+           "HISTORY_KEPT", "Entry", "record_event", "Ctx", "BATCH_OP", "unsupported", "halt_of"]
 
 IDEMPOTENCY_KEPT = 4096
 BATCH_OP = "batch"  # group commit: {"entries": [entry bytes...]} -> {"results": [...]}, applied in order
@@ -53,14 +57,15 @@ def new_state() -> State:
         "webhook_deliveries": {},
         "join_tokens": {},
         "webhook_bodies": {},
+        "schema_version": 1,  # the highest entry version applied (not this code's: masters must agree)
     }
 
 
 def encode_entry(op: str, args: dict[str, Any], *, now: float, key: str | None = None,
                  actor: str | None = None) -> bytes:
     """Serialize a proposal. msgpack, not pickle: entries outlive code versions and stay readable."""
-    return msgpack.packb({"op": op, "now": float(now), "args": args, "key": key, "actor": actor},
-                         use_bin_type=True)
+    return msgpack.packb({"op": op, "now": float(now), "args": args, "key": key, "actor": actor,
+                          "v": schema.entry_version(op)}, use_bin_type=True)
 
 
 def decode_entry(raw: bytes) -> Entry:
@@ -100,6 +105,10 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
         entry = decode_entry(raw)
     except Exception:  # noqa: BLE001 - a corrupt entry must not stop the state machine
         return Invalid("malformed entry").as_value()
+    halt = unsupported(entry, index)
+    if halt is not None:
+        return halt
+    _note_version(state, entry)
     key = entry.get("key")
     op = entry["op"]
     actor, now = entry.get("actor"), entry.get("now") or 0.0
@@ -129,7 +138,7 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
         ctx = Ctx(now=float(now), actor=actor, index=index)
         try:
             result = {"ok": True, "result": handler(state, entry.get("args") or {}, ctx)}
-        except OrcaError as err:
+        except OrcaError as err:  # schema.Unsupported among them: its value carries `halt`
             result = err.as_value()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
@@ -137,6 +146,38 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
     if key is not None:
         _remember_key(state, key, op, result)
     return result
+
+
+def unsupported(entry: Entry, index: int) -> dict[str, Any] | None:
+    """None when this code can apply `entry`; else the halt value (503, so clients try another master)."""
+    version = entry.get("v", 1)
+    op = entry["op"]
+    known = schema.SCHEMA_VERSION
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= known and (
+            op == BATCH_OP or op in OPS):
+        return None
+    why = (f"op {op!r} is unknown" if isinstance(version, int) and version <= known
+           else f"schema version {version!r} is newer than this master's {known}")
+    value = schema.Unsupported(why, index, op).as_value()
+    value["halt"]["version"] = version
+    return value
+
+
+def halt_of(result: Any) -> dict[str, Any] | None:
+    """The `halt` of an applied entry's result: its own, or the first of a batch's sub-entries (those
+    after it were applied on this master's copy too, which is thrown away: it never serves again)."""
+    if not isinstance(result, dict):
+        return None
+    if "halt" in result:
+        return result["halt"]
+    subs = (result.get("result") or {}).get("results") if isinstance(result.get("result"), dict) else None
+    return next((r["halt"] for r in subs or () if isinstance(r, dict) and "halt" in r), None)
+
+
+def _note_version(state: State, entry: Entry) -> None:
+    version = entry.get("v", 1)
+    if version > state.get("schema_version", 1):
+        state["schema_version"] = version
 
 
 def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> None:
@@ -149,7 +190,7 @@ def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> No
 # Ops are only ever added, never renamed or reused: old journals replay through this table forever.
 OPS: dict[str, Callable[[State, dict[str, Any], Ctx], dict[str, Any]]] = {
     **ops_services.OPS, **ops_credentials.OPS, **ops_nodes.OPS, **ops_webhooks.OPS, **ops_join.OPS,
-    **ops_ca.OPS,
+    **ops_ca.OPS, **ops_restore.OPS,
 }
 
 # Re-exported for readers of the state (leader loops, views).

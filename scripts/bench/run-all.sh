@@ -59,6 +59,7 @@ BENCHES=(
     "drain||--rounds 1|600"
     "etcd_baseline||--seconds 3 --rounds 2|300"
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"
+    "restore||--services 1000|900"
 )
 
 # Any other benchmark in scripts/bench/ runs too, with its own defaults (helpers are not benchmarks).

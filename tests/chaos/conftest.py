@@ -130,7 +130,10 @@ class NetnsCluster:
                 f'[api]\nlisten = "{me.address}:{API_PORT}"\nadvertise = "{me.url}"\n\n'
                 f"[api.limits]\nrate_limit_per_minute = 6000000\nrate_limit_burst = 100000\n\n"
                 f'[raft]\nlisten = "{me.address}:{RAFT_PORT}"\npeers = [\n{peers}\n]\n\n'
-                f'[security]\ncluster_secret_file = "{self.secret_file}"\n')
+                f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
+                # These tests are about partitions, not transport security: plain HTTP inside the test's
+                # own namespaces, on purpose (tests/chaos/test_three_hosts.py runs the same layout with TLS).
+                'insecure_http = true\n')
 
     def partition(self, m: NsMaster) -> None:
         for peer in self.masters:

@@ -37,8 +37,10 @@ def _write_routes() -> list[tuple[str, str, str]]:
     for (method, path), role in sorted(POLICY.items()):
         if method == "GET" or role == HMAC:
             continue
+        if path == "/api/v1/agent/certificate":  # any master issues from the replicated CA: not a Raft write
+            continue
         concrete = path.replace("{name}", "web").replace("{jti}", "j1").replace("{key}", "K") \
-            .replace("{id}", "w1")
+            .replace("{id}", "w1").replace("{n}", "0")
         out.append((method, concrete, role))
     return out
 

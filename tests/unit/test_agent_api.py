@@ -121,6 +121,28 @@ async def test_older_version_in_the_same_term_is_ignored(aiohttp_client: Any, ag
                                     headers=bearer(agent))).json())["accepted"] is True
 
 
+async def test_a_push_from_another_cluster_is_409_even_after_a_restart(aiohttp_client: Any, tmp_path: Path,
+                                                                      agent: Agent) -> None:
+    """A fresh, empty cluster (every master's disk lost, not restored yet) must not empty this node."""
+    client = await aiohttp_client(make_agent_api(agent))
+    first = {**push(1, 1, alloc("a1")), "lineage": "c-old"}
+    assert (await client.put("/v1/allocations", json=first, headers=bearer(agent))).status == 200
+    for other in ({**push(9, 1), "lineage": "c-new"}, push(9, 2)):  # another id, or none
+        resp = await client.put("/v1/allocations", json=other, headers=bearer(agent))
+        assert resp.status == 409
+        assert_envelope(await resp.json(), "STALE_LEADER")
+    assert [a["id"] for a in agent.store.desired["allocations"]] == ["a1"]
+    restarted = Agent(make_config(tmp_path), FakeRuntime("worker-1", images=[IMAGE]))
+    assert restarted.store.lineage == "c-old"
+    client2 = await aiohttp_client(make_agent_api(restarted))
+    resp = await client2.put("/v1/allocations", json={**push(9, 3), "lineage": "c-new"}, headers=bearer(restarted))
+    assert resp.status == 409
+    # The same cluster after a restore: a higher term (its fence base), the same id: obeyed.
+    resp = await client2.put("/v1/allocations", json={**push(1_000_002, 1, alloc("a1")), "lineage": "c-old"},
+                             headers=bearer(restarted))
+    assert resp.status == 200
+
+
 async def test_stale_term_is_409_even_after_an_agent_restart(aiohttp_client: Any, tmp_path: Path,
                                                               agent: Agent) -> None:
     client = await aiohttp_client(make_agent_api(agent))

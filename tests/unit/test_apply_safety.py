@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orca import spec
+from orca import snapshot, spec
 from orca.state import machine
 from orca.state.core import HISTORY_KEPT
 from orca.state.machine import BATCH_OP, apply, encode_entry, new_state
@@ -141,6 +141,11 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "ca_rotate": {"fingerprint": "c" * 64, "cert_pem": "-----BEGIN CERTIFICATE-----y", "key_sealed": "k",
                   "not_after": 9.0},
     "ca_retire": {},
+    "set_lineage": {"lineage": "c1"},
+    "restore_begin": {"id": "r1", "force": True, "chunk_bytes": 16384, "header": snapshot.parse(snapshot.encode(
+        {"services": {}}, index=1, term=1, schema_version=1, created_at=0.0, orca_version="t"))[0]},
+    "restore_chunk": {"id": "r1", "n": 0, "data": b"x"},
+    "restore_commit": {"id": "r1"},
 }
 
 

@@ -165,8 +165,9 @@ class FakeClient:
     api: str | None = None
     token: str | None = None
 
-    def __init__(self, api: str, token: str | None = None, **_: Any) -> None:
+    def __init__(self, api: str, token: str | None = None, **kw: Any) -> None:
         FakeClient.api, FakeClient.token = api, token
+        self.apis = api.split(",")
 
     def __enter__(self) -> FakeClient:
         return self
@@ -341,7 +342,7 @@ def test_read_verbs_render(fake: type[FakeClient], capsys: pytest.CaptureFixture
         cluster_leader={"leader_id": "m2", "leader_url": "http://127.0.0.1:6882", "term": 7},
     )
     assert main(["token", "list"]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["j1", "ops", "admin", "-", "2024-01-01T00:00:00Z",
+    assert capsys.readouterr().out.splitlines()[1].split() == ["j1", "ops", "admin", "-", "-", "2024-01-01T00:00:00Z",
                                                                "-", "no"]
     assert main(["events", "--service", "web", "--limit", "5"]) == 0
     assert "web scaled 1 -> 3" in capsys.readouterr().out

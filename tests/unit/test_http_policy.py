@@ -7,6 +7,8 @@ from typing import Any
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_join import JoinEndpoints
 from orca.master.api_secrets import SecretEndpoints
+from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
+from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
@@ -28,6 +30,7 @@ def build() -> Any:
     api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
+    api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     return api, api.build_app()
 
 
@@ -36,6 +39,7 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert api.routes_without_policy(app) == []
     registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
     assert set(POLICY) == registered
+    assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
