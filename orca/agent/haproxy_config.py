@@ -13,8 +13,9 @@ What the rendered config does, per request:
     canaries their share.
   - A refused connection is retried once on another replica (`retries 1`, `option redispatch 1`) for
     any method; `retry-on conn-failure empty-response` (HAProxy retries only requests it still holds
-    whole); a server that refused is marked down at once (`observe layer4`) and comes back when the
-    TCP check (`check`) succeeds again.
+    whole); a replica failing two TCP checks in a row (`check inter 1s fall 2`) is left out until one
+    passes. No "503 if nbsrv is 0" rule: a soft-stopping old worker reports 0 and would refuse the
+    requests it is finishing; HAProxy's own 503 (no usable server) gets orca's body instead.
   - X-Forwarded-For appended, X-Forwarded-Proto and X-Forwarded-Host set; hop-by-hop headers dropped.
   - WebSockets are tunnelled (HTTP/1.1 upgrade), `timeout tunnel` bounds an idle one.
   - 502/504 from HAProxy carry orca's plain-text bodies; every request is logged (raw UDP, one line:
@@ -193,8 +194,6 @@ def render(routes: list[RouteSpec], *, listen: str, log_port: int, idle_timeout_
     for route in routes:
         lines += [f"backend {backend_name(route.service)}",
                   "    balance " + ("leastconn" if route.strategy == "least_conn" else "roundrobin"),
-                  f"    http-request return status 503 content-type {_quote(TEXT)}"
-                  f' string "no healthy replica for {route.service}\\n" if {{ nbsrv eq 0 }}',
                   f"    http-error status 502 content-type {_quote(TEXT)}"
                   f' string "bad gateway: {route.service} did not answer\\n"',
                   f"    http-error status 503 content-type {_quote(TEXT)}"
@@ -203,7 +202,7 @@ def render(routes: list[RouteSpec], *, listen: str, log_port: int, idle_timeout_
                   f' string "gateway timeout: {route.service} did not answer in time\\n"']
         for server, weight in zip(route.servers, server_weights(route.servers, route.canary_weight), strict=True):
             lines.append(f"    server {server.alloc} {server.address} weight {weight}"
-                         " check inter 2s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down")
+                         " check inter 1s fall 2 rise 1")
         lines.append("")
     return "\n".join(lines) + "\n"
 

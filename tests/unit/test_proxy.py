@@ -525,6 +525,43 @@ async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Pro
     assert after and all(body.startswith("u1") for body in after)
 
 
+async def test_route_changes_under_load_drop_nothing_and_are_live_within_a_second(
+        proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    ups = [await upstreams(f"r{i}") for i in range(3)]
+    await apply(proxy, table([("a0", ups[0][1])]))
+    outcomes: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                outcomes.append(await get(client, proxy))
+            except aiohttp.ClientError as exc:
+                outcomes.append((0, repr(exc)))
+
+    workers = [asyncio.create_task(worker()) for _ in range(8)]
+    live_after: list[float] = []
+    try:
+        # A rolling update: add the next replica, then remove the previous one (drained first).
+        for i in range(1, 3):
+            started = time.monotonic()
+            proxy.set_routes(table([(f"a{i - 1}", ups[i - 1][1]), (f"a{i}", ups[i][1])]))
+            assert await proxy.settled()
+            live_after.append(time.monotonic() - started)
+            await until(lambda i=i: any(body == f"r{i}" for _, body in outcomes[-20:]))
+            proxy.set_routes(table([(f"a{i}", ups[i][1])]))
+            assert await proxy.drain(f"a{i - 1}")
+            mark = len(outcomes)
+            await until(lambda mark=mark: len(outcomes) > mark + 20)
+            assert all(body == f"r{i}" for _, body in outcomes[mark + 8:]), outcomes[mark:][:20]
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    failures = [o for o in outcomes if o[0] != 200]
+    print(f"{len(outcomes)} requests, route changes live after {[round(t, 3) for t in live_after]} s")
+    assert len(outcomes) > 100 and not failures, failures[:5]
+
+
 # -- statistics -------------------------------------------------------------------------------------------
 
 
