@@ -18,8 +18,8 @@ What the rendered config does, per request:
     requests it is finishing; HAProxy's own 503 (no usable server) gets orca's body instead.
   - X-Forwarded-For appended, X-Forwarded-Proto and X-Forwarded-Host set; hop-by-hop headers dropped.
   - WebSockets are tunnelled (HTTP/1.1 upgrade), `timeout tunnel` bounds an idle one.
-  - 502/504 from HAProxy carry orca's plain-text bodies; every request is logged (raw UDP, one line:
-    backend, server, status, total ms) to the agent, which keeps the per-service statistics.
+  - 502/503/504 from HAProxy carry orca's plain-text bodies; every request is logged (one raw datagram
+    on the agent's Unix socket: backend, server, status, total ms); the agent keeps the statistics.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def _seconds_ms(s: float) -> str:
     return f"{max(1, int(s * 1000))}ms"
 
 
-def render(routes: list[RouteSpec], *, listen: str, log_port: int, idle_timeout_s: float,
+def render(routes: list[RouteSpec], *, listen: str, log_target: str, idle_timeout_s: float,
            request_timeout_s: float, connect_timeout_s: float, drain_timeout_s: float, nbthread: int = 1,
            stats_socket: str | None = None, lua_file: str | None = None) -> str:
     """The whole haproxy.cfg for these routes. Same input, same text (the agent reloads on a change)."""
@@ -138,7 +138,7 @@ def render(routes: list[RouteSpec], *, listen: str, log_port: int, idle_timeout_
         "global",
         f"    nbthread {max(1, nbthread)}",
         f"    hard-stop-after {_seconds_ms(drain_timeout_s + 5)}",
-        f"    log 127.0.0.1:{log_port} len 1024 format raw local0",
+        f"    log {log_target} len 1024 format raw local0",
         "    tune.bufsize 32768",
     ]
     if lua_file:

@@ -20,7 +20,7 @@ has a request in flight to it, so a replica is only stopped once the proxy is fi
 Statistics (`stats()`, the heartbeat's `proxy`, orca.protocol ProxyStats) are cumulative since start:
 per service (requests, errors = 5xx answered, active, latency histogram on LATENCY_BUCKETS_MS) and per
 replica (requests, errors, active), the replicas capped for the heartbeat. Requests, errors and latency
-come from HAProxy's per-request log line (raw syslog over UDP to a loopback port the agent binds:
+come from HAProxy's per-request log line (raw, over a Unix datagram socket in the private run dir:
 backend, server, status, total time in ms), which survives reloads, unlike HAProxy's own counters;
 `active` comes from `show stat` (scur) of every live worker, polled every POLL_S. Under overload the
 kernel may drop log datagrams: the counts then undercount, they never block a request.
@@ -147,8 +147,6 @@ class _LogReceiver(asyncio.DatagramProtocol):
         self.proxy = proxy
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if addr[0] != "127.0.0.1":
-            return
         self.proxy.record_log_line(data[:1024])
 
 
@@ -186,7 +184,7 @@ class Proxy:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._log_transport: asyncio.DatagramTransport | None = None
-        self._log_port = 0
+        self._log_target = "/dev/null"
         self._sock_dir: Path | None = None
         self._tmp_dirs: list[str] = []
         self._config_text = ""
@@ -235,7 +233,7 @@ class Proxy:
         """The HAProxy config for the current table, fenced replicas left out."""
         fenced = {a for a, e in self.endpoints.items() if e.fenced}
         specs, _ = hc.route_specs(self._table, self.config.strategy, fenced)
-        return hc.render(specs, listen=self.config.listen, log_port=self._log_port,
+        return hc.render(specs, listen=self.config.listen, log_target=self._log_target,
                          idle_timeout_s=self.config.idle_timeout_s, request_timeout_s=self.config.request_timeout_s,
                          connect_timeout_s=self.config.upstream_connect_timeout_s,
                          drain_timeout_s=self.config.drain_timeout_s,
@@ -392,13 +390,23 @@ class Proxy:
             self._tmp_dirs.append(str(self._sock_dir))
         self._kill_leftover()
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _LogReceiver(self), local_addr=("127.0.0.1", 0),
-                                                           family=socket.AF_INET)
+        # The log socket is a Unix one in the agent's private directory: no other local user can feed
+        # the counters the autoscaler reads.
+        log_path = self._sock_dir / "log.sock"
+        with contextlib.suppress(FileNotFoundError):
+            log_path.unlink()
+        log_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            log_sock.bind(str(log_path))
+            os.chmod(log_path, 0o600)
+            with contextlib.suppress(OSError):
+                log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _LogReceiver(self), sock=log_sock)
+        except BaseException:
+            log_sock.close()
+            raise
         self._log_transport = transport
-        sock = transport.get_extra_info("socket")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
-        self._log_port = sock.getsockname()[1]
+        self._log_target = str(log_path)
         cfg = self.run_dir / "haproxy.cfg"
         (self.run_dir / "hop_by_hop.lua").write_text(hc.HOP_LUA)
         self._write_config(self.render())

@@ -20,8 +20,8 @@ def table(endpoints: list[tuple[str, str, bool]], **route: Any) -> dict[str, Any
 
 
 def render(specs: list[hc.RouteSpec], **kw: Any) -> str:
-    return hc.render(specs, listen="127.0.0.1:8080", log_port=5140, idle_timeout_s=60, request_timeout_s=30,
-                     connect_timeout_s=2, drain_timeout_s=10, **kw)
+    return hc.render(specs, listen="127.0.0.1:8080", log_target="/run/log.sock", idle_timeout_s=60,
+                     request_timeout_s=30, connect_timeout_s=2, drain_timeout_s=10, **kw)
 
 
 def test_specs_group_domains_by_service_and_skip_bad_routes() -> None:
@@ -52,7 +52,7 @@ def test_render_has_routes_weights_and_envelopes() -> None:
     assert ('http-error status 503 content-type "text/plain; charset=utf-8"'
             ' string "no healthy replica for web\\n"') in text
     assert "use_backend svc_web if { var(txn.host) -m str web.example.com }" in text
-    assert "lua-load /run/hop.lua" in text and "log 127.0.0.1:5140" in text
+    assert "lua-load /run/hop.lua" in text and "log /run/log.sock len 1024" in text
     assert render(specs, lua_file="/run/hop.lua") == text  # deterministic: the agent reloads on a change only
     assert "unless known" not in render([])  # no route: every host is a 404
 
