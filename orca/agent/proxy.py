@@ -530,7 +530,8 @@ class Proxy:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                with contextlib.suppress(TimeoutError):  # never hang the agent's shutdown on a child
+                    await asyncio.wait_for(proc.wait(), 5.0)
         if self._log_transport is not None:
             self._log_transport.close()
             self._log_transport = None
