@@ -42,8 +42,7 @@
 # to do (run `sudo scripts/ensure-docker.sh`, then this script again) and exits 0 without an agent.
 # When the engine answers but lacks the test image orca-test/busybox, the script runs
 # scripts/ensure-docker.sh itself if it is root (that only builds the image, from busybox-static),
-# and otherwise says to run it; the agent starts either way. An agent whose config has an
-# [agent.proxy] needs HAProxy: scripts/ensure-haproxy.sh installs it when missing (root).
+# and otherwise says to run it; the agent starts either way.
 set -euo pipefail
 
 LEADER_WAIT_S=30
@@ -567,11 +566,6 @@ launch_agent() {
             orca_log "no Docker engine answers ($agent_skip): not starting $agent_aid"
             return 0 ;;
     esac
-    # An agent with an [agent.proxy] runs HAProxy (its ingress data plane): installed here when missing
-    # (root); otherwise the agent stops at start with that message, and its log tail is shown.
-    if grep -q '^\[agent\.proxy\]' "$AGENT_CONFIG" && ! scripts/ensure-haproxy.sh >&2; then
-        orca_log "WARNING: no HAProxy for the [agent.proxy] of $agent_aid: run 'sudo scripts/ensure-haproxy.sh'"
-    fi
 
     # A token signed with an earlier cluster secret (data/cluster.secret deleted on its own) would
     # only be refused at registration: check it offline and replace it.

@@ -5,7 +5,7 @@
 # otherwise, as root with apt-get, installs the package (`apt-get update` only when the install fails
 # without it). Each agent runs its own HAProxy as a child process; the package's own systemd service,
 # if any, is left alone and unused. Called by scripts/ensure-docker.sh (so by scripts/test.sh and CI)
-# and by scripts/bootstrap-cluster.sh before it starts an agent that has an [agent.proxy].
+# (scripts/bootstrap-cluster.sh installs the same package itself when an agent has an [agent.proxy]).
 #
 # Last line printed: `haproxy ready: <version>`. Exit 1 when it is missing and cannot be installed.
 set -euo pipefail
