@@ -170,6 +170,9 @@ def render(routes: list[RouteSpec], *, listen: str, log_target: str, idle_timeou
         "    option dontlognull",
         "    option abortonclose",
         "    option http-keep-alive",
+        # Idle connections to replicas are shared by every client (HAProxy's default `safe` opens a new
+        # one for each client's first request): a keep-alive replica then rarely sees a new connection.
+        "    http-reuse always",
         f"    timeout connect {_seconds_ms(connect_timeout_s)}",
         f"    timeout client {_seconds_ms(max(idle_timeout_s, request_timeout_s))}",
         f"    timeout http-keep-alive {_seconds_ms(idle_timeout_s)}",
