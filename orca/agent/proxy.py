@@ -65,6 +65,8 @@ CLI_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 10.0
 # HAProxy's log lines: at most this long (its `len`), read at most LOG_BATCH per event-loop wake-up.
 LOG_MAX_BYTES = 1024
+# A log line's sampling rate is believed up to this (requests/s of one HAProxy worker).
+MAX_LOG_RATE = 1e6
 LOG_BATCH = 256
 # stop(): the background loops get this long to end; HAProxy this long to exit after SIGKILL.
 STOP_TASKS_WAIT_S = 5.0
@@ -90,8 +92,8 @@ class Endpoint:
         self.address = address
         self.canary = canary
         self.active = 0  # in flight, over every HAProxy worker (polled)
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0.0  # weighted, like ServiceStats
+        self.errors = 0.0
         self.fenced = False  # being stopped: never in a config again, whatever a table says
         self.routed = True  # listed in the current table
         self.retired_at = 0.0
@@ -124,25 +126,25 @@ class ServiceStats:
     __slots__ = ("requests", "errors", "active", "buckets", "latency_sum_ms")
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0.0  # weighted (sampled log lines stand for several requests): reported rounded
+        self.errors = 0.0
         self.active = 0
-        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
+        self.buckets = [0.0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
         self.latency_sum_ms = 0.0
 
-    def record(self, status: int, ms: float) -> None:
-        self.requests += 1
+    def record(self, status: int, ms: float, weight: float = 1.0) -> None:
+        self.requests += weight
         if status >= 500:
-            self.errors += 1
-        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
-        self.latency_sum_ms += ms
+            self.errors += weight
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += weight
+        self.latency_sum_ms += ms * weight
 
     def report(self) -> dict[str, Any]:
-        cumulative, total = [], 0
+        cumulative, total = [], 0.0
         for count in self.buckets:
             total += count
-            cumulative.append(total)
-        return {"requests": self.requests, "errors": self.errors, "active": self.active,
+            cumulative.append(round(total))
+        return {"requests": round(self.requests), "errors": round(self.errors), "active": self.active,
                 "latency_buckets": cumulative, "latency_sum_ms": round(self.latency_sum_ms, 3)}
 
 
@@ -314,25 +316,29 @@ class Proxy:
     # -- statistics ---------------------------------------------------------------------------------
 
     def record_log_line(self, data: bytes) -> None:
-        """One HAProxy log line (hc.LOG_FORMAT: backend server status ms retries); anything else (HAProxy's
-        own notices) is ignored."""
+        """One HAProxy log line (hc.LOG_FORMAT: backend server status ms retries rate); anything else
+        (HAProxy's own notices) is ignored. A sampled line (rate > hc.LOG_LINES_PER_S) stands for
+        rate / LOG_LINES_PER_S requests."""
         parts = data.decode("ascii", "replace").split()
-        if len(parts) != 5 or not parts[0].startswith("svc_"):
+        if len(parts) != 6 or not parts[0].startswith("svc_"):
             return
         try:
             status, ms = int(parts[2]), max(0, int(parts[3]))
+            weight = 1.0
+            if status < 500 and parts[5].isdigit():
+                weight = max(1.0, min(float(parts[5]), MAX_LOG_RATE) / hc.LOG_LINES_PER_S)
         except ValueError:
             return
         service = parts[0][4:]
         stats = self.services.get(service)
         if stats is None:
             return
-        stats.record(status, float(ms))
+        stats.record(status, float(ms), weight)
         ep = self.endpoints.get(parts[1])
         if ep is not None and ep.service == service:
-            ep.requests += 1
+            ep.requests += weight
             if status >= 500:
-                ep.errors += 1
+                ep.errors += weight
 
     def stats(self, max_replicas: int = MAX_REPLICAS_REPORTED) -> dict[str, dict[str, Any]]:
         """{service: ProxyStats}; the `max_replicas` busiest replicas (by open, then total requests)."""
@@ -341,7 +347,7 @@ class Proxy:
                         key=lambda e: (-e.active, -e.requests, e.alloc))
         for e in ranked[:max(0, max_replicas)]:
             svc = out.setdefault(e.service, {**ServiceStats().report(), "replicas": {}})
-            svc["replicas"][e.alloc] = {"requests": e.requests, "errors": e.errors, "active": e.active}
+            svc["replicas"][e.alloc] = {"requests": round(e.requests), "errors": round(e.errors), "active": e.active}
         return out
 
     # -- HAProxy's master CLI -------------------------------------------------------------------------

@@ -612,3 +612,43 @@ async def test_malformed_routes_are_skipped(upstreams: Start) -> None:
     assert set(p.routes) == {DOMAIN}
     p.set_routes(table([("v6", "::1:20000")]))
     assert p.endpoints["v6"].url == "http://[::1]:20000"
+
+
+def test_sampled_log_lines_carry_their_weight() -> None:
+    """Above hc.LOG_LINES_PER_S requests/s HAProxy logs a sample of the successful answers, each line with
+    the rate it was sampled at; every 5xx is logged and counts once. No HAProxy needed: lines are fed."""
+    p = Proxy(ProxyConfig(listen="127.0.0.1:1"))
+    p.set_routes(table([("a", "127.0.0.1:2")]))
+    for line in (b"svc_web a 200 3 0 -",      # not sampled (HAProxy's own answers carry no rate)
+                 b"svc_web a 200 3 0 150",    # under the threshold: logged whole
+                 b"svc_web a 200 30 0 1000",  # 1 in 5 logged: stands for 5
+                 b"svc_web a 503 3 0 1000",   # errors are never sampled
+                 b"svc_web a 200 3 0 99999999999",  # an absurd rate is capped, not trusted
+                 b"svc_web a 200 x 0 -", b"svc_other a 200 3 0 -", b"not a log line", b"\xff\xfe"):
+        p.record_log_line(line)
+    web_stats = p.stats()["web"]
+    assert web_stats["errors"] == 1 and web_stats["requests"] == 8 + 5000
+    assert web_stats["latency_buckets"][-1] == web_stats["requests"]
+    assert web_stats["latency_buckets"][LATENCY_BUCKETS_MS.index(25)] == 3 + 5000  # the 30 ms ones are above
+    assert web_stats["replicas"]["a"] == {"requests": 5008, "errors": 1, "active": 0}
+
+
+async def test_counts_stay_close_when_logging_is_sampled(proxy: Proxy, upstreams: Start) -> None:
+    """Under more load than hc.LOG_LINES_PER_S the counts are estimated from the sample: close to the truth."""
+    up, addr = await upstreams("s")
+    await apply(proxy, table([("a1", addr)]))
+    sent = 0
+    deadline = time.monotonic() + 4.0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+        async def worker() -> None:
+            nonlocal sent
+            while time.monotonic() < deadline:
+                async with session.get(url(proxy), headers={"Host": DOMAIN}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+                sent += 1
+        await asyncio.gather(*(worker() for _ in range(16)))
+    await asyncio.sleep(0.5)
+    counted = proxy.stats()["web"]["requests"]
+    print(f"{sent} requests in 4 s, counted {counted}")
+    assert up.hits == sent and abs(counted - sent) <= max(0.25 * sent, 60), (counted, sent)
