@@ -354,6 +354,30 @@ async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstr
     assert proxy.endpoints["a1"].active == 0
 
 
+async def test_replica_changes_use_the_runtime_api_and_keep_open_connections(
+        proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    """Replicas added, reweighted and removed are applied to the running worker (no new HAProxy
+    process): a WebSocket open through it, even to the removed replica, keeps working; a service
+    added is a reload."""
+    (_, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
+    await apply(proxy, table([("a", a_addr)]))
+    workers = await proxy._workers()
+    async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}) as ws:
+        await apply(proxy, table([("a", a_addr), ("b", b_addr, True)], canary_weight=0.5))
+        assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"}
+        await apply(proxy, table([("b", b_addr)]))  # "a" leaves: in maintenance, its tunnel stays
+        assert [(await get(client, proxy))[1] for _ in range(4)] == ["b"] * 4
+        await ws.send_str("still there")
+        assert (await ws.receive(timeout=5)).data == "a:still there"
+        assert await proxy._workers() == workers  # the same worker did all of it
+    await until(lambda: not proxy._parked, timeout=15)  # "a" deleted once idle
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))  # and added again at run time
+    assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"} and await proxy._workers() == workers
+    await apply(proxy, {**table([("b", b_addr)]), **table([], service="api", domain="api.example.com")})
+    assert await proxy._workers() != workers  # a new backend: a reload
+    assert [(await get(client, proxy))[1] for _ in range(3)] == ["b"] * 3
+
+
 # -- failures, timeouts, draining ----------------------------------------------------------------------
 
 
