@@ -47,7 +47,7 @@ LOG_FORMAT = "%b %s %ST %Ta %rc %[var(txn.lograte)]"
 # LOG_LINES_PER_S / rate, and each logged line stands for rate / LOG_LINES_PER_S requests: the agent
 # reads about this many lines a second however busy the proxy is (a line costs HAProxy and the agent
 # ~35 µs of CPU together, a third of what the proxy spends on a request). Every 5xx is logged.
-LOG_LINES_PER_S = 200
+LOG_LINES_PER_S = 100
 FRONTEND = "ingress"
 DOMAINS_PER_LINE = 32
 JSON = "application/json"
