@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make a Docker engine answer and build the test image orca-test/busybox.
+# Make a Docker engine answer and build the test image orca-test/busybox; make HAProxy (the agents'
+# ingress data plane) available through scripts/ensure-haproxy.sh.
 #
 # Idempotent: on a machine where `docker info` answers and the image exists it only checks and prints.
 # Otherwise (as root on Debian) it installs docker.io / busybox-static when missing, starts dockerd in
@@ -51,6 +52,11 @@ ensure_docker_packages() {
     if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
         apt_install docker.io
     fi
+}
+
+# The agents' ingress proxy is HAProxy (orca.agent.proxy): scripts/ensure-haproxy.sh installs it.
+ensure_haproxy() {
+    "$(dirname "${BASH_SOURCE[0]}")/ensure-haproxy.sh" >&2
 }
 
 ensure_busybox_static() {
@@ -146,6 +152,7 @@ start_dockerd() {
 }
 
 main() {
+    ensure_haproxy
     if engine_up; then
         build_image
     else

@@ -177,7 +177,8 @@ class Agent:
         # that never registered does not know it yet, and its runtime touches nothing until it does.
         if self.store.cluster_id is not None:
             runtime.cluster_id = self.store.cluster_id
-        self.proxy = proxy or (Proxy(config.proxy) if config.proxy is not None else None)
+        self.proxy = proxy or (Proxy(config.proxy, run_dir=Path(config.data_dir) / "haproxy")
+                              if config.proxy is not None else None)
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
         if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
             runtime.adopt_legacy = self.reconciler.wants

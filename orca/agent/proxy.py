@@ -1,141 +1,121 @@
-"""The agent's ingress proxy: HTTP by `Host` to the healthy replicas of the service with that domain.
+"""The agent's ingress proxy: HAProxy, configured and supervised by the agent.
 
 The route table comes from the leader with every push (`AllocationsPush.routes`, orca.protocol): it maps
 a domain to its service, its balancing strategy, its canary weight and its endpoints (healthy replicas on
-any node, as "host:port"). `set_routes` swaps it in whole; requests already on their way keep the
-endpoint they picked.
+any node, as "host:port"). `set_routes` keeps orca's view (Route, Endpoint) and renders the HAProxy
+config (orca.agent.haproxy_config, pure); when the text changes the agent rewrites the file and applies it:
+  - only servers or weights changed (replicas added, removed, canary weights: a rolling update, a
+    scale): through the current worker's runtime API (`add server`, `set weight`, `set server ...
+    state maint`, later `del server` once idle), live within milliseconds, nothing restarted; a
+    removed server takes no new request and finishes the ones it has;
+  - anything else (a service or domain added or removed, a strategy, a replica that moved, a runtime
+    command that failed): a hitless reload through the master (master-worker mode, `-W -S`): the new
+    worker takes new connections at once, old workers finish their in-flight requests (bounded by
+    `hard-stop-after`), live in a few hundred milliseconds.
+Either way nothing in flight is dropped; `settled()` waits until the latest table is live.
 
-One request:
-  1. `Host` (port stripped, lowercased, trailing dot dropped) -> route; none -> 404 "no service for host X".
-  2. Pick an endpoint: canary or stable first, by a smooth weighted round robin over the two groups
-     (`canary_weight`, else the canaries' share of the endpoints), so 1000 requests at weight 0.2 send
-     exactly 200 to the canaries; then within the group round robin or least connections (ties rotate).
-     No endpoint -> 503 "no healthy replica for SERVICE".
-  3. Forward with aiohttp's client: hop-by-hop headers dropped, `Host` kept, X-Forwarded-For appended,
-     X-Forwarded-Proto and X-Forwarded-Host set; bodies stream both ways (a small response with a known
-     length is read whole, which is cheaper and still bounded by BUFFER_MAX_BYTES).
-  4. A failure before any response byte is retried once on another endpoint: any method when the
-     connection could not even be made (nothing was sent), else only GET/HEAD/OPTIONS without a body;
-     otherwise 502 (504 when the upstream stayed silent for `request_timeout_s`). An endpoint that refused
-     a connection is passed over for EJECT_S unless nothing else is left.
-  5. A WebSocket upgrade is handshaken with the upstream first (so its refusal is the client's answer),
-     then accepted, and messages (pings and pongs included) are pumped both ways until either side closes.
+HAProxy runs as the agent's child (`-db`: in the foreground), one per agent, pid file and sockets in
+`run_dir` (the agent's data dir); it gets SIGKILL when the agent dies (PR_SET_PDEATHSIG), and a
+leftover from a crashed agent found through the pid file is killed on start.
 
-Draining: an endpoint missing from a new table gets no new request; `drain(alloc)` (the reconciler's
-`before_stop` hook) also fences it and waits, up to `drain_timeout_s`, until its in-flight requests
-are done, so a replica is only stopped once the proxy is finished with it.
+Draining: an endpoint missing from a new table gets no new request (in maintenance, or unknown to a new
+worker; the requests it has finish); `drain(alloc)` (the reconciler's `before_stop` hook) also fences it (left
+out of every later config) and waits, up to `drain_timeout_s`, until no HAProxy worker, old or current,
+has a request in flight to it, so a replica is only stopped once the proxy is finished with it.
 
 Statistics (`stats()`, the heartbeat's `proxy`, orca.protocol ProxyStats) are cumulative since start:
-per service (requests, errors = 5xx answered + upstream failures, active, latency histogram on
-LATENCY_BUCKETS_MS) and per replica (requests, errors, active), the replicas capped for the heartbeat.
+per service (requests, errors = 5xx answered, active, latency histogram on LATENCY_BUCKETS_MS) and per
+replica (requests, errors, active), the replicas capped for the heartbeat. Requests, errors and latency
+come from HAProxy's request log lines (raw, over a Unix datagram socket in the private run dir:
+backend, server, status, total time in ms, sampling rate), which survive reloads, unlike HAProxy's own
+counters; above hc.LOG_LINES_PER_S requests/s the successful ones are sampled and weighted;
+`active` comes from `show stat` (scur) of every live worker, polled every POLL_S. Under overload the
+kernel may drop log datagrams: the counts then undercount, they never block a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import WSMsgType, web
-from multidict import CIMultiDict
-from yarl import URL
-
+from orca.agent import haproxy_config as hc
+from orca.agent.haproxy_config import hostname
 from orca.config import ProxyConfig, parse_host_port
 from orca.protocol import LATENCY_BUCKETS_MS
 
-__all__ = ["Proxy", "Route", "Endpoint", "hostname", "BUFFER_MAX_BYTES", "EJECT_S", "MAX_REPLICAS_REPORTED"]
+__all__ = ["Proxy", "Route", "Endpoint", "hostname", "MAX_REPLICAS_REPORTED", "POLL_S", "haproxy_binary"]
 
 log = logging.getLogger("orca.agent.proxy")
 
-# A response with a Content-Length up to this is read whole and sent in one write; larger or chunked
-# ones are streamed chunk by chunk.
-BUFFER_MAX_BYTES = 256 * 1024
-# An endpoint that refused a connection is skipped this long (the route table lags a crash by a few
-# health checks and a push); skipped only while another endpoint is left.
-EJECT_S = 2.0
-# Pooled upstream connections are dropped after this much idleness: below the shortest keep-alive
-# common servers use (Node's 5 s), so a request is rarely sent on a connection the upstream is closing.
-UPSTREAM_KEEPALIVE_S = 4.0
 # The heartbeat must stay under 64 KiB: at most this many replicas (the busiest) are reported.
 MAX_REPLICAS_REPORTED = 200
 # A replica gone from the routes keeps its counters this long (the leader reads them from heartbeats).
 RETIRED_KEEP_S = 300.0
+# `active` (HAProxy's scur) is refreshed this often.
+POLL_S = 0.2
+# A reply from HAProxy's master CLI is read up to this size (show stat of thousands of servers fits).
+CLI_MAX_BYTES = 16 * 2**20
+CLI_TIMEOUT_S = 5.0
+# Starting HAProxy (config check and first worker) and a reload are given this long.
+START_TIMEOUT_S = 10.0
+# Servers removed at run time are deleted (once idle) at most this many per poll.
+PARKED_DELETES_PER_POLL = 16
+# HAProxy's log lines: at most this long (its `len`), read at most LOG_BATCH per event-loop wake-up.
+LOG_MAX_BYTES = 1024
+# A log line's sampling rate is believed up to this (requests/s of one HAProxy worker).
+MAX_LOG_RATE = 1e6
+LOG_BATCH = 256
+# stop(): the background loops get this long to end; HAProxy this long to exit after SIGKILL.
+STOP_TASKS_WAIT_S = 5.0
+STOP_KILL_WAIT_S = 5.0
+PR_SET_PDEATHSIG = 1
 
-IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
-# RFC 9110 §7.6.1 hop-by-hop headers (plus the de facto Proxy-Connection); never forwarded either way.
-HOP_BY_HOP = ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-              "TE", "Trailer", "Transfer-Encoding", "Upgrade")
-# Set by the proxy itself on the two legs of a WebSocket (each has its own key and negotiation).
-WS_HANDSHAKE = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
-                "Sec-WebSocket-Protocol", "Sec-WebSocket-Accept")
-TEXT = "text/plain; charset=utf-8"
 
-
-def hostname(host: str | None) -> str:
-    """The routing key of a `Host` header: port stripped, lowercased, no trailing dot, IPv6 unbracketed."""
-    if not host:
-        return ""
-    host = host.strip().lower()
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.rstrip(".")
+def haproxy_binary() -> str | None:
+    """The haproxy executable (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
+    return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+                                            if os.access(p, os.X_OK)), None)
 
 
 class Endpoint:
     """One replica as the proxy sees it; also its per-replica counters (they outlive its routes)."""
 
-    __slots__ = ("alloc", "service", "address", "url", "canary", "active", "requests", "errors",
-                 "fenced", "routed", "down_until", "retired_at", "_idle")
+    __slots__ = ("alloc", "service", "address", "canary", "active", "requests", "errors", "fenced", "routed",
+                 "retired_at")
 
     def __init__(self, alloc: str, service: str, address: str, canary: bool) -> None:
         self.alloc = alloc
         self.service = service
         self.address = address
-        self.url = f"http://{address}"
         self.canary = canary
-        self.active = 0
-        self.requests = 0
-        self.errors = 0
-        self.fenced = False  # being stopped: never picked again, whatever a table says
+        self.active = 0  # in flight, over every HAProxy worker (polled)
+        self.requests = 0.0  # weighted, like ServiceStats
+        self.errors = 0.0
+        self.fenced = False  # being stopped: never in a config again, whatever a table says
         self.routed = True  # listed in the current table
-        self.down_until = 0.0  # monotonic; refused a connection, skipped until then
         self.retired_at = 0.0
-        self._idle: asyncio.Event | None = None  # only while someone waits for the drain
 
-    def acquire(self) -> None:
-        self.active += 1
-        self.requests += 1
-
-    def release(self, error: bool) -> None:
-        self.active -= 1
-        if error:
-            self.errors += 1
-        if self.active == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        if self.active == 0:
-            return True
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
 
 
 class Route:
-    """One domain: its service, strategy, canary weight and endpoints, with the balancing state."""
+    """One domain: its service, strategy, canary weight and endpoints."""
 
-    __slots__ = ("domain", "service", "strategy", "canary_weight", "endpoints", "_rr", "_credit")
+    __slots__ = ("domain", "service", "strategy", "canary_weight", "endpoints")
 
     def __init__(self, domain: str, service: str, strategy: str, canary_weight: float | None,
                  endpoints: list[Endpoint]) -> None:
@@ -144,44 +124,9 @@ class Route:
         self.strategy = strategy
         self.canary_weight = canary_weight
         self.endpoints = endpoints
-        self._rr = [0, 0]  # round-robin cursors: stable, canary
-        self._credit = [0.0, 0.0]  # smooth weighted round robin between the groups: stable, canary
 
     def live(self) -> int:
         return sum(1 for e in self.endpoints if not e.fenced)
-
-    def pick(self, now: float, exclude: Endpoint | None = None) -> Endpoint | None:
-        """The next endpoint for a request, or None when there is none to try."""
-        usable = [e for e in self.endpoints if not e.fenced and e is not exclude]
-        if not usable:
-            return None
-        up = [e for e in usable if e.down_until <= now] or usable
-        canary = [e for e in up if e.canary]
-        if canary and len(canary) < len(up):
-            weight = self.canary_weight
-            if weight is None:
-                weight = sum(1 for e in self.endpoints if e.canary and not e.fenced) / max(1, self.live())
-            weight = min(max(float(weight), 0.0), 1.0)
-            credit = self._credit
-            credit[0] += 1.0 - weight
-            credit[1] += weight
-            group = 1 if credit[1] > credit[0] else 0
-            credit[group] -= 1.0
-            candidates = canary if group else [e for e in up if not e.canary]
-        else:
-            group = 1 if canary else 0
-            candidates = up
-        n = len(candidates)
-        start = self._rr[group] % n
-        self._rr[group] = start + 1
-        if self.strategy != "least_conn" or n == 1:
-            return candidates[start]
-        best = candidates[start]
-        for k in range(1, n):
-            e = candidates[(start + k) % n]
-            if e.active < best.active:
-                best = e
-        return best
 
 
 class ServiceStats:
@@ -190,63 +135,98 @@ class ServiceStats:
     __slots__ = ("requests", "errors", "active", "buckets", "latency_sum_ms")
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0.0  # weighted (sampled log lines stand for several requests): reported rounded
+        self.errors = 0.0
         self.active = 0
-        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
+        self.buckets = [0.0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
         self.latency_sum_ms = 0.0
 
-    def record(self, status: int, seconds: float) -> None:
-        self.requests += 1
+    def record(self, status: int, ms: float, weight: float = 1.0) -> None:
+        self.requests += weight
         if status >= 500:
-            self.errors += 1
-        ms = seconds * 1000.0
-        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
-        self.latency_sum_ms += ms
+            self.errors += weight
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += weight
+        self.latency_sum_ms += ms * weight
 
     def report(self) -> dict[str, Any]:
-        cumulative, total = [], 0
+        cumulative, total = [], 0.0
         for count in self.buckets:
             total += count
-            cumulative.append(total)
-        return {"requests": self.requests, "errors": self.errors, "active": self.active,
+            cumulative.append(round(total))
+        return {"requests": round(self.requests), "errors": round(self.errors), "active": self.active,
                 "latency_buckets": cumulative, "latency_sum_ms": round(self.latency_sum_ms, 3)}
 
 
-class _Failed(Exception):
-    """The upstream leg failed before a response; `status` is what the client gets."""
+class _LogReader:
+    """HAProxy's per-request log lines (hc.LOG_FORMAT) into the proxy's counters: up to LOG_BATCH
+    datagrams per wake-up of the event loop (asyncio's datagram transport reads one per wake-up, which
+    costs a selector round per request under load)."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+    def __init__(self, proxy: Proxy, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy, self.sock, self.loop = proxy, sock, loop
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        record = self.proxy.record_log_line
+        for _ in range(LOG_BATCH):
+            try:
+                data = self.sock.recv(LOG_MAX_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("HAProxy log socket: %s", exc)
+                return
+            record(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
-def _text(status: int, body: str) -> web.Response:
-    return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Proxy:
     """The ingress proxy of one agent.
 
-    Contract: `set_routes(table)` with a validated push's `routes` (any time, from the event loop);
-    `start()` binds `config.listen` and `stop()` closes it (in-flight requests get `drain_timeout_s`);
-    `drain(alloc_id)` is awaited by the reconciler before it stops a replica; `stats()` feeds the
-    heartbeat, `route_active(service)` the NodeReport. `clock` (monotonic) is injectable for tests.
+    Contract: `set_routes(table)` with a validated push's `routes` (any time, from the event loop; a
+    running proxy applies it in the background, `settled()` waits for that); `start()` runs HAProxy on
+    `config.listen` and `stop()` ends it (in-flight requests get `drain_timeout_s`); `drain(alloc_id)` is
+    awaited by the reconciler before it stops a replica; `stats()` feeds the heartbeat,
+    `route_active(service)` the NodeReport. `run_dir` holds the config, pid file and sockets (a
+    temporary directory when None).
     """
 
-    def __init__(self, config: ProxyConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: ProxyConfig, *, run_dir: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        self.run_dir = run_dir
         self.routes: dict[str, Route] = {}
         self.endpoints: dict[str, Endpoint] = {}  # alloc id -> endpoint, routed or retired
         self.services: dict[str, ServiceStats] = {}
         self.listening = False
-        self.port: int | None = None  # the bound port (useful with port 0 in tests)
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.ServerRunner | None = None
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=config.upstream_connect_timeout_s,
-                                              sock_connect=config.upstream_connect_timeout_s,
-                                              sock_read=config.request_timeout_s)
+        self.port: int | None = None
+        self._table: dict[str, Any] = {}
+        self._wanted = 0  # generation of the latest table
+        self._applied = 0  # generation live in HAProxy
+        self._changed = asyncio.Event()
+        self._applied_event = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log_reader: _LogReader | None = None
+        self._log_target = "/dev/null"
+        self._sock_dir: Path | None = None
+        self._tmp_dirs: list[str] = []
+        self._config_text = ""
+        self._live: hc.Servers = {}  # servers of the current worker, as configured or changed at run time
+        self._parked: hc.Parked = {}  # removed at run time, in maintenance until deleted
+        self._reload_lock = asyncio.Lock()
+        self._stopping = False
 
     # -- the table ---------------------------------------------------------------------------------
 
@@ -254,19 +234,25 @@ class Proxy:
         """Swap in a RouteTable (orca.protocol). Malformed entries are skipped with a warning: one bad
         route must not take the others down."""
         now = self.clock()
+        table = dict(table or {})
+        specs, warnings = hc.route_specs(table, self.config.strategy)
+        for warning in warnings:
+            log.warning("%s", warning)
         routes: dict[str, Route] = {}
         seen: set[str] = set()
-        for domain, raw in (table or {}).items():
-            try:
-                route = self._build(str(domain), raw, seen)
-            except (TypeError, ValueError, KeyError) as exc:
-                log.warning("ignoring route %r: %s", domain, exc)
-                continue
-            old = self.routes.get(route.domain)
-            if old is not None and (old.service, old.strategy, old.canary_weight) == (
-                    route.service, route.strategy, route.canary_weight) and old.endpoints == route.endpoints:
-                route = old  # unchanged: keep its round-robin and canary credit (pushes repeat every 5 s)
-            routes[route.domain] = route
+        for spec in specs:
+            endpoints = []
+            for server in spec.servers:
+                ep = self.endpoints.get(server.alloc)
+                if ep is None:
+                    ep = self.endpoints[server.alloc] = Endpoint(server.alloc, spec.service, server.address,
+                                                                 server.canary)
+                ep.address, ep.canary, ep.service, ep.routed = server.address, server.canary, spec.service, True
+                seen.add(server.alloc)
+                endpoints.append(ep)
+            for domain in spec.domains:
+                routes[domain] = Route(domain, spec.service, spec.strategy, spec.canary_weight, endpoints)
+            self.services.setdefault(spec.service, ServiceStats())
         for alloc, ep in list(self.endpoints.items()):
             if alloc not in seen:
                 if ep.routed:
@@ -274,35 +260,36 @@ class Proxy:
                 elif ep.active == 0 and now - ep.retired_at > RETIRED_KEEP_S:
                     del self.endpoints[alloc]
         self.routes = routes
+        self._table = table
+        self._bump()
 
-    def _build(self, domain: str, raw: dict[str, Any], seen: set[str]) -> Route:
-        service = raw["service"]
-        if not isinstance(service, str) or not service:
-            raise ValueError("service: expected a name")
-        strategy = raw.get("strategy") or self.config.strategy
-        if strategy not in ("round_robin", "least_conn"):
-            raise ValueError(f"strategy: unknown {strategy!r}")
-        weight = raw.get("canary_weight")
-        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
-            raise ValueError("canary_weight: expected a number or null")
-        endpoints: list[Endpoint] = []
-        for item in raw.get("endpoints") or []:
-            alloc, address = str(item["alloc"]), str(item["address"])
-            host, _, port = address.rpartition(":")
-            if ":" in host and not host.startswith("["):  # "::1:20000" from an IPv6 publish address
-                address = f"[{host}]:{port}"
-            parse_host_port(address)
-            ep = self.endpoints.get(alloc)
-            if ep is None:
-                ep = self.endpoints[alloc] = Endpoint(alloc, service, address, bool(item.get("canary")))
-            elif ep.address != address:  # recreated on another port: new requests go to the new one
-                ep.address, ep.url = address, f"http://{address}"
-            ep.canary, ep.service, ep.routed = bool(item.get("canary")), service, True
-            if alloc not in seen:
-                seen.add(alloc)
-                endpoints.append(ep)
-        self.services.setdefault(service, ServiceStats())
-        return Route(hostname(domain), service, strategy, weight, endpoints)
+    def _bump(self) -> None:
+        self._wanted += 1
+        self._changed.set()
+
+    def render(self) -> str:
+        """The HAProxy config for the current table, fenced replicas left out."""
+        fenced = {a for a, e in self.endpoints.items() if e.fenced}
+        specs, _ = hc.route_specs(self._table, self.config.strategy, fenced)
+        return hc.render(specs, listen=self.config.listen, log_target=self._log_target,
+                         idle_timeout_s=self.config.idle_timeout_s, request_timeout_s=self.config.request_timeout_s,
+                         connect_timeout_s=self.config.upstream_connect_timeout_s,
+                         drain_timeout_s=self.config.drain_timeout_s,
+                         stats_socket=str(self.admin_socket) if self._sock_dir is not None else None,
+                         lua_file=str(self.run_dir / "hop_by_hop.lua") if self.run_dir is not None else None)
+
+    async def settled(self, timeout: float = START_TIMEOUT_S) -> bool:
+        """Wait until the latest table is live in HAProxy (True), at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.listening and self._applied < self._wanted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._applied_event.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 0.5)):
+                    await self._applied_event.wait()
+        return self._applied >= self._wanted
 
     def route_active(self, service: str) -> bool:
         """True while this proxy listens and has a route with at least one endpoint for `service`."""
@@ -310,20 +297,60 @@ class Proxy:
 
     async def drain(self, alloc_id: str, timeout: float | None = None) -> bool:
         """Fence a replica (no new request goes to it) and wait until its in-flight requests are done,
-        at most `timeout` (default `drain_timeout_s`). False when some were still running."""
+        at most `timeout` (default `drain_timeout_s`). False when some were still running (or could not
+        be counted). Whatever it returns, the fence is live in HAProxy first (a reload, well under a
+        second; START_TIMEOUT_S at most), so a replica stopped after it gets no new request."""
         ep = self.endpoints.get(alloc_id)
         if ep is None:
             return True
-        ep.fenced = True
-        if ep.active == 0:
+        timeout = self.config.drain_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if not ep.fenced:
+            ep.fenced = True
+            self._bump()
+        if not self.listening:
             return True
-        log.info("draining %d in-flight request(s) to %s", ep.active, alloc_id)
-        done = await ep.wait_idle(self.config.drain_timeout_s if timeout is None else timeout)
-        if not done:
-            log.warning("%s still had %d request(s) in flight after the drain timeout", alloc_id, ep.active)
-        return done
+        await self.settled(max(timeout, START_TIMEOUT_S))
+        while True:
+            # Only a fresh reading counts: while the master re-executes itself for a reload its socket
+            # refuses connections, and the last counts may predate a request that just started.
+            fresh = await self._poll_active()
+            if fresh and ep.active == 0:
+                return True
+            if time.monotonic() >= deadline:
+                if fresh:
+                    log.warning("%s still had %d request(s) in flight after the drain timeout", alloc_id, ep.active)
+                else:
+                    log.warning("%s: its in-flight requests could not be counted before the drain timeout", alloc_id)
+                return False
+            await asyncio.sleep(min(POLL_S / 2, max(0.0, deadline - time.monotonic())))
 
     # -- statistics ---------------------------------------------------------------------------------
+
+    def record_log_line(self, data: bytes) -> None:
+        """One HAProxy log line (hc.LOG_FORMAT: backend server status ms retries rate); anything else
+        (HAProxy's own notices) is ignored. A sampled line (rate > hc.LOG_LINES_PER_S) stands for
+        rate / LOG_LINES_PER_S requests."""
+        parts = data.decode("ascii", "replace").split()
+        if len(parts) != 6 or not parts[0].startswith("svc_"):
+            return
+        try:
+            status, ms = int(parts[2]), max(0, int(parts[3]))
+            weight = 1.0
+            if status < 500 and parts[5].isdigit():
+                weight = max(1.0, min(float(parts[5]), MAX_LOG_RATE) / hc.LOG_LINES_PER_S)
+        except ValueError:
+            return
+        service = parts[0][4:]
+        stats = self.services.get(service)
+        if stats is None:
+            return
+        stats.record(status, float(ms), weight)
+        ep = self.endpoints.get(parts[1])
+        if ep is not None and ep.service == service:
+            ep.requests += weight
+            if status >= 500:
+                ep.errors += weight
 
     def stats(self, max_replicas: int = MAX_REPLICAS_REPORTED) -> dict[str, dict[str, Any]]:
         """{service: ProxyStats}; the `max_replicas` busiest replicas (by open, then total requests)."""
@@ -332,252 +359,317 @@ class Proxy:
                         key=lambda e: (-e.active, -e.requests, e.alloc))
         for e in ranked[:max(0, max_replicas)]:
             svc = out.setdefault(e.service, {**ServiceStats().report(), "replicas": {}})
-            svc["replicas"][e.alloc] = {"requests": e.requests, "errors": e.errors, "active": e.active}
+            svc["replicas"][e.alloc] = {"requests": round(e.requests), "errors": round(e.errors), "active": e.active}
         return out
 
-    # -- serving ------------------------------------------------------------------------------------
+    # -- HAProxy's master CLI -------------------------------------------------------------------------
+
+    @property
+    def master_socket(self) -> Path:
+        assert self._sock_dir is not None
+        return self._sock_dir / "master.sock"
+
+    @property
+    def admin_socket(self) -> Path:
+        """The current worker's runtime API (`stats socket ... level admin`; a new worker takes it over)."""
+        assert self._sock_dir is not None
+        return self._sock_dir / "admin.sock"
+
+    async def _cli(self, command: str, *, worker: bool = False) -> str:
+        """One command on the master CLI (`@!PID cmd` reaches a worker), or on the current worker's
+        runtime API (`worker`); the reply, bounded."""
+        path = self.admin_socket if worker else self.master_socket
+        async with asyncio.timeout(CLI_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            async with asyncio.timeout(CLI_TIMEOUT_S):
+                # The master CLI keeps a connection open unless told to quit; a worker's closes after a line.
+                writer.write(command.encode() + (b"\n" if worker else b";quit\n"))
+                await writer.drain()
+                chunks, size = [], 0
+                while size < CLI_MAX_BYTES:
+                    data = await reader.read(CLI_MAX_BYTES - size)
+                    if not data:
+                        break
+                    chunks.append(data)
+                    size += len(data)
+            return b"".join(chunks).decode("utf-8", "replace")
+        finally:
+            writer.close()
+
+    async def _workers(self) -> list[tuple[int, int]]:
+        """(pid, reloads) of every worker, current ones first (`show proc`)."""
+        out: list[tuple[int, int]] = []
+        for line in (await self._cli("show proc")).splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "worker" and parts[0].isdigit() and parts[2].isdigit():
+                out.append((int(parts[0]), int(parts[2])))
+        return out
+
+    async def _poll_active(self) -> bool:
+        """Refresh `active` of services and endpoints from every worker's `show stat` (scur); False
+        (counts unchanged) when HAProxy could not be read."""
+        try:
+            workers = await self._workers()
+            if not workers:  # a master between two lives answers nothing useful
+                return False
+            services: dict[str, int] = {}
+            servers: dict[str, int] = {}
+            for pid, _ in workers:
+                text = await self._cli(f"@!{pid} show stat")
+                for line in text.splitlines():
+                    if line.startswith("#") or not line.startswith("svc_"):
+                        continue
+                    f = line.split(",")
+                    if len(f) < 5 or not f[4].isdigit():
+                        continue
+                    if f[1] == "BACKEND":
+                        services[f[0][4:]] = services.get(f[0][4:], 0) + int(f[4])
+                    elif f[1] != "FRONTEND":
+                        servers[f[1]] = servers.get(f[1], 0) + int(f[4])
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot read HAProxy's stats: %s", exc)
+            return False
+        for name, stats in self.services.items():
+            stats.active = services.get(name, 0)
+        for alloc, ep in self.endpoints.items():
+            ep.active = servers.get(alloc, 0)
+        return True
+
+    # -- running HAProxy ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        binary = haproxy_binary()
+        if binary is None:
+            raise RuntimeError("the ingress proxy needs HAProxy: run 'sudo scripts/ensure-haproxy.sh'"
+                               " (Debian's haproxy package)")
         host, port = parse_host_port(self.config.listen)
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S,
-                                         happy_eyeballs_delay=None)  # one address per endpoint: no racing
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies must never ride on another's request
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"))
-        server = web.Server(self._handle, keepalive_timeout=self.config.idle_timeout_s, access_log=None,
-                            handler_cancellation=True)
-        self._runner = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=self.config.drain_timeout_s)
+        self.port = port
+        self._stopping = False
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="orca-haproxy-"))
+            self._tmp_dirs.append(str(self.run_dir))
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Unix socket paths are limited to 107 bytes: a deep data dir gets a short private one in /tmp.
+        self._sock_dir = self.run_dir
+        if len(str(self.run_dir / "master.sock")) > 100:
+            self._sock_dir = Path(tempfile.mkdtemp(prefix="orca-hap-"))
+            self._tmp_dirs.append(str(self._sock_dir))
+        self._kill_leftover()
+        loop = asyncio.get_running_loop()
+        # The log socket is a Unix one in the agent's private directory: no other local user can feed
+        # the counters the autoscaler reads.
+        log_path = self._sock_dir / "log.sock"
+        with contextlib.suppress(FileNotFoundError):
+            log_path.unlink()
+        log_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
-            await site.start()
+            log_sock.bind(str(log_path))
+            os.chmod(log_path, 0o600)
+            with contextlib.suppress(OSError):
+                log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+            self._log_reader = _LogReader(self, log_sock, loop)
+        except BaseException:
+            log_sock.close()
+            raise
+        self._log_target = str(log_path)
+        cfg = self.run_dir / "haproxy.cfg"
+        (self.run_dir / "hop_by_hop.lua").write_text(hc.HOP_LUA)
+        self._write_config(self.render())
+        applied = self._wanted
+        with contextlib.suppress(FileNotFoundError):
+            self.master_socket.unlink()
+        errlog = open(self.run_dir / "haproxy.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                binary, "-W", "-db", "-S", f"{self.master_socket},mode,600", "-f", str(cfg),
+                "-p", str(self.run_dir / "haproxy.pid"), stdin=asyncio.subprocess.DEVNULL,
+                stdout=errlog, stderr=errlog, preexec_fn=_set_pdeathsig, start_new_session=True)
+        finally:
+            errlog.close()
+        try:
+            await self._wait_ready(host, port)
         except BaseException:
             await self.stop()
             raise
-        sockets = self._runner.addresses
-        self.port = sockets[0][1] if sockets else port
+        self._applied = applied
         self.listening = True
-        log.info("ingress proxy on %s:%s", host, self.port)
+        self._tasks = [asyncio.create_task(self._apply_loop()), asyncio.create_task(self._poll_loop())]
+        log.info("ingress proxy (HAProxy pid %s) on %s:%s", self._proc.pid, host, port)
+
+    async def _wait_ready(self, host: str, port: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                raise RuntimeError(f"HAProxy exited with {self._proc.returncode}; see {self.run_dir}/haproxy.log")
+            try:
+                if await self._workers():
+                    async with asyncio.timeout(CLI_TIMEOUT_S):
+                        _, writer = await asyncio.open_connection(
+                            host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+                    writer.close()
+                    return
+            except (OSError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"HAProxy did not start in {START_TIMEOUT_S} s; see {self.run_dir}/haproxy.log")
+            await asyncio.sleep(0.05)
+
+    def _kill_leftover(self) -> None:
+        """A HAProxy left by a crashed agent with this run dir still holds the port: end it."""
+        assert self.run_dir is not None
+        pidfile = self.run_dir / "haproxy.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return
+        if b"haproxy" in cmdline and str(self.run_dir / "haproxy.cfg").encode() in cmdline:
+            log.warning("ending HAProxy %d left over from a previous run", pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def _end_tasks(self) -> None:
+        """Cancel the background loops and wait for them, bounded. Python 3.11's `asyncio.wait_for` can
+        swallow a cancellation that lands while its inner operation completes (gh-86296), which left
+        the poll loop running and `stop()` waiting forever; the loops now also end on `_stopping`,
+        use `asyncio.timeout`, and a task that still does not end is re-cancelled, never awaited blindly."""
+        tasks, self._tasks = self._tasks, []
+        deadline = time.monotonic() + STOP_TASKS_WAIT_S
+        while tasks and time.monotonic() < deadline:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            tasks = list(pending)
+        if tasks:
+            log.error("%d proxy task(s) did not end in %s s", len(tasks), STOP_TASKS_WAIT_S)
+
+    @staticmethod
+    async def _reaped(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+        """True once the child has exited (reaped by asyncio's child watcher), at most `timeout` s.
+        `asyncio.wait` rather than `wait_for`: it never cancels nor swallows anything."""
+        waiter = asyncio.ensure_future(proc.wait())
+        done, _ = await asyncio.wait([waiter], timeout=timeout)
+        if not done:
+            waiter.cancel()
+        return proc.returncode is not None
+
+    def _write_config(self, text: str, parked: hc.Parked | None = None) -> None:
+        """The config file is always what runs (a reload or a restart starts from it). `parked`: the
+        servers a runtime change left in maintenance (None: a reload or start, which has none)."""
+        assert self.run_dir is not None
+        tmp = self.run_dir / "haproxy.cfg.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.run_dir / "haproxy.cfg")
+        self._config_text = text
+        self._live = hc.split_servers(text)[1]
+        self._parked = {} if parked is None else parked
+
+    async def _apply_loop(self) -> None:
+        """Reload HAProxy whenever the rendered config changes (coalescing bursts of tables)."""
+        while not self._stopping:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._stopping:
+                return
+            generation = self._wanted
+            text = self.render()
+            if text != self._config_text:
+                try:
+                    if not await self._runtime_update(text):
+                        await self._reload(text)
+                except (OSError, TimeoutError, RuntimeError) as exc:
+                    log.error("HAProxy reload failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    self._changed.set()
+                    continue
+            self._applied = max(self._applied, generation)
+            self._applied_event.set()
+
+    async def _runtime_update(self, text: str) -> bool:
+        """Apply a config that differs from the live one only in servers and weights through the
+        current worker's runtime API: live at once, no new worker, nothing in flight touched. False
+        (the caller reloads, which also repairs any half-applied change) when it cannot."""
+        skeleton, wanted = hc.split_servers(text)
+        if skeleton != hc.split_servers(self._config_text)[0]:
+            return False
+        plan = hc.runtime_commands(self._live, self._parked, wanted)
+        if plan is None:
+            return False
+        commands, parked = plan
+        async with self._reload_lock:
+            for command in commands:
+                try:
+                    reply = (await self._cli(command, worker=True)).strip()
+                except (OSError, TimeoutError) as exc:
+                    log.warning("HAProxy runtime API: %s: %s; reloading instead", command, exc)
+                    return False
+                if reply not in ("", "New server registered."):
+                    log.warning("HAProxy runtime API: %s: %s; reloading instead", command, reply[:200])
+                    return False
+            self._write_config(text, parked=parked)
+        return True
+
+    async def _delete_parked(self) -> None:
+        """Delete the servers parked in maintenance once HAProxy accepts (no connection left on them)."""
+        for backend, name in sorted(self._parked)[:PARKED_DELETES_PER_POLL]:
+            async with self._reload_lock:
+                if (backend, name) not in self._parked:
+                    continue
+                try:
+                    reply = await self._cli(f"del server {backend}/{name}", worker=True)
+                except (OSError, TimeoutError):
+                    return
+                if "Server deleted" in reply or "No such" in reply:
+                    self._parked.pop((backend, name), None)
+
+    async def _reload(self, text: str) -> None:
+        async with self._reload_lock:
+            before = {pid for pid, _ in await self._workers()}
+            self._write_config(text)
+            with contextlib.suppress(OSError, TimeoutError):
+                await self._cli("reload")
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                try:
+                    workers = await self._workers()
+                except (OSError, TimeoutError):
+                    continue
+                if any(r == 0 and pid not in before for pid, r in workers):
+                    return
+            raise RuntimeError("the new HAProxy worker did not come up")
+
+    async def _poll_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(POLL_S)
+            await self._poll_active()
+            if self._parked:
+                await self._delete_parked()
+            if self._proc is not None and self._proc.returncode is not None:
+                log.error("HAProxy exited with %s", self._proc.returncode)
+                self.listening = False
+                return
 
     async def stop(self) -> None:
+        """End HAProxy: a soft stop (in-flight requests finish, up to drain_timeout_s), then SIGKILL."""
         self.listening = False
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        host = hostname(request.headers.get("Host"))
-        route = self.routes.get(host)
-        if route is None:
-            return _text(404, f"no service for host {host}\n")
-        stats = self.services[route.service]
-        started = asyncio.get_running_loop().time()
-        stats.active += 1
-        status = 500
-        try:
-            if request.headers.get("Upgrade", "").lower() == "websocket":
-                resp = await self._websocket(request, route)
-            else:
-                resp = await self._forward(request, route)
-            status = resp.status
-            return resp
-        except asyncio.CancelledError:
-            status = 499  # the client went away (nginx's code): not the service's error
-            raise
-        finally:
-            stats.active -= 1
-            stats.record(status, asyncio.get_running_loop().time() - started)
-
-    def _upstream_headers(self, request: web.BaseRequest, extra_drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
-        headers = CIMultiDict(request.headers)
-        # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-        named = [t.strip() for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()]
-        for name in (*HOP_BY_HOP, *named, *extra_drop, "Expect"):
-            headers.popall(name, None)
-        prior = headers.popall("X-Forwarded-For", ())
-        remote = request.remote or ""
-        headers["X-Forwarded-For"] = ", ".join((*prior, remote)) if prior else remote
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.headers.get("Host", "")
-        return headers
-
-    async def _forward(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        session = self._session
-        assert session is not None, "the proxy is not started"
-        has_body = request.body_exists
-        if has_body and request.headers.get("Expect", "").lower() == "100-continue":
-            # The client waits for this before sending its body; the upstream leg does without.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # as aiohttp's own expect handler: the response proper starts now
-        headers = self._upstream_headers(request)
-        retry_any = request.method in IDEMPOTENT and not has_body
-        data = request.content if has_body else None
-        tried: Endpoint | None = None
-        for attempt in (1, 2):
-            ep = route.pick(self.clock(), exclude=tried)
-            if ep is None:
-                if tried is None:
-                    return _text(503, f"no healthy replica for {route.service}\n")
-                return _text(502, f"bad gateway: {route.service} did not answer\n")
-            ep.acquire()
-            try:
-                upstream = await session.request(request.method, URL(ep.url + request.raw_path, encoded=True),
-                                                 headers=headers, data=data, allow_redirects=False)
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                # Nothing reached the upstream: any request may go elsewhere.
-                ep.release(True)
-                ep.down_until = self.clock() + EJECT_S
-                log.debug("%s: cannot connect: %s", ep.alloc, exc)
-                tried = ep
-                continue
-            except (aiohttp.SocketTimeoutError, TimeoutError):
-                ep.release(True)
-                return _text(504, f"gateway timeout: {route.service} did not answer in time\n")
-            except (aiohttp.ClientError, OSError) as exc:
-                ep.release(True)
-                log.debug("%s: failed before a response: %s", ep.alloc, exc)
-                if retry_any and attempt == 1:
-                    tried = ep
-                    continue
-                return _text(502, f"bad gateway: {route.service} failed\n")
-            except BaseException:  # cancelled: the client went away
-                ep.release(False)
-                raise
-            try:
-                return await self._relay(request, upstream, ep)
-            finally:
-                upstream.release()
-        return _text(502, f"bad gateway: {route.service} did not answer\n")
-
-    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-                     ep: Endpoint) -> web.StreamResponse:
-        """Send the upstream's answer to the client; `ep` is released here, whatever happens."""
-        failed = upstream.status >= 500
-        try:
-            headers = CIMultiDict(upstream.headers)
-            for name in HOP_BY_HOP:
-                headers.popall(name, None)
-            length = upstream.content_length
-            if request.method == "HEAD" or upstream.status in (204, 304) or (
-                    length is not None and length <= BUFFER_MAX_BYTES):
-                body = await upstream.read()
-                return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-            try:
-                await resp.prepare(request)
-                while True:
-                    try:
-                        chunk = await upstream.content.readany()
-                    except (aiohttp.ClientError, TimeoutError) as exc:
-                        # Headers are out: the only honest signal left is to cut the client's connection.
-                        failed = True
-                        log.debug("%s: upstream failed mid-body: %s", ep.alloc, exc)
-                        if request.transport is not None:
-                            request.transport.abort()
-                        return resp
-                    if not chunk:
-                        break
-                    await resp.write(chunk)
-                await resp.write_eof()
-            except ConnectionError:  # the client went away: not the upstream's failure
-                log.debug("client of %s went away mid-response", ep.alloc)
-            return resp
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            failed = True
-            log.debug("%s: upstream failed reading the body: %s", ep.alloc, exc)
-            return _text(502, "bad gateway: upstream failed\n")
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            ep.release(failed)
-
-    # -- WebSockets ---------------------------------------------------------------------------------
-
-    async def _websocket(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        session = self._session
-        assert session is not None, "the proxy is not started"
-        protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        headers = self._upstream_headers(request, WS_HANDSHAKE)
-        tried: Endpoint | None = None
-        upstream: aiohttp.ClientWebSocketResponse | None = None
-        ep: Endpoint | None = None
-        for _attempt in (1, 2):
-            ep = route.pick(self.clock(), exclude=tried)
-            if ep is None:
-                if tried is None:
-                    return _text(503, f"no healthy replica for {route.service}\n")
-                break
-            ep.acquire()
-            try:
-                upstream = await session.ws_connect(URL(ep.url + request.raw_path, encoded=True),
-                                                    headers=headers, protocols=protocols, autoping=False,
-                                                    max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
-                break
-            except aiohttp.WSServerHandshakeError as exc:
-                ep.release(exc.status >= 500)
-                return _text(exc.status if exc.status >= 400 else 502, f"websocket refused by {route.service}\n")
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                ep.release(True)
-                if isinstance(exc, aiohttp.ClientConnectorError):
-                    ep.down_until = self.clock() + EJECT_S
-                log.debug("%s: websocket connect failed: %s", ep.alloc, exc)
-                tried, ep = ep, None
-            except BaseException:
-                ep.release(False)
-                raise
-        if upstream is None or ep is None:
-            return _text(502, f"bad gateway: {route.service} did not answer\n")
-        failed = False
-        try:
-            client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                           autoping=False, max_msg_size=0, compress=False)
-            await client.prepare(request)
-            pumps = [asyncio.create_task(_pump(client, upstream)), asyncio.create_task(_pump(upstream, client))]
-            try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                # Whichever side closed first, close the other with its code; the other pump then ends.
-                for side, other in ((client, upstream), (upstream, client)):
-                    if side.closed and not other.closed:
-                        with contextlib.suppress(Exception):
-                            await other.close(code=side.close_code or 1000)
-                for ws in (client, upstream):
-                    if not ws.closed:
-                        with contextlib.suppress(Exception):
-                            await ws.close(code=1001)
-                for task in pumps:
-                    task.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
-            return client
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            ep.release(failed)
-
-
-async def _pump(src: Any, dst: Any) -> None:
-    """Copy WebSocket messages from `src` to `dst` until `src` closes."""
-    async for msg in src:
-        if msg.type is WSMsgType.TEXT:
-            await dst.send_str(msg.data)
-        elif msg.type is WSMsgType.BINARY:
-            await dst.send_bytes(msg.data)
-        elif msg.type is WSMsgType.PING:
-            await dst.ping(msg.data)
-        elif msg.type is WSMsgType.PONG:
-            await dst.pong(msg.data)
-        elif msg.type is WSMsgType.ERROR:
-            break
+        self._stopping = True
+        self._changed.set()
+        await self._end_tasks()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+            if not await self._reaped(proc, self.config.drain_timeout_s):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                if not await self._reaped(proc, STOP_KILL_WAIT_S):  # never hang the agent's shutdown on a child
+                    log.error("HAProxy %d did not exit after SIGKILL", proc.pid)
+        if self._log_reader is not None:
+            self._log_reader.close()
+            self._log_reader = None
+        for d in self._tmp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._tmp_dirs = []

@@ -1,4 +1,4 @@
-"""The ingress proxy (orca.agent.proxy) with real aiohttp upstreams on 127.0.0.1 ephemeral ports."""
+"""The ingress proxy (orca.agent.proxy: a real HAProxy) with real aiohttp upstreams on 127.0.0.1 ephemeral ports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import collections
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -18,12 +19,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from orca.agent.proxy import Proxy, hostname
+from orca.agent import haproxy_config as hc
+from orca.agent.proxy import MAX_LOG_RATE, Proxy, haproxy_binary, hostname
 from orca.config import ProxyConfig
 from orca.devcluster import free_ports
 from orca.protocol import LATENCY_BUCKETS_MS
 
 DOMAIN = "web.example.com"
+
+pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="HAProxy not installed (scripts/ensure-docker.sh)")
 
 
 class Upstream:
@@ -150,6 +154,14 @@ def table(endpoints: list[tuple[str, str] | tuple[str, str, bool]], *, strategy:
     return {domain: {"service": service, "strategy": strategy, "canary_weight": canary_weight, "endpoints": eps}}
 
 
+async def apply(proxy: Proxy, routes: dict[str, Any]) -> None:
+    """Set the routes and wait until HAProxy serves them (a reload, well under a second)."""
+    started = time.monotonic()
+    proxy.set_routes(routes)
+    assert await proxy.settled()
+    assert time.monotonic() - started < 5
+
+
 def url(proxy: Proxy, path: str = "/") -> str:
     return f"http://127.0.0.1:{proxy.port}{path}"
 
@@ -171,19 +183,23 @@ def test_hostname() -> None:
 
 
 async def test_unknown_host_is_404_and_no_replica_is_503(proxy: Proxy, client: aiohttp.ClientSession) -> None:
-    proxy.set_routes(table([]))
+    await apply(proxy, table([]))
     async with client.get(url(proxy), headers={"Host": "nope.example.com"}) as resp:
-        assert resp.status == 404 and resp.content_type == "text/plain"
-        assert await resp.text() == "no service for host nope.example.com\n"
+        assert resp.status == 404 and resp.content_type == "application/json"
+        assert await resp.json() == {"error": {"code": "NOT_FOUND", "message": "no service for host nope.example.com",
+                                               "details": {"host": "nope.example.com"}}}
+    async with client.get(url(proxy), headers={"Host": 'q"\\x.example.com'}) as resp:  # escaped, still JSON
+        assert resp.status == 404 and (await resp.json())["error"]["details"] == {"host": 'q"\\x.example.com'}
     async with client.get(url(proxy), headers={"Host": "WEB.example.com:80"}) as resp:
-        assert resp.status == 503 and resp.content_type == "text/plain"
-        assert await resp.text() == "no healthy replica for web\n"
+        assert resp.status == 503 and resp.content_type == "application/json"
+        assert await resp.json() == {"error": {"code": "NO_HEALTHY_REPLICA", "message": "no healthy replica for web",
+                                               "details": {"service": "web"}}}
     assert not proxy.route_active("web")
 
 
 async def test_round_robin_is_even(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     ups = [await upstreams(f"r{i}") for i in range(3)]
-    proxy.set_routes(table([(f"a{i}", addr) for i, (_, addr) in enumerate(ups)]))
+    await apply(proxy, table([(f"a{i}", addr) for i, (_, addr) in enumerate(ups)]))
     assert proxy.route_active("web")
     seen = collections.Counter([(await get(client, proxy))[1] for _ in range(300)])
     assert seen == {"r0": 100, "r1": 100, "r2": 100}
@@ -196,7 +212,7 @@ async def test_round_robin_is_even(proxy: Proxy, client: aiohttp.ClientSession, 
 async def test_least_conn_prefers_the_idle_replica(proxy: Proxy, client: aiohttp.ClientSession,
                                                    upstreams: Start) -> None:
     (busy, busy_addr), (idle, idle_addr) = await upstreams("busy"), await upstreams("idle")
-    proxy.set_routes(table([("a-busy", busy_addr), ("a-idle", idle_addr)], strategy="least_conn"))
+    await apply(proxy, table([("a-busy", busy_addr), ("a-idle", idle_addr)], strategy="least_conn"))
     held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
     for _ in range(100):  # the two held requests went one to each replica; free the idle one's
         if busy.holding + idle.holding == 2:
@@ -231,7 +247,7 @@ async def test_route_strategy_defaults_to_the_config(upstreams: Start) -> None:
 async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     ups = [await upstreams(f"s{i}") for i in range(4)] + [await upstreams("canary")]
     eps = [(f"a{i}", addr, name == "canary") for i, (name, addr) in enumerate((u.name, a) for u, a in ups)]
-    proxy.set_routes(table(eps, canary_weight=0.2))
+    await apply(proxy, table(eps, canary_weight=0.2))
     results = await asyncio.gather(*(get(client, proxy) for _ in range(1000)))
     seen = collections.Counter(body for _, body in results)
     assert sum(seen.values()) == 1000
@@ -239,13 +255,13 @@ async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSessio
     for i in range(4):  # the stable ones share the rest evenly
         assert abs(seen[f"s{i}"] - 200) <= 5, seen
     # Without a weight, the canaries get their share of the endpoints: 1 of 5.
-    proxy.set_routes(table(eps))
+    await apply(proxy, table(eps))
     seen = collections.Counter([(await get(client, proxy))[1] for _ in range(500)])
     assert seen["canary"] == 100, seen
     # Weight 0: never; and a canary alone still serves (better than a 503).
-    proxy.set_routes(table(eps, canary_weight=0.0))
+    await apply(proxy, table(eps, canary_weight=0.0))
     assert "canary" not in {(await get(client, proxy))[1] for _ in range(50)}
-    proxy.set_routes(table([eps[-1]], canary_weight=0.0))
+    await apply(proxy, table([eps[-1]], canary_weight=0.0))
     assert await get(client, proxy) == (200, "canary")
 
 
@@ -255,7 +271,7 @@ async def test_canary_gets_its_weight(proxy: Proxy, client: aiohttp.ClientSessio
 async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.ClientSession,
                                                 upstreams: Start) -> None:
     _, addr = await upstreams("h")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     headers = {"Host": "Web.Example.com:8080", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https",
                "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "X-Kept": "yes",
                "Proxy-Authorization": "Basic abc"}
@@ -278,7 +294,7 @@ async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.Cl
 
 async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     up, addr = await upstreams("b")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     payload = os.urandom(3 * 2**20)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -301,7 +317,7 @@ async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSessi
 
 async def test_head_204_and_upstream_5xx(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("x")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     async with client.head(url(proxy, "/"), headers={"Host": DOMAIN}) as resp:
         assert resp.status == 200 and resp.headers["Content-Length"] == "1"
     async with client.get(url(proxy, "/nothing"), headers={"Host": DOMAIN}) as resp:
@@ -312,14 +328,14 @@ async def test_head_204_and_upstream_5xx(proxy: Proxy, client: aiohttp.ClientSes
 
 async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("w")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}, protocols=("echo.v1",)) as ws:
         assert ws.protocol == "echo.v1"
         await ws.send_str("hello")
         assert (await ws.receive(timeout=2)).data == "w:hello"
         await ws.send_bytes(b"abc")
         assert (await ws.receive(timeout=2)).data == b"cba"
-        assert proxy.stats()["web"]["active"] == 1
+        await until(lambda: proxy.stats()["web"]["active"] == 1)
         await ws.send_str("close")  # the upstream closes: the client sees its code
         msg = await ws.receive(timeout=2)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4001
@@ -339,6 +355,30 @@ async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstr
     assert proxy.endpoints["a1"].active == 0
 
 
+async def test_replica_changes_use_the_runtime_api_and_keep_open_connections(
+        proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    """Replicas added, reweighted and removed are applied to the running worker (no new HAProxy
+    process): a WebSocket open through it, even to the removed replica, keeps working; a service
+    added is a reload."""
+    (_, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
+    await apply(proxy, table([("a", a_addr)]))
+    workers = await proxy._workers()
+    async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}) as ws:
+        await apply(proxy, table([("a", a_addr), ("b", b_addr, True)], canary_weight=0.5))
+        assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"}
+        await apply(proxy, table([("b", b_addr)]))  # "a" leaves: in maintenance, its tunnel stays
+        assert [(await get(client, proxy))[1] for _ in range(4)] == ["b"] * 4
+        await ws.send_str("still there")
+        assert (await ws.receive(timeout=5)).data == "a:still there"
+        assert await proxy._workers() == workers  # the same worker did all of it
+    await until(lambda: not proxy._parked, timeout=15)  # "a" deleted once idle
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))  # and added again at run time
+    assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"} and await proxy._workers() == workers
+    await apply(proxy, {**table([("b", b_addr)]), **table([], service="api", domain="api.example.com")})
+    assert await proxy._workers() != workers  # a new backend: a reload
+    assert [(await get(client, proxy))[1] for _ in range(3)] == ["b"] * 3
+
+
 # -- failures, timeouts, draining ----------------------------------------------------------------------
 
 
@@ -346,22 +386,23 @@ async def test_refused_connections_are_retried_for_any_method(proxy: Proxy, clie
                                                               upstreams: Start) -> None:
     _, addr = await upstreams("live")
     [dead] = free_ports(1)  # nothing listens there
-    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}"), ("live", addr)]))
+    await apply(proxy, table([("dead", f"127.0.0.1:{dead}"), ("live", addr)]))
     for _ in range(10):
         async with client.post(url(proxy, "/upload"), data=b"x" * 10, headers={"Host": DOMAIN}) as resp:
             assert resp.status == 200 and (await resp.json())["size"] == 10
         assert await get(client, proxy) == (200, "live")
     dead_ep = proxy.endpoints["dead"]
-    assert dead_ep.errors == dead_ep.requests == 1  # tried once, then passed over while ejected
+    # Refused once, then marked down (observe layer4): every request was answered by the live one.
+    assert dead_ep.requests == 0 and proxy.endpoints["live"].requests == 20
     assert proxy.stats()["web"]["errors"] == 0  # every request was answered by the live one
-    proxy.set_routes(table([("dead", f"127.0.0.1:{dead}")]))
-    status, body = await get(client, proxy)
-    assert status == 502 and "did not answer" in body
+    await apply(proxy, table([("dead", f"127.0.0.1:{dead}")]))
+    status, body = await get(client, proxy)  # refused again, or already marked down
+    assert (status, json.loads(body)["error"]["code"]) in ((502, "BAD_GATEWAY"), (503, "NO_HEALTHY_REPLICA"))
 
 
 async def test_upstream_timeout_is_504(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     _, addr = await upstreams("slow")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     started = time.monotonic()
     status, body = await get(client, proxy, "/sleep?s=3")
     assert status == 504 and "in time" in body
@@ -371,14 +412,14 @@ async def test_upstream_timeout_is_504(proxy: Proxy, client: aiohttp.ClientSessi
 async def test_removed_endpoint_drains_in_flight_requests(proxy: Proxy, client: aiohttp.ClientSession,
                                                           upstreams: Start) -> None:
     (old, old_addr), (_, new_addr) = await upstreams("old"), await upstreams("new")
-    proxy.set_routes(table([("old", old_addr)]))
+    await apply(proxy, table([("old", old_addr)]))
     slow = asyncio.create_task(get(client, proxy, "/hold"))
     for _ in range(100):
         if old.holding:
             break
         await asyncio.sleep(0.02)
     assert old.holding == 1
-    proxy.set_routes(table([("new", new_addr)]))
+    await apply(proxy, table([("new", new_addr)]))
     drained = asyncio.create_task(proxy.drain("old"))
     results = [await get(client, proxy) for _ in range(10)]
     assert results == [(200, "new")] * 10 and old.hits == 1
@@ -393,7 +434,7 @@ async def test_removed_endpoint_drains_in_flight_requests(proxy: Proxy, client: 
 async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client: aiohttp.ClientSession,
                                                            upstreams: Start) -> None:
     (a, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
-    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))
     held = [asyncio.create_task(get(client, proxy, "/hold")) for _ in range(2)]
     for _ in range(100):
         if a.holding:
@@ -402,7 +443,7 @@ async def test_drain_fences_and_gives_up_after_its_timeout(proxy: Proxy, client:
     # The route still lists "a", but a replica being stopped gets no new request.
     assert await proxy.drain("a", timeout=0.2) is False
     assert [(await get(client, proxy))[1] for _ in range(6)] == ["b"] * 6
-    proxy.set_routes(table([("a", a_addr), ("b", b_addr)]))  # a lagging table does not un-fence it
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))  # a lagging table does not un-fence it
     assert (await get(client, proxy))[1] == "b"
     a.gate.set()
     for task in held:
@@ -419,7 +460,7 @@ async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 
 async def test_a_client_that_goes_away_frees_its_slot(proxy: Proxy, upstreams: Start) -> None:
     up, addr = await upstreams("h")
-    proxy.set_routes(table([("a1", addr)]))
+    await apply(proxy, table([("a1", addr)]))
     ep = proxy.endpoints["a1"]
 
     def idle() -> bool:
@@ -478,7 +519,7 @@ async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Pro
     try:
         for port in ports:
             await _wait_port(port)
-        proxy.set_routes(table([(f"u{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)]))
+        await apply(proxy, table([(f"u{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)]))
         outcomes: list[tuple[str, int, str]] = []
         stop_at = time.monotonic() + 3.0
 
@@ -514,18 +555,58 @@ async def test_killed_upstream_mid_load_loses_only_in_flight_requests(proxy: Pro
     assert after and all(body.startswith("u1") for body in after)
 
 
+async def test_route_changes_under_load_drop_nothing_and_are_live_within_a_second(
+        proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    ups = [await upstreams(f"r{i}") for i in range(3)]
+    await apply(proxy, table([("a0", ups[0][1])]))
+    outcomes: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                outcomes.append(await get(client, proxy))
+            except aiohttp.ClientError as exc:
+                outcomes.append((0, repr(exc)))
+
+    workers = [asyncio.create_task(worker()) for _ in range(8)]
+    live_after: list[float] = []
+    try:
+        # A rolling update: add the next replica, then remove the previous one (drained first).
+        for i in range(1, 3):
+            started = time.monotonic()
+            proxy.set_routes(table([(f"a{i - 1}", ups[i - 1][1]), (f"a{i}", ups[i][1])]))
+            assert await proxy.settled()
+            live_after.append(time.monotonic() - started)
+            await until(lambda i=i: any(body == f"r{i}" for _, body in outcomes[-20:]))
+            proxy.set_routes(table([(f"a{i}", ups[i][1])]))
+            assert await proxy.drain(f"a{i - 1}")
+            mark = len(outcomes)
+            await until(lambda mark=mark: len(outcomes) > mark + 20)
+            assert all(body == f"r{i}" for _, body in outcomes[mark + 8:]), outcomes[mark:][:20]
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    failures = [o for o in outcomes if o[0] != 200]
+    print(f"{len(outcomes)} requests, route changes live after {[round(t, 3) for t in live_after]} s")
+    assert len(outcomes) > 100 and not failures, failures[:5]
+
+
 # -- statistics -------------------------------------------------------------------------------------------
 
 
 async def test_stats_counters_and_histogram(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     (_, a), (_, b) = await upstreams("a"), await upstreams("b")
-    proxy.set_routes({**table([("a", a), ("b", b)]), **table([], service="api", domain="api.example.com")})
+    await apply(proxy, {**table([("a", a), ("b", b)]), **table([], service="api", domain="api.example.com")})
     for _ in range(10):
         assert (await get(client, proxy))[0] == 200
     assert (await get(client, proxy, "/fail"))[0] == 500
     assert (await get(client, proxy, "/sleep?s=0.03"))[0] == 200
     assert (await get(client, proxy, host="api.example.com"))[0] == 503
     assert (await get(client, proxy, host="other.example.com"))[0] == 404
+    # `active` is polled (POLL_S): a reading taken during the last request may still count it.
+    await until(lambda: proxy.stats()["web"]["requests"] == 12 and proxy.stats()["api"]["requests"] == 1
+                and proxy.stats()["web"]["active"] == 0 and all(e.active == 0 for e in proxy.endpoints.values()))
     stats = proxy.stats()
     web_stats = stats["web"]
     assert web_stats["requests"] == 12 and web_stats["errors"] == 1 and web_stats["active"] == 0
@@ -541,7 +622,7 @@ async def test_stats_counters_and_histogram(proxy: Proxy, client: aiohttp.Client
     assert proxy.route_active("web") and not proxy.route_active("api") and not proxy.route_active("nope")
     # The busiest replicas only, when capped; counters survive the replica leaving the table.
     assert len(proxy.stats(max_replicas=1)["web"]["replicas"]) == 1
-    proxy.set_routes(table([("b", b)]))
+    await apply(proxy, table([("b", b)]))
     assert set(proxy.stats()["web"]["replicas"]) == {"a", "b"}
     await proxy.stop()
     assert not proxy.route_active("web")
@@ -556,3 +637,44 @@ async def test_malformed_routes_are_skipped(upstreams: Start) -> None:
     assert set(p.routes) == {DOMAIN}
     p.set_routes(table([("v6", "::1:20000")]))
     assert p.endpoints["v6"].url == "http://[::1]:20000"
+
+
+def test_sampled_log_lines_carry_their_weight() -> None:
+    """Above hc.LOG_LINES_PER_S requests/s HAProxy logs a sample of the successful answers, each line with
+    the rate it was sampled at; every 5xx is logged and counts once. No HAProxy needed: lines are fed."""
+    p = Proxy(ProxyConfig(listen="127.0.0.1:1"))
+    p.set_routes(table([("a", "127.0.0.1:2")]))
+    for line in (b"svc_web a 200 3 0 -",      # not sampled (HAProxy's own answers carry no rate)
+                 b"svc_web a 200 3 0 %d" % (hc.LOG_LINES_PER_S - 1),  # under the threshold: logged whole
+                 b"svc_web a 200 30 0 %d" % (hc.LOG_LINES_PER_S * 5),  # 1 in 5 logged: stands for 5
+                 b"svc_web a 503 3 0 %d" % (hc.LOG_LINES_PER_S * 5),  # errors are never sampled
+                 b"svc_web a 200 3 0 99999999999",  # an absurd rate is capped, not trusted
+                 b"svc_web a 200 x 0 -", b"svc_other a 200 3 0 -", b"not a log line", b"\xff\xfe"):
+        p.record_log_line(line)
+    web_stats = p.stats()["web"]
+    capped = round(MAX_LOG_RATE / hc.LOG_LINES_PER_S)
+    assert web_stats["errors"] == 1 and web_stats["requests"] == 1 + 1 + 5 + 1 + capped
+    assert web_stats["latency_buckets"][-1] == web_stats["requests"]
+    assert web_stats["latency_buckets"][LATENCY_BUCKETS_MS.index(25)] == 3 + capped  # the 30 ms ones are above
+    assert web_stats["replicas"]["a"] == {"requests": 8 + capped, "errors": 1, "active": 0}
+
+
+async def test_counts_stay_close_when_logging_is_sampled(proxy: Proxy, upstreams: Start) -> None:
+    """Under more load than hc.LOG_LINES_PER_S the counts are estimated from the sample: close to the truth."""
+    up, addr = await upstreams("s")
+    await apply(proxy, table([("a1", addr)]))
+    sent = 0
+    deadline = time.monotonic() + 4.0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+        async def worker() -> None:
+            nonlocal sent
+            while time.monotonic() < deadline:
+                async with session.get(url(proxy), headers={"Host": DOMAIN}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+                sent += 1
+        await asyncio.gather(*(worker() for _ in range(16)))
+    await asyncio.sleep(0.5)
+    counted = proxy.stats()["web"]["requests"]
+    print(f"{sent} requests in 4 s, counted {counted}")
+    assert up.hits == sent and abs(counted - sent) <= max(0.25 * sent, 60), (counted, sent)
