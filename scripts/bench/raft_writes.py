@@ -192,6 +192,13 @@ def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(ordered[(len(ordered) - 1) // 2])
     out["rounds"] = [r["writes_per_s"] for r in runs]
     out["errors"] = sum(r["errors"] for r in runs)
+    codes: dict[str, int] = {}
+    for r in runs:
+        for code, n in (r.get("error_codes") or {}).items():
+            codes[code] = codes.get(code, 0) + n
+    out.pop("error_codes", None)
+    if codes:
+        out["error_codes"] = codes  # of every round (a 401 after a 307: the leader changed under the load)
     if any("leader_stable" in r for r in runs):
         out["leader_stable"] = all(r.get("leader_stable", True) for r in runs)
     return out
