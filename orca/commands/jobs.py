@@ -22,7 +22,6 @@ from orca.commands.specfile import load_services
 
 __all__ = ["add_parsers", "exit_code_of"]
 
-
 _POLL_S = 0.5
 
 
