@@ -26,8 +26,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _log_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The logging flags given (orca.logging_setup: flags over ORCA_LOG_* over the config's [log])."""
-    return {"log_level": args.log_level, "log_format": args.log_format, "access_log": args.access_log}
+    """The logging flags given, and only those (orca.logging_setup: flags over ORCA_LOG_* over the
+    config's [log])."""
+    given = {"log_level": args.log_level, "log_format": args.log_format, "access_log": args.access_log}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:

@@ -240,7 +240,7 @@ async def test_master_filters_agent_lines_by_time(aiohttp_server: Any) -> None:
 
 def test_log_flags_reach_the_server_agent_and_join(monkeypatch: pytest.MonkeyPatch) -> None:
     """--log-level/--log-format/--access-log go to orca.logging_setup (flags over ORCA_LOG_* over [log]);
-    not given, they are None so the environment and the config decide."""
+    not given, they are not passed, so the environment and the config decide."""
     from orca.agent import main as agent_main
     from orca.master import main as master_main
 
@@ -251,9 +251,9 @@ def test_log_flags_reach_the_server_agent_and_join(monkeypatch: pytest.MonkeyPat
     assert main(["server", "--config", "m.toml", "--log-level", "DEBUG", "--log-format", "json", "--access-log"]) == 0
     assert seen[-1] == ("m.toml", {"log_level": "debug", "log_format": "json", "access_log": True})
     assert main(["agent", "--config", "a.toml", "--no-access-log"]) == 0
-    assert seen[-1] == ("a.toml", {"log_level": None, "log_format": None, "access_log": False})
+    assert seen[-1] == ("a.toml", {"access_log": False})
     assert main(["join", "http://127.0.0.1:6880", "--token-file", "t", "--log-level", "warning"]) == 0
-    assert seen[-1] == ("t", {"log_level": "warning", "log_format": None, "access_log": None})
+    assert seen[-1] == ("t", {"log_level": "warning"})
     assert main(["server", "--config", "m.toml", "--log-format", "xml"]) == 2
 
 
