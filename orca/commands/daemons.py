@@ -11,37 +11,17 @@ from orca.commands.common import UsageError
 
 __all__ = ["add_parsers", "cmd_server", "cmd_agent", "cmd_join"]
 
-
 def cmd_server(args: argparse.Namespace) -> int:
     # Imported here: the CLI must start (and `orca status` work) without loading the master.
     from orca.master.main import run_server
 
-    return int(run_server(args.config, **_log_settings(args)))
+    return int(run_server(args.config))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from orca.agent.main import run_agent  # lazy: the CLI must not load Docker and the agent to print status
 
-    return int(run_agent(args.config, **_log_settings(args)))
-
-
-def _log_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The logging flags given, and only those (orca.logging_setup: flags over ORCA_LOG_* over the
-    config's [log])."""
-    given = {"log_level": args.log_level, "log_format": args.log_format, "access_log": args.access_log}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _log_options(parser: argparse.ArgumentParser) -> None:
-    from orca.config import LOG_FORMATS, LOG_LEVELS
-
-    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
-                        help="how much to log (default: ORCA_LOG_LEVEL, else the config's [log], else info)")
-    parser.add_argument("--log-format", choices=LOG_FORMATS, type=str.lower,
-                        help="text lines, or one JSON object a line (default: ORCA_LOG_FORMAT, else the config, "
-                             "else text)")
-    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
-                        help="log every API request (method, path without its query, status, time; never a header)")
+    return int(run_agent(args.config))
 
 
 def _labels(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -79,7 +59,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         write_private(Path(token_file), join_token.strip().encode() + b"\n")
     if token_file is None:
         raise UsageError("orca join needs --token TOKEN or --token-file FILE")
-    return int(run_join(list(args.masters), token_file, **overrides, **_log_settings(args)))
+    return int(run_join(list(args.masters), token_file, **overrides))
 
 
 def _default_agent_id() -> str:
@@ -92,11 +72,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
                 verb: Callable[..., argparse.ArgumentParser]) -> None:
     p = verb(verbs, "server", cmd_server, "run a master")
     p.add_argument("--config", required=True, metavar="FILE", help="master TOML config")
-    _log_options(p)
 
     p = verb(verbs, "agent", cmd_agent, "run a worker agent from its config file")
     p.add_argument("--config", required=True, metavar="FILE", help="agent TOML config ([agent] table)")
-    _log_options(p)
 
     p = verb(verbs, "join", cmd_join, "run a worker agent that joins the given masters (no config file); "
              "--token ORCAJOIN-2-... or --token-file F")
@@ -108,4 +86,3 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser,
     p.add_argument("--status-listen", metavar="HOST:PORT", help="the local status API")
     p.add_argument("--data-dir", metavar="DIR", help="default ./data/<id>")
     p.add_argument("--label", action="append", metavar="K=V", help="a node label (repeatable)")
-    _log_options(p)

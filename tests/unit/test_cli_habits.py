@@ -235,28 +235,6 @@ async def test_master_filters_agent_lines_by_time(aiohttp_server: Any) -> None:
     assert (await collect(timestamps=True))[0] == b"[web.0 a1] 2026-12-01T09:00:00.000000001Z old\n"
 
 
-# ---------------------------------------------------------------------- server/agent/join log flags
-
-
-def test_log_flags_reach_the_server_agent_and_join(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--log-level/--log-format/--access-log go to orca.logging_setup (flags over ORCA_LOG_* over [log]);
-    not given, they are not passed, so the environment and the config decide."""
-    from orca.agent import main as agent_main
-    from orca.master import main as master_main
-
-    seen: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(master_main, "run_server", lambda path, **kw: seen.append((path, kw)) or 0)
-    monkeypatch.setattr(agent_main, "run_agent", lambda path, **kw: seen.append((path, kw)) or 0)
-    monkeypatch.setattr(agent_main, "run_join", lambda urls, token, **kw: seen.append((token, kw)) or 0)
-    assert main(["server", "--config", "m.toml", "--log-level", "DEBUG", "--log-format", "json", "--access-log"]) == 0
-    assert seen[-1] == ("m.toml", {"log_level": "debug", "log_format": "json", "access_log": True})
-    assert main(["agent", "--config", "a.toml", "--no-access-log"]) == 0
-    assert seen[-1] == ("a.toml", {"access_log": False})
-    assert main(["join", "http://127.0.0.1:6880", "--token-file", "t", "--log-level", "warning"]) == 0
-    assert seen[-1] == ("t", {"log_level": "warning"})
-    assert main(["server", "--config", "m.toml", "--log-format", "xml"]) == 2
-
-
 # ---------------------------------------------------------------------- version, completion, hints
 
 
