@@ -11,7 +11,6 @@ from orca.commands.common import UsageError
 
 __all__ = ["add_parsers", "cmd_server", "cmd_agent", "cmd_join"]
 
-
 def cmd_server(args: argparse.Namespace) -> int:
     # Imported here: the CLI must start (and `orca status` work) without loading the master.
     from orca.master.main import run_server

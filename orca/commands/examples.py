@@ -11,8 +11,7 @@ import argparse
 __all__ = ["EXAMPLES", "attach"]
 
 EXAMPLES: dict[str, list[str]] = {
-    "server": ["orca server --config master-1.toml",
-               "orca server --config master-1.toml --log-format json --log-level debug --access-log"],
+    "server": ["orca server --config master-1.toml"],
     "agent": ["orca agent --config worker-1.toml"],
     "join": ["orca join --token ORCAJOIN-2-... https://10.0.0.1:6880 --id worker-2 --label zone=b"],
     "token create": ["orca token create --role deployer --name ci --project shop",

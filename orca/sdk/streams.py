@@ -100,8 +100,12 @@ def _receive(ws: ClientConnection, idle_s: float | None) -> str | bytes | None:
 class StreamsMixin(Transport):
     """Log, event and metrics streams of a client."""
 
-    def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[str]:
+    def logs(self, name: str, tail: int = 100, follow: bool = False, *, since: str | None = None,
+             timestamps: bool = False) -> Iterator[str]:
         """The service's log lines (without their newline), each prefixed `[svc.index allocid] `.
+
+        `since` keeps the lines Docker stamped from that time on (a relative age like `10m`, an ISO-8601
+        time, or Unix seconds; the master filters), `timestamps` puts each line's stamp after the prefix.
 
         A generator that yields every line as it arrives, so with `follow=True` it runs until the
         caller stops iterating (close the generator, or break out of the loop) or the stream ends. Any
@@ -109,8 +113,12 @@ class StreamsMixin(Transport):
         is used. The socket has no read timeout while following (a quiet service sends nothing for
         minutes); without `follow` a pause of max(timeout, 30 s) ends the stream with an error.
         """
-        target = f"/api/v1/services/{quote(name, safe='')}/logs?" + urlencode(
-            {"tail": int(tail), "follow": query_value(bool(follow))})
+        query = {"tail": int(tail), "follow": query_value(bool(follow))}
+        if since:
+            query["since"] = str(since)
+        if timestamps:
+            query["timestamps"] = "true"
+        target = f"/api/v1/services/{quote(name, safe='')}/logs?" + urlencode(query)
         headers = self.headers("text/plain")
         # Connect before the first `next()` returns anything: errors surface on the first iteration.
         conn, resp = self._open_stream(target, headers, None if follow else max(self.timeout, 30.0))

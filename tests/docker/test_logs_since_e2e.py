@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from e2e_helpers import IMAGE, converged, stack_fixture, wait_for
 
+from orca.cli import main
 from orca.client import Client
 from orca.devcluster import LocalCluster
 from orca.master.api_workers import split_stamp
@@ -22,7 +23,8 @@ def _logs(client: Client, **params: object) -> list[str]:
     return [line for line in str(text).splitlines() if line]
 
 
-def test_logs_since_and_timestamps(stack: tuple[LocalCluster, Client, list[str]]) -> None:
+def test_logs_since_and_timestamps(stack: tuple[LocalCluster, Client, list[str]], monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     cluster, client, _ = stack
     client.deploy([{"name": "clock", "image": IMAGE, "replicas": 1,
                     "command": ["sh", "-c", "echo early; sleep 3; echo late; exec sleep 1000"],
@@ -47,4 +49,12 @@ def test_logs_since_and_timestamps(stack: tuple[LocalCluster, Client, list[str]]
     assert [line.split("] ", 1)[1] for line in _logs(client, since=middle)] == ["late"]
     assert len(_logs(client, since="1h")) == 2
     assert _logs(client, since="2999-01-01T00:00:00Z") == []
+
+    # The same through the CLI and the SDK.
+    monkeypatch.setenv("ORCA_API", ",".join(m.url for m in cluster.masters))
+    monkeypatch.setenv("ORCA_TOKEN", cluster.token())
+    capsys.readouterr()
+    assert main(["logs", "clock", "--since", middle, "--timestamps"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith(" late") and split_stamp(line.split("] ", 1)[1].encode())[0] == late
     client.stop("clock", purge=True)

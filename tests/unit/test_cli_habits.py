@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from orca.client import ApiError
 from orca.commands.common import next_step
 from orca.master.api_workers import log_lines, split_stamp
 from tests.unit.test_cli import FakeClient, fake  # noqa: F401 - fixture
+from tests.unit.test_client import FakeMaster, _client, masters  # noqa: F401 - fixture
 
 SERVICES = [{"name": "web", "project": "shop", "status": "running", "replicas": 2, "running_replicas": 2,
              "healthy_replicas": 2, "image": "nginx", "version": 3, "domain": "web.example", "rollout": None,
@@ -171,6 +172,17 @@ def test_logs_since_and_timestamps_reach_the_client(fake: type[FakeClient]) -> N
     assert main(["logs", "web", "--since", "soon"]) == 2
 
 
+def test_sdk_logs_sends_since_and_timestamps(masters: Callable[[], FakeMaster]) -> None:  # noqa: F811
+    m = masters()
+    m.handler = lambda seen: (200, {"Content-Type": "text/plain; charset=utf-8"}, iter([b"[web.0 a1] x\n"]))
+    with _client(m.url) as client:
+        assert list(client.logs("web", tail=7, since="2026-12-01T10:00:00+01:00", timestamps=True)) == ["[web.0 a1] x"]
+        assert list(client.logs("web")) == ["[web.0 a1] x"]
+    assert m.seen[0].path == ("/api/v1/services/web/logs?tail=7&follow=false&since=2026-12-01T10%3A00%3A00%2B01%3A00"
+                              "&timestamps=true")
+    assert m.seen[1].path == "/api/v1/services/web/logs?tail=100&follow=false"
+
+
 def test_split_stamp_reads_dockers_rfc3339_nano() -> None:
     when, stamp, rest = split_stamp(b"2026-12-01T10:00:00.123456789Z hello world\n")
     assert when == pytest.approx(1796119200.123456) and stamp == b"2026-12-01T10:00:00.123456789Z "
@@ -235,7 +247,7 @@ def test_log_flags_reach_the_server_agent_and_join(monkeypatch: pytest.MonkeyPat
     seen: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(master_main, "run_server", lambda path, **kw: seen.append((path, kw)) or 0)
     monkeypatch.setattr(agent_main, "run_agent", lambda path, **kw: seen.append((path, kw)) or 0)
-    monkeypatch.setattr(agent_main, "run_join", lambda masters, token, **kw: seen.append((token, kw)) or 0)
+    monkeypatch.setattr(agent_main, "run_join", lambda _masters, token, **kw: seen.append((token, kw)) or 0)
     assert main(["server", "--config", "m.toml", "--log-level", "DEBUG", "--log-format", "json", "--access-log"]) == 0
     assert seen[-1] == ("m.toml", {"log_level": "debug", "log_format": "json", "access_log": True})
     assert main(["agent", "--config", "a.toml", "--no-access-log"]) == 0
