@@ -94,6 +94,7 @@ def test_a_master_added_to_a_tls_cluster_serves_with_the_cluster_ca(tmp_path) ->
         new = c.new_master("master-4")
         assert new.url.startswith("https://")
         c.start([new])
+        c.masters.append(new)  # reaped with the others when the cluster is left
         status, _, body = raw("POST", leader.url + PATH, token=c.token(), cafile=ca,
                               body={"id": "master-4", "raft": f"127.0.0.1:{new.raft_port}", "api": new.url})
         assert status == 200 and body["added"] is True, body
