@@ -20,6 +20,7 @@ EXAMPLES: dict[str, list[str]] = {
     "token revoke": ["orca token revoke 3f2a9c --yes"],
     "deploy": ["orca deploy -f examples/web.json", "orca deploy -f shop/ --timeout 300",
                "orca deploy -f web.toml --detach -o json"],
+    "validate": ["orca validate -f examples/shop.toml", "orca validate -f web.json -o json"],
     "promote": ["orca promote web --wait"],
     "rollback": ["orca rollback web --wait --timeout 300"],
     "status": ["orca status", "orca status --project shop -o wide", "orca status -q | xargs -n1 orca ps"],
