@@ -50,6 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orca import logging_setup
 from orca.agent import haproxy_config as hc
 from orca.agent.haproxy_config import hostname
 from orca.config import ProxyConfig, parse_host_port
@@ -346,6 +347,8 @@ class Proxy:
         if stats is None:
             return
         stats.record(status, float(ms), weight)
+        # The access log sees what the stats see: every line below the sampling rate, every 5xx.
+        logging_setup.proxy_access(service, parts[1], status, ms / 1000.0)
         ep = self.endpoints.get(parts[1])
         if ep is not None and ep.service == service:
             ep.requests += weight
