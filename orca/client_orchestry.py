@@ -31,7 +31,7 @@ def _options(**values: Any) -> dict[str, Any] | None:
 
 
 class OrchestryMixin:
-    """Orchestry's application API; see README "Orchestry" for how apps map onto services."""
+    """Orchestry's application API; see docs/compat-apis.md for how apps map onto services."""
 
     def register_app(self: _Requester, spec: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         """Register an App document (`apiVersion`, `kind`, `metadata`, `spec`, `scaling`); it runs nothing yet."""
