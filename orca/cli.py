@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from orca import __version__
+from orca import __version__, cli_ui
 from orca.client import ApiError, Client, is_converged
 from orca.errors import OrcaError
 from orca.sdk import config as client_config
@@ -661,6 +661,41 @@ def cmd_cluster_leader(args: argparse.Namespace) -> int:
     return 0
 
 
+def members_text(result: dict[str, Any]) -> str:
+    rows = []
+    for m in result.get("members", []):
+        note = "" if m.get("in_raft") and m.get("listed") else (" (not in Raft yet)" if m.get("listed")
+                                                                 else " (not listed)")
+        contact = m.get("last_contact_s")
+        rows.append([m.get("id"), m.get("raft"), m.get("api"), f"{m.get('role')}{note}",
+                     "-" if contact is None else f"{contact:.2f}s ago", "-" if m.get("lag") is None else m["lag"]])
+    return format_table(["ID", "RAFT", "API", "ROLE", "LAST CONTACT", "LAG"], rows)
+
+
+def cmd_cluster_members(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.members()
+    _emit(args, result, lambda: members_text(result), sys.stdout)
+    return 0
+
+
+def cmd_cluster_add_master(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.add_master(args.id, args.raft, args.master_api)
+    _emit(args, result, lambda: (f"added master {args.id} (raft {args.raft}, api {args.master_api}) in "
+                                 f"{result['seconds']} s"
+                                 if result.get("added") else f"{args.id} is already a member"), sys.stdout)
+    return 0
+
+
+def cmd_cluster_remove_master(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.remove_master(args.id)
+    _emit(args, result, lambda: f"removed master {args.id} ({result.get('raft')}); stop its process now",
+          sys.stdout)
+    return 0
+
+
 def cmd_cluster_join_token(args: argparse.Namespace) -> int:
     if args.ttl is not None and args.ttl < 0:
         raise UsageError("--ttl must be a number of seconds (0: no expiry)")
@@ -930,6 +965,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
     deadline_s: float | int = int(args.deadline) if float(args.deadline).is_integer() else args.deadline
     with _client(args) as client:
         result = client.drain(args.node, deadline_s, args.force)
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
         _emit(args, result, lambda: (f"draining {args.node} (deadline {fmt_duration(args.deadline)}"
                                      + (", force" if args.force else "") + ")"), sys.stdout)
         if args.detach:
@@ -1333,11 +1370,12 @@ def cmd_webhooks_remove(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
+def _global_options(parser: argparse.ArgumentParser, api: bool = True) -> None:
     # SUPPRESS: the verb's copy only overrides the top-level one when actually given.
-    parser.add_argument("--api", default=argparse.SUPPRESS,
-                        help="master API URL(s), comma-separated (else env ORCA_API, else the context's "
-                             f"endpoints, else {DEFAULT_API})")
+    if api:
+        parser.add_argument("--api", default=argparse.SUPPRESS,
+                            help="master API URL(s), comma-separated (else env ORCA_API, else the context's "
+                                 f"endpoints, else {DEFAULT_API})")
     parser.add_argument("--token", default=argparse.SUPPRESS,
                         help="bearer token (else env ORCA_TOKEN, else the context's token file, else ~/.orca/token)")
     parser.add_argument("--context", default=argparse.SUPPRESS, metavar="NAME",
@@ -1353,6 +1391,8 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
+    common_no_api = argparse.ArgumentParser(add_help=False)  # for `cluster add-master`, whose --api is the new one
+    _global_options(common_no_api, api=False)
     parser = argparse.ArgumentParser(prog="orca", description="A Raft-clustered container orchestrator.")
     parser.add_argument("--version", action="version", version=f"orca {__version__}")
     _global_options(parser)
@@ -1415,7 +1455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(verbs, "stop", cmd_stop, "stop a service (orca stop NAME [--purge]), a project "
              "(orca stop --project P) or everything (orca stop --all, admin)")
     p.add_argument("name", nargs="?")
-    p.add_argument("--purge", action="store_true", help="also forget the service's config")
+    p.add_argument("--purge", action="store_true",
+                   help="also forget the service's config and remove its named volumes")
     p.add_argument("--project", help="stop every service of this project")
     p.add_argument("--all", action="store_true", help="stop every service of the cluster")
 
@@ -1438,10 +1479,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", metavar="NODE")
     p.add_argument("--deadline", type=_duration_arg, default=300.0, metavar="DURATION",
                    help="stop whatever is still there after this long: 90, 90s, 5m, 1h (default 5m)")
-    p.add_argument("--force", action="store_true", help="stop the replicas at once instead of migrating first")
+    p.add_argument("--force", action="store_true", help="stop the replicas at once instead of migrating first; "
+                   "needed for a node holding named volumes (their replicas restart elsewhere on EMPTY volumes)")
     p.add_argument("--detach", action="store_true", help="return at once, do not watch the drain")
     p.add_argument("--timeout", type=_duration_arg, metavar="DURATION",
                    help="how long to watch before exit 1 (default: the deadline + 60s)")
+
+    from orca.cli_volumes import add_volume_verbs
+    add_volume_verbs(verbs, verb, _client, _emit, parents=[common])
+    from orca.cli_jobs import add_job_verbs
+    add_job_verbs(verbs, verb, _client, load_services, UsageError)
 
     p = verb(verbs, "undrain", cmd_undrain, "make a drained or draining node eligible again (admin)")
     p.add_argument("node", metavar="NODE")
@@ -1530,11 +1577,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(hooks, "remove", cmd_webhooks_remove, "remove a webhook")
     p.add_argument("id", metavar="ID")
 
+    cli_ui.add_arguments(verb(verbs, "ui", cli_ui.cmd_ui, "open the web console in a browser, signed in"))
+
     p = verbs.add_parser("cluster", parents=[common], help="masters, leader and nodes")
     cluster = p.add_subparsers(dest="cluster_verb", metavar="ACTION", required=True)
     verb(cluster, "info", cmd_cluster_info, "masters, leader, term, commit index and nodes")
     verb(cluster, "leader", cmd_cluster_leader, "the current leader")
     verb(cluster, "status", cmd_cluster_status, "cluster status (Orchestry-compatible JSON)")
+    verb(cluster, "members", cmd_cluster_members, "the masters: id, Raft and API address, role, last contact, lag")
+    # Here --api names the new master (as `add-master ID --raft HOST:PORT --api URL` reads); the cluster
+    # to talk to comes from ORCA_API or `orca --api URL cluster add-master ...`.
+    help_add = "add a running master (started with the current members as its raft.peers); one change at a time"
+    p = cluster.add_parser("add-master", parents=[common_no_api], help=help_add, description=help_add)
+    p.set_defaults(handler=cmd_cluster_add_master)
+    p.add_argument("id", metavar="ID", help="the new master's [node].id")
+    p.add_argument("--raft", required=True, metavar="HOST:PORT", help="its raft.listen address")
+    p.add_argument("--api", dest="master_api", required=True, metavar="URL",
+                   help="its API URL ([api].advertise); the cluster is reached through ORCA_API or `orca --api`")
+    p = verb(cluster, "remove-master", cmd_cluster_remove_master,
+             "remove a master from the cluster (refused if the rest would lose quorum)")
+    p.add_argument("id", metavar="ID")
     p = verb(cluster, "join-token", cmd_cluster_join_token,
              "mint a one-time join token an agent exchanges for its node credential (prints only the token)")
     p.add_argument("role", choices=["worker"], help="what joins: worker (an agent)")

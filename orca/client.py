@@ -14,7 +14,7 @@ What it does for the caller, and why:
   call and reused on every retry of that call: a write retried across a leader failover is applied once
   and the retry gets the first result back.
 
-Errors: every failure is an `ApiError` carrying the server's envelope (DESIGN §6); a connection that
+Errors: every failure is an `ApiError` carrying the server's envelope; a connection that
 never succeeded becomes `ApiError(status=0, code="UNREACHABLE")`.
 
 Thread-safety: keep-alive connections are kept per thread, so one Client may be shared, though one
@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from orca import __version__
+from orca.client_orchestry import OrchestryMixin
 from orca.sdk.transport import CONNECT_TIMEOUT_S, Endpoints, open_connection, ssl_context
 
 __all__ = ["ApiError", "Client", "MAX_REDIRECTS", "API_PREFIX", "is_converged", "rollout_failure"]
@@ -132,6 +133,8 @@ def is_converged(detail: dict[str, Any]) -> bool:
     canary's replicas at its version, every one running and healthy. A service scaled to 0 (or stopped)
     is done once its containers are gone.
     """
+    if detail.get("kind") == "job":  # a job is where its spec wants it once its run ended (or waits for a tick)
+        return detail.get("status") in ("complete", "failed", "waiting", "stopped")
     replicas = detail.get("replicas") or {}
     desired = int(replicas.get("desired") or 0)
     containers = detail.get("containers") or []
@@ -403,7 +406,7 @@ def _read_body(reader: Any, headers: http.client.HTTPMessage, limit: int = 1 << 
     return b""
 
 
-class Client:
+class Client(OrchestryMixin):
     """A client for one orca cluster; see the module docstring for the retry and redirect contract.
 
     `api` is one master URL, a comma-separated string of them, or a list. `timeout` bounds each socket
@@ -680,6 +683,19 @@ class Client:
     def cluster_status(self) -> dict[str, Any]:
         return self.request("GET", "/api/v1/cluster/status")
 
+    def members(self) -> dict[str, Any]:
+        """The masters as the leader sees them: id, Raft and API address, role, last contact, lag."""
+        return self.request("GET", "/api/v1/cluster/members")
+
+    def add_master(self, node_id: str, raft: str, api: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Add a running master (started with the current members as its peers); returns once committed."""
+        return self.request("POST", "/api/v1/cluster/members", json={"id": node_id, "raft": raft, "api": api},
+                            idempotency_key=idempotency_key)
+
+    def remove_master(self, node_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/cluster/members/{quote(node_id, safe='')}",
+                            idempotency_key=idempotency_key)
+
     def promote(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Make the canary the current version, rolled out to every replica -> `{"name", "version"}`;
         `CONFLICT` (409) when there is no canary."""
@@ -866,6 +882,10 @@ class Client:
         return self.request("DELETE", f"/api/v1/secrets/{quote(key, safe='')}", idempotency_key=idempotency_key)
 
     # ------------------------------------------------------------------ logs
+
+    def run_job(self, name: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Start a new run of a job (`kind = "job"`) -> `{"name", "run"}`."""
+        return self.request("POST", f"/api/v1/services/{quote(name, safe='')}/run", idempotency_key=idempotency_key)
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[str]:
         """The service's log lines (without their newline), each prefixed `[svc.index allocid] `.

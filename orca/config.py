@@ -1,4 +1,4 @@
-"""Strict TOML configuration for masters (DESIGN §2) and agents (DESIGN §12).
+"""Strict TOML configuration for masters and agents.
 
 A loader either returns a fully validated, frozen config or raises `ConfigError`: a process never
 starts with a half-valid config. The error is one line naming the file and the dotted key at fault, so
@@ -68,7 +68,7 @@ class Peer:
 
 @dataclass(frozen=True)
 class RaftTuning:
-    """Optional `[raft.tuning]`. Defaults were measured on this machine (DESIGN §3): with them a kill -9
+    """Optional `[raft.tuning]`. Defaults were measured on this machine: with them a kill -9
     of the leader costs ~0.3 s to the next commit, against ~2 s with PySyncObj's own defaults."""
 
     election_min_s: float = 0.2
@@ -95,7 +95,7 @@ class ApiLimits:
 
 @dataclass(frozen=True)
 class MasterConfig:
-    """A master's validated config (DESIGN §2). Paths are absolute; URLs have no trailing slash."""
+    """A master's validated config. Paths are absolute; URLs have no trailing slash."""
 
     path: str  # the file it came from, as named by the operator
     node_id: str  # [node].id, ^[a-z0-9-]{1,63}$
@@ -149,7 +149,7 @@ class ProxyConfig:
 # kw_only: the documented field order puts required fields (data_dir) after defaulted ones.
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
-    """An agent's validated config (DESIGN §12). Paths are absolute; URLs have no trailing slash."""
+    """An agent's validated config. Paths are absolute; URLs have no trailing slash."""
 
     path: str
     agent_id: str  # [agent].id
@@ -175,6 +175,10 @@ class AgentConfig:
     def tls(self) -> bool:
         """Mutual TLS with the masters: on when they are https."""
         return any(m.startswith("https://") for m in self.masters)
+    # [agent.docker]: host directories a spec's bind mounts may come from (orca.volumes.bind_refusal):
+    # bind_paths read-only only, bind_paths_rw also writable. Empty: no bind mounts on this node.
+    bind_paths: tuple[str, ...] = ()
+    bind_paths_rw: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -654,7 +658,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise agent.error("advertise", f"the masters are https://: expected an https:// URL, got {advertise!r}")
     status_listen = agent.host_port("status_listen", AgentConfig.status_listen)
     status_host, _ = parse_host_port(status_listen)
-    # The status API has no authentication (DESIGN §5): it must never face the network.
+    # The status API has no authentication: it must never face the network.
     if not _is_loopback(status_host):
         raise agent.error("status_listen", f"must be a loopback address, got {status_listen!r}")
     if status_listen == listen:
@@ -672,7 +676,17 @@ def load_agent_config(path: str | Path) -> AgentConfig:
             labels[k] = v
     heartbeat = agent.positive_float("heartbeat_s", AgentConfig.heartbeat_s)
 
-    docker = agent.table("docker", ("publish_address", "host_port_range"), required=False)
+    docker = agent.table("docker", ("publish_address", "host_port_range", "bind_paths", "bind_paths_rw"),
+                         required=False)
+    bind_lists: dict[str, tuple[str, ...]] = {}
+    for key in ("bind_paths", "bind_paths_rw"):
+        entries = docker.array(key, [])
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str) or not entry.startswith("/") or entry.rstrip("/") == "" \
+                    or ".." in entry.split("/") or ":" in entry:
+                raise docker.error(f"{key}[{i}]", f"expected an absolute host directory other than '/', "
+                                                  f"got {_describe(entry)}")
+        bind_lists[key] = tuple(os.path.normpath(e) for e in entries)
     publish = docker.string("publish_address", AgentConfig.publish_address)
     if not _valid_ip(publish):  # Docker's HostIp takes an address, not a name
         raise docker.error("publish_address", f"expected an IP address, got {publish!r}")
@@ -701,5 +715,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
         cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
+        bind_paths=bind_lists["bind_paths"], bind_paths_rw=bind_lists["bind_paths_rw"],
     )
 

@@ -127,6 +127,30 @@ class LocalCluster:
                 + (f"[tls]\nenabled = true\n{self.tls_extra}\n" if self.tls else "")
                 + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))
 
+    def new_master(self, node_id: str) -> MasterProc:
+        """A master to add at runtime (`orca cluster add-master`): fresh ports, the data directory
+        `root/<node_id>`, and a config whose peers are the current `masters`. Neither started nor
+        appended to `masters`: the caller does both once it has added it."""
+        api_port, raft_port = free_ports(2)
+        m = MasterProc(node_id, self.root / f"{node_id}.toml", api_port, raft_port, self.root / f"{node_id}.log",
+                       "https" if self.tls else "http")
+        m.config.write_text(self._config_text(m))
+        return m
+
+    def launch_new_master(self, node_id: str, attempts: int = 3, settle_s: float = 2.0) -> MasterProc:
+        """`new_master` started: on a busy box another process may take a port between `free_ports` and
+        the bind (the master then exits at once), so a master that is gone within `settle_s` is made again
+        on other ports, up to `attempts` times."""
+        for _ in range(attempts):
+            m = self.new_master(node_id)
+            self.start([m])
+            deadline = time.monotonic() + settle_s
+            while m.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if m.alive:
+                return m
+        raise RuntimeError(f"{node_id} did not stay up on {attempts} sets of ports; see {self.root / node_id}.log")
+
     # --- agents -----------------------------------------------------------------------------------
     def add_agent(self, node_id: str, labels: dict[str, str] | None = None, port_base: int | None = None,
                   extra: str = "", token: str | None = None) -> AgentProc:

@@ -34,18 +34,22 @@ Shapes (JSON):
                      "latency_sum_ms": float, "replicas": {alloc_id: {"requests", "errors", "active"}}}
   AllocReport     = {"alloc", "service", "version", "container_id": str|None, "status": ALLOC_STATUSES,
                      "health": HEALTH_STATES|None (None: no health check), "started_at": ISO|None,
-                     "restarts": int, "reason": str|None, "host_port": int|None}
+                     "restarts": int, "reason": str|None, "host_port": int|None,
+                     "exit_code": int|None (optional; the last exit of a stopped container)}
   HeartbeatReply  = {"directive": "continue"|"shutdown", "leader": URL, "orchestrator_time": float,
                      "ca_fingerprint": str, "ca_trusted": [str]}  (the last two on TLS clusters: the CA
                      that signs now and every trusted one; the agent fetches CAs it lacks and renews a
                      certificate the signing CA did not issue)
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
-                     "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node)}
+                     "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node),
+                     "purge_volumes": [{"service", "slot": int, "gen": int}] (optional; volumes to remove,
+                     orca.volumes)}
   RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),
                               "canary_weight": float|None (share of requests for canary endpoints),
                               "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
                     only healthy endpoints of services with a domain that are not `internal`.
-  AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec)}
+  AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec),
+                     "volume_gen": int (optional; present when the spec has named volumes bound to this node)}
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ __all__ = [
 
 HEARTBEAT_MAX_BYTES = 64 * 1024
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)  # +Inf is implied last
-ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped")
+# complete / dead: the container ended for good under its restart policy (orca.jobs); never restarted.
+ALLOC_STATUSES = ("pending", "pulling", "starting", "running", "exited", "failed", "stopped", "complete", "dead")
 HEALTH_STATES = ("healthy", "unhealthy", "starting")
 DIRECTIVES = ("continue", "shutdown")
 
@@ -107,6 +112,7 @@ MAX_PROXY_SERVICES = 1024
 MAX_PROXY_REPLICAS = 1024      # per service (the agent sends at most orca.agent.proxy.MAX_REPLICAS_REPORTED)
 MAX_PCT = 100_000.0            # cpu % is per core: 4096 cores stay below this
 MAX_PORT = 65535
+MAX_PURGES = 1024              # volume removal orders in one push (orca.volumes.TOMBSTONES_KEPT per node)
 
 
 def _str(msg: dict[str, Any], key: str, prefix: str = "") -> str:
@@ -193,7 +199,16 @@ def validate_alloc_report(rep: Any, i: int) -> dict[str, Any]:
             "version": _int(rep, "version", p), "container_id": _opt_str(rep, "container_id", p),
             "status": status, "health": health, "started_at": _opt_str(rep, "started_at", p),
             "restarts": _int(rep, "restarts", p, optional=True) or 0, "reason": _opt_str(rep, "reason", p),
-            "host_port": _int(rep, "host_port", p, optional=True, hi=MAX_PORT)}
+            "host_port": _int(rep, "host_port", p, optional=True, hi=MAX_PORT),
+            "exit_code": _exit_code(rep.get("exit_code"), p)}
+
+
+def _exit_code(value: Any, p: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
+        raise ProtocolError(p + "exit_code", "expected null or a 32-bit integer")
+    return value
 
 
 def validate_container_stats(stats: Any) -> dict[str, dict[str, float | None]]:
@@ -258,16 +273,30 @@ def validate_push(msg: Any) -> dict[str, Any]:
         p = f"allocations[{i}]."
         if not isinstance(a, dict) or not isinstance(a.get("spec"), dict):
             raise ProtocolError(p + "spec", "expected an object")
-        out.append({"id": _str(a, "id", p), "service": _str(a, "service", p), "version": _int(a, "version", p),
-                    "index": _int(a, "index", p, optional=True) or 0, "spec": a["spec"]})
+        item = {"id": _str(a, "id", p), "service": _str(a, "service", p), "version": _int(a, "version", p),
+                "index": _int(a, "index", p, optional=True) or 0, "spec": a["spec"]}
+        gen = _int(a, "volume_gen", p, optional=True)
+        if gen is not None:
+            item["volume_gen"] = gen
+        out.append(item)
     secrets = msg.get("secrets") or {}
     if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
         raise ProtocolError("secrets", "expected a string map")
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    purges = msg.get("purge_volumes") or []
+    if not isinstance(purges, list) or len(purges) > MAX_PURGES:
+        raise ProtocolError("purge_volumes", f"expected a list of at most {MAX_PURGES} entries")
+    purge_out = []
+    for i, item in enumerate(purges):
+        p = f"purge_volumes[{i}]."
+        if not isinstance(item, dict):
+            raise ProtocolError(p[:-1], "expected an object {service, slot, gen}")
+        purge_out.append({"service": _str(item, "service", p), "slot": _int(item, "slot", p),
+                          "gen": _int(item, "gen", p)})
     lineage = msg.get("lineage")
     if lineage is not None and (not isinstance(lineage, str) or not 1 <= len(lineage) <= 64):
         raise ProtocolError("lineage", "expected a string of 1 to 64 characters")
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes, "lineage": lineage}
+            "routes": routes, "lineage": lineage, "purge_volumes": purge_out}

@@ -202,7 +202,7 @@ class RaftNode:
             bindAddress=settings.listen,
             journalFile=str(settings.data_dir / "raft.journal"),
             fullDumpFile=str(settings.data_dir / "raft.dump"),
-            appendEntriesUseBatch=False,      # the batch costs ~100 ms per commit (DESIGN §3)
+            appendEntriesUseBatch=False,      # the batch costs ~100 ms per commit
             raftMinTimeout=settings.election_min_s,
             raftMaxTimeout=settings.election_max_s,
             appendEntriesPeriod=settings.heartbeat_s,
@@ -218,7 +218,10 @@ class RaftNode:
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_s,
             commandsWaitLeader=False,         # fail fast (MISSING_LEADER) instead of queueing blind
-            dynamicMembershipChange=False,
+            # Members are added and removed at runtime (orca.master.api_members): PySyncObj's own change
+            # entries, one at a time, in effect once in the log, replayed from the journal and carried in
+            # its snapshot, so the Raft membership survives restarts whatever the config lists.
+            dynamicMembershipChange=True,
             onStateChanged=self._on_state_changed,
         )
         # A master restarting with a journal replays it in its first ticks, while its election deadline
@@ -236,6 +239,18 @@ class RaftNode:
                              durable=settings.fsync)
         if self._patient:
             self.sync.addOnTickCallback(self._end_patience)
+        self._tick_jobs: list[Callable[[], None]] = []  # one-shot work that must run in the tick thread
+        self.sync.addOnTickCallback(self._run_tick_jobs)
+
+    def _run_tick_jobs(self) -> None:  # tick thread
+        while self._tick_jobs:
+            self._tick_jobs.pop(0)()
+
+    def transfer_leadership(self) -> None:
+        """Ask the most caught-up connected follower to take over now (Raft's TimeoutNow), from the tick
+        thread (PySyncObj's state is not safe to touch from the loop). Best effort: the caller watches
+        for the new leader."""
+        self._tick_jobs.append(lambda: self.sync.transferLeadership())
 
     def _end_patience(self) -> None:  # tick thread
         if self._patient and self.sync._getLeader() is not None and self.sync.isReady():
@@ -307,9 +322,70 @@ class RaftNode:
             if age is None or age > self._conf.raftMaxTimeout:
                 return None
         addr = leader.id if hasattr(leader, "id") else str(leader)
-        if addr == self.settings.listen:
+        return self.id_of(addr)
+
+    def id_of(self, raft_addr: str) -> str | None:
+        """The master id of a Raft address: from the replicated member list (orca.state.ops_members),
+        else from this master's config (before the list was seeded)."""
+        if raft_addr == self.settings.listen:
             return self.settings.node_id
-        return self.settings.peers.get(addr)
+        with self.store.lock:
+            for m in (self.store.state.get("masters") or {}).values():
+                if m["raft"] == raft_addr:
+                    return str(m["id"])
+        return self.settings.peers.get(raft_addr)
+
+    # --- membership -------------------------------------------------------------------------------
+    def raft_members(self) -> set[str]:
+        """The Raft addresses of the current configuration as PySyncObj holds it (itself included)."""
+        return {self.settings.listen, *(n.id for n in _snapshot(lambda: list(self.sync.otherNodes)))}
+
+    def peer_progress(self) -> dict[str, dict[str, Any]]:
+        """The leader's view of each other member: connected, the index it has (match), and seconds since
+        it last answered. Empty on a follower (only the leader tracks its followers)."""
+        if not self.is_leader:
+            return {}
+        match = _snapshot(lambda: dict(self.sync._SyncObj__raftMatchIndex))
+        last = _snapshot(lambda: dict(self.sync._SyncObj__lastResponseTime))
+        now = time.monotonic()
+        out = {}
+        for node in _snapshot(lambda: list(self.sync.otherNodes)):
+            seen = last.get(node)
+            out[node.id] = {"connected": bool(self.sync.isNodeConnected(node)),
+                            "match_index": int(match.get(node, 0)),
+                            "last_contact_s": round(now - seen, 3) if seen else None}
+        return out
+
+    async def change_membership(self, kind: str, raft_addr: str, timeout: float = 10.0) -> None:
+        """Add (`kind` "add") or remove ("remove") one Raft member and wait until the change is committed.
+
+        Raises NotReady if this master is not the leader, PySyncObj refuses (another change is still
+        being applied: REQUEST_DENIED) or the commit does not come within `timeout` (outcome unknown:
+        look at the member list and retry).
+        """
+        if not self.is_leader:
+            raise NotReady("this master is not the leader")
+        fut: asyncio.Future[int] = self.loop.create_future()
+
+        def done(_result: Any, err: int) -> None:  # tick thread
+            if err == FAIL_REASON.SUCCESS:
+                self.sync.durable_flush()
+            self.loop.call_soon_threadsafe(_resolve, fut, err)
+
+        if kind == "add":
+            self.sync.addNodeToCluster(raft_addr, callback=done)
+        elif kind == "remove":
+            self.sync.removeNodeFromCluster(raft_addr, callback=done)
+        else:
+            raise ValueError(kind)
+        try:
+            err = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise NotReady(f"the membership change was not committed within {timeout:g} s; outcome unknown: "
+                           "check `orca cluster members` and retry", {"raft": raft_addr}) from None
+        if err != FAIL_REASON.SUCCESS:
+            raise NotReady(f"the membership change was not committed: {_FAIL_NAMES.get(err, err)} (another change "
+                           "may still be in progress; retry)", {"raft": raft_addr})
 
     @property
     def leader_contact_age(self) -> float | None:
@@ -459,6 +535,17 @@ class RaftNode:
 
     def destroy(self) -> None:
         self.sync.destroy()
+
+
+def _snapshot(copy: Callable[[], Any]) -> Any:
+    """Copy a PySyncObj collection from the loop thread while the tick thread may change it (a membership
+    change adds or drops a node): a copy interrupted by such a change is simply taken again."""
+    for _ in range(20):
+        try:
+            return copy()
+        except RuntimeError:  # "changed size during iteration"
+            continue
+    return copy()
 
 
 def _take_batch(queue: list[tuple[bytes, Any]], max_bytes: int) -> tuple[list[tuple[bytes, Any]],

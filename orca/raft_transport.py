@@ -7,8 +7,10 @@ we run it at 1e6 s, see `orca.raft`), and accepts connections from anyone. Its p
 strangers from *speaking* Raft, not from costing memory and tick-thread time. `GuardedTransport` keeps
 the wire format byte for byte and adds, in the tick thread:
 
-- **Peers only**: a connection whose source address is not one of the configured peers' (resolved)
-  addresses is closed at accept; a connection that names a peer must come from that peer's address.
+- **Peers only**: a connection whose source address is not one of the members' (resolved) addresses is
+  closed at accept (the configured peers at start, then the Raft membership as it changes: a member
+  added at runtime is admitted, a removed one is not); a connection that names a peer must come from
+  that peer's address.
   `raft.allow_from` adds networks for peers whose connections come from another address (NAT, a
   second interface).
   The `readonly` role of PySyncObj (not used by orca) is refused.
@@ -347,6 +349,10 @@ class GuardedTransport(TCPTransport):
             keepalive=conf.tcp_keepalive)
 
     def addNode(self, node: Any) -> None:  # noqa: N802 - upstream's name
+        # Called for the configured peers at start and, with dynamic membership, whenever a member is
+        # added (a committed or replayed change, or a snapshot's member list): its address is admitted
+        # from then on, whatever the config file lists.
+        self._peer_hosts[node.address] = node.address.rsplit(":", 1)[0]
         super().addNode(node)
         old = self._connections.get(node)
         if old is not None and not isinstance(old, GuardedTcpConnection):
@@ -357,6 +363,10 @@ class GuardedTransport(TCPTransport):
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
             conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
             self._connections[node] = conn
+
+    def dropNode(self, node: Any) -> None:  # noqa: N802 - upstream's name
+        super().dropNode(node)
+        self._peer_hosts.pop(getattr(node, "address", None), None)  # a removed member is a stranger again
 
     # --- handshake --------------------------------------------------------------------------------
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802 - upstream's name

@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orca.healthcheck import has_check
+from orca.jobs import is_job
+
 __all__ = ["RolloutStep", "decide", "is_ready"]
 
 
@@ -35,7 +38,7 @@ def is_ready(alloc: dict[str, Any], spec: dict[str, Any], now: float) -> bool:
     observed = alloc.get("observed") or {}
     if observed.get("status") != "running":
         return False
-    if spec.get("health") and spec.get("port"):
+    if has_check(spec):
         return observed.get("health") == "healthy"
     since = observed.get("running_since")
     min_healthy = float((spec.get("update") or {}).get("min_healthy_s", 2.0))
@@ -60,6 +63,12 @@ def decide(state: dict[str, Any], now: float) -> RolloutStep:
         allocs = by_service.get(name, [])
         version, wanted = svc["version"], svc["replicas"]
         spec = _spec_of(svc, version)
+        if is_job(spec):  # a job's replicas end: no readiness to wait for, a new version simply replaces
+            step.stop += [a["id"] for a in allocs if a["version"] != version and a["desired"] == "run"]
+            rollout = svc.get("rollout") or {}
+            if rollout.get("state") == "rolling" and rollout.get("version") == version:
+                step.verdicts.append({"name": name, "version": version, "state": "done", "reason": None})
+            continue
         update = spec.get("update") or {}
         max_parallel = max(1, int(update.get("max_parallel", 1)))
         canary_version = (svc.get("canary") or {}).get("version")

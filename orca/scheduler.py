@@ -1,4 +1,4 @@
-"""Placement: a pure function from the replicated state to a plan (DESIGN §4, STYLE habit 7).
+"""Placement: a pure function from the replicated state to a plan.
 
 `compute_plan(view, new_id)` reads plain data (the dicts the state machine holds) and returns a `Plan`
 of allocations to create, allocations to stop and services left pending with a reason. It does no I/O,
@@ -44,6 +44,9 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from orca.jobs import finished, is_job
+from orca.volumes import named_volumes, waiting_reason
 
 __all__ = ["PlacementView", "Placement", "Plan", "compute_plan", "free_resources", "format_bytes"]
 
@@ -160,6 +163,11 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
     for name, service, missing, per_node in work:
         mem, milli = _request(service)
         pin, labels = _constraints(service)
+        missing, waiting = _sticky(service, missing, nodes, free, mem, milli, new_id, place)
+        if waiting is not None:
+            pending[name] = waiting
+        if not missing:
+            continue
         heap: list[tuple[int, int, str]] = []
         for node_id in candidates.matching(pin, labels):
             node_mem, node_milli = free[node_id]
@@ -169,10 +177,9 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
         version = service["version"]
         for position, index in enumerate(missing):
             if not heap:
-                pending[name] = {
-                    "count": len(missing) - position,
-                    "reason": _explain(nodes, free, mem, milli, pin, labels),
-                }
+                count = len(missing) - position + (pending[name]["count"] if name in pending else 0)
+                reason = pending[name]["reason"] if name in pending else _explain(nodes, free, mem, milli, pin, labels)
+                pending[name] = {"count": count, "reason": reason}
                 break
             count, _, node_id = heapq.heappop(heap)
             node_mem, node_milli = free[node_id]
@@ -185,6 +192,41 @@ def compute_plan(view: PlacementView, new_id: Callable[[], str]) -> Plan:
     return Plan(place=tuple(place), stop=tuple(stop), pending=pending)
 
 
+def _sticky(
+    service: dict[str, Any], missing: list[int], nodes: Mapping[str, dict[str, Any]],
+    free: dict[str, tuple[int, int]], mem: int, milli: int, new_id: Callable[[], str], place: list[Placement],
+) -> tuple[list[int], dict[str, Any] | None]:
+    """Place the slots bound to a node by their volumes (orca.volumes) on that node, or keep them pending.
+
+    Returns the slots still to place freely and the pending entry of the bound slots that must wait.
+    """
+    spec = service.get("spec") or {}
+    bindings = service.get("volumes") or {}
+    if not bindings or not named_volumes(spec):
+        return missing, None
+    free_slots: list[int] = []
+    waiting = 0
+    reason = ""
+    for index in missing:
+        binding = bindings.get(str(index))
+        if binding is None:
+            free_slots.append(index)
+            continue
+        node_id = binding["node"]
+        node = nodes.get(node_id)
+        node_mem, node_milli = free.get(node_id, (0, 0))
+        if node is None or not _usable(node) or node_mem < mem or node_milli < milli:
+            waiting += 1
+            if not reason:
+                reason = waiting_reason(node_id, spec)
+                if node is not None and _usable(node):
+                    reason += " (it lacks free resources)"
+            continue
+        free[node_id] = (node_mem - mem, node_milli - milli)
+        place.append(Placement(new_id(), service["name"], service["version"], node_id, index))
+    return free_slots, ({"count": waiting, "reason": reason} if waiting else None)
+
+
 def _reconcile_slots(
     service: dict[str, Any], allocs: list[dict[str, Any]], nodes: Mapping[str, dict[str, Any]]
 ) -> tuple[list[int], dict[str, int], list[str]]:
@@ -195,15 +237,19 @@ def _reconcile_slots(
     """
     version = service["version"]
     replicas = service["replicas"]
+    spec = service.get("spec") or {}
+    run = int(service.get("run", 0))
+    if is_job(spec) and spec.get("schedule") and run == 0:
+        replicas = 0  # a periodic job runs at its first tick, not when deployed
     kept: dict[int, dict[str, Any]] = {}
     lost: list[str] = []
     excess: list[dict[str, Any]] = []
     for alloc in sorted(allocs, key=lambda a: a["id"]):
-        if alloc["version"] != version:
-            continue
+        if alloc["version"] != version or int(alloc.get("run", 0)) != run:
+            continue  # another version (the rollout's) or an earlier run of a job
         node = nodes.get(alloc["node"])
-        if node is None or node["status"] != "ready":
-            lost.append(alloc["id"])
+        if (node is None or node["status"] != "ready") and not finished(alloc):
+            lost.append(alloc["id"])  # a finished job replica is not run again because its node left
             continue
         index = alloc["index"]
         if not 0 <= index < replicas or index in kept:
@@ -214,8 +260,17 @@ def _reconcile_slots(
     per_node: dict[str, int] = {}
     for alloc in kept.values():
         per_node[alloc["node"]] = per_node.get(alloc["node"], 0) + 1
-    missing = [i for i in range(replicas) if i not in kept]
+    done = _finished_slots(service) if is_job(spec) else set()
+    missing = [i for i in range(replicas) if i not in kept and i not in done]
     return missing, per_node, lost + [a["id"] for a in excess]
+
+
+def _finished_slots(service: dict[str, Any]) -> set[int]:
+    """Slots of the job's current run and version that ended (recorded in Raft by node reports): they are
+    never placed again, even once their allocation is gone (orca.state.ops_jobs.record_finished)."""
+    run, version = int(service.get("run", 0)), service["version"]
+    return {int(i) for i, f in (service.get("finished_slots") or {}).items()
+            if f.get("run") == run and f.get("version") == version}
 
 
 class _Candidates:
@@ -281,8 +336,8 @@ def _free_table(view: PlacementView) -> dict[str, tuple[int, int]]:
         free[node_id] = _resources(node.get("capacity"))
     requests: dict[str, tuple[int, int]] = {}
     for alloc in view.allocations.values():
-        if alloc["desired"] != "run" or alloc["node"] not in free:
-            continue
+        if alloc["desired"] != "run" or alloc["node"] not in free or finished(alloc):
+            continue  # a finished replica's container has ended: it uses nothing
         if alloc.get("resources") is not None:
             mem, milli = _resources(alloc["resources"])
         else:

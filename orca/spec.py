@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from orca.config import parse_memory
 from orca.errors import InvalidSpec
+from orca.jobs import valid_schedule
 
 __all__ = [
     "MAX_REPLICAS", "DEFAULT_MEMORY", "DEFAULT_CPU", "MIN_CPU", "MAX_CPU", "MIN_MEMORY", "MAX_MEMORY",
@@ -56,12 +57,14 @@ MIN_MEMORY = 6 * 2**20
 # 1 PiB: far above any host, and keeps the value well inside msgpack's 64-bit integers.
 MAX_MEMORY = 2**50
 
-# The fields whose change makes a new version and hence a rolling update (DESIGN §7). Scaling,
+# The fields whose change makes a new version and hence a rolling update. Scaling,
 # placement, domain, update policy, canary count and canary weight do not restart anything.
 ROLLOUT_FIELDS = ("image", "command", "env", "resources", "port", "health")
 # Container hardening options that also make a new version, but only count in the digest when set, so
 # the digest of every spec written before they existed stays the same (no restart on upgrade).
-OPTIONAL_ROLLOUT_FIELDS = {"read_only": False, "user": None}
+OPTIONAL_ROLLOUT_FIELDS: dict[str, Any] = {"read_only": False, "user": None, "volumes": [], "kind": "service",
+                                           "restart": "always", "max_attempts": 0, "schedule": None,
+                                           "registry_auth": None, "depends_on": []}
 
 SCALING_MODES = ("auto", "manual")
 # Orchestry's policy fields with their defaults, in normalized order. Percentages are of the limit
@@ -112,13 +115,20 @@ _SIZE_HINT = "expected a size like '512Mi' (units Ki, Mi, Gi, Ti, K, M, G, T) or
 _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
-    "read_only", "user",
+    "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule", "registry_auth",
+    "depends_on",
 })
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
 _UPDATE_FIELDS = frozenset({"max_parallel", "min_healthy_s", "healthy_deadline_s", "auto_revert"})
 _SCALING_FIELDS = frozenset(SCALING_DEFAULTS)
 _DEPLOY_BODY_FIELDS = frozenset({"services"})
+_NAMED_VOLUME_FIELDS = frozenset({"name", "path"})
+_BIND_FIELDS = frozenset({"host", "path", "read_only"})
+_HEALTH_FIELDS = frozenset({"http", "tcp", "exec", "interval_s", "timeout_s", "retries", "start_period_s"})
+MAX_VOLUMES = 16  # mounts of one service
+_VOLUME_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_MAX_MOUNT_PATH_LEN = 1024
 
 
 def is_dns_label(value: object) -> bool:
@@ -127,10 +137,12 @@ def is_dns_label(value: object) -> bool:
 
 
 def secret_refs(spec: dict[str, Any]) -> set[str]:
-    """The secret keys a normalized spec's env refers to with `${secrets.KEY}`."""
+    """The secret keys a normalized spec refers to with `${secrets.KEY}` (its env and `registry_auth`)."""
     refs: set[str] = set()
     for value in spec.get("env", {}).values():
         refs.update(_SECRET_REF_RE.findall(value))
+    if spec.get("registry_auth"):  # pull credentials (orca.registry): a secret like any other
+        refs.update(_SECRET_REF_RE.findall(spec["registry_auth"]))
     return refs
 
 
@@ -141,7 +153,16 @@ def validate_service(raw: object, *, index: int | None = None) -> dict[str, Any]
     (`"#3"`) until the spec's own name is known to be valid. Raises `InvalidSpec` whose message
     starts with the field path and whose details are `{"field": path, "service": name-or-"#i"}`.
     """
-    return _Validator(index).spec(raw)
+    validator = _Validator(index)
+    if not isinstance(raw, dict) or "labels" not in raw:
+        return validator.spec(raw)
+    # A service's own labels (an Orchestry app's `metadata.labels`): descriptive only, never part of a
+    # version, and only present when given, so specs written before the field existed are unchanged.
+    out = validator.spec({k: v for k, v in raw.items() if k != "labels"})
+    labels = validator.label_map("labels", raw["labels"])
+    if labels:
+        out["labels"] = labels
+    return out
 
 
 def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, Any]:
@@ -160,7 +181,7 @@ def validate_scaling(raw: object, *, service: str | None = None) -> dict[str, An
 def validate_deploy_body(body: object) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Split a deploy body `{"services": [...]}` into the valid normalized specs and the errors.
 
-    A deploy is partial by design (DESIGN §6: `{"deployed": [...], "errors": [...]}`), so a bad
+    A deploy is partial by design (`{"deployed": [...], "errors": [...]}`), so a bad
     service does not block the good ones; each error is `{"service": name-or-"#i", "error": text}`
     with `i` the 0-based position in the list. A name already used earlier in the same body is an
     error for the later one. Only a body of the wrong shape raises `InvalidSpec`.
@@ -315,8 +336,12 @@ class _Validator:
         if port is not None:
             port = self.int_range("port", port, 1, 65535)
         health = self.health(raw.get("health"))
-        if health is not None and port is None:
-            self.fail("health", "a health check needs 'port' (the container port it is sent to)")
+        if isinstance(health, str) or (isinstance(health, dict) and health.get("exec") is None):
+            if health is not None and port is None:
+                self.fail("health", "a health check needs 'port' (the container port it is sent to)")
+        if isinstance(health, dict) and health.get("tcp") is not None and health["tcp"] != port:
+            self.fail("health.tcp", f"must be the service's port ({port}), the one the agent can reach, "
+                                    f"got {health['tcp']}")
         canary = self.int_range("canary", raw.get("canary", 0), 0, MAX_REPLICAS)
         if canary > replicas:
             self.fail("canary", f"must be at most replicas ({replicas}), got {canary}")
@@ -327,6 +352,10 @@ class _Validator:
         if not isinstance(read_only, bool):
             self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
+        volumes = self.volumes(raw.get("volumes", []))
+        if canary and any("name" in v for v in volumes):
+            # A canary of slot i would need slot i's volume while the stable replica still uses it.
+            self.fail("canary", "not supported with named volumes (each replica slot owns its volume)")
         return {
             "name": name,
             "project": self.dns_label("project", raw.get("project", "default")),
@@ -346,6 +375,10 @@ class _Validator:
             "canary_weight": self.canary_weight(raw.get("canary_weight")),
             "read_only": read_only,
             "user": self.user(raw.get("user")),
+            "volumes": volumes,
+            **self.lifecycle(raw, replicas, canary),
+            "registry_auth": self.registry_auth(raw.get("registry_auth")),
+            "depends_on": self.depends_on(raw.get("depends_on", []), name),
         }
 
     # -- scalars -------------------------------------------------------------------------------
@@ -442,16 +475,155 @@ class _Validator:
             self.fail("domain", f"expected a hostname such as 'app.example.com', got {_show(value)}")
         return host
 
-    def health(self, value: object) -> str | None:
+    def health(self, value: object) -> str | dict[str, Any] | None:
+        """The plain string form (an HTTP path) stays a string, so existing specs keep their digest; the
+        table form (orca.healthcheck) is normalized with every timing field filled."""
         if value is None:
             return None
+        if isinstance(value, dict):
+            return self.health_table(value)
         if not isinstance(value, str):
-            self.fail("health", f"expected an HTTP path string, got {_type_name(value)}")
+            self.fail("health", f"expected an HTTP path string or a table, got {_type_name(value)}")
         if not value.startswith("/"):
             self.fail("health", f"expected an HTTP path starting with '/', got {_show(value)}")
         if not _is_clean_token(value) or len(value) > _MAX_PATH_LEN:
             self.fail("health", f"expected an HTTP path without whitespace, got {_show(value)}")
         return value
+
+    def mount_path(self, field: str, value: object) -> str:
+        """An absolute, normalized path without ':' (Docker's mount separator) or '..' components."""
+        if not isinstance(value, str):
+            self.fail(field, f"expected an absolute path string, got {_type_name(value)}")
+        parts = value.split("/")
+        if (not value.startswith("/") or len(value) > _MAX_MOUNT_PATH_LEN or ":" in value
+                or not _is_clean_token(value) or any(p in (".", "..") for p in parts)):
+            self.fail(field, "expected an absolute path without spaces, ':', '.' or '..' parts "
+                             f"(at most {_MAX_MOUNT_PATH_LEN} characters), got {_show(value)}")
+        normalized = "/" + "/".join(p for p in parts if p)
+        return normalized
+
+    def volumes(self, value: object) -> list[dict[str, Any]]:
+        """`[{name, path}]` named volumes (kept by the node across restarts, see orca.volumes) and
+        `[{host, path, read_only}]` bind mounts of host paths the agent's config allows (read-only unless
+        `read_only = false`). Container paths are unique and never '/'."""
+        if not isinstance(value, list):
+            self.fail("volumes", f"expected a list of {{name, path}} or {{host, path}} tables, got {_type_name(value)}")
+        if len(value) > MAX_VOLUMES:
+            self.fail("volumes", f"must have at most {MAX_VOLUMES} entries")
+        out: list[dict[str, Any]] = []
+        paths: set[str] = set()
+        names: set[str] = set()
+        for i, item in enumerate(value):
+            field = f"volumes[{i}]"
+            if not isinstance(item, dict):
+                self.fail(field, f"expected a table with name and path (or host and path), got {_type_name(item)}")
+            is_bind = "host" in item
+            self.unknown(item, _BIND_FIELDS if is_bind else _NAMED_VOLUME_FIELDS, f"{field}.")
+            if "path" not in item:
+                self.fail(f"{field}.path", "required (the path inside the container)")
+            path = self.mount_path(f"{field}.path", item["path"])
+            if path == "/":
+                self.fail(f"{field}.path", "must not be '/'")
+            if path in paths:
+                self.fail(f"{field}.path", f"duplicate mount path {_show(path)}")
+            paths.add(path)
+            if is_bind:
+                read_only = item.get("read_only", True)
+                if not isinstance(read_only, bool):
+                    self.fail(f"{field}.read_only", f"expected true or false, got {_type_name(read_only)}")
+                out.append({"host": self.mount_path(f"{field}.host", item["host"]), "path": path,
+                            "read_only": read_only})
+                continue
+            if "name" not in item:
+                self.fail(f"{field}.name", "required (or 'host' for a bind mount)")
+            name = item["name"]
+            if not isinstance(name, str) or not _VOLUME_NAME_RE.fullmatch(name):
+                self.fail(f"{field}.name", "expected lowercase letters, digits, '_' and '-' (at most 32, "
+                                           f"starting with a letter or digit), got {_show(name)}")
+            if name in names:
+                self.fail(f"{field}.name", f"duplicate volume name {_show(name)}")
+            names.add(name)
+            out.append({"name": name, "path": path})
+        return out
+
+    def depends_on(self, value: object, name: str) -> list[str]:
+        """Names of services of the same project to wait for (orca.depends); sorted, no duplicates."""
+        if not isinstance(value, list):
+            self.fail("depends_on", f"expected a list of service names, got {_type_name(value)}")
+        if len(value) > 32:
+            self.fail("depends_on", "must have at most 32 services")
+        out = sorted({self.dns_label(f"depends_on[{i}]", v) for i, v in enumerate(value)})
+        if name in out:
+            self.fail("depends_on", f"a service cannot depend on itself ({name})")
+        return out
+
+    def registry_auth(self, value: object) -> str | None:
+        """Exactly one `${secrets.KEY}`: credentials themselves never go into a spec (orca.registry)."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) > 300 or not _SECRET_REF_RE.fullmatch(value):
+            # not echoed: a user who pasted the password here must not see it in logs or errors
+            self.fail("registry_auth", "expected a secret reference like ${secrets.REGISTRY} (store the "
+                                       "credentials with `orca secrets set`)")
+        return value
+
+    def lifecycle(self, raw: dict[str, Any], replicas: int, canary: int) -> dict[str, Any]:
+        """`kind`, `restart`, `max_attempts` and `schedule` (orca.jobs), defaults depending on the kind."""
+        kind = raw.get("kind", "service")
+        if kind not in ("service", "job"):
+            self.fail("kind", f"expected 'service' or 'job', got {_show(kind)}")
+        job = kind == "job"
+        restart = raw.get("restart", "on-failure" if job else "always")
+        if restart not in ("always", "on-failure", "never"):
+            self.fail("restart", f"expected 'always', 'on-failure' or 'never', got {_show(restart)}")
+        if job and restart == "always":
+            self.fail("restart", "a job runs to completion: use 'on-failure' or 'never'")
+        attempts = self.int_range("max_attempts", raw.get("max_attempts", 3 if job else 0), 0, 1000)
+        schedule = raw.get("schedule")
+        if schedule is not None:
+            if not job:
+                self.fail("schedule", "only a job (kind = \"job\") has a schedule")
+            if not isinstance(schedule, str) or len(schedule) > 100 or not schedule.isprintable() \
+                    or not valid_schedule(schedule):
+                self.fail("schedule",
+                          f"expected a 5-field cron expression such as '*/5 * * * *', got {_show(schedule)}")
+            schedule = " ".join(schedule.split())
+        if job and canary:
+            self.fail("canary", "a job has no canary")
+        if job and raw.get("scaling") is not None:
+            self.fail("scaling", "a job is not autoscaled")
+        return {"kind": kind, "restart": restart, "max_attempts": attempts, "schedule": schedule}
+
+    def health_table(self, value: dict[Any, Any]) -> dict[str, Any]:
+        self.unknown(value, _HEALTH_FIELDS, "health.")
+        kinds = [k for k in ("http", "tcp", "exec") if value.get(k) is not None]
+        if len(kinds) != 1:
+            self.fail("health", "expected exactly one of http = \"/path\", tcp = PORT or exec = [\"cmd\", ...]")
+        out: dict[str, Any] = {"http": None, "tcp": None, "exec": None}
+        kind = kinds[0]
+        if kind == "http":
+            path = value["http"]
+            if not isinstance(path, str) or not path.startswith("/") or not _is_clean_token(path) \
+                    or len(path) > _MAX_PATH_LEN:
+                self.fail("health.http", f"expected an HTTP path starting with '/', got {_show(path)}")
+            out["http"] = path
+        elif kind == "tcp":
+            out["tcp"] = self.int_range("health.tcp", value["tcp"], 1, 65535)
+        else:
+            cmd = value["exec"]
+            if not isinstance(cmd, list) or not cmd or len(cmd) > _MAX_COMMAND_ARGS:
+                self.fail("health.exec", f"expected a non-empty list of at most {_MAX_COMMAND_ARGS} strings")
+            for i, arg in enumerate(cmd):
+                if not isinstance(arg, str) or "\x00" in arg or len(arg) > _MAX_ARG_LEN:
+                    self.fail(f"health.exec[{i}]", "expected a string without NUL characters")
+            out["exec"] = list(cmd)
+        out["interval_s"] = self.number("health.interval_s", value.get("interval_s", 1.0), low=1.0, high=3600.0)
+        out["timeout_s"] = self.number("health.timeout_s", value.get("timeout_s", 1.0), low=0.0,
+                                       low_inclusive=False, high=60.0)
+        out["retries"] = self.int_range("health.retries", value.get("retries", 3), 1, 100)
+        out["start_period_s"] = self.number("health.start_period_s", value.get("start_period_s", 0.0), low=0.0,
+                                            high=_MAX_DURATION_S)
+        return out
 
     # -- tables --------------------------------------------------------------------------------
 
@@ -516,22 +688,24 @@ class _Validator:
         if node is not None and (not isinstance(node, str) or not _NODE_ID_RE.fullmatch(node)):
             self.fail("placement.node",
                       f"expected a node id ([a-z0-9-], 1 to 63 characters), got {_show(node)}")
-        labels = table.get("labels", {})
+        return {"node": node, "labels": self.label_map("placement.labels", table.get("labels", {}))}
+
+    def label_map(self, field: str, labels: object) -> dict[str, str]:
+        """A bounded map of label names to printable strings (node selectors, or a service's own labels)."""
         if not isinstance(labels, dict):
-            self.fail("placement.labels", f"expected an object of strings, got {_type_name(labels)}")
+            self.fail(field, f"expected an object of strings, got {_type_name(labels)}")
         if len(labels) > _MAX_LABELS:
-            self.fail("placement.labels", f"must have at most {_MAX_LABELS} labels")
+            self.fail(field, f"must have at most {_MAX_LABELS} labels")
         out: dict[str, str] = {}
         for key, val in labels.items():
             if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
-                self.fail("placement.labels", f"invalid label name {_show(key)}")
+                self.fail(field, f"invalid label name {_show(key)}")
             if not isinstance(val, str):
-                self.fail(f"placement.labels.{key}", f"expected a string, got {_type_name(val)}")
+                self.fail(f"{field}.{key}", f"expected a string, got {_type_name(val)}")
             if not val.isprintable() or len(val) > _MAX_LABEL_VALUE_LEN:
-                self.fail(f"placement.labels.{key}",
-                          f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
+                self.fail(f"{field}.{key}", f"expected printable text of at most {_MAX_LABEL_VALUE_LEN} characters")
             out[key] = val
-        return {"node": node, "labels": out}
+        return out
 
     def update(self, raw: dict[str, Any]) -> dict[str, Any]:
         table = self.table(raw, "update", _UPDATE_FIELDS)

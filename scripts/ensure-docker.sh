@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make a Docker engine answer and build the test image orca-test/busybox (DESIGN §9); install HAProxy
+# Make a Docker engine answer and build the test image orca-test/busybox; install HAProxy
 # (the agents' ingress proxy) when missing.
 #
 # Idempotent: on a machine where `docker info` answers and the image exists it only checks and prints.

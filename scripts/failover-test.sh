@@ -4,6 +4,8 @@
 #   scripts/failover-test.sh                        20 rounds on a temporary three-master cluster
 #   scripts/failover-test.sh --rounds 5             fewer rounds
 #   scripts/failover-test.sh --cluster-dir cluster  drill the masters of cluster/*.toml instead
+#   scripts/failover-test.sh --replace --rounds 5   each round: kill the leader, wipe its disk, replace it
+#                                                   (remove-master, new master at a new address, add-master)
 #   scripts/failover-test.sh --restore              then a disaster-recovery round: save under load, wipe every
 #                                                   master's data directory, restore, check acknowledged writes
 #

@@ -26,6 +26,12 @@ leader, let writes flow `--settle` seconds, SIGKILL the leader, measure kill -> 
 by another master, restart the killed master and wait until it has caught up. At the end every master
 is read back (local reads once they agree on the applied index, plus one consistent read).
 
+With --replace (temporary cluster only) each round replaces the leader instead of restarting it, as an
+operator replaces a master whose host died: SIGKILL it, delete its data directory, `orca cluster
+remove-master` it, start a new master with the same id at new ports (empty disk, a config listing the
+current members as peers) and `orca cluster add-master` it; the round ends once it has caught up from
+the leader's snapshot. `replace_s` is add-master request -> caught up.
+
 Output: one line per round, then one JSON line:
   {"rounds", "acked", "lost", "duplicated", "failover_s": {"median", "max"}, "spurious_elections", ...}
 `duplicated` counts services applied more than once (a version above 1 — each retry carries its attempt
@@ -88,6 +94,20 @@ class OwnCluster:
 
     def token(self, role: str, name: str) -> str:
         return self.cluster.token(role, name)
+
+    def replace(self, node_id: str, admin: Client) -> str:
+        """Replace the (dead) master `node_id` by a new one at new ports with an empty data directory;
+        returns its URL once `add-master` is committed (it may still be catching up)."""
+        old = self.cluster.by_id(node_id)
+        self.cluster.kill(old)
+        shutil.rmtree(self.cluster.root / node_id, ignore_errors=True)
+        admin.remove_master(node_id)
+        self.cluster.masters.remove(old)
+        new = self.cluster.launch_new_master(node_id)
+        admin.add_master(node_id, f"127.0.0.1:{new.raft_port}", new.url)
+        self.cluster.masters.append(new)
+        self.urls[node_id] = new.url
+        return new.url
 
     def close(self, failed: bool) -> None:
         self.cluster.__exit__(None, None, None)
@@ -219,10 +239,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="writes per second per client (default 20; 6 with --cluster-dir)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds of writes before each kill (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the killed leader (wiped disk, new address) instead of restarting it")
     p.add_argument("--restore", action="store_true",
                    help="then a disaster-recovery round: save a snapshot under load, wipe every master's data "
                         "directory, restore into the fresh cluster, check every write acknowledged before the save")
     args = p.parse_args(argv)
+    if args.replace and args.cluster_dir is not None:
+        p.error("--replace runs on the drill's own temporary cluster only (it rewrites configs and deletes disks)")
     if args.restore and args.cluster_dir is not None:
         p.error("--restore wipes the masters' data directories: only on the drill's own cluster")
     if args.rounds < 1 or args.clients < 1 or (args.rate is not None and args.rate <= 0):
@@ -244,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = True
     try:
         try:
-            summary = drill(cluster, args.rounds, args.clients, rate, args.settle)
+            summary = drill(cluster, args.rounds, args.clients, rate, args.settle, replace=args.replace)
             if args.restore and isinstance(cluster, OwnCluster):
                 summary["restore"] = restore_round(cluster, args.clients, rate, args.settle)
                 summary["passed"] = summary["passed"] and summary["restore"]["lost"] == 0
@@ -271,6 +295,7 @@ class Round:
     term_before: int
     term_elected: int
     term_after: int               # once the killed master is back and caught up
+    replace_s: float | None = None  # --replace: add-master request -> the new master caught up
 
     def line(self, r: int, rounds: int) -> str:
         failover = (f"failover {self.failover_s:.3f} s" if self.failover_s is not None
@@ -280,15 +305,17 @@ class Round:
         # Split votes raise the term before the new leader wins; a rejoining master that deposes a
         # working leader raises it after. Both are beyond the one election a kill needs.
         extra = max(0, self.term_after - self.term_before - 1)
-        return (f"round {r}/{rounds}: leader {self.old} -> {self.new}, {failover} (elected after {elected}), "
+        replaced = f", replaced in {self.replace_s:.2f} s" if self.replace_s is not None else ""
+        return (f"round {r}/{rounds}: leader {self.old} -> {self.new}, {failover} (elected after {elected}){replaced}, "
                 f"client errors: {errors}, term {self.term_before} -> {self.term_elected} at election"
                 + (f", {self.term_after} after the rejoin" if self.term_after != self.term_elected else "")
                 + (f" ({extra} spurious)" if extra else ""))
 
 
 def kill_leader_round(cluster: OwnCluster | ConfigCluster, history: History, round_errors: dict[str, int],
-                      settle: float) -> Round:
-    """Kill the leader under load, measure the failover, restart the killed master and wait for it."""
+                      settle: float, replace: Replacer | None = None) -> Round:
+    """Kill the leader under load, measure the failover, restart (or with `replace`, replace) the killed
+    master and wait for it."""
     urls = cluster.urls
     old, term_before = wait_leader(urls, timeout=30)
     time.sleep(settle)
@@ -310,18 +337,44 @@ def kill_leader_round(cluster: OwnCluster | ConfigCluster, history: History, rou
         new, term_elected = wait_leader(survivors, timeout=10)
     except TimeoutError:
         new, term_elected = "none", max_term(survivors)
-    cluster.start(old)
-    try:
-        wait_caught_up(urls[old], list(survivors.values()), timeout_s=60)
-    except TimeoutError as exc:
-        print(f"drill: {exc}", file=sys.stderr)
+    replace_s = None
+    if replace is not None and isinstance(cluster, OwnCluster):
+        t0 = time.monotonic()
+        replace.add(cluster.replace(old, replace.admin))
+        try:
+            wait_caught_up(urls[old], list(survivors.values()), timeout_s=60)
+            replace_s = time.monotonic() - t0
+        except TimeoutError as exc:
+            print(f"drill: {exc}", file=sys.stderr)
+    else:
+        cluster.start(old)
+        try:
+            wait_caught_up(urls[old], list(survivors.values()), timeout_s=60)
+        except TimeoutError as exc:
+            print(f"drill: {exc}", file=sys.stderr)
     _, term_after = wait_leader(urls, timeout=30)
     return Round(old, new, None if acked is None else acked - killed_at, elected_s, errors, term_before,
-                 term_elected, max(term_after, max_term(urls)))
+                 term_elected, max(term_after, max_term(urls)), replace_s)
+
+
+@dataclass
+class Replacer:
+    """What a replace round needs besides the cluster: an admin client, and the load to tell about the
+    new master's URL."""
+
+    admin: Client
+    writers: Writers
+    counter: EventCounter
+
+    def add(self, url: str) -> None:
+        if url not in self.admin.apis:
+            self.admin.apis.append(url)
+        self.writers.add_url(url)
+        self.counter.add_url(url)
 
 
 def drill(cluster: OwnCluster | ConfigCluster, rounds: int, clients: int, rate: float,
-          settle: float) -> dict[str, Any]:
+          settle: float, replace: bool = False) -> dict[str, Any]:
     urls = cluster.urls
     cluster.start_all()
     _, term_start = wait_leader(urls, timeout=30)
@@ -333,16 +386,20 @@ def drill(cluster: OwnCluster | ConfigCluster, rounds: int, clients: int, rate: 
                       on_error=lambda _p, code: round_errors.__setitem__(code, round_errors.get(code, 0) + 1))
     counter = EventCounter(list(urls.values()), cluster.token("viewer", "drill-events"), prefix)
     done: list[Round] = []
+    replacer = (Replacer(Client(list(urls.values()), cluster.token("admin", "drill-replace"), timeout=15.0,
+                                retries=10), writers, counter) if replace else None)
     counter.start()
     writers.start()
     try:
         for r in range(1, rounds + 1):
-            done.append(kill_leader_round(cluster, history, round_errors, settle))
+            done.append(kill_leader_round(cluster, history, round_errors, settle, replacer))
             print(done[-1].line(r, rounds), flush=True)
         time.sleep(settle)
     finally:
         writers.stop()
         counter.stop()
+        if replacer is not None:
+            replacer.admin.close()
     # Over the whole run, so that an election between rounds counts too.
     spurious = max(0, max_term(urls) - term_start - rounds)
     failovers = [d.failover_s for d in done if d.failover_s is not None]
@@ -366,12 +423,19 @@ def drill(cluster: OwnCluster | ConfigCluster, rounds: int, clients: int, rate: 
         _stop_projects(list(urls.values()), token, [f"{prefix}{c}" for c in range(clients)])
     passed = (not lost and not verdict.duplicated and late_rounds == 0 and rb.converged
               and verdict.ok and set(consistent) >= acked_keys)
-    return {"rounds": rounds, "acked": verdict.acked, "lost": len(lost), "duplicated": len(verdict.duplicated),
+    replaced = [d.replace_s for d in done if d.replace_s is not None]
+    if replace:
+        passed = passed and len(replaced) == rounds
+    return {"rounds": rounds, "mode": "replace" if replace else "restart", "acked": verdict.acked,
+            "lost": len(lost), "duplicated": len(verdict.duplicated),
             "failover_s": {"median": round(statistics.median(failovers), 3) if failovers else None,
                            "max": round(max(failovers), 3) if failovers else None},
             "spurious_elections": spurious, "unknown": verdict.unknown, "rounds_without_failover": late_rounds,
             "converged": rb.converged, "consistent_reads_checked": verdict.reads, "event_gaps": counter.gaps,
-            "client_errors": dict(sorted(writers.errors.items())), "passed": passed}
+            "client_errors": dict(sorted(writers.errors.items())),
+            **({"replace_s": {"median": round(statistics.median(replaced), 3) if replaced else None,
+                              "max": round(max(replaced), 3) if replaced else None}} if replace else {}),
+            "passed": passed}
 
 
 def restore_round(cluster: OwnCluster, clients: int, rate: float, settle: float) -> dict[str, Any]:

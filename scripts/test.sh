@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite; what the README tells you to run and what .ci/run calls.
 #
-#   scripts/test.sh                   ruff, then every test tier (unit, cluster, docker, chaos)
+#   scripts/test.sh                   ruff, then every test tier (unit, cluster, docker, browser, chaos)
 #   scripts/test.sh tests/unit -k x   extra arguments go to pytest as they are
 #
 # Creates/refreshes .venv (pip install -e '.[test]' when pyproject.toml changed), makes sure a Docker

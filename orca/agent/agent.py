@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -240,23 +241,49 @@ class Agent:
             await self.link.close()
 
     def node_report(self) -> dict[str, Any]:
-        """The status API's NodeReport (DESIGN §5)."""
-        deployments: dict[str, Any] = {}
-        services: dict[str, Any] = {}
+        """The status API's NodeReport, as orun documents it: `deployments` and `services` keyed by the
+        service's name (its manifest name), `node.git_head` the fingerprint of the desired set this node runs.
+
+        orun runs one container per deployment; an orca service may have several replicas on one node, so
+        a deployment's `container_id` and `image` are its first replica's, `state` is "running" only when
+        every replica runs (else the first other state), `changed_at` the latest change, and `replicas`
+        lists each one (an addition to the document)."""
+        by_service: dict[str, list[Any]] = {}
         for alloc_id in sorted(self.reconciler.states):
             st = self.reconciler.states[alloc_id]
-            image = (st.spec or {}).get("image") or st.image
-            deployments[st.name] = {"name": st.name, "image": image, "container_id": st.container_id,
-                                    "state": st.status, "changed_at": iso(st.changed_at)}
-            if st.service not in services:
-                services[st.service] = {"name": st.service, "deployment": st.name,
-                                        "domain": (st.spec or {}).get("domain"),
-                                        "route_active": self.proxy is not None and self.proxy.route_active(st.service)}
+            by_service.setdefault(st.service, []).append(st)
+        deployments: dict[str, Any] = {}
+        services: dict[str, Any] = {}
+        for service, replicas in sorted(by_service.items()):
+            first = replicas[0]
+            other = next((st.status for st in replicas if st.status != "running"), None)
+            spec = next((st.spec for st in replicas if st.spec), None) or {}
+            deployments[service] = {
+                "name": service, "image": spec.get("image") or first.image, "container_id": first.container_id,
+                "state": other or "running", "changed_at": iso(max(st.changed_at for st in replicas)),
+                "replicas": [{"name": st.name, "alloc": st.alloc_id, "version": st.version,
+                              "container_id": st.container_id, "state": st.status, "changed_at": iso(st.changed_at)}
+                             for st in replicas]}
+            services[service] = {"name": service, "deployment": service, "domain": spec.get("domain"),
+                                 "route_active": self.proxy is not None and self.proxy.route_active(service)}
         link = self.link
         return {"node": {"name": self.node_id, "started_at": iso(self.started_at),
                          "last_sync_time": iso(link.last_sync) if link.last_sync else None,
-                         "leader": link.leader, "sync_error": link.sync_error or self.reconciler.engine_error},
+                         "git_head": desired_head(self.store.desired), "leader": link.leader,
+                         "sync_error": link.sync_error or self.reconciler.engine_error},
                 "deployments": deployments, "services": services}
+
+
+def desired_head(desired: dict[str, Any] | None) -> str | None:
+    """orun's `git_head` (the commit of the manifests a node runs) for orca: a 40-hex fingerprint of the
+    desired set this node last accepted (term, version, and each allocation's id and spec; never the
+    secret values the push also carries), None before the first push."""
+    if desired is None:
+        return None
+    allocs = [{"id": a.get("id"), "spec": a.get("spec")} for a in desired.get("allocations") or []
+              if isinstance(a, dict)]
+    doc = {"term": desired.get("term"), "version": desired.get("version"), "allocations": allocs}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
 class _LinkError(Exception):

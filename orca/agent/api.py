@@ -2,10 +2,11 @@
 
 Agent API on `listen`, for the leader (bearer: the node's push token, except `/v1/health`):
   PUT /v1/allocations          the node's full desired set, fenced by term (orca.protocol)
-  GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1, text/plain stream of the container's output
+  GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1&timestamps=0|1, text/plain stream of the container's output
   GET /v1/health               {"status": "ok", "node_id"}
+  GET /v1/volumes              {"node_id", "volumes": [{name, service, slot, gen, volume, created_at}]}
 
-Status API on `status_listen` (loopback only, no auth, DESIGN §5): POST /healthz, POST /status.
+Status API on `status_listen` (loopback only, no auth): POST /healthz, POST /status.
 
 Errors use the same JSON envelope as the masters: {"error", "code", "details", "timestamp"}.
 """
@@ -39,6 +40,7 @@ MAX_PUSH_BYTES = 16 * 2**20
 _DISCONNECT_POLL_S = 1.0
 _LOG_QUEUE = 256
 _MAX_TAIL = 100_000  # lines of a container's log one request may ask for
+_MAX_VOLUMES_LISTED = 4096  # volumes one listing returns
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AGENT_KEY = web.AppKey("agent", Agent)
@@ -104,10 +106,11 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     alloc_id = request.match_info["alloc_id"]
     tail = _query_int(request, "tail", 100)
     follow = request.query.get("follow", "0").lower() in ("1", "true", "yes")
+    timestamps = request.query.get("timestamps", "0").lower() in ("1", "true", "yes")
     runtime = _agent(request).runtime
     try:
         # The lookup happens here, so a missing container is a 404 and not an empty stream.
-        lines = await asyncio.to_thread(runtime.logs, alloc_id, tail, follow)
+        lines = await asyncio.to_thread(runtime.logs, alloc_id, tail, follow, timestamps)
     except RuntimeFailure as exc:
         raise NotFound(exc.reason, {"alloc": alloc_id}) from None
 
@@ -170,6 +173,16 @@ def _put_eof(queue: asyncio.Queue[bytes | None]) -> None:
         queue.put_nowait(None)
 
 
+async def get_volumes(request: web.Request) -> web.Response:
+    """This node's orca volumes (orca.volumes), for `orca volumes ls` through a master."""
+    _authorize(request)
+    try:
+        found = await asyncio.to_thread(_agent(request).runtime.volumes)
+    except RuntimeFailure as exc:
+        raise OrcaError(exc.reason) from None
+    return web.json_response({"node_id": _agent(request).node_id, "volumes": found[:_MAX_VOLUMES_LISTED]})
+
+
 async def get_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "node_id": _agent(request).node_id})
 
@@ -180,6 +193,7 @@ def make_agent_api(agent: Agent) -> web.Application:
     app.router.add_put("/v1/allocations", put_allocations)
     app.router.add_get("/v1/logs/{alloc_id}", get_logs)
     app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/v1/volumes", get_volumes)
     return app
 
 

@@ -26,7 +26,7 @@ __all__ = ["run_agent", "run_join", "join_config", "serve"]
 
 log = logging.getLogger("orca.agent")
 
-# `orca join` flags -> where they live in an agent config file (DESIGN §12).
+# `orca join` flags -> where they live in an agent config file.
 _JOIN_KEYS = {
     "agent_id": ("agent", "id"), "id": ("agent", "id"), "listen": ("agent", "listen"),
     "advertise": ("agent", "advertise"), "status_listen": ("agent", "status_listen"),
@@ -39,7 +39,9 @@ _JOIN_KEYS = {
 
 async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
     """Run one agent until SIGTERM/SIGINT (containers keep running) or a `shutdown` directive."""
-    runtime = runtime or DockerRuntime(config.agent_id, config.publish_address)
+    if runtime is None:
+        runtime = DockerRuntime(config.agent_id, config.publish_address)
+        runtime.bind_paths, runtime.bind_paths_rw = config.bind_paths, config.bind_paths_rw
     agent = Agent(config, runtime)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ reports what runs but starts and stops nothing: an agent that lost its state mus
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -28,7 +29,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orca.agent.runtime import ContainerState, Runtime, RuntimeFailure
+from orca.healthcheck import check_of, has_check
+from orca.jobs import decide_exit
 from orca.protocol import container_name
+from orca.registry import parse_credentials
 
 __all__ = ["Reconciler", "AllocState", "resolve_env", "iso", "INITIAL_BACKOFF_S", "MAX_BACKOFF_S"]
 
@@ -69,6 +73,21 @@ def resolve_env(env: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def registry_auth(spec: dict[str, Any], secrets: dict[str, str]) -> dict[str, str] | None:
+    """The pull credentials of a spec's `registry_auth` (orca.registry), or None; a start failure naming
+    only the secret key when it is missing or malformed."""
+    ref = spec.get("registry_auth")
+    if not ref:
+        return None
+    keys = _SECRET_REF.findall(ref)
+    if len(keys) != 1 or keys[0] not in secrets:
+        raise RuntimeFailure(f"missing secret {keys[0] if keys else '?'} (registry_auth)")
+    try:
+        return parse_credentials(secrets[keys[0]], keys[0])
+    except ValueError as exc:
+        raise RuntimeFailure(str(exc)) from None
+
+
 @dataclass
 class AllocState:
     """What the agent knows of one allocation: desired, running, or both. Heartbeats report it."""
@@ -84,6 +103,8 @@ class AllocState:
     started_at: str | None = None
     host_port: int | None = None
     restarts: int = 0
+    exit_code: int | None = None  # of the last exit
+    final: bool = False  # complete or dead under the restart policy (orca.jobs): never restarted
     exits: int = 0
     health: str | None = None
     changed_at: float = 0.0  # wall clock of the last status change
@@ -100,14 +121,15 @@ class AllocState:
 
     @property
     def has_health(self) -> bool:
-        return bool(self.spec and self.spec.get("health") and self.spec.get("port"))
+        return has_check(self.spec)
 
     def report(self) -> dict[str, Any]:
         """An AllocReport (orca.protocol)."""
         return {"alloc": self.alloc_id, "service": self.service, "version": self.version,
                 "container_id": self.container_id, "status": self.status,
                 "health": self.health if self.has_health else None, "started_at": self.started_at,
-                "restarts": self.restarts, "reason": self.reason, "host_port": self.host_port}
+                "restarts": self.restarts, "reason": self.reason, "host_port": self.host_port,
+                "exit_code": self.exit_code}
 
 
 def _take_spec(st: AllocState, alloc: dict[str, Any]) -> None:
@@ -161,6 +183,9 @@ class Reconciler:
         self._reserved: set[int] = set()
         self._bad_ports: dict[int, float] = {}
         self._port_cursor = host_port_range[0]
+        # Volume removal orders of the last push not yet done, and those done (orca.volumes).
+        self._purges: list[dict[str, Any]] = []
+        self._purged: set[tuple[str, int, int]] = set()
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -169,6 +194,8 @@ class Reconciler:
             self._desired = None
             return
         secrets_changed = push.get("secrets", {}) != self._secrets
+        self._purges = [p for p in push.get("purge_volumes") or []
+                        if (p["service"], p["slot"], p["gen"]) not in self._purged]
         self._desired = {a["id"]: a for a in push["allocations"]}
         self._secrets = dict(push.get("secrets") or {})
         self.applied = {"term": push["term"], "version": push["version"]}
@@ -264,9 +291,25 @@ class Reconciler:
             c = by_alloc.get(alloc_id)
             if c is None or c.status == "created":
                 self._launch(st, self._start(st, alloc))
-            elif c.status in ("exited", "dead"):
+            elif c.status in ("exited", "dead") and not st.final:
                 self._launch(st, self._restart(st))
         self._forget(by_alloc)
+        if self._purges:
+            await self._purge_volumes()
+
+    async def _purge_volumes(self) -> None:
+        """Carry out the leader's volume removals; the engine refuses to remove a volume a container still
+        mounts (one being stopped), so such an order simply stays for the next pass."""
+        try:
+            done = await asyncio.to_thread(self.runtime.purge_volumes, list(self._purges))
+        except RuntimeFailure as exc:
+            log.warning("volume removal: %s", exc.reason)
+            return
+        keys = {(p["service"], p["slot"], p["gen"]) for p in done}
+        if len(self._purged) > 100_000:  # bounded; the leader's list per node is far shorter
+            self._purged.clear()
+        self._purged |= keys
+        self._purges = [p for p in self._purges if (p["service"], p["slot"], p["gen"]) not in keys]
 
     def _stale(self, st: AllocState, seq_at_list: int) -> bool:
         """Busy, or an operation ended after the container list was taken (the list may predate it)."""
@@ -283,6 +326,7 @@ class Reconciler:
         st.container_id, st.image, st.host_port = c.container_id, c.image, c.host_port
         st.started_at = c.started_at
         if c.status == "running":
+            st.final = False
             if st.running_since is None:
                 st.running_since = now
             # Stable means running for a while and, with a health check, passing it: only then does the
@@ -300,12 +344,24 @@ class Reconciler:
             if st.counted_exit != key:
                 st.counted_exit = key
                 st.exits += 1
+                st.exit_code = c.exit_code
                 code = "" if c.exit_code is None else f" (exit code {c.exit_code})"
+                verdict = decide_exit(st.spec, c.exit_code, st.exits)
+                if verdict != "restart":
+                    st.final = True
+                    st.reason = ("completed" if verdict == "complete" else
+                                 f"gave up after {st.exits} run{'s' if st.exits != 1 else ''}") + code
+                    st.health = None if not st.has_health else st.health
+                    log.info("%s %s", st.name, st.reason)
+                    self._set_status(st, verdict)
+                    return
                 st.reason = f"crash loop: exited {st.exits} time{'s' if st.exits != 1 else ''}{code}"
                 self._backoff(st, now)
                 if st.has_health:
                     st.health = "starting"
                 log.warning("%s exited%s; restart in %.0f s", st.name, code, st.next_attempt - now)
+            if st.final:
+                return
             if st.status != "failed":
                 self._set_status(st, "exited")
             return
@@ -361,8 +417,9 @@ class Reconciler:
         env = resolve_env(spec.get("env") or {}, self._secrets)
         # Pulls are outside the bound on parallel operations: a slow pull must not hold up stops.
         # A webhook redeploy asks for a fresh pull once per revision (the tag may have moved).
+        auth = registry_auth(spec, self._secrets)
         await self._ensure_image(st, spec["image"], revision=spec.get("revision") if spec.get("pull_policy") == "always"
-                                 else None)
+                                 else None, auth=auth)
         self._set_status(st, "starting")
         try:
             async with self._sem:
@@ -379,15 +436,21 @@ class Reconciler:
         st.running_since = None
         self._observe(st, state, self.clock())
 
-    async def _ensure_image(self, st: AllocState, image: str, revision: str | None = None) -> None:
-        """Pull once per image (and revision) however many replicas want it; the others wait for it."""
+    async def _ensure_image(self, st: AllocState, image: str, revision: str | None = None,
+                            auth: dict[str, str] | None = None) -> None:
+        """Pull once per image (and revision) however many replicas want it; the others wait for it.
+        `auth` (registry credentials) is handed to the runtime only, never logged."""
         key = image if revision is None else f"{image}@{revision}"
         lock = self._image_locks.setdefault(key, asyncio.Lock())
         async with lock:
             if self._images_ok.get(key, -1.0) > self.clock():
                 return
             self._set_status(st, "pulling")
-            await asyncio.to_thread(self.runtime.ensure_image, image, revision is not None)
+            if auth is None:
+                await asyncio.to_thread(self.runtime.ensure_image, image, revision is not None)
+            else:
+                await asyncio.to_thread(functools.partial(self.runtime.ensure_image, image, revision is not None,
+                                                          auth=auth))
             self._images_ok[key] = self.clock() + (IMAGE_OK_S if revision is None else 10 * 365 * 86400.0)
 
     async def _start_on_free_port(self, alloc: dict[str, Any], env: dict[str, str]) -> ContainerState:
@@ -454,12 +517,15 @@ class Reconciler:
 
     # -- health monitor hooks ----------------------------------------------------------------------
 
-    def health_targets(self) -> list[tuple[str, str, int, str]]:
-        """(alloc id, container id, host port, health path) of every running container to probe."""
-        return [(s.alloc_id, s.container_id, s.host_port, s.spec["health"])
-                for s in self.states.values()
-                if s.status == "running" and not s.busy and s.has_health and s.host_port and s.container_id
-                and s.spec is not None]
+    def health_targets(self) -> list[tuple[str, str, int | None, dict[str, Any]]]:
+        """(alloc id, container id, host port, check from orca.healthcheck) of every running container to
+        probe; the host port is None only for an exec check, which needs none."""
+        out = []
+        for s in self.states.values():
+            check = check_of(s.spec) if s.status == "running" and not s.busy and s.container_id else None
+            if check is not None and (s.host_port or check["kind"] == "exec"):
+                out.append((s.alloc_id, str(s.container_id), s.host_port, check))
+        return out
 
     def set_health(self, alloc_id: str, container_id: str, health: str) -> None:
         st = self.states.get(alloc_id)

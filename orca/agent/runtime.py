@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os.path
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -42,6 +43,8 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
+
+from orca import volumes
 
 log = logging.getLogger("orca.agent.runtime")
 
@@ -118,17 +121,24 @@ class Runtime(Protocol):
 
     def restart(self, alloc_id: str) -> None: ...
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]: ...
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]: ...
 
-    def ensure_image(self, image: str, always: bool = False) -> None: ...
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None: ...
 
     def engine_resources(self) -> dict[str, Any]: ...
 
     def stats(self, alloc_id: str) -> dict[str, Any] | None: ...
 
+    def volumes(self) -> list[dict[str, Any]]: ...
+
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int: ...
+
+    def purge_volumes(self, purges: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
 
 def container_name(alloc: dict[str, Any]) -> str:
-    """`orca-<service>-<alloc id>` (DESIGN §5): readable in `docker ps`, unique per allocation."""
+    """`orca-<service>-<alloc id>`: readable in `docker ps`, unique per allocation."""
     return f"orca-{alloc['service']}-{alloc['id']}"
 
 
@@ -191,6 +201,9 @@ class DockerRuntime:
         self.adopt_legacy: Callable[[str], bool] | None = None  # alloc id -> adopt an unlabelled container?
         self._legacy: set[str] = set()  # alloc ids of unlabelled containers adopted so far
         self._client = client
+        # [agent.docker] bind_paths / bind_paths_rw: host directories bind mounts may come from.
+        self.bind_paths: tuple[str, ...] = ()
+        self.bind_paths_rw: tuple[str, ...] = ()
         # (container id, state) -> ContainerState from the last `list`: a container is inspected again
         # only when its state changed (or after a restart), not on every reconcile pass.
         self._inspected: dict[tuple[str, str], ContainerState] = {}
@@ -311,6 +324,9 @@ class DockerRuntime:
             "detach": True,
         }
         kwargs.update(container_limits(spec))
+        mounts = self._mounts(alloc)
+        if mounts:
+            kwargs["volumes"] = mounts
 
         try:
             # create + start rather than containers.run: run() pulls a missing image on its own.
@@ -325,6 +341,104 @@ class DockerRuntime:
             self._remove(container, quiet=True)
             raise _failure(exc, "start container", image=spec["image"], host_port=host_port) from exc
         return _state(container.attrs)
+
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int:
+        """Run a health check command inside the allocation's running container; its exit code. Output
+        is discarded (bounded by the engine's demux of a short-lived exec)."""
+        containers = self._find(alloc_id)
+        if not containers:
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        try:
+            result = containers[0].exec_run(list(cmd), stdout=False, stderr=False)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "exec health check") from exc
+        return int(result.exit_code if result.exit_code is not None else -1)
+
+    # -- volumes (orca.volumes) -------------------------------------------------------------------
+
+    def _mounts(self, alloc: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """Docker `volumes` for the allocation: its named volumes (created here, labelled with the owner)
+        and the bind mounts this node's config allows; a refused bind fails the start with its reason."""
+        spec = alloc["spec"]
+        out: dict[str, dict[str, str]] = {}
+        named = volumes.named_volumes(spec)
+        if named:
+            gen = alloc.get("volume_gen")
+            if gen is None:
+                raise RuntimeFailure("volumes not bound to this node yet (waiting for the leader)")
+            for vol in named:
+                name = self._ensure_volume(alloc["service"], int(alloc.get("index", 0)), int(gen), vol["name"])
+                out[name] = {"bind": vol["path"], "mode": "rw"}
+        for bind in volumes.binds(spec):
+            host = os.path.realpath(bind["host"])  # a symlink must not lead outside the allowed paths
+            refusal = volumes.bind_refusal(host, bind["read_only"], list(self.bind_paths), list(self.bind_paths_rw))
+            if refusal:
+                raise RuntimeFailure(refusal)
+            out[host] = {"bind": bind["path"], "mode": "ro" if bind["read_only"] else "rw"}
+        return out
+
+    def _ensure_volume(self, service: str, slot: int, gen: int, name: str) -> str:
+        """Create the replica's volume if missing (labelled with its owner) and return its name; a volume of
+        that name owned by another cluster or node is refused, never mounted."""
+        assert self.cluster_id is not None
+        vname = volumes.docker_volume_name(self.cluster_id, self.node_id, service, slot, gen, name)
+        labels = {LABEL_CLUSTER: self.cluster_id, LABEL_NODE: self.node_id, LABEL_SERVICE: service,
+                  "orca.slot": str(slot), "orca.gen": str(gen), "orca.volume": name}
+        try:
+            try:
+                existing = self.client.volumes.get(vname)
+            except docker.errors.NotFound:
+                self.client.volumes.create(name=vname, driver="local", labels=labels)
+                log.info("created volume %s", vname)
+                return vname
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "create volume") from exc
+        have = existing.attrs.get("Labels") or {}
+        if any(have.get(k) != v for k, v in labels.items()):
+            raise RuntimeFailure(f"volume {vname} exists but is not this node's (labels differ); not mounting it")
+        return vname
+
+    def volumes(self) -> list[dict[str, Any]]:
+        """This node's orca volumes (its cluster's and node's labels only), with their owner labels."""
+        owner = self._owner_labels()
+        try:
+            found = self.client.volumes.list(filters={"label": owner})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _failure(exc, "list volumes") from exc
+        out = []
+        for vol in found:
+            labels = vol.attrs.get("Labels") or {}
+            out.append({"name": vol.name, "service": labels.get(LABEL_SERVICE),
+                        "slot": _int_or_none(labels.get("orca.slot")), "gen": _int_or_none(labels.get("orca.gen")),
+                        "volume": labels.get("orca.volume"),
+                        "created_at": vol.attrs.get("CreatedAt")})
+        return sorted(out, key=lambda v: v["name"])
+
+    def purge_volumes(self, purges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Remove the volumes the leader's removal orders name; returns the orders now done (no such volume
+        left). A volume still mounted (its container is being stopped) stays for the next call."""
+        done = []
+        owner = self._owner_labels()
+        for order in purges:
+            wanted = [*owner, f"{LABEL_SERVICE}={order['service']}", f"orca.slot={order['slot']}",
+                      f"orca.gen={order['gen']}"]
+            try:
+                found = self.client.volumes.list(filters={"label": wanted})
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise _failure(exc, "list volumes") from exc
+            left = 0
+            for vol in found:
+                try:
+                    vol.remove()
+                    log.info("removed volume %s", vol.name)
+                except docker.errors.NotFound:
+                    pass
+                except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                    left += 1
+                    log.info("volume %s not removed yet: %s", vol.name, _short(str(exc)))
+            if not left:
+                done.append(order)
+        return done
 
     def stop(self, alloc_id: str, timeout_s: float = 5) -> None:
         """Stop (SIGTERM, then SIGKILL after `timeout_s`) and remove; nothing there is fine."""
@@ -350,21 +464,24 @@ class DockerRuntime:
         finally:  # same id and maybe the same state, but a new StartedAt: inspect it again
             self._inspected = {k: v for k, v in self._inspected.items() if k[0] != containers[0].id}
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
-        """Stdout and stderr, as lines. The container is looked up now, so a missing one raises here
-        rather than on first iteration. With `follow` the iterator blocks until the container stops:
-        consume it in a thread."""
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]:
+        """Stdout and stderr, as lines (each prefixed with Docker's RFC 3339 time with `timestamps`). The
+        container is looked up now, so a missing one raises here rather than on first iteration. With
+        `follow` the iterator blocks until the container stops: consume it in a thread."""
         containers = self._find(alloc_id)
         if not containers:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")
         try:
-            chunks = containers[0].logs(stdout=True, stderr=True, stream=True, follow=follow, tail=tail)
+            chunks = containers[0].logs(stdout=True, stderr=True, stream=True, follow=follow, tail=tail,
+                                        timestamps=timestamps)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "read logs") from exc
         return _split_lines(chunks)
 
-    def ensure_image(self, image: str, always: bool = False) -> None:
-        """Pull `image` unless it is present (or always, for a webhook redeploy of a moving tag). The
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None:
+        """Pull `image` (with `auth`, registry credentials, when given; never logged) unless it is present
+        (or always, for a webhook redeploy of a moving tag). The
         pull's own error (e.g. unknown repository, registry unreachable) becomes the reason; a forced
         re-pull that fails while a local copy exists keeps the local copy (an offline registry must not
         take a running service down)."""
@@ -380,18 +497,18 @@ class DockerRuntime:
             raise _failure(exc, "inspect image", image=image) from exc
         if present:
             try:
-                self._pull(image)
+                self._pull(image, auth)
             except RuntimeFailure as exc:
                 log.warning("re-pull of %s failed (%s); using the local copy", image, exc.reason)
             return
-        self._pull(image)
+        self._pull(image, auth)
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, auth: dict[str, str] | None = None) -> None:
         error = None
         try:
             # The low-level stream reports some failures as {"error": ...} messages instead of an HTTP
             # status; the high-level images.pull() would swallow them.
-            for message in self.client.api.pull(image, stream=True, decode=True):
+            for message in self.client.api.pull(image, stream=True, decode=True, auth_config=auth):
                 if isinstance(message, dict) and message.get("error"):
                     error = message["error"]
             self.client.images.get(image)
@@ -417,7 +534,7 @@ class DockerRuntime:
         return _sample(raw)
 
     def engine_resources(self) -> dict[str, Any]:
-        """What the engine's host has in total (the node's default capacity, DESIGN §12)."""
+        """What the engine's host has in total (the node's default capacity)."""
         try:
             info = self.client.info()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -434,6 +551,13 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             if not quiet:
                 raise _failure(exc, "remove container") from exc
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _state(attrs: dict[str, Any]) -> ContainerState:
@@ -553,6 +677,9 @@ class FakeRuntime:
         self._ids = itertools.count(1)
         self.usage: dict[str, tuple[float, float]] = {}  # alloc id -> (cpu %, mem %) that stats() reports
         self._stat_ticks: dict[str, int] = {}
+        self.volume_table: dict[str, dict[str, Any]] = {}  # volume name -> DockerRuntime.volumes() row
+        self.exec_codes: dict[str, int] = {}  # alloc id -> exit code of its exec health check
+        self.pull_auth: dict[str, dict[str, str]] = {}  # image -> the credentials its last pull used
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).isoformat().replace("+00:00", "Z")
@@ -572,6 +699,14 @@ class FakeRuntime:
             raise RuntimeFailure(f"image not found: {spec['image']}")
         if spec["image"] in self.fail_start:
             raise RuntimeFailure(self.fail_start[spec["image"]])
+        for vol in volumes.named_volumes(spec):
+            if alloc.get("volume_gen") is None:
+                raise RuntimeFailure("volumes not bound to this node yet (waiting for the leader)")
+            name = volumes.docker_volume_name(self.cluster_id or "fake", self.node_id, alloc["service"],
+                                              int(alloc.get("index", 0)), int(alloc["volume_gen"]), vol["name"])
+            self.volume_table.setdefault(name, {"name": name, "service": alloc["service"],
+                                                "slot": int(alloc.get("index", 0)), "gen": int(alloc["volume_gen"]),
+                                                "volume": vol["name"], "created_at": self._now()})
         published = host_port if spec.get("port") else None
         if published is not None and any(
             c.host_port == published and c.status == "running" for c in self._containers.values()
@@ -606,15 +741,18 @@ class FakeRuntime:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")
         self._containers[alloc_id] = replace(state, status="running", exit_code=None, started_at=self._now())
 
-    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+    def logs(self, alloc_id: str, tail: int = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes]:
         self.calls.append(("logs", alloc_id))
         if alloc_id not in self._containers:
             raise RuntimeFailure(f"no container for allocation {alloc_id}")
         lines = self._logs.get(alloc_id, [])
         return iter(lines[-tail:] if tail > 0 else [])
 
-    def ensure_image(self, image: str, always: bool = False) -> None:
+    def ensure_image(self, image: str, always: bool = False, *, auth: dict[str, str] | None = None) -> None:
         self.calls.append(("ensure_image", image))
+        if auth is not None:
+            self.pull_auth[image] = dict(auth)
         if image in self.images:
             return
         if self.pullable is not None and image not in self.pullable:
@@ -638,6 +776,25 @@ class FakeRuntime:
         return {"cpu_total": int(round(ticks * 10**9 * cpu_pct / 100.0)), "system_cpu": system, "online_cpus": cpus,
                 "pre_cpu_total": None, "pre_system_cpu": None,
                 "mem_usage": int(limit * mem_pct / 100.0), "mem_limit": limit}
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return [dict(v) for _, v in sorted(self.volume_table.items())]
+
+    def exec_check(self, alloc_id: str, cmd: list[str]) -> int:
+        """The exit code in `exec_codes[alloc_id]` (default 0) for a running container."""
+        self.calls.append(("exec_check", alloc_id))
+        state = self._containers.get(alloc_id)
+        if state is None or state.status != "running":
+            raise RuntimeFailure(f"no container for allocation {alloc_id}")
+        return self.exec_codes.get(alloc_id, 0)
+
+    def purge_volumes(self, purges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append(("purge_volumes", len(purges)))
+        for order in purges:
+            for name, vol in list(self.volume_table.items()):
+                if (vol["service"], vol["slot"], vol["gen"]) == (order["service"], order["slot"], order["gen"]):
+                    del self.volume_table[name]
+        return list(purges)
 
     # -- test controls ---------------------------------------------------------------------------
 

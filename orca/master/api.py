@@ -1,4 +1,4 @@
-"""The master's HTTP API (DESIGN §6): handlers only; the rules they share live in `orca.master.http`.
+"""The master's HTTP API: handlers only; the rules they share live in `orca.master.http`.
 
 Reads are served from this master's applied state (headers `X-Orca-Leader`, `X-Orca-Applied-Index`, and
 `X-Orca-Leader-Contact-Age`: how stale they may be); `?consistent=true` sends them to the leader, which
@@ -9,7 +9,7 @@ only after the entry is applied, with its result.
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from orca import __version__, auth, bounds, secret_scopes, spec
+from orca import __version__, auth, bounds, secret_scopes, spec, timefilter
 from orca.errors import Forbidden, Invalid, InvalidSpec, NotFound, NotLeader, NotReady, OrcaError, ServiceNotFound
-from orca.master import views
+from orca.master import status_groups, views
 from orca.master.http import (
     POLICY,
     TokenChecker,
@@ -33,6 +33,7 @@ from orca.master.ratelimit import RateLimiter
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
 from orca.state import schema
+from orca.state.digest import state_digest
 
 __all__ = ["MasterApi", "MasterInfo"]
 
@@ -72,6 +73,7 @@ class MasterApi:
         self.metrics.on_scrape(self._refresh_metrics)
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
+        self._openapi: bytes | None = None
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -87,10 +89,12 @@ class MasterApi:
         r.add_get("/metrics", self.metrics_view)
         r.add_get("/api/v1/health", self.health)
         r.add_get("/api/v1/status/{component}", self.component_status)
+        r.add_get("/api/v1/openapi.json", self.openapi_document)
         r.add_get("/api/v1/cluster/leader", self.cluster_leader)
         r.add_get("/api/v1/cluster/health", self.cluster_health)
         r.add_get("/api/v1/cluster/info", self.cluster_info)
         r.add_get("/api/v1/cluster/status", self.cluster_status)
+        r.add_get("/api/v1/cluster/digest", self.cluster_digest)
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/services/{name}", self.service)
         r.add_get("/api/v1/events", self.events)
@@ -125,9 +129,27 @@ class MasterApi:
     def _is_revoked(self, jti: str) -> bool:
         return bool(self.raft.read(lambda s: (s["tokens"].get(jti) or {}).get("revoked", False)))
 
+    def master_directory(self) -> dict[str, dict[str, str]]:
+        """id -> {raft, api} of every master: the replicated member list once a membership change seeded
+        it (orca.state.ops_members), else this master's config."""
+        listed = self.raft.read(lambda s: {k: {"raft": v["raft"], "api": v["api"]}
+                                           for k, v in (s.get("masters") or {}).items()})
+        if listed:
+            return listed
+        out = {mid: {"raft": self.info.raft_addrs.get(mid, ""), "api": url} for mid, url in self.info.api_urls.items()}
+        out.setdefault(self.info.node_id, {"api": self.info.api_urls.get(self.info.node_id, "")})
+        out[self.info.node_id]["raft"] = self.raft.settings.listen
+        return out
+
+    def api_url_of(self, node_id: str | None) -> str | None:
+        """A master's API URL (redirect targets follow the replicated member list)."""
+        if node_id is None:
+            return None
+        m = self.master_directory().get(node_id)
+        return m["api"] if m else self.info.api_urls.get(node_id)
+
     def leader_url(self) -> str | None:
-        leader = self.raft.leader_id
-        return self.info.api_urls.get(leader) if leader else None
+        return self.api_url_of(self.raft.leader_id)
 
     def _require_serving(self) -> None:
         """A master that stopped applying the log (a newer schema met mid-upgrade) serves nothing: 503,
@@ -246,16 +268,15 @@ class MasterApi:
         return json_response(components[name])
 
     async def healthz(self, request: web.Request) -> web.Response:
-        components = self._components()
-        states = {name: c["status"] for name, c in components.items()}
-        if states.get("raft") == "down":
-            overall = "unhealthy"
-        elif any(s != "up" for s in states.values()):
-            overall = "degraded"
-        else:
-            overall = "healthy"
-        body = {"status": overall, "components": states, "node_id": self.info.node_id,
-                "timestamp": views.iso(time.time())}
+        """Dory's health document: every component as `{status, message, last_check}`, the overall status by
+        Dory's rule (orca.master.status_groups), 503 when unhealthy."""
+        now = views.iso(time.time())
+        leader = self.raft.leader_id
+        components = {name: status_groups.dory_component(name, c, leader, now)
+                      for name, c in self._components().items()}
+        overall = status_groups.dory_overall(components)
+        body = {"status": overall, "timestamp": now, "version": __version__, "components": components,
+                "node_id": self.info.node_id}
         return json_response(body, status=503 if overall == "unhealthy" else 200)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
@@ -280,23 +301,37 @@ class MasterApi:
         for status in ("running", "stopped"):
             m.services.labels(status).set(states.count(status))
 
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        """Built once from the router of the running app (all routes are added before it serves)."""
+        if self._openapi is None:
+            from orca.master import openapi  # imports the schemas, which read this module's bounds
+
+            self._openapi = json.dumps(openapi.build_document(request.app), separators=(",", ":")).encode()
+        return web.Response(body=self._openapi, content_type="application/json")
+
     # --- cluster ----------------------------------------------------------------------------------
+    async def cluster_digest(self, request: web.Request) -> web.Response:
+        digest, index = self.raft.read(lambda s: (state_digest(s), self.raft.applied_index))
+        return json_response({"node_id": self.info.node_id, "applied_index": index, "digest": digest})
+
     async def cluster_leader(self, request: web.Request) -> web.Response:
         leader = self.raft.leader_id
         if leader is None:
             raise NotReady("no leader is known")
-        return json_response({"leader_id": leader, "leader_url": self.info.api_urls.get(leader),
+        url = self.api_url_of(leader)
+        return json_response({"leader_id": leader, "leader_url": url,
                               "term": self.raft.term, "is_self": leader == self.info.node_id},
-                             headers={"X-Current-Leader": self.info.api_urls.get(leader, "")})
+                             headers={"X-Current-Leader": url or ""})
 
     def _masters(self) -> list[dict[str, Any]]:
         leader = self.raft.leader_id
         out = []
-        for node_id, url in sorted(self.info.api_urls.items()):
+        for node_id, m in sorted(self.master_directory().items()):
+            url = m["api"]
             if node_id == self.info.node_id:
                 healthy, state = True, self.raft.role()
             else:
-                healthy = self.raft.peer_connected(self.info.raft_addrs[node_id])
+                healthy = self.raft.peer_connected(m["raft"])
                 state = "leader" if node_id == leader else ("follower" if healthy else "unreachable")
             out.append({"id": node_id, "api_url": url, "state": state, "healthy": healthy,
                         "is_self": node_id == self.info.node_id})
@@ -345,7 +380,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return views.service_detail(state, svc)
         return await self.read(request, body)
 
@@ -411,7 +446,7 @@ class MasterApi:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return {"name": name, "version": svc["version"], "versions": views.history_view(svc)}
         return await self.read(request, body)
 
@@ -465,18 +500,11 @@ def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _parse_since(raw: str) -> tuple[int | None, float | None]:
-    """`since` is an event sequence number (a cursor) or an ISO-8601 time."""
+    """`since` is an event sequence number (a cursor), or a time: a relative age (`1h`, `1d`) or an ISO-8601
+    time (orca.timefilter)."""
     if raw.isascii() and raw.isdigit():
         return bounds.query_int(raw, "since", 0, 0, bounds.MAX_INT), None
-    if len(raw) > 64:
-        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"})
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Invalid("since: expected an event sequence number or an ISO-8601 time", {"field": "since"}) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return None, parsed.timestamp()
+    return None, timefilter.parse_since(raw, time.time(), allow_epoch=False)
 
 
 def _round(seconds: float | None) -> float | None:

@@ -87,7 +87,7 @@ class SnapshotEndpoints:
     async def chunk(self, request: web.Request) -> web.Response:
         self.api._require_leader()
         n = request.match_info["n"]
-        if not n.isdigit() or len(n) > 9:
+        if not (n.isascii() and n.isdigit()) or len(n) > 9:  # "³".isdigit() is True, int("³") raises
             raise Invalid("chunk number: expected a non-negative integer", {"field": "n"})
         try:
             data = await request.read()

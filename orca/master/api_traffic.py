@@ -51,7 +51,7 @@ class TrafficEndpoints:
     # --- metrics ----------------------------------------------------------------------------------
     def _service_exists(self, name: str) -> None:
         if not self.api.raft.read(lambda s: name in s["services"]):
-            raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            raise ServiceNotFound(f"service not found: {name}", {"service": name})
 
     def metrics_body(self, name: str, history: int) -> dict[str, Any]:
         current = self.traffic.current(name)
@@ -65,13 +65,15 @@ class TrafficEndpoints:
         history = bounds.query_int(request.query.get("history"), "history", 0, 0, 1800)
         if self.api.raft.is_leader:
             return json_response(self.metrics_body(name, history))
-        return json_response(await self._from_leader(request, request.rel_url.path_qs))
+        return json_response(await self._from_leader(request, request.raw_path))
 
     async def _from_leader(self, request: web.Request, path_qs: str) -> dict[str, Any]:
         leader = self.api.leader_url()
         if leader is None:
             raise NotReady("no leader is known; metrics are aggregated by the leader")
-        headers = {"Authorization": request.headers.get("Authorization", "")}
+        auth = request.headers.get("Authorization") or (  # a browser's stream carries it in ?access_token=
+            f"Bearer {request.query['access_token']}" if "access_token" in request.query else "")
+        headers = {"Authorization": auth}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
                     session.get(leader + path_qs, headers=headers, ssl=peer_ssl()) as resp:
@@ -90,7 +92,7 @@ class TrafficEndpoints:
         def body(state: dict[str, Any]) -> dict[str, Any]:
             svc = state["services"].get(name)
             if svc is None:
-                raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+                raise ServiceNotFound(f"service not found: {name}", {"service": name})
             return {"name": name, "replicas": svc["replicas"], "scaling": svc["spec"].get("scaling")}
         return await self.api.read(request, body)
 
@@ -121,7 +123,8 @@ class TrafficEndpoints:
                 events = self.api.raft.read(functools.partial(
                     views.events_query, service=service, type_=type_, since_seq=last, since_time=None, limit=500))
                 for event in events:
-                    await ws.send_str(json.dumps(event, default=str))
+                    # `app_name`: Orchestry's name for the service (its event stream clients read it)
+                    await ws.send_str(json.dumps({**event, "app_name": event.get("service")}, default=str))
                     last = max(last, int(event["seq"]))
                 await asyncio.sleep(0.2)
         finally:

@@ -160,7 +160,7 @@ class WebhookEndpoints:
         timeout = aiohttp.ClientTimeout(total=10)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.post(leader + request.rel_url.path_qs, data=raw, headers=headers,
+                    session.post(leader + request.raw_path, data=raw, headers=headers,
                                  ssl=peer_ssl()) as resp:
                 body = await resp.read()
                 return web.Response(body=body, status=resp.status,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -153,6 +153,25 @@ class WorkerEndpoints:
         return resp
 
 
+async def fan_in(queue: asyncio.Queue[Any], pumps: list[Coroutine[Any, Any, None]]) -> AsyncIterator[Any]:
+    """Run `pumps` (each puts items on `queue`, then None when it ends) and yield their items as they come,
+    until every pump has ended; the pumps are cancelled if the reader goes away first."""
+    tasks = [asyncio.create_task(p) for p in pumps]
+    try:
+        open_streams = len(tasks)
+        while open_streams:
+            item = await queue.get()
+            if item is None:
+                open_streams -= 1
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def require_own_node(request: web.Request, node_id: str) -> None:
     """403 unless the caller's agent token is bound to `node_id` (its `node` claim) and, over TLS, its
     client certificate is that node's.
@@ -181,7 +200,7 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
     """
     def targets(state: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in state["services"]:
-            raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+            raise ServiceNotFound(f"service not found: {name}", {"service": name})
         out = []
         for alloc in sorted(state["allocations"].values(), key=lambda a: (a.get("index", 0), a["id"])):
             node = state["nodes"].get(alloc["node"])
@@ -208,17 +227,5 @@ async def log_lines(raft: Any, name: str, tail: int, follow: bool) -> AsyncItera
                 await queue.put(prefix + f"(logs unavailable: {type(err).__name__})\n".encode())
             finally:
                 await queue.put(None)
-        tasks = [asyncio.create_task(pump(t)) for t in allocs]
-        try:
-            open_streams = len(tasks)
-            while open_streams:
-                item = await queue.get()
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async for item in fan_in(queue, [pump(t) for t in allocs]):
+            yield item

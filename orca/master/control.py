@@ -9,11 +9,13 @@ when nothing changed), through `call_soon_threadsafe` because entries are applie
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from prometheus_client import Gauge
 
 from orca.master.autoscaler import Autoscaler
+from orca.master.cron import CronLoop
 from orca.master.dispatcher import Dispatcher
 from orca.master.leases import HeartbeatBook, LeaseMonitor
 from orca.master.scheduling import SchedulerLoop
@@ -36,7 +38,8 @@ class ControlPlane:
         self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
         self.traffic = TrafficBook(sample_s=2.0)
         self.autoscaler = Autoscaler(raft, self.traffic)
-        self.components = [self.leases, self.scheduler, self.dispatcher, self.autoscaler]
+        self.cron = CronLoop(raft)
+        self.components = [self.leases, self.scheduler, self.dispatcher, self.autoscaler, self.cron]
         metrics.registry.register(TrafficCollector(self.traffic))
         self._loop = asyncio.get_running_loop()
         self._wake_pending = False
@@ -82,6 +85,20 @@ class ControlPlane:
                            "last_plan_seconds": round(self.scheduler.last_plan_s, 4),
                            "placements": self.scheduler.placements_total, "last_error": self.scheduler.last_error,
                            "pending": self.scheduler.pending}}
+
+    def leases_health(self) -> dict[str, Any]:
+        """The node leases: `live_pullers` is the worker nodes heard from within the lease TTL (leader only:
+        heartbeats go to the leader), `backlog` the heartbeats not yet committed."""
+        enabled = self.leases.enabled
+        now = time.monotonic()
+        heard = sum(1 for seen in self.book.last_seen.values() if now - seen <= self.leases.ttl_s) if enabled else 0
+        status = self._status(enabled, self.leases.last_error)
+        if status == "up" and self.leases.quarantined:
+            status = "degraded"
+        return {"status": status, "live_pullers": heard, "backlog": len(self.book.dirty) if enabled else 0,
+                "in_flight": 0, "oldest_unacked_seconds": 0.0,
+                "detail": {"running_here": enabled, "nodes_heard": heard, "last_error": self.leases.last_error,
+                           "quarantined": dict(self.leases.quarantined)}}
 
     def dispatcher_health(self) -> dict[str, Any]:
         in_flight, oldest = self.dispatcher.in_flight()

@@ -43,8 +43,15 @@ def desired_sets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if target is None or svc is None or alloc["desired"] not in ("run", "migrate"):
             continue
         spec = next((h["spec"] for h in svc["history"] if h["version"] == alloc["version"]), svc["spec"])
-        target["allocations"].append({"id": alloc["id"], "service": alloc["service"], "version": alloc["version"],
-                                      "index": alloc.get("index", 0), "spec": spec})
+        item = {"id": alloc["id"], "service": alloc["service"], "version": alloc["version"],
+                "index": alloc.get("index", 0), "spec": spec}
+        binding = (svc.get("volumes") or {}).get(str(item["index"]))
+        if binding is not None and binding["node"] == alloc["node"]:
+            item["volume_gen"] = binding["gen"]  # which generation of the slot's volumes to mount (orca.volumes)
+        target["allocations"].append(item)
+    for node_id, purges in (state.get("volume_purges") or {}).items():
+        if node_id in out:
+            out[node_id]["purge_volumes"] = list(purges)
     return out
 
 
@@ -105,7 +112,8 @@ class Dispatcher(LeaderLoop):
             body = target["allocations"]
             # Allocation ids are never reused, so (id, version, index) identifies the desired set; a full
             # JSON dump of every node's set on every cycle cost 0.3 s at 10,000 allocations.
-            digest = hashlib.sha256(repr([(a["id"], a["version"], a["index"]) for a in body]).encode()
+            digest = hashlib.sha256(repr(([(a["id"], a["version"], a["index"], a.get("volume_gen")) for a in body],
+                                          len(target.get("purge_volumes") or ()))).encode()
                                     ).hexdigest() + routes_digest
             target["routes"] = routes
             due = link.acked_digest != digest or now - link.acked_at > self.resync_s
@@ -137,7 +145,8 @@ class Dispatcher(LeaderLoop):
         base, lineage = self.raft.read(lambda st: (int(st.get("fence_base") or 0), st.get("lineage")))
         term += base
         payload = {"term": term, "version": version, "allocations": allocations, "lineage": lineage,
-                   "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {}}
+                   "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {},
+                   "purge_volumes": target.get("purge_volumes") or []}
         self.pushes_total += 1
         try:
             async with self.session.put(target["address"] + "/v1/allocations", json=payload,

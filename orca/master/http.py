@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from orca import auth, bounds
 from orca.errors import (
@@ -32,7 +33,7 @@ from orca.master.ratelimit import Decision, RateLimiter
 from orca.metrics import MasterMetrics
 
 __all__ = ["POLICY", "PUBLIC", "HMAC", "JOIN", "error_response", "json_response", "read_json", "read_body",
-           "parse_json_object", "make_middlewares", "TokenChecker", "add_rate_limit_headers"]
+           "parse_json_object", "make_middlewares", "TokenChecker", "add_rate_limit_headers", "ApiRunner"]
 
 log = logging.getLogger("orca.api")
 
@@ -52,10 +53,19 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/status/{component}"): PUBLIC,
+    ("GET", "/api/v1/openapi.json"): PUBLIC,
+    ("GET", "/api/v2/status/{subsystem}"): PUBLIC,            # Porter's subsystems (orca.master.api_porter)
+    ("POST", "/api/v1/edge/heartbeat"): "agent",              # Dory's edge API (orca.master.api_edge)
+    ("POST", "/api/v1/edge/nodes"): "admin",
+    ("POST", "/api/v1/edge/nodes/decommission"): "admin",
     ("GET", "/api/v1/cluster/leader"): PUBLIC,
     ("GET", "/api/v1/cluster/health"): PUBLIC,
     ("GET", "/api/v1/cluster/info"): "viewer",
     ("GET", "/api/v1/cluster/status"): "viewer",
+    ("GET", "/api/v1/cluster/digest"): "admin",
+    ("GET", "/api/v1/cluster/members"): "viewer",
+    ("POST", "/api/v1/cluster/members"): "admin",
+    ("DELETE", "/api/v1/cluster/members/{id}"): "admin",
     ("GET", "/api/v1/status"): "viewer",
     ("GET", "/api/v1/services/{name}"): "viewer",
     ("GET", "/api/v1/events"): "viewer",
@@ -101,10 +111,40 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/services/{name}/logs/stream"): "viewer",
     ("GET", "/api/v1/services/{name}/metrics/stream"): "viewer",
     ("GET", "/api/v1/events/stream"): "viewer",
+    # Orchestry's API (orca.master.compat_orchestry*): an app is a service, with the same roles
+    ("POST", "/api/v1/apps/register"): "deployer",
+    ("GET", "/api/v1/apps"): "viewer",
+    ("GET", "/api/v1/apps/{app}"): "viewer",
+    ("DELETE", "/api/v1/apps/{app}"): "deployer",
+    ("POST", "/api/v1/apps/{app}/start"): "deployer",
+    ("POST", "/api/v1/apps/{app}/stop"): "deployer",
+    ("POST", "/api/v1/apps/{app}/scale"): "deployer",
+    ("GET", "/api/v1/apps/{app}/spec"): "viewer",
+    ("GET", "/api/v1/apps/{app}/metrics"): "viewer",
+    ("GET", "/api/v1/apps/{app}/events"): "viewer",
+    ("GET", "/api/v1/apps/{app}/logs"): "viewer",
+    ("GET", "/api/v1/apps/{app}/scaling"): "viewer",
+    ("PUT", "/api/v1/apps/{app}/scaling"): "deployer",
+    ("GET", "/api/v1/apps/{app}/health"): "viewer",
+    ("POST", "/api/v1/apps/{app}/health/check"): "deployer",
+    ("GET", "/api/v1/apps/{app}/logs/stream"): "viewer",
+    ("GET", "/api/v1/apps/{app}/metrics/stream"): "viewer",
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/api/v1/metrics"): "viewer",
+    ("GET", "/api/v1/config"): "viewer",
+    ("PUT", "/api/v1/config"): "admin",
+    ("GET", "/cluster/status"): "viewer",
+    ("GET", "/cluster/leader"): PUBLIC,
+    ("GET", "/cluster/health"): PUBLIC,
     ("GET", "/api/v1/snapshot"): "admin",
     ("POST", "/api/v1/snapshot/restore"): "admin",
     ("PUT", "/api/v1/snapshot/restore/{id}/{n}"): "admin",
     ("POST", "/api/v1/snapshot/restore/{id}/commit"): "admin",
+    ("GET", "/api/v1/volumes"): "viewer",
+    ("POST", "/api/v1/services/{name}/run"): "deployer",
+    ("DELETE", "/api/v1/volumes/{node}/{service}"): "admin",
+    ("GET", "/ui/"): PUBLIC,        # the web console's static files (orca.master.console); no secrets in them
+    ("GET", "/ui/{path}"): PUBLIC,
 }
 
 
@@ -123,7 +163,8 @@ def error_response(err: OrcaError, request: web.Request | None = None) -> web.Re
                             "timestamp": _now_iso()}
     headers: dict[str, str] = {}
     if isinstance(err, NotLeader):
-        location = err.leader_url.rstrip("/") + (request.rel_url.path_qs if request is not None else "/")
+        # raw_path: still percent-encoded, so a decoded control character never reaches a header
+        location = err.leader_url.rstrip("/") + (request.raw_path if request is not None else "/")
         body["leader"] = err.leader_url
         headers["Location"] = location
         headers["X-Current-Leader"] = err.leader_url
@@ -236,12 +277,18 @@ def _http_exception_to_error(exc: web.HTTPException) -> OrcaError:
 
 
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare` hook: every rate-limited response (errors included) carries the figures."""
+    """`on_response_prepare` hook: every rate-limited response (errors included) carries the figures.
+
+    They describe one bucket, as Orchestry documents them: `Limit` is its size (the burst), `Remaining` the
+    requests left in it, `Reset` the time (epoch seconds) it is full again. The sustained rate (per minute)
+    is in `X-RateLimit-Rate`.
+    """
     decision: Decision | None = request.get("ratelimit")
     if decision is not None:
-        response.headers["X-RateLimit-Limit"] = str(decision.limit)
+        response.headers["X-RateLimit-Limit"] = str(decision.capacity or decision.limit)
         response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
-        response.headers["X-RateLimit-Reset"] = str(int(decision.reset_s + 0.999))
+        response.headers["X-RateLimit-Reset"] = str(int(time.time() + decision.reset_s + 0.999))
+        response.headers["X-RateLimit-Rate"] = f"{decision.limit}/min"
 
 
 def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int,
@@ -294,7 +341,7 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
                 raise Forbidden(f"role {claims.role!r} may not do this; needs {need!r}",
                                 {"role": claims.role, "required": need})
             request["claims"] = claims
-            if limiter is not None and claims.role != "agent":  # agents are exempt (DESIGN §6)
+            if limiter is not None and claims.role != "agent":  # agents are exempt
                 decision = limiter.check(request.remote or "-", claims.jti)
                 request["ratelimit"] = decision
                 if not decision.allowed:
@@ -303,3 +350,41 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
         return await handler(request)
 
     return [metrics_mw, errors_mw, auth_mw]
+
+
+class _EnvelopeRequestHandler(RequestHandler):
+    """aiohttp answers a request its HTTP parser refuses (a request line or a header over 8 KiB, a bad
+    method or version) by itself, in plain text, before any middleware runs: give that answer the
+    envelope too, so that every 4xx of the API has it."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            plain = super().handle_error(request, status, exc, message)  # logs; raises if output was sent
+            if status >= 500:
+                response = error_response(OrcaError("internal error"))
+                response.force_close()
+                return response
+            return plain
+        log.info("refused a malformed HTTP request from %s: HTTP %s", request.remote, status)
+        err = OrcaError("malformed HTTP request (request line or a header too long, or not HTTP/1.x)",
+                        code={413: "PAYLOAD_TOO_LARGE"}.get(status, "VALIDATION_ERROR"))
+        err.status = status
+        response = error_response(err)
+        response.force_close()
+        return response
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """`web.AppRunner` whose connections answer even HTTP parser errors with the envelope."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _EnvelopeServer(server.request_handler, request_factory=server.request_factory,
+                               handler_cancellation=server.handler_cancellation, loop=server._loop,
+                               **server._kwargs)

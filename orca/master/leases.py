@@ -45,6 +45,13 @@ class HeartbeatBook:
         if changed and self.on_change is not None:
             self.on_change()  # a replica changed state: commit soon, not at the next lease tick
 
+    def renew(self, node_id: str) -> None:
+        """Alive, with no allocation report (Dory's edge heartbeat): the lease renews and is committed with
+        the next batch; the node's last full report, if any, stays as it was."""
+        self.last_seen[node_id] = time.monotonic()
+        self.received_at[node_id] = time.time()
+        self.dirty.add(node_id)
+
     def touch(self, node_id: str) -> None:
         """Alive, but no report (registration): only the lease clock moves."""
         self.last_seen[node_id] = time.monotonic()

@@ -14,14 +14,22 @@ from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_edge import EdgeEndpoints
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
+from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.compat_orchestry_routes import add_orchestry_routes
+from orca.master.console import Console
 from orca.master.control import ControlPlane
+from orca.master.http import ApiRunner
 from orca.master.leadership import Leadership
 from orca.master.secrets import SecretBox
 from orca.master.tls_manager import MasterTls
@@ -66,15 +74,23 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret),
         metrics_require_token=cfg.metrics_require_token)
     api = MasterApi(raft, leadership, info, metrics,
-                    extra_components={"scheduler": control.scheduler_health,
+                    extra_components={"leases": control.leases_health, "scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})
     workers = WorkerEndpoints(api, control.book, secrets, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
                               traffic=control.traffic)
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(PorterStatus(api).add_routes)
+    api.extra_routes.append(EdgeEndpoints(api, control.book).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(SecretEndpoints(api, secrets).add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
+    api.extra_routes.append(JobEndpoints(api).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, secrets).add_routes)
-    api.extra_routes.append(TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions).add_routes)
+    traffic_routes = TrafficEndpoints(api, control.traffic, control.autoscaler.last_decisions)
+    api.extra_routes.append(traffic_routes.add_routes)
+    add_orchestry_routes(api, traffic_routes, api_listen=cfg.host_port("api"), raft_listen=cfg.host_port("raft"),
+                         election_timeout_s=cfg.tuning.election_max_s)
     master_tls = None
     if cfg.tls:
         master_tls = MasterTls(raft, secrets, cfg.node_id, cfg.data_dir, master_names(cfg), cfg.cert_days)
@@ -87,8 +103,9 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(tls_routes.add_routes)
     workers.tls_routes = tls_routes
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     app = api.build_app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ApiRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
     try:

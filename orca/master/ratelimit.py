@@ -1,4 +1,4 @@
-"""Per-client rate limiting (DESIGN §6): a token bucket per (client address, token id).
+"""Per-client rate limiting: a token bucket per (client address, token id).
 
 A bucket holds up to `burst` requests and refills at `per_minute / 60` per second: a client may burst,
 then is held to the sustained rate (the sliding-window behaviour of Orchestry, without keeping every
@@ -22,6 +22,7 @@ class Decision:
     remaining: int
     reset_s: float        # seconds until the bucket is full again
     retry_after_s: float  # seconds until one request is allowed (0 when allowed)
+    capacity: int = 0     # the bucket's size (the burst): what `remaining` counts down from
 
 
 class RateLimiter:
@@ -47,7 +48,7 @@ class RateLimiter:
             self._evict(now)
         reset = (self.burst - tokens) / self.rate if self.rate > 0 else 0.0
         retry = 0.0 if allowed else ((1.0 - tokens) / self.rate if self.rate > 0 else 60.0)
-        return Decision(allowed, self.per_minute, int(tokens), reset, retry)
+        return Decision(allowed, self.per_minute, int(tokens), reset, retry, self.burst)
 
     def _evict(self, now: float) -> None:
         full_after = self.burst / self.rate if self.rate > 0 else 0.0

@@ -14,9 +14,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from orca import drain, rollout
+from orca import depends, drain, rollout
 from orca.master.loops import LeaderLoop
 from orca.scheduler import PlacementView, compute_plan
+from orca.volumes import named_volumes
 
 __all__ = ["SchedulerLoop", "Cycle", "decide_cycle", "new_alloc_id"]
 
@@ -63,7 +64,16 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
         svc = state["services"].get(a["service"])
         if svc is not None and a["desired"] == "run" and a["version"] == svc["version"]:
             have[a["service"]] = have.get(a["service"], 0) + 1
+    volume_stops = _volume_handover(state, plan.place)
+    waiting = depends.blocked(state, now)
     for p in plan.place:
+        if p.alloc_id in volume_stops:
+            continue  # its slot's volume is still mounted by the previous replica: placed once it is gone
+        if p.service in waiting:
+            held = cycle.pending.setdefault(p.service, {"count": 0, "reason": waiting[p.service]})
+            held["count"] += 1
+            held["reason"] = waiting[p.service]
+            continue
         budget = roll.budget.get(p.service)
         if budget is not None and have.get(p.service, 0) >= budget:
             continue  # surge limit of a rolling update: placed in a later cycle
@@ -83,10 +93,29 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
         cycle.stop += [a for a in second.stop if state["allocations"][a]["service"] in canaries
                        and state["allocations"][a]["version"] == canaries[state["allocations"][a]["service"]]
                        ["canary"]["version"]]
-    cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop})
-    cycle.pending_changed = any((svc.get("pending") or None) != plan.pending.get(name)
+    cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop, *volume_stops.values()} - {None})
+    cycle.pending_changed = any((svc.get("pending") or None) != cycle.pending.get(name)
                                 for name, svc in state["services"].items())
     return cycle
+
+
+def _volume_handover(state: dict[str, Any], placements: Any) -> dict[str, str | None]:
+    """Stop-before-start for slots with named volumes: two containers must never share a replica's data
+    (a database would corrupt it). Maps each deferred placement's id to the allocation to stop first
+    (None when that one is already stopping)."""
+    out: dict[str, str | None] = {}
+    for p in placements:
+        svc = state["services"].get(p.service)
+        binding = (svc or {}).get("volumes", {}).get(str(p.index))
+        if svc is None or not named_volumes(svc["spec"]) or binding is None or binding["node"] != p.node:
+            continue  # a first placement gets new, empty volumes: nothing to hand over
+        for a in state["allocations"].values():
+            if a["service"] == p.service and a.get("index", 0) == p.index and a["node"] == p.node:
+                if a["desired"] in ("run", "migrate"):
+                    out[p.alloc_id] = a["id"]
+                    break
+                out.setdefault(p.alloc_id, None)
+    return out
 
 
 class SchedulerLoop(LeaderLoop):

@@ -11,14 +11,23 @@ import datetime as dt
 import time
 from typing import Any
 
+from orca.jobs import is_job
+
 __all__ = ["history_view", "service_summary", "service_detail", "status_list", "events_query", "token_list", "iso",
            "node_view"]
 
 
+_ISO_MAX = "9999-12-31T23:59:59.999Z"
+
+
 def iso(ts: float | None) -> str | None:
+    """ISO-8601 UTC; a time beyond year 9999 (a huge ttl recorded before it was bounded) reads as the end."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return _ISO_MAX if ts > 0 else "1970-01-01T00:00:00.000Z"
 
 
 def _allocs_of(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -51,10 +60,20 @@ def _node_ready(state: dict[str, Any], node_id: str) -> bool:
     return node is not None and _fresh(node)
 
 
-def _counts(state: dict[str, Any], svc: dict[str, Any]) -> tuple[int, int]:
+def _live_allocs_by_service(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """`_allocs_of` for every service in one scan (a list of 1,000 services was 1,000 scans)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a in state["allocations"].values():
+        if a.get("desired") in ("run", "migrate"):
+            out.setdefault(a.get("service"), []).append(a)
+    return out
+
+
+def _counts(state: dict[str, Any], svc: dict[str, Any],
+            allocs: list[dict[str, Any]] | None = None) -> tuple[int, int]:
     """Running and healthy replicas of the current version, on nodes whose reports are current."""
     running = healthy = 0
-    for alloc in _allocs_of(state, svc["name"]):
+    for alloc in _allocs_of(state, svc["name"]) if allocs is None else allocs:
         if not _node_ready(state, alloc["node"]):
             continue  # what a down node last said is stale: not counted as running
         observed = alloc.get("observed") or {}
@@ -88,18 +107,57 @@ def _status(svc: dict[str, Any], running: int) -> str:
     return "running"
 
 
-def service_summary(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
-    running, healthy = _counts(state, svc)
+def _job_status(state: dict[str, Any], svc: dict[str, Any], running: int) -> tuple[str, dict[str, Any]]:
+    """A job's status from its current run: complete (every slot exited 0), failed (a slot gave up),
+    running, pending, or waiting (a periodic job before its first tick)."""
+    run = int(svc.get("run", 0))
+    mine = [a for a in _allocs_of(state, svc["name"]) if int(a.get("run", 0)) == run
+            and a["version"] == svc["version"]]
+    ended = {int(i): f for i, f in (svc.get("finished_slots") or {}).items()
+             if f.get("run") == run and f.get("version") == svc["version"]}
+    for a in mine:  # an ended replica not yet recorded (the report is on its way) counts too
+        observed = a.get("observed") or {}
+        if observed.get("status") in ("complete", "dead"):
+            ended.setdefault(int(a.get("index", 0)), {"status": observed["status"],
+                                                      "exit_code": observed.get("exit_code")})
+    finals = [f["status"] for _, f in sorted(ended.items())]
+    codes = [f.get("exit_code") for _, f in sorted(ended.items())]
+    info = {"run": run, "complete": finals.count("complete"), "failed": finals.count("dead"),
+            "exit_codes": codes, "schedule": svc["spec"].get("schedule"), "last_tick": iso(svc.get("last_tick"))}
+    if svc["state"] == "stopped":
+        return "stopped", info
+    if svc["spec"].get("schedule") and run == 0:
+        return "waiting", info
+    if info["failed"]:
+        return "failed", info
+    if svc["replicas"] and info["complete"] >= svc["replicas"]:
+        return "complete", info
+    return ("running" if running else "pending"), info
+
+
+def service_summary(state: dict[str, Any], svc: dict[str, Any],
+                    allocs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    running, healthy = _counts(state, svc, allocs)
     spec = svc["spec"]
+    if is_job(spec):
+        status, job = _job_status(state, svc, running)
+        return {"name": svc["name"], "project": svc["project"], "status": status, "kind": "job", "job": job,
+                "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
+                "image": spec.get("image"), "domain": spec.get("domain"), "version": svc["version"],
+                "pending_reason": None if status in ("complete", "failed", "waiting") else
+                _pending_reason(state, svc, running), "updated_at": iso(svc.get("updated_at"))}
     return {"name": svc["name"], "project": svc["project"], "status": _status(svc, running),
             "replicas": svc["replicas"], "running_replicas": running, "healthy_replicas": healthy,
             "image": spec.get("image"), "domain": spec.get("domain"), "version": svc["version"],
             "pending_reason": _pending_reason(state, svc, running),
+            "rollout": (svc.get("rollout") or {}).get("state"),
+            "canary_version": (svc.get("canary") or {}).get("version"),
             "updated_at": iso(svc.get("updated_at"))}
 
 
 def status_list(state: dict[str, Any], project: str | None) -> list[dict[str, Any]]:
-    return [service_summary(state, svc) for name, svc in sorted(state["services"].items())
+    by_service = _live_allocs_by_service(state)
+    return [service_summary(state, svc, by_service.get(name, [])) for name, svc in sorted(state["services"].items())
             if project is None or svc["project"] == project]
 
 
@@ -116,9 +174,11 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
                            "index": alloc.get("index"), "version": alloc.get("version"), "status": status,
                            "health": health, "started_at": observed.get("started_at"),
                            "restarts": observed.get("restarts", 0), "reason": observed.get("reason"),
-                           "host_port": observed.get("host_port")})
+                           "host_port": observed.get("host_port"), "exit_code": observed.get("exit_code"),
+                           **({"run": alloc["run"]} if "run" in alloc else {})})
     events = [dict(e, time=iso(e["time"])) for e in state["events"] if e.get("service") == svc["name"]][-20:]
     return {"name": svc["name"], "project": svc["project"], "version": svc["version"],
+            **({"kind": "job", "job": summary["job"]} if "job" in summary else {}),
             "spec": svc["spec"], "status": summary["status"],
             "replicas": {"desired": svc["replicas"], "running": summary["running_replicas"],
                          "healthy": summary["healthy_replicas"]},
@@ -135,10 +195,19 @@ def _rollout_view(svc: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def history_view(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Newest first; `changed` names the spec fields that differ from the version before (what a
+    reader of the history wants to know; the values stay out, since env may hold sensitive text)."""
     canary = (svc.get("canary") or {}).get("version")
-    return [{"version": h["version"], "digest": h["digest"], "image": h["spec"].get("image"), "at": iso(h["at"]),
-             "current": h["version"] == svc["version"], "canary": h["version"] == canary}
-            for h in reversed(svc["history"])]
+    out, previous = [], None
+    for h in svc["history"]:
+        spec = h["spec"]
+        changed = [] if previous is None else sorted(
+            k for k in set(spec) | set(previous) if k != "replicas" and spec.get(k) != previous.get(k))
+        out.append({"version": h["version"], "digest": h["digest"], "image": spec.get("image"), "at": iso(h["at"]),
+                    "current": h["version"] == svc["version"], "canary": h["version"] == canary,
+                    "changed": changed})
+        previous = spec
+    return out[::-1]
 
 
 def events_query(state: dict[str, Any], *, service: str | None, type_: str | None,
@@ -183,7 +252,7 @@ def allocations_by_node(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]
 
 def node_view(state: dict[str, Any], node: dict[str, Any], with_allocations: bool = False,
               mine: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """DESIGN §6 node shape; the push token never leaves the state. Pass `mine` (from
+    """The API's node shape; the push token never leaves the state. Pass `mine` (from
     `allocations_by_node`) when listing many nodes: one scan of the allocations instead of one per node."""
     if mine is None:
         mine = [a for a in state["allocations"].values()

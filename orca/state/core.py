@@ -39,7 +39,7 @@ def record_event(state: State, ctx: Ctx, type_: str, message: str, *, service: s
 def service_of(state: State, name: Any) -> dict[str, Any]:
     svc = state["services"].get(name) if isinstance(name, str) else None
     if svc is None:
-        raise ServiceNotFound(f"service {name!r} not found", {"service": name})
+        raise ServiceNotFound(f"service not found: {name}", {"service": name})
     return svc
 
 

@@ -13,8 +13,9 @@ Contract (hashicorp/raft's FSM, Nomad's fsm.go):
   records the highest version applied (`schema_version`), so PySyncObj's dumps carry it too.
 - Ops validate everything before they mutate anything, so a rejected entry leaves the state untouched
   (no partial write). Errors are returned as values (`{"error": {...}}`), never raised out of apply.
-- A write with an idempotency key stores its result; the same key applied again returns the stored
-  result and changes nothing (a client retrying across a failover gets the first answer).
+- A write with an idempotency key stores its result when it succeeded; the same key applied again returns
+  the stored result and changes nothing (a client retrying across a failover gets the first answer). A
+  refused write stores nothing: every refusal leaves the state as it was.
 - The state is plain dicts/lists/str/int/float/bool/None only, so PySyncObj's default snapshot (pickle)
   and msgpack both round-trip it.
 """
@@ -28,7 +29,19 @@ from typing import Any
 import msgpack
 
 from orca.errors import Conflict, Invalid, OrcaError
-from orca.state import ops_ca, ops_credentials, ops_join, ops_nodes, ops_restore, ops_services, ops_webhooks, schema
+from orca.state import (
+    ops_ca,
+    ops_credentials,
+    ops_jobs,
+    ops_join,
+    ops_members,
+    ops_nodes,
+    ops_restore,
+    ops_services,
+    ops_volumes,
+    ops_webhooks,
+    schema,
+)
 from orca.state.core import EVENTS_KEPT, HISTORY_KEPT, Ctx, State, record_event
 
 __all__ = ["new_state", "apply", "encode_entry", "decode_entry", "OPS", "EVENTS_KEPT", "IDEMPOTENCY_KEPT",
@@ -58,6 +71,9 @@ def new_state() -> State:
         "join_tokens": {},
         "webhook_bodies": {},
         "schema_version": 1,  # the highest entry version applied (not this code's: masters must agree)
+        "volume_seq": 0,      # generations of volume bindings (orca.volumes)
+        "volume_purges": {},  # node id -> [{service, slot, gen}] volumes the node must remove
+        "masters": {},
     }
 
 
@@ -108,7 +124,6 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
     halt = unsupported(entry, index)
     if halt is not None:
         return halt
-    _note_version(state, entry)
     key = entry.get("key")
     op = entry["op"]
     actor, now = entry.get("actor"), entry.get("now") or 0.0
@@ -123,6 +138,7 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
             return Invalid("nested batch").as_value()
         # Each sub-entry is applied exactly once: apply() never raises, so no sub-entry can make the
         # whole batch fail (and be re-applied) after its predecessors changed the state.
+        _note_version(state, entry)
         return {"ok": True, "result": {"results": [apply(state, sub, index, nested=True) for sub in subs]}}
     if key is not None:
         seen = state["idempotency"].get(key)
@@ -143,7 +159,11 @@ def _apply(state: State, raw: bytes, index: int, nested: bool) -> dict[str, Any]
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as err:
             # Ops validate before mutating, so a bad argument that slips through leaves no partial write.
             result = Invalid(f"bad arguments for {op}: {type(err).__name__}", {"op": op}).as_value()
-    if key is not None:
+    if "error" not in result:  # a rejected entry leaves the state as it was, its version too
+        _note_version(state, entry)
+    if key is not None and "error" not in result:
+        # Only what was done is remembered: a refused write leaves the state exactly as it was (the key
+        # included), and its retry with the same key runs again (Stripe does the same for failed requests).
         _remember_key(state, key, op, result)
     return result
 
@@ -190,7 +210,7 @@ def _remember_key(state: State, key: str, op: str, result: dict[str, Any]) -> No
 # Ops are only ever added, never renamed or reused: old journals replay through this table forever.
 OPS: dict[str, Callable[[State, dict[str, Any], Ctx], dict[str, Any]]] = {
     **ops_services.OPS, **ops_credentials.OPS, **ops_nodes.OPS, **ops_webhooks.OPS, **ops_join.OPS,
-    **ops_ca.OPS, **ops_restore.OPS,
+    **ops_ca.OPS, **ops_restore.OPS, **ops_volumes.OPS, **ops_jobs.OPS, **ops_members.OPS,
 }
 
 # Re-exported for readers of the state (leader loops, views).

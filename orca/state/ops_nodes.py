@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
+from orca.jobs import FINISHED
+from orca.state import ops_jobs, ops_volumes
 from orca.state.core import Ctx, State, fence, record_event
 
 # --- nodes, leases and placement (leader decisions, fenced by the leader's term) ---------------------
 
 NODE_STATUSES = ("ready", "down", "unreachable")
-OBSERVED_FIELDS = ("status", "health", "container_id", "started_at", "restarts", "reason", "host_port")
+OBSERVED_FIELDS = ("status", "health", "container_id", "started_at", "restarts", "reason", "host_port", "exit_code")
 
 
 def _apply_register_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -58,9 +60,9 @@ def report_problem(rep: Any) -> str | None:
             value = observed.get(field)
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 return f"{field} of {alloc_id[:64]} is not a short string"
-        for field, hi in (("restarts", _MAX_COUNT), ("host_port", 65535)):
+        for field, lo, hi in (("restarts", 0, _MAX_COUNT), ("host_port", 0, 65535), ("exit_code", -(2**31), 2**31)):
             value = observed.get(field)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi):
                 return f"{field} of {alloc_id[:64]} is out of range"
     return None
 
@@ -115,6 +117,8 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 running_since = ctx.now  # the proposer's clock: min_healthy_s is measured on one timeline
             alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {
                 "at": ctx.now, "running_since": running_since}
+            if "run" in alloc and observed.get("status") in FINISHED:
+                ops_jobs.record_finished(state, alloc)
     return {"renewed": renewed, "back": back, **({"skipped": skipped} if skipped else {})}
 
 
@@ -160,7 +164,9 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
             "id": p["alloc_id"], "service": p["service"], "version": int(p["version"]), "node": p["node"],
             "index": int(p["index"]), "desired": "run", "created_at": ctx.now, "observed": None,
             "digest": entry["digest"] if entry else svc["digest"],
-            "resources": dict(spec.get("resources") or {})}
+            "resources": dict(spec.get("resources") or {}),
+            **({"run": int(svc.get("run", 0))} if spec.get("kind") == "job" else {})}
+        ops_volumes.bind_slots(state, svc, spec, p["node"], int(p["index"]))
     for alloc_id in migrate:
         alloc = state["allocations"].get(alloc_id)
         if alloc is not None and alloc["desired"] == "run":
@@ -201,12 +207,20 @@ def _apply_drain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str,
     deadline_s, force = args.get("deadline_s", 300), bool(args.get("force", False))
     if not isinstance(deadline_s, int | float) or isinstance(deadline_s, bool) or not 0 <= deadline_s <= 86400:
         raise Invalid("deadline_s must be a number of seconds from 0 to 86400", {"field": "deadline_s"})
+    held = ops_volumes.volume_conflict(state, node["id"])
+    if held and not force:
+        raise Conflict(held, {"node": node["id"]}, code="NODE_HOLDS_VOLUMES")
+    if held:
+        ops_volumes.forget_node_bindings(state, node["id"], ctx)
     node["eligibility"] = "draining"
     node["drain"] = {"started_at": ctx.now, "deadline": ctx.now + float(deadline_s), "force": force,
                      "migrated": 0, "stopped": 0, "completed_at": None, "by": ctx.actor}
     record_event(state, ctx, "node_draining", f"node {node['id']} draining (deadline {deadline_s:g} s"
                  + (", force)" if force else ")"), node=node["id"])
-    return {"node_id": node["id"], "eligibility": "draining", "drain": dict(node["drain"])}
+    result = {"node_id": node["id"], "eligibility": "draining", "drain": dict(node["drain"])}
+    if held:
+        result["warning"] = held
+    return result
 
 
 def _apply_undrain_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -245,16 +259,34 @@ def _apply_remove_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str
     if node["status"] == "ready" and node["eligibility"] != "ineligible":
         raise Conflict(f"node {node['id']} is ready and not drained: drain it first, or stop its agent",
                        {"node": node["id"], "status": node["status"], "eligibility": node["eligibility"]})
+    _forget_node(state, node, ctx)
+    record_event(state, ctx, "node_removed", f"node {node['id']} removed", node=node["id"])
+    return {"node_id": node["id"], "removed": True}
+
+
+def _forget_node(state: State, node: dict[str, Any], ctx: Ctx) -> int:
+    """Delete a node and its allocations, remember it in `removed_nodes`; the replicas it ran (desired run
+    or migrate) are counted, and the scheduler places replacements elsewhere."""
+    mine = [a for a in state["allocations"].values() if a["node"] == node["id"]]
     del state["nodes"][node["id"]]
-    for alloc_id in [a["id"] for a in state["allocations"].values() if a["node"] == node["id"]]:
-        del state["allocations"][alloc_id]
+    for alloc in mine:
+        del state["allocations"][alloc["id"]]
     removed = state.setdefault("removed_nodes", {})
     removed[node["id"]] = ctx.now
     while len(removed) > REMOVED_KEPT:
         del removed[next(iter(removed))]
-    record_event(state, ctx, "node_removed", f"node {node['id']} removed", node=node["id"])
-    return {"node_id": node["id"], "removed": True}
+    return sum(1 for a in mine if a["desired"] in ("run", "migrate"))
 
+
+def _apply_decommission_node(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Dory's decommission (`POST /api/v1/edge/nodes/decommission`): forget a node whatever its status, its
+    replicas with it (they are placed elsewhere). Its agent is told `shutdown` at its next heartbeat and
+    then stops its containers."""
+    node = _node(state, args["node_id"])
+    stopped = _forget_node(state, node, ctx)
+    record_event(state, ctx, "node_decommissioned", f"node {node['id']} decommissioned: {stopped} replica(s) "
+                 "to be placed elsewhere", node=node["id"])
+    return {"node_id": node["id"], "decommissioned": True, "apps_stopped": stopped}
 
 
 OPS = {
@@ -266,4 +298,5 @@ OPS = {
     "undrain_node": _apply_undrain_node,
     "drain_complete": _apply_drain_complete,
     "remove_node": _apply_remove_node,
+    "decommission_node": _apply_decommission_node,
 }

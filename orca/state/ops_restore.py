@@ -5,7 +5,8 @@ tick thread (encryption, journal write, send) for long enough to miss heartbeats
 `restore_begin` (the header, checked), `restore_chunk` entries of at most `CHUNK_MAX` bytes, then
 `restore_commit`, which every master applies alike: verify the checksum, decode, replace the state.
 
-What a restore keeps from the cluster it lands on: the `leader` record (the current term's leader, for
+What a restore keeps from the cluster it lands on: its member list (`masters`: the masters that run now,
+not those of the lost cluster, orca.state.ops_members), the `leader` record (the current term's leader, for
 the fence of leader decisions). What it adds: `fence_base`, so that the terms the leader sends agents
 (term + fence_base) stay above any term those agents saw from the lost cluster, and `restored_from`.
 """
@@ -122,8 +123,9 @@ def _apply_restore_commit(state: State, args: dict[str, Any], ctx: Ctx) -> dict[
     from orca.state.machine import new_state  # the ops modules are imported by machine
 
     fresh = new_state()
-    fresh.update({k: v for k, v in restored.items() if k not in ("leader", "restore")})
+    fresh.update({k: v for k, v in restored.items() if k not in ("leader", "restore", "masters")})
     fresh["leader"] = state["leader"]
+    fresh["masters"] = state.get("masters") or {}
     fresh["lineage"] = restored.get("lineage") or state.get("lineage")
     fresh["fence_base"] = int(restored.get("fence_base") or 0) + header["term"] + RESTORE_TERM_GAP
     fresh["restored_from"] = {"index": header["index"], "term": header["term"], "created_at": header["created_at"],

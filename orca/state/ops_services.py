@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orca.errors import Conflict, Invalid, NotFound
+from orca.state import ops_volumes
 from orca.state.core import HISTORY_KEPT, Ctx, State, fence, record_event, service_of
 
 
@@ -92,6 +93,8 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
             deployed.append(name)
             versions[name] = 1
             continue
+        if spec.get("schedule") and spec.get("schedule") != svc["spec"].get("schedule"):
+            svc["last_tick"] = ctx.now  # a new schedule starts from now: no tick of the past runs at once
         canary_digest = (svc.get("canary") or {}).get("digest")
         changed = digest not in (svc["digest"], canary_digest)
         svc["project"] = spec.get("project", svc["project"])
@@ -278,6 +281,8 @@ def _apply_purge_service(state: State, args: dict[str, Any], ctx: Ctx) -> dict[s
     svc = service_of(state, args["name"])
     name = svc["name"]
     del state["services"][name]
+    for slot, binding in sorted((svc.get("volumes") or {}).items()):
+        ops_volumes.tombstone(state, name, slot, binding)  # --purge removes the data too
     # Allocations of a purged service are asked to stop; the dispatcher removes them from nodes.
     for alloc in state["allocations"].values():
         if alloc.get("service") == name:

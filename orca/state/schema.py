@@ -16,11 +16,14 @@ from orca.errors import NotReady
 
 __all__ = ["SCHEMA_VERSION", "OP_VERSIONS", "entry_version", "Unsupported"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the replicated member list (orca.state.ops_members) and Dory's decommission
 # op -> the schema version in which it (or its current meaning) appeared; absent means 1. An entry is
 # written with its op's version, not SCHEMA_VERSION: a new leader that writes only ops the old masters
 # know does not stop them, so a rolling upgrade stops nothing until the first entry that needs it.
-OP_VERSIONS: dict[str, int] = {}
+OP_VERSIONS: dict[str, int] = {
+    "masters_seed": 2, "master_add": 2, "master_remove": 2,  # the member list (orca.state.ops_members)
+    "decommission_node": 2,  # Dory's decommission (orca.master.api_edge)
+}
 
 
 def entry_version(op: str) -> int:

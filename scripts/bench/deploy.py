@@ -1,4 +1,4 @@
-"""Benchmark deploy-to-running: 20 replicas through orca vs 20 × `docker run`, 4 in parallel (DESIGN §10).
+"""Benchmark deploy-to-running: 20 replicas through orca vs 20 × `docker run`, 4 in parallel.
 
 Prints one JSON line. orca: a local three-master cluster (real `orca server` processes, default timing)
 and one real agent (`orca agent`, default heartbeat) on the local engine. Each orca round deploys a fresh

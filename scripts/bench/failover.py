@@ -1,4 +1,4 @@
-"""Benchmark failover: kill -9 of the leader -> the first acknowledged API write via any master (DESIGN §10).
+"""Benchmark failover: kill -9 of the leader -> the first acknowledged API write via any master.
 
 Prints one JSON line. A local three-master cluster (real `orca server` processes, default tuning) and
 one service `bench`; a writer thread loops `Client([every master URL], token).scale("bench", k)` (the
@@ -49,7 +49,7 @@ from _common import RawCluster, box_load, emit, install_sigterm  # noqa: E402
 from orca.client import ApiError, Client  # noqa: E402
 from orca.devcluster import LocalCluster, MasterProc  # noqa: E402
 
-BASELINE_NOTE = "DESIGN §3: PySyncObj defaults 2.0 s median; etcd 3.4 on this box 2.0 s"
+BASELINE_NOTE = "measured before tuning: PySyncObj defaults 2.0 s median; etcd 3.4 on this box 2.0 s"
 
 
 def stats(samples: list[float]) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""Benchmark node loss: SIGKILL of an agent -> its replicas running on the surviving node (DESIGN §10).
+"""Benchmark node loss: SIGKILL of an agent -> its replicas running on the surviving node.
 
 Prints one JSON line. A local three-master cluster (real `orca server` processes) and two real agents
 (`orca agent`) sharing the local engine, all at default timing (heartbeat 1 s, node lease TTL 5 s). Each

@@ -1,4 +1,4 @@
-"""Benchmark Raft writes through orca's API against raw PySyncObj in the same configuration (DESIGN §10).
+"""Benchmark Raft writes through orca's API against raw PySyncObj in the same configuration.
 
 Prints one JSON line. orca: a local three-master cluster (real `orca server` processes, default
 tuning), one service `bench`; C keep-alive connections (one aiohttp TCPConnector, limit=C) each loop

@@ -316,6 +316,21 @@ def sec_durability(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_add_master(r: dict[str, Any]) -> list[str]:
+    out = [f"A fresh master (empty disk) added with `orca cluster add-master` to three masters holding "
+           f"{f(r.get('services'))} services, log compaction low so it catches up from the leader's snapshot; "
+           f"{r.get('rounds')} round(s). Baseline: a follower restarted with its disk (kill -9, start).", ""]
+    out += table(["what", "median", "max"], [
+        ["add-master request -> committed", f(g(r, "commit_s.median"), " s"), f(g(r, "commit_s.max"), " s")],
+        ["add-master request -> new master caught up", f(g(r, "caught_up_s.median"), " s"),
+         f(g(r, "caught_up_s.max"), " s")],
+        ["baseline: follower restart -> caught up (includes process start)",
+         f(g(r, "baseline.restart_caught_up_s.median"), " s"), f(g(r, "baseline.restart_caught_up_s.max"), " s")],
+    ])
+    out.append("")
+    return out
+
+
 def sec_generic(r: dict[str, Any]) -> list[str]:
     """A benchmark this report has no section for: its top-level figures as they are."""
     rows = [[k, f"`{json.dumps(v)}`"] for k, v in r.items() if k not in ("bench", "_run", "box")]
@@ -425,6 +440,7 @@ SECTIONS = [
     ("drain", "Node drain", "drain.py"),
     ("etcd_baseline", "etcd baseline", "etcd_baseline.py"),
     ("durability", "Durable acknowledgements (fsync cost)", "durability.py"),
+    ("add_master", "Adding a master at runtime", "add_master.py"),
 ]
 
 
@@ -516,6 +532,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "etcd_baseline": sec_etcd,
         "drain": sec_drain,
         "durability": sec_durability,
+        "add_master": sec_add_master,
     }
     known = {name for name, _, _ in SECTIONS}
     extra = [(str(r.get("bench")), f"{r.get('bench')}", f"{r.get('bench')}.py") for r in records

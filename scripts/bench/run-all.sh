@@ -60,6 +60,7 @@ BENCHES=(
     "etcd_baseline||--seconds 3 --rounds 2|300"
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"
     "restore||--services 1000|900"
+    "add_master||--services 200 --rounds 1|600"
 )
 
 # Any other benchmark in scripts/bench/ runs too, with its own defaults (helpers are not benchmarks).

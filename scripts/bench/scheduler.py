@@ -1,4 +1,4 @@
-"""Benchmark the pure scheduler: placements/s for 10,000 replicas on 1,000 simulated nodes (DESIGN §10).
+"""Benchmark the pure scheduler: placements/s for 10,000 replicas on 1,000 simulated nodes.
 
 Prints one JSON line. The workload is 100 services x 100 replicas with no allocations yet (the worst
 case: every replica is placed in one pass), on identical nodes with room for all of them; a fifth of

@@ -103,7 +103,7 @@ class NetnsCluster:
         _run("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
         # dockerd sets FORWARD to DROP with bridge-nf-call-iptables=1: bridged traffic between the
-        # namespaces would be dropped without this rule (DESIGN §9).
+        # namespaces would be dropped without this rule.
         rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
         _run("iptables", "-I", *rule)
         self._forward_rule = rule

@@ -159,7 +159,7 @@ class ThreeHosts:
         self._made_links.append(self.bridge)
         _run("ip", "addr", "add", f"{subnet}.254/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
-        # dockerd sets FORWARD to DROP with bridge-nf-call-iptables=1 (DESIGN §9).
+        # dockerd sets FORWARD to DROP with bridge-nf-call-iptables=1.
         rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
         _run("iptables", "-I", *rule)
         self._forward_rule = rule

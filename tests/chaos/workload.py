@@ -106,6 +106,17 @@ class Writers:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _clients: list[Client] = field(default_factory=list)
+
+    def add_url(self, url: str) -> None:
+        """A master added at runtime: the writers' clients may try it from now on (a removed master's
+        URL stays listed; the clients skip it when it refuses the connection)."""
+        with self._lock:
+            if url not in self.urls:
+                self.urls.append(url)
+            for client in self._clients:
+                if url not in client.apis:
+                    client.apis.append(url)
 
     def start(self) -> None:
         for c, token in enumerate(self.tokens):
@@ -135,6 +146,8 @@ class Writers:
         process = project  # unique per client across several Writers of one history
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         with Client(self.urls, token, timeout=self.timeout_s, retries=0) as client:
+            with self._lock:
+                self._clients.append(client)
             i, next_at = 0, time.monotonic()
             while not self._stop.is_set() and (self.max_writes is None or i < self.max_writes):
                 self._write(client, process, project, f"{project}-{i}")
@@ -217,6 +230,11 @@ class EventCounter(threading.Thread):
         self.polls = 0
         self.cursor: int | None = None
         self._halt = threading.Event()
+
+    def add_url(self, url: str) -> None:
+        """See `Writers.add_url`."""
+        if url not in self.client.apis:
+            self.client.apis.append(url)
 
     def start(self) -> None:
         self.poll()  # the cursor: the newest event now, so that every later deploy is counted

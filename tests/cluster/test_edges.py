@@ -49,7 +49,10 @@ def test_rate_limit_answers_429_with_retry_after_and_headers(tmp_path: Path) -> 
         token = c.token()
         results = [raw("GET", leader.url + "/api/v1/status", token=token) for _ in range(4)]
         assert [r[0] for r in results] == [200, 200, 200, 429]
-        assert results[0][1]["X-RateLimit-Limit"] == "60" and results[0][1]["X-RateLimit-Remaining"] == "2"
+        # the headers describe the bucket: its size (the burst), what is left, when it is full (epoch seconds)
+        assert results[0][1]["X-RateLimit-Limit"] == "3" and results[0][1]["X-RateLimit-Remaining"] == "2"
+        assert time.time() - 1 <= int(results[0][1]["X-RateLimit-Reset"]) <= time.time() + 10
+        assert results[0][1]["X-RateLimit-Rate"] == "60/min"
         status, headers, body = results[3]
         assert body["code"] == "RATE_LIMIT_EXCEEDED" and int(headers["Retry-After"]) >= 1
         # another token has its own bucket; probes are never limited
@@ -106,7 +109,7 @@ def test_cli_against_a_real_cluster_follows_redirects(cluster: LocalCluster, tmp
 
 
 def test_metrics_exposition_passes_promtool(cluster: LocalCluster) -> None:
-    """DESIGN §6: `promtool check metrics` (Debian package prometheus) accepts /metrics."""
+    """`promtool check metrics` (Debian package prometheus) accepts /metrics."""
     import shutil
     if shutil.which("promtool") is None:
         if os.environ.get("CI") == "true":

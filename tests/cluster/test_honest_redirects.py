@@ -9,6 +9,7 @@ CLUSTER_NOT_READY on every write route, /readyz says 503, and reads keep working
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -39,8 +40,9 @@ def _write_routes() -> list[tuple[str, str, str]]:
             continue
         if path == "/api/v1/agent/certificate":  # any master issues from the replicated CA: not a Raft write
             continue
-        concrete = path.replace("{name}", "web").replace("{jti}", "j1").replace("{key}", "K") \
-            .replace("{id}", "w1").replace("{n}", "0")
+        concrete = path.replace("{name}", "web").replace("{app}", "web").replace("{jti}", "j1") \
+            .replace("{key}", "K").replace("{id}", "w1").replace("{n}", "0")
+        concrete = re.sub(r"\{[a-z_]+\}", "x1", concrete)  # any other placeholder: a plausible id
         out.append((method, concrete, role))
     return out
 

@@ -1,4 +1,4 @@
-"""DockerRuntime against the real engine: what the agent relies on (DESIGN §5), with no mocks.
+"""DockerRuntime against the real engine: what the agent relies on, with no mocks.
 
 Containers run the test image `orca-test/busybox` (busybox-static only), and only 127.0.0.1 is
 contacted. Waits are bounded polls, never sleeps that hope.

@@ -198,16 +198,28 @@ async def test_status_api_shapes(aiohttp_client: Any, agent: Agent) -> None:
     report = await (await client.post("/status")).json()
     assert set(report) == {"node", "deployments", "services"}
     node = report["node"]
-    assert set(node) == {"name", "started_at", "last_sync_time", "leader", "sync_error"}
+    assert set(node) == {"name", "started_at", "last_sync_time", "git_head", "leader", "sync_error"}
     assert node["name"] == "worker-1" and node["started_at"].endswith("Z")
     assert node["last_sync_time"] is None and node["leader"] is None
-    assert set(report["deployments"]) == {"orca-web-a1", "orca-web-a2"}
-    dep = report["deployments"]["orca-web-a1"]
-    assert set(dep) == {"name", "image", "container_id", "state", "changed_at"}
-    assert dep["name"] == "orca-web-a1" and dep["image"] == IMAGE and dep["state"] == "running"
+    assert isinstance(node["git_head"], str) and len(node["git_head"]) == 40
+    # orun keys deployments by the manifest's name: the service, its replicas listed inside
+    assert set(report["deployments"]) == {"web"}
+    dep = report["deployments"]["web"]
+    assert set(dep) == {"name", "image", "container_id", "state", "changed_at", "replicas"}
+    assert dep["name"] == "web" and dep["image"] == IMAGE and dep["state"] == "running"
     assert dep["container_id"] and dep["changed_at"].endswith("Z")
-    assert report["services"] == {"web": {"name": "web", "deployment": "orca-web-a1",
+    assert [r["name"] for r in dep["replicas"]] == ["orca-web-a1", "orca-web-a2"]
+    assert dep["container_id"] == dep["replicas"][0]["container_id"]
+    assert report["services"] == {"web": {"name": "web", "deployment": "web",
                                           "domain": "web.example.com", "route_active": False}}
+
+
+async def test_git_head_follows_the_desired_set(agent: Agent) -> None:
+    assert agent.node_report()["node"]["git_head"] is None
+    agent.accept_push(push(1, 1, alloc("a1", "web")))
+    first = agent.node_report()["node"]["git_head"]
+    agent.accept_push(push(1, 2, alloc("a1", "web"), alloc("a2", "web")))
+    assert agent.node_report()["node"]["git_head"] not in (None, first)
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])

@@ -147,7 +147,9 @@ async def test_readopted_container_gets_its_spec_and_health_state(runtime: Recor
     assert not ops(runtime, "start", "ensure_image")[1:]  # only the test's own start
     [report] = fresh.reports()
     assert report["health"] == "starting" and report["host_port"] == 20005 and report["status"] == "running"
-    assert fresh.health_targets() == [("a1", report["container_id"], 20005, "/ok")]
+    [(alloc_id, container_id, port, check)] = fresh.health_targets()
+    assert (alloc_id, container_id, port, check["kind"], check["target"]) == (
+        "a1", report["container_id"], 20005, "http", "/ok")
 
 
 async def test_pull_failure_is_reported_and_retried_with_backoff(clock: Clock) -> None:

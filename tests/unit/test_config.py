@@ -167,9 +167,11 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.id", "agent.masters", "agent.token_file", "agent.listen", "agent.advertise",
         "agent.status_listen", "agent.data_dir", "agent.labels", "agent.heartbeat_s",
         "agent.docker.publish_address", "agent.docker.host_port_range",
+        "agent.docker.bind_paths", "agent.docker.bind_paths_rw",
         "agent.resources.memory", "agent.resources.cpu", "agent.ca_file", "agent.insecure_http",
     } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
     assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
+    assert (cfg.bind_paths, cfg.bind_paths_rw) == (("/srv/orca-config",), ("/srv/orca-exports",))
 
 
 # --- defaults and path resolution ---------------------------------------------------------------------
@@ -364,6 +366,11 @@ AGENT_ERRORS = [
     ("[agent]", '[agent.docker]\npublish_address = "localhost"\n[agent]', "agent.docker.publish_address",
      "expected an IP address"),
     ("[agent]", '[agent.docker]\npublish = "127.0.0.1"\n[agent]', "agent.docker.publish", "unknown key"),
+    ("[agent]", '[agent.docker]\nbind_paths = "/srv"\n[agent]', "agent.docker.bind_paths", "expected an array"),
+    ("[agent]", '[agent.docker]\nbind_paths = ["srv"]\n[agent]', "agent.docker.bind_paths[0]", "absolute"),
+    ("[agent]", '[agent.docker]\nbind_paths_rw = ["/"]\n[agent]', "agent.docker.bind_paths_rw[0]", "other than"),
+    ("[agent]", '[agent.docker]\nbind_paths = ["/a/../b"]\n[agent]', "agent.docker.bind_paths[0]", "absolute"),
+    ("[agent]", '[agent.docker]\nbind_paths = ["/a", 1]\n[agent]', "agent.docker.bind_paths[1]", "absolute"),
     (AGENT, "agent = 1\n", "agent", "expected a table, got integer 1"),
     ("[agent]", '[agent.resources]\nmemory = "4GB"\n[agent]', "agent.resources.memory",
      "expected a memory size like '512Mi', got '4GB'"),

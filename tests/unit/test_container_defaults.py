@@ -21,10 +21,11 @@ from orca.agent.runtime import (
 )
 
 # What `containers.create` may receive at all; privileged, cap_add, devices, network_mode, pid_mode,
-# ipc_mode, volumes, mounts, ... are not among them, whatever the spec says.
+# ipc_mode, mounts, ... are not among them, whatever the spec says. `volumes` carries only the replica's own
+# named volumes and bind mounts the agent's allow-list permits (tests/unit/test_volumes.py, docker tier).
 ALLOWED_CREATE_KEYS = {"image", "command", "name", "labels", "environment", "ports", "restart_policy", "init",
                        "log_config", "detach", "pids_limit", "security_opt", "privileged", "mem_limit",
-                       "memswap_limit", "nano_cpus", "read_only", "tmpfs", "user"}
+                       "memswap_limit", "nano_cpus", "read_only", "tmpfs", "user", "volumes"}
 
 
 def normalized(**fields: Any) -> dict[str, Any]:

@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from orca.master.api import MasterApi, MasterInfo
+from orca.master.api_edge import EdgeEndpoints
+from orca.master.api_jobs import JobEndpoints
 from orca.master.api_join import JoinEndpoints
+from orca.master.api_members import MemberEndpoints
+from orca.master.api_porter import PorterStatus
 from orca.master.api_secrets import SecretEndpoints
 from orca.master.api_snapshot import ROUTES as SNAPSHOT_ROUTES
 from orca.master.api_snapshot import SnapshotEndpoints
 from orca.master.api_tls import TlsEndpoints
 from orca.master.api_traffic import TrafficEndpoints
+from orca.master.api_volumes import VolumeEndpoints
 from orca.master.api_webhooks import WebhookEndpoints
 from orca.master.api_workers import WorkerEndpoints
+from orca.master.compat_orchestry_routes import add_orchestry_routes
+from orca.master.console import Console
 from orca.master.http import HMAC, JOIN, POLICY, PUBLIC
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
@@ -27,10 +34,19 @@ def build() -> Any:
     api.extra_routes.append(workers.add_routes)
     api.extra_routes.append(SecretEndpoints(api, SecretBox(b"s" * 32)).add_routes)
     api.extra_routes.append(WebhookEndpoints(api, SecretBox(b"s" * 32)).add_routes)
-    api.extra_routes.append(TrafficEndpoints(api, TrafficBook(), {}).add_routes)
+    traffic = TrafficEndpoints(api, TrafficBook(), {})
+    api.extra_routes.append(traffic.add_routes)
+    add_orchestry_routes(api, traffic, api_listen=("127.0.0.1", 1), raft_listen=("127.0.0.1", 2),
+                         election_timeout_s=1.0)
     api.extra_routes.append(JoinEndpoints(api).add_routes)
+    api.extra_routes.append(MemberEndpoints(api).add_routes)
     api.extra_routes.append(TlsEndpoints(api, None).add_routes)
+    api.extra_routes.append(PorterStatus(api).add_routes)
+    api.extra_routes.append(EdgeEndpoints(api, HeartbeatBook()).add_routes)
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
+    api.extra_routes.append(VolumeEndpoints(api).add_routes)
+    api.extra_routes.append(JobEndpoints(api).add_routes)
+    api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     return api, api.build_app()
 
 
@@ -42,16 +58,26 @@ def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
     assert all(POLICY[route] == need for route, need in SNAPSHOT_ROUTES.items())
 
 
+# Orchestry's probes (orca.master.compat_orchestry_system), public as Orchestry documents them
+ORCHESTRY_PROBES = {"/health", "/cluster/leader", "/cluster/health"}
+
+
+def test_orchestry_probes_are_public_and_its_app_routes_are_not() -> None:
+    assert {p for (m, p), need in POLICY.items() if need == PUBLIC} >= ORCHESTRY_PROBES
+    assert all(need in ("viewer", "deployer") for (m, p), need in POLICY.items() if p.startswith("/api/v1/apps"))
+
+
 def test_only_probes_and_public_status_are_unauthenticated() -> None:
-    public = {path for (method, path), need in POLICY.items() if need == PUBLIC}
+    public = {path for (method, path), need in POLICY.items() if need == PUBLIC} - ORCHESTRY_PROBES
     assert {p for (m, p), need in POLICY.items() if need == HMAC} == {"/api/v1/webhooks/github"}
     assert {p for (m, p), need in POLICY.items() if need == JOIN} == {"/api/v1/agent/join"}
     assert public == {"/livez", "/readyz", "/healthz", "/metrics", "/api/v1/health", "/api/v1/status/{component}",
-                      "/api/v1/cluster/leader", "/api/v1/cluster/health",
-                      "/api/v1/cluster/ca"}  # CA certificates are public: clients pin them by fingerprint
+                      "/api/v1/cluster/leader", "/api/v1/cluster/health", "/api/v2/status/{subsystem}",
+                      "/api/v1/cluster/ca",  # CA certificates are public: clients pin them by fingerprint
+                      "/ui/", "/ui/{path}", "/api/v1/openapi.json"}  # the web console's static files
     assert all(need in ("admin", "agent", JOIN) for (m, p), need in POLICY.items()
                if p.startswith(("/api/v1/tokens", "/api/v1/secrets", "/api/v1/agent", "/api/v1/stop",
-                                "/api/v1/cluster/join-tokens")))
+                                "/api/v1/cluster/join-tokens", "/api/v1/edge")))
 
 
 def test_secret_box_round_trips_and_refuses_other_keys() -> None:

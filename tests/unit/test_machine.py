@@ -49,16 +49,20 @@ def test_every_op_is_tested() -> None:
     tested = {"noop", "leader_elected", "deploy", "scale", "stop_service", "start_service", "purge_service",
               "stop_project", "stop_all", "create_token", "revoke_token", "register_node", "node_reports",
               "node_status", "plan", "set_secret", "delete_secret", "promote", "rollback", "rollout_status",
-              "drain_node", "undrain_node", "drain_complete", "remove_node", "register_webhook", "remove_webhook",
+              "drain_node", "undrain_node", "drain_complete", "remove_node", "decommission_node",
+              "register_webhook", "remove_webhook",
               "webhook_delivery", "autoscale", "set_scaling", "set_secret_grants",
               "create_join_token", "revoke_join_token", "join_node",  # the join ops: tests/unit/test_join.py
               "ca_init", "ca_rotate", "ca_retire",  # the CA ops: tests/unit/test_tls.py
-              "restore_begin", "restore_chunk", "restore_commit", "set_lineage"}  # in tests/unit/test_snapshot.py
+              "restore_begin", "restore_chunk", "restore_commit", "set_lineage",  # in tests/unit/test_snapshot.py
+              "volume_remove", "job_run", "job_tick",
+              "masters_seed", "master_add", "master_remove"}  # the member list: tests/unit/test_membership.py
     assert set(machine.OPS) == tested
 
 
 # set_secret_grants (and set_secret's grants) are exercised in tests/unit/test_secret_scopes.py.
-# promote, rollback, rollout_status and the drain ops are exercised in tests/unit/test_operations.py.
+# promote, rollback, rollout_status, the drain ops and decommission_node are exercised in
+# tests/unit/test_operations.py.
 
 
 def test_noop_returns_its_index() -> None:
@@ -197,9 +201,12 @@ def test_idempotency_key_returns_first_result_and_applies_once(state: dict) -> N
     assert err(apply(state, entry("stop_all", {}, key="k1"))) == "CONFLICT"
 
 
-def test_idempotency_remembers_errors_too(state: dict) -> None:
+def test_a_refused_write_leaves_no_key_behind(state: dict) -> None:
+    before = copy.deepcopy(state)
     first = apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2"))
-    assert apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2")) == {**first, "replayed": True}
+    assert err(first) == "SERVICE_NOT_FOUND" and state == before  # a refusal changes nothing, not even keys
+    ok(apply(state, entry("deploy", deploy_args("ghost"))))
+    assert "replayed" not in ok(apply(state, entry("scale", {"name": "ghost", "replicas": 1}, key="k2")))
 
 
 def test_idempotency_and_events_are_bounded() -> None:

@@ -200,6 +200,22 @@ def test_remove_node_refuses_a_ready_eligible_node_and_forgets_a_drained_one() -
     assert "n0" not in sim.state["nodes"] and "n0" in sim.state["removed_nodes"]
 
 
+def test_decommission_forgets_a_ready_node_and_its_replicas_are_placed_elsewhere() -> None:
+    sim = Sim(nodes=2)
+    sim.deploy(name="web", image="img:1", replicas=4)
+    sim.run(2)
+    on_n0 = sum(1 for a in sim.state["allocations"].values() if a["node"] == "n0" and a["desired"] == "run")
+    assert on_n0 > 0
+    result = sim.op("decommission_node", {"node_id": "n0"})
+    assert result == {"node_id": "n0", "decommissioned": True, "apps_stopped": on_n0}
+    assert "n0" not in sim.state["nodes"] and "n0" in sim.state["removed_nodes"]
+    assert sim.state["events"][-1]["type"] == "node_decommissioned"
+    sim.run(2)
+    assert sim.running("web") == 4 and {a["node"] for a in sim.state["allocations"].values()} == {"n1"}
+    again = apply(sim.state, encode_entry("decommission_node", {"node_id": "n0"}, now=sim.now))
+    assert again["error"]["code"] == "NODE_NOT_FOUND"
+
+
 @pytest.mark.parametrize("deadline", [-1, "5", True, 10**9])
 def test_drain_rejects_bad_deadlines(deadline: object) -> None:
     sim = Sim(nodes=1)

@@ -264,3 +264,44 @@ def test_allowed_source_networks() -> None:
     assert allowed_source("10.9.4.4", ["10.0.0.1"], ["10.9.0.0/16"])
     assert allowed_source("::ffff:10.9.4.4", [], ["10.9.0.0/16"])
     assert not allowed_source("10.8.4.4", ["10.0.0.1"], ["10.9.0.0/16"])
+
+
+def test_a_member_added_at_runtime_is_admitted_and_a_removed_one_is_not() -> None:
+    """Dynamic membership: the peers-only check follows the Raft configuration, not the start-up list."""
+    ports = free_ports(3)
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+
+    def start(me: str, peers: list[str]) -> tuple[SyncObj, _Counter]:
+        conf = SyncObjConf(password=PASSWORD, bindAddress=me, appendEntriesUseBatch=False, raftMinTimeout=0.3,
+                           raftMaxTimeout=0.6, appendEntriesPeriod=0.05, connectionTimeout=1e6,
+                           connectionRetryTime=0.1, dynamicMembershipChange=True)
+        counter = _Counter()
+        return SyncObj(me, peers, conf=conf, consumers=[counter],
+                       transportClass=functools.partial(GuardedTransport, limits=LIMITS)), counter
+
+    first = [start(me, [a for a in addrs[:2] if a != me]) for me in addrs[:2]]
+    new_node, new_counter = start(addrs[2], addrs[:2])  # an ordinary config listing the members
+    nodes = [n for n, _ in first]
+    try:
+        _wait(lambda: any(n._isLeader() for n in nodes), 20)
+        leader, counter = _leader(nodes, [c for _, c in first])
+        _commits(leader, counter)
+        # before the change the members refuse it: it names no configured peer
+        assert addrs[2] not in leader._SyncObj__transport._peer_hosts
+        done: list[int] = []
+        leader.addNodeToCluster(addrs[2], callback=lambda _r, err: done.append(err))
+        _wait(lambda: done, 10)
+        assert done == [0]
+        for n in nodes:
+            _wait(lambda n=n: addrs[2] in n._SyncObj__transport._peer_hosts, 10)
+        _commits(leader, counter)
+        _wait(lambda: new_counter.value == counter.value, 20)  # it joined and caught up
+        done.clear()
+        leader.removeNodeFromCluster(addrs[2], callback=lambda _r, err: done.append(err))
+        _wait(lambda: done, 10)
+        for n in nodes:
+            _wait(lambda n=n: addrs[2] not in n._SyncObj__transport._peer_hosts, 10)
+        _commits(leader, counter)
+    finally:
+        for n in [*nodes, new_node]:
+            n.destroy()

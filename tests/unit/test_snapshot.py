@@ -113,6 +113,16 @@ def test_restore_into_an_empty_cluster_brings_everything_back() -> None:
     assert apply(target, entry("scale", {"name": "web", "replicas": 9}, key="tester:k1"), 103)["replayed"]
 
 
+def test_a_restore_keeps_the_member_list_of_the_cluster_it_lands_on() -> None:
+    source = busy_state()
+    source["masters"] = {"old-1": {"id": "old-1", "raft": "10.0.0.1:7000", "api": "http://10.0.0.1:8000"}}
+    target = new_state()
+    ours = {"id": "m1", "raft": "127.0.0.1:7001", "api": "http://127.0.0.1:8001"}
+    ok(apply(target, entry("masters_seed", {"masters": [ours]}), 1))
+    ok(restore(target, snapshot.encode(source, **META)))
+    assert list(target["masters"]) == ["m1"]  # the lost cluster's masters are not redirect targets
+
+
 def test_restore_in_many_chunks_and_twice_is_deterministic() -> None:
     source = busy_state()
     source["secrets"].update({f"K{i}": {"key": f"K{i}", "ciphertext": hashlib.sha256(str(i).encode()).hexdigest() * 4}

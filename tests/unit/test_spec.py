@@ -45,6 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "canary_weight": None,
     "read_only": False,
     "user": None,
+    "volumes": [],
+    "kind": "service",
+    "restart": "always",
+    "max_attempts": 0,
+    "schedule": None,
+    "registry_auth": None,
+    "depends_on": [],
 }
 
 SCALING: dict[str, Any] = {
