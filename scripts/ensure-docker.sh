@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Make a Docker engine answer and build the test image orca-test/busybox; install HAProxy
-# (the agents' ingress proxy) when missing.
+# Make a Docker engine answer and build the test image orca-test/busybox.
 #
 # Idempotent: on a machine where `docker info` answers and the image exists it only checks and prints.
 # Otherwise (as root on Debian) it installs docker.io / busybox-static when missing, starts dockerd in
