@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make a Docker engine answer and build the test image orca-test/busybox.
+# Make a Docker engine answer and build the test image orca-test/busybox; make HAProxy (the agents'
+# ingress data plane) available through scripts/ensure-haproxy.sh.
 #
 # Idempotent: on a machine where `docker info` answers and the image exists it only checks and prints.
 # Otherwise (as root on Debian) it installs docker.io / busybox-static when missing, starts dockerd in
@@ -53,10 +54,9 @@ ensure_docker_packages() {
     fi
 }
 
-# The agents' ingress proxy is HAProxy (orca.agent.proxy): Debian's package, run by each agent
-# itself (the package's own service, if any, is left alone and unused).
+# The agents' ingress proxy is HAProxy (orca.agent.proxy): scripts/ensure-haproxy.sh installs it.
 ensure_haproxy() {
-    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_install haproxy
+    "$(dirname "${BASH_SOURCE[0]}")/ensure-haproxy.sh" >&2
 }
 
 ensure_busybox_static() {

@@ -63,6 +63,14 @@ CLI_MAX_BYTES = 16 * 2**20
 CLI_TIMEOUT_S = 5.0
 # Starting HAProxy (config check and first worker) and a reload are given this long.
 START_TIMEOUT_S = 10.0
+# HAProxy's log lines: at most this long (its `len`), read at most LOG_BATCH per event-loop wake-up.
+LOG_MAX_BYTES = 1024
+# A log line's sampling rate is believed up to this (requests/s of one HAProxy worker).
+MAX_LOG_RATE = 1e6
+LOG_BATCH = 256
+# stop(): the background loops get this long to end; HAProxy this long to exit after SIGKILL.
+STOP_TASKS_WAIT_S = 5.0
+STOP_KILL_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -84,8 +92,8 @@ class Endpoint:
         self.address = address
         self.canary = canary
         self.active = 0  # in flight, over every HAProxy worker (polled)
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0.0  # weighted, like ServiceStats
+        self.errors = 0.0
         self.fenced = False  # being stopped: never in a config again, whatever a table says
         self.routed = True  # listed in the current table
         self.retired_at = 0.0
@@ -118,36 +126,54 @@ class ServiceStats:
     __slots__ = ("requests", "errors", "active", "buckets", "latency_sum_ms")
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0.0  # weighted (sampled log lines stand for several requests): reported rounded
+        self.errors = 0.0
         self.active = 0
-        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
+        self.buckets = [0.0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; +Inf last
         self.latency_sum_ms = 0.0
 
-    def record(self, status: int, ms: float) -> None:
-        self.requests += 1
+    def record(self, status: int, ms: float, weight: float = 1.0) -> None:
+        self.requests += weight
         if status >= 500:
-            self.errors += 1
-        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
-        self.latency_sum_ms += ms
+            self.errors += weight
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += weight
+        self.latency_sum_ms += ms * weight
 
     def report(self) -> dict[str, Any]:
-        cumulative, total = [], 0
+        cumulative, total = [], 0.0
         for count in self.buckets:
             total += count
-            cumulative.append(total)
-        return {"requests": self.requests, "errors": self.errors, "active": self.active,
+            cumulative.append(round(total))
+        return {"requests": round(self.requests), "errors": round(self.errors), "active": self.active,
                 "latency_buckets": cumulative, "latency_sum_ms": round(self.latency_sum_ms, 3)}
 
 
-class _LogReceiver(asyncio.DatagramProtocol):
-    """HAProxy's per-request log lines (hc.LOG_FORMAT) into the proxy's counters."""
+class _LogReader:
+    """HAProxy's per-request log lines (hc.LOG_FORMAT) into the proxy's counters: up to LOG_BATCH
+    datagrams per wake-up of the event loop (asyncio's datagram transport reads one per wake-up, which
+    costs a selector round per request under load)."""
 
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
+    def __init__(self, proxy: Proxy, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy, self.sock, self.loop = proxy, sock, loop
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._ready)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.proxy.record_log_line(data[:1024])
+    def _ready(self) -> None:
+        record = self.proxy.record_log_line
+        for _ in range(LOG_BATCH):
+            try:
+                data = self.sock.recv(LOG_MAX_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("HAProxy log socket: %s", exc)
+                return
+            record(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -183,12 +209,13 @@ class Proxy:
         self._applied_event = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._log_transport: asyncio.DatagramTransport | None = None
+        self._log_reader: _LogReader | None = None
         self._log_target = "/dev/null"
         self._sock_dir: Path | None = None
         self._tmp_dirs: list[str] = []
         self._config_text = ""
         self._reload_lock = asyncio.Lock()
+        self._stopping = False
 
     # -- the table ---------------------------------------------------------------------------------
 
@@ -248,7 +275,8 @@ class Proxy:
                 return False
             self._applied_event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._applied_event.wait(), min(left, 0.5))
+                async with asyncio.timeout(min(left, 0.5)):
+                    await self._applied_event.wait()
         return self._applied >= self._wanted
 
     def route_active(self, service: str) -> bool:
@@ -257,7 +285,9 @@ class Proxy:
 
     async def drain(self, alloc_id: str, timeout: float | None = None) -> bool:
         """Fence a replica (no new request goes to it) and wait until its in-flight requests are done,
-        at most `timeout` (default `drain_timeout_s`). False when some were still running."""
+        at most `timeout` (default `drain_timeout_s`). False when some were still running (or could not
+        be counted). Whatever it returns, the fence is live in HAProxy first (a reload, well under a
+        second; START_TIMEOUT_S at most), so a replica stopped after it gets no new request."""
         ep = self.endpoints.get(alloc_id)
         if ep is None:
             return True
@@ -268,38 +298,47 @@ class Proxy:
             self._bump()
         if not self.listening:
             return True
-        await self.settled(timeout)
+        await self.settled(max(timeout, START_TIMEOUT_S))
         while True:
-            await self._poll_active()
-            if ep.active == 0:
+            # Only a fresh reading counts: while the master re-executes itself for a reload its socket
+            # refuses connections, and the last counts may predate a request that just started.
+            fresh = await self._poll_active()
+            if fresh and ep.active == 0:
                 return True
             if time.monotonic() >= deadline:
-                log.warning("%s still had %d request(s) in flight after the drain timeout", alloc_id, ep.active)
+                if fresh:
+                    log.warning("%s still had %d request(s) in flight after the drain timeout", alloc_id, ep.active)
+                else:
+                    log.warning("%s: its in-flight requests could not be counted before the drain timeout", alloc_id)
                 return False
             await asyncio.sleep(min(POLL_S / 2, max(0.0, deadline - time.monotonic())))
 
     # -- statistics ---------------------------------------------------------------------------------
 
     def record_log_line(self, data: bytes) -> None:
-        """One HAProxy log line (hc.LOG_FORMAT: backend server status ms retries); anything else (HAProxy's
-        own notices) is ignored."""
+        """One HAProxy log line (hc.LOG_FORMAT: backend server status ms retries rate); anything else
+        (HAProxy's own notices) is ignored. A sampled line (rate > hc.LOG_LINES_PER_S) stands for
+        rate / LOG_LINES_PER_S requests."""
         parts = data.decode("ascii", "replace").split()
-        if len(parts) != 5 or not parts[0].startswith("svc_"):
+        if len(parts) != 6 or not parts[0].startswith("svc_"):
             return
         try:
             status, ms = int(parts[2]), max(0, int(parts[3]))
+            weight = 1.0
+            if status < 500 and parts[5].isdigit():
+                weight = max(1.0, min(float(parts[5]), MAX_LOG_RATE) / hc.LOG_LINES_PER_S)
         except ValueError:
             return
         service = parts[0][4:]
         stats = self.services.get(service)
         if stats is None:
             return
-        stats.record(status, float(ms))
+        stats.record(status, float(ms), weight)
         ep = self.endpoints.get(parts[1])
         if ep is not None and ep.service == service:
-            ep.requests += 1
+            ep.requests += weight
             if status >= 500:
-                ep.errors += 1
+                ep.errors += weight
 
     def stats(self, max_replicas: int = MAX_REPLICAS_REPORTED) -> dict[str, dict[str, Any]]:
         """{service: ProxyStats}; the `max_replicas` busiest replicas (by open, then total requests)."""
@@ -308,7 +347,7 @@ class Proxy:
                         key=lambda e: (-e.active, -e.requests, e.alloc))
         for e in ranked[:max(0, max_replicas)]:
             svc = out.setdefault(e.service, {**ServiceStats().report(), "replicas": {}})
-            svc["replicas"][e.alloc] = {"requests": e.requests, "errors": e.errors, "active": e.active}
+            svc["replicas"][e.alloc] = {"requests": round(e.requests), "errors": round(e.errors), "active": e.active}
         return out
 
     # -- HAProxy's master CLI -------------------------------------------------------------------------
@@ -320,21 +359,22 @@ class Proxy:
 
     async def _cli(self, command: str) -> str:
         """One command on the master CLI (`@!PID cmd` reaches a worker); the reply, bounded."""
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.master_socket)),
-                                                CLI_TIMEOUT_S)
+        async with asyncio.timeout(CLI_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(self.master_socket))
         try:
-            writer.write(command.encode() + b";quit\n")  # the master CLI keeps a connection open otherwise
-            await writer.drain()
-            data = await asyncio.wait_for(reader.read(CLI_MAX_BYTES), CLI_TIMEOUT_S)
-            chunks = [data]
-            while data and sum(map(len, chunks)) < CLI_MAX_BYTES:
-                data = await asyncio.wait_for(reader.read(CLI_MAX_BYTES), CLI_TIMEOUT_S)
-                chunks.append(data)
+            async with asyncio.timeout(CLI_TIMEOUT_S):
+                writer.write(command.encode() + b";quit\n")  # the master CLI keeps a connection open otherwise
+                await writer.drain()
+                chunks, size = [], 0
+                while size < CLI_MAX_BYTES:
+                    data = await reader.read(CLI_MAX_BYTES - size)
+                    if not data:
+                        break
+                    chunks.append(data)
+                    size += len(data)
             return b"".join(chunks).decode("utf-8", "replace")
         finally:
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _workers(self) -> list[tuple[int, int]]:
         """(pid, reloads) of every worker, current ones first (`show proc`)."""
@@ -345,10 +385,13 @@ class Proxy:
                 out.append((int(parts[0]), int(parts[2])))
         return out
 
-    async def _poll_active(self) -> None:
-        """Refresh `active` of services and endpoints from every worker's `show stat` (scur)."""
+    async def _poll_active(self) -> bool:
+        """Refresh `active` of services and endpoints from every worker's `show stat` (scur); False
+        (counts unchanged) when HAProxy could not be read."""
         try:
             workers = await self._workers()
+            if not workers:  # a master between two lives answers nothing useful
+                return False
             services: dict[str, int] = {}
             servers: dict[str, int] = {}
             for pid, _ in workers:
@@ -365,20 +408,23 @@ class Proxy:
                         servers[f[1]] = servers.get(f[1], 0) + int(f[4])
         except (OSError, TimeoutError) as exc:
             log.debug("cannot read HAProxy's stats: %s", exc)
-            return
+            return False
         for name, stats in self.services.items():
             stats.active = services.get(name, 0)
         for alloc, ep in self.endpoints.items():
             ep.active = servers.get(alloc, 0)
+        return True
 
     # -- running HAProxy ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         binary = haproxy_binary()
         if binary is None:
-            raise RuntimeError("the ingress proxy needs HAProxy: apt-get install haproxy (scripts/ensure-docker.sh)")
+            raise RuntimeError("the ingress proxy needs HAProxy: run 'sudo scripts/ensure-haproxy.sh'"
+                               " (Debian's haproxy package)")
         host, port = parse_host_port(self.config.listen)
         self.port = port
+        self._stopping = False
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="orca-haproxy-"))
             self._tmp_dirs.append(str(self.run_dir))
@@ -401,11 +447,10 @@ class Proxy:
             os.chmod(log_path, 0o600)
             with contextlib.suppress(OSError):
                 log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
-            transport, _ = await loop.create_datagram_endpoint(lambda: _LogReceiver(self), sock=log_sock)
+            self._log_reader = _LogReader(self, log_sock, loop)
         except BaseException:
             log_sock.close()
             raise
-        self._log_transport = transport
         self._log_target = str(log_path)
         cfg = self.run_dir / "haproxy.cfg"
         (self.run_dir / "hop_by_hop.lua").write_text(hc.HOP_LUA)
@@ -439,8 +484,9 @@ class Proxy:
                 raise RuntimeError(f"HAProxy exited with {self._proc.returncode}; see {self.run_dir}/haproxy.log")
             try:
                 if await self._workers():
-                    _, writer = await asyncio.open_connection(host if host not in ("0.0.0.0", "::") else "127.0.0.1",
-                                                              port)
+                    async with asyncio.timeout(CLI_TIMEOUT_S):
+                        _, writer = await asyncio.open_connection(
+                            host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
                     writer.close()
                     return
             except (OSError, TimeoutError):
@@ -463,6 +509,31 @@ class Proxy:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
+    async def _end_tasks(self) -> None:
+        """Cancel the background loops and wait for them, bounded. Python 3.11's `asyncio.wait_for` can
+        swallow a cancellation that lands while its inner operation completes (gh-86296), which left
+        the poll loop running and `stop()` waiting forever; the loops now also end on `_stopping`,
+        use `asyncio.timeout`, and a task that still does not end is re-cancelled, never awaited blindly."""
+        tasks, self._tasks = self._tasks, []
+        deadline = time.monotonic() + STOP_TASKS_WAIT_S
+        while tasks and time.monotonic() < deadline:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            tasks = list(pending)
+        if tasks:
+            log.error("%d proxy task(s) did not end in %s s", len(tasks), STOP_TASKS_WAIT_S)
+
+    @staticmethod
+    async def _reaped(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+        """True once the child has exited (reaped by asyncio's child watcher), at most `timeout` s.
+        `asyncio.wait` rather than `wait_for`: it never cancels nor swallows anything."""
+        waiter = asyncio.ensure_future(proc.wait())
+        done, _ = await asyncio.wait([waiter], timeout=timeout)
+        if not done:
+            waiter.cancel()
+        return proc.returncode is not None
+
     def _write_config(self, text: str) -> None:
         assert self.run_dir is not None
         tmp = self.run_dir / "haproxy.cfg.tmp"
@@ -472,9 +543,11 @@ class Proxy:
 
     async def _apply_loop(self) -> None:
         """Reload HAProxy whenever the rendered config changes (coalescing bursts of tables)."""
-        while True:
+        while not self._stopping:
             await self._changed.wait()
             self._changed.clear()
+            if self._stopping:
+                return
             generation = self._wanted
             text = self.render()
             if text != self._config_text:
@@ -506,7 +579,7 @@ class Proxy:
             raise RuntimeError("the new HAProxy worker did not come up")
 
     async def _poll_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(POLL_S)
             await self._poll_active()
             if self._proc is not None and self._proc.returncode is not None:
@@ -517,24 +590,21 @@ class Proxy:
     async def stop(self) -> None:
         """End HAProxy: a soft stop (in-flight requests finish, up to drain_timeout_s), then SIGKILL."""
         self.listening = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        self._stopping = True
+        self._changed.set()
+        await self._end_tasks()
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGUSR1)
-            try:
-                await asyncio.wait_for(proc.wait(), self.config.drain_timeout_s)
-            except TimeoutError:
+            if not await self._reaped(proc, self.config.drain_timeout_s):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(TimeoutError):  # never hang the agent's shutdown on a child
-                    await asyncio.wait_for(proc.wait(), 5.0)
-        if self._log_transport is not None:
-            self._log_transport.close()
-            self._log_transport = None
+                if not await self._reaped(proc, STOP_KILL_WAIT_S):  # never hang the agent's shutdown on a child
+                    log.error("HAProxy %d did not exit after SIGKILL", proc.pid)
+        if self._log_reader is not None:
+            self._log_reader.close()
+            self._log_reader = None
         for d in self._tmp_dirs:
             shutil.rmtree(d, ignore_errors=True)
         self._tmp_dirs = []

@@ -4,8 +4,10 @@ Prints one JSON line:
   {"bench": "proxy", "connections": 32, "direct": {"rps", "p50_ms", "p99_ms", ...}, "proxy": {...},
    "ratio_rps", "p99_added_ms", "upstream", "box"}
 
-The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1) started through the
-docker SDK; `--upstream aiohttp` uses an aiohttp server in a child process instead (no Docker needed).
+The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1: it closes every
+connection) started through the docker SDK; `--upstream web` an orca-test/web container (websocketd, Go's
+HTTP/1.1 server: keeps connections alive; scripts/ensure-web-image.sh builds it); `--upstream aiohttp` an
+aiohttp server in a child process (no Docker needed).
 The proxy is `orca.agent.proxy.Proxy` exactly as the agent runs it (HAProxy, its child), in its own
 process (this script re-run with `--serve-proxy`); its CPU is that process tree's (HAProxy included). The load
 generator is the same for both runs: one aiohttp client, N connections (one worker each, keep-alive
@@ -14,7 +16,7 @@ where the server allows it), a warm-up, then `--seconds` of measured load per ta
 At 32 busy connections latency is mostly queueing (32 / rps), so `paced` repeats both at a fixed rate
 (`--paced-share` of the direct rps) to show the latency the proxy itself adds to a request.
 
-    .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|aiohttp]
+    .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|web|aiohttp]
 
 Every process and container started here is reaped on exit (SIGTERM included).
 """
@@ -39,6 +41,7 @@ import aiohttp  # noqa: E402
 from orca.devcluster import free_ports  # noqa: E402
 
 IMAGE = "orca-test/busybox:latest"
+WEB_IMAGE = "orca-test/web:latest"
 HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
 DOMAIN = "bench.example.com"
 WARMUP_S = 1.5
@@ -201,14 +204,28 @@ def start_busybox(port: int) -> Any:
 
     client = docker.from_env()
     return client.containers.run(IMAGE, HTTPD, detach=True, remove=False, ports={"8080/tcp": ("127.0.0.1", port)},
-                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}")
+                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}-{port}")
+
+
+def start_web(port: int) -> Any:
+    """An orca-test/web container (keep-alive HTTP; built by scripts/ensure-web-image.sh when missing)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(WEB_IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run([str(Path(__file__).resolve().parents[1] / "ensure-web-image.sh")], check=True,
+                       stdout=subprocess.DEVNULL, timeout=600)
+    return client.containers.run(WEB_IMAGE, detach=True, remove=False, ports={"8080/tcp": ("127.0.0.1", port)},
+                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}-{port}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="busybox")
+    parser.add_argument("--upstream", choices=("busybox", "web", "aiohttp"), default="busybox")
     parser.add_argument("--rounds", type=int, default=2, help="alternating direct/proxy rounds sharing --seconds")
     parser.add_argument("--paced-seconds", type=float, default=6.0, help="per target, for the paced (unsaturated) run")
     parser.add_argument("--paced-share", type=float, default=0.3, help="paced rate as a share of the direct rps")
@@ -219,21 +236,29 @@ def main() -> int:
     if args.serve_proxy:
         asyncio.run(serve_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
         return 0
+    print(json.dumps(measure(args.upstream, args), separators=(", ", ": ")), flush=True)
+    return 0
 
+
+def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Direct vs through the proxy for one upstream `kind` (busybox, web or aiohttp): the JSON record.
+    `args`: seconds, connections, rounds, paced_seconds, paced_share (as main's options)."""
     up_port, proxy_port = free_ports(2)
     upstream = f"127.0.0.1:{up_port}"
     container = None
     procs: list[subprocess.Popen[bytes]] = []
     load_start = os.getloadavg()[0]
     try:
-        if args.upstream == "busybox":
+        if kind == "busybox":
             container = start_busybox(up_port)
+        elif kind == "web":
+            container = start_web(up_port)
         else:
             procs.append(subprocess.Popen([sys.executable, "-c", AIOHTTP_UPSTREAM, str(up_port)]))
         proxy_proc = subprocess.Popen([sys.executable, __file__, "--serve-proxy", str(proxy_port), upstream])
         procs.append(proxy_proc)
-        direct_url = f"http://{upstream}/index.html"
-        proxy_url = f"http://127.0.0.1:{proxy_port}/index.html"
+        direct_url = f"http://{upstream}/"
+        proxy_url = f"http://127.0.0.1:{proxy_port}/"
         asyncio.run(wait_http(direct_url))
         asyncio.run(wait_http(proxy_url, DOMAIN))
         direct, proxied = Load(direct_url, args.connections), Load(proxy_url, args.connections)
@@ -274,13 +299,10 @@ def main() -> int:
                                                                                 / args.seconds)), 1)
     ratio = round(p["rps"] / d["rps"], 3) if d["rps"] else None
     added = _diff(p["p99_ms"], d["p99_ms"])
-    print(json.dumps({"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
-                      "rounds": args.rounds, "upstream": args.upstream, "direct": d, "proxy": p,
-                      "ratio_rps": ratio, "p99_added_ms": added, "paced": paced,
-                      "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2),
-                                                                     round(os.getloadavg()[0], 2)]}},
-                     separators=(", ", ": ")), flush=True)
-    return 0
+    return {"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
+            "rounds": args.rounds, "upstream": kind, "direct": d, "proxy": p,
+            "ratio_rps": ratio, "p99_added_ms": added, "paced": paced,
+            "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)]}}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 Every figure is printed next to the baseline its benchmark measured in the same run, with the machine
 (which is stated, not assumed: a shared 2-core box here), the date, the command to reproduce, and a
-Goals table that compares the figures to the goals of issues 2, 3, 5 and 6.
+Goals table that compares the figures to the goals of issues 2, 3, 5, 6 and 12.
 """
 
 from __future__ import annotations
@@ -296,6 +296,28 @@ def sec_mesh(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_ingress(r: dict[str, Any]) -> list[str]:
+    """Issue 12: the ingress on HAProxy, two upstreams, and the route-change latency."""
+    out: list[str] = []
+    for kind, what in (("busybox", "busybox httpd (a new connection per request)"),
+                       ("web", "orca-test/web (Go's HTTP/1.1 server, keep-alive)")):
+        rec = r.get(kind)
+        if not isinstance(rec, dict):
+            continue
+        out.append(f"Upstream {what}:")
+        out.append("")
+        out += [line.replace("orca's ingress proxy", "the ingress (HAProxy)") for line in sec_proxy(rec)]
+    rc = r.get("route_change") or {}
+    out.append(f"Route changes ({f(rc.get('changes'))}: a replica added, then removed, alternately) under "
+               f"{f(rc.get('load_rps'))} requests/s: live (HAProxy's new worker serving) after "
+               f"{f(g(rc, 'settled_ms.p50'), ' ms')} median, {f(g(rc, 'settled_ms.max'), ' ms')} at most; the added "
+               f"replica's first answer after {f(g(rc, 'first_seen_ms.p50'), ' ms')} median "
+               f"({f(g(rc, 'first_seen_ms.max'), ' ms')} max); {f(rc.get('failed'))} of {f(rc.get('requests'))} "
+               "requests failed.")
+    out.append("")
+    return out
+
+
 def sec_drain(r: dict[str, Any]) -> list[str]:
     out = [f"Drain of a node running {r.get('replicas')} replicas (max_parallel {r.get('max_parallel')}) until all run "
            "on the other node, vs the engine starting the same number of containers.", ""]
@@ -444,6 +466,17 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
         "met only if both are ≤ 2 ms: saturated p99 is mostly queueing (a negative figure means the direct run "
         "had the worse tail), the paced run shows the latency the proxy itself adds")
     add("6", "Autoscaler reacts within one window", "—", None, "tests, not a benchmark")
+    ig = by.get("ingress", {})
+    for kind in ("busybox", "web"):
+        times, sat, paced = g(ig, f"{kind}.ratio_rps"), g(ig, f"{kind}.p99_added_ms"), g(ig, f"{kind}.paced.p99_added_ms")
+        add("12", f"Ingress ≥ 0.9× direct requests/s at 32 connections ({kind})", f(times, "×", 2),
+            None if times is None else times >= 0.9, f"{f(g(ig, f'{kind}.proxy.rps'))} vs {f(g(ig, f'{kind}.direct.rps'))} req/s")
+        add("12", f"Ingress p99 added ≤ 1 ms paced, ≤ 5 ms saturated ({kind})",
+            f"{f(paced, ' ms')} paced; {f(sat, ' ms')} saturated",
+            None if paced is None or sat is None else (paced <= 1 and sat <= 5))
+    live = g(ig, "route_change.settled_ms.max")
+    add("12", "Route change live ≤ 1 s after the push", f"max {f(live, ' ms')}", None if live is None else live <= 1000,
+        f"median {f(g(ig, 'route_change.settled_ms.p50'), ' ms')}; {f(g(ig, 'route_change.failed'))} failed requests")
     return sorted(rows, key=lambda row: int(row[0]))  # stable: by issue, in the order above
 
 
@@ -457,6 +490,7 @@ SECTIONS = [
     ("deploy", "Deploy to running", "deploy.py"),
     ("node_loss", "Node loss", "node_loss.py"),
     ("proxy", "Ingress proxy", "proxy.py"),
+    ("ingress", "Ingress on HAProxy (issue 12)", "ingress.py"),
     ("drain", "Node drain", "drain.py"),
     ("etcd_baseline", "etcd baseline", "etcd_baseline.py"),
     ("durability", "Durable acknowledgements (fsync cost)", "durability.py"),
@@ -550,6 +584,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "deploy": sec_deploy,
         "node_loss": sec_node_loss,
         "proxy": sec_proxy,
+        "ingress": sec_ingress,
         "etcd_baseline": sec_etcd,
         "drain": sec_drain,
         "durability": sec_durability,

@@ -56,6 +56,7 @@ BENCHES=(
     "deploy||--rounds 1|600"
     "node_loss||--rounds 1|600"
     "proxy||--seconds 4 --paced-seconds 2 --rounds 1|300"
+    "ingress||--seconds 4 --paced-seconds 2 --rounds 1 --changes 6|600"
     "drain||--rounds 1|600"
     "etcd_baseline||--seconds 3 --rounds 2|300"
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"

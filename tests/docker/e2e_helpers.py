@@ -95,10 +95,11 @@ class ProxyStack(NamedTuple):
 
 
 def proxy_stack_fixture(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
-                        ) -> Iterator[ProxyStack]:
+                        strategies: tuple[str, str] = ("round_robin", "round_robin")) -> Iterator[ProxyStack]:
     """`stack_fixture` with an `[agent.proxy]` on a free 127.0.0.1 port on each agent; made to be shared
     by a module (`pytest.fixture(scope="module")`): its tests use services of their own names. Host
-    ports come from a random 200-port range per agent, away from the default ones of `stack_fixture`."""
+    ports come from a random 200-port range per agent, away from the default ones of `stack_fixture`.
+    `strategies`: each agent's proxy balancing (`[agent.proxy] strategy`)."""
     run = uuid.uuid4().hex[:6]
     nodes = [f"p{run}-a", f"p{run}-b"]
     engine = docker.from_env()
@@ -111,7 +112,8 @@ def proxy_stack_fixture(tmp_path_factory: pytest.TempPathFactory, docker_client:
         cluster.wait_leader(timeout=30)
         for i, node in enumerate(nodes):
             cluster.start_agent(cluster.add_agent(node, labels={"zone": "ab"[i]}, port_base=bases[i],
-                                                  extra=f'\n[agent.proxy]\nlisten = "127.0.0.1:{ports[i]}"\n'))
+                                                  extra=f'\n[agent.proxy]\nlisten = "127.0.0.1:{ports[i]}"\n'
+                                                        f'strategy = "{strategies[i]}"\n'))
         client = Client([m.url for m in cluster.masters], cluster.token(), timeout=15)
         wait_for(lambda: len([n for n in client.nodes() if n["status"] == "ready"]) == 2, 30, "agents registered",
                  cluster)

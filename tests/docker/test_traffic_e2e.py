@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import http.client
+import json
 import threading
 import time
 from collections import Counter
@@ -53,6 +54,13 @@ def fetch(proxy: str, host: str, path: str = "/", headers: dict[str, str] | None
         return resp.status, resp.read().decode(errors="replace")
     finally:
         conn.close()
+
+
+def envelope(answer: tuple[int, str]) -> tuple[int, str, dict[str, Any]]:
+    """(status, error code, details) of an answer carrying orca's JSON error envelope."""
+    status, body = answer
+    error = json.loads(body)["error"]
+    return status, error["code"], error["details"]
 
 
 def hostnames(client: Client, name: str, version: int | None = None) -> set[str]:
@@ -201,10 +209,10 @@ def test_traffic_reaches_every_replica_through_either_proxy(proxy_stack: ProxySt
     # 503 for a route without a healthy replica (once the route is pushed: before, it is 404).
     for proxy in proxies:
         wait_for(lambda proxy=proxy: fetch(proxy, "dark.orca.test")[0] == 503, 20, "503 for dark", cluster)
-        assert fetch(proxy, "dark.orca.test") == (503, "no healthy replica for dark\n")
+        assert envelope(fetch(proxy, "dark.orca.test")) == (503, "NO_HEALTHY_REPLICA", {"service": "dark"})
         # Unknown host, and an internal service's domain: 404 with a short text.
-        assert fetch(proxy, "nowhere.orca.test") == (404, "no service for host nowhere.orca.test\n")
-        assert fetch(proxy, "hidden.orca.test:8080") == (404, "no service for host hidden.orca.test\n")
+        assert envelope(fetch(proxy, "nowhere.orca.test")) == (404, "NOT_FOUND", {"host": "nowhere.orca.test"})
+        assert envelope(fetch(proxy, "hidden.orca.test:8080")) == (404, "NOT_FOUND", {"host": "hidden.orca.test"})
         assert fetch(proxy, "WEB.orca.test.:80")[0] == 200  # case, trailing dot and port do not matter
     reports = [s for s in client.status() if s["name"] == "web"]
     assert reports and reports[0]["healthy_replicas"] == 4

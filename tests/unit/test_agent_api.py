@@ -465,7 +465,7 @@ async def test_serve_starts_and_stops_the_proxy_with_the_agent(tmp_path: Path) -
                 try:
                     async with session.get(url, headers={"Host": "nothing.example.com"}) as resp:
                         assert resp.status == 404
-                        assert await resp.text() == "no service for host nothing.example.com\n"
+                        assert (await resp.json())["error"]["code"] == "NOT_FOUND"
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)

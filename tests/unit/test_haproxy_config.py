@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,10 @@ def test_render_has_routes_weights_and_envelopes() -> None:
     text = render(specs, lua_file="/run/hop.lua")
     assert "backend svc_web" in text and "balance leastconn" in text
     assert "server s1 127.0.0.1:1 weight 256 " in text and "server c1 127.0.0.1:2 weight 64 " in text
-    assert ('http-error status 503 content-type "text/plain; charset=utf-8"'
-            ' string "no healthy replica for web\\n"') in text
+    assert ('http-error status 503 content-type application/json string "{\\"error\\": {\\"code\\":'
+            ' \\"NO_HEALTHY_REPLICA\\", \\"message\\": \\"no healthy replica for web\\"') in text
+    for status, body in hc.error_bodies("web").items():  # each one is orca's envelope
+        assert json.loads(body)["error"]["details"] == {"service": "web"} and f"status {status} " in text
     assert "use_backend svc_web if { var(txn.host) -m str web.example.com }" in text
     assert "lua-load /run/hop.lua" in text and "log /run/log.sock len 1024" in text
     assert render(specs, lua_file="/run/hop.lua") == text  # deterministic: the agent reloads on a change only
