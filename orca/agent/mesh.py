@@ -38,7 +38,7 @@ from orca.agent.mesh_dns import MeshDns
 from orca.agent.proxy import Proxy
 from orca.config import MeshConfig, ProxyConfig
 
-__all__ = ["Mesh", "network_name", "lo_label", "LABEL_PROJECT", "LABEL_MESH"]
+__all__ = ["Mesh", "network_name", "lo_label", "LABEL_PROJECT", "LABEL_MESH", "upstream_dns", "mesh_addresses"]
 
 log = logging.getLogger("orca.agent.mesh")
 
@@ -64,18 +64,32 @@ def _free_loopback_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _upstream_dns(path: str = "/etc/resolv.conf") -> list[str]:
-    """The host's own name servers (not loopback ones, which a container cannot reach), at most 2."""
-    out: list[str] = []
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text().splitlines()[:100]:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                with contextlib.suppress(ValueError):
-                    addr = ipaddress.ip_address(parts[1])
-                    if not addr.is_loopback and addr.version == 4:
-                        out.append(str(addr))
-    return out[:2]
+RESOLV_CONFS = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+
+
+def upstream_dns(paths: tuple[str, ...] = RESOLV_CONFS) -> list[str]:
+    """The host's own name servers, at most 2: the first file naming any that a container can reach (not a
+    loopback one: with systemd-resolved, /etc/resolv.conf names 127.0.0.53 and the second file the real
+    ones, which is what Docker itself does)."""
+    for path in paths:
+        out: list[str] = []
+        with contextlib.suppress(OSError):
+            for line in Path(path).read_text(errors="replace").splitlines()[:100]:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    with contextlib.suppress(ValueError):
+                        addr = ipaddress.ip_address(parts[1])
+                        if not addr.is_loopback and addr.version == 4:
+                            out.append(str(addr))
+        if out:
+            return out[:2]
+    return []
+
+
+def mesh_addresses(ip_addr_output: str, label: str) -> set[str]:
+    """The /32 addresses carrying `label` in `ip -4 -o addr show dev lo` output."""
+    pattern = re.compile(r"inet ([0-9.]+)/32 .*" + re.escape(label) + r"(\\|\s|$)")
+    return {m.group(1) for line in ip_addr_output.splitlines() if (m := pattern.search(line))}
 
 
 class MeshProxy(Proxy):
@@ -116,7 +130,7 @@ class Mesh:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._addresses: set[str] = set()
-        self.upstreams = _upstream_dns()
+        self.upstreams = upstream_dns()
 
     # -- inputs ---------------------------------------------------------------------------------------
 
@@ -224,12 +238,7 @@ class Mesh:
     def _sync_addresses(self, wanted: set[str]) -> None:
         """Make `wanted` exactly this cluster's mesh addresses on lo (others' addresses untouched)."""
         label = lo_label(str(self.cluster_id))
-        out = self._ip("-4", "-o", "addr", "show", "dev", "lo").stdout
-        have: set[str] = set()
-        for line in out.splitlines():
-            m = re.search(r"inet ([0-9.]+)/32 .*" + re.escape(label) + r"(\\|\s|$)", line)
-            if m:
-                have.add(m.group(1))
+        have = mesh_addresses(self._ip("-4", "-o", "addr", "show", "dev", "lo").stdout, label)
         for addr in sorted(wanted - have):
             res = self._ip("addr", "add", f"{addr}/32", "dev", "lo", "label", label)
             if res.returncode != 0 and "exists" not in res.stderr:

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from orca import mesh, spec
 from orca.agent import mesh_config as mc
+from orca.agent.mesh import Mesh, lo_label, mesh_addresses, network_name, upstream_dns
 from orca.agent.mesh_dns import answer, resolve
 from orca.agent.proxy import haproxy_binary
-from orca.config import ConfigError, load_master_config
+from orca.config import ConfigError, MeshConfig, load_master_config
 from orca.errors import InvalidSpec
 from orca.master.mesh_table import mesh_table
 from orca.state.machine import apply, encode_entry, new_state
@@ -267,3 +268,41 @@ def test_resolve_matches_the_rules(name: str, project: str | None) -> None:
 
 def test_dns_qtype_any_gets_the_a_record() -> None:
     assert [QTYPE[a.rtype] for a in _ask("store", "p", "ANY").rr] == ["A"]
+
+
+# --- the agent's mesh manager (no engine) ---------------------------------------------------------------------
+
+
+def test_mesh_addresses_are_found_by_their_label() -> None:
+    out = ("1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
+           "1: lo    inet 10.213.0.1/32 scope global lo:om0123456789\\       valid_lft forever\n"
+           "1: lo    inet 10.213.0.2/32 scope global lo:om0123456789\\       valid_lft forever\n"
+           "1: lo    inet 10.213.0.3/32 scope global lo:om9999999999\\       valid_lft forever\n"
+           "1: lo    inet 10.213.0.4/24 scope global lo:om0123456789\\       valid_lft forever\n")
+    assert mesh_addresses(out, lo_label("0123456789abcdef")) == {"10.213.0.1", "10.213.0.2"}
+    assert len(lo_label("0123456789abcdef")) <= 15  # an interface label's limit
+
+
+def test_upstream_dns_skips_loopback_servers(tmp_path: Path) -> None:
+    stub = tmp_path / "resolv.conf"
+    stub.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    real = tmp_path / "real.conf"
+    real.write_text("# systemd\nnameserver 192.0.2.1\nnameserver ::1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\n")
+    assert upstream_dns((str(stub), str(real))) == ["192.0.2.1", "192.0.2.2"]
+    assert upstream_dns((str(stub), str(tmp_path / "missing"))) == []
+
+
+class _Runtime:
+    cluster_id = "0123456789abcdef"
+    client = None
+
+
+def test_mesh_knows_projects_by_source_network_and_waits_for_a_table(tmp_path: Path) -> None:
+    m = Mesh(MeshConfig(), node_id="n1", run_dir=tmp_path, runtime=_Runtime())
+    assert m.container_network({"spec": {"project": "p"}}) is None  # no table yet: Docker's default bridge
+    m._subnets = [(ipaddress.IPv4Network("10.214.0.0/24"), "p"), (ipaddress.IPv4Network("10.214.1.0/24"), "q")]
+    assert m.project_of("10.214.1.9") == "q" and m.project_of("10.214.2.1") is None
+    assert m.project_of("not an address") is None
+    m.set_table(_table(web=_svc("10.213.0.3"), bad=_svc("127.0.0.1")))
+    assert m.resolver == "10.213.0.1" and [s.name for s in m.services] == ["web"]
+    assert network_name("0123456789abcdef", "n1", "p") == "orca-0123456789ab-n1-p"
