@@ -27,6 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -250,6 +251,8 @@ class Mesh:
     # -- the loop ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if shutil.which("ip") is None:
+            raise RuntimeError("the service mesh ([agent.mesh]) needs the `ip` command: apt-get install iproute2")
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.proxy.start()
         self._task = asyncio.create_task(self._loop())
