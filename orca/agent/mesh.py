@@ -23,6 +23,7 @@ SO_REUSEPORT and answer alike, as every agent has the whole table and sees every
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -48,6 +49,7 @@ LABEL_MESH = "orca.mesh"
 REFRESH_S = 5.0  # the project networks of the engine are listed again this often (other agents' ones)
 IP_TIMEOUT_S = 10.0
 MAX_NETWORK_TRIES = 16
+NEW_NETWORK_WAIT_S = 10.0  # a container's start waits at most this long for its new network to be applied
 
 
 def network_name(cluster_id: str, node_id: str, project: str) -> str:
@@ -129,6 +131,9 @@ class Mesh:
         self.proxy = MeshProxy(self, run_dir)
         self.dns: MeshDns | None = None
         self._changed = asyncio.Event()
+        self._apply_lock = asyncio.Lock()  # the loop and a new network (from the runtime's thread) both apply
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="orca-mesh")
         self._task: asyncio.Task[None] | None = None
         self._addresses: set[str] = set()
         self.upstreams = upstream_dns()
@@ -204,8 +209,24 @@ class Mesh:
         if not client.networks.list(names=[name]):
             raise RuntimeError(f"could not make the project network {name} in {self.config.subnet_pool}")
         self._own[project] = name
-        self._changed.set()
+        self._applied_from_thread()
         return name
+
+    def _applied_from_thread(self) -> None:
+        """From the runtime's thread, after a new network: apply it (the listeners' source ACLs and the DNS
+        learn its subnet) and wait until HAProxy runs with it, so the container about to start is not
+        refused in its first second. Bounded; without a running mesh loop it returns at once."""
+        loop = self._event_loop
+        if loop is None or not loop.is_running():
+            return
+
+        async def apply_and_settle() -> None:
+            await self.apply()
+            await self.proxy.settled(NEW_NETWORK_WAIT_S)
+        try:
+            asyncio.run_coroutine_threadsafe(apply_and_settle(), loop).result(NEW_NETWORK_WAIT_S + 5)
+        except Exception as exc:  # noqa: BLE001 - the loop applies it anyway within REFRESH_S
+            log.warning("the new project network is not applied yet: %s", exc)
 
     @staticmethod
     def _engine_subnets(client: Any) -> list[ipaddress.IPv4Network]:
@@ -255,6 +276,7 @@ class Mesh:
             raise RuntimeError("the service mesh ([agent.mesh]) needs the `ip` command: apt-get install iproute2")
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.proxy.start()
+        self._event_loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop())
         log.info("service mesh on (HAProxy pid %s)", self.proxy._proc.pid if self.proxy._proc else None)
 
@@ -272,12 +294,18 @@ class Mesh:
 
     async def apply(self) -> None:
         """One pass: networks, addresses, DNS names, HAProxy config."""
+        async with self._apply_lock:
+            await self._apply()
+
+    async def _apply(self) -> None:
         if not self.cluster_id or self.resolver is None:
             return
-        self.networks = await asyncio.to_thread(self._list_networks)
+        loop = asyncio.get_running_loop()
+        # Its own thread: the runtime's threads (the default executor) may be waiting on this very pass.
+        self.networks = await loop.run_in_executor(self._executor, self._list_networks)
         self._subnets = [(ipaddress.IPv4Network(c), p) for p, cidrs in self.networks.items() for c in cidrs]
         wanted = {self.resolver, *(s.vip for s in self.services)}
-        await asyncio.to_thread(self._sync_addresses, wanted)
+        await loop.run_in_executor(self._executor, self._sync_addresses, wanted)
         if self.dns is None or self.dns.address != self.resolver:
             if self.dns is not None:
                 self.dns.stop()
@@ -305,3 +333,4 @@ class Mesh:
             self.dns.stop()
             self.dns = None
         await self.proxy.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
