@@ -169,6 +169,8 @@ def render(services: list[MeshService], networks: dict[str, tuple[str, ...]], *,
             lines.append("    tcp-request connection reject")
         if svc.protocol == "http":
             lines += ["    option http-keep-alive", "    option forwardfor"]
+        else:
+            lines.append("    option splice-auto")  # the kernel moves bulk bytes (pipes), not HAProxy
         lines += [f"    default_backend {name}", "",
                   f"backend {name}",
                   f"    mode {svc.protocol}",

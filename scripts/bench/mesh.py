@@ -18,7 +18,7 @@ hits both): HTTP requests over N keep-alive connections (scripts/bench/proxy.py'
 over N connections echoing 64 KiB chunks; TCP connections/s as N workers each opening a connection,
 sending a line, reading the answer and closing.
 
-    .venv/bin/python scripts/bench/mesh.py [--seconds 6] [--connections 32] [--upstream busybox|aiohttp]
+    .venv/bin/python scripts/bench/mesh.py [--seconds 8] [--rounds 4] [--connections 32] [--upstream busybox|aiohttp]
 
 Every process and container started here is reaped on exit (SIGTERM included).
 """
@@ -228,10 +228,10 @@ def _ratio(a: float, b: float) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="per target and measure, split over --rounds")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per target and measure, split over --rounds")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="aiohttp")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/mesh rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating direct/mesh rounds")
     parser.add_argument("--serve-mesh", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
