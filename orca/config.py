@@ -96,6 +96,20 @@ class ApiLimits:
     rate_limit_burst: int = 100
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """`[log]` (master) or `[agent.log]` (agent); flags and environment override it (orca.logging_setup)."""
+
+    level: str = "info"  # debug | info | warning | error
+    format: str = "text"  # text | json (one object per line)
+    access_log: bool = False  # one line per API request (method, path without query, status, bytes, seconds)
+    proxy_access_log: bool = False  # agents: one line per request through the node's ingress proxy
+
+
 @dataclass(frozen=True)
 class MasterConfig:
     """A master's validated config. Paths are absolute; URLs have no trailing slash."""
@@ -125,6 +139,7 @@ class MasterConfig:
     cert_days: int = 90  # [tls].cert_days: lifetime of the certificates this master issues
     insecure_http: bool = False  # [security].insecure_http: plain HTTP on a non-loopback address, on purpose
     mesh_vip_range: str = DEFAULT_VIP_RANGE  # [mesh].vip_range: where services' mesh VIPs come from (orca.mesh)
+    log: LogSettings = field(default_factory=LogSettings)  # [log]: level, format, access_log
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
         """The (host, port) to bind for the API or the Raft transport (IPv6 hosts without brackets)."""
@@ -185,6 +200,9 @@ class AgentConfig:
     # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
     ca_file: Path | None = None
     insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
+    # [agent].metrics_require_token: /metrics answers only a bearer token of role viewer or above
+    metrics_require_token: bool = False
+    log: LogSettings = field(default_factory=LogSettings)  # [agent.log]: level, format, access logs
 
     @property
     def tls(self) -> bool:
@@ -520,7 +538,7 @@ def _load_tuning(raft: _Table) -> RaftTuning:
 def load_master_config(path: str | Path) -> MasterConfig:
     """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
-    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls", "mesh"))
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls", "log", "mesh"))
 
     node = doc.table("node", ("id", "data_dir"))
     node_id = node.ident("id")
@@ -585,14 +603,31 @@ def load_master_config(path: str | Path) -> MasterConfig:
         agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
         raft_allow_from=allow_from, raft_fsync=fsync, tls=tls_on, cert_days=cert_days, insecure_http=insecure,
         mesh_vip_range=vip_range,
+        log=_load_log(doc, agent=False),
     )
+
+
+def _load_log(parent: _Table, agent: bool) -> LogSettings:
+    """`[log]` of a master or `[agent.log]` of an agent (optional; `proxy_access_log` on agents only)."""
+    keys = ("level", "format", "access_log", *(("proxy_access_log",) if agent else ()))
+    t = parent.table("log", keys, required=False)
+    d = LogSettings()
+    level = t.string("level", d.level).lower()
+    if level not in LOG_LEVELS:
+        raise t.error("level", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    fmt = t.string("format", d.format).lower()
+    if fmt not in LOG_FORMATS:
+        raise t.error("format", f"expected one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    return LogSettings(level=level, format=fmt, access_log=t.boolean("access_log", d.access_log),
+                       proxy_access_log=t.boolean("proxy_access_log", d.proxy_access_log) if agent else False)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Agents
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
-               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http", "mesh")
+               "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http",
+               "metrics_require_token", "log", "mesh")
 
 
 def _load_mesh(agent: _Table) -> MeshConfig | None:
@@ -754,6 +789,8 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
         cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, mesh=mesh, ca_file=ca_file, insecure_http=insecure,
+        metrics_require_token=agent.boolean("metrics_require_token", AgentConfig.metrics_require_token),
+        log=_load_log(agent, agent=True),
         bind_paths=bind_lists["bind_paths"], bind_paths_rw=bind_lists["bind_paths_rw"],
     )
 

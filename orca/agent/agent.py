@@ -34,6 +34,7 @@ from orca import __version__, jointoken, tls
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
 from orca.agent.mesh import Mesh
+from orca.agent.metrics import AgentMetrics
 from orca.agent.node_tls import NodeTls
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
 from orca.agent.reconcile import Reconciler, iso
@@ -192,6 +193,7 @@ class Agent:
         self.health = health or HealthMonitor(self.reconciler, config.publish_address)
         self.stats = StatsSampler(runtime, self._running_allocs)
         self.link = MasterLink(self)
+        self.metrics = AgentMetrics(self)
         self.started_at = time.time()
         self._stop = asyncio.Event()
         if self.store.desired is not None:
@@ -212,13 +214,16 @@ class Agent:
             self.mesh.set_table(push.get("mesh") or {})
 
     def accept_push(self, push: dict[str, Any]) -> dict[str, Any]:
+        before = {a.get("id") for a in ((self.store.desired or {}).get("allocations") or [])}
         if not self.store.accept(push):
             return {"accepted": False, "version": self.store.version}
         # Routes first: a replica leaving both is already out of the table when its stop (and drain) begins.
         self._set_routes(push)
         self.reconciler.set_desired(push)
-        log.info("accepted push term %d version %d: %d allocations", push["term"], push["version"],
-                 len(push["allocations"]))
+        # The leader re-sends the same set every few seconds: INFO only when the allocations changed.
+        changed = before != {a.get("id") for a in push["allocations"]}
+        log.log(logging.INFO if changed else logging.DEBUG, "accepted push term %d version %d: %d allocations",
+                push["term"], push["version"], len(push["allocations"]))
         return {"accepted": True, "version": push["version"]}
 
     def stop(self) -> None:
@@ -316,6 +321,7 @@ class MasterLink:
         self.leader: str | None = None
         self.last_sync: float | None = None
         self.sync_error: str | None = None
+        self.heartbeats: dict[str, int] = {}  # "ok" | "failed" -> heartbeat rounds since start (/metrics)
         self._cursor = 0
         self._seq = 0
         self._session: aiohttp.ClientSession | None = None
@@ -425,6 +431,24 @@ class MasterLink:
                 return json.loads(raw) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise _LinkError(f"{base}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    async def bearer_status(self, bearer: str) -> int | None:
+        """Ask the masters whether `bearer` may read (a viewer read with it): 200, or the 401/403 a master
+        answered; None when no master gave a verdict. The bearer goes only to the configured masters, over
+        this link's TLS, and is never logged."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        for base in self._targets():
+            try:
+                async with self._session.get(base + "/api/v1/cluster/info", allow_redirects=False,
+                                             headers={"Authorization": f"Bearer {bearer}"},
+                                             ssl=self.tls.client_ssl()) as resp:
+                    await resp.content.read(256 * 1024)
+                    if resp.status in (200, 401, 403):
+                        return resp.status
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                continue
+        return None
 
     async def prepare_tls(self, stop: asyncio.Event) -> bool:
         """Before anything listens or heartbeats on a TLS cluster: trust (the pinned CA of a version-2
@@ -630,6 +654,8 @@ class MasterLink:
         while True:
             started = asyncio.get_running_loop().time()
             directive = await self.heartbeat_once()
+            outcome = "ok" if directive is not None else "failed"
+            self.heartbeats[outcome] = self.heartbeats.get(outcome, 0) + 1
             if directive == "shutdown":
                 return "shutdown"
             if directive == "register":

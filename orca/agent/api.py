@@ -5,6 +5,7 @@ Agent API on `listen`, for the leader (bearer: the node's push token, except `/v
   GET /v1/logs/{alloc_id}      ?tail=N&follow=0|1&timestamps=0|1, text/plain stream of the container's output
   GET /v1/health               {"status": "ok", "node_id"}
   GET /v1/volumes              {"node_id", "volumes": [{name, service, slot, gen, volume, created_at}]}
+  GET /metrics                 Prometheus text (orca.agent.metrics); public unless agent.metrics_require_token
 
 Status API on `status_listen` (loopback only, no auth): POST /healthz, POST /status.
 
@@ -25,9 +26,11 @@ from aiohttp import web
 
 from orca import bounds, tls
 from orca.agent.agent import Agent
+from orca.agent.metrics import TokenVerdicts
 from orca.agent.runtime import RuntimeFailure
-from orca.errors import Forbidden, Invalid, MethodNotAllowed, NotFound, OrcaError, Unauthorized
+from orca.errors import Forbidden, Invalid, MethodNotAllowed, NotFound, NotReady, OrcaError, Unauthorized
 from orca.master.http import read_json
+from orca.metrics import CONTENT_TYPE
 from orca.protocol import ProtocolError, validate_push
 
 __all__ = ["make_agent_api", "make_status_api", "error_response", "MAX_PUSH_BYTES"]
@@ -44,6 +47,8 @@ _MAX_VOLUMES_LISTED = 4096  # volumes one listing returns
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AGENT_KEY = web.AppKey("agent", Agent)
+VERDICTS_KEY = web.AppKey("verdicts", TokenVerdicts)
+_MAX_BEARER = 4096  # far above any token orca mints (~250 bytes); longer: refused without asking a master
 
 
 def error_response(err: OrcaError) -> web.Response:
@@ -89,12 +94,56 @@ def _authorize(request: web.Request) -> None:
 
 
 async def put_allocations(request: web.Request) -> web.Response:
-    _authorize(request)
+    agent = _agent(request)
+    outcome = "unauthorized"
     try:
-        push = validate_push(await read_json(request, MAX_PUSH_BYTES))
-    except ProtocolError as exc:
-        raise Invalid(str(exc), {"field": exc.field}) from None
-    return web.json_response(_agent(request).accept_push(push))
+        _authorize(request)
+        outcome = "invalid"
+        try:
+            push = validate_push(await read_json(request, MAX_PUSH_BYTES))
+        except ProtocolError as exc:
+            raise Invalid(str(exc), {"field": exc.field}) from None
+        outcome = "refused"
+        result = agent.accept_push(push)
+        outcome = "accepted" if result["accepted"] else "ignored"
+        return web.json_response(result)
+    finally:
+        agent.metrics.push(outcome)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """The agent's series (orca.agent.metrics): public unless `agent.metrics_require_token`, then a bearer
+    token of role viewer or above, as on the masters (a master says whether the token is good)."""
+    agent = _agent(request)
+    if getattr(agent.config, "metrics_require_token", False):
+        await _require_viewer(request, agent)
+    return web.Response(body=agent.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _require_viewer(request: web.Request, agent: Agent) -> None:
+    header = request.headers.get("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token: send a token of role viewer or above (orca token create "
+                           "--role viewer)")
+    if len(token) > _MAX_BEARER:
+        raise Unauthorized("invalid bearer token")
+    verdicts = request.app[VERDICTS_KEY]
+    status = verdicts.get(token)
+    if status is None:
+        async with verdicts.lock:  # one verification at a time; a waiter may find the answer cached
+            status = verdicts.get(token)
+            if status is None:
+                status = await agent.link.bearer_status(token)
+                if status is not None:
+                    verdicts.put(token, status)
+    if status is None:
+        raise NotReady("no master could check the bearer token; try again")
+    if status == 401:
+        raise Unauthorized("invalid bearer token")
+    if status == 403:
+        raise Forbidden("this token may not read metrics; needs role viewer or above", {"required": "viewer"})
 
 
 def _query_int(request: web.Request, name: str, default: int) -> int:
@@ -194,6 +243,8 @@ def make_agent_api(agent: Agent) -> web.Application:
     app.router.add_get("/v1/logs/{alloc_id}", get_logs)
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/volumes", get_volumes)
+    app.router.add_get("/metrics", get_metrics)
+    app[VERDICTS_KEY] = TokenVerdicts()
     return app
 
 

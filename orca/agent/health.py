@@ -67,6 +67,9 @@ class HealthMonitor:
         self._session: aiohttp.ClientSession | None = None
         self._tracks: dict[str, _Track] = {}
         self._execs: dict[str, asyncio.Future[int]] = {}  # alloc id -> its exec check still running, if any
+        # (check type, "pass" | "fail") -> checks run since start; the agent's /metrics reads it
+        self.results: dict[tuple[str, str], int] = {}
+        self.restarts_total = 0  # containers restarted because their check failed `retries` times
 
     async def run(self) -> None:
         try:
@@ -111,6 +114,8 @@ class HealthMonitor:
             for t in due:
                 t[4].in_flight = False
         for (alloc_id, container_id, _, check, track), passed in zip(due, results, strict=True):
+            key = (str(check.get("kind", "http")), "pass" if passed else "fail")
+            self.results[key] = self.results.get(key, 0) + 1
             if passed:
                 track.failures, track.passed = 0, True
                 self.reconciler.set_health(alloc_id, container_id, "healthy")
@@ -122,6 +127,7 @@ class HealthMonitor:
                 reason = f"health check {_describe(check)} failed {track.failures} times"
                 if await self.reconciler.restart_unhealthy(alloc_id, container_id, reason):
                     track.failures = 0
+                    self.restarts_total += 1
 
     async def _check(self, alloc_id: str, port: int | None, check: dict[str, Any]) -> bool:
         kind = check["kind"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from orca import logging_setup
 from orca.agent.agent import Agent
 from orca.agent.api import make_agent_api, make_status_api
 from orca.agent.runtime import DockerRuntime, Runtime
@@ -66,7 +67,10 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
     try:
         for app, listen in ((make_agent_api(agent), config.listen), (make_status_api(agent), config.status_listen)):
             # A short shutdown timeout: a `follow` log stream must not hold the agent's exit for a minute.
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+            access = (logging.getLogger(logging_setup.API_ACCESS_LOGGER)
+                      if listen == config.listen and config.log.access_log else None)
+            runner = web.AppRunner(app, access_log=access, access_log_class=logging_setup.ApiAccessLogger,
+                                   handle_signals=False, shutdown_timeout=2.0)
             await runner.setup()
             runners.append(runner)
             host, port = parse_host_port(listen)
@@ -90,9 +94,16 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
             await runner.cleanup()
 
 
-def _run(config: AgentConfig) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {config.agent_id} %(levelname)s %(name)s: %(message)s")
+def _run(config: AgentConfig, log_level: str | None = None, log_format: str | None = None,
+         access_log: bool | None = None) -> int:
+    """Logging (flags over ORCA_LOG_* over `[agent.log]`), private paths, then serve until stopped."""
+    try:
+        settings = logging_setup.resolve(config.log, level=log_level, fmt=log_format, access_log=access_log)
+    except ValueError as err:
+        print(f"orca: {err}", file=sys.stderr)
+        return 2
+    logging_setup.configure(settings, config.agent_id)
+    config = dataclasses.replace(config, log=settings)
     # The data directory holds the push token and the last desired set with plain secret values.
     private_umask()
     try:
@@ -107,24 +118,26 @@ def _run(config: AgentConfig) -> int:
         return 1
 
 
-def run_agent(config_path: str) -> int:
+def run_agent(config_path: str, *, log_level: str | None = None, log_format: str | None = None,
+              access_log: bool | None = None) -> int:
     """Entry point of `orca agent --config FILE`; 2 on a bad config (one line naming file and key)."""
     try:
         config = load_agent_config(config_path)
     except ConfigError as err:
         print(f"orca: {err}", file=sys.stderr)
         return 2
-    return _run(config)
+    return _run(config, log_level, log_format, access_log)
 
 
-def run_join(masters: list[str], token_file: str, **overrides: Any) -> int:
+def run_join(masters: list[str], token_file: str, *, log_level: str | None = None, log_format: str | None = None,
+             access_log: bool | None = None, **overrides: Any) -> int:
     """Entry point of `orca join URL... --token-file F [--id ID] [--listen ..] [--data-dir ..] ...`."""
     try:
         config = join_config(masters, token_file, **overrides)
     except ConfigError as err:
         print(f"orca: {err}", file=sys.stderr)
         return 2
-    return _run(config)
+    return _run(config, log_level, log_format, access_log)
 
 
 def _default_id() -> str:

@@ -164,6 +164,7 @@ class Reconciler:
         self.wall = wall
         self.states: dict[str, AllocState] = {}
         self.engine_error: str | None = None
+        self.restarts_total = 0  # container restarts since the agent started (its /metrics counter)
         self.applied: dict[str, int] = {"term": 0, "version": 0}
         self._desired: dict[str, dict[str, Any]] | None = None
         self._secrets: dict[str, str] = {}
@@ -490,6 +491,7 @@ class Reconciler:
         async with self._sem:
             await asyncio.to_thread(self.runtime.restart, st.alloc_id)
         st.restarts += 1
+        self.restarts_total += 1
         self._set_status(st, "starting")
         log.info("restarted %s (restart %d)", st.name, st.restarts)
 
@@ -549,6 +551,7 @@ class Reconciler:
         finally:
             self._op_done(st)
         st.restarts += 1
+        self.restarts_total += 1
         st.health = "unhealthy"
         st.reason = reason
         st.running_since = None

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orca.cli import UsageError, _emit, format_table
 from orca.client import ApiError, Client
+from orca.commands.common import UsageError, _emit, format_table
 from orca.sdk.config import ClientConfig, ConfigFileError, Context, home_token
 
 __all__ = ["add_parsers", "cmd_context_set", "cmd_context_list", "cmd_context_use", "cmd_context_rm",

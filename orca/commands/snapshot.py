@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from orca import snapshot
-from orca.cli import UsageError, _client, _emit
 from orca.client import ApiError
+from orca.commands.common import UsageError, _client, _emit
 
 __all__ = ["add_parsers", "cmd_snapshot_save", "cmd_snapshot_inspect", "cmd_snapshot_restore", "summary"]
 

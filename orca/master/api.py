@@ -29,6 +29,7 @@ from orca.master.http import (
     read_json,
 )
 from orca.master.leadership import Leadership
+from orca.master.metrics_live import register_raft_and_services
 from orca.master.ratelimit import RateLimiter
 from orca.mesh import DEFAULT_VIP_RANGE
 from orca.metrics import CONTENT_TYPE, MasterMetrics
@@ -72,7 +73,7 @@ class MasterApi:
         self.info = info
         self.metrics = metrics or MasterMetrics()
         self.started = time.time()
-        self.metrics.on_scrape(self._refresh_metrics)
+        register_raft_and_services(self.metrics.live, raft, lambda: len(self.master_directory()))
         self.checker = TokenChecker(info.signing_key, self._is_revoked)
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
         self._openapi: bytes | None = None
@@ -292,18 +293,6 @@ class MasterApi:
                 raise Forbidden(f"role {claims.role!r} may not read metrics; needs 'viewer'",
                                 {"role": claims.role, "required": "viewer"})
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    def _refresh_metrics(self) -> None:
-        m = self.metrics
-        m.raft_term.set(self.raft.term)
-        m.raft_is_leader.set(1 if self.raft.is_leader else 0)
-        m.raft_commit_index.set(self.raft.commit_index)
-        m.raft_applied_index.set(self.raft.applied_index)
-        m.raft_leader_changes.set(self.raft.leader_changes)
-        m.raft_has_quorum.set(1 if self.raft.has_quorum else 0)
-        states = self.raft.read(lambda s: [v["state"] for v in s["services"].values()])
-        for status in ("running", "stopped"):
-            m.services.labels(status).set(states.count(status))
 
     async def openapi_document(self, request: web.Request) -> web.Response:
         """Built once from the router of the running app (all routes are added before it serves)."""

@@ -1,8 +1,8 @@
 """The leader's control plane: lease monitor, scheduler loop and dispatcher, built and reported together.
 
 `ControlPlane.components` is the list `Leadership` enables and disables; `health()` gives the
-ComponentHealth of the scheduler and the dispatcher; `refresh_metrics()` updates their gauges at scrape
-time. Every applied entry wakes the scheduler and the dispatcher (they are level-triggered and cheap
+ComponentHealth of the scheduler and the dispatcher; their series are read at scrape time (orca.metrics.
+LiveCollector). Every applied entry wakes the scheduler and the dispatcher (they are level-triggered and cheap
 when nothing changed), through `call_soon_threadsafe` because entries are applied in the Raft thread.
 """
 
@@ -12,8 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client import Gauge
-
 from orca.master.autoscaler import Autoscaler
 from orca.master.cron import CronLoop
 from orca.master.dispatcher import Dispatcher
@@ -21,7 +19,7 @@ from orca.master.leases import HeartbeatBook, LeaseMonitor
 from orca.master.scheduling import SchedulerLoop
 from orca.master.secrets import SecretBox
 from orca.master.traffic import TrafficBook, TrafficCollector
-from orca.metrics import MasterMetrics
+from orca.metrics import LiveCollector, MasterMetrics
 from orca.raft import RaftNode
 
 __all__ = ["ControlPlane"]
@@ -45,18 +43,7 @@ class ControlPlane:
         self._loop = asyncio.get_running_loop()
         self._wake_pending = False
         raft.store.applied_listeners.append(self._on_applied)
-        r = metrics.registry
-        self.g_nodes = Gauge("orca_nodes", "Worker nodes by status.", ["status"], registry=r)
-        self.g_allocs = Gauge("orca_allocations", "Allocations by desired state.", ["desired"], registry=r)
-        self.g_pending = Gauge("orca_pending_replicas", "Replicas that fit on no node.", registry=r)
-        self.g_sched = Gauge("orca_scheduler_last_plan_seconds", "Duration of the last scheduling pass.",
-                             registry=r)
-        self.g_placed = Gauge("orca_scheduler_placements", "Replicas placed by this leader since it was elected.",
-                              registry=r)
-        self.g_pushes = Gauge("orca_dispatch_pushes", "Desired-state pushes sent by this master.", registry=r)
-        self.g_push_fail = Gauge("orca_dispatch_push_failures", "Desired-state pushes that failed.", registry=r)
-        self.g_inflight = Gauge("orca_dispatch_in_flight", "Pushes not yet acknowledged.", registry=r)
-        metrics.on_scrape(self.refresh_metrics)
+        self._register_metrics(metrics.live)
 
     def _on_applied(self, _result: object) -> None:
         """Raft thread: one cross-thread wake-up per burst of applied entries, not one per entry."""
@@ -113,7 +100,9 @@ class ControlPlane:
                            "pushes": self.dispatcher.pushes_total,
                            "push_failures": self.dispatcher.push_failures_total}}
 
-    def refresh_metrics(self) -> None:
+    def _register_metrics(self, live: LiveCollector) -> None:
+        """Scheduler, dispatcher and cluster-object series, read at scrape time. The counters count what
+        this master did as leader since it started (they restart at 0 with the process, as counters may)."""
         def counts(state: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
             nodes = {"ready": 0, "down": 0, "unreachable": 0}
             for n in state["nodes"].values():
@@ -122,14 +111,19 @@ class ControlPlane:
             for a in state["allocations"].values():
                 allocs[a["desired"]] = allocs.get(a["desired"], 0) + 1
             return nodes, allocs
-        nodes, allocs = self.raft.read(counts)
-        for k, v in nodes.items():
-            self.g_nodes.labels(k).set(v)
-        for k, v in allocs.items():
-            self.g_allocs.labels(k).set(v)
-        self.g_pending.set(self._pending())
-        self.g_sched.set(self.scheduler.last_plan_s)
-        self.g_placed.set(self.scheduler.placements_total)
-        self.g_pushes.set(self.dispatcher.pushes_total)
-        self.g_push_fail.set(self.dispatcher.push_failures_total)
-        self.g_inflight.set(self.dispatcher.in_flight()[0])
+
+        live.gauge("orca_nodes", "Worker nodes by status.",
+                   lambda: [((k,), v) for k, v in self.raft.read(counts)[0].items()], ["status"])
+        live.gauge("orca_allocations", "Allocations by desired state.",
+                   lambda: [((k,), v) for k, v in self.raft.read(counts)[1].items()], ["desired"])
+        live.gauge("orca_pending_replicas", "Replicas that fit on no node.", self._pending)
+        live.gauge("orca_scheduler_last_plan_duration_seconds", "Duration of the last scheduling pass.",
+                   lambda: self.scheduler.last_plan_s)
+        live.counter("orca_scheduler_placements_total", "Replicas placed by the scheduler on this master.",
+                     lambda: self.scheduler.placements_total)
+        live.counter("orca_dispatch_pushes_total", "Desired-state pushes sent to agents by this master.",
+                     lambda: self.dispatcher.pushes_total)
+        live.counter("orca_dispatch_push_failures_total", "Desired-state pushes to agents that failed.",
+                     lambda: self.dispatcher.push_failures_total)
+        live.gauge("orca_dispatch_in_flight", "Pushes sent and not yet acknowledged.",
+                   lambda: self.dispatcher.in_flight()[0])

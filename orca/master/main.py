@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 
 from aiohttp import web
 
-from orca import auth, protocol, tls
+from orca import auth, logging_setup, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
@@ -106,7 +107,9 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     api.extra_routes.append(SnapshotEndpoints(api).add_routes)
     api.extra_routes.append(Console(info.api_urls.values()).add_routes)
     app = api.build_app()
-    runner = ApiRunner(app, access_log=None, handle_signals=False)
+    # The access log is off unless asked for (`[log].access_log`, --access-log): one line per request.
+    access = logging.getLogger(logging_setup.API_ACCESS_LOGGER) if cfg.log.access_log else None
+    runner = ApiRunner(app, access_log=access, access_log_class=logging_setup.ApiAccessLogger, handle_signals=False)
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
     try:
@@ -143,18 +146,20 @@ def master_names(cfg: MasterConfig) -> list[str]:
     return [*dict.fromkeys([*names, cfg.node_id])]
 
 
-def run_server(config_path: str) -> int:
-    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key) or on a
-    private path that cannot be made private (`orca.filemodes`)."""
+def run_server(config_path: str, *, log_level: str | None = None, log_format: str | None = None,
+               access_log: bool | None = None) -> int:
+    """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key), a bad log
+    setting (flag or ORCA_LOG_* environment) or a private path that cannot be made private (`orca.filemodes`).
+    The log flags override the environment, which overrides the config's `[log]` (orca.logging_setup)."""
     private_umask()  # before anything is created: the Raft journal and dump hold credentials
     try:
         cfg = load_master_config(config_path)
-    except ConfigError as err:
+        settings = logging_setup.resolve(cfg.log, level=log_level, fmt=log_format, access_log=access_log)
+    except (ConfigError, ValueError) as err:
         print(f"orca: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    logging_setup.configure(settings, cfg.node_id)
+    cfg = dataclasses.replace(cfg, log=settings)
     try:
         secure_paths([cfg.data_dir], [cfg.cluster_secret_file])
     except (FileModeError, OSError) as err:

@@ -102,6 +102,7 @@ class TrafficBook:
         self.requests_total: dict[str, int] = {}        # service -> requests seen by this leader (for Prometheus)
         self.buckets_total: dict[str, list[int]] = {}
         self.latency_sum_ms: dict[str, float] = {}
+        self.errors_total: dict[str, int] = {}          # service -> 5xx answers among them
         self.last_sample_at = 0.0
         self.rejected: dict[str, str] = {}             # node -> why its last maps were refused
 
@@ -184,13 +185,14 @@ class TrafficBook:
                 self.samples.setdefault(name, deque(maxlen=self.keep)).append(sample)
             if agg:
                 self.requests_total[name] = self.requests_total.get(name, 0) + agg["req"]
+                self.errors_total[name] = self.errors_total.get(name, 0) + agg["err"]
                 totals = self.buckets_total.setdefault(name, [0] * nb)
                 for i, n in enumerate(agg["buckets"]):
                     totals[i] += n
                 self.latency_sum_ms[name] = self.latency_sum_ms.get(name, 0.0) + agg["sum"]
         # Per-service series exist only for services in the state: a purged service's series go with it,
         # so /metrics holds at most (services x series per service), never a name from a heartbeat.
-        for table in (self.samples, self.requests_total, self.buckets_total, self.latency_sum_ms):
+        for table in (self.samples, self.requests_total, self.errors_total, self.buckets_total, self.latency_sum_ms):
             for name in [n for n in table if n not in state["services"]]:
                 del table[name]
 
@@ -239,17 +241,21 @@ class TrafficCollector:
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        requests = CounterMetricFamily("orca_service_requests", "Requests proxied to a service (seen by this "
-                                       "leader).", labels=["service"])
+        requests = CounterMetricFamily("orca_service_requests", "Requests the ingress proxies forwarded to a "
+                                       "service (as reported to this leader).", labels=["service"])
+        errors = CounterMetricFamily("orca_service_request_errors", "Of those, the requests answered 5xx or not "
+                                     "at all.", labels=["service"])
         latency = HistogramMetricFamily("orca_service_request_duration_seconds", "Proxied request latency.",
                                         labels=["service"])
-        cpu = GaugeMetricFamily("orca_service_cpu_percent", "Mean container CPU % of a service.", labels=["service"])
-        mem = GaugeMetricFamily("orca_service_memory_percent", "Mean container memory % of its limit.",
-                                labels=["service"])
-        rps = GaugeMetricFamily("orca_service_requests_per_second", "Requests per second in the last sample.",
-                                labels=["service"])
+        cpu = GaugeMetricFamily("orca_service_cpu_usage_ratio", "Mean CPU use of a service's running replicas, "
+                                "as a fraction of one CPU (1 = one full CPU).", labels=["service"])
+        mem = GaugeMetricFamily("orca_service_memory_usage_ratio", "Mean memory use of a service's running "
+                                "replicas, as a fraction of their limit (0..1).", labels=["service"])
+        # No requests-per-second gauge: rate(orca_service_requests_total[1m]) is the Prometheus way, and the
+        # autoscaler and console keep computing their own rate from the samples (ServiceSample.rps).
         for name, total in sorted(self.book.requests_total.items()):
             requests.add_metric([name], total)
+            errors.add_metric([name], self.book.errors_total.get(name, 0))
             counts = self.book.buckets_total.get(name) or []
             cumulative, buckets = 0, []
             for bound, n in zip([*LATENCY_BUCKETS_MS, float("inf")], counts, strict=False):
@@ -260,9 +266,8 @@ class TrafficCollector:
             current = self.book.current(name)
             if current is None:
                 continue
-            rps.add_metric([name], current.rps)
             if current.cpu_pct is not None:
-                cpu.add_metric([name], current.cpu_pct)
+                cpu.add_metric([name], current.cpu_pct / 100.0)
             if current.mem_pct is not None:
-                mem.add_metric([name], current.mem_pct)
-        yield from (requests, latency, cpu, mem, rps)
+                mem.add_metric([name], current.mem_pct / 100.0)
+        yield from (requests, errors, latency, cpu, mem)

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from orca import cli, cli_ui
+from orca import cli
+from orca.commands import ui as cli_ui
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
 

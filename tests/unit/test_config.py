@@ -16,6 +16,7 @@ from orca.config import (
     AgentConfig,
     ApiLimits,
     ConfigError,
+    LogSettings,
     MasterConfig,
     MeshConfig,
     Peer,
@@ -144,13 +145,13 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
     assert cfg.tuning == RaftTuning()
     assert (cfg.agent_heartbeat_s, cfg.node_lease_ttl_s) == (1.0, 5.0)
     assert cfg.api_advertise == "http://" + cfg.api_listen
-    assert cfg.metrics_require_token is False
+    assert cfg.metrics_require_token is False and cfg.log == LogSettings()
     documented = _flatten(tomllib.loads(path.read_text()))
     expected = {"node.id", "node.data_dir", "api.listen", "api.advertise", "raft.listen", "raft.peers",
                 "raft.allow_from", "raft.fsync",
                 "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
                 "timing.node_lease_ttl_s",
-                "security.insecure_http", "tls.enabled", "tls.cert_days"}
+                "security.insecure_http", "tls.enabled", "tls.cert_days", "log.level", "log.format", "log.access_log"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
     expected |= {f"raft.tuning.{f.name}" for f in dataclasses.fields(RaftTuning)}
     assert documented == expected
@@ -170,8 +171,11 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.docker.publish_address", "agent.docker.host_port_range",
         "agent.docker.bind_paths", "agent.docker.bind_paths_rw",
         "agent.resources.memory", "agent.resources.cpu", "agent.ca_file", "agent.insecure_http",
-    } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
+        "agent.metrics_require_token",
+    } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)} \
+        | {f"agent.log.{f.name}" for f in dataclasses.fields(LogSettings)}
     assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
+    assert cfg.log == LogSettings() and cfg.metrics_require_token is False
     assert (cfg.bind_paths, cfg.bind_paths_rw) == (("/srv/orca-config",), ("/srv/orca-exports",))
 
 

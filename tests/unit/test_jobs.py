@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from orca import spec
 from orca.agent.reconcile import Reconciler
 from orca.agent.runtime import FakeRuntime
-from orca.cli_jobs import exit_code_of
+from orca.commands.jobs import exit_code_of
 from orca.errors import InvalidSpec
 from orca.jobs import decide_exit, due_tick
 from orca.master.cron import due_ticks

@@ -9,7 +9,7 @@ import pytest
 
 from orca import spec
 from orca.cli import build_parser, load_services
-from orca.cli_volumes import _rows
+from orca.commands.volumes import _rows
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.*"))
 

@@ -6,7 +6,6 @@ summary line on stderr, and exits with the first non-zero exit code (0 when all 
 gave up without an exit code, or on timeout). A periodic job (`schedule`) is only deployed: its runs come
 from the leader's schedule (`orca ps NAME` shows them).
 
-Kept out of orca/cli.py (which only registers the verb).
 """
 
 from __future__ import annotations
@@ -18,8 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from orca.client import ApiError
+from orca.commands.common import UsageError, _client
+from orca.commands.specfile import load_services
 
-__all__ = ["add_job_verbs", "exit_code_of"]
+__all__ = ["add_parsers", "exit_code_of"]
 
 _POLL_S = 0.5
 
@@ -33,18 +34,17 @@ def exit_code_of(detail: dict[str, Any]) -> int:
     return 0 if detail.get("status") == "complete" else 1
 
 
-def add_job_verbs(verbs: Any, verb: Callable[..., argparse.ArgumentParser],
-                  client_of: Callable[[argparse.Namespace], Any], load: Callable[[str], list[dict[str, Any]]],
-                  usage_error: type[Exception]) -> None:
-    """Register `orca run` with the CLI's own helpers."""
+def add_parsers(verbs: Any, common: argparse.ArgumentParser,
+                verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register `orca run`."""
 
     def cmd_run(args: argparse.Namespace) -> int:
-        specs = load(args.file)
+        specs = load_services(args.file)
         if len(specs) != 1 or specs[0].get("kind") != "job":
-            raise usage_error("orca run takes a file with exactly one job (kind = \"job\")")
+            raise UsageError("orca run takes a file with exactly one job (kind = \"job\")")
         spec = specs[0]
         name = str(spec.get("name"))
-        with client_of(args) as client:
+        with _client(args) as client:
             try:
                 before = client.service(name)
             except ApiError as err:

@@ -5,8 +5,6 @@
                                                 remove a stopped service's volumes on NODE (all its bound
                                                 slots there; an unbound one, e.g. left by a forced drain,
                                                 with its slot and gen from `ls`)
-
-Kept out of orca/cli.py (which only registers the verb) so the volume verbs live in one place.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_volume_verbs"]
+from orca.commands.common import _client, _emit
+
+__all__ = ["add_parsers"]
 
 
 def _rows(volumes: list[dict[str, Any]]) -> str:
@@ -28,15 +28,14 @@ def _rows(volumes: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def add_volume_verbs(verbs: Any, verb: Callable[..., argparse.ArgumentParser],
-                     client_of: Callable[[argparse.Namespace], Any],
-                     emit: Callable[..., None], parents: list[argparse.ArgumentParser]) -> None:
-    """Register `orca volumes ls|rm` with the CLI's own helpers (client factory and output)."""
+def add_parsers(verbs: Any, common: argparse.ArgumentParser,
+                verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register `orca volumes ls|rm`."""
 
     def cmd_ls(args: argparse.Namespace) -> int:
-        with client_of(args) as client:
+        with _client(args) as client:
             result = client.request("GET", "/api/v1/volumes", params={"node": args.node})
-        emit(args, result, lambda: _rows(result.get("volumes") or []) if result.get("volumes") else "no volumes",
+        _emit(args, result, lambda: _rows(result.get("volumes") or []) if result.get("volumes") else "no volumes",
              sys.stdout)
         for err in result.get("errors") or []:
             print(f"warning: node {err.get('node')}: {err.get('error')}", file=sys.stderr)
@@ -44,14 +43,14 @@ def add_volume_verbs(verbs: Any, verb: Callable[..., argparse.ArgumentParser],
 
     def cmd_rm(args: argparse.Namespace) -> int:
         params = {"slot": args.slot, "gen": args.gen}
-        with client_of(args) as client:
+        with _client(args) as client:
             result = client.request("DELETE", f"/api/v1/volumes/{args.node}/{args.service}", params=params)
-        emit(args, result, lambda: f"removing {len(result.get('removed') or [])} volume set(s) of {args.service} "
+        _emit(args, result, lambda: f"removing {len(result.get('removed') or [])} volume set(s) of {args.service} "
                                    f"on {args.node} (the agent deletes them once no container mounts them)",
              sys.stdout)
         return 0
 
-    p = verbs.add_parser("volumes", parents=parents, help="list and remove named volumes per node")
+    p = verbs.add_parser("volumes", parents=[common], help="list and remove named volumes per node")
     sub = p.add_subparsers(dest="volumes_verb", metavar="ACTION", required=True)
     p = verb(sub, "ls", cmd_ls, "every node's orca volumes")
     p.add_argument("--node", help="only this node")

@@ -12,13 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 import webbrowser
+from collections.abc import Callable
+from typing import Any
 
 from orca.client import Client
+from orca.commands.common import UsageError, _client
 
-__all__ = ["add_arguments", "cmd_ui", "console_url", "signed_in_base"]
+__all__ = ["add_parsers", "cmd_ui", "console_url", "signed_in_base"]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_parsers(verbs: Any, common: argparse.ArgumentParser,
+                verb: Callable[..., argparse.ArgumentParser]) -> None:
+    p = verb(verbs, "ui", cmd_ui, "open the web console in a browser, signed in")
     p.add_argument("--print", dest="print_url", action="store_true",
                    help="print the signed-in link (it contains the token) instead of opening a browser")
 
@@ -35,8 +40,6 @@ def signed_in_base(client: Client) -> str:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from orca.cli import UsageError, _client  # here: orca.cli imports this module
-
     with _client(args) as client:  # the masters and the token, found the way every verb finds them
         if not client.token:
             raise UsageError("no token: pass --token, set ORCA_TOKEN, or put one in ~/.orca/token")
