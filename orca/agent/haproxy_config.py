@@ -2,12 +2,12 @@
 
 Why HAProxy: a Python data plane pays about 1 ms of CPU per request; HAProxy forwards the bytes in C
 and orca keeps only the control logic (routes, weights, fencing, statistics). The agent rewrites the
-file and reloads HAProxy (master-worker, hitless: old workers finish their requests) when this text
-changes; see orca.agent.proxy.
+file when this text changes and applies it through HAProxy's runtime API when only servers and weights
+changed (`split_servers`, `runtime_commands`), by a hitless reload otherwise; see orca.agent.proxy.
 
 What the rendered config does, per request:
   - `Host` (port stripped, lowercased, trailing dot dropped) picks the backend of the route's service;
-    none -> 404 "no service for host X"; a backend with no usable server -> 503 "no healthy replica for S".
+    none -> 404 NOT_FOUND; a backend with no usable server -> 503 NO_HEALTHY_REPLICA (JSON envelopes).
   - `balance roundrobin` or `leastconn`; canary weights become server weights (WEIGHT_SCALE split
     between the canaries and the stable replicas), so HAProxy's smooth weighted round robin sends the
     canaries their share.
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["RouteSpec", "ServerSpec", "NAME_RE", "DOMAIN_RE", "WEIGHT_SCALE", "server_weights", "render",
-           "backend_name", "LOG_FORMAT", "LOG_LINES_PER_S", "envelope", "error_bodies", "hostname", "route_specs",
+           "backend_name", "LOG_FORMAT", "LOG_LINES_PER_S", "split_servers", "runtime_commands", "Servers", "Parked",
+           "envelope", "error_bodies", "hostname", "route_specs",
            "normalize_address"]
 
 # HAProxy accepts these characters in proxy and server names; anything else is refused by orca first.
@@ -46,10 +47,15 @@ LOG_FORMAT = "%b %s %ST %Ta %rc %[var(txn.lograte)]"
 # LOG_LINES_PER_S / rate, and each logged line stands for rate / LOG_LINES_PER_S requests: the agent
 # reads about this many lines a second however busy the proxy is (a line costs HAProxy and the agent
 # ~35 µs of CPU together, a third of what the proxy spends on a request). Every 5xx is logged.
-LOG_LINES_PER_S = 200
+LOG_LINES_PER_S = 100
 FRONTEND = "ingress"
 DOMAINS_PER_LINE = 32
 JSON = "application/json"
+# Every server line is exactly `SERVER_LINE name address weight N SERVER_CHECK` (split_servers reads it back).
+SERVER_LINE = "    server "
+SERVER_CHECK = "check inter 1s fall 2 rise 1"
+# A route change needing more runtime commands than this is applied by a reload instead.
+RUNTIME_MAX_COMMANDS = 64
 # Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1); HAProxy has no
 # directive for a header named at run time, hence this action. It runs only when `Connection` names
 # something other than keep-alive/close/upgrade (HAProxy handles those itself), so plain requests pay
@@ -234,8 +240,7 @@ def render(routes: list[RouteSpec], *, listen: str, log_target: str, idle_timeou
                   *(f"    http-error status {status} content-type {JSON} string {_quote(body)}"
                     for status, body in error_bodies(route.service).items())]
         for server, weight in zip(route.servers, server_weights(route.servers, route.canary_weight), strict=True):
-            lines.append(f"    server {server.alloc} {server.address} weight {weight}"
-                         " check inter 1s fall 2 rise 1")
+            lines.append(f"{SERVER_LINE}{server.alloc} {server.address} weight {weight} {SERVER_CHECK}")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -286,6 +291,65 @@ def route_specs(table: dict[str, Any], default_strategy: str, fenced: set[str] |
         specs.append(RouteSpec(service, tuple(sorted(set(e["domains"]))), e["strategy"], e["weight"],
                                tuple(servers)))
     return specs, warnings
+
+
+# {backend: {server name: (address, weight)}}
+Servers = dict[str, dict[str, tuple[str, int]]]
+
+
+def split_servers(text: str) -> tuple[str, Servers]:
+    """A rendered config as (its text without the server lines, the servers of each backend). Two
+    configs with the same skeleton differ only in servers and weights: the runtime API can turn one
+    into the other without a reload."""
+    skeleton: list[str] = []
+    servers: Servers = {}
+    backend: str | None = None
+    for line in text.splitlines():
+        if line.startswith("backend "):
+            backend = line.split()[1]
+            servers[backend] = {}
+        elif line.startswith(SERVER_LINE) and backend is not None:
+            _, name, address, _, weight, *_ = line.split()
+            servers[backend][name] = (address, int(weight))
+            continue
+        skeleton.append(line)
+    return "\n".join(skeleton), servers
+
+
+Parked = dict[tuple[str, str], str]  # (backend, server) -> address, for servers in maintenance
+
+
+def runtime_commands(live: Servers, parked: Parked, wanted: Servers) -> tuple[list[str], Parked] | None:
+    """The HAProxy runtime API commands that turn the servers `live` (plus those `parked`: in
+    maintenance, kept until HAProxy can delete them) into `wanted` (same backends), and the parked
+    servers after them; None when only a reload can (a backend added or removed, an address changed,
+    too many commands). A removed server is put in maintenance first: it takes no new request and
+    finishes the ones it has; the caller deletes it once it is idle. A parked server wanted again at
+    the same address is made ready again."""
+    if live.keys() != wanted.keys():
+        return None
+    commands: list[str] = []
+    parked = dict(parked)
+    for backend, want in wanted.items():
+        have = live[backend]
+        for name, (address, _) in have.items():
+            if name not in want:
+                commands.append(f"set server {backend}/{name} state maint")
+                parked[(backend, name)] = address
+        for name, (address, weight) in want.items():
+            if name in have:
+                if have[name][0] != address:
+                    return None
+                if have[name][1] != weight:
+                    commands.append(f"set weight {backend}/{name} {weight}")
+            elif (backend, name) in parked:
+                if parked.pop((backend, name)) != address:
+                    return None
+                commands += [f"set weight {backend}/{name} {weight}", f"set server {backend}/{name} state ready"]
+            else:
+                commands += [f"add server {backend}/{name} {address} weight {weight} {SERVER_CHECK}",
+                             f"enable health {backend}/{name}", f"enable server {backend}/{name}"]
+    return (commands, parked) if len(commands) <= RUNTIME_MAX_COMMANDS else None
 
 
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")

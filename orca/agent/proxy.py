@@ -3,25 +3,32 @@
 The route table comes from the leader with every push (`AllocationsPush.routes`, orca.protocol): it maps
 a domain to its service, its balancing strategy, its canary weight and its endpoints (healthy replicas on
 any node, as "host:port"). `set_routes` keeps orca's view (Route, Endpoint) and renders the HAProxy
-config (orca.agent.haproxy_config, pure); when the text changes the agent rewrites the file and asks the
-HAProxy master to reload (master-worker mode, `-W -S`): the new worker takes new connections at once,
-old workers finish their in-flight requests (bounded by `hard-stop-after`), so a route change is live
-in well under a second and drops nothing. `settled()` waits until the latest table is live.
+config (orca.agent.haproxy_config, pure); when the text changes the agent rewrites the file and applies it:
+  - only servers or weights changed (replicas added, removed, canary weights: a rolling update, a
+    scale): through the current worker's runtime API (`add server`, `set weight`, `set server ...
+    state maint`, later `del server` once idle), live within milliseconds, nothing restarted; a
+    removed server takes no new request and finishes the ones it has;
+  - anything else (a service or domain added or removed, a strategy, a replica that moved, a runtime
+    command that failed): a hitless reload through the master (master-worker mode, `-W -S`): the new
+    worker takes new connections at once, old workers finish their in-flight requests (bounded by
+    `hard-stop-after`), live in a few hundred milliseconds.
+Either way nothing in flight is dropped; `settled()` waits until the latest table is live.
 
 HAProxy runs as the agent's child (`-db`: in the foreground), one per agent, pid file and sockets in
 `run_dir` (the agent's data dir); it gets SIGKILL when the agent dies (PR_SET_PDEATHSIG), and a
 leftover from a crashed agent found through the pid file is killed on start.
 
-Draining: an endpoint missing from a new table gets no new request (the new worker does not know it;
-old workers finish theirs); `drain(alloc)` (the reconciler's `before_stop` hook) also fences it (left
+Draining: an endpoint missing from a new table gets no new request (in maintenance, or unknown to a new
+worker; the requests it has finish); `drain(alloc)` (the reconciler's `before_stop` hook) also fences it (left
 out of every later config) and waits, up to `drain_timeout_s`, until no HAProxy worker, old or current,
 has a request in flight to it, so a replica is only stopped once the proxy is finished with it.
 
 Statistics (`stats()`, the heartbeat's `proxy`, orca.protocol ProxyStats) are cumulative since start:
 per service (requests, errors = 5xx answered, active, latency histogram on LATENCY_BUCKETS_MS) and per
 replica (requests, errors, active), the replicas capped for the heartbeat. Requests, errors and latency
-come from HAProxy's per-request log line (raw, over a Unix datagram socket in the private run dir:
-backend, server, status, total time in ms), which survives reloads, unlike HAProxy's own counters;
+come from HAProxy's request log lines (raw, over a Unix datagram socket in the private run dir:
+backend, server, status, total time in ms, sampling rate), which survive reloads, unlike HAProxy's own
+counters; above hc.LOG_LINES_PER_S requests/s the successful ones are sampled and weighted;
 `active` comes from `show stat` (scur) of every live worker, polled every POLL_S. Under overload the
 kernel may drop log datagrams: the counts then undercount, they never block a request.
 """
@@ -63,6 +70,8 @@ CLI_MAX_BYTES = 16 * 2**20
 CLI_TIMEOUT_S = 5.0
 # Starting HAProxy (config check and first worker) and a reload are given this long.
 START_TIMEOUT_S = 10.0
+# Servers removed at run time are deleted (once idle) at most this many per poll.
+PARKED_DELETES_PER_POLL = 16
 # HAProxy's log lines: at most this long (its `len`), read at most LOG_BATCH per event-loop wake-up.
 LOG_MAX_BYTES = 1024
 # A log line's sampling rate is believed up to this (requests/s of one HAProxy worker).
@@ -214,6 +223,8 @@ class Proxy:
         self._sock_dir: Path | None = None
         self._tmp_dirs: list[str] = []
         self._config_text = ""
+        self._live: hc.Servers = {}  # servers of the current worker, as configured or changed at run time
+        self._parked: hc.Parked = {}  # removed at run time, in maintenance until deleted
         self._reload_lock = asyncio.Lock()
         self._stopping = False
 
@@ -264,6 +275,7 @@ class Proxy:
                          idle_timeout_s=self.config.idle_timeout_s, request_timeout_s=self.config.request_timeout_s,
                          connect_timeout_s=self.config.upstream_connect_timeout_s,
                          drain_timeout_s=self.config.drain_timeout_s,
+                         stats_socket=str(self.admin_socket) if self._sock_dir is not None else None,
                          lua_file=str(self.run_dir / "hop_by_hop.lua") if self.run_dir is not None else None)
 
     async def settled(self, timeout: float = START_TIMEOUT_S) -> bool:
@@ -357,13 +369,22 @@ class Proxy:
         assert self._sock_dir is not None
         return self._sock_dir / "master.sock"
 
-    async def _cli(self, command: str) -> str:
-        """One command on the master CLI (`@!PID cmd` reaches a worker); the reply, bounded."""
+    @property
+    def admin_socket(self) -> Path:
+        """The current worker's runtime API (`stats socket ... level admin`; a new worker takes it over)."""
+        assert self._sock_dir is not None
+        return self._sock_dir / "admin.sock"
+
+    async def _cli(self, command: str, *, worker: bool = False) -> str:
+        """One command on the master CLI (`@!PID cmd` reaches a worker), or on the current worker's
+        runtime API (`worker`); the reply, bounded."""
+        path = self.admin_socket if worker else self.master_socket
         async with asyncio.timeout(CLI_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(str(self.master_socket))
+            reader, writer = await asyncio.open_unix_connection(str(path))
         try:
             async with asyncio.timeout(CLI_TIMEOUT_S):
-                writer.write(command.encode() + b";quit\n")  # the master CLI keeps a connection open otherwise
+                # The master CLI keeps a connection open unless told to quit; a worker's closes after a line.
+                writer.write(command.encode() + (b"\n" if worker else b";quit\n"))
                 await writer.drain()
                 chunks, size = [], 0
                 while size < CLI_MAX_BYTES:
@@ -534,12 +555,16 @@ class Proxy:
             waiter.cancel()
         return proc.returncode is not None
 
-    def _write_config(self, text: str) -> None:
+    def _write_config(self, text: str, parked: hc.Parked | None = None) -> None:
+        """The config file is always what runs (a reload or a restart starts from it). `parked`: the
+        servers a runtime change left in maintenance (None: a reload or start, which has none)."""
         assert self.run_dir is not None
         tmp = self.run_dir / "haproxy.cfg.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.run_dir / "haproxy.cfg")
         self._config_text = text
+        self._live = hc.split_servers(text)[1]
+        self._parked = {} if parked is None else parked
 
     async def _apply_loop(self) -> None:
         """Reload HAProxy whenever the rendered config changes (coalescing bursts of tables)."""
@@ -552,7 +577,8 @@ class Proxy:
             text = self.render()
             if text != self._config_text:
                 try:
-                    await self._reload(text)
+                    if not await self._runtime_update(text):
+                        await self._reload(text)
                 except (OSError, TimeoutError, RuntimeError) as exc:
                     log.error("HAProxy reload failed: %s", exc)
                     await asyncio.sleep(0.5)
@@ -560,6 +586,43 @@ class Proxy:
                     continue
             self._applied = max(self._applied, generation)
             self._applied_event.set()
+
+    async def _runtime_update(self, text: str) -> bool:
+        """Apply a config that differs from the live one only in servers and weights through the
+        current worker's runtime API: live at once, no new worker, nothing in flight touched. False
+        (the caller reloads, which also repairs any half-applied change) when it cannot."""
+        skeleton, wanted = hc.split_servers(text)
+        if skeleton != hc.split_servers(self._config_text)[0]:
+            return False
+        plan = hc.runtime_commands(self._live, self._parked, wanted)
+        if plan is None:
+            return False
+        commands, parked = plan
+        async with self._reload_lock:
+            for command in commands:
+                try:
+                    reply = (await self._cli(command, worker=True)).strip()
+                except (OSError, TimeoutError) as exc:
+                    log.warning("HAProxy runtime API: %s: %s; reloading instead", command, exc)
+                    return False
+                if reply not in ("", "New server registered."):
+                    log.warning("HAProxy runtime API: %s: %s; reloading instead", command, reply[:200])
+                    return False
+            self._write_config(text, parked=parked)
+        return True
+
+    async def _delete_parked(self) -> None:
+        """Delete the servers parked in maintenance once HAProxy accepts (no connection left on them)."""
+        for backend, name in sorted(self._parked)[:PARKED_DELETES_PER_POLL]:
+            async with self._reload_lock:
+                if (backend, name) not in self._parked:
+                    continue
+                try:
+                    reply = await self._cli(f"del server {backend}/{name}", worker=True)
+                except (OSError, TimeoutError):
+                    return
+                if "Server deleted" in reply or "No such" in reply:
+                    self._parked.pop((backend, name), None)
 
     async def _reload(self, text: str) -> None:
         async with self._reload_lock:
@@ -582,6 +645,8 @@ class Proxy:
         while not self._stopping:
             await asyncio.sleep(POLL_S)
             await self._poll_active()
+            if self._parked:
+                await self._delete_parked()
             if self._proc is not None and self._proc.returncode is not None:
                 log.error("HAProxy exited with %s", self._proc.returncode)
                 self.listening = False

@@ -5,10 +5,11 @@ loses no request.
 4 replicas of orca-test/web (scripts/ensure-web-image.sh: a keep-alive HTTP server) spread over both
 nodes. While a paced load of 100 requests/s goes through each proxy, the service is updated replica by
 replica: every replacement changes the route table of both proxies (a replica added, then one drained
-and removed, on either node), so each proxy reloads about 8 times under load. No request may fail: a
-removed replica gets no new request once the change is live (<= 1 s), one in flight finishes (the
-stopping agent drains its proxy; elsewhere the request is milliseconds long), and a connection refused
-by a replica that is already gone is retried on another. Bounded: the update must end within 120 s.
+and removed, on either node): about 8 changes per proxy under load, applied to the running HAProxy
+through its runtime API. No request may fail: a removed replica gets no new request once the change is
+live (milliseconds after the push), one in flight finishes (the stopping agent drains its proxy;
+elsewhere the request is milliseconds long), and a connection refused by a replica that is already gone
+is retried on another. Bounded: the update must end within 120 s.
 
 Needs Docker: without an engine it skips, except under CI=true or ORCA_REQUIRE_DOCKER=1 (a failure).
 """

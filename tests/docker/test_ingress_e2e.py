@@ -6,7 +6,7 @@ scripts/ensure-web-image.sh: websocketd, i.e. Go's HTTP/1.1 keep-alive server, w
 `/headers` listing the request headers as CGI variables and `/sleep?S` answering after S seconds).
 Routing by host, round robin, canary weights, 404/503 envelopes, retries on a killed replica and the
 autoscaler's metrics are in test_traffic_e2e.py; route changes under load are timed in
-tests/unit/test_proxy.py and scripts/bench/ingress_routes.py; the rolling update at 200 requests/s
+tests/unit/test_proxy.py and scripts/bench/ingress.py; the rolling update at 200 requests/s
 is the chaos tier's (tests/chaos/test_ingress_rolling_update.py).
 """
 

@@ -93,3 +93,72 @@ def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
     out = subprocess.run([str(haproxy_binary()), "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "WARNING" not in out.stderr, out.stderr
+
+
+def test_split_servers_reads_back_what_render_wrote() -> None:
+    specs, _ = hc.route_specs({**table([("s1", "127.0.0.1:1", False), ("c1", "[::1]:2", True)], canary_weight=0.25),
+                               "api.example.com": {"service": "api", "endpoints": []}}, "round_robin")
+    skeleton, servers = hc.split_servers(render(specs))
+    assert servers == {"svc_api": {}, "svc_web": {"s1": ("127.0.0.1:1", 256), "c1": ("[::1]:2", 85)}}
+    assert hc.SERVER_LINE not in skeleton and "backend svc_web" in skeleton
+    other, _ = hc.route_specs(table([("s2", "127.0.0.1:3", False)]), "round_robin")
+    assert hc.split_servers(render(other))[0] != skeleton  # api is gone: not a runtime change
+
+
+def test_runtime_commands_examples() -> None:
+    live = {"svc_web": {"a": ("127.0.0.1:1", 1), "b": ("127.0.0.1:2", 1)}}
+    commands, parked = hc.runtime_commands(live, {}, {"svc_web": {"b": ("127.0.0.1:2", 3),
+                                                                  "c": ("127.0.0.1:3", 1)}}) or ([], {})
+    assert commands == ["set server svc_web/a state maint", "set weight svc_web/b 3",
+                        f"add server svc_web/c 127.0.0.1:3 weight 1 {hc.SERVER_CHECK}",
+                        "enable health svc_web/c", "enable server svc_web/c"]
+    assert parked == {("svc_web", "a"): "127.0.0.1:1"}
+    assert hc.runtime_commands(live, {}, {"svc_web": {"a": ("127.0.0.1:9", 1)}}) is None  # moved
+    assert hc.runtime_commands(live, {}, {"svc_api": {}}) is None  # another backend
+    # Parked and wanted again: made ready at the same address; a reload when it moved meanwhile.
+    assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("127.0.0.1:1", 2)}}) == (
+        ["set weight svc_web/a 2", "set server svc_web/a state ready"], {})
+    assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("127.0.0.1:5", 1)}}) is None
+    many = {"svc_web": {f"s{i}": ("127.0.0.1:1", 1) for i in range(hc.RUNTIME_MAX_COMMANDS)}}
+    assert hc.runtime_commands({"svc_web": {}}, {}, many) is None  # a reload is cheaper
+
+
+servers_st = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]),
+                             st.tuples(st.sampled_from(["127.0.0.1:1", "127.0.0.1:2"]), st.integers(0, 256)),
+                             max_size=5)
+
+
+@given(st.dictionaries(st.sampled_from(["svc_x", "svc_y"]), st.tuples(servers_st, servers_st), max_size=2),
+       st.dictionaries(st.tuples(st.sampled_from(["svc_x", "svc_y"]), st.sampled_from(["d", "e"])),
+                       st.sampled_from(["127.0.0.1:1", "127.0.0.1:2"])))
+def test_runtime_commands_reach_the_wanted_servers(pairs: dict[str, Any], parked: dict[tuple[str, str], str]) -> None:
+    """Played on a model of HAProxy's servers, the commands give exactly `wanted`; what they take out is
+    parked (in maintenance), never deleted while it may have requests in flight."""
+    live = {b: dict(have) for b, (have, _) in pairs.items()}
+    wanted = {b: dict(want) for b, (_, want) in pairs.items()}
+    parked = {(b, n): addr for (b, n), addr in parked.items() if b in live and n not in live[b]}
+    plan = hc.runtime_commands(live, parked, wanted)
+    if plan is None:
+        return
+    commands, new_parked = plan
+    model = {b: {n: [addr, w, "ready"] for n, (addr, w) in servers.items()} for b, servers in live.items()}
+    for (b, n), addr in parked.items():
+        model[b][n] = [addr, 0, "maint"]
+    for command in commands:
+        words = command.split()
+        backend, name = words[2].split("/") if words[0] in ("set", "enable", "add") and words[1] in (
+            "server", "weight", "health") else (None, None)
+        if words[:2] == ["add", "server"]:
+            assert name not in model[backend]  # HAProxy refuses a duplicate name
+            model[backend][name] = [words[3], int(words[5]), "maint"]  # added servers start in maintenance
+        elif words[:2] == ["enable", "server"]:
+            model[backend][name][2] = "ready"
+        elif words[:2] == ["set", "weight"]:
+            model[backend][name][1] = int(words[3])
+        elif words[:2] == ["set", "server"] and words[3:5] == ["state", "maint"]:
+            model[backend][name][2] = "maint"
+        elif words[:2] == ["set", "server"] and words[3:5] == ["state", "ready"]:
+            model[backend][name][2] = "ready"
+    ready = {b: {n: (v[0], v[1]) for n, v in servers.items() if v[2] == "ready"} for b, servers in model.items()}
+    assert ready == wanted
+    assert new_parked == {(b, n): v[0] for b, servers in model.items() for n, v in servers.items() if v[2] == "maint"}

@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from orca.agent.proxy import Proxy, haproxy_binary, hostname
+from orca.agent import haproxy_config as hc
+from orca.agent.proxy import MAX_LOG_RATE, Proxy, haproxy_binary, hostname
 from orca.config import ProxyConfig
 from orca.devcluster import free_ports
 from orca.protocol import LATENCY_BUCKETS_MS
@@ -354,6 +355,30 @@ async def test_websocket_echo(proxy: Proxy, client: aiohttp.ClientSession, upstr
     assert proxy.endpoints["a1"].active == 0
 
 
+async def test_replica_changes_use_the_runtime_api_and_keep_open_connections(
+        proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
+    """Replicas added, reweighted and removed are applied to the running worker (no new HAProxy
+    process): a WebSocket open through it, even to the removed replica, keeps working; a service
+    added is a reload."""
+    (_, a_addr), (_, b_addr) = await upstreams("a"), await upstreams("b")
+    await apply(proxy, table([("a", a_addr)]))
+    workers = await proxy._workers()
+    async with client.ws_connect(url(proxy, "/ws"), headers={"Host": DOMAIN}) as ws:
+        await apply(proxy, table([("a", a_addr), ("b", b_addr, True)], canary_weight=0.5))
+        assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"}
+        await apply(proxy, table([("b", b_addr)]))  # "a" leaves: in maintenance, its tunnel stays
+        assert [(await get(client, proxy))[1] for _ in range(4)] == ["b"] * 4
+        await ws.send_str("still there")
+        assert (await ws.receive(timeout=5)).data == "a:still there"
+        assert await proxy._workers() == workers  # the same worker did all of it
+    await until(lambda: not proxy._parked, timeout=15)  # "a" deleted once idle
+    await apply(proxy, table([("a", a_addr), ("b", b_addr)]))  # and added again at run time
+    assert {(await get(client, proxy))[1] for _ in range(4)} == {"a", "b"} and await proxy._workers() == workers
+    await apply(proxy, {**table([("b", b_addr)]), **table([], service="api", domain="api.example.com")})
+    assert await proxy._workers() != workers  # a new backend: a reload
+    assert [(await get(client, proxy))[1] for _ in range(3)] == ["b"] * 3
+
+
 # -- failures, timeouts, draining ----------------------------------------------------------------------
 
 
@@ -620,17 +645,18 @@ def test_sampled_log_lines_carry_their_weight() -> None:
     p = Proxy(ProxyConfig(listen="127.0.0.1:1"))
     p.set_routes(table([("a", "127.0.0.1:2")]))
     for line in (b"svc_web a 200 3 0 -",      # not sampled (HAProxy's own answers carry no rate)
-                 b"svc_web a 200 3 0 150",    # under the threshold: logged whole
-                 b"svc_web a 200 30 0 1000",  # 1 in 5 logged: stands for 5
-                 b"svc_web a 503 3 0 1000",   # errors are never sampled
+                 b"svc_web a 200 3 0 %d" % (hc.LOG_LINES_PER_S - 1),  # under the threshold: logged whole
+                 b"svc_web a 200 30 0 %d" % (hc.LOG_LINES_PER_S * 5),  # 1 in 5 logged: stands for 5
+                 b"svc_web a 503 3 0 %d" % (hc.LOG_LINES_PER_S * 5),  # errors are never sampled
                  b"svc_web a 200 3 0 99999999999",  # an absurd rate is capped, not trusted
                  b"svc_web a 200 x 0 -", b"svc_other a 200 3 0 -", b"not a log line", b"\xff\xfe"):
         p.record_log_line(line)
     web_stats = p.stats()["web"]
-    assert web_stats["errors"] == 1 and web_stats["requests"] == 8 + 5000
+    capped = round(MAX_LOG_RATE / hc.LOG_LINES_PER_S)
+    assert web_stats["errors"] == 1 and web_stats["requests"] == 1 + 1 + 5 + 1 + capped
     assert web_stats["latency_buckets"][-1] == web_stats["requests"]
-    assert web_stats["latency_buckets"][LATENCY_BUCKETS_MS.index(25)] == 3 + 5000  # the 30 ms ones are above
-    assert web_stats["replicas"]["a"] == {"requests": 5008, "errors": 1, "active": 0}
+    assert web_stats["latency_buckets"][LATENCY_BUCKETS_MS.index(25)] == 3 + capped  # the 30 ms ones are above
+    assert web_stats["replicas"]["a"] == {"requests": 8 + capped, "errors": 1, "active": 0}
 
 
 async def test_counts_stay_close_when_logging_is_sampled(proxy: Proxy, upstreams: Start) -> None:
