@@ -7,6 +7,9 @@ clients are the containers of the service's project and of the projects in its `
 network: `tcp-request connection reject` for anything else, before a byte is read), and one backend
 with the service's healthy replicas on any node, TCP-checked every second.
 
+A change of replicas only (the usual one: a replica added, moved or gone) reaches the running HAProxy
+through its runtime API; anything else (a service, a network) reloads it hitlessly (orca.agent.proxy).
+
 HTTP services are balanced per request (a keep-alive client is spread over the replicas) and a refused
 connection is retried once on another replica; TCP services per connection (`balance roundrobin` for
 both, `leastconn` would favour the node's own HAProxy view over the cluster's).
@@ -19,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from orca.agent.haproxy_config import NAME_RE, normalize_address
+from orca.agent.haproxy_config import NAME_RE, SERVER_CHECK, SERVER_LINE, normalize_address
 from orca.spec import PROTOCOLS, is_dns_label
 
 __all__ = ["MeshService", "parse_table", "render", "frontend_name", "allowed_networks", "READY_FRONTEND"]
@@ -178,6 +181,8 @@ def render(services: list[MeshService], networks: dict[str, tuple[str, ...]], *,
         if svc.protocol == "http":
             lines.append("    retry-on conn-failure empty-response")
         for alloc, address in svc.endpoints:
-            lines.append(f"    server {alloc} {address} check inter 1s fall 2 rise 1")
+            # The ingress's server line, word for word: a change of replicas only is then applied through
+            # HAProxy's runtime API (orca.agent.proxy), without a new worker.
+            lines.append(f"{SERVER_LINE}{alloc} {address} weight 1 {SERVER_CHECK}")
         lines.append("")
     return "\n".join(lines) + "\n"

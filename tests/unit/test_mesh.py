@@ -199,7 +199,7 @@ def test_render_binds_vips_in_the_services_mode_with_source_acls() -> None:
     lonely = text.split("frontend mesh_lonely")[1].split("backend")[0]
     assert "tcp-request connection reject\n" in lonely and "allowed" not in lonely
     assert "10.214.3.0/24" in text.split("frontend mesh_open")[1].split("backend")[0]
-    assert "server a1 10.0.0.1:20001 check" in text
+    assert "server a1 10.0.0.1:20001 weight 1 check" in text
     assert mc.render(services, networks, ready_listen="127.0.0.1:9") == text
 
 
@@ -306,3 +306,21 @@ def test_mesh_knows_projects_by_source_network_and_waits_for_a_table(tmp_path: P
     m.set_table(_table(web=_svc("10.213.0.3"), bad=_svc("127.0.0.1")))
     assert m.resolver == "10.213.0.1" and [s.name for s in m.services] == ["web"]
     assert network_name("0123456789abcdef", "n1", "p") == "orca-0123456789ab-n1-p"
+
+
+def test_a_replica_change_alone_goes_through_the_runtime_api() -> None:
+    from orca.agent import haproxy_config as hc
+
+    def text(*endpoints: tuple[str, str]) -> str:
+        _, services, _ = mc.parse_table(_table(store=_svc("10.213.0.2", 7000, protocol="tcp", endpoints=[
+            {"alloc": a, "address": addr} for a, addr in endpoints])))
+        return mc.render(services, {"p": ("10.214.0.0/24",)}, ready_listen="127.0.0.1:9")
+
+    before, after = text(("a1", "10.0.0.1:20001")), text(("a2", "10.0.0.3:20007"))
+    (skel_before, live), (skel_after, wanted) = hc.split_servers(before), hc.split_servers(after)
+    assert skel_before == skel_after  # same skeleton: no reload needed
+    plan = hc.runtime_commands(live, {}, wanted)
+    assert plan is not None
+    commands, parked = plan
+    assert commands[0] == "set server mesh_store/a1 state maint" and parked == {("mesh_store", "a1"): "10.0.0.1:20001"}
+    assert any(c.startswith("add server mesh_store/a2 10.0.0.3:20007 weight 1 check") for c in commands)
