@@ -105,7 +105,8 @@ class MeshProxy(Proxy):
         self.mesh = mesh
 
     def render(self) -> str:
-        return mc.render(self.mesh.services, self.mesh.networks, ready_listen=self.config.listen)
+        return mc.render(self.mesh.services, self.mesh.networks, ready_listen=self.config.listen,
+                         stats_socket=str(self.admin_socket) if self._sock_dir is not None else None)
 
     def refresh(self) -> None:
         """Render again and reload when the text changed (in the background, see Proxy.settled)."""

@@ -3,6 +3,7 @@ and HAProxy rendering, the DNS answers, the spec and config fields."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import subprocess
 from pathlib import Path
@@ -324,3 +325,64 @@ def test_a_replica_change_alone_goes_through_the_runtime_api() -> None:
     commands, parked = plan
     assert commands[0] == "set server mesh_store/a1 state maint" and parked == {("mesh_store", "a1"): "10.0.0.1:20001"}
     assert any(c.startswith("add server mesh_store/a2 10.0.0.3:20007 weight 1 check") for c in commands)
+
+
+class _TableOnly:
+    """What MeshProxy reads from its Mesh."""
+
+    def __init__(self, services: list[mc.MeshService]) -> None:
+        self.services = services
+        self.networks = {"p": ("127.0.0.0/8",)}
+
+
+async def _echo_server() -> tuple[Any, int]:
+    async def handle(reader: Any, writer: Any) -> None:
+        writer.write(b"echo " + await reader.readline())
+        await writer.drain()
+        writer.close()
+    import asyncio
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_the_mesh_haproxy_serves_tcp_and_takes_a_new_replica_without_a_new_worker(tmp_path: Path) -> None:
+    import asyncio
+
+    from orca.agent.mesh import MeshProxy
+    from orca.devcluster import free_ports
+
+    if haproxy_binary() is None:
+        pytest.skip("haproxy is not installed")
+    (s1, p1), (s2, p2) = await _echo_server(), await _echo_server()
+    port = free_ports(1)[0]
+    mesh = _TableOnly([mc.MeshService("store", "p", "127.0.0.1", port, "tcp", (), (("a1", f"127.0.0.1:{p1}"),))])
+    proxy = MeshProxy(mesh, tmp_path / "mesh")  # type: ignore[arg-type]
+
+    async def ask() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping\n")
+        try:
+            return await asyncio.wait_for(reader.read(100), 5)
+        finally:
+            writer.close()
+    try:
+        await proxy.start()
+        proxy.refresh()
+        assert await proxy.settled()
+        assert await ask() == b"echo ping\n"
+        workers = await proxy._workers()
+        mesh.services = [mc.MeshService("store", "p", "127.0.0.1", port, "tcp", (), (("a2", f"127.0.0.1:{p2}"),))]
+        s1.close()
+        proxy.refresh()
+        assert await proxy.settled()
+        assert await proxy._workers() == workers  # the runtime API, not a reload
+        for _ in range(50):  # a1 is in maintenance at once; a2 serves once its first check passed
+            with contextlib.suppress(OSError, TimeoutError):
+                if await ask() == b"echo ping\n":
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the new replica never answered")
+    finally:
+        await proxy.stop()
+        s2.close()
