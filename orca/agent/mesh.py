@@ -11,7 +11,8 @@ How a container reaches `store:6379` of its project, on any node:
      (its own process, config from orca.agent.mesh_config) listens on VIP:port, accepts only the project's
      networks (and `allow_from`'s), and forwards to a healthy replica at its node's publish address and
      host port: the same endpoints the ingress uses, so a rescheduled replica is reachable as soon as it
-     is healthy, under the same name and VIP.
+     is healthy, under the same name and VIP. A replica on this very node is reached at its container's
+     address on the project network and the service's port instead (no Docker port mapping on the way).
 Everything the leader sends (the MeshTable) is validated entry by entry (mesh_config.parse_table).
 
 The mesh HAProxy is a second HAProxy process beside the ingress one (same binary, same supervision:
@@ -105,7 +106,8 @@ class MeshProxy(Proxy):
         self.mesh = mesh
 
     def render(self) -> str:
-        return mc.render(self.mesh.services, self.mesh.networks, ready_listen=self.config.listen,
+        services = mc.with_local_endpoints(self.mesh.services, self.mesh.local)
+        return mc.render(services, self.mesh.networks, ready_listen=self.config.listen,
                          stats_socket=str(self.admin_socket) if self._sock_dir is not None else None)
 
     def refresh(self) -> None:
@@ -128,6 +130,7 @@ class Mesh:
         self.networks: dict[str, tuple[str, ...]] = {}  # project -> subnets (every node's, this engine)
         self._subnets: list[tuple[ipaddress.IPv4Network, str]] = []  # subnet -> project, for the DNS
         self._own: dict[str, str] = {}  # project -> this node's network name
+        self.local: dict[str, str] = {}  # alloc -> its container's address on this node's project network
         self._network_lock = threading.Lock()  # the reconciler starts containers from several threads
         self.proxy = MeshProxy(self, run_dir)
         self.dns: MeshDns | None = None
@@ -253,6 +256,12 @@ class Mesh:
                     out.setdefault(project, set()).add(str(ipaddress.IPv4Network(cfg.get("Subnet"))))
         return {p: tuple(sorted(s)) for p, s in sorted(out.items())}
 
+    def _list_local(self) -> dict[str, str]:
+        """This node's replicas' container addresses on its project networks (one engine call)."""
+        rows = self.runtime.client.api.containers(
+            filters={"label": [f"orca.cluster={self.cluster_id}", f"orca.node={self.node_id}"], "status": "running"})
+        return mc.local_addresses(rows, f"orca-{str(self.cluster_id)[:12]}-{self.node_id}-")
+
     # -- addresses on lo ----------------------------------------------------------------------------------
 
     def _ip(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -305,6 +314,7 @@ class Mesh:
         # Its own thread: the runtime's threads (the default executor) may be waiting on this very pass.
         self.networks = await loop.run_in_executor(self._executor, self._list_networks)
         self._subnets = [(ipaddress.IPv4Network(c), p) for p, cidrs in self.networks.items() for c in cidrs]
+        self.local = await loop.run_in_executor(self._executor, self._list_local)
         wanted = {self.resolver, *(s.vip for s in self.services)}
         await loop.run_in_executor(self._executor, self._sync_addresses, wanted)
         if self.dns is None or self.dns.address != self.resolver:

@@ -25,7 +25,8 @@ from typing import Any
 from orca.agent.haproxy_config import NAME_RE, SERVER_CHECK, SERVER_LINE, normalize_address
 from orca.spec import PROTOCOLS, is_dns_label
 
-__all__ = ["MeshService", "parse_table", "render", "frontend_name", "allowed_networks", "READY_FRONTEND"]
+__all__ = ["MeshService", "parse_table", "render", "frontend_name", "allowed_networks", "READY_FRONTEND",
+           "local_addresses", "with_local_endpoints"]
 
 READY_FRONTEND = "mesh_ready"
 MAX_SERVICES = 10_000
@@ -107,6 +108,54 @@ def parse_table(table: Any) -> tuple[str | None, list[MeshService], list[str]]:
         out.append(MeshService(name, project, vip, port, protocol, tuple(sorted(set(allow))),
                                tuple(dict(endpoints).items())))
     return resolver, out, warnings
+
+
+def local_addresses(rows: Any, network_prefix: str, alloc_label: str = "orca.alloc") -> dict[str, str]:
+    """alloc id -> the address of its running container on this node's project network, from the engine's
+    container list (`GET /containers/json` rows, which carry each network's address without an inspect).
+
+    Only networks named `network_prefix`* count (this node's mesh networks): an address there is one the
+    host reaches straight over the bridge. Rows that are not running, not an allocation, or on no such
+    network are left out (their replicas keep their host port)."""
+    out: dict[str, str] = {}
+    if not isinstance(rows, list):
+        return out
+    for row in rows[:MAX_ENDPOINTS * 10]:
+        if not isinstance(row, dict) or row.get("State") != "running":
+            continue
+        labels, settings = row.get("Labels"), row.get("NetworkSettings")
+        alloc = labels.get(alloc_label) if isinstance(labels, dict) else None
+        if not isinstance(alloc, str) or not NAME_RE.match(alloc) or not isinstance(settings, dict):
+            continue
+        networks = settings.get("Networks")
+        if not isinstance(networks, dict):
+            continue
+        for name, net in sorted(networks.items()):
+            address = (net or {}).get("IPAddress") if isinstance(net, dict) else None
+            if str(name).startswith(network_prefix) and isinstance(address, str):
+                try:
+                    out[alloc] = _ipv4(address, "container address")
+                except ValueError:
+                    continue
+                break
+    return out
+
+
+def with_local_endpoints(services: list[MeshService], local: dict[str, str]) -> list[MeshService]:
+    """`services` with each replica that runs on this node (in `local`, see local_addresses) reached at its
+    container's address and the service's own port instead of the node's publish address and host port:
+    the bytes then go host -> bridge -> container, without Docker's port mapping (its userland proxy on a
+    loopback publish address: one more copy and two more sockets per connection). Replicas on other nodes
+    keep "publish address:host port", the only address of theirs this node can reach."""
+    if not local:
+        return services
+    out = []
+    for svc in services:
+        endpoints = tuple((alloc, f"{local[alloc]}:{svc.port}" if alloc in local else address)
+                          for alloc, address in svc.endpoints)
+        out.append(svc if endpoints == svc.endpoints else
+                   MeshService(svc.name, svc.project, svc.vip, svc.port, svc.protocol, svc.allow_from, endpoints))
+    return out
 
 
 def allowed_networks(service: MeshService, networks: dict[str, tuple[str, ...]]) -> list[str]:

@@ -2,9 +2,11 @@
 
 Prints one JSON line:
   {"bench": "mesh", "connections": 32,
-   "http": {"direct": {"rps", "p50_ms", "p99_ms", ...}, "mesh": {...}, "ratio_rps"},
-   "tcp_bytes": {"direct": {"mb_s"}, "mesh": {...}, "ratio"},
-   "tcp_connections": {"direct": {"conn_s", "p99_ms"}, "mesh": {...}, "ratio"}, "box"}
+   "http": {"direct": {"rps", "p50_ms", "p99_ms", ...}, "mesh": {...}, "ratio_rps", "ratio_total", "round_ratios"},
+   "tcp_bytes": {"direct": {"mb_s"}, "mesh": {...}, "ratio", "ratio_total", "round_ratios"},
+   "tcp_connections": {"direct": {"conn_s", "p99_ms"}, "mesh": {...}, "ratio", ...}, "box"}
+`ratio`/`ratio_rps` is the median of the rounds' mesh / direct (see round_ratios); `ratio_total` the ratio
+of the totals over all rounds, which one round caught in a burst of the box's other load can swing.
 
 The mesh is the agent's own: the HAProxy config rendered by orca.agent.mesh_config for one HTTP and one
 TCP service (source ACL, health checks, balancing exactly as an agent serves them), supervised by
@@ -18,7 +20,7 @@ hits both): HTTP requests over N keep-alive connections (scripts/bench/proxy.py'
 over N connections echoing 64 KiB chunks; TCP connections/s as N workers each opening a connection,
 sending a line, reading the answer and closing.
 
-    .venv/bin/python scripts/bench/mesh.py [--seconds 8] [--rounds 4] [--connections 32] [--upstream busybox|aiohttp]
+    .venv/bin/python scripts/bench/mesh.py [--seconds 12] [--rounds 6] [--connections 32] [--upstream busybox|aiohttp]
 
 Every process and container started here is reaped on exit (SIGTERM included).
 """
@@ -30,6 +32,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -93,6 +96,7 @@ async def serve_mesh(http_port: int, tcp_port: int, http_upstream: str, tcp_upst
         services = [mc.MeshService("web", "bench", "127.0.0.1", http_port, "http", (), (("a1", http_upstream),)),
                     mc.MeshService("store", "bench", "127.0.0.1", tcp_port, "tcp", (), (("a2", tcp_upstream),))]
         networks = {"bench": ("127.0.0.0/8",)}
+        local: dict[str, str] = {}
 
     import tempfile
     run_dir = Path(tempfile.mkdtemp(prefix="orca-bench-mesh-"))
@@ -223,15 +227,38 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
 
+MEASURES = ("http", "tcp_bytes", "tcp_connections")
+
+
+def _progress(measure: Any) -> tuple[float, float]:
+    """(work done, seconds measured) so far: requests, bytes or connections."""
+    done = measure.bytes if isinstance(measure, TcpBytes) else len(measure.latencies)
+    return float(done), measure.elapsed
+
+
+def _rate(before: tuple[float, float], after: tuple[float, float]) -> float:
+    seconds = after[1] - before[1]
+    return (after[0] - before[0]) / seconds if seconds > 0 else 0.0
+
+
+def round_ratios(direct: list[float], mesh: list[float]) -> dict[str, Any]:
+    """Each round's mesh / direct and their median: the two targets of a round ran back to back, so the
+    box's other load (which swings by more than the mesh's cost here) weighs on both alike; the median
+    ignores a round where it jumped in between."""
+    ratios = [m / d for d, m in zip(direct, mesh, strict=True) if d > 0]
+    return {"round_ratios": [round(r, 3) for r in ratios],
+            "ratio_median": round(statistics.median(ratios), 3) if ratios else None}
+
+
 # -- orchestration ------------------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per target and measure, split over --rounds")
+    parser.add_argument("--seconds", type=float, default=12.0, help="per target and measure, split over --rounds")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="aiohttp")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating direct/mesh rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating direct/mesh rounds")
     parser.add_argument("--serve-mesh", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -263,10 +290,15 @@ def main() -> int:
         tconns = {"direct": TcpConnections(tcp_up, args.connections),
                   "mesh": TcpConnections(tcp_mesh, args.connections)}
         share = args.seconds / args.rounds
-        for _ in range(args.rounds):
-            for measures in (http, tbytes, tconns):
-                for target in ("direct", "mesh"):
+        per_round: dict[str, dict[str, list[float]]] = {k: {"direct": [], "mesh": []} for k in MEASURES}
+        for n in range(args.rounds):
+            for key, measures in zip(MEASURES, (http, tbytes, tconns), strict=True):
+                # Direct first in even rounds, the mesh first in odd ones: neither always runs just after the
+                # other's load, nor always on the warmer box.
+                for target in ("direct", "mesh") if n % 2 == 0 else ("mesh", "direct"):
+                    before = _progress(measures[target])
                     asyncio.run(measures[target].run(share))  # type: ignore[attr-defined]
+                    per_round[key][target].append(_rate(before, _progress(measures[target])))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -281,12 +313,19 @@ def main() -> int:
     h = {k: v.summary() for k, v in http.items()}
     b = {k: v.summary() for k, v in tbytes.items()}
     c = {k: v.summary() for k, v in tconns.items()}
+    rr = {k: round_ratios(per_round[k]["direct"], per_round[k]["mesh"]) for k in MEASURES}
     print(json.dumps({
         "bench": "mesh", "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
         "upstream": args.upstream,
-        "http": {**h, "ratio_rps": _ratio(h["mesh"]["rps"], h["direct"]["rps"])},
-        "tcp_bytes": {**b, "ratio": _ratio(b["mesh"]["mb_s"], b["direct"]["mb_s"])},
-        "tcp_connections": {**c, "ratio": _ratio(c["mesh"]["conn_s"], c["direct"]["conn_s"])},
+        "http": {**h, "ratio_rps": rr["http"]["ratio_median"],
+                 "ratio_total": _ratio(h["mesh"]["rps"], h["direct"]["rps"]),
+                 "round_ratios": rr["http"]["round_ratios"]},
+        "tcp_bytes": {**b, "ratio": rr["tcp_bytes"]["ratio_median"],
+                      "ratio_total": _ratio(b["mesh"]["mb_s"], b["direct"]["mb_s"]),
+                      "round_ratios": rr["tcp_bytes"]["round_ratios"]},
+        "tcp_connections": {**c, "ratio": rr["tcp_connections"]["ratio_median"],
+                            "ratio_total": _ratio(c["mesh"]["conn_s"], c["direct"]["conn_s"]),
+                            "round_ratios": rr["tcp_connections"]["round_ratios"]},
         "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)]}},
         separators=(", ", ": ")), flush=True)
     return 0

@@ -62,7 +62,7 @@ BENCHES=(
     "durability||--seconds 3 --repeat 1 --strace-seconds 2|600"
     "restore||--services 1000|900"
     "add_master||--services 200 --rounds 1|600"
-    "mesh||--seconds 2 --rounds 1|300"
+    "mesh||--seconds 12 --rounds 6|400"
 )
 
 # Any other benchmark in scripts/bench/ runs too, with its own defaults (helpers are not benchmarks).

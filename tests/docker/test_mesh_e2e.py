@@ -134,6 +134,22 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
         code, out = _sh(web, "echo ping | timeout 5 nc -w 3 store 7000")
         return out if code == 0 and "store " in out and out.strip().endswith("ping") else None
     out = wait_for(tcp_ok, 30, "web reaches store:7000 by name")
+    # The store's own agent reaches it at its container's address on the project network and its port (no
+    # Docker port mapping on the way); the other agent at its node's publish address and host port. Both
+    # agents serve the VIP (SO_REUSEPORT), so repeated connections go through both paths.
+    store_c = _container(engine, [store_node], "store")
+    store_ip = next(n["IPAddress"] for name, n in store_c.attrs["NetworkSettings"]["Networks"].items()
+                    if name.startswith("orca-") and n.get("IPAddress"))
+    cluster = mesh_stack["cluster"]
+
+    def mesh_cfg(node: str) -> str:
+        path = cluster.root / node / "mesh" / "haproxy.cfg"
+        return path.read_text() if path.exists() else ""
+    wait_for(lambda: f" {store_ip}:7000 " in mesh_cfg(store_node), 30, "the store's agent reaches it directly")
+    other_node = next(n for n in nodes if n != store_node)
+    assert f" {store_ip}:7000 " not in mesh_cfg(other_node)
+    for _ in range(8):
+        assert tcp_ok(), "web reaches store:7000 through either agent's mesh"
     # NAME.PROJECT resolves too, to the same VIP.
     code, out = _sh(web, "nslookup store.shop")
     assert code == 0 and vips["store"] in out, out

@@ -218,6 +218,66 @@ def test_haproxy_accepts_the_rendered_mesh_config(tmp_path: Path) -> None:
     assert "WARNING" not in out.stderr, out.stderr
 
 
+def _row(alloc: str | None, networks: dict[str, str], state: str = "running") -> dict[str, Any]:
+    return {"State": state, "Labels": {"orca.alloc": alloc} if alloc else {},
+            "NetworkSettings": {"Networks": {n: {"IPAddress": a} for n, a in networks.items()}}}
+
+
+def test_local_addresses_are_this_nodes_project_network_addresses() -> None:
+    prefix = "orca-0123456789ab-n1-"
+    rows = [_row("a1", {"bridge": "172.17.0.5", f"{prefix}p": "10.214.0.2"}),
+            _row("a2", {"bridge": "172.17.0.6"}),                      # started before the mesh: host port
+            _row("a3", {f"{prefix}p": "10.214.0.3"}, state="exited"),
+            _row(None, {f"{prefix}p": "10.214.0.4"}),                  # not an allocation
+            _row("a5", {f"{prefix}q": ""}),                            # no address (yet)
+            _row("a6", {"orca-0123456789ab-n2-p": "10.214.1.2"}),      # another node's network
+            _row("a7", {f"{prefix}p": "127.0.0.1"})]
+    assert mc.local_addresses(rows, prefix) == {"a1": "10.214.0.2"}
+
+
+@settings(max_examples=200)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=30))
+def test_local_addresses_never_raise(raw: Any) -> None:
+    for rows in (raw, [raw], [{"State": "running", "Labels": {"orca.alloc": "a1"}, "NetworkSettings": raw}],
+                 [{"State": "running", "Labels": {"orca.alloc": "a1"}, "NetworkSettings": {"Networks": raw}}]):
+        mc.local_addresses(rows, "")
+
+
+def test_local_replicas_are_reached_at_their_container_address_and_port() -> None:
+    _, services, _ = mc.parse_table(_table(
+        store=_svc("10.213.0.2", 7000, protocol="tcp", endpoints=[
+            {"alloc": "a1", "address": "10.0.0.1:20001"}, {"alloc": "a2", "address": "10.0.0.2:20002"}]),
+        web=_svc("10.213.0.3")))
+    assert mc.with_local_endpoints(services, {}) is services
+    local = mc.with_local_endpoints(services, {"a1": "10.214.0.2", "zz": "10.214.0.9"})
+    assert local[0].endpoints == (("a1", "10.214.0.2:7000"), ("a2", "10.0.0.2:20002"))  # a2: another node's
+    assert local[1].endpoints == (("a1", "10.214.0.2:80"),)
+    text = mc.render(local, {"p": ("10.214.0.0/24",)}, ready_listen="127.0.0.1:9")
+    assert "server a1 10.214.0.2:7000 weight 1 check" in text and "server a2 10.0.0.2:20002 weight 1" in text
+
+
+def test_mesh_lists_its_nodes_running_replicas_for_their_addresses(tmp_path: Path) -> None:
+    asked: list[dict[str, Any]] = []
+
+    class Api:
+        def containers(self, **kw: Any) -> list[dict[str, Any]]:
+            asked.append(kw)
+            return [_row("a1", {"orca-0123456789ab-n1-p": "10.214.0.2"}),
+                    _row("a2", {"orca-0123456789ab-n1x-p": "10.214.9.2"})]
+
+    class Runtime(_Runtime):
+        client = type("Client", (), {"api": Api()})()
+
+    m = Mesh(MeshConfig(), node_id="n1", run_dir=tmp_path, runtime=Runtime())
+    assert m._list_local() == {"a1": "10.214.0.2"}
+    assert asked == [{"filters": {"label": ["orca.cluster=0123456789abcdef", "orca.node=n1"], "status": "running"}}]
+    m.set_table(_table(web=_svc("10.213.0.3", endpoints=[{"alloc": "a1", "address": "10.0.0.1:20001"}])))
+    m.local = m._list_local()
+    assert "server a1 10.214.0.2:80 weight 1 check" in m.proxy.render()
+
+
 # --- DNS ----------------------------------------------------------------------------------------------------------
 
 NAMES = {("p", "store"): "10.213.0.2", ("q", "api"): "10.213.0.3"}
@@ -333,6 +393,7 @@ class _TableOnly:
     def __init__(self, services: list[mc.MeshService]) -> None:
         self.services = services
         self.networks = {"p": ("127.0.0.0/8",)}
+        self.local: dict[str, str] = {}
 
 
 async def _echo_server() -> tuple[Any, int]:
