@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
-from proxy import AIOHTTP_UPSTREAM, Load, percentile, start_busybox, wait_http  # noqa: E402
+from proxy import AIOHTTP_UPSTREAM, Load, percentile, start_busybox, start_web, wait_http  # noqa: E402
 
 from orca.devcluster import free_ports  # noqa: E402
 
@@ -88,13 +88,17 @@ def _exit_on(signum: int, _frame: object) -> None:
 # -- the mesh process ---------------------------------------------------------------------------------------
 
 
-async def serve_mesh(http_port: int, tcp_port: int, http_upstream: str, tcp_upstream: str) -> None:
+async def serve_mesh(http_port: int, tcp_port: int, http_upstream: str, tcp_upstream: str,
+                     published: tuple[int, str] | None = None) -> None:
     from orca.agent import mesh_config as mc
     from orca.agent.mesh import MeshProxy
 
     class BenchMesh:  # what MeshProxy reads from its Mesh: the services and the project networks
         services = [mc.MeshService("web", "bench", "127.0.0.1", http_port, "http", (), (("a1", http_upstream),)),
                     mc.MeshService("store", "bench", "127.0.0.1", tcp_port, "tcp", (), (("a2", tcp_upstream),))]
+        if published:  # the same replica at its published port: how the mesh reached a same-node replica before
+            services.append(mc.MeshService("webpub", "bench", "127.0.0.1", published[0], "http", (),
+                                           (("a3", published[1]),)))
         networks = {"bench": ("127.0.0.0/8",)}
         local: dict[str, str] = {}
 
@@ -223,6 +227,13 @@ async def wait_tcp(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"127.0.0.1:{port} did not answer within {timeout:.0f} s")
 
 
+def container_address(container: Any) -> str:
+    """The container's address on its (first) network, as the host reaches it over the bridge."""
+    container.reload()
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
+
+
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
@@ -257,45 +268,56 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="per target and measure, split over --rounds")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--upstream", choices=("busybox", "aiohttp"), default="aiohttp")
+    parser.add_argument("--upstream", choices=("busybox", "web", "aiohttp"), default="aiohttp")
     parser.add_argument("--rounds", type=int, default=6, help="alternating direct/mesh rounds")
-    parser.add_argument("--serve-mesh", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-mesh", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on)
     if args.serve_mesh:
         a = args.serve_mesh
-        asyncio.run(serve_mesh(int(a[0]), int(a[1]), a[2], a[3]))
+        asyncio.run(serve_mesh(int(a[0]), int(a[1]), a[2], a[3], (int(a[4]), a[5]) if len(a) == 6 else None))
         return 0
 
-    http_up, tcp_up, http_mesh, tcp_mesh = free_ports(4)
+    http_up, tcp_up, http_mesh, tcp_mesh, http_pub = free_ports(5)
     container = None
     procs: list[subprocess.Popen[bytes]] = []
     load_start = os.getloadavg()[0]
     try:
-        if args.upstream == "busybox":
-            container = start_busybox(http_up)
-        else:
+        http_target, extra = f"127.0.0.1:{http_up}", []
+        if args.upstream == "aiohttp":
             procs.append(subprocess.Popen([sys.executable, "-c", AIOHTTP_UPSTREAM, str(http_up)]))
+        else:
+            # A replica in a container on this node: "direct" is its container address (what a container
+            # calling it without the mesh would use), and so is the mesh's (the agent's same-node path);
+            # "mesh_published" is the mesh to its published port (through Docker's port mapping).
+            container = (start_busybox if args.upstream == "busybox" else start_web)(http_up)
+            http_target = f"{container_address(container)}:8080"
+            extra = [str(http_pub), f"127.0.0.1:{http_up}"]
         procs.append(subprocess.Popen([sys.executable, "-c", ECHO_UPSTREAM, str(tcp_up)]))
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve-mesh", str(http_mesh), str(tcp_mesh),
-                                       f"127.0.0.1:{http_up}", f"127.0.0.1:{tcp_up}"]))
-        direct_url, mesh_url = f"http://127.0.0.1:{http_up}/index.html", f"http://127.0.0.1:{http_mesh}/index.html"
+                                       http_target, f"127.0.0.1:{tcp_up}", *extra]))
+        direct_url, mesh_url = f"http://{http_target}/index.html", f"http://127.0.0.1:{http_mesh}/index.html"
         asyncio.run(wait_http(direct_url))
         asyncio.run(wait_http(mesh_url))
+        if extra:
+            asyncio.run(wait_http(f"http://127.0.0.1:{http_pub}/index.html"))
         asyncio.run(wait_tcp(tcp_up))
         asyncio.run(wait_tcp(tcp_mesh))
         http = {"direct": Load(direct_url, args.connections), "mesh": Load(mesh_url, args.connections)}
+        if extra:
+            http["mesh_published"] = Load(f"http://127.0.0.1:{http_pub}/index.html", args.connections)
         tbytes = {"direct": TcpBytes(tcp_up, args.connections), "mesh": TcpBytes(tcp_mesh, args.connections)}
         tconns = {"direct": TcpConnections(tcp_up, args.connections),
                   "mesh": TcpConnections(tcp_mesh, args.connections)}
         share = args.seconds / args.rounds
-        per_round: dict[str, dict[str, list[float]]] = {k: {"direct": [], "mesh": []} for k in MEASURES}
+        per_round: dict[str, dict[str, list[float]]] = {k: {t: [] for t in http} for k in MEASURES}
         for n in range(args.rounds):
             for key, measures in zip(MEASURES, (http, tbytes, tconns), strict=True):
                 # Direct first in even rounds, the mesh first in odd ones: neither always runs just after the
                 # other's load, nor always on the warmer box.
-                for target in ("direct", "mesh") if n % 2 == 0 else ("mesh", "direct"):
+                targets = list(measures)
+                for target in targets if n % 2 == 0 else targets[::-1]:
                     before = _progress(measures[target])
                     asyncio.run(measures[target].run(share))  # type: ignore[attr-defined]
                     per_round[key][target].append(_rate(before, _progress(measures[target])))
@@ -319,7 +341,10 @@ def main() -> int:
         "upstream": args.upstream,
         "http": {**h, "ratio_rps": rr["http"]["ratio_median"],
                  "ratio_total": _ratio(h["mesh"]["rps"], h["direct"]["rps"]),
-                 "round_ratios": rr["http"]["round_ratios"]},
+                 "round_ratios": rr["http"]["round_ratios"],
+                 **({"ratio_published_rps": round_ratios(per_round["http"]["direct"],
+                                                         per_round["http"]["mesh_published"])["ratio_median"]}
+                    if "mesh_published" in http else {})},
         "tcp_bytes": {**b, "ratio": rr["tcp_bytes"]["ratio_median"],
                       "ratio_total": _ratio(b["mesh"]["mb_s"], b["direct"]["mb_s"]),
                       "round_ratios": rr["tcp_bytes"]["round_ratios"]},

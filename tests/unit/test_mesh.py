@@ -197,6 +197,7 @@ def test_render_binds_vips_in_the_services_mode_with_source_acls() -> None:
     assert "acl allowed src 10.214.0.0/24 10.214.1.0/24\n" in web
     store = text.split("frontend mesh_store")[1].split("backend")[0]
     assert "mode tcp" in store and "acl allowed src 10.214.0.0/24 10.214.1.0/24 10.214.2.0/24\n" in store
+    assert "option splice-request\n" in store and "option splice-response\n" in store and "splice" not in web
     lonely = text.split("frontend mesh_lonely")[1].split("backend")[0]
     assert "tcp-request connection reject\n" in lonely and "allowed" not in lonely
     assert "10.214.3.0/24" in text.split("frontend mesh_open")[1].split("backend")[0]
