@@ -13,8 +13,11 @@ TCP service (source ACL, health checks, balancing exactly as an agent serves the
 orca.agent.mesh.MeshProxy in a process of its own (this script re-run with `--serve-mesh`). The only
 difference from an agent is the listen address: 127.0.0.1 and a free port instead of a VIP on `lo`
 (the same socket path in the kernel; no CAP_NET_ADMIN needed), with 127.0.0.0/8 as the project network.
-Upstreams: busybox httpd in a container (orca-test/busybox, `--upstream busybox`) or a keep-alive aiohttp
-server (`--upstream aiohttp`, no Docker) for HTTP; an asyncio echo server in a child process for TCP.
+Upstreams: a keep-alive aiohttp server (`--upstream aiohttp`, the default, no Docker), busybox httpd
+(`--upstream busybox`) or the keep-alive orca-test/web (`--upstream web`) in a container for HTTP; an
+asyncio echo server in a child process for TCP. A container is reached at its address on the bridge both
+straight and through the mesh (as the agent reaches a replica on its own node), and also through the mesh at
+its published port ("mesh_published": Docker's port mapping on the way, the path before that).
 The load (the same generator for both targets, alternating rounds so drifting load elsewhere on the box
 hits both): HTTP requests over N keep-alive connections (scripts/bench/proxy.py's generator); TCP bytes/s
 over N connections echoing 64 KiB chunks; TCP connections/s as N workers each opening a connection,
