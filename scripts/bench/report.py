@@ -285,7 +285,8 @@ def sec_proxy(r: dict[str, Any]) -> list[str]:
 def sec_mesh(r: dict[str, Any]) -> list[str]:
     h, b, c = r.get("http", {}), r.get("tcp_bytes", {}), r.get("tcp_connections", {})
     out = [f"{r.get('connections')} connections, HTTP upstream {r.get('upstream')}, TCP upstream an asyncio echo "
-           f"server; {f(r.get('seconds'))} s per target and measure in {r.get('rounds')} alternating rounds.", ""]
+           f"server; {f(r.get('seconds'))} s per target and measure in {r.get('rounds')} alternating rounds; "
+           "mesh / direct is the median of the rounds' ratios.", ""]
     out += table(["measure", "straight to the replica", "through the mesh", "mesh / direct"], [
         ["HTTP requests/s", f(g(h, "direct.rps")), f(g(h, "mesh.rps")), f(h.get("ratio_rps"), "×", 2)],
         ["HTTP p99", f(g(h, "direct.p99_ms"), " ms"), f(g(h, "mesh.p99_ms"), " ms"), ""],
