@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from orca.mesh import DEFAULT_VIP_RANGE
+from orca.mesh import parse_range as parse_vip_range
+
 __all__ = [
-    "ConfigError", "Peer", "RaftTuning", "ApiLimits", "MasterConfig", "AgentConfig", "ProxyConfig",
+    "ConfigError", "Peer", "RaftTuning", "ApiLimits", "MasterConfig", "AgentConfig", "ProxyConfig", "MeshConfig",
     "PROXY_STRATEGIES",
     "load_master_config", "load_agent_config", "parse_host_port", "parse_memory",
 ]
@@ -135,6 +138,7 @@ class MasterConfig:
     tls: bool = False
     cert_days: int = 90  # [tls].cert_days: lifetime of the certificates this master issues
     insecure_http: bool = False  # [security].insecure_http: plain HTTP on a non-loopback address, on purpose
+    mesh_vip_range: str = DEFAULT_VIP_RANGE  # [mesh].vip_range: where services' mesh VIPs come from (orca.mesh)
     log: LogSettings = field(default_factory=LogSettings)  # [log]: level, format, access_log
 
     def host_port(self, which: Literal["api", "raft"]) -> tuple[str, int]:
@@ -161,6 +165,16 @@ class ProxyConfig:
     drain_timeout_s: float = 10.0  # a removed replica's in-flight requests get this long before it is stopped
 
 
+@dataclass(frozen=True)
+class MeshConfig:
+    """Optional `[agent.mesh]`: the service mesh on this node (orca.agent.mesh; off when the table is
+    absent: it needs CAP_NET_ADMIN, for the VIPs it adds to `lo`)."""
+
+    # Each project's Docker network on this node takes a free /24 of this pool (not Docker's own pools,
+    # which a busy engine exhausts after about 30 networks).
+    subnet_pool: str = "10.214.0.0/16"
+
+
 # kw_only: the documented field order puts required fields (data_dir) after defaulted ones.
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
@@ -182,6 +196,7 @@ class AgentConfig:
     cpu: float | None = None  # [agent.resources].cpu; None = what the engine reports
     heartbeat_s: float = 1.0  # [agent].heartbeat_s
     proxy: ProxyConfig | None = None  # [agent.proxy]; None: no ingress proxy on this node
+    mesh: MeshConfig | None = None  # [agent.mesh]; None: no service mesh on this node
     # [agent].ca_file: the cluster CA bundle (not needed with a version-2 join token, which pins it)
     ca_file: Path | None = None
     insecure_http: bool = False  # [agent].insecure_http: plain HTTP on a non-loopback agent API, on purpose
@@ -523,7 +538,7 @@ def _load_tuning(raft: _Table) -> RaftTuning:
 def load_master_config(path: str | Path) -> MasterConfig:
     """Read and validate a master's config; raises ConfigError (one line: file, dotted key, problem)."""
     file, data = _read_toml(path)
-    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls", "log"))
+    doc = _Table(file, "", data, ("node", "api", "raft", "security", "timing", "tls", "log", "mesh"))
 
     node = doc.table("node", ("id", "data_dir"))
     node_id = node.ident("id")
@@ -574,12 +589,20 @@ def load_master_config(path: str | Path) -> MasterConfig:
     if ttl <= heartbeat:  # else every node flaps down between two heartbeats
         raise timing.error("node_lease_ttl_s", f"must be > agent_heartbeat_s ({heartbeat:g}), got {ttl:g}")
 
+    mesh_table = doc.table("mesh", ("vip_range",), required=False)
+    vip_range = mesh_table.string("vip_range", DEFAULT_VIP_RANGE)
+    try:
+        parse_vip_range(vip_range)
+    except ValueError as exc:
+        raise mesh_table.error("vip_range", f"{exc} (got {vip_range!r})") from None
+
     return MasterConfig(
         path=file, node_id=node_id, data_dir=data_dir, api_listen=api_listen,
         api_advertise=api_advertise, limits=limits, raft_listen=raft_listen, peers=peers,
         tuning=tuning, cluster_secret_file=secret_file, cluster_secret=secret,
         agent_heartbeat_s=heartbeat, node_lease_ttl_s=ttl, metrics_require_token=metrics_require_token,
         raft_allow_from=allow_from, raft_fsync=fsync, tls=tls_on, cert_days=cert_days, insecure_http=insecure,
+        mesh_vip_range=vip_range,
         log=_load_log(doc, agent=False),
     )
 
@@ -604,7 +627,22 @@ def _load_log(parent: _Table, agent: bool) -> LogSettings:
 
 _AGENT_KEYS = ("id", "masters", "token_file", "listen", "advertise", "status_listen", "data_dir",
                "labels", "heartbeat_s", "docker", "resources", "proxy", "ca_file", "insecure_http",
-               "metrics_require_token", "log")
+               "metrics_require_token", "log", "mesh")
+
+
+def _load_mesh(agent: _Table) -> MeshConfig | None:
+    """`[agent.mesh]`, or None when absent."""
+    if not agent.has("mesh"):
+        return None
+    t = agent.table("mesh", MeshConfig.__dataclass_fields__)
+    pool = t.string("subnet_pool", MeshConfig.subnet_pool)
+    try:
+        net = ipaddress.ip_network(pool, strict=True)
+    except ValueError as exc:
+        raise t.error("subnet_pool", f"expected an IPv4 network such as '10.214.0.0/16': {exc}") from None
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 24:
+        raise t.error("subnet_pool", f"expected an IPv4 network of /24 or larger, got {pool!r}")
+    return MeshConfig(subnet_pool=pool)
 
 
 def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
@@ -744,12 +782,13 @@ def load_agent_config(path: str | Path) -> AgentConfig:
             raise resources.error("memory", str(exc)) from None
     cpu = resources.positive_float("cpu", None)
     proxy = _load_proxy(agent, {listen: "agent.listen", status_listen: "agent.status_listen"})
+    mesh = _load_mesh(agent)
 
     return AgentConfig(
         path=file, agent_id=agent_id, masters=tuple(masters), token_file=token_file, token=token,
         listen=listen, advertise=advertise, status_listen=status_listen, data_dir=data_dir,
         labels=labels, publish_address=publish, host_port_range=port_range, memory_bytes=memory,
-        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, ca_file=ca_file, insecure_http=insecure,
+        cpu=cpu, heartbeat_s=heartbeat, proxy=proxy, mesh=mesh, ca_file=ca_file, insecure_http=insecure,
         metrics_require_token=agent.boolean("metrics_require_token", AgentConfig.metrics_require_token),
         log=_load_log(agent, agent=True),
         bind_paths=bind_lists["bind_paths"], bind_paths_rw=bind_lists["bind_paths_rw"],

@@ -96,6 +96,7 @@ class LocalCluster:
     timing: dict[str, float] = field(default_factory=dict)
     tls: bool = False  # HTTPS masters (the cluster CA is made by the first leader); agents then use mTLS
     tls_extra: str = ""  # more lines of the masters' [tls] table (e.g. cert_days = 1)
+    mesh_vip_range: str | None = None  # the masters' [mesh] vip_range (tests sharing an engine use their own)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,7 @@ class LocalCluster:
                 + (f"[raft.tuning]\n{tuning}\n" if tuning else "")
                 + f'[security]\ncluster_secret_file = "{self.secret_file}"\n'
                 + (f"[tls]\nenabled = true\n{self.tls_extra}\n" if self.tls else "")
+                + (f'[mesh]\nvip_range = "{self.mesh_vip_range}"\n\n' if self.mesh_vip_range else "")
                 + ("[timing]\n" + "".join(f"{k} = {v}\n" for k, v in self.timing.items()) if self.timing else ""))
 
     def new_master(self, node_id: str) -> MasterProc:

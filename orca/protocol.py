@@ -42,12 +42,17 @@ Shapes (JSON):
                      certificate the signing CA did not issue)
   AllocationsPush = {"term": int, "version": int, "allocations": [AllocSpec], "secrets": {KEY: value},
                      "routes": RouteTable (optional; every agent gets the whole table: it proxies to any node),
+                     "mesh": MeshTable (optional),
                      "purge_volumes": [{"service", "slot": int, "gen": int}] (optional; volumes to remove,
                      orca.volumes)}
   RouteTable      = {domain: {"service": str, "strategy": "round_robin"|"least_conn"|None (None: the proxy's default),
                               "canary_weight": float|None (share of requests for canary endpoints),
                               "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
                     only healthy endpoints of services with a domain that are not `internal`.
+  MeshTable       = {"resolver": IPv4 (the mesh DNS address), "services": {name: {"project", "vip": IPv4,
+                     "port": int, "protocol": "http"|"tcp", "allow_from": [project|"*"],
+                     "endpoints": [{"alloc", "address": "host:port"}]}}}  (AllocationsPush.mesh, optional;
+                     every agent gets the whole table; orca.master.mesh_table, orca.agent.mesh)
   AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec),
                      "volume_gen": int (optional; present when the spec has named volumes bound to this node)}
 """
@@ -285,6 +290,9 @@ def validate_push(msg: Any) -> dict[str, Any]:
     routes = msg.get("routes") or {}
     if not isinstance(routes, dict):
         raise ProtocolError("routes", "expected a map of domain to route")
+    mesh = msg.get("mesh") or {}
+    if not isinstance(mesh, dict):  # its entries are checked one by one by the agent's mesh (a bad one is skipped)
+        raise ProtocolError("mesh", "expected an object {resolver, services}")
     purges = msg.get("purge_volumes") or []
     if not isinstance(purges, list) or len(purges) > MAX_PURGES:
         raise ProtocolError("purge_volumes", f"expected a list of at most {MAX_PURGES} entries")
@@ -299,4 +307,4 @@ def validate_push(msg: Any) -> dict[str, Any]:
     if lineage is not None and (not isinstance(lineage, str) or not 1 <= len(lineage) <= 64):
         raise ProtocolError("lineage", "expected a string of 1 to 64 characters")
     return {"term": _int(msg, "term"), "version": _int(msg, "version"), "allocations": out, "secrets": secrets,
-            "routes": routes, "lineage": lineage, "purge_volumes": purge_out}
+            "routes": routes, "mesh": mesh, "lineage": lineage, "purge_volumes": purge_out}

@@ -116,8 +116,10 @@ _TOP_FIELDS = frozenset({
     "name", "project", "image", "command", "replicas", "port", "domain", "health", "env",
     "resources", "internal", "placement", "update", "canary", "scaling", "canary_weight",
     "read_only", "user", "volumes", "kind", "restart", "max_attempts", "schedule", "registry_auth",
-    "depends_on",
+    "depends_on", "protocol", "allow_from",
 })
+PROTOCOLS = ("http", "tcp")  # `protocol`: how the mesh (and the ingress) speak to the service's port
+MAX_ALLOW_FROM = 64
 _RESOURCE_FIELDS = frozenset({"memory", "cpu"})
 _PLACEMENT_FIELDS = frozenset({"node", "labels"})
 _UPDATE_FIELDS = frozenset({"max_parallel", "min_healthy_s", "healthy_deadline_s", "auto_revert"})
@@ -352,6 +354,8 @@ class _Validator:
         if not isinstance(read_only, bool):
             self.fail("read_only", f"expected true or false, got {_type_name(read_only)}")
 
+        mesh = self.mesh_fields(raw, port)
+
         volumes = self.volumes(raw.get("volumes", []))
         if canary and any("name" in v for v in volumes):
             # A canary of slot i would need slot i's volume while the stable replica still uses it.
@@ -379,7 +383,32 @@ class _Validator:
             **self.lifecycle(raw, replicas, canary),
             "registry_auth": self.registry_auth(raw.get("registry_auth")),
             "depends_on": self.depends_on(raw.get("depends_on", []), name),
+            **mesh,
         }
+
+    def mesh_fields(self, raw: dict[str, Any], port: int | None) -> dict[str, Any]:
+        """`protocol` and `allow_from` (the service mesh, orca.mesh), present in the normalized spec only
+        when not the default, so the digest of a spec written before they existed does not change."""
+        out: dict[str, Any] = {}
+        protocol = raw.get("protocol", "http")
+        if protocol not in PROTOCOLS:
+            self.fail("protocol", f"expected one of {', '.join(map(repr, PROTOCOLS))}, got {_show(protocol)}")
+        if protocol != "http":
+            if port is None:
+                self.fail("protocol", f"a {protocol} service needs 'port' (the container port it serves)")
+            if raw.get("domain") is not None:
+                self.fail("domain", "a tcp service has no domain (the ingress routes HTTP by Host); it is reached "
+                                    "through the mesh by name")
+            out["protocol"] = protocol
+        allow = raw.get("allow_from", [])
+        if not isinstance(allow, list):
+            self.fail("allow_from", f"expected a list of project names, got {_type_name(allow)}")
+        if len(allow) > MAX_ALLOW_FROM:
+            self.fail("allow_from", f"at most {MAX_ALLOW_FROM} projects, got {len(allow)}")
+        projects = sorted({self.dns_label(f"allow_from[{i}]", p) if p != "*" else p for i, p in enumerate(allow)})
+        if projects:
+            out["allow_from"] = projects
+        return out
 
     # -- scalars -------------------------------------------------------------------------------
 

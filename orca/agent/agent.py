@@ -34,6 +34,7 @@ from orca import __version__, jointoken, tls
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
 from orca.agent.masters import MasterList
+from orca.agent.mesh import Mesh
 from orca.agent.metrics import AgentMetrics
 from orca.agent.node_tls import NodeTls
 from orca.agent.proxy import MAX_REPLICAS_REPORTED, Proxy
@@ -179,6 +180,12 @@ class Agent:
             runtime.cluster_id = self.store.cluster_id
         self.proxy = proxy or (Proxy(config.proxy, run_dir=Path(config.data_dir) / "haproxy")
                               if config.proxy is not None else None)
+        # The service mesh (orca.agent.mesh) when `[agent.mesh]` is set: containers join their project's
+        # network and reach other services by name through it.
+        self.mesh = Mesh(config.mesh, node_id=config.agent_id, run_dir=Path(config.data_dir) / "mesh",
+                         runtime=runtime) if getattr(config, "mesh", None) is not None else None
+        if self.mesh is not None and hasattr(runtime, "network_for"):
+            runtime.network_for = self.mesh.container_network
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
         if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
             runtime.adopt_legacy = self.reconciler.wants
@@ -204,6 +211,8 @@ class Agent:
     def _set_routes(self, push: dict[str, Any]) -> None:
         if self.proxy is not None:
             self.proxy.set_routes(push.get("routes") or {})
+        if self.mesh is not None:
+            self.mesh.set_table(push.get("mesh") or {})
 
     def accept_push(self, push: dict[str, Any]) -> dict[str, Any]:
         before = {a.get("id") for a in ((self.store.desired or {}).get("allocations") or [])}

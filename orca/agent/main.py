@@ -79,11 +79,15 @@ async def serve(config: AgentConfig, runtime: Runtime | None = None) -> int:
                               ssl_context=server.outer if server is not None else None).start()
         if agent.proxy is not None:
             await agent.proxy.start()
+        if agent.mesh is not None:
+            await agent.mesh.start()
         log.info("agent %s: API on %s (advertised %s), status on %s, ingress proxy %s, masters %s", config.agent_id,
                  config.listen, config.advertise, config.status_listen,
                  config.proxy.listen if config.proxy is not None else "off", ", ".join(config.masters))
         return await agent.run()
     finally:
+        if agent.mesh is not None:
+            await agent.mesh.stop()
         if agent.proxy is not None:
             await agent.proxy.stop()  # in-flight requests get drain_timeout_s
         for runner in reversed(runners):

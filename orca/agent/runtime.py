@@ -199,6 +199,8 @@ class DockerRuntime:
         self.publish_address = publish_address
         self.cluster_id = cluster_id  # set by the agent once the masters told it (see the module docstring)
         self.adopt_legacy: Callable[[str], bool] | None = None  # alloc id -> adopt an unlabelled container?
+        # The service mesh (orca.agent.mesh): alloc -> {"network", "dns"} to start its container with.
+        self.network_for: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self._legacy: set[str] = set()  # alloc ids of unlabelled containers adopted so far
         self._client = client
         # [agent.docker] bind_paths / bind_paths_rw: host directories bind mounts may come from.
@@ -324,6 +326,13 @@ class DockerRuntime:
             "detach": True,
         }
         kwargs.update(container_limits(spec))
+        if self.network_for is not None:
+            try:
+                net = self.network_for(alloc)
+            except (docker.errors.DockerException, requests.exceptions.RequestException, RuntimeError) as exc:
+                raise _failure(exc, "make the project network") from exc
+            if net:
+                kwargs["network"], kwargs["dns"] = net["network"], list(net["dns"])
         mounts = self._mounts(alloc)
         if mounts:
             kwargs["volumes"] = mounts

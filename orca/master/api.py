@@ -32,6 +32,7 @@ from orca.master.http import (
 from orca.master.leadership import Leadership
 from orca.master.metrics_live import register_raft_and_services
 from orca.master.ratelimit import RateLimiter
+from orca.mesh import DEFAULT_VIP_RANGE
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
 from orca.state import schema
@@ -56,6 +57,7 @@ class MasterInfo:
     rate_limit_burst: int = 100
     cluster_id: str = ""  # orca.protocol.cluster_id_of(cluster secret): agents label containers with it
     metrics_require_token: bool = False
+    mesh_vip_range: str = DEFAULT_VIP_RANGE  # [mesh] vip_range: deploys carry it, apply picks VIPs in it
 
 
 class MasterApi:
@@ -185,6 +187,8 @@ class MasterApi:
         authority = secret_scopes.Authority.of(claims)
         self.raft.read(lambda s: secret_scopes.check_write(s, op, args, authority))
         actor = claims.sub if claims else None
+        if op == "deploy":  # the leader decides the range new services' mesh VIPs come from (orca.mesh)
+            args = {**args, "vip_range": self.info.mesh_vip_range}
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             if not key or len(key) > IDEMPOTENCY_KEY_MAX:

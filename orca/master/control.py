@@ -27,13 +27,14 @@ __all__ = ["ControlPlane"]
 
 class ControlPlane:
     def __init__(self, raft: RaftNode, secrets: SecretBox, metrics: MasterMetrics, heartbeat_s: float,
-                 lease_ttl_s: float) -> None:
+                 lease_ttl_s: float, mesh_vip_range: str | None = None) -> None:
         self.raft = raft
         self.book = HeartbeatBook()
         self.leases = LeaseMonitor(raft, self.book, heartbeat_s, lease_ttl_s, prober=http_prober)
         self.book.on_change = self.leases.wake
         self.scheduler = SchedulerLoop(raft)
-        self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for)
+        self.dispatcher = Dispatcher(raft, secrets, lease_ttl_s, heartbeat_age=self.leases.silent_for,
+                                     **({"mesh_vip_range": mesh_vip_range} if mesh_vip_range else {}))
         self.traffic = TrafficBook(sample_s=2.0)
         self.autoscaler = Autoscaler(raft, self.traffic)
         self.cron = CronLoop(raft)

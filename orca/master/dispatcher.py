@@ -23,9 +23,11 @@ import aiohttp
 from orca import spec as specs
 from orca.errors import OrcaError
 from orca.master.loops import LeaderLoop
+from orca.master.mesh_table import mesh_table
 from orca.master.secrets import SecretBox
 from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import route_table
+from orca.mesh import DEFAULT_VIP_RANGE
 from orca.raft import RaftNode
 
 __all__ = ["Dispatcher", "desired_sets"]
@@ -72,8 +74,9 @@ class Dispatcher(LeaderLoop):
     period_s = 0.5
 
     def __init__(self, raft: RaftNode, secrets: SecretBox, ttl_s: float, resync_s: float = 5.0,
-                 heartbeat_age: Any = None) -> None:
+                 heartbeat_age: Any = None, mesh_vip_range: str = DEFAULT_VIP_RANGE) -> None:
         super().__init__(raft)
+        self.mesh_vip_range = mesh_vip_range
         self.secrets = secrets
         self.ttl_s = ttl_s
         self.resync_s = resync_s
@@ -101,10 +104,11 @@ class Dispatcher(LeaderLoop):
         return len(ages), max(ages, default=0.0)
 
     async def cycle(self) -> None:
-        sets, routes = self.raft.read(lambda s: (desired_sets(s), route_table(s)))
+        sets, routes, mesh = self.raft.read(lambda s: (desired_sets(s), route_table(s),
+                                                       mesh_table(s, self.mesh_vip_range)))
         version = self.raft.applied_index
         now = time.monotonic()
-        routes_digest = hashlib.sha256(json.dumps(routes, sort_keys=True).encode()).hexdigest()
+        routes_digest = hashlib.sha256(json.dumps([routes, mesh], sort_keys=True).encode()).hexdigest()
         for node_id, target in sets.items():
             if target["status"] == "down":
                 continue
@@ -116,6 +120,7 @@ class Dispatcher(LeaderLoop):
                                           len(target.get("purge_volumes") or ()))).encode()
                                     ).hexdigest() + routes_digest
             target["routes"] = routes
+            target["mesh"] = mesh
             due = link.acked_digest != digest or now - link.acked_at > self.resync_s
             if not due or (link.task is not None and not link.task.done()) or now < link.next_try:
                 continue
@@ -146,7 +151,7 @@ class Dispatcher(LeaderLoop):
         term += base
         payload = {"term": term, "version": version, "allocations": allocations, "lineage": lineage,
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {},
-                   "purge_volumes": target.get("purge_volumes") or []}
+                   "mesh": target.get("mesh") or {}, "purge_volumes": target.get("purge_volumes") or []}
         self.pushes_total += 1
         try:
             async with self.session.put(target["address"] + "/v1/allocations", json=payload,

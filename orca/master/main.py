@@ -63,7 +63,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     views.configure(stale_after_s=2 * cfg.node_lease_ttl_s)
     metrics = MasterMetrics()
     secrets = SecretBox(cfg.cluster_secret)
-    control = ControlPlane(raft, secrets, metrics, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s)
+    control = ControlPlane(raft, secrets, metrics, cfg.agent_heartbeat_s, cfg.node_lease_ttl_s,
+                           mesh_vip_range=cfg.mesh_vip_range)
     leadership = Leadership(raft, control.components)
     leadership_box.append(leadership)
     info = MasterInfo(
@@ -73,7 +74,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
         signing_key=auth.signing_key(cfg.cluster_secret),
         max_body_bytes=cfg.limits.max_body_bytes, rate_limit_per_minute=cfg.limits.rate_limit_per_minute,
         rate_limit_burst=cfg.limits.rate_limit_burst, cluster_id=protocol.cluster_id_of(cfg.cluster_secret),
-        metrics_require_token=cfg.metrics_require_token)
+        metrics_require_token=cfg.metrics_require_token, mesh_vip_range=cfg.mesh_vip_range)
     api = MasterApi(raft, leadership, info, metrics,
                     extra_components={"leases": control.leases_health, "scheduler": control.scheduler_health,
                                       "dispatcher": control.dispatcher_health})

@@ -162,6 +162,11 @@ _SERVICE_SPEC: Schema = {
         "registry_auth": _nullable(_string(300, pattern=r"^\$\{secrets\.[A-Za-z0-9_][A-Za-z0-9_.-]*\}$",
                                            description="a secret reference holding the pull credentials")),
         "depends_on": {"type": "array", "maxItems": 32, "items": _DNS_LABEL},
+        "protocol": {"type": "string", "enum": list(spec.PROTOCOLS), "description":
+                     "how the service mesh balances the port: http (L7) or tcp (L4, no domain); default http"},
+        "allow_from": {"type": "array", "maxItems": spec.MAX_ALLOW_FROM, "description":
+                       "other projects whose containers may reach this service through the mesh ('*': all)",
+                       "items": {"anyOf": [_DNS_LABEL, {"type": "string", "enum": ["*"]}]}},
     },
 }
 

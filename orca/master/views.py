@@ -184,6 +184,7 @@ def service_detail(state: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]
                          "healthy": summary["healthy_replicas"]},
             "pending_reason": summary["pending_reason"], "containers": containers,
             "canary": svc.get("canary"), "rollout": _rollout_view(svc), "events": events,
+            "vip": svc.get("vip"),  # the service mesh's address of the service (orca.mesh), None before one
             "created_at": iso(svc.get("created_at")), "updated_at": iso(svc.get("updated_at"))}
 
 

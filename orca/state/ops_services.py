@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orca import mesh
 from orca.errors import Conflict, Invalid, NotFound
 from orca.state import ops_volumes
 from orca.state.core import HISTORY_KEPT, Ctx, State, fence, record_event, service_of
@@ -62,6 +63,31 @@ def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, r
                           "started_at": ctx.now, "finished_at": None}
 
 
+class _VipBook:
+    """Hands out mesh VIPs (orca.mesh) within one deploy op: the range comes in the op (the leader's
+    `[mesh] vip_range`), so every master assigns the same addresses; a service keeps its VIP for life.
+    Services deployed before the mesh existed get theirs at their next deploy."""
+
+    def __init__(self, state: State, vip_range: Any) -> None:
+        self.range = vip_range if isinstance(vip_range, str) else mesh.DEFAULT_VIP_RANGE
+        try:
+            mesh.parse_range(self.range)
+        except ValueError:
+            self.range = mesh.DEFAULT_VIP_RANGE
+        self.state = state
+        self.used: set[str] | None = None  # computed on the first need: most deploys update, not create
+
+    def assign(self, svc: dict[str, Any]) -> None:
+        if svc.get("vip"):
+            return
+        if self.used is None:
+            self.used = mesh.vips_in_use(self.state["services"].values())
+        vip = mesh.allocate_vip(self.range, self.used)
+        if vip is not None:  # a full range: the service runs, unreachable through the mesh
+            svc["vip"] = vip
+            self.used.add(vip)
+
+
 def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     """Create or update services. Specs arrive validated and normalized by `orca.spec` on the leader.
 
@@ -77,9 +103,12 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
         if not isinstance(spec.get("digest"), str) or not isinstance(spec.get("spec"), dict):
             raise Invalid("deploy entries carry {name, spec, digest}")
     deployed, versions = [], {}
+    vips = _VipBook(state, args.get("vip_range"))
     for item in specs:
         name, spec, digest = item["name"], item["spec"], item["digest"]
         svc = state["services"].get(name)
+        if svc is not None:
+            vips.assign(svc)
         if svc is None:
             svc = {"name": name, "project": spec.get("project", "default"), "spec": spec, "version": 1,
                    "latest_version": 1, "digest": digest, "replicas": int(spec.get("replicas", 1)),
@@ -88,6 +117,7 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
                    "history": [{"version": 1, "digest": digest, "spec": spec, "at": ctx.now,
                                 "was_current": True}]}
             state["services"][name] = svc
+            vips.assign(svc)
             record_event(state, ctx, "service_deployed", f"{name} deployed (version 1)", service=name,
                          details={"version": 1, "replicas": svc["replicas"]})
             deployed.append(name)

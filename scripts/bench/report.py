@@ -289,6 +289,21 @@ def sec_proxy(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def sec_mesh(r: dict[str, Any]) -> list[str]:
+    h, b, c = r.get("http", {}), r.get("tcp_bytes", {}), r.get("tcp_connections", {})
+    out = [f"{r.get('connections')} connections, HTTP upstream {r.get('upstream')}, TCP upstream an asyncio echo "
+           f"server; {f(r.get('seconds'))} s per target and measure in {r.get('rounds')} alternating rounds; "
+           "mesh / direct is the median of the rounds' ratios.", ""]
+    out += table(["measure", "straight to the replica", "through the mesh", "mesh / direct"], [
+        ["HTTP requests/s", f(g(h, "direct.rps")), f(g(h, "mesh.rps")), f(h.get("ratio_rps"), "×", 2)],
+        ["HTTP p99", f(g(h, "direct.p99_ms"), " ms"), f(g(h, "mesh.p99_ms"), " ms"), ""],
+        ["TCP MB/s (64 KiB echoes)", f(g(b, "direct.mb_s")), f(g(b, "mesh.mb_s")), f(b.get("ratio"), "×", 2)],
+        ["TCP connections/s", f(g(c, "direct.conn_s")), f(g(c, "mesh.conn_s")), f(c.get("ratio"), "×", 2)],
+    ])
+    out.append("")
+    return out
+
+
 def sec_ingress(r: dict[str, Any]) -> list[str]:
     """Issue 12: the ingress on HAProxy, two upstreams, and the route-change latency."""
     out: list[str] = []
@@ -490,6 +505,12 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     full_size = (se.get("nodes") or 0) >= 1000 and (se.get("replicas") or 0) >= 10000
     add("5", "Master RSS ≤ 150 MB at 1,000 nodes / 10,000 allocations", f(rss, " MB"),
         None if rss is None or not full_size else rss <= 150, f"{f(se.get('nodes'))} nodes / {f(se.get('replicas'))} allocations")
+    me = by.get("mesh", {})
+    for key, label, field in (("http", "HTTP requests/s", "ratio_rps"), ("tcp_bytes", "TCP bytes/s", "ratio"),
+                              ("tcp_connections", "TCP connections/s", "ratio")):
+        value = g(me, f"{key}.{field}")
+        add("12", f"Mesh ≥ 0.8× direct, {label}", f(value, "×", 2), None if value is None else value >= 0.8,
+            f"{f(me.get('connections'))} connections, service to service through the agent's mesh HAProxy")
     px = by.get("proxy", {})
     pr, pa = px.get("ratio_rps"), px.get("p99_added_ms")
     add("6", "Proxy ≥ 0.7× direct requests/s at 32 connections", f(pr, "×", 2), None if pr is None else pr >= 0.7,
@@ -554,6 +575,7 @@ SECTIONS = [
     ("add_master", "Adding a master at runtime", "add_master.py"),
     ("blocking", "Blocking queries: a watcher on a follower", "blocking.py"),
     ("restore", "Backup and restore", "restore.py"),
+    ("mesh", "Service mesh (service to service)", "mesh.py"),
 ]
 
 
@@ -648,6 +670,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "durability": sec_durability,
         "add_master": sec_add_master,
         "restore": sec_restore,
+        "mesh": sec_mesh,
     }
     known = {name for name, _, _ in SECTIONS}
     extra = [(str(r.get("bench")), f"{r.get('bench')}", f"{r.get('bench')}.py") for r in records

@@ -37,7 +37,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +148,8 @@ class ThreeHosts:
         self.worker = f"w{self.tag}"
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_dir = root / "worker"
+        self.agents: list[subprocess.Popen[bytes]] = []  # the mesh test's agents (one per host)
+        self.cleanups: list[Callable[[], list[str]]] = []  # undone first at teardown, last made first
 
     def setup(self) -> None:
         used = _run("ip", "-4", "route", "show", "table", "all").stdout + _run("ip", "-4", "addr").stdout
@@ -155,6 +157,11 @@ class ThreeHosts:
         if not free:
             raise RuntimeError("no free 10.77.x.0/24 left")
         subnet = f"10.77.{random.choice(free)}"
+        self.subnet = subnet
+        # The mesh test's addresses: a VIP range and a /22 of container subnets (one /24 per host) unused here.
+        self.vip_range = f"10.213.{random.choice([n for n in range(1, 255) if f'10.213.{n}.' not in used])}.0/24"
+        quads = [n for n in range(0, 256, 4) if not any(f"10.215.{n + i}." in used for i in range(4))]
+        self.pool_base = random.choice(quads)
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         self._made_links.append(self.bridge)
         _run("ip", "addr", "add", f"{subnet}.254/24", "dev", self.bridge)
@@ -187,7 +194,8 @@ class ThreeHosts:
                 f'[node]\nid = "{h.node_id}"\ndata_dir = "{h.dir / "state"}"\n\n'
                 f'[api]\nlisten = "{h.address}:{API_PORT}"\nadvertise = "{h.url}"\n\n'
                 f'[raft]\nlisten = "{h.address}:{RAFT_PORT}"\npeers = [\n{peers}\n]\n\n'
-                f'[security]\ncluster_secret_file = "{h.dir / "secret" / "cluster.secret"}"\n')
+                f'[security]\ncluster_secret_file = "{h.dir / "secret" / "cluster.secret"}"\n\n'
+                f'[mesh]\nvip_range = "{self.vip_range}"\n')
 
     # --- the operator's command, on one host ----------------------------------------------------------
     def script_cmd(self, h: Host, *extra: str) -> list[str]:
@@ -274,11 +282,28 @@ class ThreeHosts:
     def teardown(self) -> list[str]:
         problems: list[str] = []
         self.stop_agent()
+        for proc in self.agents:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orca.node={self.worker}"],
                                  capture_output=True, text=True, timeout=20).stdout.split()
+            for n in (1, 2, 3):
+                ids += subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orca.node={self.worker}-{n}"],
+                                      capture_output=True, text=True, timeout=20).stdout.split()
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60)
+        for cleanup in reversed(self.cleanups):
+            try:
+                problems += cleanup()
+            except Exception as exc:  # noqa: BLE001 - every clean-up runs whatever the others did
+                problems.append(f"{cleanup}: {exc}")
+        self.cleanups.clear()
         for h in self.hosts:  # a master the script did not stop: only ours (its cmdline names our config)
             pid = h.pid()
             if pid is not None and _alive(pid) and str(h.config) in _cmdline(pid):
@@ -517,6 +542,235 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
     timings["total_s"] = time.monotonic() - t0
     print("three-hosts timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))
     assert timings["total_s"] < TEST_LIMIT_S, timings
+
+
+# ------------------------------------------------------------------------------------------------------
+# The service mesh across the three hosts: a two-tier app whose web tier reaches its store by name.
+#
+# One Docker engine serves the three hosts, so the containers all live in the root namespace while each
+# agent (and its mesh: HAProxy on the VIPs, the DNS responder) lives in its host's namespace. The test
+# wires what a real host has for free: each agent's project network (a /24 the agent takes from its own
+# `subnet_pool`) is policy-routed to that agent's namespace for the VIP range (`ip rule from SUBNET to
+# VIPS lookup T`), those packets keep their container source address (a NAT exemption ahead of Docker's
+# MASQUERADE), and each namespace routes the container subnets back to the bridge. Replicas publish on the
+# bridge's root-namespace address, which every host reaches: the address a real host's replicas have.
+
+# The store: one line in, "store <hostname> <line>" out, then the connection closes (busybox nc).
+STORE_CMD = ["sh", "-c", "printf '#!/bin/sh\\nread line\\necho \"store $(hostname) $line\"\\n' > /echo.sh"
+             " && chmod +x /echo.sh && exec nc -ll -p 7000 -e /echo.sh"]
+# The web tier: busybox httpd whose /cgi-bin/kv asks the store, by name, and returns its answer.
+WEB_CMD = ["sh", "-c", "mkdir -p /www/cgi-bin && echo ok > /www/index.html"
+           " && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho web $(hostname)\\n"
+           "echo ping | nc -w 3 store 7000\\n' > /www/cgi-bin/kv"
+           " && chmod +x /www/cgi-bin/kv && exec httpd -f -p 8080 -h /www"]
+MESH_TIERS = {1: "data", 2: "web", 3: "data"}
+
+
+class MeshWiring:
+    """The root-namespace routes, rules and NAT exemption that stand in for 'containers and their agent
+    share a host'; `undo` removes exactly what `setup` made."""
+
+    def __init__(self, hosts: ThreeHosts) -> None:
+        self.hosts = hosts
+        self.table_base = random.randrange(20000, 30000, 10)
+        self.made: list[list[str]] = []  # commands that undo, in the order to run them
+
+    def pool(self, n: int) -> str:
+        return f"10.215.{self.hosts.pool_base + n - 1}.0/24"
+
+    @property
+    def pools(self) -> str:
+        return f"10.215.{self.hosts.pool_base}.0/22"
+
+    @property
+    def nat_rule(self) -> list[str]:
+        return ["POSTROUTING", "-s", self.pools, "-d", self.hosts.vip_range, "-j", "RETURN"]
+
+    def nat_first(self) -> None:
+        """Docker puts each new network's MASQUERADE rule first: put the exemption back ahead of it."""
+        first = _run("iptables", "-t", "nat", "-S", "POSTROUTING").stdout.splitlines()[1:2]
+        if first != ["-A " + " ".join(self.nat_rule)]:
+            _run("iptables", "-t", "nat", "-D", *self.nat_rule, check=False)
+            _run("iptables", "-t", "nat", "-I", *self.nat_rule)
+
+    def setup(self) -> None:
+        vips = self.hosts.vip_range
+        _run("iptables", "-t", "nat", "-I", *self.nat_rule)
+        self.made.append(["iptables", "-t", "nat", "-D", *self.nat_rule])
+        for h in self.hosts.hosts:
+            table = str(self.table_base + h.n)
+            _run("ip", "route", "add", vips, "via", h.address, "table", table)
+            self.made.append(["ip", "route", "flush", "table", table])
+            rule = ["from", self.pool(h.n), "to", vips, "lookup", table, "priority", table]
+            _run("ip", "rule", "add", *rule)
+            self.made.append(["ip", "rule", "del", *rule])
+            _run("ip", "-n", h.netns, "route", "add", self.pools, "via", f"{self.hosts.subnet}.254")
+
+    def undo(self) -> list[str]:
+        problems = []
+        for cmd in reversed(self.made):
+            res = _run(*cmd, check=False)
+            if res.returncode != 0:
+                problems.append(f"{' '.join(cmd)}: {res.stderr.strip()}")
+        self.made.clear()
+        return problems
+
+
+def _start_mesh_agent(hosts: ThreeHosts, h: Host, join_token: str, wiring: MeshWiring) -> str:
+    node = f"{hosts.worker}-{h.n}"
+    d = hosts.root / f"agent{h.n}"
+    d.mkdir(parents=True)
+    (d / "join.token").write_text(join_token + "\n")
+    (d / "join.token").chmod(0o600)
+    masters = ", ".join(f'"{m.url}"' for m in hosts.hosts)
+    base = 23000 + 200 * h.n
+    config = d / "agent.toml"
+    config.write_text(
+        f'[agent]\nid = "{node}"\nmasters = [{masters}]\ntoken_file = "{d / "join.token"}"\n'
+        f'listen = "{h.address}:6890"\nadvertise = "https://{h.address}:6890"\nstatus_listen = "127.0.0.1:9100"\n'
+        f'data_dir = "{d / "data"}"\nheartbeat_s = 0.5\nlabels = {{ tier = "{MESH_TIERS[h.n]}" }}\n\n'
+        f'[agent.docker]\npublish_address = "{hosts.subnet}.254"\nhost_port_range = "{base}-{base + 199}"\n\n'
+        f'[agent.mesh]\nsubnet_pool = "{wiring.pool(h.n)}"\n')
+    log = open(hosts.root / f"agent{h.n}.log", "ab")  # noqa: SIM115 - handed to the child
+    hosts.agents.append(subprocess.Popen(
+        ["ip", "netns", "exec", h.netns, str(ROOT / ".venv" / "bin" / "orca"), "agent", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "HOME": str(h.dir / "home"), "PYTHONUNBUFFERED": "1"}))
+    log.close()
+    return node
+
+
+def _mesh_logs(hosts: ThreeHosts) -> str:
+    out = []
+    for n in (1, 2, 3):
+        with contextlib.suppress(OSError):
+            text = (hosts.root / f"agent{n}.log").read_text(errors="replace")
+            out.append(f"----- agent{n}.log -----\n" + text[-2500:])
+    return "\n".join(out)
+
+
+def _service(leader: Host, name: str) -> dict:
+    status, _, body = http_json("GET", f"{leader.url}/api/v1/services/{name}", token=leader.token(),
+                                cafile=leader.ca_file, timeout=3)
+    assert status == 200, (status, body)
+    return body
+
+
+def _running_on(leader: Host, name: str) -> list[dict]:
+    return [c for c in _service(leader, name)["containers"] if c["status"] == "running"
+            and c.get("health") in (None, "healthy") and c.get("host_port")]
+
+
+def _ask_web(hosts: ThreeHosts, port: int) -> str | None:
+    """GET the web replica's /cgi-bin/kv (it asks the store by name): its body, None on any failure."""
+    conn = http.client.HTTPConnection(f"{hosts.subnet}.254", port, timeout=8)
+    try:
+        conn.request("GET", "/cgi-bin/kv")
+        resp = conn.getresponse()
+        body = resp.read(4096).decode(errors="replace")
+        return body if resp.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _poll(what: str, fn: Callable[[], object], hosts: ThreeHosts, timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException, AssertionError, KeyError, IndexError):
+            last = fn()
+            if last:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"{what} within {timeout} s (last: {last!r})\n{_mesh_logs(hosts)}")
+
+
+@pytest.mark.chaos
+def test_three_hosts_two_tier_app_reaches_its_store_by_name_across_hosts(three_hosts: ThreeHosts) -> None:
+    if not _docker_answers():
+        if os.environ.get("CI") == "true":
+            pytest.fail("no Docker engine with orca-test/busybox: the agents cannot run", pytrace=False)
+        pytest.skip("no Docker engine with orca-test/busybox")
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    h1, h2, h3 = hosts = three_hosts.hosts
+    three_hosts.run_script(h1, "--secret-file", str(three_hosts.secret))
+    procs = [(h, three_hosts.script(h, "--secret-file", str(three_hosts.secret))) for h in (h2, h3)]
+    for h, p in procs:
+        three_hosts.finish(h, p)
+    leader = three_hosts.wait_leader(hosts, LEADER_TIMEOUT_S)
+    deadline = time.monotonic() + 15
+    while not all(Path(h.ca_file).exists() for h in hosts) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    timings["masters_s"] = time.monotonic() - t0
+
+    wiring = MeshWiring(three_hosts)
+    three_hosts.cleanups.append(wiring.undo)
+    wiring.setup()
+    cluster_id = None
+    nodes = {}
+    for h in hosts:
+        status, _, body = http_json("POST", leader.url + "/api/v1/cluster/join-tokens", token=leader.token(),
+                                    cafile=leader.ca_file,
+                                    body={"role": "worker", "node": f"{three_hosts.worker}-{h.n}"})
+        assert status == 201, (status, body)
+        nodes[h.n] = _start_mesh_agent(three_hosts, h, body["token"], wiring)
+
+    def cleanup_engine() -> list[str]:  # the project networks the agents made (by the cluster's label)
+        if cluster_id is None:
+            return []
+        ids = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label=orca.cluster={cluster_id}"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        res = subprocess.run(["docker", "network", "rm", *ids], capture_output=True, text=True, timeout=60) \
+            if ids else None
+        return [f"docker network rm: {res.stderr.strip()}"] if res is not None and res.returncode != 0 else []
+    three_hosts.cleanups.insert(0, cleanup_engine)  # after the containers (teardown), before the namespaces
+    for node in nodes.values():
+        _wait_node_ready(leader, node, three_hosts, timeout=40)
+    cluster_id = (three_hosts.root / "agent1" / "data" / "cluster_id").read_text().strip()
+    timings["agents_s"] = time.monotonic() - t0
+
+    store = {"name": "store", "project": "shop", "image": "orca-test/busybox", "command": STORE_CMD,
+             "port": 7000, "protocol": "tcp", "health": {"tcp": 7000}, "internal": True, "replicas": 1,
+             "resources": {"memory": "16Mi"}, "placement": {"labels": {"tier": "data"}}}
+    web = {"name": "web", "project": "shop", "image": "orca-test/busybox", "command": WEB_CMD, "port": 8080,
+           "health": "/", "replicas": 1, "resources": {"memory": "16Mi"}, "placement": {"labels": {"tier": "web"}}}
+    status, _, body = http_json("POST", leader.url + "/api/v1/deploy", token=leader.token(), cafile=leader.ca_file,
+                                body={"services": [store, web]})
+    assert status == 200 and set(body["deployed"]) == {"store", "web"}, (status, body)
+    first_store = _poll("the store healthy", lambda: _running_on(leader, "store"), three_hosts, 60)[0]
+    web_replica = _poll("the web tier healthy", lambda: _running_on(leader, "web"), three_hosts, 60)[0]
+    assert web_replica["node"] == nodes[2] and first_store["node"] in (nodes[1], nodes[3])
+    vip = _service(leader, "store")["vip"]
+    assert vip and vip.rsplit(".", 1)[0] == three_hosts.vip_range.rsplit(".", 2)[0] + "." + \
+        three_hosts.vip_range.split(".")[2], vip
+
+    # The web replica (host 2) asks `store` (on host 1 or 3) by name; the answer names the store's container.
+    def store_answer(container: dict) -> str | None:
+        wiring.nat_first()
+        body = _ask_web(three_hosts, web_replica["host_port"])
+        return body if body and f"store {container['id'][:12]} ping" in body else None
+    t1 = time.monotonic()
+    _poll("the web tier reaching the store by name", lambda: store_answer(first_store), three_hosts, 45)
+    timings["first_answer_s"] = time.monotonic() - t1
+
+    # The store's host is drained: its replica is rescheduled on the other data host, under the same name.
+    t2 = time.monotonic()
+    status, _, body = http_json("POST", f"{leader.url}/api/v1/cluster/nodes/{first_store['node']}/drain",
+                                token=leader.token(), cafile=leader.ca_file, body={})
+    assert status in (200, 202), (status, body)
+
+    def moved() -> dict | None:
+        running = _running_on(leader, "store")
+        return running[0] if len(running) == 1 and running[0]["node"] != first_store["node"] else None
+    second_store = _poll("the store rescheduled to the other data host", moved, three_hosts, 60)
+    assert second_store["node"] in (nodes[1], nodes[3]) and second_store["id"] != first_store["id"]
+    _poll("the web tier reaching the rescheduled store by name", lambda: store_answer(second_store), three_hosts, 45)
+    timings["after_reschedule_s"] = time.monotonic() - t2
+    assert _service(leader, "store")["vip"] == vip  # same name, same VIP
+    print("three-hosts mesh timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))
 
 
 # ------------------------------------------------------------------------------------------------------

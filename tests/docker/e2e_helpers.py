@@ -47,7 +47,8 @@ def stack_fixture(tmp_path: Path, docker_client: Any, request: pytest.FixtureReq
         engine.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: LocalCluster | None = None) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: LocalCluster | None = None,
+             extra: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -61,7 +62,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: L
     logs = ""
     if cluster is not None:
         logs = "\n".join(f"--- {p.log.name}\n" + p.log.read_text()[-3000:] for p in [*cluster.agents])
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})\n{logs}")
+    more = f" {extra()}" if extra is not None else ""
+    pytest.fail(f"timed out waiting for {what} (last: {last!r}){more}\n{logs}")
 
 
 def converged(client: Client, name: str, replicas: int) -> Callable[[], bool]:

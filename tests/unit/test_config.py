@@ -18,6 +18,7 @@ from orca.config import (
     ConfigError,
     LogSettings,
     MasterConfig,
+    MeshConfig,
     Peer,
     ProxyConfig,
     RaftTuning,
@@ -205,6 +206,16 @@ def test_agent_defaults(workdir: Path) -> None:
     assert cfg.publish_address == "127.0.0.1" and cfg.host_port_range == (20000, 20999)
     assert cfg.memory_bytes is None and cfg.cpu is None
     assert cfg.proxy is None  # off unless [agent.proxy] is there
+
+
+def test_agent_mesh(workdir: Path) -> None:
+    assert load_agent_config(write(workdir, AGENT)).mesh is None  # off unless [agent.mesh] is there
+    assert load_agent_config(write(workdir, AGENT + "[agent.mesh]\n")).mesh == MeshConfig()
+    cfg = load_agent_config(write(workdir, AGENT + '[agent.mesh]\nsubnet_pool = "10.9.0.0/20"\n'))
+    assert cfg.mesh == MeshConfig(subnet_pool="10.9.0.0/20")
+    for bad in ("10.9.0.1/20", "10.9.0.0/25", "fd00::/64", "pool"):
+        with pytest.raises(ConfigError, match="agent.mesh.subnet_pool"):
+            load_agent_config(write(workdir, AGENT + f'[agent.mesh]\nsubnet_pool = "{bad}"\n'))
 
 
 def test_agent_proxy(workdir: Path) -> None:

@@ -1,0 +1,191 @@
+"""The service mesh end to end on the real engine: 3 masters, 2 agents with `[agent.mesh]` and an ingress.
+
+A container reaches another service of its project by `NAME` (HTTP and raw TCP) and any service by
+`NAME.PROJECT`, wherever the replicas run; an `internal` service is reachable that way and never through
+the ingress; a container of another project is refused unless the service's `allow_from` names it.
+The stack uses a VIP range and a subnet pool of its own, so it never meets another cluster on the engine,
+and removes its networks and `lo` addresses at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from e2e_helpers import IMAGE, converged, wait_for
+from test_traffic_e2e import fetch
+
+from orca.agent.mesh import lo_label
+from orca.client import Client
+from orca.devcluster import LocalCluster, free_ports
+from orca.protocol import cluster_id_of
+
+pytestmark = pytest.mark.docker
+
+RES = {"memory": "32Mi", "cpu": 0.2}
+# One line in, one line out ("store <hostname> <line>"), then the connection closes.
+ECHO = ["sh", "-c", "printf '#!/bin/sh\\nread line\\necho \"store $(hostname) $line\"\\n' > /echo.sh"
+        " && chmod +x /echo.sh && exec nc -ll -p 7000 -e /echo.sh"]
+HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+SLEEP = ["sleep", "3600"]
+
+
+def _mesh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    run = uuid.uuid4().hex[:6]
+    nodes = [f"m{run}-a", f"m{run}-b"]
+    vip_range = f"10.213.{random.randrange(1, 255)}.0/24"
+    pool = f"10.214.{16 * random.randrange(0, 16)}.0/20"
+    engine = docker.from_env()
+    cluster = LocalCluster(tmp_path_factory.mktemp("mesh-stack") / "c", mesh_vip_range=vip_range,
+                           timing={"agent_heartbeat_s": 0.5, "node_lease_ttl_s": 3.0})
+    ports = free_ports(len(nodes))
+    bases = random.sample(range(22000, 29800, 200), len(nodes))
+    try:
+        cluster.start()
+        cluster.wait_leader(timeout=30)
+        for i, node in enumerate(nodes):
+            cluster.start_agent(cluster.add_agent(
+                node, labels={"zone": "ab"[i]}, port_base=bases[i],
+                extra=f'\n[agent.proxy]\nlisten = "127.0.0.1:{ports[i]}"\n\n[agent.mesh]\nsubnet_pool = "{pool}"\n'))
+        client = Client([m.url for m in cluster.masters], cluster.token(), timeout=15)
+        wait_for(lambda: len([n for n in client.nodes() if n["status"] == "ready"]) == 2, 30, "agents registered",
+                 cluster)
+        yield {"cluster": cluster, "client": client, "nodes": nodes, "engine": engine,
+               "proxies": [f"http://127.0.0.1:{p}" for p in ports], "vip_range": vip_range}
+    finally:
+        cluster.__exit__(None, None, None)
+        cluster_id = cluster_id_of(cluster.secret_file.read_text().strip().encode())
+        for node in nodes:
+            for c in engine.containers.list(all=True, filters={"label": f"orca.node={node}"}):
+                c.remove(force=True)
+        for net in engine.networks.list(filters={"label": f"orca.cluster={cluster_id}"}):
+            net.remove()
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if lo_label(cluster_id) in line:
+                subprocess.run(["ip", "addr", "del", line.split()[3], "dev", "lo"], capture_output=True)
+        engine.close()
+
+
+mesh_stack = pytest.fixture(scope="module")(_mesh_stack)
+
+
+def _container(engine: Any, node_ids: list[str], service: str) -> Any:
+    for node in node_ids:
+        found = engine.containers.list(filters={"label": [f"orca.node={node}", f"orca.service={service}"]})
+        if found:
+            return found[0]
+    return None
+
+
+def _sh(container: Any, script: str) -> tuple[int, str]:
+    code, out = container.exec_run(["sh", "-c", script])
+    return code, out.decode(errors="replace")
+
+
+def _http(container: Any, host: str, port: int) -> tuple[int, str]:
+    """GET / by name from inside a container: (status, body), status 0 when no HTTP answer came.
+    busybox-static's wget crashes resolving names its /etc/hosts lacks; nc resolves them (A records)."""
+    request = f"printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'"
+    code, out = _sh(container, f"{request} | timeout 5 nc -w 3 {host} {port}")
+    head, _, body = out.partition("\r\n\r\n")
+    parts = head.split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return 0, out
+    return int(parts[1]), body
+
+
+def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[str, Any]) -> None:
+    client, engine, nodes = mesh_stack["client"], mesh_stack["engine"], mesh_stack["nodes"]
+    proj, other = "shop", "elsewhere"
+    store = {"name": "store", "project": proj, "image": IMAGE, "command": ECHO, "port": 7000, "protocol": "tcp",
+         "health": {"tcp": 7000}, "internal": True, "replicas": 1, "resources": RES,
+         "placement": {"labels": {"zone": "a"}}}
+    client.deploy([
+        store,
+        {"name": "api", "project": proj, "image": IMAGE, "command": HTTPD, "port": 8080, "health": "/",
+         "domain": f"api-{nodes[0]}.test", "replicas": 2, "resources": RES},
+        {"name": "hidden", "project": proj, "image": IMAGE, "command": HTTPD, "port": 8080, "health": "/",
+         "domain": f"hidden-{nodes[0]}.test", "internal": True, "replicas": 1, "resources": RES},
+        {"name": "web", "project": proj, "image": IMAGE, "command": SLEEP, "replicas": 1, "resources": RES,
+         "placement": {"labels": {"zone": "b"}}},
+        {"name": "outsider", "project": other, "image": IMAGE, "command": SLEEP, "replicas": 1, "resources": RES},
+    ])
+    for name, n in (("store", 1), ("api", 2), ("hidden", 1)):
+        wait_for(converged(client, name, n), 90, f"{name} healthy", mesh_stack["cluster"])
+    wait_for(lambda: client.service("web")["replicas"]["running"] == 1, 60, "web running")
+    wait_for(lambda: client.service("outsider")["replicas"]["running"] == 1, 60, "outsider running")
+    vips = {name: client.service(name)["vip"] for name in ("store", "api", "hidden", "web")}
+    assert len(set(vips.values())) == 4 and all(v.startswith(mesh_stack["vip_range"].rsplit(".", 2)[0])
+                                                for v in vips.values()), vips
+    web = _container(engine, nodes, "web")
+    outsider = _container(engine, nodes, "outsider")
+    store_node = client.service("store")["containers"][0]["node"]
+    web_node = web.labels["orca.node"]
+    assert store_node != web_node, "the store and the web must run on different agents"
+
+    # TCP by name: one line in, the store's answer out.
+    def tcp_ok() -> str | None:
+        code, out = _sh(web, "echo ping | timeout 5 nc -w 3 store 7000")
+        return out if code == 0 and "store " in out and out.strip().endswith("ping") else None
+    out = wait_for(tcp_ok, 30, "web reaches store:7000 by name")
+    # The store's own agent reaches it at its container's address on the project network and its port (no
+    # Docker port mapping on the way); the other agent at its node's publish address and host port. Both
+    # agents serve the VIP (SO_REUSEPORT), so repeated connections go through both paths.
+    store_c = _container(engine, [store_node], "store")
+    store_ip = next(n["IPAddress"] for name, n in store_c.attrs["NetworkSettings"]["Networks"].items()
+                    if name.startswith("orca-") and n.get("IPAddress"))
+    cluster = mesh_stack["cluster"]
+
+    def mesh_cfg(node: str) -> str:
+        path = cluster.root / node / "mesh" / "haproxy.cfg"
+        return path.read_text() if path.exists() else ""
+    wait_for(lambda: f" {store_ip}:7000 " in mesh_cfg(store_node), 30, "the store's agent reaches it directly")
+    other_node = next(n for n in nodes if n != store_node)
+    assert f" {store_ip}:7000 " not in mesh_cfg(other_node)
+    for _ in range(8):
+        assert tcp_ok(), "web reaches store:7000 through either agent's mesh"
+    # NAME.PROJECT resolves too, to the same VIP.
+    code, out = _sh(web, "nslookup store.shop")
+    assert code == 0 and vips["store"] in out, out
+    # HTTP by name, balanced over both api replicas (each answers its hostname).
+    seen: set[str] = set()
+    last: list[str] = []
+
+    def both_replicas() -> bool:
+        status, body = _http(web, "api", 8080)
+        if status == 200:
+            seen.add(body.strip())
+        last[:] = [f"{status} {body[:200]}"]
+        return len(seen) == 2
+    wait_for(both_replicas, 30, "web reaches both api replicas by name", extra=lambda: f"saw {seen}, last {last}")
+    # internal: through the mesh yes, through the ingress never (404: no route for its domain).
+    status, body = _http(web, "hidden", 8080)
+    assert status == 200 and body.strip(), body
+    status, _ = fetch(mesh_stack["proxies"][0], f"hidden-{nodes[0]}.test")
+    assert status == 404
+    status, body = fetch(mesh_stack["proxies"][0], f"api-{nodes[0]}.test")
+    assert status == 200 and body.strip() in seen
+
+    # Another project: its names do not resolve there, and the VIP refuses it.
+    code, out = _sh(outsider, "echo ping | timeout 5 nc -w 3 store.shop 7000")
+    assert "store " not in out, out
+    code, out = _sh(outsider, f"echo ping | timeout 5 nc -w 3 {vips['store']} 7000")
+    assert "store " not in out, out
+    status, _ = _http(outsider, "api", 8080)
+    assert status == 0  # `api` is not a name in this project
+    status, _ = _http(outsider, "api.shop", 8080)
+    assert status == 0  # resolves, and the VIP closes the connection before a byte
+
+    # allow_from opens it to that project, by NAME.PROJECT.
+    client.deploy([{**store, "allow_from": [other]}])
+
+    def outsider_ok() -> str | None:
+        code, out = _sh(outsider, "echo ping | timeout 5 nc -w 3 store.shop 7000")
+        return out if "store " in out else None
+    wait_for(outsider_ok, 30, "allow_from lets the other project in")
