@@ -56,7 +56,13 @@ NOTES: dict[str, tuple[str, Any]] = {
     "resources.memory": ("Memory limit and reservation: bytes, or a size with Ki, Mi, Gi, Ti (binary) or "
                          "K, M, G, T (decimal).", "128Mi"),
     "resources.cpu": ("CPU cores (limit and reservation); at least a hundredth of a core, never unlimited.", 0.5),
-    "internal": ("true: never routed by the ingress (reachable at its published ports only).", True),
+    "internal": ("true: never routed by the ingress: reachable through the service mesh (by name) and its "
+                 "published ports only.", True),
+    "protocol": ("How the service mesh speaks to `port`: \"http\" (L7, the default) or \"tcp\" (L4 balancing with "
+                 "TCP health checks; needs `port`, no `domain`). Other services reach it as NAME (same project) or "
+                 "NAME.PROJECT, see docs/networking.md.", "tcp"),
+    "allow_from": ("Other projects whose services may reach this one through the mesh (\"*\": every project); "
+                   "its own project always may.", ["shop"]),
     "placement": ("Where replicas may run.", {"labels": {"zone": "a"}}),
     "placement.node": ("Only on this node.", "worker-1"),
     "placement.labels": ("Only on nodes with all these labels (`[agent] labels`).", {"zone": "a"}),
@@ -114,6 +120,8 @@ _DEFAULT_WORDS = {
     "restart": "always (a job: on-failure)",
     "max_attempts": "0 (a job: 3)",
     "canary_weight": "the canary's share of the replicas",
+    "protocol": "http (not stored in the normalized spec when left at its default)",
+    "allow_from": "none: only the service's own project",
 }
 
 
