@@ -116,6 +116,9 @@ class ReplicatedState(SyncObjConsumer):
         self.lock = threading.RLock()
         self.applied_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.halted: dict[str, Any] | None = None  # set once an entry of an unknown version/op is met
+        # Bumped under `lock` whenever `state` changes (an entry applied, a snapshot loaded): a read can
+        # tell whether anything it derived from the state earlier still holds (orca.master.status_index).
+        self.generation = 0
         self.on_halt: Callable[[dict[str, Any]], None] | None = None
         super().__init__()
         self.state: dict[str, Any] = machine.new_state()
@@ -127,6 +130,7 @@ class ReplicatedState(SyncObjConsumer):
             return self._halted_value()
         with self.lock:
             result = machine.apply(self.state, entry, index)
+            self.generation += 1
         halt = machine.halt_of(result)
         if halt is not None:
             self._halt(halt)
@@ -138,6 +142,7 @@ class ReplicatedState(SyncObjConsumer):
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
             super()._deserialize(data)
+            self.generation += 1
         version = self.state.get("schema_version", 1) if isinstance(self.state, dict) else 1
         if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
             self._halt({"index": None, "op": None, "version": version,
