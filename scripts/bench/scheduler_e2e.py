@@ -61,6 +61,7 @@ REPLICA_MEMORY = "16Mi"
 REPLICA_CPU = 0.01
 CONCURRENCY = 50
 HEARTBEAT_S = 1.0
+DEPLOY_BATCH = 500
 PHASE_TIMEOUT_S = 180.0
 
 
@@ -338,6 +339,39 @@ def _delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, 
     }
 
 
+async def page_through(session: aiohttp.ClientSession, url: str, token: str, seconds: float,
+                       walkers: int = 2) -> dict[str, Any]:
+    """`walkers` clients each walk `GET /api/v1/status?limit=100` page by page (following next_cursor,
+    starting over at the end) for `seconds`, while the agents keep heartbeating: per-page latency."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def walk() -> None:
+        nonlocal errors
+        cursor = ""
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            try:
+                async with session.get(url + "/api/v1/status", params={"limit": "100", "cursor": cursor},
+                                       headers={"Authorization": f"Bearer {token}"}) as r:
+                    body = json.loads(await r.read())
+                    if r.status != 200:
+                        errors += 1
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t)
+            cursor = body.get("next_cursor") or ""
+    await asyncio.gather(*(walk() for _ in range(walkers)))
+    lat = sorted(latencies)
+    return {"seconds": seconds, "walkers": walkers, "pages": len(lat), "errors": errors,
+            "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
+            "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1) if lat else None,
+            "max_ms": round(1000 * lat[-1], 1) if lat else None}
+
+
 async def scenario(
     cluster: LocalCluster,
     leader: MasterProc,
@@ -347,6 +381,7 @@ async def scenario(
     steady_s: float,
     profile: Path | None = None,
     profile_s: float = 40.0,
+    page_s: float = 0.0,
 ) -> dict[str, Any]:
     total = services * replicas
     nodes = [f"sim-{i:04d}" for i in range(n_nodes)]
@@ -389,7 +424,7 @@ async def scenario(
         deploy = {
             "services": [
                 {
-                    "name": f"bench-{s:03d}",
+                    "name": f"bench-{s:05d}",
                     "image": "orca-test/busybox",
                     "command": ["sleep", "3600"],
                     "replicas": replicas,
@@ -424,14 +459,18 @@ async def scenario(
         cpu0 = _cpu(pids)
         hb_sent0 = hb.sent
         t0 = time.monotonic()
-        async with poll_session.post(
-            leader.url + "/api/v1/deploy",
-            json=deploy,
-            headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": "bench"},
-        ) as r:
-            reply = json.loads(await r.read())
-            if r.status != 200 or len(reply.get("deployed", [])) != services:
-                raise RuntimeError(f"deploy: HTTP {r.status} {str(reply)[:300]}")
+        # One call per DEPLOY_BATCH services: a deploy body is bounded (10,000 services do not fit one).
+        batch = deploy["services"]
+        for i in range(0, len(batch), DEPLOY_BATCH):
+            part = batch[i:i + DEPLOY_BATCH]
+            async with poll_session.post(
+                leader.url + "/api/v1/deploy",
+                json={"services": part},
+                headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": f"bench-{i}"},
+            ) as r:
+                reply = json.loads(await r.read())
+                if r.status != 200 or len(reply.get("deployed", [])) != len(part):
+                    raise RuntimeError(f"deploy: HTTP {r.status} {str(reply)[:300]}")
         deploy_call_s = time.monotonic() - t0
 
         committed_at = None
@@ -490,6 +529,8 @@ async def scenario(
         sent_before = hb.sent
         await asyncio.sleep(steady_s)
         cpu4 = _cpu(pids)
+        if page_s > 0:
+            out["status_pages"] = await page_through(poll_session, leader.url, admin, page_s)
         leader, term_end = await _leader_of(poll_session, cluster)
         info = await _get(poll_session, leader.url + "/api/v1/cluster/info", admin)
         node_status: dict[str, int] = {}
@@ -572,9 +613,12 @@ def main() -> int:
     ap.add_argument("--steady", type=float, default=5.0, help="seconds of steady state measured at the end")
     ap.add_argument("--profile", type=Path, help="py-spy the leader from the deploy on, raw stacks to this file")
     ap.add_argument("--profile-seconds", type=float, default=40.0)
+    ap.add_argument("--page-seconds", type=float, default=0.0,
+                    help="then walk GET /api/v1/status?limit=100 for this long (per-page latency)")
+    ap.add_argument("--bench-name", default="scheduler_e2e", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not 1 <= args.nodes <= 5000 or not 1 <= args.services <= 1000 or not 1 <= args.replicas <= 1000:
-        ap.error("--nodes 1..5000, --services 1..1000, --replicas 1..1000")
+    if not 1 <= args.nodes <= 5000 or not 1 <= args.services <= 20000 or not 1 <= args.replicas <= 1000:
+        ap.error("--nodes 1..5000, --services 1..20000, --replicas 1..1000")
     if args.services * args.replicas > args.nodes * 100:
         ap.error("more than 100 replicas per node would not fit the simulated nodes")
     install_sigterm()
@@ -593,12 +637,14 @@ def main() -> int:
                 args.steady,
                 args.profile,
                 args.profile_seconds,
+                args.page_seconds,
             )
         )
         result["leader_start"] = leader.node_id
     out: dict[str, Any] = {
-        "bench": "scheduler_e2e",
+        "bench": args.bench_name,
         "nodes": args.nodes,
+        "services": args.services,
         "replicas": args.services * args.replicas,
         **result,
         "baseline": baseline,
