@@ -400,7 +400,7 @@ class MasterApi:
             raise Invalid(f"cursor: at most {MAX_CURSOR_LEN} characters", {"param": "cursor"})
         # The state lock is held while the function runs (RaftNode.read): generation and state agree.
         return await self.read(request, lambda s: self.status_index.page(
-            s, self.raft.store.generation, project, cursor, limit), blocking=True)
+            s, self.raft.store.layout_generation, project, cursor, limit), blocking=True)
 
     async def service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

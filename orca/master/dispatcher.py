@@ -55,6 +55,13 @@ def desired_sets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Desired:
+    generation: int                      # ReplicatedState.layout_generation they were made at
+    sets: dict[str, dict[str, Any]]      # desired_sets(), each with its "routes"
+    digests: dict[str, str]              # node id -> digest of its set and the routes
+
+
 @dataclass
 class NodeLink:
     acked_digest: str | None = None
@@ -82,9 +89,11 @@ class Dispatcher(LeaderLoop):
         self.session: aiohttp.ClientSession | None = None
         self.pushes_total = 0
         self.push_failures_total = 0
+        self._cached: _Desired | None = None
 
     def on_enable(self) -> None:
         self.links = {}
+        self._cached = None
 
     def on_disable(self) -> None:
         for link in self.links.values():
@@ -100,22 +109,47 @@ class Dispatcher(LeaderLoop):
         ages = [now - link.in_flight_since for link in self.links.values() if link.in_flight_since is not None]
         return len(ages), max(ages, default=0.0)
 
+    def _desired(self) -> _Desired:
+        """The desired sets, routes and digests, made once per layout generation.
+
+        The dispatcher cycles on every applied entry and every finished push: at 1,000 nodes that is
+        several times a second (the lease renewals, the resyncs), and each pass sorted and scanned every
+        allocation. A lease renewal changes nothing the sets are made of (ReplicatedState.layout_generation).
+        """
+        def read(s: dict[str, Any]) -> tuple[int, Any]:
+            generation = self.raft.store.layout_generation
+            if self._cached is not None and self._cached.generation == generation:
+                return generation, None
+            return generation, (desired_sets(s), route_table(s))
+        generation, made = self.raft.read(read)
+        if made is None:
+            assert self._cached is not None
+            return self._cached
+        sets, routes = made
+        routes_digest = hashlib.sha256(json.dumps(routes, sort_keys=True).encode()).hexdigest()
+        digests = {}
+        for node_id, target in sets.items():
+            # Allocation ids are never reused, so (id, version, index) identifies the desired set; a full
+            # JSON dump of every node's set on every cycle cost 0.3 s at 10,000 allocations.
+            body = target["allocations"]
+            digests[node_id] = hashlib.sha256(repr(([(a["id"], a["version"], a["index"], a.get("volume_gen"))
+                                                     for a in body], len(target.get("purge_volumes") or ()))
+                                                   ).encode()).hexdigest() + routes_digest
+            target["routes"] = routes
+        self._cached = _Desired(generation, sets, digests)
+        return self._cached
+
     async def cycle(self) -> None:
-        sets, routes = self.raft.read(lambda s: (desired_sets(s), route_table(s)))
+        desired = self._desired()
+        sets = desired.sets
         version = self.raft.applied_index
         now = time.monotonic()
-        routes_digest = hashlib.sha256(json.dumps(routes, sort_keys=True).encode()).hexdigest()
         for node_id, target in sets.items():
             if target["status"] == "down":
                 continue
             link = self.links.setdefault(node_id, NodeLink())
             body = target["allocations"]
-            # Allocation ids are never reused, so (id, version, index) identifies the desired set; a full
-            # JSON dump of every node's set on every cycle cost 0.3 s at 10,000 allocations.
-            digest = hashlib.sha256(repr(([(a["id"], a["version"], a["index"], a.get("volume_gen")) for a in body],
-                                          len(target.get("purge_volumes") or ()))).encode()
-                                    ).hexdigest() + routes_digest
-            target["routes"] = routes
+            digest = desired.digests[node_id]
             due = link.acked_digest != digest or now - link.acked_at > self.resync_s
             if not due or (link.task is not None and not link.task.done()) or now < link.next_try:
                 continue

@@ -2,10 +2,13 @@
 
 The whole list costs one scan of every allocation (30,000 at the scale goal) plus a sort of every service
 name; a page of 100 needs neither, given the sorted names and the live allocations per service. Both are
-made once per state generation (`ReplicatedState.generation`: it moves with every applied entry and every
-snapshot load) and reused by every page read at that generation, so a client paging through, or many
-clients polling page one, pay the scan once per change, not once per request. Everything here runs
-under the state lock, so the generation and the state it describes are the same moment.
+made once per layout generation (`ReplicatedState.layout_generation`: it moves with every applied entry
+and every snapshot load, except the once-a-second lease renewals that change nothing but `renewed_at`)
+and reused by every page read at that generation, so a client paging through, or many clients polling
+page one, pay the scan once per change, not once per request or per lease renewal. The index holds the
+allocation records themselves, and a page reads their `observed` and their node's status when it is
+made. Everything here runs under the state lock, so the generation and the state it describes are the
+same moment.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class _Built:
 
 
 class StatusIndex:
-    """Sorted names and live allocations per service, valid for one state generation."""
+    """Sorted names and live allocations per service, valid for one layout generation."""
 
     def __init__(self) -> None:
         self._built: _Built | None = None

@@ -280,8 +280,10 @@ async def register_all(
     tokens: dict[str, str],
     nodes: list[str],
     hb: Heartbeats,
+    cluster: LocalCluster | None = None,
 ) -> dict[str, Any]:
     queue = list(reversed(nodes))
+    target = [leader]
     failures: dict[str, int] = {}
 
     async def worker() -> None:
@@ -295,15 +297,22 @@ async def register_all(
                 "push_token": agents.push_tokens[node],
                 "agent_version": "bench",
             }
-            for _ in range(5):
-                async with session.post(
-                    leader + "/api/v1/agent/register", json=body, headers={"Authorization": f"Bearer {tokens[node]}"}
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        break
-                    failures[str(resp.status)] = failures.get(str(resp.status), 0) + 1
+            for _ in range(8):
+                try:
+                    async with session.post(
+                        target[0] + "/api/v1/agent/register", json=body,
+                        headers={"Authorization": f"Bearer {tokens[node]}"}, allow_redirects=False,
+                    ) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                if status == 200:
+                    break
+                failures[str(status)] = failures.get(str(status), 0) + 1
                 await asyncio.sleep(0.2)
+                if cluster is not None and status in (0, 307, 503):  # a new leader (a redirect drops the token)
+                    target[0] = (await _leader_of(session, cluster))[0].url
             else:
                 raise RuntimeError(f"could not register {node}: {failures}")
             await hb._one(node)  # as the real agent does: its first heartbeat right after registering
@@ -404,7 +413,7 @@ async def scenario(
     hb = Heartbeats(hb_session, leader.url, agents, tokens)
     hb_task = asyncio.create_task(hb.run())
     try:
-        out["register"] = await register_all(hb_session, leader.url, agents, tokens, nodes, hb)
+        out["register"] = await register_all(hb_session, leader.url, agents, tokens, nodes, hb, cluster)
         await asyncio.sleep(2 * HEARTBEAT_S)  # the first pushes (empty sets) and a couple of lease entries
 
         # Every node ready before the deploy; a node the lease monitor marked down meanwhile (it should
@@ -433,7 +442,13 @@ async def scenario(
                 for s in range(services)
             ]
         }
-        _, term_start = await _leader_of(poll_session, cluster)
+        # The leader may have changed while 1,000 agents registered on a loaded box: deploy to (and measure)
+        # the one that leads now. A redirect would drop the bearer token (another origin).
+        leader, term_start = await _leader_of(poll_session, cluster)
+        assert leader.proc is not None
+        pids = {"leader": leader.proc.pid, "bench": os.getpid(),
+                **{f"follower{i}": m.proc.pid for i, m in enumerate(
+                    (m for m in cluster.masters if m is not leader and m.proc is not None), 1)}}
         if profile is not None:
             spy = subprocess.Popen(
                 [
@@ -463,14 +478,27 @@ async def scenario(
         batch = deploy["services"]
         for i in range(0, len(batch), DEPLOY_BATCH):
             part = batch[i:i + DEPLOY_BATCH]
-            async with poll_session.post(
-                leader.url + "/api/v1/deploy",
-                json={"services": part},
-                headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": f"bench-{i}"},
-            ) as r:
-                reply = json.loads(await r.read())
-                if r.status != 200 or len(reply.get("deployed", [])) != len(part):
-                    raise RuntimeError(f"deploy: HTTP {r.status} {str(reply)[:300]}")
+            for attempt in range(5):  # a leader change mid-deploy: ask the new one (same idempotency key)
+                try:
+                    async with poll_session.post(
+                        leader.url + "/api/v1/deploy",
+                        json={"services": part},
+                        headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": f"bench-{i}"},
+                        allow_redirects=False,
+                    ) as r:
+                        reply = json.loads(await r.read() or b"{}")
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError):
+                    if attempt == 4:
+                        raise
+                    status, reply = 503, {}
+                if status in (307, 503) and attempt < 4:
+                    await asyncio.sleep(0.5)
+                    leader, _ = await _leader_of(poll_session, cluster)
+                    continue
+                if status != 200 or len(reply.get("deployed", [])) != len(part):
+                    raise RuntimeError(f"deploy: HTTP {status} {str(reply)[:300]}")
+                break
         deploy_call_s = time.monotonic() - t0
 
         committed_at = None
