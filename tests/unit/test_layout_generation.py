@@ -195,3 +195,17 @@ def test_the_dispatchers_desired_sets_are_made_once_per_layout() -> None:
 def test_the_store_lock_is_reentrant_for_reads_inside_apply_listeners() -> None:
     raft = _cluster(replicas=1)
     assert isinstance(raft.store.lock, type(threading.RLock()))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["web", "api", "db"]), st.sampled_from(["run", "migrate", "stop"]),
+                          st.sampled_from([None, "running", "starting", "failed"])), max_size=30))
+def test_running_replicas_counts_what_a_scan_per_service_counted(allocs: list[tuple[str, str, Any]]) -> None:
+    from orca.master.traffic import running_replicas
+    state = {"allocations": {f"a{i}": {"id": f"a{i}", "service": svc, "desired": desired,
+                                       "observed": None if status is None else {"status": status}}
+                             for i, (svc, desired, status) in enumerate(allocs)}}
+    for name in ("web", "api", "db"):
+        expected = sum(1 for a in state["allocations"].values()
+                       if a["service"] == name and a["desired"] in ("run", "migrate")
+                       and (a.get("observed") or {}).get("status") == "running")
+        assert running_replicas(state).get(name, 0) == expected
