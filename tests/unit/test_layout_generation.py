@@ -209,3 +209,15 @@ def test_running_replicas_counts_what_a_scan_per_service_counted(allocs: list[tu
                        if a["service"] == name and a["desired"] in ("run", "migrate")
                        and (a.get("observed") or {}).get("status") == "running")
         assert running_replicas(state).get(name, 0) == expected
+
+
+def test_a_lease_renewal_wakes_no_leader_loop() -> None:
+    from orca.master.control import ControlPlane
+    woken: list[Any] = []
+    plane = ControlPlane.__new__(ControlPlane)
+    plane._wake_pending = False
+    plane._loop = type("Loop", (), {"call_soon_threadsafe": lambda self, fn: woken.append(fn)})()
+    plane._on_applied({"ok": True, "result": {"renewed": 3, "back": [], "leases_only": True}})
+    assert woken == []
+    plane._on_applied({"ok": True, "result": {"renewed": 3, "back": ["n1"]}})
+    assert len(woken) == 1
