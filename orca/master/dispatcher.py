@@ -37,12 +37,17 @@ def desired_sets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for node in state["nodes"].values():
         out[node["id"]] = {"address": node["address"], "push_token": node["push_token"],
                            "status": node["status"], "allocations": []}
+    specs: dict[tuple[str, Any], Any] = {}  # (service, version) -> spec: the history is searched once per pair
     for alloc in sorted(state["allocations"].values(), key=lambda a: a["id"]):
         target = out.get(alloc["node"])
         svc = state["services"].get(alloc["service"])
         if target is None or svc is None or alloc["desired"] not in ("run", "migrate"):
             continue
-        spec = next((h["spec"] for h in svc["history"] if h["version"] == alloc["version"]), svc["spec"])
+        key = (alloc["service"], alloc["version"])
+        spec = specs.get(key)
+        if spec is None:
+            spec = specs[key] = next((h["spec"] for h in svc["history"] if h["version"] == alloc["version"]),
+                                     svc["spec"])
         item = {"id": alloc["id"], "service": alloc["service"], "version": alloc["version"],
                 "index": alloc.get("index", 0), "spec": spec}
         binding = (svc.get("volumes") or {}).get(str(item["index"]))

@@ -221,3 +221,15 @@ def test_a_lease_renewal_wakes_no_leader_loop() -> None:
     assert woken == []
     plane._on_applied({"ok": True, "result": {"renewed": 3, "back": ["n1"]}})
     assert len(woken) == 1
+
+
+def test_each_desired_allocation_gets_the_spec_of_its_own_version() -> None:
+    raft = _cluster(replicas=3)
+    s = spec.validate_service({"name": "web", "image": "img:2", "replicas": 3,
+                               "resources": {"memory": "16Mi", "cpu": 0.01}})
+    raft.apply("deploy", {"services": [{"name": "web", "spec": s, "digest": spec.spec_digest(s)}]})
+    _plan(raft)
+    history = raft.read(lambda st: {h["version"]: h["spec"]["image"] for h in st["services"]["web"]["history"]})
+    items = [a for t in raft.read(desired_sets).values() for a in t["allocations"]]
+    assert {a["version"] for a in items} == {1, 2}
+    assert all(a["spec"]["image"] == history[a["version"]] for a in items)
