@@ -22,6 +22,7 @@ import aiohttp
 
 from orca import spec as specs
 from orca.errors import OrcaError
+from orca.master.http import dumps
 from orca.master.loops import LeaderLoop
 from orca.master.secrets import SecretBox
 from orca.master.tls_manager import peer_ssl
@@ -188,8 +189,11 @@ class Dispatcher(LeaderLoop):
                    "purge_volumes": target.get("purge_volumes") or []}
         self.pushes_total += 1
         try:
-            async with self.session.put(target["address"] + "/v1/allocations", json=payload,
-                                        headers={"Authorization": f"Bearer {target['push_token']}"},
+            # orjson when installed (orca.master.http.dumps): the resyncs push every node's whole set every
+            # resync_s, and the standard encoder was a tenth of the leader's samples at 30,000 allocations.
+            async with self.session.put(target["address"] + "/v1/allocations", data=dumps(payload),
+                                        headers={"Authorization": f"Bearer {target['push_token']}",
+                                                 "Content-Type": "application/json"},
                                         ssl=peer_ssl()) as resp:
                 if resp.status == 409:
                     self.log.warning("node %s refused term %s as stale: a newer leader exists", node_id, term)

@@ -233,3 +233,40 @@ def test_each_desired_allocation_gets_the_spec_of_its_own_version() -> None:
     items = [a for t in raft.read(desired_sets).values() for a in t["allocations"]]
     assert {a["version"] for a in items} == {1, 2}
     assert all(a["spec"]["image"] == history[a["version"]] for a in items)
+
+
+def test_a_push_carries_the_desired_set_as_json() -> None:
+    """The dispatcher's push (body encoded by orca.master.http.dumps) to a stand-in agent on 127.0.0.1."""
+    import json
+
+    from aiohttp import web
+
+    async def run() -> None:
+        got: list[tuple[str, Any]] = []
+
+        async def put(request: web.Request) -> web.Response:
+            got.append((request.content_type, json.loads(await request.read())))
+            return web.json_response({})
+        app = web.Application()
+        app.router.add_put("/v1/allocations", put)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            raft = _cluster(replicas=3)
+            d = Dispatcher(raft, secrets=None, ttl_s=10.0)  # type: ignore[arg-type]
+            d.term = 2
+            target = dict(d._desired().sets["n1"], address=f"http://127.0.0.1:{port}")
+            d.links["n1"] = __import__("orca.master.dispatcher", fromlist=["NodeLink"]).NodeLink()
+            await d._push("n1", target, target["allocations"], "digest", 5)
+            assert d.links["n1"].acked_digest == "digest" and d.push_failures_total == 0
+            ctype, body = got[0]
+            assert ctype == "application/json" and body["term"] == 2 and body["version"] == 5
+            assert [a["id"] for a in body["allocations"]] == [a["id"] for a in target["allocations"]]
+        finally:
+            if d.session is not None:
+                await d.session.close()
+            await runner.cleanup()
+    asyncio.run(run())
