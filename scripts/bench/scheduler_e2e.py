@@ -182,6 +182,7 @@ class FakeAgents:
                         "restarts": 0,
                         "reason": None,
                         "host_port": None,
+                        "exit_code": None,  # every field, in the order the real agent sends them
                     }
                     for a in allocs
                 ],
