@@ -555,10 +555,16 @@ async def scenario(
         out["leader_rss_mb"] = rss_mb(leader.proc.pid)
         out["all_master_rss_mb"] = {m.node_id: rss_mb(m.proc.pid) for m in cluster.masters if m.proc is not None}
 
-        # Steady state: nothing but 1,000 heartbeats/s and their batched lease entries.
+        # Steady state: nothing but 1,000 heartbeats/s and their batched lease entries. Measured on the
+        # master that leads now ("leader"), whichever led the deploy.
+        steady_pids = {"leader": leader.proc.pid, "bench": os.getpid(),
+                       **{f"follower{i}": m.proc.pid for i, m in enumerate(
+                           (m for m in cluster.masters if m is not leader and m.proc is not None), 1)}}
+        cpu0s = _cpu(steady_pids)
         sent_before = hb.sent
         await asyncio.sleep(steady_s)
-        cpu4 = _cpu(pids)
+        cpu4 = _cpu(steady_pids)
+        out["steady_leader"] = leader.node_id
         if page_s > 0:
             out["status_pages"] = await page_through(poll_session, leader.url, admin, page_s)
         leader, term_end = await _leader_of(poll_session, cluster)
@@ -607,7 +613,7 @@ async def scenario(
                     "seconds": steady_s,
                     "heartbeats_per_s": round((hb.sent - sent_before) / steady_s),
                     "cpu_pct": {
-                        k: (None if v is None else round(100 * v / steady_s, 1)) for k, v in _delta(cpu3, cpu4).items()
+                        k: (None if v is None else round(100 * v / steady_s, 1)) for k, v in _delta(cpu0s, cpu4).items()
                     },
                 },
                 "heartbeats": {
