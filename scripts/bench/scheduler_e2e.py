@@ -118,6 +118,9 @@ class FakeAgents:
         self.target = target
         self.push_tokens: dict[str, str] = {}
         self.latest: dict[str, list[dict[str, Any]]] = {}
+        # alloc id -> when it "started": a resync push of the same set leaves it as it was, as on a real
+        # agent (a new started_at on every push made every heartbeat a changed report)
+        self.started: dict[str, str] = {}
         self.bodies: dict[str, bytes] = {}  # node -> its heartbeat body, rebuilt when a push changes it
         self.total = 0
         self.slots: dict[tuple[str, int], int] = {}
@@ -178,7 +181,7 @@ class FakeAgents:
                         "container_id": f"c{a['alloc']}",
                         "status": "running",
                         "health": None,
-                        "started_at": started,
+                        "started_at": self.started.setdefault(a["alloc"], started),
                         "restarts": 0,
                         "reason": None,
                         "host_port": None,
