@@ -32,6 +32,7 @@ from orca.master.http import (
 from orca.master.leadership import Leadership
 from orca.master.metrics_live import register_raft_and_services
 from orca.master.ratelimit import RateLimiter
+from orca.master.status_index import MAX_CURSOR_LEN, StatusIndex
 from orca.mesh import DEFAULT_VIP_RANGE
 from orca.metrics import CONTENT_TYPE, MasterMetrics
 from orca.raft import RaftNode
@@ -79,6 +80,7 @@ class MasterApi:
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
         self._openapi: bytes | None = None
         self._watch: blocking_query.AppliedWatch | None = None
+        self.status_index = StatusIndex()
 
     # --- wiring -----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -392,8 +394,17 @@ class MasterApi:
 
     # --- services (reads) -------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
-        project = request.query.get("project") or None
-        return await self.read(request, lambda s: {"services": views.status_list(s, project)}, blocking=True)
+        """Every service's summary, by name; `?limit=N` (1-1000) pages it, `?cursor=` (a page's
+        `next_cursor`) goes on after that name. Pages come from an index made once per state change."""
+        q = request.query
+        project = q.get("project") or None
+        limit = _int_param(q, "limit", 100, 1, 1000) if q.get("limit") else None
+        cursor = q.get("cursor") or None
+        if cursor is not None and len(cursor) > MAX_CURSOR_LEN:
+            raise Invalid(f"cursor: at most {MAX_CURSOR_LEN} characters", {"param": "cursor"})
+        # The state lock is held while the function runs (RaftNode.read): generation and state agree.
+        return await self.read(request, lambda s: self.status_index.page(
+            s, self.raft.store.layout_generation, project, cursor, limit), blocking=True)
 
     async def service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -27,6 +27,7 @@ from orca.master import views
 from orca.master.api_tls import require_node_certificate
 from orca.master.http import json_response, read_json
 from orca.master.leases import HeartbeatBook
+from orca.master.report_cache import ReportCache
 from orca.master.secrets import SecretBox
 from orca.master.tls_manager import peer_ssl
 from orca.master.traffic import TrafficBook
@@ -47,6 +48,7 @@ class WorkerEndpoints:
         self.heartbeat_s = heartbeat_s
         self.lease_ttl_s = lease_ttl_s
         self.tls_routes: Any = None  # orca.master.api_tls.TlsEndpoints, set by orca.master.main
+        self.report_cache = ReportCache()  # unchanged allocation reports are not validated again
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -82,8 +84,14 @@ class WorkerEndpoints:
         if (request.content_length or 0) > protocol.HEARTBEAT_MAX_BYTES:
             raise PayloadTooLarge("heartbeat larger than 64 KiB", {"max_bytes": protocol.HEARTBEAT_MAX_BYTES})
         self.api._require_leader()
+        body = await read_json(request, protocol.HEARTBEAT_MAX_BYTES)
+        same = self.report_cache.lookup(body.get("node_id"), body.get("allocations", []))
         try:
-            hb = protocol.validate_heartbeat(await read_json(request, protocol.HEARTBEAT_MAX_BYTES))
+            if same is None:
+                hb = protocol.validate_heartbeat(body)
+            else:  # the node's reports as last accepted: the rest of the message is still validated
+                hb = protocol.validate_heartbeat({**body, "allocations": []})
+                hb["allocations"] = same
         except protocol.ProtocolError as err:
             raise Invalid(str(err), {"field": err.field}) from None
         require_own_node(request, hb["node_id"])
@@ -94,6 +102,7 @@ class WorkerEndpoints:
                                       "orchestrator_time": time.time()})
             raise NodeNotFound(f"node {hb['node_id']!r} is not registered; register first",
                                {"node": hb["node_id"]})
+        self.report_cache.store(hb["node_id"], hb["allocations"])
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)

@@ -21,6 +21,7 @@ from orca.master.secrets import SecretBox
 from orca.master.traffic import TrafficBook, TrafficCollector
 from orca.metrics import LiveCollector, MasterMetrics
 from orca.raft import RaftNode
+from orca.state.ops_nodes import leases_only
 
 __all__ = ["ControlPlane"]
 
@@ -45,8 +46,15 @@ class ControlPlane:
         raft.store.applied_listeners.append(self._on_applied)
         self._register_metrics(metrics.live)
 
-    def _on_applied(self, _result: object) -> None:
-        """Raft thread: one cross-thread wake-up per burst of applied entries, not one per entry."""
+    def _on_applied(self, result: object) -> None:
+        """Raft thread: one cross-thread wake-up per burst of applied entries, not one per entry.
+
+        A lease renewal (`leases_only`: nothing but `renewed_at` moved, which no decider reads) wakes
+        nobody: at 1,000 nodes it applies every second, and each wake-up was a full scheduling pass over
+        every service and allocation. What only the clock changes, the loops' own timers see.
+        """
+        if leases_only(result):
+            return
         if not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)

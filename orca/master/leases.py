@@ -55,7 +55,10 @@ class HeartbeatBook:
         self.last_seen[node] = time.monotonic()
         self.received_at[node] = time.time()
         changed = self.reports.get(node) != heartbeat["allocations"]
-        self.reports[node] = heartbeat["allocations"]
+        if changed or node not in self.reports:
+            # An equal report keeps the stored list: the lease monitor knows it by identity as one it
+            # already compared with the state (LeaseMonitor._agreed).
+            self.reports[node] = heartbeat["allocations"]
         self.dirty.add(node)
         self.changed |= changed
         if changed and self.on_change is not None:
@@ -142,9 +145,17 @@ class LeaseMonitor(LeaderLoop):
         self.quarantined: dict[str, str] = {}  # node -> why its last report was left out (for operators)
         self.probes: dict[str, asyncio.Task[ProbeResult]] = {}
         self.gone: dict[str, float] = {}  # node -> silence when its probe came back "gone"
+        # Allocations per node, made once per layout generation (ReplicatedState.layout_generation: the
+        # lease renewals committed every second leave it), and per node the report (by identity) that
+        # the state agreed with at a layout generation: an unchanged report against an unchanged layout
+        # needs no comparison. At 30,000 allocations both were redone every second.
+        self._by_node: tuple[int, dict[str, list[dict[str, Any]]]] | None = None
+        self._agreed: dict[str, tuple[int, list[dict[str, Any]]]] = {}
 
     def on_enable(self) -> None:
         self.book.clear()
+        self._by_node = None
+        self._agreed.clear()
         self.enabled_at = time.monotonic()
         self.grace_until = self.enabled_at + self.ttl_s
         self.last_commit = 0.0
@@ -174,19 +185,25 @@ class LeaseMonitor(LeaderLoop):
 
         def build(state: dict[str, Any]) -> dict[str, Any]:
             out = {}
-            by_node: dict[str, list[dict[str, Any]]] = {n: [] for n in dirty}
-            for alloc in state["allocations"].values():
-                mine = by_node.get(alloc["node"])
-                if mine is not None:
-                    mine.append(alloc)
+            generation = self.raft.store.layout_generation
+            by_node = self._allocs_by_node(state, generation)
             for node_id in sorted(dirty):
                 if node_id not in state["nodes"]:
                     continue
-                try:
-                    allocs = allocs_changed(state, node_id, self.book.reports.get(node_id, []), by_node[node_id])
-                except Exception as exc:  # noqa: BLE001 - a malformed report: renew the lease, drop the report
-                    self._forget_report(node_id, f"unreadable report: {type(exc).__name__}")
-                    allocs = None
+                report = self.book.reports.get(node_id)
+                agreed = self._agreed.get(node_id)
+                if report is not None and agreed is not None and agreed[0] == generation and agreed[1] is report:
+                    allocs = None  # the same report against the same allocations: still nothing new
+                else:
+                    try:
+                        allocs = allocs_changed(state, node_id, report or [], by_node.get(node_id, []))
+                    except Exception as exc:  # noqa: BLE001 - a malformed report: renew the lease, drop the report
+                        self._forget_report(node_id, f"unreadable report: {type(exc).__name__}")
+                        allocs = None
+                    if allocs is None and report is not None and node_id in self.book.reports:
+                        self._agreed[node_id] = (generation, report)
+                    else:
+                        self._agreed.pop(node_id, None)
                 out[node_id] = {"renewed_at": self.book.received_at.get(node_id, 0.0), "allocs": allocs}
             return out
         nodes = self._isolate(self.raft.read(build))
@@ -205,6 +222,16 @@ class LeaseMonitor(LeaderLoop):
             self.log.warning("batched renewal of %d nodes failed (%s); committing them one by one",
                              len(nodes), type(err).__name__)
             await self._commit_one_by_one(nodes)
+
+    def _allocs_by_node(self, state: dict[str, Any], generation: int) -> dict[str, list[dict[str, Any]]]:
+        """Every allocation grouped by node, at this layout generation (under the state lock)."""
+        if self._by_node is None or self._by_node[0] != generation:
+            by_node: dict[str, list[dict[str, Any]]] = {}
+            for alloc in state["allocations"].values():
+                by_node.setdefault(alloc["node"], []).append(alloc)
+            self._by_node = (generation, by_node)
+            self._agreed = {n: a for n, a in self._agreed.items() if a[0] == generation}
+        return self._by_node[1]
 
     def _isolate(self, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Drop (and forget) every node whose entry could not be committed: malformed, or not encodable.
@@ -230,6 +257,7 @@ class LeaseMonitor(LeaderLoop):
 
     def _forget_report(self, node_id: str, problem: str) -> None:
         self.book.reports.pop(node_id, None)  # the next heartbeat starts clean
+        self._agreed.pop(node_id, None)
         if self.quarantined.get(node_id) != problem:  # once per problem, not once a second
             self.log.warning("ignoring the report of node %s: %s", node_id, problem)
         self.quarantined[node_id] = problem

@@ -132,8 +132,12 @@ ROUTES: dict[tuple[str, str], Op] = {
     ("POST", "/api/v1/cluster/nodes/{id}/undrain"): _write("Make a drained node eligible again", tag="nodes"),
     ("DELETE", "/api/v1/cluster/nodes/{id}"): _write("Remove a node from the cluster", tag="nodes"),
     # services
-    ("GET", "/api/v1/status"): _read("Every service's status", query=(Param("project", {"type": "string"},
-                                                                            "only this project"),), blocking=True),
+    ("GET", "/api/v1/status"): _read("Every service's status, by name (paged with limit and cursor)", query=(
+        Param("project", {"type": "string"}, "only this project"),
+        Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+              "at most this many services (default: all); the answer's next_cursor is set when more follow"),
+        Param("cursor", {"type": "string", "maxLength": 256},
+              "the next_cursor of the previous page: the services after that name")), blocking=True),
     ("GET", "/api/v1/services/{name}"): _read("One service with its replicas", blocking=True),
     ("GET", "/api/v1/services/{name}/history"): _read("The service's last versions"),
     ("GET", "/api/v1/events"): _read("Events, newest last", tag="events", query=(

@@ -55,6 +55,19 @@ def route_table(state: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
+def running_replicas(state: dict[str, Any]) -> dict[str, int]:
+    """service -> its live allocations (desired run or migrate) that report running, in one scan.
+
+    Counted per service inside the loop over services, this was services x allocations (3 x 10^8 steps at
+    10,000 services) under the state lock every sample: seconds in which no entry could apply.
+    """
+    out: dict[str, int] = {}
+    for a in state["allocations"].values():
+        if a["desired"] in ("run", "migrate") and (a.get("observed") or {}).get("status") == "running":
+            out[a["service"]] = out.get(a["service"], 0) + 1
+    return out
+
+
 def percentile_from_buckets(counts: list[int], q: float) -> float | None:
     """The q-quantile (0..1) in ms from per-bucket (non-cumulative) counts; the bucket's upper bound."""
     total = sum(counts)
@@ -163,13 +176,12 @@ class TrafficBook:
                 continue
             for name, cpu, mem in mine:
                 usage.setdefault(name, []).append((cpu, mem))
+        running_of = running_replicas(state)
         for name, svc in state["services"].items():
             if svc["state"] != "running":
                 continue
             agg = per_service.get(name)
-            running = sum(1 for a in state["allocations"].values()
-                          if a["service"] == name and a["desired"] in ("run", "migrate")
-                          and (a.get("observed") or {}).get("status") == "running")
+            running = running_of.get(name, 0)
             use = usage.get(name) or []
             def rate(n: float) -> float:
                 return n / elapsed if elapsed > 0 else 0.0

@@ -60,7 +60,7 @@ def _node_ready(state: dict[str, Any], node_id: str) -> bool:
     return node is not None and _fresh(node)
 
 
-def _live_allocs_by_service(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def live_allocs_by_service(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """`_allocs_of` for every service in one scan (a list of 1,000 services was 1,000 scans)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for a in state["allocations"].values():
@@ -156,7 +156,7 @@ def service_summary(state: dict[str, Any], svc: dict[str, Any],
 
 
 def status_list(state: dict[str, Any], project: str | None) -> list[dict[str, Any]]:
-    by_service = _live_allocs_by_service(state)
+    by_service = live_allocs_by_service(state)
     return [service_summary(state, svc, by_service.get(name, [])) for name, svc in sorted(state["services"].items())
             if project is None or svc["project"] == project]
 

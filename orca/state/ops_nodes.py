@@ -82,7 +82,7 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
         raise Invalid("nodes must be a map")
     skipped = sorted(str(n)[:128] for n, rep in reports.items() if not isinstance(n, str) or report_problem(rep))
     reports = {n: rep for n, rep in reports.items() if isinstance(n, str) and report_problem(rep) is None}
-    renewed, back = 0, []
+    renewed, back, reported = 0, [], 0
     # Group once per entry: scanning every allocation per reporting node made one batched renewal of a
     # 1,000-node cluster take ~10 s in the Raft thread (no heartbeats to followers -> election storms).
     with_allocs = {n for n, rep in reports.items() if isinstance(rep, dict) and rep.get("allocs") is not None}
@@ -104,6 +104,7 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
         allocs = rep.get("allocs")
         if allocs is None:
             continue
+        reported += 1
         for alloc_id in by_node.get(node_id, ()):
             alloc = state["allocations"][alloc_id]
             observed = allocs.get(alloc_id)
@@ -119,7 +120,20 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
                 "at": ctx.now, "running_since": running_since}
             if "run" in alloc and observed.get("status") in FINISHED:
                 ops_jobs.record_finished(state, alloc)
-    return {"renewed": renewed, "back": back, **({"skipped": skipped} if skipped else {})}
+    # `leases_only`: this entry moved nothing but `renewed_at` (no allocation report, no node back), so
+    # what the leader derives from allocations, services and node statuses still holds (leases_only()).
+    return {"renewed": renewed, "back": back, **({"skipped": skipped} if skipped else {}),
+            **({"leases_only": True} if not back and not reported else {})}
+
+
+def leases_only(value: Any) -> bool:
+    """Whether an applied entry's value is a `node_reports` that changed nothing but nodes' `renewed_at`.
+
+    At 1,000 nodes such an entry applies every second; a reader that derives something from the
+    allocations, services or node statuses (orca.raft.ReplicatedState.layout_generation) keeps it.
+    """
+    return isinstance(value, dict) and value.get("ok") is True and isinstance(value.get("result"), dict) \
+        and value["result"].get("leases_only") is True
 
 
 def _apply_node_status(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:

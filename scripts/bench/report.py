@@ -554,6 +554,19 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     live = g(ig, "route_change.settled_ms.max")
     add("12", "Route change live ≤ 1 s after the push", f"max {f(live, ' ms')}", None if live is None else live <= 1000,
         f"median {f(g(ig, 'route_change.settled_ms.p50'), ' ms')}; {f(g(ig, 'route_change.failed'))} failed requests")
+    sl = by.get("scale", {})
+    at_scale = (sl.get("services") or 0) >= 10000 and (sl.get("nodes") or 0) >= 1000
+    size = f"{f(sl.get('services'))} services / {f(sl.get('replicas'))} allocations / {f(sl.get('nodes'))} agents"
+    srss = sl.get("leader_rss_mb")
+    add("17", "Leader RSS ≤ 200 MB at 10,000 services, 30,000 allocations, 1,000 agents", f(srss, " MB"),
+        None if srss is None or not at_scale else srss <= 200, size)
+    pg = g(sl, "status_pages.p99_ms")
+    add("17", "GET /api/v1/status page of 100: p99 ≤ 50 ms while agents heartbeat every second",
+        f"p99 {f(pg, ' ms')}, p50 {f(g(sl, 'status_pages.p50_ms'), ' ms')}",
+        None if pg is None or not at_scale else pg <= 50, size)
+    lc = g(sl, "steady.cpu_pct.leader")
+    add("17", "Leader below one core at steady state", f"{f(lc, ' %')} of one core, "
+        f"{f(g(sl, 'steady.heartbeats_per_s'))} heartbeats/s", None if lc is None or not at_scale else lc < 100, size)
     return sorted(rows, key=lambda row: int(row[0]))  # stable: by issue, in the order above
 
 
@@ -576,6 +589,7 @@ SECTIONS = [
     ("blocking", "Blocking queries: a watcher on a follower", "blocking.py"),
     ("restore", "Backup and restore", "restore.py"),
     ("mesh", "Service mesh (service to service)", "mesh.py"),
+    ("scale", "Scale: 10,000 services", "scale.py"),
 ]
 
 
@@ -661,6 +675,7 @@ def render(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "failover": lambda r: sec_failover(r, etcd),
         "scheduler": sec_scheduler,
         "scheduler_e2e": sec_scheduler_e2e,
+        "scale": sec_scheduler_e2e,
         "deploy": sec_deploy,
         "node_loss": sec_node_loss,
         "proxy": sec_proxy,

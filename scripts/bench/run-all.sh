@@ -66,6 +66,7 @@ BENCHES=(
     "add_master|--services 10000|--services 200 --rounds 1|900"
     "blocking|--rounds 50|--rounds 10|300"
     "mesh||--seconds 12 --rounds 6|400"
+    "scale||--nodes 200 --services 2000 --steady 2 --page-seconds 5|1200"
 )
 
 # Any other benchmark in scripts/bench/ runs too, with its own defaults (helpers are not benchmarks).

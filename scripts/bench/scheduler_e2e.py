@@ -61,6 +61,8 @@ REPLICA_MEMORY = "16Mi"
 REPLICA_CPU = 0.01
 CONCURRENCY = 50
 HEARTBEAT_S = 1.0
+DEPLOY_BATCH = 500
+DEPLOY_TRIES = 30  # a loaded box changes leaders while 1,000 agents register and 10,000 services deploy
 PHASE_TIMEOUT_S = 180.0
 
 
@@ -116,6 +118,9 @@ class FakeAgents:
         self.target = target
         self.push_tokens: dict[str, str] = {}
         self.latest: dict[str, list[dict[str, Any]]] = {}
+        # alloc id -> when it "started": a resync push of the same set leaves it as it was, as on a real
+        # agent (a new started_at on every push made every heartbeat a changed report)
+        self.started: dict[str, str] = {}
         self.bodies: dict[str, bytes] = {}  # node -> its heartbeat body, rebuilt when a push changes it
         self.total = 0
         self.slots: dict[tuple[str, int], int] = {}
@@ -176,10 +181,11 @@ class FakeAgents:
                         "container_id": f"c{a['alloc']}",
                         "status": "running",
                         "health": None,
-                        "started_at": started,
+                        "started_at": self.started.setdefault(a["alloc"], started),
                         "restarts": 0,
                         "reason": None,
                         "host_port": None,
+                        "exit_code": None,  # every field, in the order the real agent sends them
                     }
                     for a in allocs
                 ],
@@ -279,8 +285,10 @@ async def register_all(
     tokens: dict[str, str],
     nodes: list[str],
     hb: Heartbeats,
+    cluster: LocalCluster | None = None,
 ) -> dict[str, Any]:
     queue = list(reversed(nodes))
+    target = [leader]
     failures: dict[str, int] = {}
 
     async def worker() -> None:
@@ -294,15 +302,22 @@ async def register_all(
                 "push_token": agents.push_tokens[node],
                 "agent_version": "bench",
             }
-            for _ in range(5):
-                async with session.post(
-                    leader + "/api/v1/agent/register", json=body, headers={"Authorization": f"Bearer {tokens[node]}"}
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        break
-                    failures[str(resp.status)] = failures.get(str(resp.status), 0) + 1
+            for _ in range(8):
+                try:
+                    async with session.post(
+                        target[0] + "/api/v1/agent/register", json=body,
+                        headers={"Authorization": f"Bearer {tokens[node]}"}, allow_redirects=False,
+                    ) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                if status == 200:
+                    break
+                failures[str(status)] = failures.get(str(status), 0) + 1
                 await asyncio.sleep(0.2)
+                if cluster is not None and status in (0, 307, 503):  # a new leader (a redirect drops the token)
+                    target[0] = (await _leader_of(session, cluster))[0].url
             else:
                 raise RuntimeError(f"could not register {node}: {failures}")
             await hb._one(node)  # as the real agent does: its first heartbeat right after registering
@@ -338,6 +353,39 @@ def _delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, 
     }
 
 
+async def page_through(session: aiohttp.ClientSession, url: str, token: str, seconds: float,
+                       walkers: int = 2) -> dict[str, Any]:
+    """`walkers` clients each walk `GET /api/v1/status?limit=100` page by page (following next_cursor,
+    starting over at the end) for `seconds`, while the agents keep heartbeating: per-page latency."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def walk() -> None:
+        nonlocal errors
+        cursor = ""
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            try:
+                async with session.get(url + "/api/v1/status", params={"limit": "100", "cursor": cursor},
+                                       headers={"Authorization": f"Bearer {token}"}) as r:
+                    body = json.loads(await r.read())
+                    if r.status != 200:
+                        errors += 1
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t)
+            cursor = body.get("next_cursor") or ""
+    await asyncio.gather(*(walk() for _ in range(walkers)))
+    lat = sorted(latencies)
+    return {"seconds": seconds, "walkers": walkers, "pages": len(lat), "errors": errors,
+            "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
+            "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1) if lat else None,
+            "max_ms": round(1000 * lat[-1], 1) if lat else None}
+
+
 async def scenario(
     cluster: LocalCluster,
     leader: MasterProc,
@@ -347,6 +395,7 @@ async def scenario(
     steady_s: float,
     profile: Path | None = None,
     profile_s: float = 40.0,
+    page_s: float = 0.0,
 ) -> dict[str, Any]:
     total = services * replicas
     nodes = [f"sim-{i:04d}" for i in range(n_nodes)]
@@ -369,7 +418,7 @@ async def scenario(
     hb = Heartbeats(hb_session, leader.url, agents, tokens)
     hb_task = asyncio.create_task(hb.run())
     try:
-        out["register"] = await register_all(hb_session, leader.url, agents, tokens, nodes, hb)
+        out["register"] = await register_all(hb_session, leader.url, agents, tokens, nodes, hb, cluster)
         await asyncio.sleep(2 * HEARTBEAT_S)  # the first pushes (empty sets) and a couple of lease entries
 
         # Every node ready before the deploy; a node the lease monitor marked down meanwhile (it should
@@ -389,7 +438,7 @@ async def scenario(
         deploy = {
             "services": [
                 {
-                    "name": f"bench-{s:03d}",
+                    "name": f"bench-{s:05d}",
                     "image": "orca-test/busybox",
                     "command": ["sleep", "3600"],
                     "replicas": replicas,
@@ -398,7 +447,13 @@ async def scenario(
                 for s in range(services)
             ]
         }
-        _, term_start = await _leader_of(poll_session, cluster)
+        # The leader may have changed while 1,000 agents registered on a loaded box: deploy to (and measure)
+        # the one that leads now. A redirect would drop the bearer token (another origin).
+        leader, term_start = await _leader_of(poll_session, cluster)
+        assert leader.proc is not None
+        pids = {"leader": leader.proc.pid, "bench": os.getpid(),
+                **{f"follower{i}": m.proc.pid for i, m in enumerate(
+                    (m for m in cluster.masters if m is not leader and m.proc is not None), 1)}}
         if profile is not None:
             spy = subprocess.Popen(
                 [
@@ -424,14 +479,31 @@ async def scenario(
         cpu0 = _cpu(pids)
         hb_sent0 = hb.sent
         t0 = time.monotonic()
-        async with poll_session.post(
-            leader.url + "/api/v1/deploy",
-            json=deploy,
-            headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": "bench"},
-        ) as r:
-            reply = json.loads(await r.read())
-            if r.status != 200 or len(reply.get("deployed", [])) != services:
-                raise RuntimeError(f"deploy: HTTP {r.status} {str(reply)[:300]}")
+        # One call per DEPLOY_BATCH services: a deploy body is bounded (10,000 services do not fit one).
+        batch = deploy["services"]
+        for i in range(0, len(batch), DEPLOY_BATCH):
+            part = batch[i:i + DEPLOY_BATCH]
+            for attempt in range(DEPLOY_TRIES):  # a leader change mid-deploy: ask the new one (same idempotency key)
+                try:
+                    async with poll_session.post(
+                        leader.url + "/api/v1/deploy",
+                        json={"services": part},
+                        headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": f"bench-{i}"},
+                        allow_redirects=False,
+                    ) as r:
+                        reply = json.loads(await r.read() or b"{}")
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError):
+                    if attempt == DEPLOY_TRIES - 1:
+                        raise
+                    status, reply = 503, {}
+                if status in (307, 503) and attempt < DEPLOY_TRIES - 1:
+                    await asyncio.sleep(0.5)
+                    leader, _ = await _leader_of(poll_session, cluster)
+                    continue
+                if status != 200 or len(reply.get("deployed", [])) != len(part):
+                    raise RuntimeError(f"deploy: HTTP {status} {str(reply)[:300]}")
+                break
         deploy_call_s = time.monotonic() - t0
 
         committed_at = None
@@ -486,10 +558,18 @@ async def scenario(
         out["leader_rss_mb"] = rss_mb(leader.proc.pid)
         out["all_master_rss_mb"] = {m.node_id: rss_mb(m.proc.pid) for m in cluster.masters if m.proc is not None}
 
-        # Steady state: nothing but 1,000 heartbeats/s and their batched lease entries.
+        # Steady state: nothing but 1,000 heartbeats/s and their batched lease entries. Measured on the
+        # master that leads now ("leader"), whichever led the deploy.
+        steady_pids = {"leader": leader.proc.pid, "bench": os.getpid(),
+                       **{f"follower{i}": m.proc.pid for i, m in enumerate(
+                           (m for m in cluster.masters if m is not leader and m.proc is not None), 1)}}
+        cpu0s = _cpu(steady_pids)
         sent_before = hb.sent
         await asyncio.sleep(steady_s)
-        cpu4 = _cpu(pids)
+        cpu4 = _cpu(steady_pids)
+        out["steady_leader"] = leader.node_id
+        if page_s > 0:
+            out["status_pages"] = await page_through(poll_session, leader.url, admin, page_s)
         leader, term_end = await _leader_of(poll_session, cluster)
         info = await _get(poll_session, leader.url + "/api/v1/cluster/info", admin)
         node_status: dict[str, int] = {}
@@ -536,7 +616,7 @@ async def scenario(
                     "seconds": steady_s,
                     "heartbeats_per_s": round((hb.sent - sent_before) / steady_s),
                     "cpu_pct": {
-                        k: (None if v is None else round(100 * v / steady_s, 1)) for k, v in _delta(cpu3, cpu4).items()
+                        k: (None if v is None else round(100 * v / steady_s, 1)) for k, v in _delta(cpu0s, cpu4).items()
                     },
                 },
                 "heartbeats": {
@@ -572,14 +652,19 @@ def main() -> int:
     ap.add_argument("--steady", type=float, default=5.0, help="seconds of steady state measured at the end")
     ap.add_argument("--profile", type=Path, help="py-spy the leader from the deploy on, raw stacks to this file")
     ap.add_argument("--profile-seconds", type=float, default=40.0)
+    ap.add_argument("--page-seconds", type=float, default=0.0,
+                    help="then walk GET /api/v1/status?limit=100 for this long (per-page latency)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="leave out the pure scheduler baseline (minutes at 30,000 replicas)")
+    ap.add_argument("--bench-name", default="scheduler_e2e", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not 1 <= args.nodes <= 5000 or not 1 <= args.services <= 1000 or not 1 <= args.replicas <= 1000:
-        ap.error("--nodes 1..5000, --services 1..1000, --replicas 1..1000")
+    if not 1 <= args.nodes <= 5000 or not 1 <= args.services <= 20000 or not 1 <= args.replicas <= 1000:
+        ap.error("--nodes 1..5000, --services 1..20000, --replicas 1..1000")
     if args.services * args.replicas > args.nodes * 100:
         ap.error("more than 100 replicas per node would not fit the simulated nodes")
     install_sigterm()
     load0 = os.getloadavg()[0]
-    baseline = pure_baseline(args.nodes, args.services, args.replicas)
+    baseline = None if args.skip_baseline else pure_baseline(args.nodes, args.services, args.replicas)
     with tempfile.TemporaryDirectory(prefix="orca-bench-sched-e2e-") as tmp, LocalCluster(Path(tmp) / "c") as cluster:
         cluster.start()
         leader = cluster.wait_leader(30)
@@ -593,12 +678,14 @@ def main() -> int:
                 args.steady,
                 args.profile,
                 args.profile_seconds,
+                args.page_seconds,
             )
         )
         result["leader_start"] = leader.node_id
     out: dict[str, Any] = {
-        "bench": "scheduler_e2e",
+        "bench": args.bench_name,
         "nodes": args.nodes,
+        "services": args.services,
         "replicas": args.services * args.replicas,
         **result,
         "baseline": baseline,

@@ -44,7 +44,7 @@ class FakeRaft:
     def __init__(self) -> None:
         self.state = machine.new_state()
         self.lock = threading.RLock()
-        self.store = SimpleNamespace(applied_listeners=[])
+        self.store = SimpleNamespace(applied_listeners=[], generation=0, layout_generation=0)
         self.applied_index = 1
         self.halted: dict[str, Any] | None = None
         self.leader_id: str | None = "m1"
@@ -60,6 +60,8 @@ class FakeRaft:
         with self.lock:
             result = machine.apply(self.state, machine.encode_entry(op, args, now=time.time(), actor="t"),
                                    self.applied_index + 1)
+            self.store.generation += 1  # as orca.raft.ReplicatedState: the status pages' index follows it
+            self.store.layout_generation += 1
         for listener in list(self.store.applied_listeners):
             listener(result)
         self.applied_index += 1  # PySyncObj counts the entry after apply (and its listeners) returned

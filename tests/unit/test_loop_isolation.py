@@ -21,7 +21,7 @@ def test_node_reports_apply_skips_a_malformed_node_and_applies_the_others() -> N
                                                     "agent_version": "1"}, now=1.0))
     result = apply(state, encode_entry("node_reports", {"term": 1, "nodes": {
         "n1": {"renewed_at": 5.0, "allocs": None}, "evil": {"renewed_at": "soon", "allocs": None}}}, now=6.0))
-    assert result["result"] == {"renewed": 1, "back": [], "skipped": ["evil"]}
+    assert result["result"] == {"renewed": 1, "back": [], "skipped": ["evil"], "leases_only": True}
     assert state["nodes"]["n1"]["renewed_at"] == 5.0 and state["nodes"]["evil"]["renewed_at"] == 1.0
     assert report_problem({"renewed_at": 1.0, "allocs": {"a": {"restarts": 2**64}}}) is not None
 
