@@ -151,7 +151,8 @@ def test_example_is_a_master_config_documenting_every_key_with_its_default(workd
                 "raft.allow_from", "raft.fsync",
                 "security.cluster_secret_file", "security.metrics_require_token", "timing.agent_heartbeat_s",
                 "timing.node_lease_ttl_s",
-                "security.insecure_http", "tls.enabled", "tls.cert_days", "log.level", "log.format", "log.access_log"}
+                "security.insecure_http", "tls.enabled", "tls.cert_days", "log.level", "log.format", "log.access_log",
+                "mesh.vip_range"}
     expected |= {f"api.limits.{f.name}" for f in dataclasses.fields(ApiLimits)}
     expected |= {f"raft.tuning.{f.name}" for f in dataclasses.fields(RaftTuning)}
     assert documented == expected
@@ -173,8 +174,10 @@ def test_example_agent_part_loads_and_documents_every_key(workdir: Path) -> None
         "agent.resources.memory", "agent.resources.cpu", "agent.ca_file", "agent.insecure_http",
         "agent.metrics_require_token",
     } | {f"agent.proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)} \
-        | {f"agent.log.{f.name}" for f in dataclasses.fields(LogSettings)}
+        | {f"agent.log.{f.name}" for f in dataclasses.fields(LogSettings)} \
+        | {f"agent.mesh.{f.name}" for f in dataclasses.fields(MeshConfig)}
     assert cfg.proxy == ProxyConfig()  # the documented values are the defaults
+    assert cfg.mesh == MeshConfig()
     assert cfg.log == LogSettings() and cfg.metrics_require_token is False
     assert (cfg.bind_paths, cfg.bind_paths_rw) == (("/srv/orca-config",), ("/srv/orca-exports",))
 
