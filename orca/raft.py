@@ -116,12 +116,10 @@ class ReplicatedState(SyncObjConsumer):
         self.lock = threading.RLock()
         self.applied_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.halted: dict[str, Any] | None = None  # set once an entry of an unknown version/op is met
-        # Bumped under `lock` whenever `state` changes (an entry applied, a snapshot loaded): a read can
-        # tell whether anything it derived from the state earlier still holds (orca.master.status_index).
-        self.generation = 0
-        # Bumped with `generation` except for entries that only renewed leases (ops_nodes.leases_only):
-        # what is derived from allocations, services and node statuses (the dispatcher's desired sets,
-        # the status pages, the lease monitor's allocations per node) is valid for one layout generation.
+        # Bumped under `lock` when `state` changes (an entry applied, a snapshot loaded), except for entries
+        # that only renewed leases (ops_nodes.leases_only): what is derived from allocations, services and
+        # node statuses (the dispatcher's desired sets, the status pages, the lease monitor's allocations per
+        # node) is valid for one layout generation.
         self.layout_generation = 0
         self.on_halt: Callable[[dict[str, Any]], None] | None = None
         super().__init__()
@@ -134,7 +132,6 @@ class ReplicatedState(SyncObjConsumer):
             return self._halted_value()
         with self.lock:
             result = machine.apply(self.state, entry, index)
-            self.generation += 1
             if not ops_nodes.leases_only(result):
                 self.layout_generation += 1
         halt = machine.halt_of(result)
@@ -148,7 +145,6 @@ class ReplicatedState(SyncObjConsumer):
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
             super()._deserialize(data)
-            self.generation += 1
             self.layout_generation += 1
         version = self.state.get("schema_version", 1) if isinstance(self.state, dict) else 1
         if not isinstance(version, int) or version > schema.SCHEMA_VERSION:

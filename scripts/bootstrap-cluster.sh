@@ -994,7 +994,7 @@ With worker-1 alone a drain has nowhere to move replicas to: join a second agent
   nohup $orca join $masters --token-file $DATA_DIR/worker-2.token --id worker-2 --listen 127.0.0.1:6892 --status-listen 127.0.0.1:9102 >$DATA_DIR/worker-2.log 2>&1 & echo \$! >$DATA_DIR/worker-2.pid
   $orca drain worker-1                # replicas move to worker-2, start-before-stop
   $orca undrain worker-1
-  kill -9 \$(cat $DATA_DIR/worker-2.pid)    # node loss: worker-2's replicas start on worker-1 within ~10 s
+  kill -9 \$(cat $DATA_DIR/worker-2.pid)    # node loss: worker-2's replicas start on worker-1 within a few seconds
   $orca ps web
 
 Health:  scripts/bootstrap-cluster.sh --status

@@ -60,8 +60,7 @@ class FakeRaft:
         with self.lock:
             result = machine.apply(self.state, machine.encode_entry(op, args, now=time.time(), actor="t"),
                                    self.applied_index + 1)
-            self.store.generation += 1  # as orca.raft.ReplicatedState: the status pages' index follows it
-            self.store.layout_generation += 1
+            self.store.layout_generation += 1  # as orca.raft.ReplicatedState: the status pages' index follows it
         for listener in list(self.store.applied_listeners):
             listener(result)
         self.applied_index += 1  # PySyncObj counts the entry after apply (and its listeners) returned
