@@ -49,8 +49,9 @@ Shapes (JSON):
                               "canary_weight": float|None (share of requests for canary endpoints),
                               "endpoints": [{"alloc": str, "address": "host:port", "canary": bool}]}}
                     only healthy endpoints of services with a domain that are not `internal`.
-  MeshTable       = {"resolver": IPv4 (the mesh DNS address), "services": {name: {"project", "vip": IPv4,
-                     "port": int, "protocol": "http"|"tcp", "allow_from": [project|"*"],
+  MeshTable       = {"resolver": IPv4 (the mesh DNS address), "vip_range": CIDR (optional, the range of the VIPs),
+                     "services": {name: {"project", "vip": IPv4, "port": int, "protocol": "http"|"tcp",
+                     "allow_from": [project|"*"],
                      "endpoints": [{"alloc", "address": "host:port"}]}}}  (AllocationsPush.mesh, optional;
                      every agent gets the whole table; orca.master.mesh_table, orca.agent.mesh)
   AllocSpec       = {"id", "service", "version", "index", "spec": normalized service spec (orca.spec),

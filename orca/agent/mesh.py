@@ -1,4 +1,4 @@
-"""The service mesh on one agent: project networks, VIPs, the mesh HAProxy and the DNS responder.
+"""The service mesh on one agent: project networks, VIPs, the kernel data plane and the DNS responder.
 
 How a container reaches `store:6379` of its project, on any node:
   1. The agent starts the container on its project's Docker network on this node (`orca-<cluster>-<node>-
@@ -7,18 +7,18 @@ How a container reaches `store:6379` of its project, on any node:
   2. Docker's embedded DNS forwards `store` to the resolver (an address of the cluster's VIP range), where
      this agent's responder (orca.agent.mesh_dns) answers the VIP of `store` in the asker's project (known
      by its source address: the subnet of a project network of this cluster on this engine).
-  3. The VIP and the resolver are local addresses (on `lo`, labelled `lo:om<cluster>`) and the mesh HAProxy
-     (its own process, config from orca.agent.mesh_config) listens on VIP:port, accepts only the project's
-     networks (and `allow_from`'s), and forwards to a healthy replica at its node's publish address and
-     host port: the same endpoints the ingress uses, so a rescheduled replica is reachable as soon as it
-     is healthy, under the same name and VIP. A replica on this very node is reached at its container's
-     address on the project network and the service's port instead (no Docker port mapping on the way).
+  3. The connection to VIP:6379 leaves the container through its bridge's gateway, and this agent's
+     nftables table (orca.agent.mesh_nft) checks its source (the project's networks and `allow_from`'s)
+     and DNATs it to one healthy replica: at its container's address when it runs on this node, else at
+     its node's publish address and host port (the endpoints the ingress uses), so a rescheduled
+     replica is reachable as soon as it is healthy, under the same name and VIP. The kernel moves the bytes;
+     no process of the agent is in their path.
 Everything the leader sends (the MeshTable) is validated entry by entry (mesh_config.parse_table).
 
-The mesh HAProxy is a second HAProxy process beside the ingress one (same binary, same supervision:
-orca.agent.proxy.Proxy): a VIP that cannot be bound then never takes the ingress down, and either can
-reload without the other. Agents of one cluster sharing an engine (tests) share VIPs through
-SO_REUSEPORT and answer alike, as every agent has the whole table and sees every project network.
+The VIPs and the resolver are local addresses (on `lo`, labelled `lo:om<cluster>`): the DNS responder binds
+the resolver, and the host's own connections to a VIP are routed locally and DNATed on the output hook.
+Health: the endpoints are the leader's healthy replicas (each agent health-checks its own and reports;
+a replica that fails leaves the table at the next push); the agent adds no checks of its own.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ import contextlib
 import ipaddress
 import logging
 import re
+import shlex
 import shutil
-import socket
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 from orca.agent import mesh_config as mc
+from orca.agent import mesh_nft
 from orca.agent.mesh_dns import MeshDns
-from orca.agent.proxy import Proxy
-from orca.config import MeshConfig, ProxyConfig
+from orca.config import MeshConfig
 
-__all__ = ["Mesh", "network_name", "lo_label", "LABEL_PROJECT", "LABEL_MESH", "upstream_dns", "mesh_addresses"]
+__all__ = ["Mesh", "network_name", "lo_label", "LABEL_PROJECT", "LABEL_MESH", "upstream_dns", "mesh_addresses",
+           "cleanup_cluster"]
 
 log = logging.getLogger("orca.agent.mesh")
 
@@ -49,6 +50,7 @@ LABEL_PROJECT = "orca.project"
 LABEL_MESH = "orca.mesh"
 REFRESH_S = 5.0  # the project networks of the engine are listed again this often (other agents' ones)
 IP_TIMEOUT_S = 10.0
+NFT_TIMEOUT_S = 30.0  # one `nft -f` of the whole table (10,000 services: well under a second)
 MAX_NETWORK_TRIES = 16
 NEW_NETWORK_WAIT_S = 10.0  # a container's start waits at most this long for its new network to be applied
 
@@ -60,12 +62,6 @@ def network_name(cluster_id: str, node_id: str, project: str) -> str:
 def lo_label(cluster_id: str) -> str:
     """The label of this cluster's mesh addresses on `lo` (at most 15 characters, `lo:` first)."""
     return f"lo:om{cluster_id[:10]}"
-
-
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 RESOLV_CONFS = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
@@ -96,23 +92,25 @@ def mesh_addresses(ip_addr_output: str, label: str) -> set[str]:
     return {m.group(1) for line in ip_addr_output.splitlines() if (m := pattern.search(line))}
 
 
-class MeshProxy(Proxy):
-    """The mesh's HAProxy: the ingress proxy's supervision (start, hitless reload, stop) with the mesh's
-    config instead of the route table's."""
+def _run(args: list[str], stdin: str | None = None, timeout: float = IP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def __init__(self, mesh: Mesh, run_dir: Path) -> None:
-        super().__init__(ProxyConfig(listen=f"127.0.0.1:{_free_loopback_port()}", drain_timeout_s=5.0),
-                         run_dir=run_dir)
-        self.mesh = mesh
 
-    def render(self) -> str:
-        services = mc.with_local_endpoints(self.mesh.services, self.mesh.local)
-        return mc.render(services, self.mesh.networks, ready_listen=self.config.listen,
-                         stats_socket=str(self.admin_socket) if self._sock_dir is not None else None)
-
-    def refresh(self) -> None:
-        """Render again and reload when the text changed (in the background, see Proxy.settled)."""
-        self._bump()
+def cleanup_cluster(cluster_id: str) -> list[str]:
+    """Remove every mesh table and DOCKER-USER rule of `cluster_id` on this host (any node's): for tests and
+    operators after agents that were killed (an agent that stops removes its own). Returns the problems."""
+    prefix = f"{mesh_nft.TABLE_PREFIX}{cluster_id[:12]}_"
+    problems = []
+    for line in _run(["nft", "list", "tables", "ip"]).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith(prefix):
+            res = _run(["nft", "-f", "-"], mesh_nft.delete_script(parts[2]))
+            if res.returncode != 0:
+                problems.append(res.stderr.strip()[:200])
+    for line in _run(["iptables", "-w", "5", "-S", "DOCKER-USER"]).stdout.splitlines():
+        if f"--comment {prefix}" in line and line.startswith("-A DOCKER-USER "):
+            _run(["iptables", "-w", "5", "-D", *shlex.split(line)[1:]])
+    return problems
 
 
 class Mesh:
@@ -131,8 +129,13 @@ class Mesh:
         self._subnets: list[tuple[ipaddress.IPv4Network, str]] = []  # subnet -> project, for the DNS
         self._own: dict[str, str] = {}  # project -> this node's network name
         self.local: dict[str, str] = {}  # alloc -> its container's address on this node's project network
+        self.engine: dict[str, str] = {}  # the same for every replica of the cluster on this engine
         self._network_lock = threading.Lock()  # the reconciler starts containers from several threads
-        self.proxy = MeshProxy(self, run_dir)
+        self.vip_range: str | None = None
+        self._table: str | None = None  # this agent's nftables table, once a cluster id is known
+        self._applied: str | None = None  # the nft script the kernel runs now
+        self._forward: list[str] | None = None  # the DOCKER-USER rule this agent put in (forward_rule)
+        self._forward_warned = False
         self.dns: MeshDns | None = None
         self._changed = asyncio.Event()
         self._apply_lock = asyncio.Lock()  # the loop and a new network (from the runtime's thread) both apply
@@ -153,6 +156,7 @@ class Mesh:
         for warning in warnings:
             log.warning("%s", warning)
         self.resolver, self.services = resolver, services
+        self.vip_range = mc.vip_range_of(table, resolver, services)
         self._changed.set()
 
     def project_of(self, address: str) -> str | None:
@@ -217,18 +221,15 @@ class Mesh:
         return name
 
     def _applied_from_thread(self) -> None:
-        """From the runtime's thread, after a new network: apply it (the listeners' source ACLs and the DNS
-        learn its subnet) and wait until HAProxy runs with it, so the container about to start is not
-        refused in its first second. Bounded; without a running mesh loop it returns at once."""
+        """From the runtime's thread, after a new network: apply it (the access rules and the DNS learn its
+        subnet), so the container about to start is not refused in its first second. Bounded; without a
+        running mesh loop it returns at once."""
         loop = self._event_loop
         if loop is None or not loop.is_running():
             return
 
-        async def apply_and_settle() -> None:
-            await self.apply()
-            await self.proxy.settled(NEW_NETWORK_WAIT_S)
         try:
-            asyncio.run_coroutine_threadsafe(apply_and_settle(), loop).result(NEW_NETWORK_WAIT_S + 5)
+            asyncio.run_coroutine_threadsafe(self.apply(), loop).result(NEW_NETWORK_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - the loop applies it anyway within REFRESH_S
             log.warning("the new project network is not applied yet: %s", exc)
 
@@ -256,11 +257,14 @@ class Mesh:
                     out.setdefault(project, set()).add(str(ipaddress.IPv4Network(cfg.get("Subnet"))))
         return {p: tuple(sorted(s)) for p, s in sorted(out.items())}
 
-    def _list_local(self) -> dict[str, str]:
-        """This node's replicas' container addresses on its project networks (one engine call)."""
+    def _list_local(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The container addresses on their project networks of this node's replicas, and of every replica
+        of the cluster on this engine (other nodes' too when agents share the engine, as in tests): one
+        engine call. The host reaches all of them over their bridges (mesh_config.with_local_endpoints)."""
         rows = self.runtime.client.api.containers(
-            filters={"label": [f"orca.cluster={self.cluster_id}", f"orca.node={self.node_id}"], "status": "running"})
-        return mc.local_addresses(rows, f"orca-{str(self.cluster_id)[:12]}-{self.node_id}-")
+            filters={"label": [f"orca.cluster={self.cluster_id}"], "status": "running"})
+        prefix = f"orca-{str(self.cluster_id)[:12]}-"
+        return mc.local_addresses(rows, prefix, self.node_id), mc.local_addresses(rows, prefix)
 
     # -- addresses on lo ----------------------------------------------------------------------------------
 
@@ -281,14 +285,64 @@ class Mesh:
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
+    # -- the kernel's rules ---------------------------------------------------------------------------------
+
+    def _apply_rules(self, script: str) -> None:
+        """Load `script` (the whole table, one transaction) unless the kernel runs it already."""
+        if script == self._applied:
+            return
+        res = _run(["nft", "-f", "-"], script, timeout=NFT_TIMEOUT_S)
+        if res.returncode != 0:
+            raise RuntimeError(f"nft refused the mesh table: {res.stderr.strip()[:500]}")
+        self._applied = script
+
+    def _ensure_forward(self) -> None:
+        """Keep this agent's rule first in Docker's DOCKER-USER chain (see mesh_nft.forward_rule); a Docker
+        restart or an operator may have removed it. No Docker chain here (a host without Docker's
+        iptables rules): nothing to do, said once."""
+        if self.vip_range is None or self._table is None:
+            return
+        rule = mesh_nft.forward_rule(self.vip_range, self._table)
+        if self._forward is not None and self._forward != rule:
+            _run(["iptables", "-w", "5", "-D", "DOCKER-USER", *self._forward])
+            self._forward = None
+        if _run(["iptables", "-w", "5", "-C", "DOCKER-USER", *rule]).returncode == 0:
+            self._forward = rule
+            return
+        res = _run(["iptables", "-w", "5", "-I", "DOCKER-USER", "1", *rule])
+        if res.returncode == 0:
+            self._forward = rule
+        elif not self._forward_warned:
+            self._forward_warned = True
+            log.warning("no rule in Docker's DOCKER-USER chain (%s): containers reach mesh services on their "
+                        "own bridge and on other nodes, not on another bridge of this host",
+                        res.stderr.strip()[:200])
+
+    def _remove_rules(self) -> None:
+        if self._table is not None:
+            res = _run(["nft", "-f", "-"], mesh_nft.delete_script(self._table), timeout=NFT_TIMEOUT_S)
+            if res.returncode != 0:
+                log.warning("could not remove the mesh table %s: %s", self._table, res.stderr.strip()[:200])
+            self._applied = None
+        if self._forward is not None:
+            _run(["iptables", "-w", "5", "-D", "DOCKER-USER", *self._forward])
+            self._forward = None
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
     async def start(self) -> None:
-        if shutil.which("ip") is None:
-            raise RuntimeError("the service mesh ([agent.mesh]) needs the `ip` command: apt-get install iproute2")
+        for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"the service mesh ([agent.mesh]) needs the `{tool}` command: "
+                                   f"apt-get install {package}")
+        with contextlib.suppress(OSError):
+            if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+                log.warning("net.ipv4.ip_forward is 0: containers reach mesh replicas on this host's bridges "
+                            "only (Docker turns it on; `sysctl -w net.ipv4.ip_forward=1`)")
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self.proxy.start()
         self._event_loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop())
-        log.info("service mesh on (HAProxy pid %s)", self.proxy._proc.pid if self.proxy._proc else None)
+        log.info("service mesh on (nftables)")
 
     async def _loop(self) -> None:
         while True:
@@ -303,7 +357,7 @@ class Mesh:
                 self._changed.set()
 
     async def apply(self) -> None:
-        """One pass: networks, addresses, DNS names, HAProxy config."""
+        """One pass: networks, addresses, DNS names, the kernel's rules."""
         async with self._apply_lock:
             await self._apply()
 
@@ -314,7 +368,7 @@ class Mesh:
         # Its own thread: the runtime's threads (the default executor) may be waiting on this very pass.
         self.networks = await loop.run_in_executor(self._executor, self._list_networks)
         self._subnets = [(ipaddress.IPv4Network(c), p) for p, cidrs in self.networks.items() for c in cidrs]
-        self.local = await loop.run_in_executor(self._executor, self._list_local)
+        self.local, self.engine = await loop.run_in_executor(self._executor, self._list_local)
         wanted = {self.resolver, *(s.vip for s in self.services)}
         await loop.run_in_executor(self._executor, self._sync_addresses, wanted)
         if self.dns is None or self.dns.address != self.resolver:
@@ -328,14 +382,22 @@ class Mesh:
                 log.error("mesh DNS on %s:53: %s", self.resolver, exc)
         if self.dns is not None:
             self.dns.names = {(s.project, s.name): s.vip for s in self.services}
-        self.proxy.refresh()
+        self._table = mesh_nft.table_name(str(self.cluster_id), self.node_id)
+        await loop.run_in_executor(self._executor, self._apply_rules, self.render())
+        await loop.run_in_executor(self._executor, self._ensure_forward)
 
-    async def settled(self, timeout: float = 10.0) -> bool:
-        return await self.proxy.settled(timeout)
+    def render(self) -> str:
+        """The nft script for the current table, networks and container addresses."""
+        table = self._table or mesh_nft.table_name(str(self.cluster_id), self.node_id)
+        return mesh_nft.render(table, mc.with_local_endpoints(self.services, self.local, self.engine),
+                               self.networks)
 
     async def stop(self) -> None:
-        """End the loop, the DNS responder and the mesh HAProxy. The addresses on lo stay: another agent of
-        the cluster on this host may serve them too, and the next start takes them over."""
+        """End the loop and the DNS responder, and remove this agent's table and DOCKER-USER rule (keyed by
+        its node: another agent of the cluster on this host keeps serving with its own; without any agent
+        a VIP's rules would send new connections to replicas nobody keeps up to date). The addresses on lo
+        stay: another agent of the cluster on this host may serve them too, and the next start takes them
+        over."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -343,5 +405,6 @@ class Mesh:
         if self.dns is not None:
             self.dns.stop()
             self.dns = None
-        await self.proxy.stop()
+        async with self._apply_lock:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._remove_rules)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,34 +1,25 @@
-"""The service mesh's table and HAProxy configuration (pure: no I/O, no clock).
+"""The service mesh's table as an agent serves it (pure: no I/O, no clock).
 
 `parse_table` checks the leader's MeshTable (orca.protocol) entry by entry (a malformed service is skipped
-with a warning, never takes the others down); `render` turns it into the mesh HAProxy's config: per
-service one frontend on VIP:port (`mode http` or `mode tcp` by the service's `protocol`) whose only
-clients are the containers of the service's project and of the projects in its `allow_from` (by source
-network: `tcp-request connection reject` for anything else, before a byte is read), and one backend
-with the service's healthy replicas on any node, TCP-checked every second.
-
-A change of replicas only (the usual one: a replica added, moved or gone) reaches the running HAProxy
-through its runtime API; anything else (a service, a network) reloads it hitlessly (orca.agent.proxy).
-
-HTTP services are balanced per request (a keep-alive client is spread over the replicas) and a refused
-connection is retried once on another replica; TCP services per connection (`balance roundrobin` for
-both, `leastconn` would favour the node's own HAProxy view over the cluster's).
+with a warning, never takes the others down); `local_addresses` and `with_local_endpoints` put the replicas
+that run on this Docker engine at their container's address; `allowed_networks` says whose containers may
+connect. orca.agent.mesh_nft turns the result into the kernel's rules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from orca.agent.haproxy_config import NAME_RE, SERVER_CHECK, SERVER_LINE, normalize_address
+from orca.agent.haproxy_config import NAME_RE, normalize_address
 from orca.spec import PROTOCOLS, is_dns_label
 
-__all__ = ["MeshService", "parse_table", "render", "frontend_name", "allowed_networks", "READY_FRONTEND",
-           "local_addresses", "with_local_endpoints"]
+__all__ = ["MeshService", "parse_table", "vip_range_of", "allowed_networks", "local_addresses",
+           "with_local_endpoints", "is_loopback_endpoint"]
 
-READY_FRONTEND = "mesh_ready"
 MAX_SERVICES = 10_000
 MAX_ENDPOINTS = 1_000
 _IPV4_RE = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
@@ -45,10 +36,6 @@ class MeshService:
     protocol: str
     allow_from: tuple[str, ...]
     endpoints: tuple[tuple[str, str], ...]  # (alloc id, "host:port")
-
-
-def frontend_name(service: str) -> str:
-    return f"mesh_{service}"
 
 
 def _ipv4(value: Any, what: str) -> str:
@@ -110,13 +97,34 @@ def parse_table(table: Any) -> tuple[str | None, list[MeshService], list[str]]:
     return resolver, out, warnings
 
 
-def local_addresses(rows: Any, network_prefix: str, alloc_label: str = "orca.alloc") -> dict[str, str]:
-    """alloc id -> the address of its running container on this node's project network, from the engine's
-    container list (`GET /containers/json` rows, which carry each network's address without an inspect).
+def vip_range_of(table: Any, resolver: str | None, services: list[MeshService]) -> str | None:
+    """The cluster's VIP range: the table's `vip_range` (leaders since the kernel data plane send it), else
+    the smallest network holding the resolver and every VIP (a leader from before: still inside its
+    range). None without a resolver."""
+    if resolver is None:
+        return None
+    raw = table.get("vip_range") if isinstance(table, dict) else None
+    if isinstance(raw, str):
+        with contextlib.suppress(ValueError):
+            net = ipaddress.IPv4Network(raw, strict=True)
+            if ipaddress.IPv4Address(resolver) in net and 8 <= net.prefixlen <= 30:
+                return str(net)
+    addresses = [int(ipaddress.IPv4Address(a)) for a in (resolver, *(s.vip for s in services))]
+    low, high = min(addresses), max(addresses)
+    prefix = 32 - (low ^ high).bit_length()
+    return str(ipaddress.IPv4Network((low, prefix), strict=False))
 
-    Only networks named `network_prefix`* count (this node's mesh networks): an address there is one the
-    host reaches straight over the bridge. Rows that are not running, not an allocation, or on no such
-    network are left out (their replicas keep their host port)."""
+
+def local_addresses(rows: Any, network_prefix: str, node: str | None = None,
+                    alloc_label: str = "orca.alloc") -> dict[str, str]:
+    """alloc id -> the address of its running container on a mesh network of this cluster, from the
+    engine's container list (`GET /containers/json` rows, which carry each network's address without an
+    inspect).
+
+    Only networks named `network_prefix`* count (the cluster's mesh networks on this engine): an address
+    there is one the host reaches straight over a bridge. With `node`, only that node's containers (label
+    orca.node). Rows that are not running, not an allocation, or on no such network are left out (their
+    replicas keep their host port)."""
     out: dict[str, str] = {}
     if not isinstance(rows, list):
         return out
@@ -126,6 +134,8 @@ def local_addresses(rows: Any, network_prefix: str, alloc_label: str = "orca.all
         labels, settings = row.get("Labels"), row.get("NetworkSettings")
         alloc = labels.get(alloc_label) if isinstance(labels, dict) else None
         if not isinstance(alloc, str) or not NAME_RE.match(alloc) or not isinstance(settings, dict):
+            continue
+        if node is not None and labels.get("orca.node") != node:
             continue
         networks = settings.get("Networks")
         if not isinstance(networks, dict):
@@ -141,20 +151,37 @@ def local_addresses(rows: Any, network_prefix: str, alloc_label: str = "orca.all
     return out
 
 
-def with_local_endpoints(services: list[MeshService], local: dict[str, str]) -> list[MeshService]:
+def is_loopback_endpoint(address: str) -> bool:
+    """Whether "host:port" (or "[v6]:port") names a loopback address."""
+    try:
+        return ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def with_local_endpoints(services: list[MeshService], local: dict[str, str],
+                         engine: dict[str, str] | None = None) -> list[MeshService]:
     """`services` with each replica that runs on this node (in `local`, see local_addresses) reached at its
     container's address and the service's own port instead of the node's publish address and host port:
-    the bytes then go host -> bridge -> container, without Docker's port mapping (its userland proxy on a
-    loopback publish address: one more copy and two more sockets per connection). Replicas on other nodes
-    keep "publish address:host port", the only address of theirs this node can reach."""
-    if not local:
+    the bytes then go host -> bridge -> container, without Docker's port mapping. A replica of another node
+    keeps "publish address:host port", the address every node reaches, unless that address is a loopback
+    one and the replica runs on this same engine (in `engine`: agents sharing one engine, as in tests):
+    a container's packet cannot be routed from its bridge to 127.0.0.0/8, its container's address it can."""
+    engine = engine or {}
+    if not local and not engine:
         return services
     out = []
     for svc in services:
-        endpoints = tuple((alloc, f"{local[alloc]}:{svc.port}" if alloc in local else address)
-                          for alloc, address in svc.endpoints)
-        out.append(svc if endpoints == svc.endpoints else
-                   MeshService(svc.name, svc.project, svc.vip, svc.port, svc.protocol, svc.allow_from, endpoints))
+        endpoints = []
+        for alloc, address in svc.endpoints:
+            if alloc in local:
+                address = f"{local[alloc]}:{svc.port}"
+            elif alloc in engine and is_loopback_endpoint(address):
+                address = f"{engine[alloc]}:{svc.port}"
+            endpoints.append((alloc, address))
+        out.append(svc if tuple(endpoints) == svc.endpoints else
+                   MeshService(svc.name, svc.project, svc.vip, svc.port, svc.protocol, svc.allow_from,
+                               tuple(endpoints)))
     return out
 
 
@@ -166,75 +193,3 @@ def allowed_networks(service: MeshService, networks: dict[str, tuple[str, ...]])
     else:
         projects = {service.project, *service.allow_from}
     return sorted({cidr for p in projects for cidr in networks.get(p, ())})
-
-
-def render(services: list[MeshService], networks: dict[str, tuple[str, ...]], *, ready_listen: str,
-           connect_timeout_s: float = 2.0, idle_timeout_s: float = 60.0, request_timeout_s: float = 30.0,
-           stats_socket: str | None = None, nbthread: int = 1) -> str:
-    """The whole mesh haproxy.cfg. Same input, same text (the agent reloads only on a change).
-
-    `ready_listen` is a loopback "host:port" answering 200: the agent's liveness probe of this HAProxy,
-    and the one listener it always has (HAProxy refuses to start without any)."""
-    def ms(s: float) -> str:
-        return f"{max(1, int(s * 1000))}ms"
-
-    lines = [
-        "# Generated by the orca agent (service mesh); rewritten on every table change. Do not edit.",
-        "global",
-        f"    nbthread {max(1, nbthread)}",
-        "    hard-stop-after 15s",
-        "    tune.bufsize 32768",
-    ]
-    if stats_socket:
-        lines.append(f"    stats socket {stats_socket} mode 600 level admin")
-    lines += [
-        "",
-        "defaults",
-        "    mode tcp",
-        f"    timeout connect {ms(connect_timeout_s)}",
-        f"    timeout client {ms(max(idle_timeout_s, request_timeout_s))}",
-        f"    timeout server {ms(max(idle_timeout_s, request_timeout_s))}",
-        f"    timeout http-keep-alive {ms(idle_timeout_s)}",
-        "    timeout http-request 30s",
-        "    timeout tunnel 1h",
-        "    timeout client-fin 5s",
-        "    retries 1",
-        "    option redispatch 1",
-        "",
-        f"frontend {READY_FRONTEND}",
-        "    mode http",
-        f"    bind {ready_listen}",
-        "    http-request return status 200 content-type text/plain string ok",
-        "",
-    ]
-    for svc in services:
-        name = frontend_name(svc.name)
-        sources = allowed_networks(svc, networks)
-        lines += [f"frontend {name}",
-                  f"    mode {svc.protocol}",
-                  f"    bind {svc.vip}:{svc.port}"]
-        if sources:
-            for i in range(0, len(sources), 32):  # at most 64 words a line
-                lines.append(f"    acl allowed src {' '.join(sources[i:i + 32])}")
-            lines.append("    tcp-request connection reject unless allowed")
-        else:
-            lines.append("    tcp-request connection reject")
-        if svc.protocol == "http":
-            lines += ["    option http-keep-alive", "    option forwardfor"]
-        else:
-            # The kernel moves the bytes (socket -> pipe -> socket), never copied into HAProxy: measured 850
-            # against 1,150-1,200 µs of HAProxy CPU per MB with splice-auto (which copies until a buffer fills)
-            # and no worse per connection (scripts/bench/mesh.py's TCP echoes, 32 connections).
-            lines += ["    option splice-request", "    option splice-response"]
-        lines += [f"    default_backend {name}", "",
-                  f"backend {name}",
-                  f"    mode {svc.protocol}",
-                  "    balance roundrobin"]
-        if svc.protocol == "http":
-            lines.append("    retry-on conn-failure empty-response")
-        for alloc, address in svc.endpoints:
-            # The ingress's server line, word for word: a change of replicas only is then applied through
-            # HAProxy's runtime API (orca.agent.proxy), without a new worker.
-            lines.append(f"{SERVER_LINE}{alloc} {address} weight 1 {SERVER_CHECK}")
-        lines.append("")
-    return "\n".join(lines) + "\n"

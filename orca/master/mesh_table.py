@@ -38,4 +38,4 @@ def mesh_table(state: dict[str, Any], vip_range: str) -> dict[str, Any]:
                           "port": spec["port"], "protocol": spec.get("protocol", "http"),
                           "allow_from": list(spec.get("allow_from") or ()),
                           "endpoints": by_service.get(name, [])}
-    return {"resolver": resolver_address(vip_range), "services": services}
+    return {"resolver": resolver_address(vip_range), "vip_range": vip_range, "services": services}

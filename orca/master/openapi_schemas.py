@@ -163,7 +163,8 @@ _SERVICE_SPEC: Schema = {
                                            description="a secret reference holding the pull credentials")),
         "depends_on": {"type": "array", "maxItems": 32, "items": _DNS_LABEL},
         "protocol": {"type": "string", "enum": list(spec.PROTOCOLS), "description":
-                     "how the service mesh balances the port: http (L7) or tcp (L4, no domain); default http"},
+                     "what the port speaks: http (the ingress may route it by domain) or tcp (no domain); "
+                     "the mesh balances both per connection; default http"},
         "allow_from": {"type": "array", "maxItems": spec.MAX_ALLOW_FROM, "description":
                        "other projects whose containers may reach this service through the mesh ('*': all)",
                        "items": {"anyOf": [_DNS_LABEL, {"type": "string", "enum": ["*"]}]}},

@@ -8,22 +8,22 @@ Prints one JSON line:
 `ratio`/`ratio_rps` is the median of the rounds' mesh / direct (see round_ratios); `ratio_total` the ratio
 of the totals over all rounds, which one round caught in a burst of the box's other load can swing.
 
-The mesh is the agent's own: the HAProxy config rendered by orca.agent.mesh_config for one HTTP and one
-TCP service (source ACL, health checks, balancing exactly as an agent serves them), supervised by
-orca.agent.mesh.MeshProxy in a process of its own (this script re-run with `--serve-mesh`). The only
-difference from an agent is the listen address: 127.0.0.1 and a free port instead of a VIP on `lo`
-(the same socket path in the kernel; no CAP_NET_ADMIN needed), with 127.0.0.0/8 as the project network.
+The mesh is the agent's own: the nftables table rendered by orca.agent.mesh_nft for one HTTP and one TCP
+service (the DNAT of VIP:port to the replica, the access sets, the masquerade), loaded with `nft -f` as an
+agent loads it, with the VIPs on `lo` (10.212.255.2-4, label lo:ombench). The client is on the host, so
+its connections take the output hook (a container's take prerouting: the same DNAT, after the access
+check). Needs root (CAP_NET_ADMIN); the table and the addresses are removed on exit.
 Upstreams: a keep-alive aiohttp server (`--upstream aiohttp`, the default, no Docker), busybox httpd
 (`--upstream busybox`) or the keep-alive orca-test/web (`--upstream web`) in a container for HTTP; an
 asyncio echo server in a child process for TCP. A container is reached at its address on the bridge both
-straight and through the mesh (as the agent reaches a replica on its own node), and also through the mesh at
-its published port ("mesh_published": Docker's port mapping on the way, the path before that).
+straight and through the mesh (as the agent reaches a replica on its engine), and also through the mesh at
+its published port ("mesh_published": Docker's port mapping on the way).
 The load (the same generator for both targets, alternating rounds so drifting load elsewhere on the box
 hits both): HTTP requests over N keep-alive connections (scripts/bench/proxy.py's generator); TCP bytes/s
 over N connections echoing 64 KiB chunks; TCP connections/s as N workers each opening a connection,
 sending a line, reading the answer and closing.
 
-    .venv/bin/python scripts/bench/mesh.py [--seconds 12] [--rounds 6] [--connections 32] [--upstream busybox|aiohttp]
+    .venv/bin/python scripts/bench/mesh.py [--seconds 12] [--rounds 6] [--connections 32] [--upstream web]
 
 Every process and container started here is reaped on exit (SIGTERM included).
 """
@@ -88,39 +88,41 @@ def _exit_on(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-# -- the mesh process ---------------------------------------------------------------------------------------
+# -- the mesh: the agent's nftables table -------------------------------------------------------------------
+
+VIP_HTTP, VIP_TCP, VIP_PUB = "10.212.255.2", "10.212.255.3", "10.212.255.4"
+LO_LABEL = "lo:ombench"
+HTTP_PORT, TCP_PORT = 8080, 7000
 
 
-async def serve_mesh(http_port: int, tcp_port: int, http_upstream: str, tcp_upstream: str,
-                     published: tuple[int, str] | None = None) -> None:
-    from orca.agent import mesh_config as mc
-    from orca.agent.mesh import MeshProxy
+class KernelMesh:
+    """The agent's table for the bench's services, loaded on enter and removed (with the VIPs) on exit."""
 
-    class BenchMesh:  # what MeshProxy reads from its Mesh: the services and the project networks
-        services = [mc.MeshService("web", "bench", "127.0.0.1", http_port, "http", (), (("a1", http_upstream),)),
-                    mc.MeshService("store", "bench", "127.0.0.1", tcp_port, "tcp", (), (("a2", tcp_upstream),))]
-        if published:  # the same replica at its published port: how the mesh reached a same-node replica before
-            services.append(mc.MeshService("webpub", "bench", "127.0.0.1", published[0], "http", (),
-                                           (("a3", published[1]),)))
-        networks = {"bench": ("127.0.0.0/8",)}
-        local: dict[str, str] = {}
+    def __init__(self, http_upstream: str, tcp_upstream: str, published: str | None) -> None:
+        from orca.agent import mesh_config as mc
+        from orca.agent import mesh_nft
 
-    import tempfile
-    run_dir = Path(tempfile.mkdtemp(prefix="orca-bench-mesh-"))
-    proxy = MeshProxy(BenchMesh(), run_dir)  # type: ignore[arg-type]
-    await proxy.start()
-    proxy.refresh()
-    await proxy.settled()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await proxy.stop()
-        import shutil
-        shutil.rmtree(run_dir, ignore_errors=True)
+        self.table = mesh_nft.table_name(f"bench{os.getpid()}", "bench")
+        services = [mc.MeshService("web", "bench", VIP_HTTP, HTTP_PORT, "http", (), (("a1", http_upstream),)),
+                    mc.MeshService("store", "bench", VIP_TCP, TCP_PORT, "tcp", (), (("a2", tcp_upstream),))]
+        if published:  # the same replica at its published port, through Docker's port mapping
+            services.append(mc.MeshService("webpub", "bench", VIP_PUB, HTTP_PORT, "http", (), (("a3", published),)))
+        self.vips = [s.vip for s in services]
+        self.script = mesh_nft.render(self.table, services, {"bench": ("10.212.255.0/24",)})
+        self.delete = mesh_nft.delete_script(self.table)
+
+    def __enter__(self) -> KernelMesh:
+        if os.geteuid() != 0:
+            raise SystemExit("the mesh bench loads an nftables table and VIPs on lo: run it as root")
+        for vip in self.vips:
+            subprocess.run(["ip", "addr", "replace", f"{vip}/32", "dev", "lo", "label", LO_LABEL], check=True)
+        subprocess.run(["nft", "-f", "-"], input=self.script, text=True, check=True, timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["nft", "-f", "-"], input=self.delete, text=True, check=False, timeout=30)
+        for vip in self.vips:
+            subprocess.run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"], capture_output=True, check=False)
 
 
 # -- TCP load --------------------------------------------------------------------------------------------------
@@ -129,8 +131,8 @@ async def serve_mesh(http_port: int, tcp_port: int, http_upstream: str, tcp_upst
 class TcpBytes:
     """N connections, each writing a 64 KiB chunk and reading it back, in a loop: echoed bytes/s."""
 
-    def __init__(self, port: int, connections: int) -> None:
-        self.port, self.connections = port, connections
+    def __init__(self, host: str, port: int, connections: int) -> None:
+        self.host, self.port, self.connections = host, port, connections
         self.bytes = 0
         self.errors = 0
         self.elapsed = 0.0
@@ -141,7 +143,7 @@ class TcpBytes:
 
         async def worker(until: float) -> None:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 5)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
             except (OSError, TimeoutError):
                 self.errors += 1
                 return
@@ -172,8 +174,8 @@ class TcpBytes:
 class TcpConnections:
     """N workers, each connecting, sending a line, reading the answer and closing, in a loop."""
 
-    def __init__(self, port: int, connections: int) -> None:
-        self.port, self.connections = port, connections
+    def __init__(self, host: str, port: int, connections: int) -> None:
+        self.host, self.port, self.connections = host, port, connections
         self.latencies: list[float] = []
         self.errors = 0
         self.elapsed = 0.0
@@ -185,7 +187,7 @@ class TcpConnections:
             clock = time.perf_counter
             while (t0 := clock()) < until:
                 try:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 5)
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
                     try:
                         writer.write(b"hello\n")
                         ok = await asyncio.wait_for(reader.read(16), 5) == b"hi\n"
@@ -214,11 +216,11 @@ class TcpConnections:
                 "errors": self.errors}
 
 
-async def wait_tcp(port: int, timeout: float = 30.0) -> None:
+async def wait_tcp(host: str, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
             writer.write(b"hello\n")
             answer = await asyncio.wait_for(reader.read(16), 2)
             writer.close()
@@ -227,7 +229,7 @@ async def wait_tcp(port: int, timeout: float = 30.0) -> None:
         except (OSError, TimeoutError):
             pass
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"127.0.0.1:{port} did not answer within {timeout:.0f} s")
+    raise RuntimeError(f"{host}:{port} did not answer within {timeout:.0f} s")
 
 
 def container_address(container: Any) -> str:
@@ -273,57 +275,52 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--upstream", choices=("busybox", "web", "aiohttp"), default="aiohttp")
     parser.add_argument("--rounds", type=int, default=6, help="alternating direct/mesh rounds")
-    parser.add_argument("--serve-mesh", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on)
-    if args.serve_mesh:
-        a = args.serve_mesh
-        asyncio.run(serve_mesh(int(a[0]), int(a[1]), a[2], a[3], (int(a[4]), a[5]) if len(a) == 6 else None))
-        return 0
 
-    http_up, tcp_up, http_mesh, tcp_mesh, http_pub = free_ports(5)
+    http_up, tcp_up, http_pub = free_ports(3)
     container = None
     procs: list[subprocess.Popen[bytes]] = []
     load_start = os.getloadavg()[0]
     try:
-        http_target, extra = f"127.0.0.1:{http_up}", []
+        http_target, published = f"127.0.0.1:{http_up}", None
         if args.upstream == "aiohttp":
             procs.append(subprocess.Popen([sys.executable, "-c", AIOHTTP_UPSTREAM, str(http_up)]))
         else:
             # A replica in a container on this node: "direct" is its container address (what a container
-            # calling it without the mesh would use), and so is the mesh's (the agent's same-node path);
+            # calling it without the mesh would use), and so is the mesh's (the agent's same-engine path);
             # "mesh_published" is the mesh to its published port (through Docker's port mapping).
             container = (start_busybox if args.upstream == "busybox" else start_web)(http_up)
             http_target = f"{container_address(container)}:8080"
-            extra = [str(http_pub), f"127.0.0.1:{http_up}"]
+            published = f"127.0.0.1:{http_up}"
         procs.append(subprocess.Popen([sys.executable, "-c", ECHO_UPSTREAM, str(tcp_up)]))
-        procs.append(subprocess.Popen([sys.executable, __file__, "--serve-mesh", str(http_mesh), str(tcp_mesh),
-                                       http_target, f"127.0.0.1:{tcp_up}", *extra]))
-        direct_url, mesh_url = f"http://{http_target}/index.html", f"http://127.0.0.1:{http_mesh}/index.html"
-        asyncio.run(wait_http(direct_url))
-        asyncio.run(wait_http(mesh_url))
-        if extra:
-            asyncio.run(wait_http(f"http://127.0.0.1:{http_pub}/index.html"))
-        asyncio.run(wait_tcp(tcp_up))
-        asyncio.run(wait_tcp(tcp_mesh))
-        http = {"direct": Load(direct_url, args.connections), "mesh": Load(mesh_url, args.connections)}
-        if extra:
-            http["mesh_published"] = Load(f"http://127.0.0.1:{http_pub}/index.html", args.connections)
-        tbytes = {"direct": TcpBytes(tcp_up, args.connections), "mesh": TcpBytes(tcp_mesh, args.connections)}
-        tconns = {"direct": TcpConnections(tcp_up, args.connections),
-                  "mesh": TcpConnections(tcp_mesh, args.connections)}
-        share = args.seconds / args.rounds
-        per_round: dict[str, dict[str, list[float]]] = {k: {t: [] for t in http} for k in MEASURES}
-        for n in range(args.rounds):
-            for key, measures in zip(MEASURES, (http, tbytes, tconns), strict=True):
-                # Direct first in even rounds, the mesh first in odd ones: neither always runs just after the
-                # other's load, nor always on the warmer box.
-                targets = list(measures)
-                for target in targets if n % 2 == 0 else targets[::-1]:
-                    before = _progress(measures[target])
-                    asyncio.run(measures[target].run(share))  # type: ignore[attr-defined]
-                    per_round[key][target].append(_rate(before, _progress(measures[target])))
+        with KernelMesh(http_target, f"127.0.0.1:{tcp_up}", published):
+            direct_url, mesh_url = f"http://{http_target}/index.html", f"http://{VIP_HTTP}:{HTTP_PORT}/index.html"
+            asyncio.run(wait_http(direct_url))
+            asyncio.run(wait_http(mesh_url))
+            if published:
+                asyncio.run(wait_http(f"http://{VIP_PUB}:{HTTP_PORT}/index.html"))
+            asyncio.run(wait_tcp("127.0.0.1", tcp_up))
+            asyncio.run(wait_tcp(VIP_TCP, TCP_PORT))
+            http = {"direct": Load(direct_url, args.connections), "mesh": Load(mesh_url, args.connections)}
+            if published:
+                http["mesh_published"] = Load(f"http://{VIP_PUB}:{HTTP_PORT}/index.html", args.connections)
+            tbytes = {"direct": TcpBytes("127.0.0.1", tcp_up, args.connections),
+                      "mesh": TcpBytes(VIP_TCP, TCP_PORT, args.connections)}
+            tconns = {"direct": TcpConnections("127.0.0.1", tcp_up, args.connections),
+                      "mesh": TcpConnections(VIP_TCP, TCP_PORT, args.connections)}
+            share = args.seconds / args.rounds
+            per_round: dict[str, dict[str, list[float]]] = {k: {t: [] for t in http} for k in MEASURES}
+            for n in range(args.rounds):
+                for key, measures in zip(MEASURES, (http, tbytes, tconns), strict=True):
+                    # Direct first in even rounds, the mesh first in odd ones: neither always runs just after
+                    # the other's load, nor always on the warmer box.
+                    targets = list(measures)
+                    for target in targets if n % 2 == 0 else targets[::-1]:
+                        before = _progress(measures[target])
+                        asyncio.run(measures[target].run(share))  # type: ignore[attr-defined]
+                        per_round[key][target].append(_rate(before, _progress(measures[target])))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -341,7 +338,7 @@ def main() -> int:
     rr = {k: round_ratios(per_round[k]["direct"], per_round[k]["mesh"]) for k in MEASURES}
     print(json.dumps({
         "bench": "mesh", "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
-        "upstream": args.upstream,
+        "upstream": args.upstream, "data_plane": "nftables",
         "http": {**h, "ratio_rps": rr["http"]["ratio_median"],
                  "ratio_total": _ratio(h["mesh"]["rps"], h["direct"]["rps"]),
                  "round_ratios": rr["http"]["round_ratios"],

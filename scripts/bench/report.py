@@ -510,7 +510,7 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
                               ("tcp_connections", "TCP connections/s", "ratio")):
         value = g(me, f"{key}.{field}")
         add("12", f"Mesh ≥ 0.8× direct, {label}", f(value, "×", 2), None if value is None else value >= 0.8,
-            f"{f(me.get('connections'))} connections, service to service through the agent's mesh HAProxy")
+            f"{f(me.get('connections'))} connections, service to service through the agent's mesh (nftables DNAT)")
     px = by.get("proxy", {})
     pr, pa = px.get("ratio_rps"), px.get("p99_added_ms")
     add("6", "Proxy ≥ 0.7× direct requests/s at 32 connections", f(pr, "×", 2), None if pr is None else pr >= 0.7,

@@ -548,12 +548,14 @@ def test_three_hosts_bootstrapped_with_the_per_host_script(three_hosts: ThreeHos
 # The service mesh across the three hosts: a two-tier app whose web tier reaches its store by name.
 #
 # One Docker engine serves the three hosts, so the containers all live in the root namespace while each
-# agent (and its mesh: HAProxy on the VIPs, the DNS responder) lives in its host's namespace. The test
-# wires what a real host has for free: each agent's project network (a /24 the agent takes from its own
-# `subnet_pool`) is policy-routed to that agent's namespace for the VIP range (`ip rule from SUBNET to
-# VIPS lookup T`), those packets keep their container source address (a NAT exemption ahead of Docker's
-# MASQUERADE), and each namespace routes the container subnets back to the bridge. Replicas publish on the
-# bridge's root-namespace address, which every host reaches: the address a real host's replicas have.
+# agent (and its mesh: the nftables table that DNATs the VIPs, the DNS responder) lives in its host's
+# namespace. The test wires what a real host has for free: each agent's project network (a /24 the agent
+# takes from its own `subnet_pool`) is policy-routed to that agent's namespace for the VIP range (`ip rule
+# from SUBNET to VIPS lookup T`), those packets keep their container source address (a NAT exemption ahead
+# of Docker's MASQUERADE), each namespace routes the container subnets back to the bridge, and forwards
+# (Docker turns net.ipv4.ip_forward on on a real host; the DNATed packets leave the way they came).
+# Replicas publish on the bridge's root-namespace address, which every host reaches: the address a real
+# host's replicas have, and the one the web's agent DNATs the store's VIP to (a replica on another node).
 
 # The store: one line in, "store <hostname> <line>" out, then the connection closes (busybox nc).
 STORE_CMD = ["sh", "-c", "printf '#!/bin/sh\\nread line\\necho \"store $(hostname) $line\"\\n' > /echo.sh"
@@ -605,6 +607,7 @@ class MeshWiring:
             _run("ip", "rule", "add", *rule)
             self.made.append(["ip", "rule", "del", *rule])
             _run("ip", "-n", h.netns, "route", "add", self.pools, "via", f"{self.hosts.subnet}.254")
+            _run("ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")  # gone with the netns
 
     def undo(self) -> list[str]:
         problems = []

@@ -2,14 +2,17 @@
 
 A container reaches another service of its project by `NAME` (HTTP and raw TCP) and any service by
 `NAME.PROJECT`, wherever the replicas run; an `internal` service is reachable that way and never through
-the ingress; a container of another project is refused unless the service's `allow_from` names it.
+the ingress; a container of another project is refused unless the service's `allow_from` names it. The
+data plane is each agent's nftables table: both agents DNAT to the store's container address (it runs on
+their engine), the host reaches the VIP too, and a connection opened before a table change still works after.
 The stack uses a VIP range and a subnet pool of its own, so it never meets another cluster on the engine,
-and removes its networks and `lo` addresses at the end.
+and removes its networks, `lo` addresses and nftables tables at the end.
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +23,8 @@ import pytest
 from e2e_helpers import IMAGE, converged, wait_for
 from test_traffic_e2e import fetch
 
-from orca.agent.mesh import lo_label
+from orca.agent.mesh import cleanup_cluster, lo_label
+from orca.agent.mesh_nft import table_name
 from orca.client import Client
 from orca.devcluster import LocalCluster, free_ports
 from orca.protocol import cluster_id_of
@@ -69,6 +73,7 @@ def _mesh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         for line in out.splitlines():
             if lo_label(cluster_id) in line:
                 subprocess.run(["ip", "addr", "del", line.split()[3], "dev", "lo"], capture_output=True)
+        cleanup_cluster(cluster_id)  # the agents remove their own when they stop; this is for a killed one
         engine.close()
 
 
@@ -134,22 +139,26 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
         code, out = _sh(web, "echo ping | timeout 5 nc -w 3 store 7000")
         return out if code == 0 and "store " in out and out.strip().endswith("ping") else None
     out = wait_for(tcp_ok, 30, "web reaches store:7000 by name")
-    # The store's own agent reaches it at its container's address on the project network and its port (no
-    # Docker port mapping on the way); the other agent at its node's publish address and host port. Both
-    # agents serve the VIP (SO_REUSEPORT), so repeated connections go through both paths.
+    # Both agents DNAT the VIP to the store's container address on its project network and its port: the
+    # store's own agent because it runs on its node (no Docker port mapping on the way), the other because
+    # the store's publish address is a loopback one (tests share one engine), which a bridge cannot reach.
+    # The web's packets cross from its node's bridge to the store's: the DOCKER-USER rule lets them.
     store_c = _container(engine, [store_node], "store")
     store_ip = next(n["IPAddress"] for name, n in store_c.attrs["NetworkSettings"]["Networks"].items()
                     if name.startswith("orca-") and n.get("IPAddress"))
-    cluster = mesh_stack["cluster"]
+    cluster_id = cluster_id_of(mesh_stack["cluster"].secret_file.read_text().strip().encode())
 
-    def mesh_cfg(node: str) -> str:
-        path = cluster.root / node / "mesh" / "haproxy.cfg"
-        return path.read_text() if path.exists() else ""
-    wait_for(lambda: f" {store_ip}:7000 " in mesh_cfg(store_node), 30, "the store's agent reaches it directly")
-    other_node = next(n for n in nodes if n != store_node)
-    assert f" {store_ip}:7000 " not in mesh_cfg(other_node)
+    def mesh_rules(node: str) -> str:
+        return subprocess.run(["nft", "list", "table", "ip", table_name(cluster_id, node)], capture_output=True,
+                              text=True, timeout=20).stdout
+    for node in nodes:
+        wait_for(lambda node=node: f"{store_ip} . 7000" in mesh_rules(node), 30, f"{node} DNATs to the store")
+    rules = subprocess.run(["iptables", "-w", "5", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    assert all(table_name(cluster_id, node) in rules for node in nodes), rules
     for _ in range(8):
-        assert tcp_ok(), "web reaches store:7000 through either agent's mesh"
+        assert tcp_ok(), "web reaches store:7000 by name, every time"
+    # The host reaches the VIP too (the output hook); this connection stays open across a table change below.
+    held = socket.create_connection((vips["store"], 7000), timeout=5)
     # NAME.PROJECT resolves too, to the same VIP.
     code, out = _sh(web, "nslookup store.shop")
     assert code == 0 and vips["store"] in out, out
@@ -189,3 +198,10 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
         code, out = _sh(outsider, "echo ping | timeout 5 nc -w 3 store.shop 7000")
         return out if "store " in out else None
     wait_for(outsider_ok, 30, "allow_from lets the other project in")
+    # The table was replaced meanwhile (one transaction); the connection opened before it keeps its mapping.
+    try:
+        held.sendall(b"held\n")
+        answer = held.recv(200).decode(errors="replace")
+    finally:
+        held.close()
+    assert answer.startswith("store ") and answer.strip().endswith("held"), answer

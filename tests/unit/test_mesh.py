@@ -1,10 +1,13 @@
 """The service mesh's pure parts: VIP allocation (and its apply), the leader's table, the agent's parsing
-and HAProxy rendering, the DNS answers, the spec and config fields."""
+and nftables rendering (checked by the kernel in a throwaway network namespace when run as root), the DNS
+answers, the spec and config fields."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
+import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,9 @@ from hypothesis import strategies as st
 
 from orca import mesh, spec
 from orca.agent import mesh_config as mc
+from orca.agent import mesh_nft as nft
 from orca.agent.mesh import Mesh, lo_label, mesh_addresses, network_name, upstream_dns
 from orca.agent.mesh_dns import answer, resolve
-from orca.agent.proxy import haproxy_binary
 from orca.config import ConfigError, MeshConfig, load_master_config
 from orca.errors import InvalidSpec
 from orca.master.mesh_table import mesh_table
@@ -144,7 +147,7 @@ def test_mesh_table_lists_healthy_replicas_of_services_with_a_port_and_vip() -> 
         },
     }
     table = mesh_table(state, "10.213.0.0/16")
-    assert table == {"resolver": "10.213.0.1", "services": {
+    assert table == {"resolver": "10.213.0.1", "vip_range": "10.213.0.0/16", "services": {
         "store": {"project": "p", "vip": "10.213.0.2", "port": 7000, "protocol": "tcp", "allow_from": ["q"],
                   "endpoints": [{"alloc": "a1", "address": "10.0.0.1:20001"}]},
         "web": {"project": "p", "vip": "10.213.0.3", "port": 80, "protocol": "http", "allow_from": [],
@@ -186,54 +189,174 @@ def test_parse_table_never_raises(raw: Any) -> None:
         mc.parse_table(table)
 
 
-def test_render_binds_vips_in_the_services_mode_with_source_acls() -> None:
+NETWORKS = {"p": ("10.214.0.0/24", "10.214.1.0/24"), "q": ("10.214.2.0/24",), "r": ("10.214.3.0/24",)}
+TABLE = "orca_mesh_0123456789ab_n1"
+
+
+def _block(text: str, head: str) -> str:
+    """The lines of the set, map or chain `head` ("set allowed") in a rendered table."""
+    return text.split(f"    {head} {{\n", 1)[1].split("\n    }", 1)[0]
+
+
+def test_render_dnats_each_vip_to_its_replicas_and_checks_the_source() -> None:
     _, services, _ = mc.parse_table(_table(
-        web=_svc("10.213.0.3"), store=_svc("10.213.0.2", 7000, protocol="tcp", allow_from=["q"]),
-        lonely={**_svc("10.213.0.4"), "project": "nobody"}, open=_svc("10.213.0.5", allow_from=["*"])))
-    networks = {"p": ("10.214.0.0/24", "10.214.1.0/24"), "q": ("10.214.2.0/24",), "r": ("10.214.3.0/24",)}
-    text = mc.render(services, networks, ready_listen="127.0.0.1:9")
-    web = text.split("frontend mesh_web")[1].split("backend")[0]
-    assert "mode http" in web and "bind 10.213.0.3:80" in web
-    assert "acl allowed src 10.214.0.0/24 10.214.1.0/24\n" in web
-    store = text.split("frontend mesh_store")[1].split("backend")[0]
-    assert "mode tcp" in store and "acl allowed src 10.214.0.0/24 10.214.1.0/24 10.214.2.0/24\n" in store
-    assert "option splice-request\n" in store and "option splice-response\n" in store and "splice" not in web
-    lonely = text.split("frontend mesh_lonely")[1].split("backend")[0]
-    assert "tcp-request connection reject\n" in lonely and "allowed" not in lonely
-    assert "10.214.3.0/24" in text.split("frontend mesh_open")[1].split("backend")[0]
-    assert "server a1 10.0.0.1:20001 weight 1 check" in text
-    assert mc.render(services, networks, ready_listen="127.0.0.1:9") == text
+        web=_svc("10.213.0.3", endpoints=[{"alloc": "a1", "address": "10.0.0.1:20001"},
+                                          {"alloc": "a2", "address": "10.0.0.2:20002"}]),
+        store=_svc("10.213.0.2", 7000, protocol="tcp", allow_from=["q"]),
+        lonely={**_svc("10.213.0.4"), "project": "nobody"}, open=_svc("10.213.0.5", allow_from=["*"]),
+        empty=_svc("10.213.0.6", endpoints=[]),
+        loop=_svc("10.213.0.7", endpoints=[{"alloc": "a3", "address": "127.0.0.1:20003"},
+                                           {"alloc": "a4", "address": "10.0.0.4:20004"}]),
+        onlyloop=_svc("10.213.0.8", endpoints=[{"alloc": "a5", "address": "127.0.0.1:20005"}])))
+    text = nft.render(TABLE, services, NETWORKS)
+    assert text.splitlines()[1:4] == [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+    names = [s.name for s in services]  # sorted: empty, lonely, loop, onlyloop, open, store, web
+    chain = {name: f"svc_{i}" for i, name in enumerate(names)}
+    web = _block(text, f"chain {chain['web']}")
+    assert 'comment "web"' in web and "dnat to numgen random mod 2 map { 0 : 10.0.0.1 . 20001, " \
+        "1 : 10.0.0.2 . 20002 }" in web
+    allowed = _block(text, "set allowed")
+    for element in ("10.213.0.3 . 80 . 10.214.0.0/24", "10.213.0.3 . 80 . 10.214.1.0/24",
+                    "10.213.0.2 . 7000 . 10.214.2.0/24", "10.213.0.5 . 80 . 10.214.3.0/24"):
+        assert element in allowed
+    assert "10.213.0.3 . 80 . 10.214.2.0/24" not in allowed and "10.213.0.4 . 80" not in allowed  # nobody's
+    assert "flags interval" in allowed
+    assert "10.213.0.4 . 80" in _block(text, "set services")  # served, so checked: nobody may connect
+    to_in, to_out = _block(text, "map to_in"), _block(text, "map to_out")
+    assert f"10.213.0.3 . 80 : goto {chain['web']}" in to_in and f"10.213.0.3 . 80 : goto {chain['web']}" in to_out
+    # No replica: reset, both ways. Loopback replicas: the host only (a bridge cannot reach 127.0.0.0/8).
+    assert "10.213.0.6 . 80" in _block(text, "set closed_in") and "10.213.0.6 . 80" in _block(text, "set closed_out")
+    assert "10.213.0.6" not in to_in and "10.213.0.6" not in to_out
+    assert "127.0.0.1" not in _block(text, f"chain {chain['loop']}")
+    assert "mod 2" in _block(text, f"chain {chain['loop']}_host")
+    assert f"10.213.0.7 . 80 : goto {chain['loop']}_host" in to_out
+    assert "10.213.0.8 . 80" in _block(text, "set closed_in") and "10.213.0.8" not in _block(text, "set closed_out")
+    assert "10.213.0.8" not in to_in and f"10.213.0.8 . 80 : goto {chain['onlyloop']}_host" in to_out
+    assert "ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed reject with tcp reset" in text
+    assert 'oifname != "lo" ct status dnat ct original ip daddr @vips masquerade' in text
+    assert nft.render(TABLE, services, NETWORKS) == text
 
 
-def test_haproxy_accepts_the_rendered_mesh_config(tmp_path: Path) -> None:
-    binary = haproxy_binary()
-    if binary is None:
-        pytest.skip("haproxy is not installed")
-    _, services, _ = mc.parse_table(_table(web=_svc("10.213.0.3"), store=_svc("10.213.0.2", 7000, protocol="tcp"),
-                                           empty={**_svc("10.213.0.4"), "endpoints": []}))
-    cfg = tmp_path / "mesh.cfg"
-    cfg.write_text(mc.render(services, {"p": tuple(f"10.214.{i}.0/24" for i in range(40))},
-                             ready_listen="127.0.0.1:9", stats_socket=str(tmp_path / "s.sock")))
-    out = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert "WARNING" not in out.stderr, out.stderr
+def test_render_of_nothing_is_an_empty_but_whole_table() -> None:
+    text = nft.render(TABLE, [], {})
+    assert "elements" not in text and "chain dnat_in" in text and "chain svc_" not in text
 
 
-def _row(alloc: str | None, networks: dict[str, str], state: str = "running") -> dict[str, Any]:
-    return {"State": state, "Labels": {"orca.alloc": alloc} if alloc else {},
+def test_table_names_and_the_forward_rule() -> None:
+    assert nft.table_name("0123456789abcdef", "node-1") == "orca_mesh_0123456789ab_node-1"
+    for cluster, node in (("x y", "n1"), ("abc", "N1"), ("abc", ""), ("abc", "n;1"), ("", "n1")):
+        with pytest.raises(ValueError):
+            nft.table_name(cluster, node)
+    rule = nft.forward_rule("10.213.0.0/16", TABLE)
+    assert rule == ["-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", "10.213.0.0/16",
+                    "-m", "comment", "--comment", TABLE, "-j", "ACCEPT"]
+    assert nft.delete_script(TABLE) == f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
+
+
+def test_vip_range_from_the_table_or_around_the_vips() -> None:
+    _, services, _ = mc.parse_table(_table(a=_svc("10.213.0.2"), b=_svc("10.213.1.9")))
+    assert mc.vip_range_of({"vip_range": "10.213.0.0/16"}, "10.213.0.1", services) == "10.213.0.0/16"
+    assert mc.vip_range_of({}, "10.213.0.1", services) == "10.213.0.0/23"  # a leader from before
+    assert mc.vip_range_of({"vip_range": "10.99.0.0/16"}, "10.213.0.1", []) == "10.213.0.1/32"  # not its resolver
+    assert mc.vip_range_of({"vip_range": "junk"}, "10.213.0.1", services) == "10.213.0.0/23"
+    assert mc.vip_range_of({}, None, services) is None
+
+
+_addr = st.builds(lambda a, b: f"10.{a}.{b}.{a % 7 + 1}", st.integers(0, 255), st.integers(0, 255))
+_endpoint = st.one_of(
+    st.builds(lambda a, p: f"{a}:{p}", _addr, st.integers(1, 65535)),
+    st.builds(lambda p: f"127.0.0.1:{p}", st.integers(1, 65535)))
+
+
+@st.composite
+def _services(draw: Any) -> list[mc.MeshService]:
+    out = []
+    binds: set[tuple[str, int]] = set()
+    for i in range(draw(st.integers(0, 12))):
+        vip, port = f"10.213.{draw(st.integers(0, 3))}.{draw(st.integers(2, 254))}", draw(st.integers(1, 65535))
+        if (vip, port) in binds:
+            continue
+        binds.add((vip, port))
+        endpoints = draw(st.lists(_endpoint, max_size=5, unique=True))
+        protocol = draw(st.sampled_from(["http", "tcp"]))
+        out.append(mc.MeshService(f"s{i}", draw(st.sampled_from("pqr")), vip, port, protocol,
+                                  tuple(draw(st.lists(st.sampled_from(["p", "q", "*"]), max_size=2, unique=True))),
+                                  tuple((f"a{j}", e) for j, e in enumerate(endpoints))))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(_services())
+def test_rendered_table_serves_every_service_exactly_as_its_replicas_allow(services: list[mc.MeshService]) -> None:
+    text = nft.render(TABLE, services, NETWORKS)
+    assert text == nft.render(TABLE, list(services), dict(NETWORKS))
+    keys = re.compile(r"[0-9.]+ \. [0-9]+(?: \. [0-9./]+)?")
+    served, closed_in, closed_out, allowed = (set(keys.findall(_block(text, f"set {name}")))
+                                              for name in ("services", "closed_in", "closed_out", "allowed"))
+    goto = re.compile(r"([0-9.]+ \. [0-9]+) : goto (svc_[0-9a-z_]+)")
+    to_in, to_out = (dict(goto.findall(_block(text, f"map {name}"))) for name in ("to_in", "to_out"))
+    assert served == {f"{s.vip} . {s.port}" for s in services}
+    chains = set(re.findall(r"^    chain (svc_[0-9a-z_]+) \{", text, re.M))
+    assert set(to_in.values()) | set(to_out.values()) == chains  # every chain is reached, every goto has one
+    for i, svc in enumerate(services):
+        key = f"{svc.vip} . {svc.port}"
+        inside = [e for _, e in svc.endpoints if not e.startswith("127.")]
+        assert (to_in.get(key) == f"svc_{i}") == bool(inside) and (key in closed_in) == (not inside)
+        assert (key in to_out) == bool(svc.endpoints) and (key in closed_out) == (not svc.endpoints)
+        if inside:
+            body = _block(text, f"chain svc_{i}")
+            assert f"mod {len(inside)} map" in body and "127.0.0.1" not in body
+        if svc.endpoints:
+            body = _block(text, f"chain {to_out[key]}")
+            assert f"mod {len(svc.endpoints)} map" in body
+            assert all(f"{e.rsplit(':', 1)[0]} . {e.rsplit(':', 1)[1]}" in body for _, e in svc.endpoints)
+        projects = set(NETWORKS) if "*" in svc.allow_from else {svc.project, *svc.allow_from}
+        for project, cidrs in NETWORKS.items():
+            for cidr in cidrs:
+                assert (f"{key} . {cidr}" in allowed) == (project in projects)
+
+
+def _unshare() -> list[str] | None:
+    """A command prefix that runs in a new, empty network namespace (None: not root, or no tools)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nft"):
+        return None
+    return ["unshare", "--net", "--"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(_services())
+def test_the_kernel_takes_the_rendered_table_and_its_replacement(services: list[mc.MeshService]) -> None:
+    prefix = _unshare()
+    if prefix is None:
+        pytest.skip("needs root, unshare and nft (a throwaway network namespace)")
+    first = nft.render(TABLE, services, NETWORKS)
+    second = nft.render(TABLE, services[::-1][:3], {"p": ("10.214.9.0/24",)})
+    script = (f"nft -f /dev/stdin <<'EOF1'\n{first}EOF1\nnft -f /dev/stdin <<'EOF2'\n{second}EOF2\n"
+              f"nft list table ip {TABLE} >/dev/null\nnft -f /dev/stdin <<'EOF3'\n{nft.delete_script(TABLE)}EOF3\n"
+              f"nft -f /dev/stdin <<'EOF4'\n{nft.delete_script(TABLE)}EOF4\nnft list tables")
+    out = subprocess.run([*prefix, "sh", "-ec", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert TABLE not in out.stdout  # deleted, and deleting again is fine
+
+
+def _row(alloc: str | None, networks: dict[str, str], state: str = "running", node: str = "") -> dict[str, Any]:
+    return {"State": state, "Labels": ({"orca.alloc": alloc} if alloc else {}) | ({"orca.node": node} if node else {}),
             "NetworkSettings": {"Networks": {n: {"IPAddress": a} for n, a in networks.items()}}}
 
 
-def test_local_addresses_are_this_nodes_project_network_addresses() -> None:
-    prefix = "orca-0123456789ab-n1-"
+def test_local_addresses_are_the_clusters_project_network_addresses() -> None:
+    prefix = "orca-0123456789ab-"
     rows = [_row("a1", {"bridge": "172.17.0.5", f"{prefix}p": "10.214.0.2"}),
             _row("a2", {"bridge": "172.17.0.6"}),                      # started before the mesh: host port
             _row("a3", {f"{prefix}p": "10.214.0.3"}, state="exited"),
             _row(None, {f"{prefix}p": "10.214.0.4"}),                  # not an allocation
             _row("a5", {f"{prefix}q": ""}),                            # no address (yet)
-            _row("a6", {"orca-0123456789ab-n2-p": "10.214.1.2"}),      # another node's network
-            _row("a7", {f"{prefix}p": "127.0.0.1"})]
-    assert mc.local_addresses(rows, prefix) == {"a1": "10.214.0.2"}
+            _row("a6", {"orca-0123456789ab-n2-p": "10.214.1.2"}),      # another node's, same engine
+            _row("a7", {f"{prefix}p": "127.0.0.1"}),
+            _row("a8", {"orca-ffffffffffff-n1-p": "10.214.5.2"})]      # another cluster's
+    assert mc.local_addresses(rows, prefix) == {"a1": "10.214.0.2", "a6": "10.214.1.2"}
+    rows[0]["Labels"]["orca.node"] = "n1"
+    assert mc.local_addresses(rows, prefix, "n1") == {"a1": "10.214.0.2"}
 
 
 @settings(max_examples=200)
@@ -255,28 +378,37 @@ def test_local_replicas_are_reached_at_their_container_address_and_port() -> Non
     local = mc.with_local_endpoints(services, {"a1": "10.214.0.2", "zz": "10.214.0.9"})
     assert local[0].endpoints == (("a1", "10.214.0.2:7000"), ("a2", "10.0.0.2:20002"))  # a2: another node's
     assert local[1].endpoints == (("a1", "10.214.0.2:80"),)
-    text = mc.render(local, {"p": ("10.214.0.0/24",)}, ready_listen="127.0.0.1:9")
-    assert "server a1 10.214.0.2:7000 weight 1 check" in text and "server a2 10.0.0.2:20002 weight 1" in text
+    # Another node's replica on this engine: its container address only instead of a loopback publish address.
+    _, services, _ = mc.parse_table(_table(store=_svc("10.213.0.2", 7000, endpoints=[
+        {"alloc": "a1", "address": "127.0.0.1:20001"}, {"alloc": "a2", "address": "10.0.0.2:20002"},
+        {"alloc": "a3", "address": "[::1]:20003"}])))
+    engine = {"a1": "10.214.1.2", "a2": "10.214.1.3", "a3": "10.214.1.4"}
+    assert mc.with_local_endpoints(services, {}, engine)[0].endpoints == (
+        ("a1", "10.214.1.2:7000"), ("a2", "10.0.0.2:20002"), ("a3", "10.214.1.4:7000"))
+    assert not mc.is_loopback_endpoint("10.0.0.1:80") and not mc.is_loopback_endpoint("junk")
+    text = nft.render(TABLE, local, {"p": ("10.214.0.0/24",)})
+    assert "0 : 10.214.0.2 . 7000, 1 : 10.0.0.2 . 20002 }" in text
 
 
-def test_mesh_lists_its_nodes_running_replicas_for_their_addresses(tmp_path: Path) -> None:
+def test_mesh_lists_the_clusters_running_replicas_on_its_engine_for_their_addresses(tmp_path: Path) -> None:
     asked: list[dict[str, Any]] = []
 
     class Api:
         def containers(self, **kw: Any) -> list[dict[str, Any]]:
             asked.append(kw)
-            return [_row("a1", {"orca-0123456789ab-n1-p": "10.214.0.2"}),
-                    _row("a2", {"orca-0123456789ab-n1x-p": "10.214.9.2"})]
+            return [_row("a1", {"orca-0123456789ab-n1-p": "10.214.0.2"}, node="n1"),
+                    _row("a2", {"orca-0123456789ab-n2-p": "10.214.9.2"}, node="n2"),
+                    _row("a3", {"orca-99-n1-p": "10.214.8.2"})]
 
     class Runtime(_Runtime):
         client = type("Client", (), {"api": Api()})()
 
     m = Mesh(MeshConfig(), node_id="n1", run_dir=tmp_path, runtime=Runtime())
-    assert m._list_local() == {"a1": "10.214.0.2"}
-    assert asked == [{"filters": {"label": ["orca.cluster=0123456789abcdef", "orca.node=n1"], "status": "running"}}]
+    assert m._list_local() == ({"a1": "10.214.0.2"}, {"a1": "10.214.0.2", "a2": "10.214.9.2"})
+    assert asked == [{"filters": {"label": ["orca.cluster=0123456789abcdef"], "status": "running"}}]
     m.set_table(_table(web=_svc("10.213.0.3", endpoints=[{"alloc": "a1", "address": "10.0.0.1:20001"}])))
-    m.local = m._list_local()
-    assert "server a1 10.214.0.2:80 weight 1 check" in m.proxy.render()
+    m.local, m.engine = m._list_local()
+    assert "map { 0 : 10.214.0.2 . 80 }" in m.render() and "table ip orca_mesh_0123456789ab_n1 {" in m.render()
 
 
 # --- DNS ----------------------------------------------------------------------------------------------------------
@@ -368,83 +500,3 @@ def test_mesh_knows_projects_by_source_network_and_waits_for_a_table(tmp_path: P
     m.set_table(_table(web=_svc("10.213.0.3"), bad=_svc("127.0.0.1")))
     assert m.resolver == "10.213.0.1" and [s.name for s in m.services] == ["web"]
     assert network_name("0123456789abcdef", "n1", "p") == "orca-0123456789ab-n1-p"
-
-
-def test_a_replica_change_alone_goes_through_the_runtime_api() -> None:
-    from orca.agent import haproxy_config as hc
-
-    def text(*endpoints: tuple[str, str]) -> str:
-        _, services, _ = mc.parse_table(_table(store=_svc("10.213.0.2", 7000, protocol="tcp", endpoints=[
-            {"alloc": a, "address": addr} for a, addr in endpoints])))
-        return mc.render(services, {"p": ("10.214.0.0/24",)}, ready_listen="127.0.0.1:9")
-
-    before, after = text(("a1", "10.0.0.1:20001")), text(("a2", "10.0.0.3:20007"))
-    (skel_before, live), (skel_after, wanted) = hc.split_servers(before), hc.split_servers(after)
-    assert skel_before == skel_after  # same skeleton: no reload needed
-    plan = hc.runtime_commands(live, {}, wanted)
-    assert plan is not None
-    commands, parked = plan
-    assert commands[0] == "set server mesh_store/a1 state maint" and parked == {("mesh_store", "a1"): "10.0.0.1:20001"}
-    assert any(c.startswith("add server mesh_store/a2 10.0.0.3:20007 weight 1 check") for c in commands)
-
-
-class _TableOnly:
-    """What MeshProxy reads from its Mesh."""
-
-    def __init__(self, services: list[mc.MeshService]) -> None:
-        self.services = services
-        self.networks = {"p": ("127.0.0.0/8",)}
-        self.local: dict[str, str] = {}
-
-
-async def _echo_server() -> tuple[Any, int]:
-    async def handle(reader: Any, writer: Any) -> None:
-        writer.write(b"echo " + await reader.readline())
-        await writer.drain()
-        writer.close()
-    import asyncio
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def test_the_mesh_haproxy_serves_tcp_and_takes_a_new_replica_without_a_new_worker(tmp_path: Path) -> None:
-    import asyncio
-
-    from orca.agent.mesh import MeshProxy
-    from orca.devcluster import free_ports
-
-    if haproxy_binary() is None:
-        pytest.skip("haproxy is not installed")
-    (s1, p1), (s2, p2) = await _echo_server(), await _echo_server()
-    port = free_ports(1)[0]
-    mesh = _TableOnly([mc.MeshService("store", "p", "127.0.0.1", port, "tcp", (), (("a1", f"127.0.0.1:{p1}"),))])
-    proxy = MeshProxy(mesh, tmp_path / "mesh")  # type: ignore[arg-type]
-
-    async def ask() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"ping\n")
-        try:
-            return await asyncio.wait_for(reader.read(100), 5)
-        finally:
-            writer.close()
-    try:
-        await proxy.start()
-        proxy.refresh()
-        assert await proxy.settled()
-        assert await ask() == b"echo ping\n"
-        workers = await proxy._workers()
-        mesh.services = [mc.MeshService("store", "p", "127.0.0.1", port, "tcp", (), (("a2", f"127.0.0.1:{p2}"),))]
-        s1.close()
-        proxy.refresh()
-        assert await proxy.settled()
-        assert await proxy._workers() == workers  # the runtime API, not a reload
-        for _ in range(50):  # a1 is in maintenance at once; a2 serves once its first check passed
-            with contextlib.suppress(OSError, TimeoutError):
-                if await ask() == b"echo ping\n":
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the new replica never answered")
-    finally:
-        await proxy.stop()
-        s2.close()
