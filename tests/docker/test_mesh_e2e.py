@@ -4,7 +4,8 @@ A container reaches another service of its project by `NAME` (HTTP and raw TCP) 
 `NAME.PROJECT`, wherever the replicas run; an `internal` service is reachable that way and never through
 the ingress; a container of another project is refused unless the service's `allow_from` names it. The
 data plane is each agent's nftables table: both agents DNAT to the store's container address (it runs on
-their engine), the host reaches the VIP too, and a connection opened before a table change still works after.
+their engine), the host reaches the VIP too, a connection opened before a table change still works after,
+and an agent that stops removes its table and rule while the other agent's keep serving.
 The stack uses a VIP range and a subnet pool of its own, so it never meets another cluster on the engine,
 and removes its networks, `lo` addresses and nftables tables at the end.
 """
@@ -12,6 +13,7 @@ and removes its networks, `lo` addresses and nftables tables at the end.
 from __future__ import annotations
 
 import random
+import signal
 import socket
 import subprocess
 import uuid
@@ -151,6 +153,7 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
     def mesh_rules(node: str) -> str:
         return subprocess.run(["nft", "list", "table", "ip", table_name(cluster_id, node)], capture_output=True,
                               text=True, timeout=20).stdout
+    other_node = next(n for n in nodes if n != store_node)
     for node in nodes:
         wait_for(lambda node=node: f"{store_ip} . 7000" in mesh_rules(node), 30, f"{node} DNATs to the store")
     rules = subprocess.run(["iptables", "-w", "5", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
@@ -205,3 +208,11 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
     finally:
         held.close()
     assert answer.startswith("store ") and answer.strip().endswith("held"), answer
+
+    # An agent that stops removes its own table and DOCKER-USER rule; the other agent's stay and serve.
+    stopping = next(a for a in mesh_stack["cluster"].agents if a.node_id == store_node)
+    mesh_stack["cluster"].kill(stopping, signal.SIGTERM)
+    assert not mesh_rules(store_node) and mesh_rules(other_node)
+    rules = subprocess.run(["iptables", "-w", "5", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    assert table_name(cluster_id, store_node) not in rules and table_name(cluster_id, other_node) in rules, rules
+    wait_for(outsider_ok, 30, "the other agent's table still serves the store")
