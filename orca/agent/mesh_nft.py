@@ -133,12 +133,15 @@ def render(table: str, services: list[MeshService], networks: dict[str, tuple[st
         *_map("to_out", to_out),
         "    chain access_in {",
         f"        type filter hook prerouting priority {ACCESS_PRIORITY}; policy accept;",
-        "        ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed reject with tcp reset",
-        "        ip daddr . tcp dport @closed_in reject with tcp reset",
+        # Original direction only: a reply to the host's own connection (from a replica on lo, to the VIP it
+        # used as its source) may come back to a port that happens to be a service's.
+        "        ct direction original ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed"
+        " reject with tcp reset",
+        "        ct direction original ip daddr . tcp dport @closed_in reject with tcp reset",
         "    }",
         "    chain access_out {",
         f"        type filter hook output priority {ACCESS_PRIORITY}; policy accept;",
-        "        ip daddr . tcp dport @closed_out reject with tcp reset",
+        "        ct direction original ip daddr . tcp dport @closed_out reject with tcp reset",
         "    }",
         "    chain dnat_in {",
         "        type nat hook prerouting priority -100; policy accept;",
