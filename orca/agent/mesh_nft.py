@@ -41,10 +41,13 @@ from collections.abc import Iterable
 from orca.agent.mesh_config import MeshService, allowed_networks
 
 __all__ = ["TABLE_PREFIX", "table_name", "render", "delete_script", "forward_rule", "container_endpoints",
-           "ACCESS_PRIORITY"]
+           "ACCESS_PRIORITY", "DNAT_PRIORITY"]
 
 TABLE_PREFIX = "orca_mesh_"
-ACCESS_PRIORITY = -110  # before the DNAT (dstnat, -100): the access check sees the VIP, not the replica
+ACCESS_PRIORITY = -110  # before the DNAT: the access check sees the VIP, not the replica
+# Just before Docker's own DNAT (iptables' nat table, -100), which matches any local address (a VIP is one)
+# on a published host port: a service port that equals some container's host port stays the mesh's.
+DNAT_PRIORITY = -101
 _NODE_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 ELEMENTS_PER_LINE = 16
@@ -144,11 +147,11 @@ def render(table: str, services: list[MeshService], networks: dict[str, tuple[st
         "        ct direction original ip daddr . tcp dport @closed_out reject with tcp reset",
         "    }",
         "    chain dnat_in {",
-        "        type nat hook prerouting priority -100; policy accept;",
+        f"        type nat hook prerouting priority {DNAT_PRIORITY}; policy accept;",
         "        ip daddr . tcp dport vmap @to_in",
         "    }",
         "    chain dnat_out {",
-        "        type nat hook output priority -100; policy accept;",
+        f"        type nat hook output priority {DNAT_PRIORITY}; policy accept;",
         "        ip daddr . tcp dport vmap @to_out",
         "    }",
         "    chain source_nat {",
