@@ -11,9 +11,9 @@ balanced per connection, like a Kubernetes ClusterIP).
 
 The table (family ip, named `orca_mesh_<cluster>_<node>`: two agents of one cluster on one host each own
 theirs, and for a connection the first DNAT that matches wins; both tables say the same):
-  - `access_in` (filter, prerouting, before DNAT): a packet to a served VIP:port whose source is not in
-    the service's allowed networks (its project's and its `allow_from` projects' networks) is rejected
-    with a TCP reset; so is one to a service with no replica reachable from a container.
+  - `access_in` (filter, prerouting, before DNAT): a new connection to a served VIP:port whose source is
+    not in the service's allowed networks (its project's and its `allow_from` projects' networks) is
+    rejected with a TCP reset; so is one to a service with no replica reachable from a container.
   - `access_out` (filter, output): the host's own connections to a service without replicas are reset.
     The host's processes are not checked against the project networks: they can reach every container
     and published port straight anyway, so the VIP gives them nothing new.
@@ -136,15 +136,16 @@ def render(table: str, services: list[MeshService], networks: dict[str, tuple[st
         *_map("to_out", to_out),
         "    chain access_in {",
         f"        type filter hook prerouting priority {ACCESS_PRIORITY}; policy accept;",
-        # Original direction only: a reply to the host's own connection (from a replica on lo, to the VIP it
-        # used as its source) may come back to a port that happens to be a service's.
-        "        ct direction original ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed"
+        # A connection is checked when it opens (as a proxy checks it at accept; later packets follow
+        # conntrack, so the bytes cost no lookups). Never a reply: one to the host's own connection (from
+        # a replica on lo, to the VIP it used as its source) may come to a port that is a service's.
+        "        ct state new ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed"
         " reject with tcp reset",
-        "        ct direction original ip daddr . tcp dport @closed_in reject with tcp reset",
+        "        ct state new ip daddr . tcp dport @closed_in reject with tcp reset",
         "    }",
         "    chain access_out {",
         f"        type filter hook output priority {ACCESS_PRIORITY}; policy accept;",
-        "        ct direction original ip daddr . tcp dport @closed_out reject with tcp reset",
+        "        ct state new ip daddr . tcp dport @closed_out reject with tcp reset",
         "    }",
         "    chain dnat_in {",
         f"        type nat hook prerouting priority {DNAT_PRIORITY}; policy accept;",

@@ -232,7 +232,7 @@ def test_render_dnats_each_vip_to_its_replicas_and_checks_the_source() -> None:
     assert f"10.213.0.7 . 80 : goto {chain['loop']}_host" in to_out
     assert "10.213.0.8 . 80" in _block(text, "set closed_in") and "10.213.0.8" not in _block(text, "set closed_out")
     assert "10.213.0.8" not in to_in and f"10.213.0.8 . 80 : goto {chain['onlyloop']}_host" in to_out
-    assert "ct direction original ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed " \
+    assert "ct state new ip daddr . tcp dport @services ip daddr . tcp dport . ip saddr != @allowed " \
         "reject with tcp reset" in text
     assert 'oifname != "lo" ct status dnat ct original ip daddr @vips masquerade' in text
     assert nft.render(TABLE, services, NETWORKS) == text
