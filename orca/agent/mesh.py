@@ -227,7 +227,6 @@ class Mesh:
         loop = self._event_loop
         if loop is None or not loop.is_running():
             return
-
         try:
             asyncio.run_coroutine_threadsafe(self.apply(), loop).result(NEW_NETWORK_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - the loop applies it anyway within REFRESH_S
