@@ -40,8 +40,9 @@
 #
 # One command from nothing: before starting anything, the start form (not --node without --agent) checks
 # what the machine needs: a Python >= 3.11 with venv, a Docker engine that answers (DOCKER_HOST or the
-# default socket) with the test image orca-test/busybox, and HAProxy when the agent runs the ingress
-# proxy ([agent.proxy]). As root it installs what is missing: python3-venv and haproxy from Debian,
+# default socket) with the test image orca-test/busybox, HAProxy when the agent runs the ingress
+# proxy ([agent.proxy]), and root with `nft` when it runs the service mesh ([agent.mesh]: addresses on lo,
+# an nftables table). As root it installs what is missing: python3-venv, haproxy and nftables from Debian,
 # the engine and the image through scripts/ensure-docker.sh (ORCA_ENSURE_DOCKER names another script,
 # for tests). As another user it changes nothing: it prints the exact commands to run (with sudo),
 # then this script again, and exits 1.
@@ -411,6 +412,11 @@ agent_wants_haproxy() {
     grep -Eq '^[[:space:]]*\[agent\.proxy\]' "$1"
 }
 
+# True if the agent config $1 turns on the service mesh, which needs root (addresses on lo, an nftables table).
+agent_wants_mesh() {
+    grep -Eq '^[[:space:]]*\[agent\.mesh\]' "$1"
+}
+
 have_haproxy() {
     command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]
 }
@@ -418,7 +424,7 @@ have_haproxy() {
 # What the start form needs before it starts anything (see the header). Root: installs what is missing.
 # Anyone else: prints the exact commands and exits 1, having changed nothing.
 ensure_prereqs() {
-    local want_agent=$1 py="" state="" pkgs=() cmds=() root=0 why=""
+    local want_agent=$1 py="" state="" pkgs=() cmds=() root=0 why="" mesh_needs_root=0
     [ "$(id -u)" -eq 0 ] && root=1
     if [ ! -x "$ORCA_VENV/bin/python" ] || ! orca_python_ok "$ORCA_VENV/bin/python"; then
         py=$(orca_find_python) || pkgs+=(python3-venv)
@@ -432,6 +438,13 @@ ensure_prereqs() {
             fi
         else
             pkgs+=(haproxy)
+        fi
+    fi
+    if [ "$want_agent" = 1 ] && agent_wants_mesh "$AGENT_CONFIG"; then
+        if [ "$root" = 1 ]; then
+            command -v nft >/dev/null || pkgs+=(nftables)
+        else
+            mesh_needs_root=1
         fi
     fi
     if [ ${#pkgs[@]} -gt 0 ]; then
@@ -468,6 +481,19 @@ ensure_prereqs() {
                     cmds+=("sudo scripts/ensure-docker.sh   # Docker: $why")
                 fi ;;
         esac
+    fi
+    if [ "$mesh_needs_root" = 1 ]; then
+        {
+            echo
+            echo "worker-1 runs the service mesh ([agent.mesh] in $AGENT_CONFIG: addresses on lo and an nftables"
+            echo "table), which only root may set up. Run this script as root (it also installs what is missing):"
+            [ "$ORIG_PWD" = "$ROOT" ] || echo "  cd $ROOT"
+            echo "  sudo scripts/bootstrap-cluster.sh"
+            echo "or delete the [agent.mesh] section from $AGENT_CONFIG to run without the mesh${cmds[0]:+, after:}"
+            [ ${#cmds[@]} -eq 0 ] || printf '  %s\n' "${cmds[@]}"
+            echo "Nothing was started."
+        } >&2
+        exit 1
     fi
     [ ${#cmds[@]} -eq 0 ] && return 0
     {

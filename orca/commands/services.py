@@ -107,6 +107,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 f"{replicas.get('healthy', 0)}/{replicas.get('desired', 0)} healthy")
         if detail.get("pending_reason"):
             head += f" (pending: {detail['pending_reason']})"
+        if detail.get("vip"):
+            head += f"; mesh address {detail['vip']}"
         rows, headers = ps_rows(detail), PS_HEADERS
         if args.output == "wide":
             headers = [*PS_HEADERS, "CONTAINER", "EXIT-CODE"]

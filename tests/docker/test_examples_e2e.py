@@ -150,7 +150,7 @@ def test_the_shop_project(stack: Stack, tmp_path: Path) -> None:
         _purge(client, names)
 
 
-OTHERS = ["web.json", "health-checks.toml", "jobs.toml", "depends-on.toml", "redis-volume.toml"]
+OTHERS = ["web.json", "caller.json", "health-checks.toml", "jobs.toml", "depends-on.toml", "redis-volume.toml"]
 
 
 @pytest.mark.parametrize("example", OTHERS)

@@ -12,12 +12,14 @@ and removes its networks, `lo` addresses and nftables tables at the end.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -33,6 +35,7 @@ from orca.protocol import cluster_id_of
 
 pytestmark = pytest.mark.docker
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RES = {"memory": "32Mi", "cpu": 0.2}
 # One line in, one line out ("store <hostname> <line>"), then the connection closes.
 ECHO = ["sh", "-c", "printf '#!/bin/sh\\nread line\\necho \"store $(hostname) $line\"\\n' > /echo.sh"
@@ -105,6 +108,26 @@ def _http(container: Any, host: str, port: int) -> tuple[int, str]:
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         return 0, out
     return int(parts[1]), body
+
+
+def test_the_walkthrough_caller_reaches_web_by_name(mesh_stack: dict[str, Any]) -> None:
+    """docs/walkthrough.md's second service: examples/caller.json asks `web` (examples/web.json) by name
+    every 5 s and logs the answer. Both are purged afterwards (the next test has its own `web`)."""
+    client = mesh_stack["client"]
+    try:
+        for example in ("web.json", "caller.json"):
+            client.deploy(json.loads((EXAMPLES / example).read_text())["services"])
+        wait_for(converged(client, "web", 2), 90, "web healthy", mesh_stack["cluster"])
+        wait_for(lambda: any("hello from" in line for line in client.logs("caller", tail=20)), 90,
+                 "caller's log shows web's answer, asked by name", mesh_stack["cluster"])
+    finally:
+        for name in ("caller", "web"):
+            client.stop(name, purge=True)
+
+    def purged() -> bool:
+        names = {row["name"] for row in client.status()}
+        return not names & {"caller", "web"}
+    wait_for(purged, 60, "the walkthrough's services purged")
 
 
 def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[str, Any]) -> None:
