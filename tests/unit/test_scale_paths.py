@@ -1,0 +1,197 @@
+"""The paths that must stay cheap at 10,000 services (issue 17's scale goal), checked for giving the same
+answers as the straightforward code they replace:
+
+- `orca.mesh.VipAllocator`: many VIPs in one deploy op, each the lowest free address, as repeated
+  `allocate_vip` calls would give (a deploy of 500 new services used to parse every VIP in use per service,
+  in the Raft thread);
+- `_apply_deploy` groups the allocations once per op (it scanned every allocation per updated service);
+- the scheduler loop leaves out a pass at a layout generation where the last pass was idle, and only then.
+
+Pure: a real state machine behind a stand-in for the Raft node (no cluster, no network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import ipaddress
+import itertools
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orca import mesh, spec
+from orca.master.scheduling import SchedulerLoop, decide_cycle
+from orca.raft import ReplicatedState
+from orca.state.machine import apply, encode_entry, new_state
+
+# --- VIPs -------------------------------------------------------------------------------------------------
+
+
+def _lowest_free(net: ipaddress.IPv4Network, used: set[str]) -> str | None:
+    """The rule, spelled out: the range's hosts but the first (the resolver), minus what is used."""
+    for address in list(net.hosts())[1:]:
+        if str(address) not in used:
+            return str(address)
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(prefix=st.integers(24, 29), taken=st.sets(st.integers(0, 255), max_size=80),
+       junk=st.sets(st.sampled_from(["junk", "10.1.1.1", "", "10.50.7.01", "300.1.1.1"]), max_size=3),
+       takes=st.integers(1, 12))
+def test_allocator_takes_the_lowest_free_address_each_time(prefix: int, taken: set[int], junk: set[str],
+                                                          takes: int) -> None:
+    net = ipaddress.IPv4Network(f"10.50.7.0/{prefix}")
+    used = {str(net.network_address + i) for i in taken if i < net.num_addresses} | junk
+    allocator = mesh.VipAllocator(str(net), used)
+    for _ in range(takes):
+        want = _lowest_free(net, used)
+        assert allocator.take() == want
+        assert mesh.allocate_vip(str(net), used) == want
+        if want is None:
+            break
+        used.add(want)
+
+
+def test_a_full_range_gives_none_and_stays_full() -> None:
+    allocator = mesh.VipAllocator("10.9.9.0/29", {f"10.9.9.{i}" for i in range(2, 6)})
+    assert allocator.take() == "10.9.9.6"
+    assert allocator.take() is None
+    assert allocator.take() is None
+
+
+# --- deploy at scale ----------------------------------------------------------------------------------------
+
+
+def _entry(op: str, args: dict[str, Any], now: float = 1000.0) -> bytes:
+    return encode_entry(op, args, now=now, key=None, actor="t")
+
+
+def _items(names: list[str], **extra: Any) -> list[dict[str, Any]]:
+    out = []
+    for name in names:
+        s = spec.validate_service({"name": name, "image": "img:1", **extra})
+        out.append({"name": s["name"], "spec": s, "digest": spec.spec_digest(s)})
+    return out
+
+
+def test_one_deploy_of_many_new_services_hands_out_consecutive_vips() -> None:
+    state = new_state()
+    names = [f"s{i:04d}" for i in range(600)]
+    vip_range = "10.9.0.0/22"
+    assert "error" not in apply(state, _entry("deploy", {"services": _items(names[:100]), "vip_range": vip_range}), 1)
+    del state["services"]["s0050"]  # a purged service's VIP is free again: the next new one takes it
+    assert "error" not in apply(state, _entry("deploy", {"services": _items(names[100:]), "vip_range": vip_range}), 2)
+    vips = [state["services"][n]["vip"] for n in names if n in state["services"]]
+    assert len(set(vips)) == len(vips)
+    assert state["services"]["s0100"]["vip"] == str(ipaddress.IPv4Address("10.9.0.2") + 50)
+    assert state["services"]["s0101"]["vip"] == str(ipaddress.IPv4Address("10.9.0.2") + 100)
+    assert state["services"]["s0599"]["vip"] == str(ipaddress.IPv4Address("10.9.0.2") + 598)
+
+
+def test_a_redeploy_of_many_services_retags_each_ones_own_allocations() -> None:
+    """The per-op grouping sees the same allocations the per-service scan did: a changed spec whose digest
+    matches a running allocation re-tags that one (and only that service's), a canary needs running ones."""
+    state = new_state()
+    apply(state, _entry("deploy", {"services": _items(["a", "b", "c"], replicas=2)}), 1)
+    first = {n: state["services"][n]["digest"] for n in "abc"}
+    state["allocations"] = {
+        f"{n}{i}": {"id": f"{n}{i}", "service": n, "version": 1, "node": "n1", "index": i, "desired": desired,
+                    "digest": first[n], "observed": None, "created_at": 1.0}
+        for n, desired in (("a", "run"), ("b", "run"), ("c", "stop")) for i in range(2)}
+    apply(state, _entry("deploy", {"services": _items(["a", "b", "c"], replicas=2, env={"X": "1"})}), 2)
+    apply(state, _entry("deploy", {"services": _items(["a", "c"], replicas=2)}), 3)  # back to version 1's spec
+    apply(state, _entry("deploy", {"services": _items(["b", "c"], replicas=2, canary=1, env={"X": "2"})}), 4)
+    assert state["services"]["a"]["version"] == 3
+    assert {state["allocations"][f"a{i}"]["version"] for i in range(2)} == {3}  # same digest: re-tagged
+    assert {state["allocations"][f"b{i}"]["version"] for i in range(2)} == {1}
+    assert state["services"]["b"]["canary"] is not None  # b has running replicas: the new version is a canary
+    assert state["services"]["c"]["canary"] is None  # c's are all stopping: it simply becomes current
+
+
+# --- the scheduler's idle passes ------------------------------------------------------------------------------
+
+
+class _FakeRaft:
+    """The parts of orca.raft.RaftNode the scheduler loop uses, over a real ReplicatedState."""
+
+    def __init__(self) -> None:
+        self.store = ReplicatedState()
+        self.is_leader, self.term = True, 2
+        self.reads = 0
+        self.ids = itertools.count()
+        self.proposed: list[str] = []
+
+    def read(self, fn: Any) -> Any:
+        self.reads += 1
+        with self.store.lock:
+            return fn(self.store.state)
+
+    def apply(self, op: str, args: dict[str, Any], now: float = 1000.0) -> dict[str, Any]:
+        result = self.store.apply(encode_entry(op, args, now=now), _doApply=True)
+        assert "error" not in result, result
+        return result
+
+    async def propose(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.proposed.append(op)
+        return self.apply(op, copy.deepcopy(args))["result"]
+
+
+def _cluster() -> _FakeRaft:
+    raft = _FakeRaft()
+    raft.apply("leader_elected", {"term": 2, "node": "m1"})
+    for n in ("n1", "n2"):
+        raft.apply("register_node", {"node_id": n, "address": f"http://127.0.0.1:1/{n}", "labels": {},
+                                     "capacity": {"memory": 2**34, "cpu": 64.0}, "push_token": "p",
+                                     "agent_version": "1"})
+    return raft
+
+
+def _cycle(loop: SchedulerLoop) -> None:
+    asyncio.run(loop.cycle())
+
+
+def test_an_idle_pass_is_not_repeated_until_the_layout_generation_moves() -> None:
+    raft = _cluster()
+    raft.apply("deploy", {"services": _items(["web"], replicas=2)})
+    loop = SchedulerLoop(raft)  # type: ignore[arg-type]
+    loop.term = 2
+    _cycle(loop)  # places both replicas, then an idle pass
+    assert raft.proposed == ["plan"] and loop.placements_total == 2
+    assert loop.idle_generation == raft.store.layout_generation
+    reads = raft.reads
+    for _ in range(3):
+        _cycle(loop)
+    assert raft.reads == reads and loop.skipped == 3  # nothing it reads changed: no pass, no lock
+    raft.apply("node_reports", {"term": 2, "nodes": {"n1": {"renewed_at": 1001.0}}})  # a lease renewal only
+    _cycle(loop)
+    assert raft.reads == reads
+    raft.apply("scale", {"name": "web", "replicas": 3})  # anything else moves the generation: a pass again
+    _cycle(loop)
+    assert raft.reads > reads and loop.placements_total == 3 and raft.proposed == ["plan", "plan"]
+    loop.idle_until = 0.0  # the trusted time is over: a pass at the same generation again
+    reads = raft.reads
+    _cycle(loop)
+    assert raft.reads == reads + 1 and raft.proposed == ["plan", "plan"]
+    loop.on_enable()  # a new term starts with a pass
+    _cycle(loop)
+    assert raft.reads == reads + 2
+
+
+def test_a_pass_the_clock_can_change_is_never_skipped() -> None:
+    """A rolling update waits for min_healthy_s with no entry to mark the moment: not idle."""
+    raft = _cluster()
+    raft.apply("deploy", {"services": _items(["web"], replicas=1)})
+    loop = SchedulerLoop(raft)  # type: ignore[arg-type]
+    loop.term = 2
+    _cycle(loop)
+    raft.apply("deploy", {"services": _items(["web"], replicas=1, env={"V": "2"})})  # version 2: rolling
+    _cycle(loop)
+    assert loop.idle_generation is None
+    reads = raft.reads
+    _cycle(loop)
+    assert raft.reads > reads
+    c = raft.read(lambda s: decide_cycle(s, 2000.0))
+    assert c.timed and not c.is_idle()
