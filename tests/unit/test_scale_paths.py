@@ -5,7 +5,8 @@ answers as the straightforward code they replace:
   `allocate_vip` calls would give (a deploy of 500 new services used to parse every VIP in use per service,
   in the Raft thread);
 - `_apply_deploy` groups the allocations once per op (it scanned every allocation per updated service);
-- the scheduler loop leaves out a pass at a layout generation where the last pass was idle, and only then.
+- the scheduler loop leaves out a pass at a layout generation where the last pass was idle, and only then;
+- `orca.master.traffic.SampleRing`: an idle service's samples take one record, not one object per sample.
 
 Pure: a real state machine behind a stand-in for the Raft node (no cluster, no network).
 """
@@ -16,6 +17,7 @@ import asyncio
 import copy
 import ipaddress
 import itertools
+from collections import deque
 from typing import Any
 
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 
 from orca import mesh, spec
 from orca.master.scheduling import SchedulerLoop, decide_cycle
+from orca.master.traffic import SampleRing, ServiceSample, TrafficBook
 from orca.raft import ReplicatedState
 from orca.state.machine import apply, encode_entry, new_state
 
@@ -195,3 +198,46 @@ def test_a_pass_the_clock_can_change_is_never_skipped() -> None:
     assert raft.reads > reads
     c = raft.read(lambda s: decide_cycle(s, 2000.0))
     assert c.timed and not c.is_idle()
+
+
+# --- traffic samples ------------------------------------------------------------------------------------------
+
+
+def _sample(at: float, replicas: int, rps: float) -> ServiceSample:
+    if rps == 0:  # quiet: nothing observed
+        return ServiceSample(at=at, replicas=replicas, rps=0.0, error_rate=0.0, p95_ms=None, active=0, cpu_pct=None,
+                             mem_pct=None)
+    return ServiceSample(at=at, replicas=replicas, rps=rps, error_rate=0.0, p95_ms=5.0, active=1, cpu_pct=1.0,
+                         mem_pct=2.0, replica_rps={"a": rps})
+
+
+@settings(max_examples=200, deadline=None)
+@given(maxlen=st.integers(1, 12),
+       seq=st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.0, 0.0, 0.0, 3.5])), max_size=60),
+       n=st.integers(0, 20))
+def test_a_sample_ring_reads_like_a_bounded_deque(maxlen: int, seq: list[tuple[int, float]], n: int) -> None:
+    """Same samples as deque(maxlen), oldest first, at exact times when the period is exact (a run keeps
+    only its first and last time)."""
+    ring, plain = SampleRing(maxlen), deque(maxlen=maxlen)
+    for i, (replicas, rps) in enumerate(seq):
+        s = _sample(100.0 + 2 * i, replicas, rps)
+        ring.append(s)
+        plain.append(s)
+        assert len(ring) == len(plain)
+        assert ring.last() == plain[-1]
+        assert ring.records() <= len(plain)
+    assert ring.tail(n) == (list(plain)[-n:] if n else [])
+
+
+def test_idle_services_keep_one_record_however_long_they_are_sampled() -> None:
+    book = TrafficBook(sample_s=2.0, keep_s=3600.0)
+    state = {"services": {f"s{i}": {"state": "running"} for i in range(50)}, "allocations": {}, "nodes": {}}
+    for k in range(400):
+        book.sample(state, now=1000.0 + 2 * k)
+    assert all(len(r) == 399 and r.records() == 1 for r in book.samples.values())
+    assert book.history("s7", 3) == [_sample(1000.0 + 2 * k, 0, 0.0) for k in (397, 398, 399)]
+    assert book.current("s7") == _sample(1798.0, 0, 0.0)
+    small = TrafficBook(sample_s=2.0, keep_s=20.0)  # the window bounds the samples, not the records alone
+    for k in range(100):
+        small.sample(state, now=1000.0 + 2 * k)
+    assert len(small.samples["s1"]) == 10 and small.history("s1", 100)[0].at == 1000.0 + 2 * 90
