@@ -241,3 +241,20 @@ def test_idle_services_keep_one_record_however_long_they_are_sampled() -> None:
     for k in range(100):
         small.sample(state, now=1000.0 + 2 * k)
     assert len(small.samples["s1"]) == 10 and small.history("s1", 100)[0].at == 1000.0 + 2 * 90
+
+
+def test_running_counts_are_made_once_per_layout_generation() -> None:
+    book = TrafficBook(sample_s=2.0)
+    running = {"status": "running"}
+    state = {"services": {"web": {"state": "running"}}, "nodes": {},
+             "allocations": {"a": {"id": "a", "service": "web", "desired": "run", "observed": running}}}
+    book.sample(state, now=100.0, generation=7)
+    book.sample(state, now=102.0, generation=7)
+    assert book.current("web").replicas == 1
+    state["allocations"]["b"] = {"id": "b", "service": "web", "desired": "run", "observed": running}
+    book.sample(state, now=104.0, generation=8)  # an applied entry moves the generation: counted again
+    assert book.current("web").replicas == 2
+    book.clear()  # a new term: nothing kept from before
+    state["allocations"].pop("a")
+    book.sample(state, now=106.0, generation=8)
+    assert book.current("web").replicas == 1
