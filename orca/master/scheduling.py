@@ -176,10 +176,6 @@ class SchedulerLoop(LeaderLoop):
     def on_enable(self) -> None:
         self.idle_generation = None
 
-    def _decide(self, state: dict[str, Any], now: float) -> tuple[int, Cycle]:
-        """Runs under the state lock: the generation read here is the one the decision was made at."""
-        return self.raft.store.layout_generation, decide_cycle(state, now)
-
     async def cycle(self) -> None:
         for _ in range(5):  # one commit can make the next cycle non-empty (e.g. retire after placing)
             if self.idle_generation == self.raft.store.layout_generation and time.monotonic() < self.idle_until:
@@ -187,7 +183,9 @@ class SchedulerLoop(LeaderLoop):
                 return
             started = time.perf_counter()
             now = time.time()
-            generation, cycle = self.raft.read(functools.partial(self._decide, now=now))
+            # Without the state lock when no entry applies meanwhile (RaftNode.read_unlocked): a pass at
+            # 10,000 services must not hold the Raft thread's apply (and its heartbeats to followers).
+            generation, cycle = self.raft.read_unlocked(functools.partial(decide_cycle, now=now))
             self.last_plan_s = time.perf_counter() - started
             if cycle.is_idle():
                 self.idle_generation, self.idle_until = generation, time.monotonic() + IDLE_TRUST_S

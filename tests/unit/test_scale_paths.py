@@ -6,7 +6,8 @@ answers as the straightforward code they replace:
   in the Raft thread);
 - `_apply_deploy` groups the allocations once per op (it scanned every allocation per updated service);
 - the scheduler loop leaves out a pass at a layout generation where the last pass was idle, and only then;
-- `orca.master.traffic.SampleRing`: an idle service's samples take one record, not one object per sample.
+- `orca.master.traffic.SampleRing`: an idle service's samples take one record, not one object per sample;
+- `RaftNode.read_unlocked` (the scheduling pass) gives the state at one layout generation, never a torn read.
 
 Pure: a real state machine behind a stand-in for the Raft node (no cluster, no network).
 """
@@ -17,16 +18,19 @@ import asyncio
 import copy
 import ipaddress
 import itertools
+import sys
+import threading
 from collections import deque
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orca import mesh, spec
 from orca.master.scheduling import SchedulerLoop, decide_cycle
 from orca.master.traffic import SampleRing, ServiceSample, TrafficBook
-from orca.raft import ReplicatedState
+from orca.raft import RaftNode, ReplicatedState
 from orca.state.machine import apply, encode_entry, new_state
 
 # --- VIPs -------------------------------------------------------------------------------------------------
@@ -131,6 +135,10 @@ class _FakeRaft:
         self.reads += 1
         with self.store.lock:
             return fn(self.store.state)
+
+    def read_unlocked(self, fn: Any, attempts: int = 3) -> tuple[int, Any]:
+        self.reads += 1
+        return RaftNode.read_unlocked(self, fn, attempts)  # type: ignore[arg-type]  # it uses only .store
 
     def apply(self, op: str, args: dict[str, Any], now: float = 1000.0) -> dict[str, Any]:
         result = self.store.apply(encode_entry(op, args, now=now), _doApply=True)
@@ -258,3 +266,64 @@ def test_running_counts_are_made_once_per_layout_generation() -> None:
     state["allocations"].pop("a")
     book.sample(state, now=106.0, generation=8)
     assert book.current("web").replicas == 1
+
+
+# --- reads without the state lock -----------------------------------------------------------------------------
+
+
+def _layout(state: dict[str, Any]) -> tuple[Any, ...]:
+    """A read that walks every allocation (it raises if one is added meanwhile, as a torn read may)."""
+    return tuple(sorted((a["id"], a["desired"], a["node"]) for a in state["allocations"].values())) + (
+        tuple(sorted((n, s["replicas"]) for n, s in state["services"].items())),)
+
+
+def test_an_unlocked_read_is_the_state_at_one_generation_while_entries_apply() -> None:
+    """A writer thread applies plans, scales and lease renewals as fast as it can; every unlocked read
+    returns what the same read gives under the lock at the generation it reports."""
+    raft = _cluster()
+    raft.apply("deploy", {"services": _items([f"s{i}" for i in range(20)], replicas=1)})
+    expected: dict[int, tuple[Any, ...]] = {}
+    with raft.store.lock:
+        expected[raft.store.layout_generation] = _layout(raft.store.state)
+    stop = threading.Event()
+
+    def writer() -> None:
+        for k in range(1500):
+            if stop.is_set():
+                return
+            with raft.store.lock:  # reentrant: the entry applies inside, and the expected read sees the same moment
+                if k % 3 == 0:
+                    raft.apply("node_reports", {"term": 2, "nodes": {"n1": {"renewed_at": 1000.0 + k}}})
+                elif k % 3 == 1:
+                    raft.apply("plan", {"term": 2, "place": [{"alloc_id": f"x{k:05d}", "service": f"s{k % 20}",
+                                                              "version": 1, "node": "n2", "index": 1 + k}],
+                                        "stop": [], "pending": {}})
+                else:
+                    raft.apply("scale", {"name": f"s{k % 20}", "replicas": 1 + k % 7})
+                expected[raft.store.layout_generation] = _layout(raft.store.state)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads inside the read, again and again
+    thread = threading.Thread(target=writer, daemon=True)
+    try:
+        thread.start()
+        reads = []
+        while thread.is_alive() and len(reads) < 100_000:  # reads all the while the writer writes
+            reads.append(RaftNode.read_unlocked(raft, _layout))  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        thread.join(30)
+        sys.setswitchinterval(previous)
+    for generation, value in reads:
+        assert value == expected[generation]
+    assert len({generation for generation, _ in reads}) > 1  # it read while the state moved
+
+
+def test_an_unlocked_read_falls_back_to_the_lock_when_entries_never_stop() -> None:
+    raft = _cluster()
+    raft.store.applying = True  # an entry is always being applied
+    generation, value = RaftNode.read_unlocked(raft, lambda s: len(s["nodes"]), attempts=2)  # type: ignore[arg-type]
+    assert (generation, value) == (raft.store.layout_generation, 2)
+    raft.store.applying = False
+    with pytest.raises(KeyError):  # a read that fails on a state nobody changed is a real error
+        RaftNode.read_unlocked(raft, lambda s: s["no such table"])  # type: ignore[arg-type]
