@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from orca import auth, eventloop, logging_setup, memtrim, protocol, tls
+from orca import auth, eventloop, logging_setup, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
 from orca.master import views
@@ -112,7 +112,6 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     runner = ApiRunner(app, access_log=access, access_log_class=logging_setup.ApiAccessLogger, handle_signals=False)
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
-    trimmer = asyncio.create_task(memtrim.trim_forever(stop))  # RSS follows what the master holds
     try:
         if master_tls is not None:
             # The listener needs this master's certificate, hence the CA from the replicated state.
@@ -132,7 +131,6 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     finally:
         if upkeep is not None:
             upkeep.cancel()
-        trimmer.cancel()
         leadership.stop()
         await runner.cleanup()
         raft.destroy()
@@ -154,7 +152,6 @@ def run_server(config_path: str, *, log_level: str | None = None, log_format: st
     setting (flag or ORCA_LOG_* environment) or a private path that cannot be made private (`orca.filemodes`).
     The log flags override the environment, which overrides the config's `[log]` (orca.logging_setup)."""
     private_umask()  # before anything is created: the Raft journal and dump hold credentials
-    memtrim.limit_arenas()  # before the Raft thread exists (orca.memtrim)
     try:
         cfg = load_master_config(config_path)
         settings = logging_setup.resolve(cfg.log, level=log_level, fmt=log_format, access_log=access_log)

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orca import memtrim, mesh, spec
+from orca import mesh, spec
 from orca.master.scheduling import SchedulerLoop, decide_cycle
 from orca.master.traffic import SampleRing, ServiceSample, TrafficBook
 from orca.raft import RaftNode, ReplicatedState
@@ -327,22 +327,3 @@ def test_an_unlocked_read_falls_back_to_the_lock_when_entries_never_stop() -> No
     raft.store.applying = False
     with pytest.raises(KeyError):  # a read that fails on a state nobody changed is a real error
         RaftNode.read_unlocked(raft, lambda s: s["no such table"])  # type: ignore[arg-type]
-
-
-# --- memory back to the system --------------------------------------------------------------------------------
-
-
-def test_trimming_is_harmless_and_stops_with_the_master() -> None:
-    assert memtrim.trim() in (True, False)  # glibc: released something or not; elsewhere a no-op
-    blob = [bytearray(4096) for _ in range(2000)]
-    del blob
-    memtrim.trim()
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(memtrim.trim_forever(stop, every_s=0.01))
-        await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(run())
