@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["DEFAULT_VIP_RANGE", "MAX_RANGE_PREFIX", "parse_range", "resolver_address", "allocate_vip",
-           "vips_in_use"]
+           "vips_in_use", "VipAllocator"]
 
 DEFAULT_VIP_RANGE = "10.213.0.0/16"
 # A range needs room for the resolver and at least a few services.
@@ -52,23 +52,40 @@ def vips_in_use(services: Iterable[dict[str, Any]]) -> set[str]:
 def allocate_vip(vip_range: str, used: set[str]) -> str | None:
     """The lowest address of the range that is neither the network, the resolver, the broadcast nor
     `used`; None when the range is full. Deterministic: the same range and set give the same answer."""
-    net = parse_range(vip_range)
-    first = int(net.network_address) + 2
-    last = int(net.broadcast_address) - 1
-    # `used` is small next to most ranges: skip over the taken addresses, not over the whole range.
-    taken = sorted(int(ipaddress.IPv4Address(v)) for v in used if _in(net, v))
-    candidate = first
-    for t in taken:
-        if t < candidate:
-            continue
-        if t > candidate:
-            break
-        candidate += 1
-    return str(ipaddress.IPv4Address(candidate)) if candidate <= last else None
+    return VipAllocator(vip_range, used).take()
 
 
-def _in(net: ipaddress.IPv4Network, address: str) -> bool:
+class VipAllocator:
+    """`allocate_vip` for many services at once (one deploy op of 500 new services at 10,000 services).
+
+    Calling `allocate_vip` per service parsed every address in use each time: quadratic, and it ran in
+    `apply` (the Raft thread), long enough at 10,000 services to make followers call elections. Here the
+    addresses in use are parsed once; each `take` hands out the lowest free address and marks it used,
+    so a sequence of takes gives exactly what `allocate_vip` would give one after the other.
+    """
+
+    def __init__(self, vip_range: str, used: Iterable[str]) -> None:
+        net = parse_range(vip_range)
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        self._taken = {n for n in map(_to_int, used) if n is not None and lo <= n <= hi}
+        self._next = lo + 2  # every address below this one is taken (or the network / the resolver)
+        self._last = hi - 1
+
+    def take(self) -> str | None:
+        """The lowest free address, now marked used; None when the range is full."""
+        candidate = self._next
+        while candidate in self._taken:
+            candidate += 1
+        if candidate > self._last:
+            return None
+        self._taken.add(candidate)
+        self._next = candidate + 1
+        return str(ipaddress.IPv4Address(candidate))
+
+
+def _to_int(address: str) -> int | None:
+    """A dotted-quad IPv4 address as an int, None for anything `ipaddress` refuses (as `_in` did)."""
     try:
-        return ipaddress.IPv4Address(address) in net
+        return int(ipaddress.IPv4Address(address))
     except ValueError:
-        return False
+        return None

@@ -121,6 +121,9 @@ class ReplicatedState(SyncObjConsumer):
         # node statuses (the dispatcher's desired sets, the status pages, the lease monitor's allocations per
         # node) is valid for one layout generation.
         self.layout_generation = 0
+        # True while an entry (or a snapshot) is being applied: with `layout_generation`, what lets a leader
+        # loop read the state without the lock (RaftNode.read_unlocked) and know whether the read was torn.
+        self.applying = False
         self.on_halt: Callable[[dict[str, Any]], None] | None = None
         super().__init__()
         self.state: dict[str, Any] = machine.new_state()
@@ -131,9 +134,13 @@ class ReplicatedState(SyncObjConsumer):
         if self.halted is not None:
             return self._halted_value()
         with self.lock:
-            result = machine.apply(self.state, entry, index)
-            if not ops_nodes.leases_only(result):
-                self.layout_generation += 1
+            self.applying = True
+            try:
+                result = machine.apply(self.state, entry, index)
+                if not ops_nodes.leases_only(result):
+                    self.layout_generation += 1
+            finally:
+                self.applying = False
         halt = machine.halt_of(result)
         if halt is not None:
             self._halt(halt)
@@ -144,8 +151,12 @@ class ReplicatedState(SyncObjConsumer):
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
-            super()._deserialize(data)
-            self.layout_generation += 1
+            self.applying = True
+            try:
+                super()._deserialize(data)
+                self.layout_generation += 1
+            finally:
+                self.applying = False
         version = self.state.get("schema_version", 1) if isinstance(self.state, dict) else 1
         if not isinstance(version, int) or version > schema.SCHEMA_VERSION:
             self._halt({"index": None, "op": None, "version": version,
@@ -551,6 +562,36 @@ class RaftNode:
         """Run `fn(state)` under the state lock; `fn` must not keep references into the state."""
         with self.store.lock:
             return fn(self.store.state)
+
+    def read_unlocked(self, fn: Callable[[dict[str, Any]], Any], attempts: int = 3) -> tuple[int, Any]:
+        """`(layout generation, fn(state))`, computed without holding the state lock when possible.
+
+        For long pure reads of the leader (a scheduling pass over 10,000 services takes a few hundred ms):
+        under the lock, the Raft thread would wait that long to apply the next entry, sending nothing to
+        the followers meanwhile, who then call an election. Here `fn` runs on the live state while entries
+        may apply, and its result is kept only if no entry was being applied when it started or ended and
+        the layout generation did not move: then nothing it reads changed while it read (a lease renewal,
+        which moves only `renewed_at`, may have applied: `fn` must not read `renewed_at`). A torn read may
+        raise (a dict changed size while iterated, a key gone): that attempt is dropped. After `attempts`
+        torn reads it runs under the lock, as `read` does, so a steady stream of entries cannot starve it.
+        `fn` must be pure and must not keep references into the state.
+        """
+        store = self.store
+        for _ in range(attempts):
+            generation = store.layout_generation
+            if store.applying:
+                time.sleep(0.001)  # let the Raft thread finish that entry (it needs the GIL)
+                continue
+            try:
+                result = fn(store.state)
+            except Exception:
+                if store.applying or store.layout_generation != generation:
+                    continue  # torn: an entry changed what fn was reading
+                raise
+            if not store.applying and store.layout_generation == generation:
+                return generation, result
+        with store.lock:
+            return store.layout_generation, fn(store.state)
 
     def destroy(self) -> None:
         self.sync.destroy()

@@ -69,13 +69,15 @@ def decide(state: dict[str, Any], now: float) -> RolloutStep:
             if rollout.get("state") == "rolling" and rollout.get("version") == version:
                 step.verdicts.append({"name": name, "version": version, "state": "done", "reason": None})
             continue
+        canary_version = (svc.get("canary") or {}).get("version")
+        old = [a for a in allocs if a["version"] not in (version, canary_version) and a["desired"] == "run"]
+        rollout = svc.get("rollout") or {}
+        if not old and (rollout.get("state") != "rolling" or rollout.get("version") != version):
+            continue  # nothing under way (most services, most of the time): no readiness to work out
         update = spec.get("update") or {}
         max_parallel = max(1, int(update.get("max_parallel", 1)))
-        canary_version = (svc.get("canary") or {}).get("version")
         current = [a for a in allocs if a["version"] == version and a["desired"] == "run"]
-        old = [a for a in allocs if a["version"] not in (version, canary_version) and a["desired"] == "run"]
         ready = [a for a in current if a["node"] in ready_nodes and is_ready(a, spec, now)]
-        rollout = svc.get("rollout") or {}
         halted = rollout.get("state") == "halted" and rollout.get("version") == version
         if old:
             step.budget[name] = len(current) if halted else min(wanted, len(ready) + max_parallel)

@@ -57,7 +57,7 @@ class Autoscaler(LeaderLoop):
                 memory.last_change_at = now
 
     def _sample_and_collect(self, state: dict[str, Any], now: float) -> dict[str, tuple[dict[str, Any], int]]:
-        self.traffic.sample(state, now)
+        self.traffic.sample(state, now, self.raft.store.layout_generation)  # under the lock: the same moment
         out = {}
         for name, svc in state["services"].items():
             scaling = svc["spec"].get("scaling")

@@ -125,16 +125,12 @@ class Dispatcher(LeaderLoop):
         several times a second (the lease renewals, the resyncs), and each pass sorted and scanned every
         allocation. A lease renewal changes nothing the sets are made of (ReplicatedState.layout_generation).
         """
-        def read(s: dict[str, Any]) -> tuple[int, Any]:
-            generation = self.raft.store.layout_generation
-            if self._cached is not None and self._cached.generation == generation:
-                return generation, None
-            return generation, (desired_sets(s), route_table(s), mesh_table(s, self.mesh_vip_range))
-        generation, made = self.raft.read(read)
-        if made is None:
-            assert self._cached is not None
+        if self._cached is not None and self._cached.generation == self.raft.store.layout_generation:
             return self._cached
-        sets, routes, mesh = made
+        # Without the state lock when no entry applies meanwhile (RaftNode.read_unlocked): at 30,000
+        # allocations this read must not hold the Raft thread's apply.
+        generation, (sets, routes, mesh) = self.raft.read_unlocked(
+            lambda s: (desired_sets(s), route_table(s), mesh_table(s, self.mesh_vip_range)))
         routes_digest = hashlib.sha256(json.dumps([routes, mesh], sort_keys=True).encode()).hexdigest()
         digests = {}
         for node_id, target in sets.items():

@@ -25,6 +25,7 @@ __all__ = ["SchedulerLoop", "Cycle", "decide_cycle", "new_alloc_id"]
 
 IDLE_PERIOD_S = 1.0
 BUSY_PERIOD_S = 0.2
+IDLE_TRUST_S = 60.0  # an idle pass is redone at least this often even at the same generation (belt and braces)
 
 
 def new_alloc_id() -> str:
@@ -43,9 +44,15 @@ class Cycle:
     drained: list[str] = field(default_factory=list)
     busy: bool = False  # a rollout or drain is under way: readiness deadlines pass without any new entry
     next_ready_at: float | None = None  # wall time the next replica becomes ready by min_healthy_s alone
+    timed: bool = False  # the outcome can change with the clock alone (a rollout, a drain, a depends_on wait)
 
     def plan_is_empty(self) -> bool:
         return not (self.place or self.stop or self.migrate or self.pending_changed)
+
+    def is_idle(self) -> bool:
+        """Nothing to commit, and nothing that time alone can change: the same state decides the same again."""
+        return (self.plan_is_empty() and not self.verdicts and not self.drained and not self.busy
+                and not self.timed and self.next_ready_at is None)
 
 
 def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) -> Cycle:
@@ -98,6 +105,9 @@ def decide_cycle(state: dict[str, Any], now: float, new_id: Any = new_alloc_id) 
     cycle.stop = sorted({*plan.stop, *cycle.stop, *roll.stop, *drn.stop, *volume_stops.values()} - {None})
     cycle.pending_changed = any((svc.get("pending") or None) != cycle.pending.get(name)
                                 for name, svc in state["services"].items())
+    cycle.timed = bool(cycle.busy or waiting or drn.migrate or drn.stop or roll.stop or roll.verdicts
+                       or any((svc.get("rollout") or {}).get("state") == "rolling"
+                              for svc in state["services"].values()))
     if cycle.busy:
         cycle.next_ready_at = _next_ready_at(state, now)
     return cycle
@@ -153,13 +163,34 @@ class SchedulerLoop(LeaderLoop):
         self.last_plan_s = 0.0
         self.placements_total = 0
         self.pending: dict[str, dict[str, Any]] = {}
+        self.skipped = 0  # cycles left out because nothing they read had changed (`idle_generation`)
+        # The layout generation at which the last pass was idle (Cycle.is_idle), and until when (monotonic)
+        # that is trusted without a pass: decide_cycle reads only what the layout generation covers, plus
+        # the clock where `timed`, so an idle pass at the same generation would decide the same again.
+        # At 10,000 services a pass holds the state lock for a few hundred ms (the Raft thread waits on
+        # it to apply): wake-ups that change nothing it reads (the loop's period, a lease renewal) must
+        # not cost one.
+        self.idle_generation: int | None = None
+        self.idle_until = 0.0
+
+    def on_enable(self) -> None:
+        self.idle_generation = None
 
     async def cycle(self) -> None:
         for _ in range(5):  # one commit can make the next cycle non-empty (e.g. retire after placing)
+            if self.idle_generation == self.raft.store.layout_generation and time.monotonic() < self.idle_until:
+                self.skipped += 1
+                return
             started = time.perf_counter()
             now = time.time()
-            cycle = self.raft.read(functools.partial(decide_cycle, now=now))
+            # Without the state lock when no entry applies meanwhile (RaftNode.read_unlocked): a pass at
+            # 10,000 services must not hold the Raft thread's apply (and its heartbeats to followers).
+            generation, cycle = self.raft.read_unlocked(functools.partial(decide_cycle, now=now))
             self.last_plan_s = time.perf_counter() - started
+            if cycle.is_idle():
+                self.idle_generation, self.idle_until = generation, time.monotonic() + IDLE_TRUST_S
+            else:
+                self.idle_generation = None
             self.pending = cycle.pending
             # While a rollout or drain runs, "healthy for min_healthy_s" becomes true with no entry to wake
             # us: look more often then, and idle at 1 s otherwise.

@@ -80,8 +80,12 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
     reports = args["nodes"]
     if not isinstance(reports, dict):
         raise Invalid("nodes must be a map")
-    skipped = sorted(str(n)[:128] for n, rep in reports.items() if not isinstance(n, str) or report_problem(rep))
-    reports = {n: rep for n, rep in reports.items() if isinstance(n, str) and report_problem(rep) is None}
+    # Each node's entry is checked once (at 1,000 nodes of 30 reports, a second pass cost ~0.1 s of the Raft
+    # thread on every master at once).
+    problems = {n: report_problem(rep) if isinstance(n, str) else "node id is not a string"
+                for n, rep in reports.items()}
+    skipped = sorted(str(n)[:128] for n, problem in problems.items() if problem)
+    reports = {n: rep for n, rep in reports.items() if problems[n] is None}
     renewed, back, reported = 0, [], 0
     # Group once per entry: scanning every allocation per reporting node made one batched renewal of a
     # 1,000-node cluster take ~10 s in the Raft thread (no heartbeats to followers -> election storms).

@@ -44,18 +44,20 @@ def history_entry(svc: dict[str, Any], version: int) -> dict[str, Any]:
                                                                                   "version": version})
 
 
-def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, reason: str) -> None:
+def make_current(state: State, svc: dict[str, Any], version: int, ctx: Ctx, *, reason: str,
+                 allocs: list[dict[str, Any]] | None = None) -> None:
     """Roll the service to `version` (in its history): the rollout runs in the leader's loop, from Raft state.
 
     Allocations already running the same spec (same digest, e.g. after a rollback) are re-tagged to the
-    new version instead of being replaced: identical containers are not restarted.
+    new version instead of being replaced: identical containers are not restarted. `allocs`: the
+    service's allocations when the caller has them grouped (a deploy of many services scans once).
     """
     entry = history_entry(svc, version)
     entry["was_current"] = True  # rollback targets only versions that actually ran as the service
     previous = svc["version"]
     svc["version"], svc["digest"] = version, entry["digest"]
     svc["spec"] = {**entry["spec"], "replicas": svc["replicas"]}
-    for alloc in state["allocations"].values():
+    for alloc in state["allocations"].values() if allocs is None else allocs:
         if alloc["service"] == svc["name"] and alloc.get("digest") == entry["digest"]:
             alloc["version"] = version
     if previous != version:
@@ -75,17 +77,18 @@ class _VipBook:
         except ValueError:
             self.range = mesh.DEFAULT_VIP_RANGE
         self.state = state
-        self.used: set[str] | None = None  # computed on the first need: most deploys update, not create
+        # Made on the first need (most deploys update, not create), then shared by every service of the op:
+        # the addresses in use are read once per op, not once per new service (quadratic at 10,000).
+        self.allocator: mesh.VipAllocator | None = None
 
     def assign(self, svc: dict[str, Any]) -> None:
         if svc.get("vip"):
             return
-        if self.used is None:
-            self.used = mesh.vips_in_use(self.state["services"].values())
-        vip = mesh.allocate_vip(self.range, self.used)
+        if self.allocator is None:
+            self.allocator = mesh.VipAllocator(self.range, mesh.vips_in_use(self.state["services"].values()))
+        vip = self.allocator.take()
         if vip is not None:  # a full range: the service runs, unreachable through the mesh
             svc["vip"] = vip
-            self.used.add(vip)
 
 
 def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -104,6 +107,7 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
             raise Invalid("deploy entries carry {name, spec, digest}")
     deployed, versions = [], {}
     vips = _VipBook(state, args.get("vip_range"))
+    by_service: dict[str, list[dict[str, Any]]] | None = None  # allocations per service, made on first need
     for item in specs:
         name, spec, digest = item["name"], item["spec"], item["digest"]
         svc = state["services"].get(name)
@@ -131,7 +135,12 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
         svc["replicas"] = int(spec.get("replicas", svc["replicas"]))
         svc["state"] = "running"
         svc["updated_at"] = ctx.now
-        has_running = any(a["service"] == name and a["desired"] == "run" for a in state["allocations"].values())
+        if by_service is None:  # one scan per op, not one per updated service (10,000 x 30,000)
+            by_service = {}
+            for a in state["allocations"].values():
+                by_service.setdefault(a["service"], []).append(a)
+        mine = by_service.get(name, [])
+        has_running = any(a["desired"] == "run" for a in mine)
         message = f"{name} updated, spec unchanged (version {svc['version']})"
         if changed:
             version = new_version(svc, spec, digest, ctx)
@@ -141,7 +150,7 @@ def _apply_deploy(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any
                 message = f"{name} version {version} deployed as {spec['canary']} canary replica(s)"
             else:
                 svc["canary"] = None
-                make_current(state, svc, version, ctx, reason="deploy")
+                make_current(state, svc, version, ctx, reason="deploy", allocs=mine)
                 message = f"{name} updated to version {version}"
         elif digest == svc["digest"]:
             svc["spec"] = {**spec, "replicas": svc["replicas"]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +29,7 @@ from orca.master.api_workers import WorkerEndpoints
 from orca.master.http import error_response
 from orca.master.leases import HeartbeatBook
 from orca.master.secrets import SecretBox
-from orca.master.traffic import ServiceSample, TrafficBook
+from orca.master.traffic import SampleRing, ServiceSample, TrafficBook
 from orca.state import machine
 
 KEY = b"k" * 32
@@ -288,8 +287,9 @@ async def test_top_is_one_answer_with_policies_and_samples(master: SimpleNamespa
     args["services"][0]["digest"] = spec.spec_digest(args["services"][0]["spec"])
     await master.raft.apply("deploy", args)
     await master.raft.apply("deploy", deploy_args("db", project="data"))
-    master.traffic.samples["web"] = deque([ServiceSample(at=1.0, replicas=1, rps=12.5, error_rate=0.01,
-                                                         p95_ms=20.0, active=1, cpu_pct=3.0, mem_pct=4.0)])
+    master.traffic.samples["web"] = ring = SampleRing(10)
+    ring.append(ServiceSample(at=1.0, replicas=1, rps=12.5, error_rate=0.01, p95_ms=20.0, active=1, cpu_pct=3.0,
+                              mem_pct=4.0))
     master.decisions["web"] = {"action": "hold"}
     resp = await master.client.get("/api/v1/top")
     body = await resp.json()

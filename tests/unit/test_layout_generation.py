@@ -22,7 +22,7 @@ from orca import spec
 from orca.master.dispatcher import Dispatcher, desired_sets
 from orca.master.leases import HeartbeatBook, LeaseMonitor
 from orca.master.scheduling import decide_cycle
-from orca.raft import ReplicatedState
+from orca.raft import RaftNode, ReplicatedState
 from orca.state.machine import encode_entry
 from orca.state.ops_nodes import leases_only
 
@@ -41,6 +41,9 @@ class FakeRaft:
     def read(self, fn: Any) -> Any:
         with self.store.lock:
             return fn(self.store.state)
+
+    def read_unlocked(self, fn: Any, attempts: int = 3) -> tuple[int, Any]:
+        return RaftNode.read_unlocked(self, fn, attempts)  # type: ignore[arg-type]  # it uses only .store
 
     def apply(self, op: str, args: dict[str, Any], now: float = 1000.0) -> dict[str, Any]:
         self.applied_index += 1
