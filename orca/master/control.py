@@ -79,6 +79,7 @@ class ControlPlane:
                 "in_flight": 0, "oldest_unacked_seconds": 0.0,
                 "detail": {"running_here": self.scheduler.enabled,
                            "last_plan_seconds": round(self.scheduler.last_plan_s, 4),
+                           "idle_passes_skipped": self.scheduler.skipped,
                            "placements": self.scheduler.placements_total, "last_error": self.scheduler.last_error,
                            "pending": self.scheduler.pending}}
 

@@ -106,6 +106,12 @@ def allocs_changed(state: dict[str, Any], node_id: str, reports: list[dict[str, 
 
 _REFUSED = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
+# Allocation reports in one `node_reports` entry (nodes whose report changed past it wait for the next
+# entry, a cycle later). Every master applies the entry in its Raft thread, which sends nothing meanwhile:
+# 1,000 nodes of 30 changed replicas made a 4 MB entry that took ~0.5 s to decode and apply on a loaded
+# box, on the leader and both followers at once, and the followers called elections.
+MAX_REPORTED_ALLOCS = 3000
+
 
 async def probe_agent(session: aiohttp.ClientSession, address: str, node_id: str, timeout_s: float,
                       ssl: Any = True) -> ProbeResult:
@@ -183,10 +189,13 @@ class LeaseMonitor(LeaderLoop):
             return
         dirty, self.book.dirty = self.book.dirty, set()
 
+        deferred: set[str] = set()
+
         def build(state: dict[str, Any]) -> dict[str, Any]:
             out = {}
             generation = self.raft.store.layout_generation
             by_node = self._allocs_by_node(state, generation)
+            budget = MAX_REPORTED_ALLOCS
             for node_id in sorted(dirty):
                 if node_id not in state["nodes"]:
                     continue
@@ -204,9 +213,18 @@ class LeaseMonitor(LeaderLoop):
                         self._agreed[node_id] = (generation, report)
                     else:
                         self._agreed.pop(node_id, None)
+                if allocs is not None:
+                    if len(allocs) > budget and budget < MAX_REPORTED_ALLOCS:  # the first always goes in
+                        deferred.add(node_id)  # its lease renews now, its report goes in the next entry
+                        allocs = None
+                    else:
+                        budget -= len(allocs)
                 out[node_id] = {"renewed_at": self.book.received_at.get(node_id, 0.0), "allocs": allocs}
             return out
         nodes = self._isolate(self.raft.read(build))
+        if deferred:
+            self.book.dirty |= deferred
+            self.book.changed = True  # the next cycle commits them at once, not at the next interval
         if not nodes:
             return
         try:

@@ -146,12 +146,20 @@ def master_names(cfg: MasterConfig) -> list[str]:
     return [*dict.fromkeys([*names, cfg.node_id])]
 
 
+RAFT_FRIENDLY_SWITCH_S = 0.0005
+
+
 def run_server(config_path: str, *, log_level: str | None = None, log_format: str | None = None,
                access_log: bool | None = None) -> int:
     """Entry point of `orca server`; exit 2 on a bad config (one line naming file and key), a bad log
     setting (flag or ORCA_LOG_* environment) or a private path that cannot be made private (`orca.filemodes`).
     The log flags override the environment, which overrides the config's `[log]` (orca.logging_setup)."""
     private_umask()  # before anything is created: the Raft journal and dump hold credentials
+    # The Raft thread does little work but many blocking calls (poll, send, recv), each of which gives up
+    # the GIL and must win it back; with the default 5 ms switch interval, every one of them waits up to
+    # 5 ms behind the event loop's long pure-Python passes (a scheduling pass at 10,000 services), which
+    # delays the leader's heartbeats to its followers past their election timeout (0.2-0.5 s).
+    sys.setswitchinterval(RAFT_FRIENDLY_SWITCH_S)
     try:
         cfg = load_master_config(config_path)
         settings = logging_setup.resolve(cfg.log, level=log_level, fmt=log_format, access_log=access_log)

@@ -327,3 +327,48 @@ def test_an_unlocked_read_falls_back_to_the_lock_when_entries_never_stop() -> No
     raft.store.applying = False
     with pytest.raises(KeyError):  # a read that fails on a state nobody changed is a real error
         RaftNode.read_unlocked(raft, lambda s: s["no such table"])  # type: ignore[arg-type]
+
+
+# --- bounded node_reports entries -------------------------------------------------------------------------------
+
+
+def test_a_burst_of_changed_reports_is_spread_over_bounded_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node's lease renews in the first entry; the reports past the bound follow in the next ones,
+    at once (the book stays marked changed), until the state has them all."""
+    from orca.master import leases
+
+    monkeypatch.setattr(leases, "MAX_REPORTED_ALLOCS", 5)
+    raft = _cluster()
+    raft.apply("deploy", {"services": _items(["web"], replicas=8)})
+    c = raft.read(lambda s: decide_cycle(s, 2000.0, new_id=lambda: f"a{next(raft.ids):05d}"))
+    raft.apply("plan", {"term": 2, "place": c.place, "stop": c.stop, "pending": c.pending})
+    monitor = leases.LeaseMonitor(raft, leases.HeartbeatBook(), heartbeat_s=1.0, ttl_s=10.0)  # type: ignore[arg-type]
+    monitor.term = 2
+    for node in ("n1", "n2"):
+        mine = raft.read(lambda s, node=node: sorted(a["id"] for a in s["allocations"].values() if a["node"] == node))
+        assert len(mine) == 4
+        monitor.book.record({"node_id": node, "allocations": [
+            {"alloc": a, "service": "web", "version": 1, "container_id": f"c-{a}", "status": "running", "health": None,
+             "started_at": None, "restarts": 0, "reason": None, "host_port": None, "exit_code": None} for a in mine]})
+        monitor.book.received_at[node] = 1500.0
+    monitor.book.changed = False
+    entries: list[dict[str, Any]] = []
+    real_propose = raft.propose
+
+    async def propose(op: str, args: dict[str, Any]) -> dict[str, Any]:
+        entries.append(copy.deepcopy(args["nodes"]))
+        return await real_propose(op, args)
+
+    raft.propose = propose  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await monitor._commit_renewals()
+        assert set(entries[0]) == {"n1", "n2"}  # both leases renew at once
+        assert len(entries[0]["n1"]["allocs"]) == 4 and entries[0]["n2"]["allocs"] is None
+        assert monitor.book.dirty == {"n2"} and monitor.book.changed
+        await monitor._commit_renewals()
+        assert set(entries[1]) == {"n2"} and len(entries[1]["n2"]["allocs"]) == 4
+
+    asyncio.run(run())
+    observed = raft.read(lambda s: [(a.get("observed") or {}).get("status") for a in s["allocations"].values()])
+    assert observed == ["running"] * 8
