@@ -584,10 +584,10 @@ class RaftNode:
                 continue
             try:
                 result = fn(store.state)
-            except Exception:
-                if store.applying or store.layout_generation != generation:
-                    continue  # torn: an entry changed what fn was reading
-                raise
+            except Exception:  # noqa: BLE001 - torn, or a bug: the locked run below raises a bug again
+                # Torn by an entry: one that moved the layout generation, or a lease renewal (generation
+                # unchanged) that added a key to a dict fn was iterating.
+                continue
             if not store.applying and store.layout_generation == generation:
                 return generation, result
         with store.lock:
