@@ -3,10 +3,11 @@
 Prints one JSON line:
   {"bench": "proxy", "connections": 32, "direct": {"rps", "p50_ms", "p99_ms", ...}, "proxy": {...},
    "ratio_rps", "p99_added_ms", "upstream", "box"}
-Each side also carries `client_cpu_us_per_req` (the load generator's CPU per request: the same on both
-sides when the comparison is fair), `box_cpu_busy` (the share of every core busy during its rounds: near 1,
-the box is saturated and the ratio is the proxy's share of a request's CPU) and, for a container upstream
-published on 127.0.0.1, `relay_cpu_us_per_req` (Docker's docker-proxy, which both sides cross).
+Each side also carries CPU per request of the load generator (`client_cpu_us_per_req`: the same on both
+sides when the comparison is fair), of the replica (`upstream_...`) and, for a container published on
+127.0.0.1, of Docker's docker-proxy that both sides cross (`relay_...`), and `box_cpu_busy` (the share
+of every core busy during its rounds: near 1, the box is saturated and the ratio is about the proxy's
+share of the CPU a request costs in all).
 
 The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1: it closes every
 connection) started through the docker SDK; `--upstream web` an orca-test/web container (websocketd, Go's
@@ -201,36 +202,38 @@ def relay_pid(port: int) -> int | None:
 
 
 class Usage:
-    """CPU spent during a target's measured rounds: the load generator's (this process), the relay's
-    (docker-proxy, when the upstream has one) and the box's busy share, so the two targets' runs can be
-    compared: the same client cost per request on both sides, and whether the box was saturated."""
+    """CPU spent during a target's measured rounds: the load generator's (this process), the replica's
+    and the relay's (docker-proxy, when the upstream has one) process trees, and the box's busy share,
+    so the two targets' runs can be compared: the same client cost per request on both sides, where
+    the rest goes, and whether the box was saturated."""
 
-    def __init__(self, relay: int | None) -> None:
-        self.relay = relay
-        self.client = self.relay_s = self.busy = self.total = 0.0
-        self._start: tuple[float, float | None, tuple[float, float]] | None = None
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.client = self.busy = self.total = 0.0
+        self.spent = dict.fromkeys(self.pids, 0.0)
+        self._start: tuple[float, dict[str, float | None], tuple[float, float]] | None = None
 
     def __enter__(self) -> Usage:
-        self._start = (time.process_time(), cpu_seconds(self.relay) if self.relay else None, box_cpu())
+        self._start = (time.process_time(), {k: cpu_seconds(p) for k, p in self.pids.items()}, box_cpu())
         return self
 
     def __exit__(self, *_: object) -> None:
         assert self._start is not None
-        own, relay, (busy, total) = self._start
+        own, before, (busy, total) = self._start
         self.client += time.process_time() - own
-        after = cpu_seconds(self.relay) if self.relay else None
-        if relay is not None and after is not None:
-            self.relay_s += after - relay
+        for name, pid in self.pids.items():
+            start, after = before[name], cpu_seconds(pid)
+            if start is not None and after is not None:
+                self.spent[name] += after - start
         b, t = box_cpu()
         self.busy, self.total = self.busy + b - busy, self.total + t - total
 
     def summary(self, requests: int, share: float) -> dict[str, Any]:
         """`share`: the part of the CPU time spent on measured requests (the warm-ups are not counted)."""
         per = 1e6 * share / requests if requests else 0.0
-        out = {"client_cpu_us_per_req": round(self.client * per, 1),
-               "box_cpu_busy": round(self.busy / self.total, 2) if self.total else None}
-        if self.relay:
-            out["relay_cpu_us_per_req"] = round(self.relay_s * per, 1)
+        out: dict[str, Any] = {"client_cpu_us_per_req": round(self.client * per, 1)}
+        out.update({f"{name}_cpu_us_per_req": round(spent * per, 1) for name, spent in self.spent.items()})
+        out["box_cpu_busy"] = round(self.busy / self.total, 2) if self.total else None
         return out
 
 
@@ -323,8 +326,12 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         asyncio.run(wait_http(direct_url))
         asyncio.run(wait_http(proxy_url, DOMAIN))
         direct, proxied = Load(direct_url, args.connections), Load(proxy_url, args.connections)
-        relay = relay_pid(up_port) if container is not None else None
-        direct_use, proxied_use = Usage(relay), Usage(relay)
+        if container is not None:
+            container.reload()
+            pids = {"upstream": container.attrs["State"]["Pid"], "relay": relay_pid(up_port)}
+        else:
+            pids = {"upstream": procs[0].pid}
+        direct_use, proxied_use = Usage(pids), Usage(pids)
         proxy_cpu = 0.0
         for _ in range(args.rounds):  # alternate, so drifting load elsewhere on the box hits both alike
             with direct_use:
