@@ -3,6 +3,11 @@
 Prints one JSON line:
   {"bench": "proxy", "connections": 32, "direct": {"rps", "p50_ms", "p99_ms", ...}, "proxy": {...},
    "ratio_rps", "p99_added_ms", "upstream", "box"}
+Each side also carries CPU per request of the load generator (`client_cpu_us_per_req`: the same on both
+sides when the comparison is fair), of the replica (`upstream_...`) and, for a container published on
+127.0.0.1, of Docker's docker-proxy that both sides cross (`relay_...`), and `box_cpu_busy` (the share
+of every core busy during its rounds: near 1, the box is saturated and the ratio is about the proxy's
+share of the CPU a request costs in all).
 
 The replica is a busybox httpd container (orca-test/busybox, published on 127.0.0.1: it closes every
 connection) started through the docker SDK; `--upstream web` an orca-test/web container (websocketd, Go's
@@ -173,6 +178,65 @@ async def wait_http(url: str, host: str | None = None, timeout: float = 30.0) ->
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
+def box_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of every core since boot (/proc/stat): a round's busy share of the box."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def relay_pid(port: int) -> int | None:
+    """Docker's userland proxy (docker-proxy) that serves a port published on 127.0.0.1, if any: loopback
+    traffic to such a port is relayed by it (the iptables DNAT rules skip 127.0.0.0/8), so both the direct
+    and the proxied requests cross it."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"docker-proxy") and b"-host-port" in argv \
+                    and argv[argv.index(b"-host-port") + 1:][:1] == [str(port).encode()]:
+                return int(entry.name)
+    return None
+
+
+class Usage:
+    """CPU spent during a target's measured rounds: the load generator's (this process), the replica's
+    and the relay's (docker-proxy, when the upstream has one) process trees, and the box's busy share,
+    so the two targets' runs can be compared: the same client cost per request on both sides, where
+    the rest goes, and whether the box was saturated."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.client = self.busy = self.total = 0.0
+        self.spent = dict.fromkeys(self.pids, 0.0)
+        self._start: tuple[float, dict[str, float | None], tuple[float, float]] | None = None
+
+    def __enter__(self) -> Usage:
+        self._start = (time.process_time(), {k: cpu_seconds(p) for k, p in self.pids.items()}, box_cpu())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._start is not None
+        own, before, (busy, total) = self._start
+        self.client += time.process_time() - own
+        for name, pid in self.pids.items():
+            start, after = before[name], cpu_seconds(pid)
+            if start is not None and after is not None:
+                self.spent[name] += after - start
+        b, t = box_cpu()
+        self.busy, self.total = self.busy + b - busy, self.total + t - total
+
+    def summary(self, requests: int, share: float) -> dict[str, Any]:
+        """`share`: the part of the CPU time spent on measured requests (the warm-ups are not counted)."""
+        per = 1e6 * share / requests if requests else 0.0
+        out: dict[str, Any] = {"client_cpu_us_per_req": round(self.client * per, 1)}
+        out.update({f"{name}_cpu_us_per_req": round(spent * per, 1) for name, spent in self.spent.items()})
+        out["box_cpu_busy"] = round(self.busy / self.total, 2) if self.total else None
+        return out
+
+
 def cpu_seconds(pid: int) -> float | None:
     """CPU seconds of `pid` and its live descendants (the proxy process, HAProxy's master and workers)."""
     stats: dict[int, tuple[int, float]] = {}
@@ -262,11 +326,19 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         asyncio.run(wait_http(direct_url))
         asyncio.run(wait_http(proxy_url, DOMAIN))
         direct, proxied = Load(direct_url, args.connections), Load(proxy_url, args.connections)
+        if container is not None:
+            container.reload()
+            pids = {"upstream": container.attrs["State"]["Pid"], "relay": relay_pid(up_port)}
+        else:
+            pids = {"upstream": procs[0].pid}
+        direct_use, proxied_use = Usage(pids), Usage(pids)
         proxy_cpu = 0.0
         for _ in range(args.rounds):  # alternate, so drifting load elsewhere on the box hits both alike
-            asyncio.run(direct.run(args.seconds / args.rounds))
+            with direct_use:
+                asyncio.run(direct.run(args.seconds / args.rounds))
             cpu0 = cpu_seconds(proxy_proc.pid)
-            asyncio.run(proxied.run(args.seconds / args.rounds))
+            with proxied_use:
+                asyncio.run(proxied.run(args.seconds / args.rounds))
             cpu1 = cpu_seconds(proxy_proc.pid)
             if cpu0 is not None and cpu1 is not None:
                 proxy_cpu += cpu1 - cpu0
@@ -293,10 +365,12 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     pd, pp = paced_direct.summary(), paced_proxy.summary()
     paced = {"rate": rate, "direct": pd, "proxy": pp,
              "p50_added_ms": _diff(pp["p50_ms"], pd["p50_ms"]), "p99_added_ms": _diff(pp["p99_ms"], pd["p99_ms"])}
+    # CPU per request: the warm-ups are in the time, not in the count.
+    share = 1 / (1 + WARMUP_S * args.rounds / args.seconds)
     if p["requests"]:
-        # CPU of the proxy process per proxied request (the warm-ups included in the time, not the count).
-        p["proxy_cpu_us_per_req"] = round(1e6 * proxy_cpu / (p["requests"] * (1 + WARMUP_S * args.rounds
-                                                                                / args.seconds)), 1)
+        p["proxy_cpu_us_per_req"] = round(1e6 * proxy_cpu * share / p["requests"], 1)
+    d.update(direct_use.summary(d["requests"], share))
+    p.update(proxied_use.summary(p["requests"], share))
     ratio = round(p["rps"] / d["rps"], 3) if d["rps"] else None
     added = _diff(p["p99_ms"], d["p99_ms"])
     return {"bench": "proxy", "connections": args.connections, "seconds": args.seconds,

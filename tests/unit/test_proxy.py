@@ -292,6 +292,18 @@ async def test_forwarded_headers_and_hop_by_hop(proxy: Proxy, client: aiohttp.Cl
     assert got["x-forwarded-for"] == "127.0.0.1"
 
 
+async def test_large_header_block_is_forwarded(proxy: Proxy, client: aiohttp.ClientSession,
+                                               upstreams: Start) -> None:
+    """hc.BUFSIZE bounds a request's header block: 12 KiB of headers (big cookies, tokens) still fit."""
+    _, addr = await upstreams("h")
+    await apply(proxy, table([("a1", addr)]))
+    big = {f"X-Big-{i}": os.urandom(1500).hex() for i in range(4)}  # 4 x 3000 bytes
+    async with client.get(url(proxy, "/headers"), headers={"Host": DOMAIN, **big}) as resp:
+        assert resp.status == 200
+        got = {k.lower(): v for k, v in (await resp.json())["headers"]}
+    assert all(got[k.lower()] == v for k, v in big.items())
+
+
 async def test_bodies_stream_both_ways(proxy: Proxy, client: aiohttp.ClientSession, upstreams: Start) -> None:
     up, addr = await upstreams("b")
     await apply(proxy, table([("a1", addr)]))
