@@ -90,6 +90,22 @@ class DurabilityMixin:
         if self.durable and self._isLeader():  # type: ignore[attr-defined]
             self.durable_flush()
 
+    # "Nothing appended since the last flush" is judged by the journal's end offset. A truncation, a
+    # compaction or a snapshot install rewrites the journal and could bring the end back to the offset of
+    # the last flush with other, unsynced entries before it: after those the next flush always syncs.
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)  # type: ignore[attr-defined]
+
+    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__deleteEntriesTo(self, toIDx)  # type: ignore[attr-defined]
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__loadDumpFile(self, clearJournal)  # type: ignore[attr-defined]
+        self._flushed_offset = None
+
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N802, N803
                                   success: bool = False) -> None:
         """Upstream's follower answer to append_entries (name-mangled); a success is sent only after the

@@ -172,3 +172,36 @@ def test_followers_apply_every_entry_of_a_pipelined_burst(trio: Any) -> None:
         assert time.monotonic() < deadline, [n.test_counter.value for n in nodes]
         time.sleep(0.01)
     assert all(n.raftLastApplied == leader.raftLastApplied for n in nodes)
+
+
+def test_a_rewritten_journal_is_always_synced_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncation that ends the journal at the last flush's offset again, with other entries before it,
+    is synced anyway: the offset alone does not prove those entries are on disk."""
+    from orca import raft_durability
+
+    journal = FileJournal(str(tmp_path / "n.journal"))
+    try:
+        synced: list[int] = []
+        monkeypatch.setattr(raft_durability.os, "fdatasync", lambda fd: synced.append(fd))
+
+        class Node(raft_durability.DurabilityMixin, SyncObj):
+            _SyncObj__raftLog = journal
+
+            def __init__(self) -> None:  # no SyncObj.__init__: only the journal is used
+                self._durability_init(True)
+
+        node = Node()
+        for i in range(1, 4):
+            journal.add(b"a" * 10, i, 1)
+        node.durable_flush()
+        assert len(synced) == 1
+        flushed_at = journal._FileJournal__currentOffset
+        node._SyncObj__deleteEntriesFrom(3)  # entry 3 of term 1 conflicts: replaced by one of term 2
+        journal.add(b"b" * 10, 3, 2)
+        assert journal._FileJournal__currentOffset == flushed_at  # the same end, other bytes before it
+        node.durable_flush()
+        assert len(synced) == 2
+        node.durable_flush()
+        assert len(synced) == 2
+    finally:
+        journal._destroy()
