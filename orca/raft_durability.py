@@ -13,7 +13,11 @@ With `durable=True` (orca's default, `raft.fsync = true`):
   the leader an append succeeded (`next_node_idx` with success), so an entry counts towards the
   commit only once that follower has it on disk;
 - the leader flushes its journal before it acknowledges a write to the client (the commit callback in
-  `orca.raft`, in the tick thread).
+  `orca.raft`, in the tick thread). It flushes first at the end of the tick that appended the entries
+  (`durable_tick`, after they were sent, before the tick waits for answers): its own disk sync then runs
+  while the followers do theirs, and the acknowledgement's flush finds nothing left to do. Flushing only
+  at the commit put the leader's sync after the followers', two disk syncs in a row on every write's
+  path (measured: 2-5 ms of a 15-25 ms write under load, raft_writes.py).
 
 At acknowledgement the entry is then on disk on the leader and on the follower(s) whose answers made
 the commit: a majority. After a power loss of every master, any master that lacks it cannot win an
@@ -78,6 +82,29 @@ class DurabilityMixin:
             self._slow_logged = started
             log.warning("raft journal flush took %.0f ms (slow disk: it delays this master's Raft work; "
                         "raft.fsync = false trades power-loss safety for speed)", took * 1000)
+
+    def durable_tick(self) -> None:
+        """A tick callback (PySyncObj runs them after the tick appended and sent new entries, before it
+        polls for answers): the leader flushes what it appended in this tick. A no-op elsewhere (a
+        follower flushes before it answers an append) and when nothing was appended."""
+        if self.durable and self._isLeader():  # type: ignore[attr-defined]
+            self.durable_flush()
+
+    # "Nothing appended since the last flush" is judged by the journal's end offset. A truncation, a
+    # compaction or a snapshot install rewrites the journal and could bring the end back to the offset of
+    # the last flush with other, unsynced entries before it: after those the next flush always syncs.
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)  # type: ignore[attr-defined]
+
+    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__deleteEntriesTo(self, toIDx)  # type: ignore[attr-defined]
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803 - upstream's names
+        self._flushed_offset = None
+        SyncObj._SyncObj__loadDumpFile(self, clearJournal)  # type: ignore[attr-defined]
+        self._flushed_offset = None
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N802, N803
                                   success: bool = False) -> None:

@@ -80,6 +80,9 @@ class MasterApi:
         self.tls: Any = None  # the MasterTls when [tls] is on (orca.master.tls_manager)
         self._openapi: bytes | None = None
         self._watch: blocking_query.AppliedWatch | None = None
+        # (op, outcome) -> the labelled counter: `labels()` validates and locks on every call. Both come
+        # from code (op names, error codes), so the dict stays small.
+        self._write_counters: dict[tuple[str, str], Any] = {}
         self.status_index = StatusIndex()
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -199,10 +202,16 @@ class MasterApi:
         try:
             result = await self.raft.propose(op, args, key=key, actor=actor)
         except OrcaError as err:
-            self.metrics.raft_writes.labels(op, err.code).inc()
+            self._count_write(op, err.code)
             raise
-        self.metrics.raft_writes.labels(op, "ok").inc()
+        self._count_write(op, "ok")
         return result
+
+    def _count_write(self, op: str, outcome: str) -> None:
+        counter = self._write_counters.get((op, outcome))
+        if counter is None:
+            counter = self._write_counters[(op, outcome)] = self.metrics.raft_writes.labels(op, outcome)
+        counter.inc()
 
     async def read(self, request: web.Request, fn: Callable[[dict[str, Any]], Any], *,
                    blocking: bool = False) -> web.Response:

@@ -343,7 +343,8 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
                 if len(children) < _METRIC_CHILDREN_MAX:
                     children[(route, request.method, status)] = labelled
             labelled[0].inc()
-            if not request.query.get("index"):  # a blocking query's time is its wait, not the master's work
+            # a blocking query's time is its wait, not the master's work (no query string: none to parse)
+            if not request.query_string or not request.query.get("index"):
                 labelled[1].observe(time.perf_counter() - start)
 
     @web.middleware

@@ -131,3 +131,77 @@ def test_journal_fd_of_something_else_is_none() -> None:
     from orca import raft_durability
 
     assert raft_durability._journal_fd(object()) is None
+
+
+def test_leader_flushes_in_the_tick_that_appended(trio: Any) -> None:
+    """The leader syncs its journal right after sending the entries (its sync overlaps the followers'),
+    so by the commit callback the entry is already on disk and the acknowledgement's flush is a no-op."""
+    nodes, durable = trio
+    leader = next(n for n in nodes if n._isLeader())
+    seen: list[tuple[int, bool]] = []
+    done = threading.Event()
+
+    def acked(result: Any, err: Any) -> None:
+        offset = leader._SyncObj__raftLog._FileJournal__currentOffset
+        seen.append((leader.flushes, offset == leader._flushed_offset))
+        done.set()
+
+    for _ in range(10):
+        done.clear()
+        leader.test_counter.add(1, callback=acked)
+        assert done.wait(5)
+    if durable:
+        assert all(already for _, already in seen), seen
+        assert all(flushes > 0 for flushes, _ in seen), seen
+    else:
+        assert all(flushes == 0 for flushes, _ in seen), seen
+
+
+def test_followers_apply_every_entry_of_a_pipelined_burst(trio: Any) -> None:
+    """The leader skips the extra commit notice while later entries are on their way (orca.raft): the
+    followers still learn every commit, from the next append or once the pipeline drains."""
+    nodes, _durable = trio
+    leader = next(n for n in nodes if n._isLeader())
+    acked = threading.Semaphore(0)
+    for _ in range(200):
+        leader.test_counter.add(1, callback=lambda result, err: acked.release())
+    for _ in range(200):
+        assert acked.acquire(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(n.test_counter.value != 200 for n in nodes):
+        assert time.monotonic() < deadline, [n.test_counter.value for n in nodes]
+        time.sleep(0.01)
+    assert all(n.raftLastApplied == leader.raftLastApplied for n in nodes)
+
+
+def test_a_rewritten_journal_is_always_synced_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncation that ends the journal at the last flush's offset again, with other entries before it,
+    is synced anyway: the offset alone does not prove those entries are on disk."""
+    from orca import raft_durability
+
+    journal = FileJournal(str(tmp_path / "n.journal"))
+    try:
+        synced: list[int] = []
+        monkeypatch.setattr(raft_durability.os, "fdatasync", lambda fd: synced.append(fd))
+
+        class Node(raft_durability.DurabilityMixin, SyncObj):
+            _SyncObj__raftLog = journal
+
+            def __init__(self) -> None:  # no SyncObj.__init__: only the journal is used
+                self._durability_init(True)
+
+        node = Node()
+        for i in range(1, 4):
+            journal.add(b"a" * 10, i, 1)
+        node.durable_flush()
+        assert len(synced) == 1
+        flushed_at = journal._FileJournal__currentOffset
+        node._SyncObj__deleteEntriesFrom(3)  # entry 3 of term 1 conflicts: replaced by one of term 2
+        journal.add(b"b" * 10, 3, 2)
+        assert journal._FileJournal__currentOffset == flushed_at  # the same end, other bytes before it
+        node.durable_flush()
+        assert len(synced) == 2
+        node.durable_flush()
+        assert len(synced) == 2
+    finally:
+        journal._destroy()
