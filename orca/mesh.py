@@ -13,6 +13,7 @@ node; names resolve to VIPs through the resolver.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Any
@@ -40,8 +41,10 @@ def parse_range(text: str) -> ipaddress.IPv4Network:
     return net
 
 
+@functools.lru_cache(maxsize=16)
 def resolver_address(vip_range: str) -> str:
-    """The mesh's DNS resolver: the range's first host address (never a service's VIP)."""
+    """The mesh's DNS resolver: the range's first host address (never a service's VIP). Cached: the
+    dispatcher asks on every cycle, and a range is a handful of strings for a master's life."""
     return str(parse_range(vip_range).network_address + 1)
 
 
