@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from orca import __version__, jointoken, tls
+from orca import __version__, jointoken, tls, trace
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
 from orca.agent.masters import MasterList
@@ -218,6 +218,7 @@ class Agent:
         before = {a.get("id") for a in ((self.store.desired or {}).get("allocations") or [])}
         if not self.store.accept(push):
             return {"accepted": False, "version": self.store.version}
+        trace.mark("push_received", node=self.node_id, version=push["version"], allocs=len(push["allocations"]))
         # Routes first: a replica leaving both is already out of the table when its stop (and drain) begins.
         self._set_routes(push)
         self.reconciler.set_desired(push)
@@ -641,6 +642,7 @@ class MasterLink:
                 self._cursor = (self._cursor + 1) % max(1, len(self.masters))
                 continue
             if 200 <= status < 300 and isinstance(reply, dict):
+                trace.mark("hb_sent", node=self.agent.node_id, seq=body["seq"])
                 self.leader = reply.get("leader") or final
                 self.master_list.learn(reply.get("masters"))
                 self.last_sync = time.time()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orca import trace
 from orca.agent.runtime import ContainerState, Runtime, RuntimeFailure
 from orca.healthcheck import check_of, has_check
 from orca.jobs import decide_exit
@@ -247,6 +248,7 @@ class Reconciler:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def reconcile_once(self) -> None:
+        trace.mark("reconcile_pass")
         seq_at_list = self._op_seq
         try:
             actual = await asyncio.to_thread(self.runtime.list)
@@ -322,6 +324,7 @@ class Reconciler:
             desired = self._desired is not None and alloc_id in self._desired
             if not st.busy and alloc_id not in by_alloc and not desired:
                 del self.states[alloc_id]
+                self.changed.set()  # it leaves the report
 
     def _observe(self, st: AllocState, c: ContainerState, now: float) -> None:
         st.container_id, st.image, st.host_port = c.container_id, c.image, c.host_port
@@ -422,14 +425,17 @@ class Reconciler:
         await self._ensure_image(st, spec["image"], revision=spec.get("revision") if spec.get("pull_policy") == "always"
                                  else None, auth=auth)
         self._set_status(st, "starting")
+        trace.mark("start_queued", alloc=st.alloc_id)
         try:
             async with self._sem:
+                trace.mark("start_begin", alloc=st.alloc_id)
                 state = await self._start_on_free_port(alloc, env) if spec.get("port") else \
                     await asyncio.to_thread(self.runtime.start, alloc, env=env, host_port=None)
         except RuntimeFailure as exc:
             if "image" in exc.reason.lower():
                 self._images_ok.pop(spec["image"], None)
             raise
+        trace.mark("started", alloc=st.alloc_id, status=state.status)
         log.info("started %s (%s)%s", st.name, state.container_id[:12],
                  f" on port {state.host_port}" if state.host_port else "")
         st.reason = None
@@ -504,10 +510,15 @@ class Reconciler:
             except Exception:
                 log.exception("%s: before-stop hook failed; stopping anyway", st.name)
         async with self._sem:
+            trace.mark("stop_begin", alloc=st.alloc_id)
             await asyncio.to_thread(self.runtime.stop, st.alloc_id)
+        trace.mark("stopped", alloc=st.alloc_id)
         log.info("stopped %s", st.name)
         self.states.pop(st.alloc_id, None)
         self._gone[st.alloc_id] = self._op_seq + 1  # the seq _op_done is about to hand out
+        # Gone from the report: heartbeat early, so the leader forgets it (and a drain waiting for the
+        # node to run nothing completes) now, not a heartbeat period later.
+        self.changed.set()
 
     async def stop_all(self) -> None:
         """Stop every container of this node (the node was forgotten by the cluster)."""
