@@ -7,8 +7,10 @@ service of 20 replicas (`sleep 3600`, 16Mi, 0.05 CPU) and times from the deploy 
 and waits until the engine has no container of it left.
 
 Baseline, same run, same engine: 20 × `docker run -d orca-test/busybox sleep 3600` through the CLI, 4 at
-a time (the agent's own parallelism), timed from the first call to the last one returning (`docker run
--d` returns once the container has started); then they are removed. Rounds alternate docker, orca,
+a time (the issue's baseline; the agent runs up to orca.agent.reconcile.ENGINE_PARALLEL engine operations
+at once, and its containers carry init and limits the bare `docker run` does not), timed from the first
+call to the last one returning (`docker run -d` returns once the container has started); then they are
+removed. Rounds alternate docker, orca,
 docker, orca, ... With `--with-agent-flags`, each round also times `docker run` with the settings the
 agent gives its containers (init, memory/CPU limits, bounded logs), to tell the engine's cost of those
 from orca's own.
