@@ -47,7 +47,7 @@ from orca.protocol import CLUSTER_ID_RE, HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
 
-EARLY_HEARTBEAT_MIN_S = 0.1
+EARLY_HEARTBEAT_MIN_S = 0.05  # between two early heartbeats: at most 20 a second from one node
 
 log = logging.getLogger("orca.agent")
 
@@ -694,7 +694,7 @@ class MasterLink:
             if failures:
                 await asyncio.sleep(max(pause, 0.05))
                 continue
-            # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~10/s).
+            # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~20/s).
             await asyncio.sleep(EARLY_HEARTBEAT_MIN_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(pause - EARLY_HEARTBEAT_MIN_S, 0.0))

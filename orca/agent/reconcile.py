@@ -197,6 +197,7 @@ class Reconciler:
         # Volume removal orders of the last push not yet done, and those done (orca.volumes).
         self._purges: list[dict[str, Any]] = []
         self._purged: set[tuple[str, int, int]] = set()
+        self._listed = False  # a list has succeeded: what ran before this agent started is adopted
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -218,7 +219,34 @@ class Reconciler:
                 # A failure caused by a missing secret may be fixed by this push: retry now.
                 if secrets_changed and st.status == "failed":
                     st.next_attempt = 0.0
+        self._act_on_push()
         self.wake()
+
+    def _act_on_push(self) -> None:
+        """Start the push's new allocations and stop the ones it dropped at once, before the pass's engine
+        list: an allocation id is new to the cluster, so no container of it can exist, and a dropped one
+        is known by its state. Only once a first list has adopted what runs (an agent restarted with
+        containers must see them before it acts), and only on the event loop; the pass that follows
+        skips what is in flight here and handles everything else as usual."""
+        desired = self._desired
+        if desired is None or not self._listed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        now = self.clock()
+        for alloc_id, alloc in desired.items():
+            if alloc_id in self.states:
+                continue
+            st = self.states[alloc_id] = AllocState(alloc_id, alloc["service"], alloc["version"],
+                                                    changed_at=self.wall())
+            _take_spec(st, alloc)
+            self._launch(st, self._start(st, alloc))
+        for alloc_id, st in list(self.states.items()):
+            waiting = st.status == "failed" and now < st.next_attempt
+            if alloc_id not in desired and not st.busy and st.container_id and not waiting:
+                self._launch(st, self._stop(st))
 
     def wants(self, alloc_id: str) -> bool:
         """Is `alloc_id` in the desired set? Safe from any thread (one dict lookup)."""
@@ -267,6 +295,7 @@ class Reconciler:
             self.engine_error = exc.reason
             return
         self.engine_error = None
+        self._listed = True
         now = self.clock()
         # A container whose stop ended after the list was taken is gone already: not to be adopted.
         by_alloc = {c.alloc_id: c for c in actual if self._gone.get(c.alloc_id, -1) <= seq_at_list}

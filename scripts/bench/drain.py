@@ -81,7 +81,7 @@ def drain_round(cluster: LocalCluster, client: Client, engine: Any, nodes: list[
     try:
         client.drain(nodes[0], deadline_s=300)
         trace.mark("bench_op_committed", round=name)
-        wait_until(lambda: client.node(nodes[0])["eligibility"] == "ineligible", 300, "drain complete", period=0.1)
+        wait_until(lambda: client.node(nodes[0])["eligibility"] == "ineligible", 300, "drain complete", period=0.05)
         elapsed = time.monotonic() - t0
         trace.mark("bench_end", round=name)
     finally:
