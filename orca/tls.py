@@ -246,7 +246,8 @@ def _base_context(purpose: ssl.Purpose) -> ssl.SSLContext:
 def server_context(cert_pem: bytes, key_pem: bytes, trust_pem: bytes, *, client_cert: str = "optional",
                    files: tuple[str, str] | None = None) -> ssl.SSLContext:
     """A server context presenting `cert_pem`; client certificates are verified against `trust_pem`
-    ("optional": the API also serves people with a bearer token; "required": the agent API).
+    ("optional": served to people with a bearer token and to scrapers, each route deciding what a
+    missing certificate may do; "required": refused at the handshake).
     `files` are (cert path, key path) holding the same PEMs: `ssl` only loads a chain from files."""
     if files is None:
         raise TlsError("server_context needs the certificate and key as files")

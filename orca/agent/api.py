@@ -79,7 +79,7 @@ def _agent(request: web.Request) -> Agent:
 
 def _authorize(request: web.Request) -> None:
     """The push token, and over TLS a client certificate of a master of this cluster (the TLS layer
-    already checked it against the cluster CA; a node's certificate is not enough)."""
+    already checked any certificate against the cluster CA; none, or a node's, is not enough)."""
     transport = request.transport
     sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
     if sslobj is not None:

@@ -127,7 +127,10 @@ class NodeTls:
         files = self._files() if self.cert() is not None else None
         self._client = tls.client_context(trust, files)
         if files is not None:
-            ctx = tls.server_context(b"", b"", trust, client_cert="required", files=files)
+            # Client certificates are asked for, not required: every route that acts (pushes, logs,
+            # volumes) checks for a master's certificate itself (orca.agent.api), and /metrics and
+            # /v1/health stay reachable by a Prometheus that trusts the cluster CA.
+            ctx = tls.server_context(b"", b"", trust, client_cert="optional", files=files)
             if self.server is None:
                 self.server = tls.SwappableContext(ctx)
             else:

@@ -67,7 +67,8 @@ def parse_wait(raw: str) -> float:
     """Seconds of a `wait` value; raises Invalid (400) for a malformed one or one over `MAX_WAIT_S`."""
     match = _WAIT_RE.fullmatch(raw)
     if match is None:
-        raise Invalid("wait: expected a duration like 30s, 1.5m or 500ms", {"field": "wait"})
+        raise Invalid(f"wait: expected a duration of at most {MAX_WAIT_S / 60:g}m in ms, s or m, like 30s, 1.5m "
+                      "or 500ms", {"field": "wait", "max_s": MAX_WAIT_S})
     whole, frac, unit = match.groups()
     seconds = (int(whole) + (int(frac) / 10 ** len(frac) if frac else 0.0)) * _UNIT_S[unit]
     if seconds > MAX_WAIT_S:

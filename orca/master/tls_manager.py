@@ -196,8 +196,9 @@ class MasterTls:
                          self.cert_days)
         write_private(cert_path, cert + ca_cert, 0o644)
         if persist_ca:
-            write_private(self.dir / "ca.crt", bundle, 0o644)
+            # The key first: a ca.crt on disk means the CA is complete here (readers wait on ca.crt).
             write_private(self.dir / "ca.key", ca_key)
+            write_private(self.dir / "ca.crt", bundle, 0o644)
         files = (str(cert_path), str(key_path))
         server = tls.server_context(cert, key, bundle, files=files)
         self.client = tls.client_context(bundle, files)
