@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from orca import __version__, jointoken, tls
+from orca import __version__, jointoken, tls, trace
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
 from orca.agent.masters import MasterList
@@ -47,7 +47,7 @@ from orca.protocol import CLUSTER_ID_RE, HEARTBEAT_MAX_BYTES
 
 __all__ = ["PushStore", "Agent", "MasterLink", "write_atomic"]
 
-EARLY_HEARTBEAT_MIN_S = 0.1
+EARLY_HEARTBEAT_MIN_S = 0.05  # between two early heartbeats: at most 20 a second from one node
 
 log = logging.getLogger("orca.agent")
 
@@ -218,6 +218,7 @@ class Agent:
         before = {a.get("id") for a in ((self.store.desired or {}).get("allocations") or [])}
         if not self.store.accept(push):
             return {"accepted": False, "version": self.store.version}
+        trace.mark("push_received", node=self.node_id, version=push["version"], allocs=len(push["allocations"]))
         # Routes first: a replica leaving both is already out of the table when its stop (and drain) begins.
         self._set_routes(push)
         self.reconciler.set_desired(push)
@@ -641,6 +642,7 @@ class MasterLink:
                 self._cursor = (self._cursor + 1) % max(1, len(self.masters))
                 continue
             if 200 <= status < 300 and isinstance(reply, dict):
+                trace.mark("hb_sent", node=self.agent.node_id, seq=body["seq"])
                 self.leader = reply.get("leader") or final
                 self.master_list.learn(reply.get("masters"))
                 self.last_sync = time.time()
@@ -692,7 +694,7 @@ class MasterLink:
             if failures:
                 await asyncio.sleep(max(pause, 0.05))
                 continue
-            # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~10/s).
+            # The next heartbeat is due after `pause`, or sooner when a replica changed (at most ~20/s).
             await asyncio.sleep(EARLY_HEARTBEAT_MIN_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(pause - EARLY_HEARTBEAT_MIN_S, 0.0))

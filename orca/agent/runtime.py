@@ -46,6 +46,11 @@ from docker.types import LogConfig
 
 from orca import volumes
 
+try:  # containers.create's own conversion of run()-style arguments (private, hence the fallback)
+    from docker.models.containers import _create_container_args
+except ImportError:  # pragma: no cover - a docker SDK without it: the public, slower path
+    _create_container_args = None
+
 log = logging.getLogger("orca.agent.runtime")
 
 __all__ = ["ContainerState", "Runtime", "RuntimeFailure", "DockerRuntime", "FakeRuntime", "container_name",
@@ -294,12 +299,6 @@ class DockerRuntime:
         """
         spec = alloc["spec"]
         self._owner_labels()  # never create a container without its cluster label
-        for existing in self._find(alloc["id"]):
-            if existing.status == "running":
-                return _state(existing.attrs)
-            # A dead container keeps its name and host port: remove it before recreating.
-            self._remove(existing)
-
         port = spec.get("port")
         ports = {f"{port}/tcp": (self.publish_address, host_port)} if port and host_port else None
         kwargs: dict[str, Any] = {
@@ -337,19 +336,49 @@ class DockerRuntime:
         if mounts:
             kwargs["volumes"] = mounts
 
+        # Optimistic: the agent starts an allocation it saw no container for, so the name is normally
+        # free and no list comes first. A taken name (an agent restarted mid-start, a legacy container)
+        # is looked at only then: a running one is the replica, a dead one is replaced.
         try:
-            # create + start rather than containers.run: run() pulls a missing image on its own.
-            container = self.client.containers.create(**kwargs)
+            container_id = self._create(kwargs)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise _failure(exc, "create container", image=spec["image"], host_port=host_port) from exc
+            for existing in self._find(alloc["id"]):
+                if existing.status == "running":
+                    return _state(existing.attrs)
+                # A dead container keeps its name and host port: remove it before recreating.
+                self._remove(existing)
+            try:
+                container_id = self._create(kwargs)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc2:
+                raise _failure(exc2, "create container", image=spec["image"], host_port=host_port) from exc2
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _failure(exc, "create container", image=spec["image"], host_port=host_port) from exc
         try:
-            container.start()
-            container.reload()
+            self.client.api.start(container_id)
+            state = _state(self.client.api.inspect_container(container_id))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             # Leave nothing behind: a created-but-never-started container would hold the name.
-            self._remove(container, quiet=True)
+            self._remove_id(container_id)
             raise _failure(exc, "start container", image=spec["image"], host_port=host_port) from exc
-        return _state(container.attrs)
+        # The next list sees this container in this state: no second inspect of it then.
+        self._inspected[(state.container_id, state.status)] = state
+        return state
+
+    def _create(self, kwargs: dict[str, Any]) -> str:
+        """`docker create` in one engine call; the container's id. (The SDK's `containers.create` also
+        inspects the new container, which the start makes stale at once.)"""
+        if _create_container_args is None:  # pragma: no cover
+            return str(self.client.containers.create(**kwargs).id)
+        args = _create_container_args({**kwargs, "version": self.client.api._version})
+        return str(self.client.api.create_container(**args)["Id"])
+
+    def _remove_id(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # best effort: a start already failed, and that is what gets reported
 
     def exec_check(self, alloc_id: str, cmd: list[str]) -> int:
         """Run a health check command inside the allocation's running container; its exit code. Output
@@ -451,6 +480,20 @@ class DockerRuntime:
 
     def stop(self, alloc_id: str, timeout_s: float = 5) -> None:
         """Stop (SIGTERM, then SIGKILL after `timeout_s`) and remove; nothing there is fine."""
+        known = [s.container_id for s in list(self._inspected.values()) if s.alloc_id == alloc_id]
+        if len(known) == 1:
+            # The last list saw it: stop and remove it by id, two engine calls instead of four (a labelled
+            # list inspects what it finds). The name holds the allocation id, so the engine has no other
+            # container of it; one the list did not see (this one gone meanwhile) is found by label below.
+            self._inspected = {k: v for k, v in self._inspected.items() if k[0] != known[0]}
+            try:
+                self.client.api.stop(known[0], timeout=max(0, math.ceil(timeout_s)))
+                self.client.api.remove_container(known[0], force=True)
+                return
+            except docker.errors.NotFound:
+                pass
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise _failure(exc, "stop container") from exc
         for container in self._find(alloc_id):
             try:
                 if container.status in ("running", "restarting", "paused"):

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from orca import spec as specs
+from orca import trace
 from orca.errors import OrcaError
 from orca.master.http import dumps
 from orca.master.loops import LeaderLoop
@@ -188,6 +189,7 @@ class Dispatcher(LeaderLoop):
                    "secrets": self._secrets_for(allocations), "routes": target.get("routes") or {},
                    "mesh": target.get("mesh") or {}, "purge_volumes": target.get("purge_volumes") or []}
         self.pushes_total += 1
+        trace.mark("push_sent", node=node_id, version=version, allocs=len(allocations))
         try:
             # orjson when installed (orca.master.http.dumps): the resyncs push every node's whole set every
             # resync_s, and the standard encoder was a tenth of the leader's samples at 30,000 allocations.
@@ -201,6 +203,7 @@ class Dispatcher(LeaderLoop):
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
             link.acked_digest, link.acked_at = digest, time.monotonic()
+            trace.mark("push_acked", node=node_id, version=version)
             link.failures, link.failing_since, link.last_error = 0, None, None
             if target["status"] == "unreachable":
                 await self._set_status(node_id, "ready", "dispatches succeed again")

@@ -7,12 +7,15 @@ since the last one; a node's allocation list is included only when it differs fr
 Expiry is a leader decision committed as `node_status: down`, and a new leader grants every node one
 full TTL of grace first: it has not been listening to heartbeats until now.
 
-A node silent for `suspect_s` (two heartbeats by default) is probed: the leader asks its agent's
+A node silent for `suspect_s` (one and a half heartbeat intervals by default) is probed: the leader asks its agent's
 `/v1/health` directly. A refused or reset connection, or another node answering at its address, is proof
 that the agent is gone (its process died, its host rebooted): the node is marked down at once instead of
 at the TTL, which is what brings node loss to replicas-running-elsewhere under 4 s. An answer from the
 node is proof of life and renews the lease like a heartbeat (the agent runs; its heartbeats are late, not
 lost). A probe that times out proves nothing (a slow link looks the same as a dead host): the TTL decides.
+Since only the probe's answer can mark a node down early, probing soon costs a request to a live but
+late agent, never a false verdict; and the monitor wakes at the moment a node's silence reaches
+`suspect_s` (or the TTL), not on its next periodic pass.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from orca import trace
 from orca.errors import NotReady, OrcaError
 from orca.master.loops import LeaderLoop
 from orca.master.tls_manager import peer_ssl
@@ -36,6 +40,9 @@ from orca.state.ops_nodes import report_problem
 __all__ = ["HeartbeatBook", "LeaseMonitor", "ProbeResult", "http_prober", "probe_agent"]
 
 ProbeResult = str  # "alive" | "gone" | "unknown"
+# Silence (in heartbeat intervals) after which the leader probes a node. A live agent's heartbeats come a
+# period apart, so 1.5 leaves half a period of slack for a busy loop before the (harmless) probe.
+SUSPECT_HEARTBEATS = 1.5
 Prober = Callable[[str, str, float], Awaitable[ProbeResult]]  # (node id, agent address, timeout)
 
 
@@ -61,6 +68,9 @@ class HeartbeatBook:
             self.reports[node] = heartbeat["allocations"]
         self.dirty.add(node)
         self.changed |= changed
+        if changed and trace.enabled():
+            trace.mark("hb_changed", node=node, allocs={r["alloc"]: [r.get("status"), r.get("health")]
+                                                        for r in heartbeat["allocations"]})
         if changed and self.on_change is not None:
             self.on_change()  # a replica changed state: commit soon, not at the next lease tick
 
@@ -140,10 +150,11 @@ class LeaseMonitor(LeaderLoop):
         super().__init__(raft)
         self.book = book
         self.commit_period_s = heartbeat_s
-        # Expiry is checked four times per heartbeat interval: a verdict must not wait for the next commit.
-        self.period_s = min(heartbeat_s, 0.25)
+        # Expiry is checked at least four times per heartbeat interval, and at the moment a node's silence
+        # reaches suspect_s or the TTL (`_expire` sets the timer): a verdict must not wait for a tick.
+        self.idle_period_s = self.period_s = min(heartbeat_s, 0.25)
         self.ttl_s = ttl_s
-        self.suspect_s = min(suspect_s if suspect_s is not None else 2 * heartbeat_s, ttl_s)
+        self.suspect_s = min(suspect_s if suspect_s is not None else SUSPECT_HEARTBEATS * heartbeat_s, ttl_s)
         self.prober = prober
         self.grace_until = 0.0
         self.enabled_at = 0.0
@@ -229,6 +240,8 @@ class LeaseMonitor(LeaderLoop):
             return
         try:
             await self.propose("node_reports", {"nodes": nodes})
+            if trace.enabled():
+                trace.mark("reports_committed", nodes=sorted(n for n, e in nodes.items() if e["allocs"] is not None))
         except OrcaError as err:
             if isinstance(err, NotReady) or err.code == "STALE_LEADER":
                 self.book.dirty |= dirty  # not committed: send them again next interval
@@ -295,27 +308,39 @@ class LeaseMonitor(LeaderLoop):
     async def _expire(self) -> None:
         now = time.monotonic()
         if now < self.grace_until:
+            self.period_s = min(self.idle_period_s, self.grace_until - now + 0.005)
             return
         candidates = self.raft.read(lambda s: [(n["id"], n.get("address")) for n in s["nodes"].values()
                                                if n["status"] != "down"])
+        soonest = now + self.idle_period_s
         for node_id, address in candidates:
             seen = self.book.last_seen.get(node_id, self.enabled_at)
             silent = now - seen
+            # The next moment this node's silence crosses a threshold: the loop's timer goes off then.
+            for threshold in (self.suspect_s, self.ttl_s):
+                if silent < threshold:
+                    soonest = min(soonest, seen + threshold)
+                    break
             gone_at = self.gone.pop(node_id, None)
             if silent > self.ttl_s:
                 await self.propose("node_status", {"node_id": node_id, "status": "down",
                                                    "reason": f"no heartbeat for {silent:.1f} s"})
+                trace.mark("node_down", node=node_id, silent=round(silent, 3), by="ttl")
             elif gone_at is not None and silent >= gone_at:  # still silent since the probe said gone
                 await self.propose("node_status", {"node_id": node_id, "status": "down",
                                                    "reason": f"no heartbeat for {silent:.1f} s and its agent "
                                                              f"refuses connections"})
-            elif silent > self.suspect_s and address and self.prober is not None and node_id not in self.probes:
+                trace.mark("node_down", node=node_id, silent=round(silent, 3), by="probe")
+            elif silent >= self.suspect_s and address and self.prober is not None and node_id not in self.probes:
                 self._start_probe(node_id, address, silent)
+        # + 5 ms: wake just after the moment, not just before it; at most idle_period_s from now.
+        self.period_s = max(0.0, soonest - time.monotonic() + 0.005)
 
     def _start_probe(self, node_id: str, address: str, silent: float) -> None:
         """Probe in the background: one slow node never holds up the others' verdicts."""
         assert self.prober is not None
         timeout = max(0.5, self.ttl_s - silent)  # an answer after the TTL is too late to matter
+        trace.mark("probe_start", node=node_id, silent=round(silent, 3))
         task = asyncio.get_running_loop().create_task(self.prober(node_id, address, timeout),
                                                       name=f"orca-probe-{node_id}")
         self.probes[node_id] = task
@@ -326,6 +351,7 @@ class LeaseMonitor(LeaderLoop):
             if t.cancelled() or t.exception() is not None:
                 return
             result = t.result()
+            trace.mark("probe_done", node=node_id, result=result)
             if result == "alive":
                 self.book.touch(node_id)
             elif result == "gone":

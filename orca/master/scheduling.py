@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from orca import depends, drain, rollout
+from orca import depends, drain, rollout, trace
 from orca.healthcheck import has_check
 from orca.master.loops import LeaderLoop
 from orca.scheduler import PlacementView, compute_plan
@@ -201,8 +201,13 @@ class SchedulerLoop(LeaderLoop):
                 await self.propose("rollout_status", verdict)
             for node_id in cycle.drained:
                 await self.propose("drain_complete", {"node_id": node_id})
+                trace.mark("drain_complete", node=node_id)
             if cycle.plan_is_empty():
                 return
+            if trace.enabled():
+                trace.mark("decided", place=[p["alloc_id"] for p in cycle.place], stop=cycle.stop,
+                           migrate=cycle.migrate, plan_s=round(self.last_plan_s, 4))
             await self.propose("plan", {"place": cycle.place, "stop": cycle.stop, "pending": cycle.pending,
                                         "migrate": cycle.migrate, "migrated": cycle.migrated})
+            trace.mark("plan_committed")
             self.placements_total += len(cycle.place)

@@ -7,8 +7,10 @@ service of 20 replicas (`sleep 3600`, 16Mi, 0.05 CPU) and times from the deploy 
 and waits until the engine has no container of it left.
 
 Baseline, same run, same engine: 20 × `docker run -d orca-test/busybox sleep 3600` through the CLI, 4 at
-a time (the agent's own parallelism), timed from the first call to the last one returning (`docker run
--d` returns once the container has started); then they are removed. Rounds alternate docker, orca,
+a time (the issue's baseline; the agent runs up to orca.agent.reconcile.ENGINE_PARALLEL engine operations
+at once, and its containers carry init and limits the bare `docker run` does not), timed from the first
+call to the last one returning (`docker run -d` returns once the container has started); then they are
+removed. Rounds alternate docker, orca,
 docker, orca, ... With `--with-agent-flags`, each round also times `docker run` with the settings the
 agent gives its containers (init, memory/CPU limits, bounded logs), to tell the engine's cost of those
 from orca's own.
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import docker  # noqa: E402
 from _common import box_load, emit, install_sigterm, remove_labelled, wait_until  # noqa: E402
 
+from orca import trace  # noqa: E402
 from orca.client import Client  # noqa: E402
 from orca.devcluster import LocalCluster  # noqa: E402
 
@@ -122,7 +125,9 @@ def orca_round(client: Client, engine: Any, node_id: str, name: str, replicas: i
         "resources": {"memory": "16Mi", "cpu": 0.05},
     }
     wall0, t0 = time.time(), time.monotonic()
+    trace.mark("bench_begin", round=name)
     reply = client.deploy([service])
+    trace.mark("bench_op_committed", round=name)
     if reply.get("deployed") != [name]:
         raise RuntimeError(f"deploy refused: {reply}")
     deadline = t0 + 120
@@ -132,6 +137,7 @@ def orca_round(client: Client, engine: Any, node_id: str, name: str, replicas: i
         detail = client.service(name)
         if int(detail["replicas"]["running"]) >= replicas:
             elapsed = time.monotonic() - t0
+            trace.mark("bench_end", round=name)
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name}: {detail['replicas']} after 120 s")
@@ -164,10 +170,14 @@ def main() -> int:
         action="store_true",
         help="also time `docker run` with the agent's container settings (init, limits, logs)",
     )
+    ap.add_argument("--trace", metavar="FILE", help="append every process's stage marks to FILE (orca.trace)")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 20 or not 1 <= args.replicas <= 100:
         ap.error("--rounds must be 1..20 and --replicas 1..100")
     install_sigterm()
+    if args.trace:  # the cluster's processes inherit it (orca.trace); scripts/bench/trace_stages.py reads it
+        os.environ["ORCA_TRACE"] = str(Path(args.trace).resolve())
+        trace.open_trace(os.environ["ORCA_TRACE"])
     load0 = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:8]
     node_id = f"bench-{run_id}"

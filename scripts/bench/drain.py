@@ -36,6 +36,7 @@ import docker  # noqa: E402
 from _common import box_load, emit, install_sigterm, remove_labelled, wait_until  # noqa: E402
 from deploy import docker_round  # noqa: E402
 
+from orca import trace  # noqa: E402
 from orca.client import Client  # noqa: E402
 from orca.devcluster import LocalCluster  # noqa: E402
 
@@ -76,10 +77,13 @@ def drain_round(cluster: LocalCluster, client: Client, engine: Any, nodes: list[
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.monotonic()
+    trace.mark("bench_begin", round=name)
     try:
         client.drain(nodes[0], deadline_s=300)
-        wait_until(lambda: client.node(nodes[0])["eligibility"] == "ineligible", 300, "drain complete", period=0.1)
+        trace.mark("bench_op_committed", round=name)
+        wait_until(lambda: client.node(nodes[0])["eligibility"] == "ineligible", 300, "drain complete", period=0.05)
         elapsed = time.monotonic() - t0
+        trace.mark("bench_end", round=name)
     finally:
         stop.set()
         sampler.join(5)
@@ -99,10 +103,14 @@ def main() -> int:
     ap.add_argument("--also-max-parallel", type=int, default=2,
                     help="rounds with this max_parallel too, reported under `also` (0: none)")
     ap.add_argument("--min-healthy", type=float, default=1.0, help="the service's update.min_healthy_s")
+    ap.add_argument("--trace", metavar="FILE", help="append every process's stage marks to FILE (orca.trace)")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 10 or not 1 <= args.replicas <= 50:
         ap.error("--rounds must be 1..10 and --replicas 1..50")
     install_sigterm()
+    if args.trace:  # the cluster's processes inherit it (orca.trace); scripts/bench/trace_stages.py reads it
+        os.environ["ORCA_TRACE"] = str(Path(args.trace).resolve())
+        trace.open_trace(os.environ["ORCA_TRACE"])
     load0 = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:8]
     nodes = [f"drain-{run_id}-a", f"drain-{run_id}-b"]

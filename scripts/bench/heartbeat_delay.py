@@ -1,7 +1,7 @@
 """No false node loss on a slow link: everything one agent sends delayed by 0-1 s, nothing marked down.
 
 Prints one JSON line. A local three-master cluster on 127.0.0.1 at default timing (heartbeat 1 s, probe
-after 2 s of silence, lease TTL 5 s) and one real agent whose every byte towards the masters goes through
+after 1.5 s of silence, lease TTL 5 s) and one real agent whose every byte towards the masters goes through
 a delay line: its heartbeats and registrations (agent -> master connections) and its answers to the
 leader's pushes and probes (master -> agent connections, through the address the agent advertises) are
 each held for a random 0-1 s (`--delay-ms` + uniform jitter of +-`--jitter-ms`), in order, as a TCP stream

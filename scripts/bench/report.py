@@ -487,7 +487,7 @@ def goals(by: dict[str, dict[str, Any]]) -> list[list[str]]:
     add("3", "Node loss -> replicas running elsewhere ≤ 8 s", f"median {f(nm, ' s')}, max {f(nx, ' s')}",
         None if nm is None else nm <= 8, "Swarm ~15 s, Nomad ≥ 20 s (issue 3; no Swarm/Nomad here)")
     add("17", "Node loss -> replicas running elsewhere ≤ 4 s at defaults", f"median {f(nm, ' s')}, max {f(nx, ' s')}",
-        None if nx is None else nx <= 4, "SIGKILL of the agent: the leader's probe finds it gone after 2 s of silence")
+        None if nx is None else nx <= 4, "SIGKILL of the agent: the leader's probe finds it gone after 1.5 s of silence")
     sc = by.get("scheduler", {})
     add("3", "Scheduler ≥ 20,000 placements/s pure", f(sc.get("placements_per_s"), "/s"),
         None if sc.get("placements_per_s") is None else sc["placements_per_s"] >= 20000,

@@ -106,6 +106,60 @@ async def test_stops_allocations_no_longer_desired(rec: Reconciler, runtime: Rec
     assert [r["alloc"] for r in rec.reports()] == ["a2"]
 
 
+async def test_a_finished_stop_wakes_the_heartbeat(clock: Clock) -> None:
+    """The leader learns at once that a stopped replica left the node (a drain completes on that)."""
+    class Gated(FakeRuntime):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.gate, self.stopping = threading.Event(), threading.Event()
+
+        def stop(self, alloc_id: str, timeout_s: float = 5) -> None:
+            self.stopping.set()
+            self.gate.wait(5)
+            super().stop(alloc_id, timeout_s)
+
+    runtime = Gated("node-1", images=[IMAGE], clock=clock)
+    rec = Reconciler(runtime, clock=clock, wall=clock)
+    rec.set_desired(push(alloc("a1"), alloc("a2")))
+    await settle(rec)
+    rec.set_desired(push(alloc("a2"), version=2))
+    await rec.reconcile_once()
+    await asyncio.to_thread(runtime.stopping.wait, 5)
+    rec.changed.clear()  # a heartbeat sent while the stop runs (it reports a1 "stopped")
+    assert [r["alloc"] for r in rec.reports()] == ["a1", "a2"]
+    runtime.gate.set()
+    await rec.wait_idle()
+    assert rec.changed.is_set()
+    assert [r["alloc"] for r in rec.reports()] == ["a2"]
+
+
+async def test_a_push_starts_and_stops_at_once_without_waiting_for_a_list(rec: Reconciler,
+                                                                          runtime: RecordingRuntime) -> None:
+    rec.set_desired(push(alloc("a1"), alloc("a2")))
+    await settle(rec)
+    lists = len(ops(runtime, "list"))
+    rec.set_desired(push(alloc("a2"), alloc("a3"), version=2))  # a3 new, a1 dropped
+    await rec.wait_idle()  # no pass has run: the push itself launched both
+    assert len(ops(runtime, "list")) == lists
+    assert running(runtime) == {"a2", "a3"}
+    assert ("stop", "a1") in runtime.calls
+    await settle(rec)  # the pass that follows finds nothing left to do
+    assert [a for _, a in ops(runtime, "start")] == ["a1", "a2", "a3"]
+    assert [r["alloc"] for r in rec.reports()] == ["a2", "a3"]
+
+
+async def test_before_a_first_list_a_push_acts_on_nothing(runtime: RecordingRuntime, clock: Clock) -> None:
+    """A restarted agent adopts what runs (one list) before it starts or stops anything."""
+    runtime.start(alloc("a1"), env={}, host_port=None)
+    rec = Reconciler(runtime, clock=clock, wall=clock)
+    rec.set_desired(push(alloc("a1"), alloc("a2")))
+    await rec.wait_idle()
+    assert ops(runtime, "start") == [("start", "a1")] and ops(runtime, "stop") == []
+    await settle(rec)
+    assert running(runtime) == {"a1", "a2"}
+    assert ops(runtime, "start") == [("start", "a1"), ("start", "a2")]  # a1 adopted, not started again
+
+
 async def test_same_push_twice_does_nothing_new(rec: Reconciler, runtime: RecordingRuntime) -> None:
     p = push(alloc("a1"), alloc("a2"))
     rec.set_desired(p)

@@ -20,7 +20,8 @@ from orca.agent.runtime import (
     container_limits,
 )
 
-# What `containers.create` may receive at all; privileged, cap_add, devices, network_mode, pid_mode,
+# What `docker create` may receive at all (run()-style arguments, as `DockerRuntime._create` takes them);
+# privileged, cap_add, devices, network_mode, pid_mode,
 # ipc_mode, mounts, ... are not among them, whatever the spec says. `volumes` carries only the replica's own
 # named volumes and bind mounts the agent's allow-list permits (tests/unit/test_volumes.py, docker tier).
 ALLOWED_CREATE_KEYS = {"image", "command", "name", "labels", "environment", "ports", "restart_policy", "init",
@@ -67,14 +68,18 @@ class FakeContainers:
     def list(self, **kw: Any) -> list[Any]:
         return []
 
-    def create(self, **kw: Any) -> Any:
-        self.created.append(kw)
-        raise RuntimeError("stop here")  # not a Docker error: the test only looks at the arguments
-
 
 class FakeClient:
     def __init__(self) -> None:
         self.containers = FakeContainers()
+
+
+class RecordingRuntime(DockerRuntime):
+    """Records what would reach `docker create` and stops there."""
+
+    def _create(self, kwargs: dict[str, Any]) -> str:
+        self.client.containers.created.append(kwargs)
+        raise RuntimeError("stop here")  # not a Docker error: the test only looks at the arguments
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -93,7 +98,7 @@ def test_nothing_privileged_is_reachable_from_a_spec(extra: dict[str, Any]) -> N
     except spec.InvalidSpec:
         return  # refused at deploy time
     client = FakeClient()
-    runtime = DockerRuntime("worker-1", client=client, cluster_id="0123456789abcdef")
+    runtime = RecordingRuntime("worker-1", client=client, cluster_id="0123456789abcdef")
     with pytest.raises(RuntimeError):
         runtime.start({"id": "a1", "service": "web", "version": 1, "spec": normalized_spec}, env={},
                       host_port=None)
@@ -107,7 +112,7 @@ def test_nothing_privileged_is_reachable_from_a_spec(extra: dict[str, Any]) -> N
 
 def test_without_a_cluster_id_the_runtime_touches_nothing() -> None:
     client = FakeClient()
-    runtime = DockerRuntime("worker-1", client=client)
+    runtime = RecordingRuntime("worker-1", client=client)
     for call in (runtime.list, lambda: runtime.stop("a1"), lambda: runtime.restart("a1"),
                  lambda: runtime.start({"id": "a1", "service": "web", "version": 1, "spec": normalized()}, env={},
                                        host_port=None)):
