@@ -14,6 +14,12 @@ config (orca.agent.haproxy_config, pure); when the text changes the agent rewrit
     `hard-stop-after`), live in a few hundred milliseconds.
 Either way nothing in flight is dropped; `settled()` waits until the latest table is live.
 
+Replicas of this node are reached at their container's address and port, not through Docker's port
+mapping (on 127.0.0.1, its userland relay docker-proxy costs about as much CPU per request as HAProxy):
+`list_local` (given by the agent; orca.agent.local_containers, the listing the mesh uses too) runs before
+each new table is rendered and every LOCAL_REFRESH_S; a container it has not listed yet keeps its
+published address, and a listing that moves one is applied with `set server ... addr` (no reload).
+
 HAProxy runs as the agent's child (`-db`: in the foreground), one per agent, pid file and sockets in
 `run_dir` (the agent's data dir); it gets SIGKILL when the agent dies (PR_SET_PDEATHSIG), and a
 leftover from a crashed agent found through the pid file is killed on start.
