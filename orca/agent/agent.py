@@ -190,7 +190,8 @@ class Agent:
         # The ingress reaches this node's replicas at their container's address (skipping Docker's port
         # mapping) when the runtime is a Docker engine's; `client` is looked up on the type: the property
         # itself connects to the engine.
-        if self.proxy is not None and self.proxy.list_local is None and hasattr(type(runtime), "client"):
+        if (self.proxy is not None and self.proxy.config.local_by_address and self.proxy.list_local is None
+                and hasattr(type(runtime), "client")):
             self.proxy.list_local = self._list_local
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
         if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
