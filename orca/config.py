@@ -163,6 +163,9 @@ class ProxyConfig:
     request_timeout_s: float = 30.0  # an upstream silent for this long (no header, no body byte) -> 504
     upstream_connect_timeout_s: float = 2.0  # connecting to a replica; a refused or slow one is retried elsewhere
     drain_timeout_s: float = 10.0  # a removed replica's in-flight requests get this long before it is stopped
+    # This node's replicas at their container's address (skipping Docker's port mapping and docker-proxy);
+    # false: at their published port (a host that cannot reach its containers' addresses: rootless Docker).
+    local_by_address: bool = True
 
 
 @dataclass(frozen=True)
@@ -663,6 +666,7 @@ def _load_proxy(agent: _Table, taken: dict[str, str]) -> ProxyConfig | None:
         request_timeout_s=t.positive_float("request_timeout_s", d.request_timeout_s),
         upstream_connect_timeout_s=t.positive_float("upstream_connect_timeout_s", d.upstream_connect_timeout_s),
         drain_timeout_s=t.positive_float("drain_timeout_s", d.drain_timeout_s),
+        local_by_address=t.boolean("local_by_address", d.local_by_address),
     )
 
 

@@ -33,6 +33,7 @@ import aiohttp
 from orca import __version__, jointoken, tls, trace
 from orca.agent.credential import Credential
 from orca.agent.health import HealthMonitor
+from orca.agent.local_containers import LocalContainer, list_rows, local_containers, network_prefix
 from orca.agent.masters import MasterList
 from orca.agent.mesh import Mesh
 from orca.agent.metrics import AgentMetrics
@@ -186,6 +187,12 @@ class Agent:
                          runtime=runtime) if getattr(config, "mesh", None) is not None else None
         if self.mesh is not None and hasattr(runtime, "network_for"):
             runtime.network_for = self.mesh.container_network
+        # The ingress reaches this node's replicas at their container's address (skipping Docker's port
+        # mapping) when the runtime is a Docker engine's; `client` is looked up on the type: the property
+        # itself connects to the engine.
+        if (self.proxy is not None and self.proxy.config.local_by_address and self.proxy.list_local is None
+                and hasattr(type(runtime), "client")):
+            self.proxy.list_local = self._list_local
         self.reconciler = reconciler or Reconciler(runtime, host_port_range=config.host_port_range)
         if hasattr(runtime, "adopt_legacy"):  # containers from before cluster labels (orca.agent.runtime)
             runtime.adopt_legacy = self.reconciler.wants
@@ -202,6 +209,15 @@ class Agent:
                      self.store.term, self.store.version, len(self.store.desired.get("allocations", [])))
             self._set_routes(self.store.desired)
             self.reconciler.set_desired(self.store.desired)
+
+    def _list_local(self) -> dict[str, LocalContainer]:
+        """This node's running replicas and their addresses on this host's bridges (a mesh network of the
+        cluster, or Docker's default bridge without the mesh). Runs in the proxy's thread."""
+        cluster_id = getattr(self.runtime, "cluster_id", None)
+        if not cluster_id:
+            return {}
+        rows = list_rows(self.runtime.client, str(cluster_id))
+        return local_containers(rows, network_prefix(str(cluster_id)), self.node_id, default_bridge=True)
 
     def _running_allocs(self) -> list[str]:
         # Called from the stats thread: list() copies the dict's values in one step under the GIL.

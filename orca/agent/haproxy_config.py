@@ -26,6 +26,7 @@ What the rendered config does, per request:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 __all__ = ["RouteSpec", "ServerSpec", "NAME_RE", "DOMAIN_RE", "WEIGHT_SCALE", "server_weights", "render",
            "backend_name", "LOG_FORMAT", "LOG_LINES_PER_S", "split_servers", "runtime_commands", "Servers", "Parked",
            "envelope", "error_bodies", "hostname", "route_specs",
-           "normalize_address"]
+           "normalize_address", "set_addr_command", "runtime_reply_ok"]
 
 # HAProxy accepts these characters in proxy and server names; anything else is refused by orca first.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -327,10 +328,11 @@ Parked = dict[tuple[str, str], str]  # (backend, server) -> address, for servers
 def runtime_commands(live: Servers, parked: Parked, wanted: Servers) -> tuple[list[str], Parked] | None:
     """The HAProxy runtime API commands that turn the servers `live` (plus those `parked`: in
     maintenance, kept until HAProxy can delete them) into `wanted` (same backends), and the parked
-    servers after them; None when only a reload can (a backend added or removed, an address changed,
-    too many commands). A removed server is put in maintenance first: it takes no new request and
-    finishes the ones it has; the caller deletes it once it is idle. A parked server wanted again at
-    the same address is made ready again."""
+    servers after them; None when only a reload can (a backend added or removed, an address changed
+    to a host name, too many commands). A removed server is put in maintenance first: it takes no new
+    request and finishes the ones it has; the caller deletes it once it is idle. A parked server wanted
+    again is made ready again. A server whose address changed (a local replica now known at its
+    container's address, or a restarted one at a new address) is moved with `set server ... addr`."""
     if live.keys() != wanted.keys():
         return None
     commands: list[str] = []
@@ -344,17 +346,43 @@ def runtime_commands(live: Servers, parked: Parked, wanted: Servers) -> tuple[li
         for name, (address, weight) in want.items():
             if name in have:
                 if have[name][0] != address:
-                    return None
+                    move = set_addr_command(backend, name, address)
+                    if move is None:
+                        return None
+                    commands.append(move)
                 if have[name][1] != weight:
                     commands.append(f"set weight {backend}/{name} {weight}")
             elif (backend, name) in parked:
                 if parked.pop((backend, name)) != address:
-                    return None
+                    move = set_addr_command(backend, name, address)
+                    if move is None:
+                        return None
+                    commands.append(move)
                 commands += [f"set weight {backend}/{name} {weight}", f"set server {backend}/{name} state ready"]
             else:
                 commands += [f"add server {backend}/{name} {address} weight {weight} {SERVER_CHECK}",
                              f"enable health {backend}/{name}", f"enable server {backend}/{name}"]
     return (commands, parked) if len(commands) <= RUNTIME_MAX_COMMANDS else None
+
+
+def set_addr_command(backend: str, name: str, address: str) -> str | None:
+    """The runtime command moving a server to `address` (a replica of this node now reached at its
+    container's address, or back at its published port); None when the host is not an IP address
+    (the runtime API takes addresses only: a reload then resolves the name)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return f"set server {backend}/{name} addr {ip} port {port}"
+
+
+def runtime_reply_ok(command: str, reply: str) -> bool:
+    """Whether HAProxy's answer to a runtime command says it was done."""
+    reply = reply.strip()
+    if " addr " in command and command.startswith("set server "):
+        return reply.startswith(("IP changed", "no need to change", "port changed"))
+    return reply in ("", "New server registered.")
 
 
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")

@@ -38,6 +38,7 @@ from typing import Any
 
 from orca.agent import mesh_config as mc
 from orca.agent import mesh_nft
+from orca.agent.local_containers import list_rows, network_prefix
 from orca.agent.mesh_dns import MeshDns
 from orca.config import MeshConfig
 
@@ -56,7 +57,7 @@ NEW_NETWORK_WAIT_S = 10.0  # a container's start waits at most this long for its
 
 
 def network_name(cluster_id: str, node_id: str, project: str) -> str:
-    return f"orca-{cluster_id[:12]}-{node_id}-{project}"
+    return f"{network_prefix(cluster_id)}{node_id}-{project}"
 
 
 def lo_label(cluster_id: str) -> str:
@@ -260,9 +261,8 @@ class Mesh:
         """The container addresses on their project networks of this node's replicas, and of every replica
         of the cluster on this engine (other nodes' too when agents share the engine, as in tests): one
         engine call. The host reaches all of them over their bridges (mesh_config.with_local_endpoints)."""
-        rows = self.runtime.client.api.containers(
-            filters={"label": [f"orca.cluster={self.cluster_id}"], "status": "running"})
-        prefix = f"orca-{str(self.cluster_id)[:12]}-"
+        rows = list_rows(self.runtime.client, str(self.cluster_id))
+        prefix = network_prefix(str(self.cluster_id))
         return mc.local_addresses(rows, prefix, self.node_id), mc.local_addresses(rows, prefix)
 
     # -- addresses on lo ----------------------------------------------------------------------------------

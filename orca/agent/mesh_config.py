@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orca.agent.haproxy_config import NAME_RE, normalize_address
+from orca.agent.local_containers import local_containers
 from orca.spec import PROTOCOLS, is_dns_label
 
 __all__ = ["MeshService", "parse_table", "vip_range_of", "allowed_networks", "local_addresses",
@@ -118,37 +119,14 @@ def vip_range_of(table: Any, resolver: str | None, services: list[MeshService]) 
 def local_addresses(rows: Any, network_prefix: str, node: str | None = None,
                     alloc_label: str = "orca.alloc") -> dict[str, str]:
     """alloc id -> the address of its running container on a mesh network of this cluster, from the
-    engine's container list (`GET /containers/json` rows, which carry each network's address without an
-    inspect).
+    engine's container list (orca.agent.local_containers, shared with the ingress).
 
     Only networks named `network_prefix`* count (the cluster's mesh networks on this engine): an address
     there is one the host reaches straight over a bridge. With `node`, only that node's containers (label
     orca.node). Rows that are not running, not an allocation, or on no such network are left out (their
     replicas keep their host port)."""
-    out: dict[str, str] = {}
-    if not isinstance(rows, list):
-        return out
-    for row in rows[:MAX_ENDPOINTS * 10]:
-        if not isinstance(row, dict) or row.get("State") != "running":
-            continue
-        labels, settings = row.get("Labels"), row.get("NetworkSettings")
-        alloc = labels.get(alloc_label) if isinstance(labels, dict) else None
-        if not isinstance(alloc, str) or not NAME_RE.match(alloc) or not isinstance(settings, dict):
-            continue
-        if node is not None and labels.get("orca.node") != node:
-            continue
-        networks = settings.get("Networks")
-        if not isinstance(networks, dict):
-            continue
-        for name, net in sorted(networks.items()):
-            address = (net or {}).get("IPAddress") if isinstance(net, dict) else None
-            if str(name).startswith(network_prefix) and isinstance(address, str):
-                try:
-                    out[alloc] = _ipv4(address, "container address")
-                except ValueError:
-                    continue
-                break
-    return out
+    return {alloc: c.address for alloc, c in
+            local_containers(rows, network_prefix, node, alloc_label=alloc_label).items()}
 
 
 def is_loopback_endpoint(address: str) -> bool:

@@ -14,6 +14,12 @@ config (orca.agent.haproxy_config, pure); when the text changes the agent rewrit
     `hard-stop-after`), live in a few hundred milliseconds.
 Either way nothing in flight is dropped; `settled()` waits until the latest table is live.
 
+Replicas of this node are reached at their container's address and port, not through Docker's port
+mapping (on 127.0.0.1, its userland relay docker-proxy costs about as much CPU per request as HAProxy):
+`list_local` (given by the agent; orca.agent.local_containers, the listing the mesh uses too) runs before
+each new table is rendered and every LOCAL_REFRESH_S; a container it has not listed yet keeps its
+published address, and a listing that moves one is applied with `set server ... addr` (no reload).
+
 HAProxy runs as the agent's child (`-db`: in the foreground), one per agent, pid file and sockets in
 `run_dir` (the agent's data dir); it gets SIGKILL when the agent dies (PR_SET_PDEATHSIG), and a
 leftover from a crashed agent found through the pid file is killed on start.
@@ -36,6 +42,7 @@ kernel may drop log datagrams: the counts then undercount, they never block a re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -53,6 +60,7 @@ from typing import Any
 from orca import logging_setup
 from orca.agent import haproxy_config as hc
 from orca.agent.haproxy_config import hostname
+from orca.agent.local_containers import LocalContainer, reach_locally
 from orca.config import ProxyConfig, parse_host_port
 from orca.protocol import LATENCY_BUCKETS_MS
 
@@ -82,6 +90,10 @@ LOG_BATCH = 256
 STOP_TASKS_WAIT_S = 5.0
 STOP_KILL_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
+# This node's containers are listed again this often (a restarted one has a new address), and on
+# every new table; a listing is waited for at most LOCAL_LIST_WAIT_S (else the last one is used).
+LOCAL_REFRESH_S = 5.0
+LOCAL_LIST_WAIT_S = 2.0
 
 
 def haproxy_binary() -> str | None:
@@ -228,6 +240,14 @@ class Proxy:
         self._parked: hc.Parked = {}  # removed at run time, in maintenance until deleted
         self._reload_lock = asyncio.Lock()
         self._stopping = False
+        # This node's replicas are reached at their container's address (orca.agent.local_containers):
+        # `list_local` (set by the agent; None: every replica at its published port) lists them.
+        self.list_local: Callable[[], dict[str, LocalContainer]] | None = None
+        self.local: dict[str, LocalContainer] = {}
+        self._listed = 0  # generation of the table the last listing was made for
+        self._listing: asyncio.Future[dict[str, LocalContainer]] | None = None
+        self._list_warned = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- the table ---------------------------------------------------------------------------------
 
@@ -272,7 +292,7 @@ class Proxy:
         """The HAProxy config for the current table, fenced replicas left out."""
         fenced = {a for a, e in self.endpoints.items() if e.fenced}
         specs, _ = hc.route_specs(self._table, self.config.strategy, fenced)
-        return hc.render(specs, listen=self.config.listen, log_target=self._log_target,
+        return hc.render(reach_locally(specs, self.local), listen=self.config.listen, log_target=self._log_target,
                          idle_timeout_s=self.config.idle_timeout_s, request_timeout_s=self.config.request_timeout_s,
                          connect_timeout_s=self.config.upstream_connect_timeout_s,
                          drain_timeout_s=self.config.drain_timeout_s,
@@ -478,8 +498,10 @@ class Proxy:
         self._log_target = str(log_path)
         cfg = self.run_dir / "haproxy.cfg"
         (self.run_dir / "hop_by_hop.lua").write_text(hc.HOP_LUA)
-        self._write_config(self.render())
         applied = self._wanted
+        await self._refresh_local()
+        self._listed = applied
+        self._write_config(self.render())
         with contextlib.suppress(FileNotFoundError):
             self.master_socket.unlink()
         errlog = open(self.run_dir / "haproxy.log", "ab")  # noqa: SIM115 - handed to the child
@@ -498,6 +520,8 @@ class Proxy:
         self._applied = applied
         self.listening = True
         self._tasks = [asyncio.create_task(self._apply_loop()), asyncio.create_task(self._poll_loop())]
+        if self.list_local is not None:
+            self._tasks.append(asyncio.create_task(self._local_loop()))
         log.info("ingress proxy (HAProxy pid %s) on %s:%s", self._proc.pid, host, port)
 
     async def _wait_ready(self, host: str, port: int) -> None:
@@ -577,6 +601,9 @@ class Proxy:
             if self._stopping:
                 return
             generation = self._wanted
+            if generation > self._listed:  # a new table: its new local replicas at their address at once
+                self._listed = generation
+                await self._refresh_local()
             text = self.render()
             if text != self._config_text:
                 try:
@@ -608,11 +635,42 @@ class Proxy:
                 except (OSError, TimeoutError) as exc:
                     log.warning("HAProxy runtime API: %s: %s; reloading instead", command, exc)
                     return False
-                if reply not in ("", "New server registered."):
+                if not hc.runtime_reply_ok(command, reply):
                     log.warning("HAProxy runtime API: %s: %s; reloading instead", command, reply[:200])
                     return False
             self._write_config(text, parked=parked)
         return True
+
+    async def _refresh_local(self) -> bool:
+        """List this node's containers (in a thread, waited for at most LOCAL_LIST_WAIT_S; a slow engine
+        leaves the last listing in use); True when their addresses changed."""
+        if self.list_local is None:
+            return False
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="orca-proxy")
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.get_running_loop().run_in_executor(self._executor, self.list_local)
+        try:
+            async with asyncio.timeout(LOCAL_LIST_WAIT_S):
+                local = await asyncio.shield(self._listing)
+        except Exception as exc:  # noqa: BLE001 - an engine hiccup: the published ports still work
+            if not self._list_warned:
+                self._list_warned = True
+                log.warning("ingress: cannot list this node's containers (%s); replicas not listed are "
+                            "reached at their published port", str(exc)[:200] or type(exc).__name__)
+            return False
+        self._list_warned = False
+        if local == self.local:
+            return False
+        self.local = local
+        return True
+
+    async def _local_loop(self) -> None:
+        """Every LOCAL_REFRESH_S: a container restarted at a new address (or just listed) gets it."""
+        while not self._stopping:
+            await asyncio.sleep(LOCAL_REFRESH_S)
+            if await self._refresh_local():
+                self._changed.set()
 
     async def _delete_parked(self) -> None:
         """Delete the servers parked in maintenance once HAProxy accepts (no connection left on them)."""
@@ -676,3 +734,6 @@ class Proxy:
         for d in self._tmp_dirs:
             shutil.rmtree(d, ignore_errors=True)
         self._tmp_dirs = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -19,7 +19,12 @@ Per change: `settled_ms` = set_routes -> HAProxy's new worker serves the new tab
 last answer from B that started after the push (a removal; 0 when none did). `failed` counts every
 request of the load that did not get a 200.
 
-    .venv/bin/python scripts/bench/ingress.py [--seconds 10] [--connections 32] [--changes 20]
+"direct" is what a user reaching the replica straight would use: its published port (127.0.0.1:host
+port, through Docker's docker-proxy). The proxy reaches the containers as an agent reaches its own
+node's replicas: at their container's address on Docker's bridge (they are labelled as allocations of
+a bench cluster on this node); `--published` makes it use the published port instead (as before).
+
+    .venv/bin/python scripts/bench/ingress.py [--seconds 10] [--connections 32] [--changes 20] [--published]
 
 Every process and container started here is removed on exit (SIGTERM included).
 """
@@ -54,13 +59,15 @@ def _ms(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(statistics.median(values) * 1000, 1), "max": round(max(values) * 1000, 1)}
 
 
-async def route_changes(changes: int, rate: float, a_addr: str, b_addr: str, names: tuple[str, str]
-                        ) -> dict[str, Any]:
+async def route_changes(changes: int, rate: float, a_addr: str, b_addr: str, names: tuple[str, str],
+                        cluster: str = "") -> dict[str, Any]:
     from orca.agent.proxy import Proxy
     from orca.config import ProxyConfig
 
     [port] = free_ports(1)
     proxy = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}"))
+    if cluster:  # as the agent: each table change lists this node's containers first
+        proxy.list_local = proxy_bench.local_lister(cluster)
 
     def table(with_b: bool) -> dict[str, Any]:
         eps = [{"alloc": "a", "address": a_addr, "canary": False}]
@@ -137,24 +144,28 @@ def main() -> int:
     parser.add_argument("--paced-share", type=float, default=0.3)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--route-rate", type=float, default=200.0)
+    parser.add_argument("--published", action="store_true",
+                        help="the proxy reaches the containers at their published port, not their container address")
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, proxy_bench._exit_on)
     load_start = os.getloadavg()[0]
-    out: dict[str, Any] = {"bench": "ingress", "connections": args.connections, "seconds": args.seconds}
+    out: dict[str, Any] = {"bench": "ingress", "connections": args.connections, "seconds": args.seconds,
+                           "proxy_reaches": "published port" if args.published else "container address"}
     for kind in ("busybox", "web"):
         record = proxy_bench.measure(kind, args)
         record.pop("bench", None)
         out[kind] = record
     a_port, b_port = free_ports(2)
+    cluster = "" if args.published else f"bench{os.getpid()}{a_port}"
     containers = []
     try:
-        containers = [proxy_bench.start_web(a_port), proxy_bench.start_web(b_port)]
+        containers = [proxy_bench.start_web(a_port, cluster, "a"), proxy_bench.start_web(b_port, cluster, "b")]
         names = (containers[0].id[:12], containers[1].id[:12])
         for p in (a_port, b_port):
             asyncio.run(proxy_bench.wait_http(f"http://127.0.0.1:{p}/"))
         out["route_change"] = asyncio.run(route_changes(args.changes, args.route_rate, f"127.0.0.1:{a_port}",
-                                                        f"127.0.0.1:{b_port}", names))
+                                                        f"127.0.0.1:{b_port}", names, cluster))
     finally:
         for c in containers:
             c.remove(force=True)

@@ -21,7 +21,12 @@ where the server allows it), a warm-up, then `--seconds` of measured load per ta
 At 32 busy connections latency is mostly queueing (32 / rps), so `paced` repeats both at a fixed rate
 (`--paced-share` of the direct rps) to show the latency the proxy itself adds to a request.
 
+"direct" is the container's published port (127.0.0.1:host port: what a user reaching the replica
+straight uses, through docker-proxy); the proxy reaches the container at its address on Docker's bridge,
+as an agent reaches its own node's replicas (`--published`: at the published port, as before).
+
     .venv/bin/python scripts/bench/proxy.py [--seconds 10] [--connections 32] [--upstream busybox|web|aiohttp]
+        [--published]
 
 Every process and container started here is reaped on exit (SIGTERM included).
 """
@@ -47,6 +52,7 @@ from orca.devcluster import free_ports  # noqa: E402
 
 IMAGE = "orca-test/busybox:latest"
 WEB_IMAGE = "orca-test/web:latest"
+BENCH_NODE = "bench"
 HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
 DOMAIN = "bench.example.com"
 WARMUP_S = 1.5
@@ -84,11 +90,30 @@ def _exit_on(signum: int, _frame: object) -> None:
 # -- the proxy process ----------------------------------------------------------------------------------
 
 
-async def serve_proxy(port: int, upstream: str) -> None:
+def local_lister(cluster: str) -> Any:
+    """What the agent gives its proxy (orca.agent.agent.Agent._list_local): this "node"'s containers of
+    the bench's cluster, at their address on Docker's bridge (orca.agent.local_containers)."""
+    import docker
+
+    from orca.agent.local_containers import list_rows, local_containers, network_prefix
+
+    client = docker.from_env()
+    return lambda: local_containers(list_rows(client, cluster), network_prefix(cluster), BENCH_NODE,
+                                    default_bridge=True)
+
+
+def alloc_labels(cluster: str, alloc: str) -> dict[str, str]:
+    """Labels that make a bench container an allocation of `cluster` on BENCH_NODE (as the agent's are)."""
+    return {"orca.bench": "proxy", "orca.cluster": cluster, "orca.node": BENCH_NODE, "orca.alloc": alloc}
+
+
+async def serve_proxy(port: int, upstream: str, cluster: str) -> None:
     from orca.agent.proxy import Proxy
     from orca.config import ProxyConfig
 
     proxy = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}"))
+    if cluster:  # a container on this host: reached at its container's address, as the agent does
+        proxy.list_local = local_lister(cluster)
     proxy.set_routes({DOMAIN: {"service": "bench", "strategy": None, "canary_weight": None,
                                "endpoints": [{"alloc": "a1", "address": upstream, "canary": False}]}})
     await proxy.start()
@@ -263,15 +288,16 @@ def cpu_seconds(pid: int) -> float | None:
 # -- orchestration ------------------------------------------------------------------------------------------
 
 
-def start_busybox(port: int) -> Any:
+def start_busybox(port: int, cluster: str = "", alloc: str = "a1") -> Any:
     import docker
 
     client = docker.from_env()
+    labels = alloc_labels(cluster, alloc) if cluster else {"orca.bench": "proxy"}
     return client.containers.run(IMAGE, HTTPD, detach=True, remove=False, ports={"8080/tcp": ("127.0.0.1", port)},
-                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}-{port}")
+                                 labels=labels, name=f"orca-bench-proxy-{os.getpid()}-{port}")
 
 
-def start_web(port: int) -> Any:
+def start_web(port: int, cluster: str = "", alloc: str = "a1") -> Any:
     """An orca-test/web container (keep-alive HTTP; built by scripts/ensure-web-image.sh when missing)."""
     import docker
 
@@ -281,8 +307,9 @@ def start_web(port: int) -> Any:
     except docker.errors.ImageNotFound:
         subprocess.run([str(Path(__file__).resolve().parents[1] / "ensure-web-image.sh")], check=True,
                        stdout=subprocess.DEVNULL, timeout=600)
+    labels = alloc_labels(cluster, alloc) if cluster else {"orca.bench": "proxy"}
     return client.containers.run(WEB_IMAGE, detach=True, remove=False, ports={"8080/tcp": ("127.0.0.1", port)},
-                                 labels={"orca.bench": "proxy"}, name=f"orca-bench-proxy-{os.getpid()}-{port}")
+                                 labels=labels, name=f"orca-bench-proxy-{os.getpid()}-{port}")
 
 
 def main() -> int:
@@ -293,12 +320,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating direct/proxy rounds sharing --seconds")
     parser.add_argument("--paced-seconds", type=float, default=6.0, help="per target, for the paced (unsaturated) run")
     parser.add_argument("--paced-share", type=float, default=0.3, help="paced rate as a share of the direct rps")
-    parser.add_argument("--serve-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    parser.add_argument("--published", action="store_true",
+                        help="the proxy reaches the container at its published port (as before the agent reached "
+                             "its own node's replicas at their container's address)")
+    parser.add_argument("--serve-proxy", nargs=3, metavar=("PORT", "UPSTREAM", "CLUSTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on)
     if args.serve_proxy:
-        asyncio.run(serve_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
+        asyncio.run(serve_proxy(int(args.serve_proxy[0]), args.serve_proxy[1], args.serve_proxy[2]))
         return 0
     print(json.dumps(measure(args.upstream, args), separators=(", ", ": ")), flush=True)
     return 0
@@ -312,14 +342,18 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     container = None
     procs: list[subprocess.Popen[bytes]] = []
     load_start = os.getloadavg()[0]
+    # The container is an allocation of a cluster of its own on this "node": the proxy reaches it at its
+    # container's address, as an agent reaches its own node's replicas (not with --published).
+    cluster = "" if getattr(args, "published", False) or kind == "aiohttp" else f"bench{os.getpid()}{up_port}"
     try:
         if kind == "busybox":
-            container = start_busybox(up_port)
+            container = start_busybox(up_port, cluster)
         elif kind == "web":
-            container = start_web(up_port)
+            container = start_web(up_port, cluster)
         else:
             procs.append(subprocess.Popen([sys.executable, "-c", AIOHTTP_UPSTREAM, str(up_port)]))
-        proxy_proc = subprocess.Popen([sys.executable, __file__, "--serve-proxy", str(proxy_port), upstream])
+        proxy_proc = subprocess.Popen([sys.executable, __file__, "--serve-proxy", str(proxy_port), upstream,
+                                       cluster])
         procs.append(proxy_proc)
         direct_url = f"http://{upstream}/"
         proxy_url = f"http://127.0.0.1:{proxy_port}/"
@@ -374,7 +408,8 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     ratio = round(p["rps"] / d["rps"], 3) if d["rps"] else None
     added = _diff(p["p99_ms"], d["p99_ms"])
     return {"bench": "proxy", "connections": args.connections, "seconds": args.seconds,
-            "rounds": args.rounds, "upstream": kind, "direct": d, "proxy": p,
+            "rounds": args.rounds, "upstream": kind, "proxy_reaches": "published port" if not cluster
+            else "container address", "direct": d, "proxy": p,
             "ratio_rps": ratio, "p99_added_ms": added, "paced": paced,
             "box": {"cpus": os.cpu_count(), "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)]}}
 

@@ -110,6 +110,39 @@ def test_websocket_and_forwarded_headers(stack: ProxyStack, purge: list[str]) ->
     assert status == 200 and cgi_vars(body)["HTTP_X_FORWARDED_FOR"] == "127.0.0.1", body
 
 
+def servers_of(stack: ProxyStack, node: str) -> dict[str, str]:
+    """alloc -> address of the servers in `node`'s HAProxy config."""
+    text = (stack.cluster.root / node / "haproxy" / "haproxy.cfg").read_text()
+    return {words[1]: words[2] for words in (line.split() for line in text.splitlines())
+            if words[:1] == ["server"]}
+
+
+def test_replicas_of_the_proxys_node_are_reached_at_their_container_address(stack: ProxyStack,
+                                                                           purge: list[str]) -> None:
+    """Each agent's HAProxy reaches the replicas of its own node at their container's address and port
+    (over Docker's bridge, skipping docker-proxy) and the other node's at publish address:host port."""
+    purge.append("near")
+    deployed(stack, web("near", replicas=2, placement={"node": stack.nodes[0]}), stack.proxies)
+    where: dict[str, tuple[str, str, str]] = {}  # alloc -> (node, container address, published "ip:port")
+    for c in containers_of(stack.nodes, "near"):
+        c.reload()
+        binding = c.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+        where[c.labels["orca.alloc"]] = (c.labels["orca.node"], c.attrs["NetworkSettings"]["IPAddress"],
+                                         f"{binding['HostIp']}:{binding['HostPort']}")
+    assert len(where) == 2 and all(address for _, address, _ in where.values()), where
+
+    def as_expected(node: str) -> bool:
+        want = {alloc: f"{address}:8080" if on == node else published
+                for alloc, (on, address, published) in where.items()}
+        return {a: s for a, s in servers_of(stack, node).items() if a in where} == want
+    for node in stack.nodes:
+        wait_for(lambda node=node: as_expected(node), 20, f"{node}: local replicas by container address",
+                 stack.cluster)
+    assert {on for on, _, _ in where.values()} == {stack.nodes[0]}, where  # the second agent's are remote
+    for proxy in stack.proxies:
+        assert {fetch(proxy, "near.orca.test", "/headers")[0] for _ in range(8)} == {200}
+
+
 def test_least_conn_sends_new_requests_to_the_idle_replica(stack: ProxyStack, purge: list[str]) -> None:
     purge.append("lcx")
     replicas = deployed(stack, web("lcx"), [stack.proxies[1]])

@@ -206,6 +206,15 @@ def test_services_reach_each_other_by_name_over_http_and_tcp(mesh_stack: dict[st
     assert status == 404
     status, body = fetch(mesh_stack["proxies"][0], f"api-{nodes[0]}.test")
     assert status == 200 and body.strip() in seen
+    # Each agent's ingress reaches the api replicas of its own node at their address on the project
+    # network (orca.agent.local_containers, the listing the mesh uses too), skipping Docker's port mapping.
+    for api_c in [c for n in nodes for c in engine.containers.list(
+            filters={"label": [f"orca.node={n}", "orca.service=api"]})]:
+        api_ip = next(n["IPAddress"] for name, n in api_c.attrs["NetworkSettings"]["Networks"].items()
+                      if name.startswith("orca-") and n.get("IPAddress"))
+        line = f"server {api_c.labels['orca.alloc']} {api_ip}:8080 "
+        cfg = mesh_stack["cluster"].root / api_c.labels["orca.node"] / "haproxy" / "haproxy.cfg"
+        wait_for(lambda cfg=cfg, line=line: line in cfg.read_text(), 20, f"the ingress has {line}")
 
     # Another project: its names do not resolve there, and the VIP refuses it.
     code, out = _sh(outsider, "echo ping | timeout 5 nc -w 3 store.shop 7000")

@@ -357,6 +357,36 @@ def proxied(tmp_path: Path, masters: tuple[str, ...] = ("http://127.0.0.1:1",)) 
     return make_config(tmp_path, masters, proxy=ProxyConfig(listen=f"127.0.0.1:{port}", drain_timeout_s=2.0))
 
 
+def test_the_proxy_lists_this_nodes_containers_unless_told_not_to(tmp_path: Path) -> None:
+    """With an engine runtime the agent gives its proxy the listing of this node's containers (their
+    addresses on Docker's bridge or a mesh network of the cluster); `local_by_address = false` or a
+    runtime without an engine: none (every replica at its published port)."""
+    rows = [{"State": "running", "Labels": {"orca.alloc": "a1", "orca.node": "worker-1"},
+             "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.5"}}},
+             "Ports": [{"PrivatePort": 8080, "PublicPort": 20001, "Type": "tcp"}]},
+            {"State": "running", "Labels": {"orca.alloc": "a2", "orca.node": "worker-2"},
+             "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.6"}}}}]
+    asked: list[Any] = []
+
+    class Engine(FakeRuntime):
+        @property
+        def client(self) -> Any:
+            api = type("Api", (), {"containers": lambda _self, **kw: asked.append(kw) or rows})()
+            return type("Client", (), {"api": api})()
+
+    runtime = Engine("worker-1")
+    runtime.cluster_id = "0123456789abcdef"
+    config = proxied(tmp_path)
+    agent = Agent(config, runtime)
+    assert agent.proxy is not None and agent.proxy.list_local is not None
+    assert {a: (c.address, c.ports) for a, c in agent.proxy.list_local().items()} == {
+        "a1": ("172.17.0.5", ((20001, 8080),))}
+    assert asked == [{"filters": {"label": ["orca.cluster=0123456789abcdef"], "status": "running"}}]
+    off = dataclasses.replace(config, proxy=ProxyConfig(local_by_address=False))
+    assert Agent(off, Engine("worker-1")).proxy.list_local is None  # type: ignore[union-attr]
+    assert Agent(config, FakeRuntime("worker-1")).proxy.list_local is None  # type: ignore[union-attr]
+
+
 def routes(*endpoints: tuple[str, str], domain: str = "web.example.com", service: str = "web") -> dict[str, Any]:
     return {domain: {"service": service, "strategy": None, "canary_weight": None,
                      "endpoints": [{"alloc": a, "address": addr, "canary": False} for a, addr in endpoints]}}

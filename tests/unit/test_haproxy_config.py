@@ -113,18 +113,32 @@ def test_runtime_commands_examples() -> None:
                         f"add server svc_web/c 127.0.0.1:3 weight 1 {hc.SERVER_CHECK}",
                         "enable health svc_web/c", "enable server svc_web/c"]
     assert parked == {("svc_web", "a"): "127.0.0.1:1"}
-    assert hc.runtime_commands(live, {}, {"svc_web": {"a": ("127.0.0.1:9", 1)}}) is None  # moved
+    # Moved (a local replica now at its container's address): `set server addr`; to a host name: a reload.
+    assert hc.runtime_commands(live, {}, {"svc_web": {"a": ("172.17.0.5:8080", 1)}}) == (
+        ["set server svc_web/b state maint", "set server svc_web/a addr 172.17.0.5 port 8080"],
+        {("svc_web", "b"): "127.0.0.1:2"})
+    assert hc.runtime_commands(live, {}, {"svc_web": {"a": ("[::1]:9", 1), "b": ("127.0.0.1:2", 1)}}) == (
+        ["set server svc_web/a addr ::1 port 9"], {})
+    assert hc.runtime_commands(live, {}, {"svc_web": {"a": ("node2.example:9", 1)}}) is None
     assert hc.runtime_commands(live, {}, {"svc_api": {}}) is None  # another backend
-    # Parked and wanted again: made ready at the same address; a reload when it moved meanwhile.
+    # Parked and wanted again: made ready (moved first when its address changed meanwhile).
     assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("127.0.0.1:1", 2)}}) == (
         ["set weight svc_web/a 2", "set server svc_web/a state ready"], {})
-    assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("127.0.0.1:5", 1)}}) is None
+    assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("127.0.0.1:5", 1)}}) == (
+        ["set server svc_web/a addr 127.0.0.1 port 5", "set weight svc_web/a 1", "set server svc_web/a state ready"],
+        {})
+    assert hc.runtime_commands({"svc_web": {}}, parked, {"svc_web": {"a": ("db.example:5", 1)}}) is None
+    assert hc.runtime_reply_ok("set server svc_web/a addr 127.0.0.1 port 5",
+                               "IP changed from '127.0.0.1' to '127.0.0.1', port changed from '1' to '5' by 'x'")
+    assert not hc.runtime_reply_ok("set server svc_web/a addr 127.0.0.1 port 5", "No such server.")
+    assert hc.runtime_reply_ok("set weight svc_web/a 2", "") and not hc.runtime_reply_ok("del server x/y", "busy")
     many = {"svc_web": {f"s{i}": ("127.0.0.1:1", 1) for i in range(hc.RUNTIME_MAX_COMMANDS)}}
     assert hc.runtime_commands({"svc_web": {}}, {}, many) is None  # a reload is cheaper
 
 
 servers_st = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]),
-                             st.tuples(st.sampled_from(["127.0.0.1:1", "127.0.0.1:2"]), st.integers(0, 256)),
+                             st.tuples(st.sampled_from(["127.0.0.1:1", "127.0.0.1:2", "172.17.0.2:80"]),
+                                       st.integers(0, 256)),
                              max_size=5)
 
 
@@ -155,6 +169,8 @@ def test_runtime_commands_reach_the_wanted_servers(pairs: dict[str, Any], parked
             model[backend][name][2] = "ready"
         elif words[:2] == ["set", "weight"]:
             model[backend][name][1] = int(words[3])
+        elif words[:2] == ["set", "server"] and words[3] == "addr":
+            model[backend][name][0] = f"{words[4]}:{words[6]}"
         elif words[:2] == ["set", "server"] and words[3:5] == ["state", "maint"]:
             model[backend][name][2] = "maint"
         elif words[:2] == ["set", "server"] and words[3:5] == ["state", "ready"]:

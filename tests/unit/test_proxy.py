@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from orca.agent import haproxy_config as hc
+from orca.agent.local_containers import LocalContainer
 from orca.agent.proxy import MAX_LOG_RATE, Proxy, haproxy_binary, hostname
 from orca.config import ProxyConfig
 from orca.devcluster import free_ports
@@ -389,6 +390,43 @@ async def test_replica_changes_use_the_runtime_api_and_keep_open_connections(
     await apply(proxy, {**table([("b", b_addr)]), **table([], service="api", domain="api.example.com")})
     assert await proxy._workers() != workers  # a new backend: a reload
     assert [(await get(client, proxy))[1] for _ in range(3)] == ["b"] * 3
+
+
+async def test_local_replicas_are_reached_at_their_container_address_and_move_at_run_time(
+        upstreams: Start, client: aiohttp.ClientSession) -> None:
+    """A replica this node runs (listed by `list_local`) is reached at its container's address and port,
+    another at its published address; an address learned later, changed (a restart) or forgotten moves
+    the server through the runtime API (the same worker); a container not listed yet keeps its
+    published port."""
+    (_, pub), (_, inner), (_, moved), (_, other) = (await upstreams("published"), await upstreams("container"),
+                                                    await upstreams("restarted"), await upstreams("remote"))
+    pub_port, inner_port, moved_port = (int(a.rpartition(":")[2]) for a in (pub, inner, moved))
+    listed: dict[str, LocalContainer] = {"l1": LocalContainer("127.0.0.1", ((pub_port, inner_port),))}
+    [port] = free_ports(1)
+    p = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}", request_timeout_s=2.0, upstream_connect_timeout_s=1.0,
+                          drain_timeout_s=5.0))
+    p.list_local = lambda: dict(listed)
+    p.set_routes(table([("l1", pub)]))
+    await p.start()
+    try:
+        assert {(await get(client, p))[1] for _ in range(3)} == {"container"}
+        assert f"server l1 127.0.0.1:{inner_port} " in p._config_text
+        workers = await p._workers()
+        await apply(p, table([("l1", pub), ("r1", other)]))  # another node's replica: its published address
+        assert {(await get(client, p))[1] for _ in range(4)} == {"container", "remote"}
+        listed["l1"] = LocalContainer("127.0.0.1", ((pub_port, moved_port),))  # restarted: a new address
+        assert await p._refresh_local()
+        p._changed.set()
+        await until(lambda: f"server l1 127.0.0.1:{moved_port} " in p._config_text, timeout=10)
+        assert {(await get(client, p))[1] for _ in range(4)} == {"restarted", "remote"}
+        listed.clear()  # not listed (yet, or any more): its published port
+        assert await p._refresh_local()
+        p._changed.set()
+        await until(lambda: f"server l1 {pub} " in p._config_text, timeout=10)
+        assert {(await get(client, p))[1] for _ in range(4)} == {"published", "remote"}
+        assert await p._workers() == workers  # every move at run time, no reload
+    finally:
+        await p.stop()
 
 
 # -- failures, timeouts, draining ----------------------------------------------------------------------
