@@ -564,9 +564,10 @@ async def scenario(
                        **{f"follower{i}": m.proc.pid for i, m in enumerate(
                            (m for m in cluster.masters if m is not leader and m.proc is not None), 1)}}
         cpu0s = _cpu(steady_pids)
-        sent_before = hb.sent
+        sent_before = hb.sent  # also the end of the deploy's count
         await asyncio.sleep(steady_s)
         cpu4 = _cpu(steady_pids)
+        sent_steady = hb.sent - sent_before  # read now: the page walk below goes on heartbeating
         out["steady_leader"] = leader.node_id
         if page_s > 0:
             out["status_pages"] = await page_through(poll_session, leader.url, admin, page_s)
@@ -614,13 +615,13 @@ async def scenario(
                 },
                 "steady": {
                     "seconds": steady_s,
-                    "heartbeats_per_s": round((hb.sent - sent_before) / steady_s),
+                    "heartbeats_per_s": round(sent_steady / steady_s),
                     "cpu_pct": {
                         k: (None if v is None else round(100 * v / steady_s, 1)) for k, v in _delta(cpu0s, cpu4).items()
                     },
                 },
                 "heartbeats": {
-                    "sent_during_deploy": hb.sent - hb_sent0,
+                    "sent_during_deploy": sent_before - hb_sent0,
                     "codes": hb.codes,
                     "redirects": hb.redirects,
                     "round_s_max": round(max(hb.round_s), 3) if hb.round_s else None,
