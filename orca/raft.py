@@ -83,7 +83,10 @@ class _SyncObj(PreVoteMixin, AppendMixin, DurabilityMixin, SyncObj):
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
         self._prevote_gate()
-        super()._onTick(timeToWait)
+        try:
+            super()._onTick(timeToWait)
+        finally:
+            self.durable_answer()  # the append answers of this tick's poll: one flush, then sent
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - upstream's name
         if not isinstance(message, dict):
