@@ -579,7 +579,13 @@ class RaftNode:
         self.loop.call_soon_threadsafe(self._batch_done, bid, futures, result, err)
 
     def _batch_done(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+        """A batch is acknowledged: what queued meanwhile goes to the Raft thread first, then the
+        batch's callers are answered. Scheduled after them instead, the next batch waited for every
+        answer of this one to be built and sent (a socket send each, with the GIL held under uvloop).
+        A/B on a busy box: +4% writes/s (mean of 3 alternating pairs, within its noise)."""
         self._inflight.pop(bid, None)
+        if self._queue:
+            self._flush()
         _resolve_batch(futures, result, err)
         if self._queue and not self._flush_scheduled:
             self._flush_scheduled = True
