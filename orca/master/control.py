@@ -3,7 +3,8 @@
 `ControlPlane.components` is the list `Leadership` enables and disables; `health()` gives the
 ComponentHealth of the scheduler and the dispatcher; their series are read at scrape time (orca.metrics.
 LiveCollector). Every applied entry wakes the scheduler and the dispatcher (they are level-triggered and cheap
-when nothing changed), through `call_soon_threadsafe` because entries are applied in the Raft thread.
+when nothing changed), through `call_soon_threadsafe` because entries are applied in the Raft thread; on a
+follower, whose loops are off, only until both hold a pending wake-up.
 """
 
 from __future__ import annotations
