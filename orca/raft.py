@@ -56,6 +56,9 @@ MAX_INFLIGHT = 4
 # which the transport's frame cap is derived (orca.raft_transport).
 MAX_BATCH_BYTES = 4 << 20
 MAX_ENTRY_BYTES = 16 << 20
+# The proposals' deadlines share one timer, which looks again at least this often while any proposal
+# waits: a proposal made with an earlier deadline than those already waiting times out at most this late.
+EXPIRY_SLACK_S = 0.25
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 _TIMED_OUT = min(_FAIL_NAMES, default=0) - 1  # a proposal's deadline passed (no FAIL_REASON has this value)
 
@@ -83,7 +86,10 @@ class _SyncObj(PreVoteMixin, AppendMixin, DurabilityMixin, SyncObj):
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
         self._prevote_gate()
-        super()._onTick(timeToWait)
+        try:
+            super()._onTick(timeToWait)
+        finally:
+            self.durable_answer()  # the append answers of this tick's poll: one flush, then sent
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - upstream's name
         if not isinstance(message, dict):
@@ -232,10 +238,11 @@ class RaftNode:
         self.store = ReplicatedState()
         self.leader_changes = 0
         self._last_leader: Any = None
-        self._pending: dict[int, float] = {}   # proposal id -> monotonic start, for ComponentHealth
-        self._next_proposal = 0
         self._queue: list[tuple[bytes, asyncio.Future[tuple[Any, int]]]] = []
-        self._waiting: set[asyncio.Future[tuple[Any, int]]] = set()
+        # proposal -> (monotonic start, monotonic deadline): ComponentHealth's figures, the answers on a
+        # lost leadership, and the deadlines `_expire` enforces
+        self._waiting: dict[asyncio.Future[tuple[Any, int]], tuple[float, float]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
         self._inflight: dict[int, float] = {}   # batch id -> monotonic start (at most MAX_INFLIGHT)
         self._batch_seq = 0
@@ -490,24 +497,22 @@ class RaftNode:
             raise PayloadTooLarge("the write is too large for one Raft entry",
                                   {"op": op, "bytes": len(raw), "max_bytes": MAX_ENTRY_BYTES})
         fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
-        self._next_proposal += 1
-        pid = self._next_proposal
-        self._pending[pid] = time.monotonic()
-        self._waiting.add(fut)
+        deadline = self.settings.write_timeout_s if timeout is None else timeout
+        started = time.monotonic()
+        self._waiting[fut] = (started, started + deadline)
         self._queue.append((raw, fut))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
-        deadline = self.settings.write_timeout_s if timeout is None else timeout
-        # One timer that resolves the future with _TIMED_OUT, rather than wait_for(shield(...)): that made a
-        # task, a second future and a timer per write (8% of the leader's loop time under load, measured).
-        timer = self.loop.call_later(deadline, _resolve, fut, (None, _TIMED_OUT))
+        # Deadlines: one shared timer (`_expire`) resolves overdue futures with _TIMED_OUT, rather than a
+        # timer per write (wait_for(shield(...)) before: a task, a second future and a timer per write, 8%
+        # of the leader's loop time under load, measured).
+        if self._expiry is None:
+            self._expiry = self.loop.call_later(min(deadline, EXPIRY_SLACK_S), self._expire)
         try:
             result, err = await fut
         finally:
-            timer.cancel()
-            self._pending.pop(pid, None)
-            self._waiting.discard(fut)
+            self._waiting.pop(fut, None)
         if err == _TIMED_OUT:
             raise NotReady(f"write not committed within {deadline:g} s (no quorum?); outcome unknown, "
                            "retry with the same Idempotency-Key", {"op": op})
@@ -517,6 +522,22 @@ class RaftNode:
             e = result["error"]
             raise from_code(e["code"], e["message"], e.get("details"))
         return {**result["result"], **({"replayed": True} if result.get("replayed") else {})}
+
+    def _expire(self) -> None:
+        """Resolve the proposals past their deadline with _TIMED_OUT; run again at the next deadline, or
+        within `EXPIRY_SLACK_S` (a proposal made meanwhile may have an earlier one) while any waits."""
+        self._expiry = None
+        if not self._waiting:
+            return
+        now = time.monotonic()
+        soonest = None
+        for fut, (_, expires) in list(self._waiting.items()):
+            if expires <= now:
+                _resolve(fut, (None, _TIMED_OUT))
+            elif soonest is None or expires < soonest:
+                soonest = expires
+        if soonest is not None:
+            self._expiry = self.loop.call_later(min(soonest - now, EXPIRY_SLACK_S), self._expire)
 
     def _flush(self) -> None:
         """Group commit: proposals queue while `MAX_INFLIGHT` entries are on their way; each flush sends
@@ -558,7 +579,13 @@ class RaftNode:
         self.loop.call_soon_threadsafe(self._batch_done, bid, futures, result, err)
 
     def _batch_done(self, bid: int, futures: list[asyncio.Future[Any]], result: Any, err: int) -> None:
+        """A batch is acknowledged: what queued meanwhile goes to the Raft thread first, then the
+        batch's callers are answered. Scheduled after them instead, the next batch waited for every
+        answer of this one to be built and sent (a socket send each, with the GIL held under uvloop).
+        A/B on a busy box: +4% writes/s (mean of 3 alternating pairs, within its noise)."""
         self._inflight.pop(bid, None)
+        if self._queue:
+            self._flush()
         _resolve_batch(futures, result, err)
         if self._queue and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -571,9 +598,9 @@ class RaftNode:
 
     def in_flight(self) -> tuple[int, float]:
         """(proposals waiting for their commit, age in seconds of the oldest one)."""
-        if not self._pending:
+        if not self._waiting:
             return 0, 0.0
-        return len(self._pending), time.monotonic() - min(self._pending.values())
+        return len(self._waiting), time.monotonic() - min(started for started, _ in self._waiting.values())
 
     def read(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
         """Run `fn(state)` under the state lock; `fn` must not keep references into the state."""

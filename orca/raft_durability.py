@@ -11,7 +11,10 @@ With `durable=True` (orca's default, `raft.fsync = true`):
 
 - a follower flushes its journal (fdatasync of the journal file; see `durable_flush`) before it tells
   the leader an append succeeded (`next_node_idx` with success), so an entry counts towards the
-  commit only once that follower has it on disk;
+  commit only once that follower has it on disk. Its success answers wait until the end of the tick
+  (`durable_answer`): every append that arrived in one poll then shares one flush, and consecutive
+  successes to the same leader go as one answer, the latest (it vouches for everything before it);
+  under a write load a follower synced and answered once per pipelined batch, one after the other;
 - the leader flushes its journal before it acknowledges a write to the client (the commit callback in
   `orca.raft`, in the tick thread). It flushes first at the end of the tick that appended the entries
   (`durable_tick`, after they were sent, before the tick waits for answers): its own disk sync then runs
@@ -55,6 +58,7 @@ class DurabilityMixin:
         self.flush_seconds = 0.0
         self._flushed_offset: int | None = None
         self._slow_logged = 0.0
+        self._answers: list[tuple[Any, int]] = []  # (leader node, next index): successes not sent yet
 
     def durable_flush(self) -> None:
         """Make every appended journal entry durable (tick thread only: the journal's mmap is resized
@@ -108,11 +112,36 @@ class DurabilityMixin:
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N802, N803
                                   success: bool = False) -> None:
-        """Upstream's follower answer to append_entries (name-mangled); a success is sent only after the
-        appended entries are on disk."""
-        if success:
-            self.durable_flush()
+        """Upstream's follower answer to append_entries (name-mangled). With durability on, a success is
+        held until `durable_answer` (end of the tick: one flush for every append of the poll, then the
+        answer); any other answer first sends the successes held before it, so the leader sees the
+        answers in the order they were given."""
+        if success and self.durable and not reset:
+            if nextNodeIdx is None:
+                nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1  # type: ignore[attr-defined]
+            self._answers = hold_answer(self._answers, node, nextNodeIdx)
+            return
+        self.durable_answer()
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+    def durable_answer(self) -> None:
+        """Tick thread, at the end of every tick (and before any other answer): flush the journal once,
+        then send the success answers held since the last call."""
+        if not self._answers:
+            return
+        answers, self._answers = self._answers, []
+        self.durable_flush()
+        for node, next_index in answers:
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, nextNodeIdx=next_index, success=True)  # type: ignore[attr-defined]
+
+
+def hold_answer(held: list[tuple[Any, int]], node: Any, next_index: int) -> list[tuple[Any, int]]:
+    """`held` with one more success answer to `node`: a success right after another to the same node
+    replaces it (the later one vouches for every entry the earlier did; the leader only ever moves its
+    match index forward), anything else is kept in order."""
+    if held and held[-1][0] == node:
+        return [*held[:-1], (node, max(held[-1][1], next_index))]
+    return [*held, (node, next_index)]
 
 
 def _journal_fd(journal: Any) -> int | None:

@@ -3,7 +3,8 @@
 `ControlPlane.components` is the list `Leadership` enables and disables; `health()` gives the
 ComponentHealth of the scheduler and the dispatcher; their series are read at scrape time (orca.metrics.
 LiveCollector). Every applied entry wakes the scheduler and the dispatcher (they are level-triggered and cheap
-when nothing changed), through `call_soon_threadsafe` because entries are applied in the Raft thread.
+when nothing changed), through `call_soon_threadsafe` because entries are applied in the Raft thread; on a
+follower, whose loops are off, only until both hold a pending wake-up.
 """
 
 from __future__ import annotations
@@ -52,9 +53,15 @@ class ControlPlane:
         A lease renewal (`leases_only`: nothing but `renewed_at` moved, which no decider reads) wakes
         nobody: at 1,000 nodes it applies every second, and each wake-up was a full scheduling pass over
         every service and allocation. What only the clock changes, the loops' own timers see.
+
+        On a follower the loops are off: once both hold a pending wake-up (their first cycle when this
+        master becomes leader runs at once), further entries wake nothing. Each wake-up was a hop to the
+        follower's event loop per applied batch, whose GIL time the Raft thread waited for.
         """
         if leases_only(result):
             return
+        if self.scheduler.woken_while_disabled and self.dispatcher.woken_while_disabled:
+            return  # a follower: both loops are off and already woken for when they are turned on
         if not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)

@@ -1,8 +1,9 @@
 """The HTTP surface's cross-cutting rules, each in one place: the error envelope, the fail-closed route
 policy, authentication, body limits, and request metrics.
 
-Middleware order (outermost first): metrics -> errors -> auth. Errors wraps auth so that a 401/403 gets
-the envelope too; metrics sees the final status code of every response, errors included.
+One middleware (`make_middlewares`) does, in this order: metrics -> errors -> auth. Errors wraps auth so
+that a 401/403 gets the envelope too; metrics sees the final status code of every response, errors
+included.
 """
 
 from __future__ import annotations
@@ -155,9 +156,17 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(body), status=status, content_type="application/json", charset="utf-8",
-                        headers=headers)
+    """A JSON answer. The Content-Type header is given whole, the value aiohttp makes from
+    `content_type="application/json", charset="utf-8"`, without parsing and rebuilding it per answer."""
+    if headers:
+        headers = {**headers, "Content-Type": _JSON_CONTENT_TYPE}
+    else:
+        headers = {"Content-Type": _JSON_CONTENT_TYPE}
+    return web.Response(body=dumps(body), status=status, headers=headers)
 
 
 _ORJSON_OPTS = 0
@@ -213,17 +222,20 @@ async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge("request body too large", {"max_bytes": limit})
+    content = request.content
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(_READ_CHUNK)
+        chunk = await content.read(_READ_CHUNK)
         if not chunk:
             break
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge("request body too large", {"max_bytes": limit})
         chunks.append(chunk)
-    return b"".join(chunks)
+        if content.at_eof():  # the whole body is in: no further read (and wake-up) to learn so
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json_object(raw: bytes, field: str = "body") -> dict[str, Any]:
@@ -321,51 +333,18 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
 
 def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_bytes: int,
                      limiter: RateLimiter | None = None) -> list[Any]:
+    """One middleware doing, outermost first, what were three: metrics -> errors -> auth.
+
+    One coroutine and one route lookup per request instead of three and two (py-spy under a write load:
+    the layers' own cost was a few percent of the leader's GIL time; the checks themselves remain); the
+    order of the checks and every answer are those of the three layers.
+    """
     # (route, method, status) -> the two labelled children: `labels()` validates and locks on every call
     # (3% of the leader's loop time under load). Bounded: methods come from clients.
     children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    @web.middleware
-    async def metrics_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        key = _route_key(request)
-        route = key[1] if key else "unmatched"
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            labelled = children.get((route, request.method, status))
-            if labelled is None:
-                labelled = (metrics.api_requests.labels(route, request.method, str(status)),
-                            metrics.api_latency.labels(route, request.method))
-                if len(children) < _METRIC_CHILDREN_MAX:
-                    children[(route, request.method, status)] = labelled
-            labelled[0].inc()
-            # a blocking query's time is its wait, not the master's work (no query string: none to parse)
-            if not request.query_string or not request.query.get("index"):
-                labelled[1].observe(time.perf_counter() - start)
-
-    @web.middleware
-    async def errors_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except OrcaError as err:
-            return error_response(err, request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error_response(_http_exception_to_error(exc), request)
-        except Exception:  # noqa: BLE001 - no traceback ever reaches a client
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(OrcaError("internal error"), request)
-
-    @web.middleware
-    async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = _route_key(request)
-        if key is None:  # unknown path or method: let the router's 404/405 through (no auth needed)
-            return await handler(request)
+    def authorize(request: web.Request, key: tuple[str, str]) -> None:
+        """The access policy, the body limit, the token and the rate limit of a routed request."""
         need = POLICY.get(key)
         if need is None:
             raise Forbidden("route is not in the access policy", {"route": key[1]})
@@ -387,9 +366,43 @@ def make_middlewares(checker: TokenChecker, metrics: MasterMetrics, max_body_byt
                 if not decision.allowed:
                     raise RateLimited(f"rate limit of {decision.limit} requests per minute exceeded",
                                       decision.retry_after_s, {"limit": decision.limit})
-        return await handler(request)
 
-    return [metrics_mw, errors_mw, auth_mw]
+    @web.middleware
+    async def api_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        key = _route_key(request)
+        route = key[1] if key else "unmatched"
+        status = 500
+        try:
+            # errors: every OrcaError and HTTP error becomes the envelope, auth's 401/403 among them
+            try:
+                if key is not None:  # unknown path or method: let the router's 404/405 through (no auth)
+                    authorize(request, key)
+                response = await handler(request)
+            except OrcaError as err:
+                response = error_response(err, request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = error_response(_http_exception_to_error(exc), request)
+            except Exception:  # noqa: BLE001 - no traceback ever reaches a client
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                response = error_response(OrcaError("internal error"), request)
+            status = response.status
+            return response
+        finally:
+            labelled = children.get((route, request.method, status))
+            if labelled is None:
+                labelled = (metrics.api_requests.labels(route, request.method, str(status)),
+                            metrics.api_latency.labels(route, request.method))
+                if len(children) < _METRIC_CHILDREN_MAX:
+                    children[(route, request.method, status)] = labelled
+            labelled[0].inc()
+            # a blocking query's time is its wait, not the master's work (no query string: none to parse)
+            if not request.query_string or not request.query.get("index"):
+                labelled[1].observe(time.perf_counter() - start)
+
+    return [api_mw]
 
 
 class _EnvelopeRequestHandler(RequestHandler):

@@ -54,6 +54,12 @@ class LeaderLoop:
         """Safe to call from the event loop at any time (a no-op cost when disabled)."""
         self._wake.set()
 
+    @property
+    def woken_while_disabled(self) -> bool:
+        """Disabled, with a wake-up already pending for when it is enabled: another wake-up changes
+        nothing (readable from any thread: two attribute reads)."""
+        return self._task is None and self._wake.is_set()
+
     # --- for subclasses ---------------------------------------------------------------------------
     def on_enable(self) -> None:
         """Reset in-memory state for a new term (runs before the first cycle)."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["RateLimiter", "Decision"]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """One request's verdict (immutable; a NamedTuple, as a frozen dataclass's `__init__` costs several times
+    more, and one is made per request)."""
+
     allowed: bool
     limit: int
     remaining: int

@@ -214,16 +214,67 @@ def test_running_replicas_counts_what_a_scan_per_service_counted(allocs: list[tu
         assert running_replicas(state).get(name, 0) == expected
 
 
-def test_a_lease_renewal_wakes_no_leader_loop() -> None:
+class _FakeLoop:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.woken = False
+
+    @property
+    def woken_while_disabled(self) -> bool:
+        return not self.enabled and self.woken
+
+    def wake(self) -> None:
+        self.woken = True
+
+
+def _plane(enabled: bool) -> tuple[Any, list[Any]]:
     from orca.master.control import ControlPlane
     woken: list[Any] = []
     plane = ControlPlane.__new__(ControlPlane)
     plane._wake_pending = False
+    plane.scheduler, plane.dispatcher = _FakeLoop(enabled), _FakeLoop(enabled)
     plane._loop = type("Loop", (), {"call_soon_threadsafe": lambda self, fn: woken.append(fn)})()
+    return plane, woken
+
+
+def test_a_lease_renewal_wakes_no_leader_loop() -> None:
+    plane, woken = _plane(enabled=True)
     plane._on_applied({"ok": True, "result": {"renewed": 3, "back": [], "leases_only": True}})
     assert woken == []
     plane._on_applied({"ok": True, "result": {"renewed": 3, "back": ["n1"]}})
     assert len(woken) == 1
+
+
+def test_a_follower_wakes_its_disabled_loops_once() -> None:
+    """Loops that are off keep one pending wake-up (their first cycle runs as soon as they are turned
+    on); further entries on a follower cost no hop to the event loop."""
+    plane, woken = _plane(enabled=False)
+    entry = {"ok": True, "result": {"replicas": 2}}
+    plane._on_applied(entry)
+    assert len(woken) == 1
+    woken.pop()()  # the loop runs the wake-up: both loops now hold one
+    for _ in range(5):
+        plane._on_applied(entry)
+    assert woken == []
+    plane.scheduler.enabled = plane.dispatcher.enabled = True  # leader now: every entry wakes them
+    plane._on_applied(entry)
+    assert len(woken) == 1
+
+
+def test_leader_loop_reports_a_pending_wake_while_disabled() -> None:
+    from orca.master.loops import LeaderLoop
+
+    async def main() -> None:
+        loop = LeaderLoop.__new__(LeaderLoop)
+        loop._task = None
+        loop._wake = asyncio.Event()
+        assert not loop.woken_while_disabled
+        loop.wake()
+        assert loop.woken_while_disabled
+        loop._task = object()  # type: ignore[assignment]
+        assert not loop.woken_while_disabled
+
+    asyncio.run(main())
 
 
 def test_each_desired_allocation_gets_the_spec_of_its_own_version() -> None:

@@ -205,3 +205,53 @@ def test_a_rewritten_journal_is_always_synced_again(tmp_path: Path, monkeypatch:
         assert len(synced) == 2
     finally:
         journal._destroy()
+
+
+def test_hold_answer_keeps_the_latest_success_per_run_of_one_node() -> None:
+    from orca.raft_durability import hold_answer
+
+    held = hold_answer([], "a", 5)
+    held = hold_answer(held, "a", 9)
+    assert held == [("a", 9)]
+    held = hold_answer(held, "a", 7)  # a resent, older range: the answer never moves back
+    assert held == [("a", 9)]
+    held = hold_answer(held, "b", 3)
+    held = hold_answer(held, "a", 12)
+    assert held == [("a", 9), ("b", 3), ("a", 12)]
+
+
+def test_follower_successes_wait_for_one_flush_and_other_answers_keep_their_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower holds its success answers until the end of the tick: the appends of one poll share one
+    flush, the answer goes only after it, and a rejection sends the held successes first."""
+    from orca import raft_durability
+
+    journal = FileJournal(str(tmp_path / "n.journal"))
+    try:
+        events: list[Any] = []
+        monkeypatch.setattr(raft_durability.os, "fdatasync", lambda fd: events.append("sync"))
+        monkeypatch.setattr(SyncObj, "_SyncObj__sendNextNodeIdx",
+                            lambda self, node, reset=False, nextNodeIdx=None, success=False:
+                            events.append((node, nextNodeIdx, success, reset)))
+
+        class Node(raft_durability.DurabilityMixin, SyncObj):
+            _SyncObj__raftLog = journal
+
+            def __init__(self) -> None:  # no SyncObj.__init__: only the journal is used
+                self._durability_init(True)
+
+        node = Node()
+        for i in range(1, 4):  # three appends arrive in one poll
+            journal.add(b"a" * 10, i, 1)
+            node._SyncObj__sendNextNodeIdx("leader", nextNodeIdx=i + 1, success=True)
+        assert events == []
+        node.durable_answer()
+        assert events == ["sync", ("leader", 4, True, False)]
+        node.durable_answer()  # nothing held: nothing sent, no sync
+        assert len(events) == 2
+        journal.add(b"a" * 10, 4, 1)
+        node._SyncObj__sendNextNodeIdx("leader", nextNodeIdx=5, success=True)
+        node._SyncObj__sendNextNodeIdx("leader", nextNodeIdx=3, success=False, reset=True)
+        assert events[2:] == ["sync", ("leader", 5, True, False), ("leader", 3, False, True)]
+    finally:
+        journal._destroy()
