@@ -7,9 +7,10 @@ holes left between live blocks stay in the process's RSS for ever. Measured on t
 allocations: 37 MB free inside the heap, of which `malloc_trim(0)` (which unmaps every whole free page,
 wherever it lies) gave back 34 MB. Python's own small-object allocator (pymalloc) is not concerned.
 
-`HeapTrimmer.run` calls it every `period_s` (in a worker thread: it releases the GIL, and walks the free
-lists of every arena, a few ms) while `activity()` moved since the last trim, else every `idle_s`. Where
-there is no glibc (musl, macOS) it does nothing.
+`HeapTrimmer.run` checks every `period_s` and calls it (in a worker thread: it releases the GIL, and walks
+the free lists of every arena, a few ms) once `activity()` (the layout generation) moved since the last
+trim and then held still for a period, and every `idle_s` anyway. Where there is no glibc (musl, macOS) it
+does nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def malloc_trim() -> bool | None:
 
 
 class HeapTrimmer:
-    """Trims the heap every `period_s` while `activity()` changes, and every `idle_s` in any case."""
+    """Trims the heap after each burst of `activity()` changes, and every `idle_s` in any case."""
 
     def __init__(self, activity: Callable[[], Any], period_s: float = 5.0, idle_s: float = 60.0,
                  trim: Callable[[], bool | None] = malloc_trim) -> None:
@@ -62,13 +63,17 @@ class HeapTrimmer:
         self.trim = trim
         self.trims = 0
         self.seconds = 0.0
-        self._last_activity: Any = None
+        self._last_activity: Any = None  # at the last trim
+        self._last_seen: Any = None      # at the last check
         self._last_trim = 0.0
 
     def due(self, now: float) -> bool:
-        """Whether to trim now (and remember the activity seen, as if it had)."""
-        seen = self.activity()
-        if seen == self._last_activity and now - self._last_trim < self.idle_s:
+        """Whether to trim now: the activity moved since the last trim but not since the last check (a
+        burst is over: trimming in the middle of one gives back pages it takes again at once), or
+        `idle_s` went by."""
+        seen, previous = self.activity(), self._last_seen
+        self._last_seen = seen
+        if now - self._last_trim < self.idle_s and (seen == self._last_activity or seen != previous):
             return False
         self._last_activity = seen
         self._last_trim = now

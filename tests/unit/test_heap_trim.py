@@ -8,14 +8,17 @@ from orca import heap_trim
 from orca.heap_trim import HeapTrimmer
 
 
-def test_due_after_activity_and_after_idle_time() -> None:
+def test_due_once_a_burst_is_over_and_after_idle_time() -> None:
     generation = [0]
     t = HeapTrimmer(lambda: generation[0], period_s=2.0, idle_s=60.0)
     assert t.due(100.0)  # the first check always trims
-    assert not t.due(102.0) and not t.due(159.0)  # nothing happened
+    assert not t.due(102.0) and not t.due(104.0)  # nothing happened
     generation[0] += 1
-    assert t.due(161.0) and not t.due(163.0)  # something happened: once
-    assert t.due(221.5)  # idle for idle_s: once more anyway
+    assert not t.due(106.0)  # in the middle of a burst
+    generation[0] += 1
+    assert not t.due(108.0)
+    assert t.due(110.0) and not t.due(112.0)  # it held still for a period: once
+    assert not t.due(169.0) and t.due(170.5)  # idle for idle_s: once more anyway
 
 
 def test_run_trims_in_a_thread_until_stopped() -> None:
@@ -24,7 +27,7 @@ def test_run_trims_in_a_thread_until_stopped() -> None:
 
     def trim() -> bool:
         calls.append(generation[0])
-        generation[0] += 1  # activity each time: every period trims
+        generation[0] += 1  # activity after each trim: trims every other period
         return True
 
     async def main() -> None:
