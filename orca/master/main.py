@@ -114,7 +114,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
     # The heap's holes after a burst (a deploy, a new term) go back to the system (orca.heap_trim).
-    trimmer = asyncio.create_task(HeapTrimmer(lambda: raft.store.layout_generation, period_s=2.0).run(stop))
+    trimmer = asyncio.create_task(HeapTrimmer(lambda: raft.store.layout_generation, period_s=0.5).run(stop))
     try:
         if master_tls is not None:
             # The listener needs this master's certificate, hence the CA from the replicated state.
