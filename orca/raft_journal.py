@@ -7,11 +7,13 @@ until the next log compaction (every 5 minutes, or 5,000 entries): at 30,000 all
 lacks it, to apply it, and when a compaction or a conflict rewrites the journal's tail.
 
 `LeanJournal` keeps the same file, in the same format, and the same list of `(command, idx, term)`; once
-an entry is applied and more than `KEEP` entries old, `release(...)` replaces its command in the list by
-None, and reading it (`journal[i]`, a slice) reads the bytes back from the file. The first two entries
-are never released: PySyncObj reads `journal[0]` and `journal[1]` on every append. `entries(...)` is
-`SyncObj.__getEntries` (a follower far behind gets what one message carries, read from the file, not the
-whole tail). Every access is in the tick thread, as for upstream's journal.
+an entry is applied and older than the newest entries (up to KEEP_BYTES, at most KEEP_ENTRIES of them),
+`release(...)` replaces its command by None, and reading it (`journal[i]`, a slice) reads the bytes back
+from the file. The first two entries and the last are never released: PySyncObj reads `journal[0]`,
+`journal[1]` and `journal[-1]` all the time. `entries(...)` is `SyncObj.__getEntries` (a follower far
+behind gets what one message carries, read from the file, not the whole tail). Every access is in the
+tick thread, as for upstream's journal. (A count of entries alone kept too much: the newest 64 held
+14 MB after a deploy, whose entries are large.)
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 from pysyncobj.journal import FIRST_RECORD_OFFSET, FileJournal
 from pysyncobj.pickle import to_bytes
 
-__all__ = ["LeanJournal", "KEEP"]
+__all__ = ["LeanJournal", "KEEP_BYTES", "KEEP_ENTRIES"]
 
-KEEP = 64  # the newest entries keep their bytes in memory (sent and applied right after they arrive)
+KEEP_BYTES = 256 << 10  # the newest entries within this keep their bytes in memory (sent and applied soon)
+KEEP_ENTRIES = 64
 _HEADER = 4 + 16  # record size, then idx and term (struct '<QQ'), then the command, then the size again
 
 Entry = tuple[Any, int, int]
@@ -99,18 +102,23 @@ class LeanJournal(FileJournal):
         return self[pos:stop] if pos < stop else []
 
     def release(self, applied_idx: int) -> None:
-        """Drop from memory the bytes of every entry up to `applied_idx` (applied here) but the newest
-        KEEP and the first two."""
+        """Drop from memory the bytes of every entry up to `applied_idx` (applied here) but the first
+        two, the last one, and the newest ones (KEEP_BYTES, KEEP_ENTRIES)."""
         raw = self._FileJournal__journal
-        if len(raw) < 3:
+        n = len(raw)
+        stop = min(n - 1, applied_idx - raw[0][1] + 1) if n >= 3 else 0
+        if stop <= self._released:
             return
-        stop = min(len(raw) - KEEP, applied_idx - raw[0][1] + 1)
+        kept, last = 0, stop
+        while stop > self._released and last - stop < KEEP_ENTRIES and kept + self._sizes[stop - 1] <= KEEP_BYTES:
+            stop -= 1
+            kept += self._sizes[stop]
         for i in range(self._released, stop):
             entry = raw[i]
             if entry[0] is not None:
                 self.released_bytes += self._sizes[i]
                 raw[i] = (None, entry[1], entry[2])
-        self._released = max(self._released, stop)
+        self._released = stop
 
     def _full(self, pos: int, entry: Entry) -> Entry:
         return entry if entry[0] is not None else self._read(pos, entry)

@@ -38,12 +38,12 @@ def _upstream_get_entries(entries: list[Any], pos: int, count: int | None, max_b
     return result[:max(cut, 1)]
 
 
-@given(OPS, st.integers(1, 6))
+@given(OPS, st.integers(0, 700))
 @settings(max_examples=150, deadline=None)
 def test_the_lean_journal_is_upstreams_journal(ops: list[tuple[str, Any, int]], keep: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lean, plain = LeanJournal(f"{tmp}/lean"), FileJournal(f"{tmp}/plain")
-        real_keep, raft_journal.KEEP = raft_journal.KEEP, keep
+        real_keep, raft_journal.KEEP_BYTES = raft_journal.KEEP_BYTES, keep
         try:
             model: list[tuple[bytes, int, int]] = []
             for op, arg, term_step in ops:
@@ -82,22 +82,26 @@ def test_the_lean_journal_is_upstreams_journal(ops: list[tuple[str, Any, int]], 
             assert [(c, i, t) for c, i, t in LeanJournal(f"{tmp}/lean")[:]] == model  # the file: upstream's format
             assert FileJournal(f"{tmp}/lean")[:] == model
         finally:
-            raft_journal.KEEP = real_keep
+            raft_journal.KEEP_BYTES = real_keep
             plain._destroy()
 
 
-def test_released_entries_leave_memory_but_the_first_two_and_the_newest_stay(tmp_path: Path) -> None:
+def test_released_entries_leave_memory_but_the_first_two_the_last_and_the_newest_few_stay(tmp_path: Path) -> None:
     journal = LeanJournal(str(tmp_path / "j"))
     try:
-        for i in range(1, 301):
-            journal.add(bytes([i % 256]) * 1000, i, 1)
-        journal.release(150)  # applied up to 150: entries 3..150 go (their positions 2..149)
+        for i in range(1, 401):
+            journal.add(bytes([i % 256]) * 100_000, i, 1)  # 100 kB entries: the newest 2 fit KEEP_BYTES
+        journal.release(150)  # applied up to 150: entries 3..148 go (150 and 149 are the newest kept)
         raw = journal._FileJournal__journal
-        assert [e[0] is None for e in raw[:152]] == [False, False] + [True] * 148 + [False, False]
-        assert journal.released_bytes == 148 * 1000
-        journal.release(10**6)  # everything applied: all but the newest KEEP and the first two
-        assert sum(e[0] is None for e in raw) == 300 - raft_journal.KEEP - 2
-        assert journal[5] == (bytes([6]) * 1000, 6, 1) and raw[5][0] is None  # read back, not kept again
+        assert [e[0] is None for e in raw[:152]] == [False, False] + [True] * 146 + [False] * 4
+        assert journal.released_bytes == 146 * 100_000
+        journal.release(10**6)  # everything applied
+        assert [i for i, e in enumerate(raw) if e[0] is not None] == [0, 1, 397, 398, 399]
+        assert journal[5] == (bytes([6]) * 100_000, 6, 1) and raw[5][0] is None  # read back, not kept again
+        for i in range(401, 1001):
+            journal.add(b"s", i, 1)  # small entries: at most KEEP_ENTRIES of them stay
+        journal.release(10**6)
+        assert sum(e[0] is not None for e in raw) == 2 + 1 + raft_journal.KEEP_ENTRIES
     finally:
         journal._destroy()
 
