@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from orca.errors import NotReady, PayloadTooLarge, from_code
 from orca.raft_append import AppendMixin
 from orca.raft_durability import DurabilityMixin
+from orca.raft_journal import LeanJournal, create_journal
 from orca.raft_prevote import PreVoteMixin
 from orca.raft_transport import GuardedTransport, TransportLimits
 from orca.state import machine, ops_nodes, schema
@@ -59,6 +61,9 @@ MAX_ENTRY_BYTES = 16 << 20
 # The proposals' deadlines share one timer, which looks again at least this often while any proposal
 # waits: a proposal made with an earlier deadline than those already waiting times out at most this late.
 EXPIRY_SLACK_S = 0.25
+# SyncObj.__init__ makes its journal with this module-level function and starts its tick thread before it
+# returns: the lean journal (orca.raft_journal) has to be in place before any SyncObj is made.
+pysyncobj.syncobj.createJournal = create_journal  # type: ignore[attr-defined]
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
 _TIMED_OUT = min(_FAIL_NAMES, default=0) - 1  # a proposal's deadline passed (no FAIL_REASON has this value)
 
@@ -83,6 +88,24 @@ class _SyncObj(PreVoteMixin, AppendMixin, DurabilityMixin, SyncObj):
         self._append_init()
         super().__init__(*args, **kwargs)
         self.addOnTickCallback(self.durable_tick)
+        self.addOnTickCallback(self._release_journal)
+
+    def _release_journal(self) -> None:  # tick thread
+        """Applied entries' bytes leave memory; the journal file keeps them (orca.raft_journal)."""
+        journal = self._SyncObj__raftLog
+        if isinstance(journal, LeanJournal):
+            journal.release(self._SyncObj__raftLastApplied)
+
+    def _SyncObj__getEntries(self, fromIDx: Any, count: int | None = None,  # noqa: N802, N803 - upstream's
+                             maxSizeBytes: int | None = None) -> list[Any]:  # noqa: N803
+        """Upstream's, reading from the file only the released entries it returns (orca.raft_journal)."""
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, LeanJournal):
+            return SyncObj._SyncObj__getEntries(self, fromIDx, count, maxSizeBytes)  # type: ignore[attr-defined]
+        first = journal[0][1]
+        if fromIDx is None or fromIDx < first:
+            return []
+        return journal.entries(fromIDx - first, count, maxSizeBytes)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - upstream's names
         self._prevote_gate()

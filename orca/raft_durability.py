@@ -31,11 +31,19 @@ Not covered (upstream behaviour, documented): the term/vote metadata file and th
 snapshot are replaced without fsync; a power loss just after a compaction can still lose state.
 
 `durable=False` restores upstream's behaviour (kill -9 safe, not power-loss safe) for throughput.
+
+Memory: PySyncObj keeps every journal entry twice, as bytes in a list and in the mmap'd file, and the
+file's pages stay mapped into the process once written: they count in its RSS (~18 MB of a leader's at
+30,000 allocations). Once a flush made them durable, the whole pages written since the last flush are
+unmapped from the process (`madvise(MADV_DONTNEED)`: the file and the page cache keep them, a later read
+of the mapping faults them back in from there). PySyncObj reads the mapping only when it opens the
+journal and when it truncates it.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from typing import Any
@@ -57,6 +65,7 @@ class DurabilityMixin:
         self.flushes = 0
         self.flush_seconds = 0.0
         self._flushed_offset: int | None = None
+        self._released_to = 0  # journal bytes [0, this) already unmapped from the process (page-aligned)
         self._slow_logged = 0.0
         self._answers: list[tuple[Any, int]] = []  # (leader node, next index): successes not sent yet
 
@@ -82,6 +91,8 @@ class DurabilityMixin:
         self.flushes += 1
         self.flush_seconds += took
         self._flushed_offset = offset
+        if offset is not None:
+            self._released_to = _release_pages(journal, self._released_to, offset)
         if took > SLOW_FLUSH_S and started - self._slow_logged > 10.0:
             self._slow_logged = started
             log.warning("raft journal flush took %.0f ms (slow disk: it delays this master's Raft work; "
@@ -99,16 +110,19 @@ class DurabilityMixin:
     # the last flush with other, unsynced entries before it: after those the next flush always syncs.
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:  # noqa: N802, N803 - upstream's names
         self._flushed_offset = None
+        self._released_to = 0
         SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)  # type: ignore[attr-defined]
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803 - upstream's names
         self._flushed_offset = None
+        self._released_to = 0
         SyncObj._SyncObj__deleteEntriesTo(self, toIDx)  # type: ignore[attr-defined]
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803 - upstream's names
         self._flushed_offset = None
         SyncObj._SyncObj__loadDumpFile(self, clearJournal)  # type: ignore[attr-defined]
         self._flushed_offset = None
+        self._released_to = 0
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N802, N803
                                   success: bool = False) -> None:
@@ -163,3 +177,20 @@ def _journal_fd(journal: Any) -> int | None:
         return int(f.fileno()) if f is not None and not f.closed else None
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _release_pages(journal: Any, start: int, end: int) -> int:
+    """Unmap the journal's whole pages in [start, end) (`end`: bytes durable on disk) from the process;
+    the new `start`. Only for a journal flushed up to `end`: the pages are clean, the file holds them."""
+    resizable = getattr(journal, "_FileJournal__journalFile", None)
+    mm = getattr(resizable, "_ResizableFile__mm", None)
+    stop = end - end % mmap.PAGESIZE  # the last, partial page is written again by the next entry
+    if mm is None or not hasattr(mmap, "MADV_DONTNEED") or stop <= start:
+        return start
+    try:
+        stop = min(stop, len(mm) - len(mm) % mmap.PAGESIZE)
+        if stop > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+    except (OSError, ValueError):  # a closed or replaced mapping: the next flush starts over
+        return start
+    return max(start, stop)

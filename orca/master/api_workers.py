@@ -102,7 +102,9 @@ class WorkerEndpoints:
                                       "orchestrator_time": time.time()})
             raise NodeNotFound(f"node {hb['node_id']!r} is not registered; register first",
                                {"node": hb["node_id"]})
-        self.report_cache.store(hb["node_id"], hb["allocations"])
+        packed = same if same is not None else self.report_cache.store(hb["node_id"], hb["allocations"])
+        if packed is not None:
+            hb["allocations"] = packed  # the book keeps it packed (orca.master.packed_reports)
         self.book.record(hb)
         if self.traffic is not None:
             self.traffic.record(hb["node_id"], hb)

@@ -13,6 +13,7 @@ from aiohttp import web
 from orca import auth, eventloop, logging_setup, protocol, tls
 from orca.config import ConfigError, MasterConfig, load_master_config
 from orca.filemodes import FileModeError, private_umask, secure_paths
+from orca.heap_trim import HeapTrimmer
 from orca.master import views
 from orca.master.api import MasterApi, MasterInfo
 from orca.master.api_edge import EdgeEndpoints
@@ -112,6 +113,8 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     runner = ApiRunner(app, access_log=access, access_log_class=logging_setup.ApiAccessLogger, handle_signals=False)
     await runner.setup()
     upkeep = asyncio.create_task(master_tls.run(stop)) if master_tls is not None else None
+    # The heap's holes after a burst (a deploy, a new term) go back to the system (orca.heap_trim).
+    trimmer = asyncio.create_task(HeapTrimmer(lambda: raft.store.layout_generation, period_s=0.5).run(stop))
     try:
         if master_tls is not None:
             # The listener needs this master's certificate, hence the CA from the replicated state.
@@ -131,6 +134,7 @@ async def serve(cfg: MasterConfig, stop: asyncio.Event) -> None:
     finally:
         if upkeep is not None:
             upkeep.cancel()
+        trimmer.cancel()
         leadership.stop()
         await runner.cleanup()
         raft.destroy()

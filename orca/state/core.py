@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from orca.errors import Conflict, ServiceNotFound
 
-__all__ = ["Ctx", "State", "record_event", "service_of", "fence", "EVENTS_KEPT", "HISTORY_KEPT"]
+__all__ = ["Ctx", "State", "record_event", "service_of", "fence", "shared", "EVENTS_KEPT", "HISTORY_KEPT"]
 
 EVENTS_KEPT = 1000
 HISTORY_KEPT = 10
@@ -43,6 +44,13 @@ def service_of(state: State, name: Any) -> dict[str, Any]:
     return svc
 
 
+
+
+def shared(value: Any) -> Any:
+    """One object for a string the state repeats (interned), anything else as it is: 30,000 allocations
+    name 1,000 nodes and say "running" 30,000 times, and every decoded entry makes its own copies (~57
+    bytes each). Equal either way: the state, its snapshots and its digests do not change."""
+    return sys.intern(value) if type(value) is str else value
 
 
 def fence(state: State, args: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from orca.errors import Conflict, Invalid, NotFound
 from orca.jobs import FINISHED
 from orca.state import ops_jobs, ops_volumes
-from orca.state.core import Ctx, State, fence, record_event
+from orca.state.core import Ctx, State, fence, record_event, shared
 
 # --- nodes, leases and placement (leader decisions, fenced by the leader's term) ---------------------
 
@@ -121,6 +121,7 @@ def _apply_node_reports(state: State, args: dict[str, Any], ctx: Ctx) -> dict[st
             if observed.get("status") == "running" and running_since is None:
                 running_since = ctx.now  # the proposer's clock: min_healthy_s is measured on one timeline
             alloc["observed"] = {k: observed.get(k) for k in OBSERVED_FIELDS} | {
+                "status": shared(observed.get("status")), "health": shared(observed.get("health")),
                 "at": ctx.now, "running_since": running_since}
             if "run" in alloc and observed.get("status") in FINISHED:
                 ops_jobs.record_finished(state, alloc)
@@ -179,7 +180,8 @@ def _apply_plan(state: State, args: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
         entry = next((h for h in svc["history"] if h["version"] == int(p["version"])), None)
         spec = entry["spec"] if entry else svc["spec"]
         state["allocations"][p["alloc_id"]] = {
-            "id": p["alloc_id"], "service": p["service"], "version": int(p["version"]), "node": p["node"],
+            "id": p["alloc_id"], "service": shared(p["service"]), "version": int(p["version"]),
+            "node": shared(p["node"]),
             "index": int(p["index"]), "desired": "run", "created_at": ctx.now, "observed": None,
             "digest": entry["digest"] if entry else svc["digest"],
             "resources": dict(spec.get("resources") or {}),

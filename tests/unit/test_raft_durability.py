@@ -255,3 +255,52 @@ def test_follower_successes_wait_for_one_flush_and_other_answers_keep_their_orde
         assert events[2:] == ["sync", ("leader", 5, True, False), ("leader", 3, False, True)]
     finally:
         journal._destroy()
+
+
+def _mapped_kb(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_flushed_journal_pages_leave_the_process_and_read_back_intact(tmp_path: Path) -> None:
+    """Once flushed, the journal's whole pages are unmapped from the process (its RSS), not lost: the
+    file holds every entry, read back by a new journal and by upstream's truncation (which reads the
+    mapping)."""
+    from orca import raft_durability
+
+    path = tmp_path / "n.journal"
+    journal = FileJournal(str(path))
+    try:
+        class Node(raft_durability.DurabilityMixin, SyncObj):
+            _SyncObj__raftLog = journal
+
+            def __init__(self) -> None:  # no SyncObj.__init__: only the journal is used
+                self._durability_init(True)
+
+        node = Node()
+        entries = [(bytes([i % 251]) * 3000, i, 1) for i in range(1, 400)]  # ~1.2 MB
+        for i, entry in enumerate(entries):
+            journal.add(*entry)
+            if i % 50 == 0:
+                node.durable_flush()
+        node.durable_flush()
+        assert node._released_to % 4096 == 0 and node._released_to > 1_000_000
+        assert _mapped_kb(path) <= 2 * 4096 // 1024  # at most the last, partial page (and the header's)
+        node._SyncObj__deleteEntriesFrom(300)  # reads record sizes back through the mapping
+        assert node._released_to == 0
+        journal.add(b"new", 300, 2)
+        node.durable_flush()
+    finally:
+        journal._destroy()
+    again = FileJournal(str(path))
+    try:
+        assert [again[i] for i in range(len(again))] == [*entries[:299], (b"new", 300, 2)]
+    finally:
+        again._destroy()

@@ -54,25 +54,25 @@ def test_a_hit_is_always_what_validation_would_answer(accepted: list[dict[str, A
                                                       sent: list[dict[str, Any]]) -> None:
     cache = ReportCache()
     first = _validate(accepted)
-    if isinstance(first, list):
-        cache.store("n1", first)
+    stored = cache.store("n1", first) if isinstance(first, list) else None
     raw = json.loads(json.dumps(sent))  # what the parser hands over
     hit = cache.lookup("n1", raw)
     if hit is not None:
-        assert hit is first and _validate(raw) == first
+        assert hit is stored and _validate(raw) == first == hit.unpack()
     if isinstance(first, list):  # the accepted form sent again (what the agent sends): a hit
-        assert cache.lookup("n1", json.loads(json.dumps(first))) is first
+        assert stored is not None and cache.lookup("n1", json.loads(json.dumps(first))) is stored
 
 
 def test_a_bool_or_float_where_an_integer_was_is_no_hit() -> None:
     cache = ReportCache()
     first = _validate([_valid(1, restarts=1)])
     assert isinstance(first, list)
-    cache.store("n1", first)
+    stored = cache.store("n1", first)
     assert cache.lookup("n1", [{**_valid(1), "restarts": True}]) is None  # True == 1, but not valid
     assert cache.lookup("n1", [{**_valid(1), "restarts": 1.0}]) is None
     assert cache.lookup("n2", [_valid(1, restarts=1)]) is None  # another node's entry is never used
-    assert cache.lookup("n1", [_valid(1, restarts=1)]) is first
+    assert cache.lookup("n1", [_valid(1, restarts=1)]) is stored
+    assert cache.store("n1", stored) is stored  # a hit stored again: the same pack, kept
 
 
 def test_the_cache_is_bounded() -> None:
@@ -82,3 +82,10 @@ def test_the_cache_is_bounded() -> None:
     assert len(cache._last) == 3 and cache.lookup("n9", [_valid(9)]) is not None
     cache.forget("n9")
     assert cache.lookup("n9", [_valid(9)]) is None
+
+
+def test_a_list_that_cannot_be_packed_is_not_kept() -> None:
+    cache = ReportCache()
+    cache.store("n1", [_valid(1)])
+    assert cache.store("n1", [{**_valid(1), "restarts": 2**70}]) is None  # past 64 bits: orjson refuses
+    assert cache.lookup("n1", [_valid(1)]) is None
