@@ -218,5 +218,6 @@ def test_a_batch_of_random_entries_equals_applying_them_one_by_one(ops: list[tup
     one_by_one, batched = copy.deepcopy(SEEDED.state), copy.deepcopy(SEEDED.state)
     results = [apply(one_by_one, raw, 7) for raw in raws]
     batch = apply(batched, encode_entry(BATCH_OP, {"entries": raws}, now=1.0), 7)  # must not raise
-    assert batch["result"]["results"] == results
+    # compared as text: a result may echo a NaN from the entry, and NaN never equals itself
+    assert repr(batch["result"]["results"]) == repr(results)
     assert digest(batched) == digest(one_by_one)  # every sub-entry applied exactly once
