@@ -478,6 +478,7 @@ async def scenario(
             await asyncio.sleep(1.0)  # py-spy attaches
         cpu0 = _cpu(pids)
         hb_sent0 = hb.sent
+        deploy_leader = leader
         t0 = time.monotonic()
         # One call per DEPLOY_BATCH services: a deploy body is bounded (10,000 services do not fit one).
         batch = deploy["services"]
@@ -508,7 +509,9 @@ async def scenario(
 
         committed_at = None
         sched: dict[str, Any] = {}
-        moved = False  # the leader changed: its placement counter started over, count on the nodes instead
+        # The leader changed (during the deploy calls or after them): its placement counter started over
+        # and counts only its own placements, so count on the nodes instead.
+        moved = leader is not deploy_leader
         while committed_at is None:
             try:
                 sched = await _get(poll_session, leader.url + "/api/v1/status/scheduler")
