@@ -79,6 +79,9 @@ CLI_MAX_BYTES = 16 * 2**20
 CLI_TIMEOUT_S = 5.0
 # Starting HAProxy (config check and first worker) and a reload are given this long.
 START_TIMEOUT_S = 10.0
+# The longest socket path kept in run_dir ("master.sock", the longest name there): HAProxy refuses a
+# `stats socket` path over 97 bytes ("admin.sock" is one shorter); longer run dirs use a short one in /tmp.
+MAX_SOCKET_PATH = 96
 # Servers removed at run time are deleted (once idle) at most this many per poll.
 PARKED_DELETES_PER_POLL = 16
 # HAProxy's log lines: at most this long (its `len`), read at most LOG_BATCH per event-loop wake-up.
@@ -473,9 +476,10 @@ class Proxy:
             self.run_dir = Path(tempfile.mkdtemp(prefix="orca-haproxy-"))
             self._tmp_dirs.append(str(self.run_dir))
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Unix socket paths are limited to 107 bytes: a deep data dir gets a short private one in /tmp.
+        # Unix socket paths are limited to 107 bytes, and HAProxy takes at most 97 for a `stats socket`
+        # (it keeps room for its own suffixes): a deep data dir gets a short private one in /tmp.
         self._sock_dir = self.run_dir
-        if len(str(self.run_dir / "master.sock")) > 100:
+        if len(str(self.run_dir / "master.sock")) > MAX_SOCKET_PATH:
             self._sock_dir = Path(tempfile.mkdtemp(prefix="orca-hap-"))
             self._tmp_dirs.append(str(self._sock_dir))
         self._kill_leftover()

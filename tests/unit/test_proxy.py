@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -728,3 +729,18 @@ async def test_counts_stay_close_when_logging_is_sampled(proxy: Proxy, upstreams
     counted = proxy.stats()["web"]["requests"]
     print(f"{sent} requests in 4 s, counted {counted}")
     assert up.hits == sent and abs(counted - sent) <= max(0.25 * sent, 60), (counted, sent)
+
+
+@pytest.mark.parametrize("socket_path_len", [95, 96, 97, 98, 99, 100, 101, 120])
+async def test_a_deep_run_dir_still_starts(tmp_path: Path, socket_path_len: int) -> None:
+    """HAProxy refuses a `stats socket` path over 97 bytes: whatever the data dir's depth, the proxy starts
+    (a deep run dir gets its sockets in a short private directory)."""
+    base = str(tmp_path / "d")
+    run_dir = Path(base + "x" * max(1, socket_path_len - len(base) - len("/master.sock")))
+    [port] = free_ports(1)
+    p = Proxy(ProxyConfig(listen=f"127.0.0.1:{port}"), run_dir=run_dir)
+    await p.start()
+    try:
+        assert len(str(p.master_socket)) <= 96 and len(str(p.admin_socket)) <= 97
+    finally:
+        await p.stop()
